@@ -1,0 +1,259 @@
+//! Accounts: registration, login, logout, tokens, passwords, deactivation, devices.
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, post},
+    Json, Router,
+};
+use myelin_service::accounts::{LoginSession, RegisterOutcome, RegisterRequest};
+use ruma::OwnedDeviceId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::{Auth, JsonBody, Query},
+    SharedState,
+};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/_matrix/client/v3/register", post(register))
+        .route("/_matrix/client/v3/register/available", get(available))
+        .route("/_matrix/client/v1/register/m.login.registration_token/validity", get(token_validity))
+        .route("/_matrix/client/v3/login", get(login_flows).post(login))
+        .route("/_matrix/client/v3/refresh", post(refresh))
+        .route("/_matrix/client/v3/logout", post(logout))
+        .route("/_matrix/client/v3/logout/all", post(logout_all))
+        .route("/_matrix/client/v3/account/whoami", get(whoami))
+        .route("/_matrix/client/v3/account/password", post(change_password))
+        .route("/_matrix/client/v3/account/deactivate", post(deactivate))
+        .route("/_matrix/client/v3/devices", get(list_devices))
+        .route("/_matrix/client/v3/devices/{device_id}", get(get_device).put(put_device).delete(delete_device))
+        .route("/_matrix/client/v3/delete_devices", post(delete_devices))
+}
+
+fn session_json(s: &LoginSession, server_name: &str) -> Value {
+    let mut body = json!({ "user_id": s.user_id, "access_token": s.access_token, "device_id": s.device_id, "home_server": server_name });
+    if let Some(r) = &s.refresh_token {
+        body["refresh_token"] = json!(r);
+    }
+    if let Some(ms) = s.expires_in_ms {
+        body["expires_in_ms"] = json!(ms);
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: Option<String>,
+    password: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+    #[serde(default)]
+    inhibit_login: bool,
+    #[serde(default)]
+    refresh_token: bool,
+    auth: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct KindQuery {
+    kind: Option<String>,
+}
+
+/// POST /_matrix/client/v3/register — client-server-api/#post_matrixclientv3register.
+async fn register(State(state): State<SharedState>, Query(q): Query<KindQuery>, JsonBody(body): JsonBody<RegisterBody>) -> ApiResult<Json<Value>> {
+    if q.kind.as_deref() == Some("guest") {
+        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled"));
+    }
+    let req = RegisterRequest {
+        username: body.username,
+        password: body.password,
+        device_id: body.device_id,
+        initial_device_display_name: body.initial_device_display_name,
+        inhibit_login: body.inhibit_login,
+        refresh_token: body.refresh_token,
+        auth: body.auth,
+    };
+    let server_name = state.services.server_name().to_string();
+    Ok(Json(match state.services.register(req).await? {
+        RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
+        RegisterOutcome::NoLogin(user_id) => json!({ "user_id": user_id, "home_server": server_name }),
+    }))
+}
+
+#[derive(Deserialize)]
+struct UsernameQuery {
+    username: String,
+}
+
+/// GET /_matrix/client/v3/register/available.
+async fn available(State(state): State<SharedState>, Query(q): Query<UsernameQuery>) -> ApiResult<Json<Value>> {
+    state.services.check_username_available(&q.username).await?;
+    Ok(Json(json!({ "available": true })))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: String,
+}
+
+/// GET /_matrix/client/v1/register/m.login.registration_token/validity.
+async fn token_validity(State(state): State<SharedState>, Query(q): Query<TokenQuery>) -> ApiResult<Json<Value>> {
+    if state.services.config.registration != myelin_service::RegistrationMode::Token {
+        return Err(ApiError::forbidden("Registration tokens are not enabled"));
+    }
+    let valid = state.services.config.registration_tokens.iter().any(|t| *t == q.token);
+    Ok(Json(json!({ "valid": valid })))
+}
+
+/// GET /_matrix/client/v3/login.
+async fn login_flows() -> Json<Value> {
+    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    #[serde(rename = "type")]
+    kind: String,
+    identifier: Option<Value>,
+    user: Option<String>,
+    password: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+    #[serde(default)]
+    refresh_token: bool,
+}
+
+/// POST /_matrix/client/v3/login — client-server-api/#post_matrixclientv3login.
+async fn login(State(state): State<SharedState>, JsonBody(body): JsonBody<LoginBody>) -> ApiResult<Json<Value>> {
+    if body.kind != "m.login.password" {
+        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("Unsupported login type {}", body.kind)));
+    }
+    let user = match &body.identifier {
+        Some(id) => {
+            if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
+                return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "Only m.id.user identifiers are supported"));
+            }
+            id.get("user").and_then(Value::as_str).map(str::to_owned)
+        }
+        None => body.user.clone(),
+    };
+    let user = user.ok_or_else(|| ApiError::bad_json("Missing user identifier"))?;
+    let password = body.password.ok_or_else(|| ApiError::bad_json("Missing password"))?;
+    let session = state
+        .services
+        .login_password(&user, &password, body.device_id.as_deref(), body.initial_device_display_name.as_deref(), body.refresh_token)
+        .await?;
+    Ok(Json(session_json(&session, state.services.server_name().as_str())))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+/// POST /_matrix/client/v3/refresh.
+async fn refresh(State(state): State<SharedState>, JsonBody(body): JsonBody<RefreshBody>) -> ApiResult<Json<Value>> {
+    let s = state.services.refresh(&body.refresh_token).await?;
+    Ok(Json(json!({ "access_token": s.access_token, "refresh_token": s.refresh_token, "expires_in_ms": s.expires_in_ms })))
+}
+
+/// POST /_matrix/client/v3/logout.
+async fn logout(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
+    state.services.logout(&authed).await?;
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/logout/all.
+async fn logout_all(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
+    state.services.logout_all(&authed.user_id).await?;
+    Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/account/whoami.
+async fn whoami(Auth(authed): Auth) -> Json<Value> {
+    Json(json!({ "user_id": authed.user_id, "device_id": authed.device_id, "is_guest": false }))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    new_password: String,
+    #[serde(default = "yes")]
+    logout_devices: bool,
+    auth: Option<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+const PASSWORD_FLOWS: &[&[&str]] = &[&[myelin_service::uia::PASSWORD]];
+
+/// POST /_matrix/client/v3/account/password (UIA: m.login.password).
+async fn change_password(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<PasswordBody>) -> ApiResult<Json<Value>> {
+    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
+    state.services.change_password(&authed, &body.new_password, body.logout_devices).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct AuthOnlyBody {
+    auth: Option<Value>,
+}
+
+/// POST /_matrix/client/v3/account/deactivate (UIA: m.login.password).
+async fn deactivate(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<AuthOnlyBody>) -> ApiResult<Json<Value>> {
+    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
+    state.services.deactivate(&authed.user_id).await?;
+    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
+}
+
+fn device_json(d: &myelin_storage::DeviceRecord) -> Value {
+    json!({ "device_id": d.device_id, "display_name": d.display_name, "last_seen_ts": d.last_seen_ms, "last_seen_ip": d.last_seen_ip })
+}
+
+/// GET /_matrix/client/v3/devices.
+async fn list_devices(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
+    let devices = state.services.list_devices(&authed.user_id).await?;
+    Ok(Json(json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() })))
+}
+
+/// GET /_matrix/client/v3/devices/{deviceId}.
+async fn get_device(State(state): State<SharedState>, Auth(authed): Auth, Path(device_id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(device_json(&state.services.get_device(&authed.user_id, &device_id).await?)))
+}
+
+#[derive(Deserialize)]
+struct DeviceBody {
+    display_name: Option<String>,
+}
+
+/// PUT /_matrix/client/v3/devices/{deviceId}.
+async fn put_device(State(state): State<SharedState>, Auth(authed): Auth, Path(device_id): Path<String>, JsonBody(body): JsonBody<DeviceBody>) -> ApiResult<Json<Value>> {
+    state.services.rename_device(&authed.user_id, &device_id, body.display_name.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+/// DELETE /_matrix/client/v3/devices/{deviceId} (UIA: m.login.password).
+async fn delete_device(State(state): State<SharedState>, Auth(authed): Auth, Path(device_id): Path<String>, JsonBody(body): JsonBody<AuthOnlyBody>) -> ApiResult<Json<Value>> {
+    state.services.get_device(&authed.user_id, &device_id).await?;
+    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
+    state.services.delete_devices(&authed.user_id, &[OwnedDeviceId::from(device_id)]).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct DeleteDevicesBody {
+    devices: Vec<String>,
+    auth: Option<Value>,
+}
+
+/// POST /_matrix/client/v3/delete_devices (UIA: m.login.password).
+async fn delete_devices(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<DeleteDevicesBody>) -> ApiResult<Json<Value>> {
+    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
+    let ids: Vec<OwnedDeviceId> = body.devices.into_iter().map(OwnedDeviceId::from).collect();
+    state.services.delete_devices(&authed.user_id, &ids).await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,44 @@
+//! Discovery: `/versions`, `/capabilities`, `/.well-known/matrix/client`.
+
+use axum::{extract::State, routing::get, Json, Router};
+use serde_json::{json, Value};
+
+use crate::{error::{ApiError, ApiResult}, extract::Auth, SharedState};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/_matrix/client/versions", get(versions))
+        .route("/_matrix/client/v3/capabilities", get(capabilities))
+        .route("/.well-known/matrix/client", get(well_known))
+}
+
+/// GET /_matrix/client/versions — spec: client-server-api/#get_matrixclientversions.
+/// Advertises only versions whose features this server implements.
+async fn versions() -> Json<Value> {
+    Json(json!({ "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"], "unstable_features": {} }))
+}
+
+/// GET /_matrix/client/v3/capabilities.
+async fn capabilities(State(state): State<SharedState>, _auth: Auth) -> Json<Value> {
+    let available: serde_json::Map<String, Value> = myelin_room::SUPPORTED_VERSIONS.iter().map(|v| (v.to_string(), json!("stable"))).collect();
+    Json(json!({
+        "capabilities": {
+            "m.room_versions": { "default": state.services.config.default_room_version.as_str(), "available": available },
+            "m.change_password": { "enabled": true },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": false },
+        }
+    }))
+}
+
+/// GET /.well-known/matrix/client — configured, else 404.
+async fn well_known(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
+    state
+        .options
+        .well_known_client
+        .clone()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(axum::http::StatusCode::NOT_FOUND, "M_NOT_FOUND", "No well-known client configuration"))
+}

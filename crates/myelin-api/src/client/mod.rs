@@ -1,0 +1,27 @@
+//! Client-Server API routes (`/_matrix/client/...`), one module per spec area.
+
+mod account;
+mod discovery;
+mod events;
+mod rooms;
+mod sync;
+mod user_data;
+
+use axum::{http::StatusCode, Router};
+
+use crate::{error::ApiError, SharedState};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .merge(discovery::routes())
+        .merge(account::routes())
+        .merge(rooms::routes())
+        .merge(events::routes())
+        .merge(sync::routes())
+        .merge(user_data::routes())
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "Method not allowed for this endpoint")
+}

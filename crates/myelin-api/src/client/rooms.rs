@@ -1,0 +1,175 @@
+//! Rooms: creation, membership, aliases.
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, post, put},
+    Json, Router,
+};
+use myelin_service::rooms::{CreateRoomRequest, InitialStateEvent};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    error::ApiResult,
+    extract::{parse_id, Auth, JsonBody},
+    SharedState,
+};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/_matrix/client/v3/createRoom", post(create_room))
+        .route("/_matrix/client/v3/join/{room}", post(join))
+        .route("/_matrix/client/v3/rooms/{room}/join", post(join))
+        .route("/_matrix/client/v3/rooms/{room}/leave", post(leave))
+        .route("/_matrix/client/v3/rooms/{room}/invite", post(invite))
+        .route("/_matrix/client/v3/rooms/{room}/kick", post(kick))
+        .route("/_matrix/client/v3/rooms/{room}/ban", post(ban))
+        .route("/_matrix/client/v3/rooms/{room}/unban", post(unban))
+        .route("/_matrix/client/v3/rooms/{room}/forget", post(forget))
+        .route("/_matrix/client/v3/joined_rooms", get(joined_rooms))
+        .route("/_matrix/client/v3/directory/room/{alias}", put(put_alias).get(get_alias).delete(delete_alias))
+        .route("/_matrix/client/v3/rooms/{room}/aliases", get(room_aliases))
+}
+
+#[derive(Deserialize)]
+struct InitialState {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+    content: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct CreateRoomBody {
+    visibility: Option<String>,
+    room_alias_name: Option<String>,
+    name: Option<String>,
+    topic: Option<String>,
+    #[serde(default)]
+    invite: Vec<OwnedUserId>,
+    room_version: Option<String>,
+    creation_content: Option<Map<String, Value>>,
+    #[serde(default)]
+    initial_state: Vec<InitialState>,
+    preset: Option<String>,
+    #[serde(default)]
+    is_direct: bool,
+    power_level_content_override: Option<Map<String, Value>>,
+}
+
+/// POST /_matrix/client/v3/createRoom — client-server-api/#post_matrixclientv3createroom.
+async fn create_room(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<CreateRoomBody>) -> ApiResult<Json<Value>> {
+    let req = CreateRoomRequest {
+        visibility: body.visibility,
+        room_alias_name: body.room_alias_name,
+        name: body.name,
+        topic: body.topic,
+        invite: body.invite,
+        room_version: body.room_version,
+        creation_content: body.creation_content,
+        initial_state: body.initial_state.into_iter().map(|s| InitialStateEvent { kind: s.kind, state_key: s.state_key, content: Value::Object(s.content) }).collect(),
+        preset: body.preset,
+        is_direct: body.is_direct,
+        power_level_content_override: body.power_level_content_override,
+    };
+    let room_id = state.services.create_room(&authed.user_id, req).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+/// POST /_matrix/client/v3/join/{roomIdOrAlias} and /rooms/{roomId}/join.
+async fn join(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<ReasonBody>) -> ApiResult<Json<Value>> {
+    let room_id = state.services.join_room(&authed.user_id, &room, body.reason.as_deref()).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/leave.
+async fn leave(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<ReasonBody>) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    state.services.leave_room(&authed.user_id, &room_id, body.reason.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct TargetBody {
+    user_id: OwnedUserId,
+    reason: Option<String>,
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/invite.
+async fn invite(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    state.services.invite(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/kick.
+async fn kick(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    state.services.kick(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/ban.
+async fn ban(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    state.services.ban(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/unban.
+async fn unban(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    state.services.unban(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/forget.
+async fn forget(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    state.services.forget_room(&authed.user_id, &room_id).await?;
+    Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/joined_rooms.
+async fn joined_rooms(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "joined_rooms": state.services.joined_rooms(&authed.user_id).await? })))
+}
+
+#[derive(Deserialize)]
+struct AliasBody {
+    room_id: OwnedRoomId,
+}
+
+/// PUT /_matrix/client/v3/directory/room/{roomAlias}.
+async fn put_alias(State(state): State<SharedState>, Auth(authed): Auth, Path(alias): Path<String>, JsonBody(body): JsonBody<AliasBody>) -> ApiResult<Json<Value>> {
+    let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
+    state.services.put_alias(&authed.user_id, &alias, &body.room_id).await?;
+    Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/directory/room/{roomAlias}.
+async fn get_alias(State(state): State<SharedState>, Path(alias): Path<String>) -> ApiResult<Json<Value>> {
+    let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
+    let room_id = state.services.get_alias(&alias).await?;
+    Ok(Json(json!({ "room_id": room_id, "servers": [state.services.server_name()] })))
+}
+
+/// DELETE /_matrix/client/v3/directory/room/{roomAlias}.
+async fn delete_alias(State(state): State<SharedState>, Auth(authed): Auth, Path(alias): Path<String>) -> ApiResult<Json<Value>> {
+    let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
+    state.services.delete_alias(&authed.user_id, &alias).await?;
+    Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/rooms/{roomId}/aliases.
+async fn room_aliases(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    Ok(Json(json!({ "aliases": state.services.room_aliases(&authed.user_id, &room_id).await? })))
+}

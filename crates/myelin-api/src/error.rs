@@ -1,0 +1,88 @@
+//! The one mapping from service errors to Matrix errcodes and HTTP statuses.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use myelin_service::ServiceError;
+use serde_json::{json, Value};
+
+/// A Matrix error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, errcode: &str, error: impl std::fmt::Display) -> Self {
+        ApiError { status, body: json!({ "errcode": errcode, "error": error.to_string() }) }
+    }
+
+    pub fn unknown(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", error)
+    }
+
+    pub fn not_json(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", error)
+    }
+
+    pub fn bad_json(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", error)
+    }
+
+    pub fn invalid_param(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", error)
+    }
+
+    pub fn missing_token() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token")
+    }
+
+    pub fn too_large(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", error)
+    }
+
+    pub fn forbidden(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", error)
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        use ServiceError as E;
+        let (status, code) = match &e {
+            E::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+            E::InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+            E::BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
+            E::InvalidUsername(_) => (StatusCode::BAD_REQUEST, "M_INVALID_USERNAME"),
+            E::UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE"),
+            E::RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
+            E::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            E::UnknownToken { soft_logout } => {
+                let mut err = ApiError::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", &e);
+                err.body["soft_logout"] = json!(soft_logout);
+                return err;
+            }
+            E::UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
+            E::UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
+            E::GuestAccessForbidden(_) => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
+            E::AuthRequired(body) => return ApiError { status: StatusCode::UNAUTHORIZED, body: body.clone() },
+            E::Storage(_) | E::Internal(_) => {
+                tracing::error!(error = %e, "internal error");
+                return ApiError::unknown("Internal server error");
+            }
+        };
+        ApiError::new(status, code, &e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,79 @@
+//! Extractors: the authenticated user, JSON bodies with Matrix errors, query strings, path IDs.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{header::AUTHORIZATION, request::Parts, StatusCode},
+};
+use myelin_service::accounts::Authed;
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, AppState};
+
+/// A request authenticated with an access token (header or `access_token` query parameter).
+pub struct Auth(pub Authed);
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
+        let authed = state.services.authenticate(&token).await?;
+        Ok(Auth(authed))
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<String> {
+    if let Some(header) = parts.headers.get(AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+        return header.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    let query = parts.uri.query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()?.into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
+}
+
+/// A JSON body: `M_NOT_JSON` if it does not parse, `M_BAD_JSON` if it has the wrong shape,
+/// `M_TOO_LARGE` past the configured size (checked while reading, not after).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let limit = state.options.max_request_bytes;
+        let bytes = read_body(req.into_body(), limit).await?;
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { &bytes[..] };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApiError::not_json(format!("Body is not JSON: {e}")))?;
+        let parsed = serde_json::from_value(value).map_err(|e| ApiError::bad_json(format!("Invalid body: {e}")))?;
+        Ok(JsonBody(parsed))
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) || e.to_string().contains("length limit");
+        if too_big {
+            ApiError::too_large(format!("Request body is larger than {limit} bytes"))
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("Could not read body: {e}"))
+        }
+    })
+}
+
+/// Query parameters with `M_INVALID_PARAM` on a bad value.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query).map(Query).map_err(|e| ApiError::invalid_param(format!("Invalid query parameter: {e}")))
+    }
+}
+
+/// Parses a path segment into a ruma ID type, with `M_INVALID_PARAM` on failure.
+pub fn parse_id<T: TryFrom<String>>(value: String, what: &str) -> Result<T, ApiError> {
+    T::try_from(value).map_err(|_| ApiError::invalid_param(format!("Invalid {what}")))
+}

@@ -1,0 +1,183 @@
+//! The persistent data unit: a room event exactly as it travels between servers.
+//!
+//! A `Pdu` keeps the signed JSON it was built or received as (`json`, without `event_id` for
+//! room versions 3+) and the handful of fields the server reads, parsed once.
+
+use ruma::{
+    canonical_json::CanonicalJsonObject, events::TimelineEventType, EventId,
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, UInt,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue as RawJsonValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PduError {
+    #[error("invalid PDU JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("PDU has no room ID and is not a create event")]
+    MissingRoomId,
+}
+
+/// The fields of a PDU that the server reads; the rest stays in `json`.
+#[derive(Debug, Deserialize)]
+struct PduFields {
+    room_id: Option<OwnedRoomId>,
+    sender: OwnedUserId,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+    #[serde(rename = "type")]
+    kind: TimelineEventType,
+    content: Box<RawJsonValue>,
+    state_key: Option<String>,
+    #[serde(default)]
+    prev_events: Vec<OwnedEventId>,
+    #[serde(default)]
+    auth_events: Vec<OwnedEventId>,
+    #[serde(default)]
+    depth: UInt,
+    redacts: Option<OwnedEventId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pdu {
+    pub event_id: OwnedEventId,
+    /// The room the event is in (derived from the event ID for a v12 create event).
+    pub room_id: OwnedRoomId,
+    /// Whether the JSON itself carries `room_id` (a v12 create event does not).
+    pub room_id_in_json: bool,
+    pub sender: OwnedUserId,
+    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
+    pub kind: TimelineEventType,
+    pub content: Box<RawJsonValue>,
+    pub state_key: Option<String>,
+    pub prev_events: Vec<OwnedEventId>,
+    pub auth_events: Vec<OwnedEventId>,
+    pub depth: u64,
+    /// `redacts` from the top level (v1-10) or from `content` (v11+).
+    pub redacts: Option<OwnedEventId>,
+    /// Set when the event failed authorisation (kept for the DAG, never served as state).
+    pub rejected: bool,
+    /// The signed PDU JSON.
+    pub json: Box<RawJsonValue>,
+}
+
+impl Pdu {
+    /// Parses a PDU from its JSON and its (already computed or received) event ID.
+    pub fn from_json(event_id: OwnedEventId, json: Box<RawJsonValue>) -> Result<Self, PduError> {
+        let fields: PduFields = serde_json::from_str(json.get())?;
+        let room_id_in_json = fields.room_id.is_some();
+        let room_id = match fields.room_id {
+            Some(r) => r,
+            None if fields.kind == TimelineEventType::RoomCreate => {
+                // Room version 12: the room ID is the create event's reference hash.
+                let id = format!("!{}", event_id.as_str().trim_start_matches('$'));
+                OwnedRoomId::try_from(id).map_err(|_| PduError::MissingRoomId)?
+            }
+            None => return Err(PduError::MissingRoomId),
+        };
+        let redacts = fields.redacts.or_else(|| {
+            #[derive(Deserialize)]
+            struct C {
+                redacts: Option<OwnedEventId>,
+            }
+            if fields.kind == TimelineEventType::RoomRedaction {
+                serde_json::from_str::<C>(fields.content.get()).ok().and_then(|c| c.redacts)
+            } else {
+                None
+            }
+        });
+        Ok(Pdu {
+            event_id,
+            room_id,
+            room_id_in_json,
+            sender: fields.sender,
+            origin_server_ts: fields.origin_server_ts,
+            kind: fields.kind,
+            content: fields.content,
+            state_key: fields.state_key,
+            prev_events: fields.prev_events,
+            auth_events: fields.auth_events,
+            depth: fields.depth.into(),
+            redacts,
+            rejected: false,
+            json,
+        })
+    }
+
+    /// Parses from a canonical JSON object.
+    pub fn from_canonical(event_id: OwnedEventId, object: &CanonicalJsonObject) -> Result<Self, PduError> {
+        let json = serde_json::value::to_raw_value(object)?;
+        Self::from_json(event_id, json)
+    }
+
+    pub fn is_state(&self) -> bool {
+        self.state_key.is_some()
+    }
+
+    /// The PDU as a canonical JSON object.
+    pub fn to_canonical(&self) -> Result<CanonicalJsonObject, PduError> {
+        Ok(serde_json::from_str(self.json.get())?)
+    }
+
+    /// Deserializes `content` into `T`.
+    pub fn content_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.content.get())
+    }
+
+    /// `content` as a JSON value.
+    pub fn content_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.content.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl ruma::state_res::Event for Pdu {
+    type Id = OwnedEventId;
+
+    fn event_id(&self) -> &Self::Id {
+        &self.event_id
+    }
+
+    fn room_id(&self) -> Option<&RoomId> {
+        self.room_id_in_json.then_some(&*self.room_id)
+    }
+
+    fn sender(&self) -> &UserId {
+        &self.sender
+    }
+
+    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
+        self.origin_server_ts
+    }
+
+    fn event_type(&self) -> &TimelineEventType {
+        &self.kind
+    }
+
+    fn content(&self) -> &RawJsonValue {
+        &self.content
+    }
+
+    fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+
+    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.prev_events.iter())
+    }
+
+    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
+        Box::new(self.auth_events.iter())
+    }
+
+    fn redacts(&self) -> Option<&Self::Id> {
+        self.redacts.as_ref()
+    }
+
+    fn rejected(&self) -> bool {
+        self.rejected
+    }
+}
+
+/// Lets `&EventId` lookups work on maps keyed by owned IDs.
+pub fn event_id_str(id: &EventId) -> &str {
+    id.as_str()
+}

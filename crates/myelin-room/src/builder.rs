@@ -1,0 +1,85 @@
+//! Building a local event: the full PDU of its room version, hashed and signed, with a
+//! reference-hash event ID.
+
+use ruma::{
+    canonical_json::{to_canonical_value, CanonicalJsonObject, CanonicalJsonValue},
+    room_version_rules::RoomVersionRules,
+    signatures::Ed25519KeyPair,
+    OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
+};
+use myelin_core::Pdu;
+
+use crate::RoomError;
+
+/// The largest PDU the spec allows, in bytes of canonical JSON.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// The server's signing key.
+pub struct SigningKey {
+    pub server_name: OwnedServerName,
+    pub key_pair: Ed25519KeyPair,
+}
+
+/// What the client asked for.
+#[derive(Debug, Clone)]
+pub struct EventTemplate {
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: serde_json::Value,
+    /// For `m.room.redaction` in room versions before 11 (top-level `redacts`).
+    pub redacts: Option<OwnedEventId>,
+}
+
+/// Where the event goes in the DAG.
+#[derive(Debug, Clone)]
+pub struct PduContext<'a> {
+    pub rules: &'a RoomVersionRules,
+    /// `None` only for the create event of a room version that derives the ID from it.
+    pub room_id: Option<&'a OwnedRoomId>,
+    pub sender: &'a OwnedUserId,
+    pub origin_server_ts: u64,
+    pub prev_events: Vec<OwnedEventId>,
+    pub auth_events: Vec<OwnedEventId>,
+    pub depth: u64,
+}
+
+/// Builds, hashes and signs a PDU.
+pub fn build_pdu(template: EventTemplate, ctx: PduContext<'_>, key: &SigningKey) -> Result<Pdu, RoomError> {
+    let invalid = |e: &dyn std::fmt::Display| RoomError::InvalidEvent(e.to_string());
+    let CanonicalJsonValue::Object(content) = to_canonical_value(&template.content).map_err(|e| invalid(&e))? else {
+        return Err(RoomError::InvalidEvent("content must be a JSON object".into()));
+    };
+    let ids = |ids: &[OwnedEventId]| CanonicalJsonValue::Array(ids.iter().map(|i| CanonicalJsonValue::String(i.to_string())).collect());
+
+    let mut object = CanonicalJsonObject::new();
+    object.insert("auth_events".into(), ids(&ctx.auth_events));
+    object.insert("content".into(), CanonicalJsonValue::Object(content));
+    object.insert("depth".into(), CanonicalJsonValue::Integer((ctx.depth as i64).try_into().map_err(|e| invalid(&e))?));
+    object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer((ctx.origin_server_ts as i64).try_into().map_err(|e| invalid(&e))?));
+    object.insert("prev_events".into(), ids(&ctx.prev_events));
+    if let Some(room_id) = ctx.room_id {
+        object.insert("room_id".into(), CanonicalJsonValue::String(room_id.to_string()));
+    }
+    object.insert("sender".into(), CanonicalJsonValue::String(ctx.sender.to_string()));
+    if let Some(state_key) = &template.state_key {
+        object.insert("state_key".into(), CanonicalJsonValue::String(state_key.clone()));
+    }
+    object.insert("type".into(), CanonicalJsonValue::String(template.kind.clone()));
+    if let Some(redacts) = &template.redacts {
+        if !ctx.rules.redaction.content_field_redacts {
+            object.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
+        }
+    }
+
+    ruma::signatures::hash_and_sign_event(key.server_name.as_str(), &key.key_pair, &mut object, &ctx.rules.redaction)
+        .map_err(|e| RoomError::Key(e.to_string()))?;
+    let hash = ruma::signatures::reference_hash(&object, ctx.rules).map_err(|_| RoomError::TooLarge)?;
+    let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| invalid(&e))?;
+
+    let json = serde_json::to_string(&object).map_err(|e| invalid(&e))?;
+    if json.len() > MAX_PDU_BYTES {
+        return Err(RoomError::TooLarge);
+    }
+    let raw = serde_json::value::RawValue::from_string(json).map_err(|e| invalid(&e))?;
+    Pdu::from_json(event_id, raw).map_err(|e| invalid(&e))
+}

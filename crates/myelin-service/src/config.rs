@@ -1,0 +1,42 @@
+//! The options the use cases read (the binary maps its TOML config onto this).
+
+use ruma::{OwnedServerName, RoomVersionId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// Anyone may register (UIA with `m.login.dummy`).
+    Open,
+    /// Registration needs one of the configured tokens (`m.login.registration_token`).
+    Token,
+    /// Only `myelin user create` makes accounts.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub server_name: OwnedServerName,
+    pub registration: RegistrationMode,
+    pub registration_tokens: Vec<String>,
+    pub default_room_version: RoomVersionId,
+    /// Lifetime of access tokens issued with a refresh token.
+    pub refreshable_token_lifetime_ms: u64,
+    /// Longest `/sync` long-poll honoured.
+    pub max_sync_timeout_ms: u64,
+    /// Longest typing notification honoured.
+    pub max_typing_timeout_ms: u64,
+}
+
+impl ServiceConfig {
+    pub fn new(server_name: OwnedServerName) -> Self {
+        ServiceConfig {
+            server_name,
+            registration: RegistrationMode::Open,
+            registration_tokens: Vec::new(),
+            default_room_version: RoomVersionId::V10,
+            refreshable_token_lifetime_ms: 5 * 60 * 1000,
+            max_sync_timeout_ms: 60_000,
+            max_typing_timeout_ms: 120_000,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Ephemeral and per-user room signals: typing (in memory, expiring), receipts, presence.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use myelin_storage::ReceiptRecord;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+
+/// Who is typing where, with a serial that orders changes for `/sync` tokens.
+pub(crate) struct Typing {
+    inner: Mutex<TypingInner>,
+}
+
+struct TypingInner {
+    /// Bumped on every change; starts from the start-up time so tokens stay monotonic across restarts.
+    serial: u64,
+    rooms: HashMap<OwnedRoomId, RoomTyping>,
+}
+
+#[derive(Default)]
+struct RoomTyping {
+    /// user → expiry (ms).
+    users: HashMap<OwnedUserId, u64>,
+    changed_at: u64,
+}
+
+impl Typing {
+    pub(crate) fn new(now_ms: u64) -> Self {
+        Typing { inner: Mutex::new(TypingInner { serial: now_ms, rooms: HashMap::new() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TypingInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets or clears a user's typing flag; returns whether anything changed.
+    fn set(&self, room_id: &RoomId, user_id: &UserId, until: Option<u64>, now: u64) -> bool {
+        let mut inner = self.lock();
+        inner.expire(now);
+        let serial = inner.serial + 1;
+        let room = inner.rooms.entry(room_id.to_owned()).or_default();
+        let changed = match until {
+            Some(t) => room.users.insert(user_id.to_owned(), t).is_none(),
+            None => room.users.remove(user_id).is_some(),
+        };
+        if changed {
+            room.changed_at = serial;
+            inner.serial = serial;
+        }
+        changed
+    }
+
+    /// The current serial (after expiring stale entries).
+    pub(crate) fn serial(&self, now: u64) -> u64 {
+        let mut inner = self.lock();
+        inner.expire(now);
+        inner.serial
+    }
+
+    /// Typing users in a room if it changed after `since` (or always, when `since` is `None`).
+    pub(crate) fn changed_since(&self, room_id: &RoomId, since: Option<u64>, now: u64) -> Option<Vec<OwnedUserId>> {
+        let mut inner = self.lock();
+        inner.expire(now);
+        let room = inner.rooms.get(room_id)?;
+        if since.is_some_and(|s| room.changed_at <= s) {
+            return None;
+        }
+        Some(room.users.keys().cloned().collect())
+    }
+}
+
+impl TypingInner {
+    fn expire(&mut self, now: u64) {
+        let mut serial = self.serial;
+        for room in self.rooms.values_mut() {
+            let before = room.users.len();
+            room.users.retain(|_, until| *until > now);
+            if room.users.len() != before {
+                serial += 1;
+                room.changed_at = serial;
+            }
+        }
+        self.serial = serial;
+        self.rooms.retain(|_, r| !r.users.is_empty() || r.changed_at + 1_000_000 > serial);
+    }
+}
+
+impl Services {
+    /// `PUT /rooms/{roomId}/typing/{userId}`.
+    pub async fn set_typing(&self, user_id: &UserId, room_id: &RoomId, typing: bool, timeout_ms: Option<u64>) -> ServiceResult<()> {
+        let state = self.room_state(room_id).await?;
+        if state.membership(user_id).as_deref() != Some("join") {
+            return Err(ServiceError::Forbidden("You are not in this room".into()));
+        }
+        let now = self.now_ms();
+        let until = typing.then(|| now + timeout_ms.unwrap_or(30_000).min(self.config.max_typing_timeout_ms));
+        if self.typing.set(room_id, user_id, until, now) {
+            self.notify_room(room_id).await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`.
+    pub async fn set_receipt(&self, authed: &Authed, room_id: &RoomId, receipt_type: &str, event_id: &OwnedEventId, thread_id: Option<String>) -> ServiceResult<()> {
+        if !matches!(receipt_type, "m.read" | "m.read.private" | "m.fully_read") {
+            return Err(ServiceError::InvalidParam(format!("Unknown receipt type {receipt_type}")));
+        }
+        let state = self.room_state(room_id).await?;
+        if state.membership(&authed.user_id).as_deref() != Some("join") {
+            return Err(ServiceError::Forbidden("You are not in this room".into()));
+        }
+        let exists = self.storage.get_event(event_id).await?.is_some_and(|r| r.pdu.room_id == room_id);
+        if !exists {
+            return Err(ServiceError::NotFound("Event not found".into()));
+        }
+        if receipt_type == "m.fully_read" {
+            let content = serde_json::json!({ "event_id": event_id });
+            self.set_account_data(&authed.user_id, Some(room_id), "m.fully_read", content).await?;
+            return Ok(());
+        }
+        self.storage
+            .set_receipt(ReceiptRecord {
+                room_id: room_id.to_owned(),
+                receipt_type: receipt_type.to_owned(),
+                user_id: authed.user_id.clone(),
+                thread_id,
+                event_id: event_id.clone(),
+                ts: self.now_ms(),
+                stream_pos: Default::default(),
+            })
+            .await?;
+        if receipt_type == "m.read.private" {
+            self.notifier.notify([&*authed.user_id]);
+        } else {
+            self.notify_room(room_id).await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /rooms/{roomId}/read_markers`.
+    pub async fn set_read_markers(&self, authed: &Authed, room_id: &RoomId, fully_read: Option<OwnedEventId>, read: Option<OwnedEventId>, read_private: Option<OwnedEventId>) -> ServiceResult<()> {
+        if let Some(id) = fully_read {
+            self.set_receipt(authed, room_id, "m.fully_read", &id, None).await?;
+        }
+        if let Some(id) = read {
+            self.set_receipt(authed, room_id, "m.read", &id, None).await?;
+        }
+        if let Some(id) = read_private {
+            self.set_receipt(authed, room_id, "m.read.private", &id, None).await?;
+        }
+        Ok(())
+    }
+
+    /// `PUT /presence/{userId}/status`.
+    pub async fn set_presence(&self, user_id: &UserId, presence: &str, status_msg: Option<&str>) -> ServiceResult<()> {
+        if !matches!(presence, "online" | "offline" | "unavailable") {
+            return Err(ServiceError::InvalidParam(format!("Unknown presence state {presence}")));
+        }
+        self.storage.set_presence(user_id, presence, status_msg, self.now_ms()).await?;
+        let mut users = vec![user_id.to_owned()];
+        for room_id in self.joined_rooms(user_id).await? {
+            users.extend(self.room_state(&room_id).await?.members_with(&["join"]));
+        }
+        self.notifier.notify(users.iter().map(|u| &**u));
+        Ok(())
+    }
+
+    /// `GET /presence/{userId}/status`: `(presence, status_msg, last_active_ago)`.
+    pub async fn get_presence(&self, user_id: &UserId) -> ServiceResult<(String, Option<String>, Option<u64>)> {
+        if self.storage.get_user(user_id).await?.is_none() {
+            return Err(ServiceError::NotFound("Unknown user".into()));
+        }
+        Ok(match self.storage.get_presence(user_id).await? {
+            Some(p) => (p.state, p.status_msg, Some(self.now_ms().saturating_sub(p.last_active_ms))),
+            None => ("offline".into(), None, None),
+        })
+    }
+}

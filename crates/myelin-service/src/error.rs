@@ -1,0 +1,53 @@
+//! What a use case can refuse with. The HTTP edge maps each variant to an errcode and status.
+
+use myelin_room::RoomError;
+use myelin_storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidParam(String),
+    #[error("{0}")]
+    BadJson(String),
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("User ID already taken")]
+    UserInUse,
+    #[error("{0}")]
+    RoomInUse(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("Invalid access token")]
+    UnknownToken { soft_logout: bool },
+    #[error("This account has been deactivated")]
+    UserDeactivated,
+    #[error("{0}")]
+    UnsupportedRoomVersion(String),
+    #[error("{0}")]
+    GuestAccessForbidden(String),
+    /// User-interactive auth must continue; carries the body of the 401 response.
+    #[error("additional authentication required")]
+    AuthRequired(serde_json::Value),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<RoomError> for ServiceError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::Forbidden(m) => ServiceError::Forbidden(m),
+            RoomError::UnsupportedVersion(v) => ServiceError::UnsupportedRoomVersion(format!("Unsupported room version {v}")),
+            RoomError::InvalidEvent(m) => ServiceError::BadJson(m),
+            RoomError::TooLarge => ServiceError::TooLarge("Event is larger than 65536 bytes".into()),
+            RoomError::Key(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;

@@ -1,0 +1,54 @@
+//! Turning stored PDUs into the client-server event formats.
+
+use myelin_core::Pdu;
+use myelin_storage::EventRecord;
+use ruma::DeviceId;
+use serde_json::{json, Map, Value};
+
+/// The `ClientEvent` format. `viewer_device` gets `unsigned.transaction_id` for its own sends;
+/// `redacted_because` is the redaction event, already formatted, if the event was redacted.
+pub fn client_event(record: &EventRecord, viewer_device: Option<&DeviceId>, now_ms: u64, redacted_because: Option<Value>) -> Value {
+    let pdu = &record.pdu;
+    let mut event = base_event(pdu);
+    let mut unsigned = Map::new();
+    unsigned.insert("age".into(), json!(now_ms.saturating_sub(pdu.origin_server_ts.0.into())));
+    if let (Some((device, txn_id)), Some(viewer)) = (&record.txn, viewer_device) {
+        if device.as_str() == viewer.as_str() {
+            unsigned.insert("transaction_id".into(), json!(txn_id));
+        }
+    }
+    if let Some(because) = redacted_because {
+        unsigned.insert("redacted_because".into(), because);
+    }
+    event["unsigned"] = Value::Object(unsigned);
+    event
+}
+
+/// The fields every format shares.
+fn base_event(pdu: &Pdu) -> Value {
+    let mut event = json!({
+        "content": pdu.content_value(),
+        "event_id": pdu.event_id,
+        "origin_server_ts": pdu.origin_server_ts,
+        "room_id": pdu.room_id,
+        "sender": pdu.sender,
+        "type": pdu.kind.to_string(),
+    });
+    if let Some(key) = &pdu.state_key {
+        event["state_key"] = json!(key);
+    }
+    if let Some(redacts) = &pdu.redacts {
+        event["redacts"] = json!(redacts);
+    }
+    event
+}
+
+/// The stripped state format used for invites.
+pub fn stripped_state(pdu: &Pdu) -> Value {
+    json!({
+        "content": pdu.content_value(),
+        "sender": pdu.sender,
+        "state_key": pdu.state_key.clone().unwrap_or_default(),
+        "type": pdu.kind.to_string(),
+    })
+}

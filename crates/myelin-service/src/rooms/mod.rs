@@ -1,0 +1,262 @@
+//! Rooms: the in-memory view of each room's current state, and the one path every new local
+//! event takes (build → authorise → persist in one transaction → publish → notify).
+
+mod aliases;
+mod create;
+mod membership;
+mod power;
+mod read;
+mod send;
+mod state;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use myelin_core::{Pdu, StreamPos};
+use myelin_room::{auth_event_ids, build_pdu, check_auth, redact_pdu_json, EventTemplate, PduContext};
+use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState};
+use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+
+pub use create::{CreateRoomRequest, InitialStateEvent};
+pub use read::{MembersQuery, MessagesPage, ContextPage};
+pub use state::{RoomState, StateEntry};
+
+use crate::{ServiceError, ServiceResult, Services};
+
+/// One room's write lock and published current state.
+#[derive(Default)]
+struct RoomSlot {
+    /// Serialises event creation in the room: prev_events and depth come from the state it guards.
+    write: tokio::sync::Mutex<()>,
+    current: RwLock<Option<Arc<RoomState>>>,
+}
+
+/// Current state of the rooms this process has touched.
+#[derive(Default)]
+pub(crate) struct RoomCache {
+    slots: Mutex<HashMap<OwnedRoomId, Arc<RoomSlot>>>,
+}
+
+impl RoomCache {
+    fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(room_id.to_owned()).or_default().clone()
+    }
+}
+
+/// A new event to append to a room.
+pub(crate) struct Append {
+    pub sender: OwnedUserId,
+    pub template: EventTemplate,
+    pub txn: Option<(OwnedDeviceId, String)>,
+}
+
+impl Services {
+    /// The room's current state, loaded from storage on first use.
+    pub async fn room_state(&self, room_id: &RoomId) -> ServiceResult<Arc<RoomState>> {
+        let slot = self.rooms.slot(room_id);
+        if let Some(state) = read_current(&slot) {
+            return Ok(state);
+        }
+        let _guard = slot.write.lock().await;
+        self.load_locked(room_id, &slot).await
+    }
+
+    async fn load_locked(&self, room_id: &RoomId, slot: &RoomSlot) -> ServiceResult<Arc<RoomState>> {
+        if let Some(state) = read_current(slot) {
+            return Ok(state);
+        }
+        let state = Arc::new(RoomState::load(self.storage.as_ref(), room_id).await?);
+        *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+        Ok(state)
+    }
+
+    /// Appends events to an existing room in one transaction, then wakes the affected users.
+    pub(crate) async fn append_events(&self, room_id: &RoomId, appends: Vec<Append>) -> ServiceResult<Vec<(Arc<Pdu>, StreamPos)>> {
+        let slot = self.rooms.slot(room_id);
+        let _guard = slot.write.lock().await;
+        let state = self.load_locked(room_id, &slot).await?;
+        let (new_state, events) = self.persist_appends(Some(state), None, appends).await?;
+        self.publish(&slot, new_state, &events);
+        Ok(events)
+    }
+
+    /// Appends one event; the common case.
+    pub(crate) async fn append_event(&self, room_id: &RoomId, append: Append) -> ServiceResult<(Arc<Pdu>, StreamPos)> {
+        let mut events = self.append_events(room_id, vec![append]).await?;
+        events.pop().ok_or_else(|| ServiceError::Internal("no event persisted".into()))
+    }
+
+    /// Builds, authorises and persists `appends` in order on top of `state` (or a new room).
+    async fn persist_appends(
+        &self,
+        state: Option<Arc<RoomState>>,
+        new_room: Option<(OwnedRoomId, NewRoom)>,
+        appends: Vec<Append>,
+    ) -> ServiceResult<(Arc<RoomState>, Vec<(Arc<Pdu>, StreamPos)>)> {
+        let mut working: Option<RoomState> = state.as_deref().cloned();
+        let base_snapshot = working.as_ref().map(|s| s.snapshot);
+        let mut state_changes = Vec::new();
+        let mut batch = Vec::with_capacity(appends.len());
+        let mut new_room = new_room;
+        let now = self.now_ms();
+
+        for append in appends {
+            let pdu = match &working {
+                Some(current) => self.build_checked(current, &append, now)?,
+                None => self.build_create(new_room.as_ref().map(|(id, r)| (id, &r.version)), &append, now)?,
+            };
+            let pdu = Arc::new(pdu);
+            if let Some(key) = pdu.state_key.clone() {
+                state_changes.push(((pdu.kind.to_string(), key), pdu.event_id.clone()));
+            }
+            let redaction = match (&pdu.redacts, &working) {
+                (Some(target), Some(current)) => self.redaction_of(current, &pdu, target).await?,
+                _ => None,
+            };
+            let membership = membership_change(&pdu);
+            let new_state = match (&pdu.state_key, base_snapshot) {
+                (None, Some(snapshot)) if batch.is_empty() => NewState::Same(snapshot),
+                _ => NewState::Changed { base: base_snapshot, changes: state_changes.clone() },
+            };
+            let room = new_room.take().map(|(_, mut r)| {
+                r.room_id = pdu.room_id.clone();
+                r
+            });
+            batch.push(NewEvent {
+                pdu: (*pdu).clone(),
+                room,
+                state: new_state,
+                updates_current_state: true,
+                membership,
+                txn: append.txn,
+                redaction,
+                forward_extremities: vec![pdu.event_id.clone()],
+            });
+            working = Some(match working {
+                Some(current) => current.with_event(pdu.clone(), StreamPos::ZERO, 0),
+                None => RoomState::new_room(pdu.clone())?.with_event(pdu.clone(), StreamPos::ZERO, 0),
+            });
+        }
+
+        let persisted = self.storage.persist_events(batch.clone()).await?;
+        let mut final_state = state.as_deref().cloned();
+        let mut events = Vec::with_capacity(batch.len());
+        for (event, done) in batch.into_iter().zip(persisted) {
+            let pdu = Arc::new(event.pdu);
+            final_state = Some(match final_state {
+                Some(current) => current.with_event(pdu.clone(), done.stream_pos, done.state_snapshot),
+                None => RoomState::new_room(pdu.clone())?.with_event(pdu.clone(), done.stream_pos, done.state_snapshot),
+            });
+            events.push((pdu, done.stream_pos));
+        }
+        let final_state = final_state.ok_or_else(|| ServiceError::Internal("empty batch".into()))?;
+        Ok((Arc::new(final_state), events))
+    }
+
+    /// Builds a non-create event on top of `current` and checks it against the auth rules.
+    fn build_checked(&self, current: &RoomState, append: &Append, now: u64) -> ServiceResult<Pdu> {
+        let t = &append.template;
+        let auth_events = auth_event_ids(&current.rules, &t.kind, &append.sender, t.state_key.as_deref(), &t.content, |ty, key| {
+            current.get(&ty.to_string(), key).map(|e| e.pdu.event_id.clone())
+        })?;
+        let ctx = PduContext {
+            rules: &current.rules,
+            room_id: Some(&current.room_id),
+            sender: &append.sender,
+            origin_server_ts: now,
+            prev_events: current.extremities.clone(),
+            auth_events,
+            depth: current.depth + 1,
+        };
+        let pdu = build_pdu(t.clone(), ctx, &self.key)?;
+        check_auth(
+            &current.rules,
+            &pdu,
+            |id| current.by_event_id(id),
+            |ty: &StateEventType, key| current.get(&ty.to_string(), key).map(|e| e.pdu.clone()),
+        )?;
+        Ok(pdu)
+    }
+
+    /// Builds the `m.room.create` event of a new room.
+    fn build_create(&self, room: Option<(&OwnedRoomId, &ruma::RoomVersionId)>, append: &Append, now: u64) -> ServiceResult<Pdu> {
+        let (room_id, version) = room.ok_or_else(|| ServiceError::Internal("create without a room".into()))?;
+        let rules = myelin_room::rules_for(version)?;
+        let ctx = PduContext {
+            rules: &rules,
+            room_id: (!rules.authorization.room_create_event_id_as_room_id).then_some(room_id),
+            sender: &append.sender,
+            origin_server_ts: now,
+            prev_events: Vec::new(),
+            auth_events: Vec::new(),
+            depth: 1,
+        };
+        let pdu = build_pdu(append.template.clone(), ctx, &self.key)?;
+        check_auth(&rules, &pdu, |_| None, |_: &StateEventType, _: &str| None)?;
+        Ok(pdu)
+    }
+
+    /// The redacted JSON of the event `redaction` redacts, if it is in this room.
+    async fn redaction_of(
+        &self,
+        current: &RoomState,
+        redaction: &Pdu,
+        target: &ruma::EventId,
+    ) -> ServiceResult<Option<(ruma::OwnedEventId, Box<serde_json::value::RawValue>)>> {
+        let Some(record) = self.storage.get_event(target).await? else { return Ok(None) };
+        if record.pdu.room_id != redaction.room_id || record.redacted_by.is_some() {
+            return Ok(None);
+        }
+        Ok(Some((record.pdu.event_id.clone(), redact_pdu_json(&record.pdu, &current.rules)?)))
+    }
+
+    /// Publishes the new state and wakes everyone the events concern.
+    fn publish(&self, slot: &RoomSlot, state: Arc<RoomState>, events: &[(Arc<Pdu>, StreamPos)]) {
+        let mut users: Vec<OwnedUserId> = state.members_with(&["join"]).into_iter().collect();
+        for (pdu, _) in events {
+            if let (Some(key), true) = (&pdu.state_key, pdu.kind.to_string() == "m.room.member") {
+                if let Ok(user) = OwnedUserId::try_from(key.as_str()) {
+                    users.push(user);
+                }
+            }
+        }
+        *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
+        self.notifier.notify(users.iter().map(|u| &**u));
+    }
+
+    /// Registers a brand-new room's state after its first batch.
+    pub(crate) fn publish_new_room(&self, state: Arc<RoomState>, events: &[(Arc<Pdu>, StreamPos)]) {
+        let slot = self.rooms.slot(&state.room_id);
+        self.publish(&slot, state, events);
+    }
+
+    /// Wakes the joined members of a room (ephemeral changes: typing, receipts).
+    pub(crate) async fn notify_room(&self, room_id: &RoomId) -> ServiceResult<()> {
+        let state = self.room_state(room_id).await?;
+        let members = state.members_with(&["join"]);
+        self.notifier.notify(members.iter().map(|u| &**u));
+        Ok(())
+    }
+
+    /// The user's current membership in the room, from current state.
+    pub async fn membership_of(&self, room_id: &RoomId, user_id: &UserId) -> ServiceResult<Option<String>> {
+        let state = self.room_state(room_id).await?;
+        Ok(state.membership(user_id))
+    }
+}
+
+fn read_current(slot: &RoomSlot) -> Option<Arc<RoomState>> {
+    slot.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn membership_change(pdu: &Pdu) -> Option<MembershipChange> {
+    if pdu.kind.to_string() != "m.room.member" {
+        return None;
+    }
+    let user_id = OwnedUserId::try_from(pdu.state_key.as_deref()?).ok()?;
+    let membership = pdu.content_value().get("membership")?.as_str()?.to_owned();
+    Some(MembershipChange { user_id, membership })
+}

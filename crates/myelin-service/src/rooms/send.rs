@@ -1,0 +1,71 @@
+//! Sending: messages, state events and redactions from clients.
+
+use myelin_room::EventTemplate;
+use ruma::{EventId, OwnedEventId, RoomId};
+use serde_json::{json, Value};
+
+use super::Append;
+use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+
+impl Services {
+    /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`: idempotent per device and txnId.
+    pub async fn send_message(&self, authed: &Authed, room_id: &RoomId, kind: &str, txn_id: &str, content: Value) -> ServiceResult<OwnedEventId> {
+        if let Some(id) = self.storage.event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_id).await? {
+            return Ok(id);
+        }
+        if kind == "m.room.redaction" {
+            let target = content.get("redacts").and_then(Value::as_str).ok_or_else(|| ServiceError::BadJson("redaction needs content.redacts".into()))?;
+            let target = OwnedEventId::try_from(target).map_err(|e| ServiceError::BadJson(e.to_string()))?;
+            return self.redact(authed, room_id, &target, txn_id, content.get("reason").and_then(Value::as_str)).await;
+        }
+        let template = EventTemplate { kind: kind.into(), state_key: None, content, redacts: None };
+        self.append_with_txn(authed, room_id, template, txn_id).await
+    }
+
+    /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
+    pub async fn send_state(&self, authed: &Authed, room_id: &RoomId, kind: &str, state_key: &str, content: Value) -> ServiceResult<OwnedEventId> {
+        if kind == "m.room.create" {
+            return Err(ServiceError::Forbidden("m.room.create cannot be changed".into()));
+        }
+        let template = EventTemplate { kind: kind.into(), state_key: Some(state_key.into()), content, redacts: None };
+        let append = Append { sender: authed.user_id.clone(), template, txn: None };
+        Ok(self.append_event(room_id, append).await?.0.event_id.clone())
+    }
+
+    /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`: own events, or any with the `redact` level.
+    pub async fn redact(&self, authed: &Authed, room_id: &RoomId, target: &EventId, txn_id: &str, reason: Option<&str>) -> ServiceResult<OwnedEventId> {
+        if let Some(id) = self.storage.event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_id).await? {
+            return Ok(id);
+        }
+        let state = self.room_state(room_id).await?;
+        let record = self.storage.get_event(target).await?.filter(|r| r.pdu.room_id == room_id);
+        let Some(record) = record else { return Err(ServiceError::NotFound("Event not found".into())) };
+        if record.pdu.sender != authed.user_id && state.user_power(&authed.user_id) < state.action_level("redact") {
+            return Err(ServiceError::Forbidden("You may not redact other users' events".into()));
+        }
+        let mut content = json!({});
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        if state.rules.redaction.content_field_redacts {
+            content["redacts"] = json!(target);
+        }
+        let template = EventTemplate { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(target.to_owned()) };
+        self.append_with_txn(authed, room_id, template, txn_id).await
+    }
+
+    async fn append_with_txn(&self, authed: &Authed, room_id: &RoomId, template: EventTemplate, txn_id: &str) -> ServiceResult<OwnedEventId> {
+        let append = Append { sender: authed.user_id.clone(), template, txn: Some((authed.device_id.clone(), txn_id.to_owned())) };
+        match self.append_event(room_id, append).await {
+            Ok((pdu, _)) => Ok(pdu.event_id.clone()),
+            Err(e @ ServiceError::Storage(_)) => {
+                // A concurrent request with the same txnId may have won the unique constraint.
+                match self.storage.event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_id).await? {
+                    Some(id) => Ok(id),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

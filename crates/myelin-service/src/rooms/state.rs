@@ -1,0 +1,141 @@
+//! `RoomState`: a room's current state held in memory, rebuilt from storage on first use.
+
+use std::{collections::HashMap, sync::Arc};
+
+use myelin_core::{Pdu, StreamPos};
+use myelin_storage::{RoomStore, SnapshotId, Storage};
+use ruma::{room_version_rules::RoomVersionRules, EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+
+use crate::{ServiceError, ServiceResult};
+
+/// A current state event and where it sits in the stream.
+#[derive(Debug, Clone)]
+pub struct StateEntry {
+    pub pdu: Arc<Pdu>,
+    pub pos: StreamPos,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomState {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    /// `(type, state_key)` → event.
+    state: HashMap<(String, String), StateEntry>,
+    /// The snapshot ID of the current state.
+    pub snapshot: SnapshotId,
+    pub extremities: Vec<OwnedEventId>,
+    pub depth: u64,
+    /// Stream position of the newest event.
+    pub last_pos: StreamPos,
+}
+
+impl RoomState {
+    /// Loads current state, extremities and depth from storage.
+    pub async fn load(storage: &dyn Storage, room_id: &RoomId) -> ServiceResult<RoomState> {
+        let info = RoomStore::room_info(storage, room_id).await?.ok_or_else(|| ServiceError::NotFound(format!("Unknown room {room_id}")))?;
+        let rules = myelin_room::rules_for(&info.version)?;
+        let ids: Vec<OwnedEventId> = storage.current_state(room_id).await?.into_values().collect();
+        let mut state = HashMap::with_capacity(ids.len());
+        for record in storage.get_events(&ids).await? {
+            let key = (record.pdu.kind.to_string(), record.pdu.state_key.clone().unwrap_or_default());
+            state.insert(key, StateEntry { pos: record.stream_pos, pdu: Arc::new(record.pdu) });
+        }
+        let extremities = storage.forward_extremities(room_id).await?;
+        let tips = storage.get_events(&extremities).await?;
+        let newest = tips.iter().max_by_key(|r| r.stream_pos).ok_or_else(|| ServiceError::Internal(format!("room {room_id} has no events")))?;
+        Ok(RoomState {
+            room_id: info.room_id,
+            version: info.version,
+            rules,
+            state,
+            snapshot: newest.state_snapshot,
+            depth: tips.iter().map(|r| r.pdu.depth).max().unwrap_or(0),
+            last_pos: newest.stream_pos,
+            extremities,
+        })
+    }
+
+    /// The state of a room whose only event so far is its create event.
+    pub fn new_room(create: Arc<Pdu>) -> ServiceResult<RoomState> {
+        let version = create
+            .content_value()
+            .get("room_version")
+            .and_then(|v| v.as_str())
+            .map(RoomVersionId::try_from)
+            .transpose()
+            .map_err(|e| ServiceError::BadJson(e.to_string()))?
+            .unwrap_or(RoomVersionId::V1);
+        let rules = myelin_room::rules_for(&version)?;
+        Ok(RoomState {
+            room_id: create.room_id.clone(),
+            version,
+            rules,
+            state: HashMap::new(),
+            snapshot: 0,
+            extremities: Vec::new(),
+            depth: 0,
+            last_pos: StreamPos::ZERO,
+        })
+    }
+
+    /// The state after appending `pdu` (persisted at `pos` with state `snapshot`).
+    pub fn with_event(mut self, pdu: Arc<Pdu>, pos: StreamPos, snapshot: SnapshotId) -> RoomState {
+        if let Some(key) = &pdu.state_key {
+            self.state.insert((pdu.kind.to_string(), key.clone()), StateEntry { pdu: pdu.clone(), pos });
+        }
+        self.snapshot = snapshot;
+        self.extremities = vec![pdu.event_id.clone()];
+        self.depth = self.depth.max(pdu.depth);
+        self.last_pos = pos;
+        self
+    }
+
+    pub fn get(&self, kind: &str, state_key: &str) -> Option<&StateEntry> {
+        self.state.get(&(kind.to_owned(), state_key.to_owned()))
+    }
+
+    /// A state event by ID (auth events of new events are always current state).
+    pub fn by_event_id(&self, id: &EventId) -> Option<Arc<Pdu>> {
+        self.state.values().find(|e| e.pdu.event_id == id).map(|e| e.pdu.clone())
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &StateEntry> {
+        self.state.values()
+    }
+
+    /// `content` of a state event as JSON.
+    pub fn content(&self, kind: &str, state_key: &str) -> Option<serde_json::Value> {
+        self.get(kind, state_key).map(|e| e.pdu.content_value())
+    }
+
+    pub fn membership(&self, user_id: &UserId) -> Option<String> {
+        self.content("m.room.member", user_id.as_str())?.get("membership")?.as_str().map(str::to_owned)
+    }
+
+    /// Users whose membership is one of `memberships`.
+    pub fn members_with(&self, memberships: &[&str]) -> Vec<OwnedUserId> {
+        self.state
+            .iter()
+            .filter(|((kind, _), _)| kind == "m.room.member")
+            .filter(|(_, e)| {
+                let content = e.pdu.content_value();
+                content.get("membership").and_then(|m| m.as_str()).is_some_and(|m| memberships.contains(&m))
+            })
+            .filter_map(|((_, key), _)| OwnedUserId::try_from(key.as_str()).ok())
+            .collect()
+    }
+
+    /// `m.room.history_visibility`, defaulting to `shared`.
+    pub fn history_visibility(&self) -> String {
+        self.content("m.room.history_visibility", "")
+            .and_then(|c| c.get("history_visibility").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "shared".to_owned())
+    }
+
+    pub fn join_rule(&self) -> String {
+        self.content("m.room.join_rules", "")
+            .and_then(|c| c.get("join_rule").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "invite".to_owned())
+    }
+}

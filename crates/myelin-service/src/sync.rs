@@ -1,0 +1,315 @@
+//! `GET /sync`: initial and incremental, with long-polling woken by the notifier.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::Duration,
+};
+
+use myelin_core::StreamPos;
+use myelin_storage::{Direction, EventRecord, MembershipRecord, ReceiptRecord};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde_json::{json, Map, Value};
+
+use crate::{accounts::Authed, filter::Filter, format::stripped_state, ServiceError, ServiceResult, Services};
+
+/// A `/sync` cursor: the global stream position and the typing serial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    pub pos: StreamPos,
+    pub typing: u64,
+}
+
+impl SyncToken {
+    pub fn parse(token: &str) -> Option<SyncToken> {
+        let rest = token.strip_prefix('s')?;
+        let (pos, typing) = match rest.split_once('_') {
+            Some((p, t)) => (p.parse().ok()?, t.parse().ok()?),
+            None => (rest.parse().ok()?, 0),
+        };
+        Some(SyncToken { pos: StreamPos(pos), typing })
+    }
+}
+
+impl std::fmt::Display for SyncToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}_{}", self.pos.0, self.typing)
+    }
+}
+
+/// Pagination tokens share the sync format (the typing part is ignored).
+pub fn pagination_token(pos: StreamPos) -> String {
+    format!("s{}", pos.0)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    pub since: Option<String>,
+    pub timeout_ms: u64,
+    pub full_state: bool,
+    pub filter: Option<String>,
+    pub set_presence: Option<String>,
+}
+
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+
+impl Services {
+    pub async fn sync(&self, authed: &Authed, req: SyncRequest) -> ServiceResult<Value> {
+        let since = match &req.since {
+            Some(t) => Some(SyncToken::parse(t).ok_or_else(|| ServiceError::InvalidParam("Invalid since token".into()))?),
+            None => None,
+        };
+        let filter = self.resolve_filter(&authed.user_id, req.filter.as_deref()).await?;
+        if let Some(presence) = req.set_presence.as_deref() {
+            self.update_presence_from_sync(&authed.user_id, presence).await?;
+        }
+        let mut waiter = self.notifier.subscribe(&authed.user_id);
+        let timeout = Duration::from_millis(req.timeout_ms.min(self.config.max_sync_timeout_ms));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (response, empty) = self.build_sync(authed, since, &filter, req.full_state).await?;
+            if !empty || since.is_none() || req.full_state || tokio::time::Instant::now() >= deadline {
+                return Ok(response);
+            }
+            tokio::select! {
+                _ = waiter.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    async fn resolve_filter(&self, user_id: &UserId, filter: Option<&str>) -> ServiceResult<Filter> {
+        let value = match filter {
+            None => return Ok(Filter::default()),
+            Some(f) if f.trim_start().starts_with('{') => serde_json::from_str(f).map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))?,
+            Some(id) => self.get_filter(user_id, id).await?,
+        };
+        Filter::from_json(&value).map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))
+    }
+
+    async fn update_presence_from_sync(&self, user_id: &UserId, presence: &str) -> ServiceResult<()> {
+        if !matches!(presence, "online" | "offline" | "unavailable") {
+            return Err(ServiceError::InvalidParam(format!("Unknown presence state {presence}")));
+        }
+        let current = self.storage.get_presence(user_id).await?;
+        if current.as_ref().map(|p| p.state.as_str()) != Some(presence) {
+            self.set_presence(user_id, presence, current.and_then(|p| p.status_msg).as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    /// One pass over everything that changed since `since`; `true` if nothing did.
+    async fn build_sync(&self, authed: &Authed, since: Option<SyncToken>, filter: &Filter, full_state: bool) -> ServiceResult<(Value, bool)> {
+        let user_id = &authed.user_id;
+        let now = self.now_ms();
+        let next = SyncToken { pos: self.storage.current_stream_pos().await?, typing: self.typing.serial(now) };
+        let since_pos = since.map(|s| s.pos);
+        let memberships = self.storage.memberships_of_user(user_id).await?;
+        let memberships: Vec<_> = memberships.into_iter().filter(|m| filter.room.allows_room(m.room_id.as_str())).collect();
+
+        let joined_ids: Vec<OwnedRoomId> = memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
+        let mut receipts: HashMap<OwnedRoomId, Vec<ReceiptRecord>> = HashMap::new();
+        for r in self.storage.receipts_since(&joined_ids, since_pos.unwrap_or(StreamPos::ZERO)).await? {
+            if r.receipt_type == "m.read.private" && r.user_id != *user_id {
+                continue;
+            }
+            receipts.entry(r.room_id.clone()).or_default().push(r);
+        }
+        let mut global_data = Vec::new();
+        let mut room_data: HashMap<OwnedRoomId, Vec<Value>> = HashMap::new();
+        for d in self.storage.account_data_since(user_id, since_pos.unwrap_or(StreamPos::ZERO)).await? {
+            let event = json!({ "type": d.data_type, "content": d.content });
+            match d.room_id {
+                Some(room) => room_data.entry(room).or_default().push(event),
+                None if filter.account_data.allows(&d.data_type) => global_data.push(event),
+                None => {}
+            }
+        }
+
+        let mut join = Map::new();
+        let mut invite = Map::new();
+        let mut leave = Map::new();
+        let mut presence_users: HashSet<OwnedUserId> = HashSet::from([user_id.clone()]);
+        for m in &memberships {
+            let changed = since_pos.is_none_or(|s| m.stream_pos > s);
+            match m.membership.as_str() {
+                "join" => {
+                    let ctx = JoinedRoomCtx { since, next, full_state, receipts: receipts.remove(&m.room_id).unwrap_or_default(), account_data: room_data.remove(&m.room_id).unwrap_or_default() };
+                    if let Some((room, members)) = self.joined_room(authed, m, filter, ctx).await? {
+                        join.insert(m.room_id.to_string(), room);
+                        presence_users.extend(members);
+                    }
+                }
+                "invite" if changed => {
+                    invite.insert(m.room_id.to_string(), self.invited_room(m).await?);
+                }
+                "leave" | "ban" if !m.forgotten && (since.is_some() && changed || since.is_none() && filter.room.include_leave) => {
+                    leave.insert(m.room_id.to_string(), self.left_room(authed, m, since_pos, filter).await?);
+                }
+                _ => {}
+            }
+        }
+
+        let presence: Vec<Value> = if filter.presence.allows("m.presence") {
+            let users: Vec<_> = presence_users.into_iter().collect();
+            self.storage
+                .presence_since(&users, since_pos.unwrap_or(StreamPos::ZERO))
+                .await?
+                .into_iter()
+                .map(|p| {
+                    let mut content = json!({ "presence": p.state, "last_active_ago": now.saturating_sub(p.last_active_ms), "currently_active": p.state == "online" });
+                    if let Some(msg) = p.status_msg { content["status_msg"] = json!(msg); }
+                    json!({ "type": "m.presence", "sender": p.user_id, "content": content })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && presence.is_empty() && global_data.is_empty();
+        let response = json!({
+            "next_batch": next.to_string(),
+            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
+            "presence": { "events": presence },
+            "account_data": { "events": global_data },
+        });
+        Ok((response, empty))
+    }
+
+    /// The `rooms.join` entry of one room, or `None` if nothing changed; also returns the members.
+    async fn joined_room(&self, authed: &Authed, m: &MembershipRecord, filter: &Filter, ctx: JoinedRoomCtx) -> ServiceResult<Option<(Value, Vec<OwnedUserId>)>> {
+        let state = self.room_state(&m.room_id).await?;
+        let since_pos = ctx.since.map(|s| s.pos);
+        let newly = ctx.full_state || since_pos.is_none_or(|s| m.stream_pos > s);
+        let window = self.read_window(&authed.user_id, &m.room_id, &state).await?;
+        let limit = filter.room.timeline.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize);
+        let lower = match (newly, since_pos) {
+            (false, Some(s)) => Some(window.after.map_or(s, |a| a.max(s))),
+            _ => window.after,
+        };
+        let mut records = self.storage.room_events(&m.room_id, ctx.next.pos, lower, Direction::Backward, limit + 1).await?;
+        let limited = records.len() > limit;
+        records.truncate(limit);
+        records.reverse();
+
+        let typing = self.typing.changed_since(&m.room_id, ctx.since.map(|s| s.typing), self.now_ms());
+        let mut ephemeral = Vec::new();
+        if let Some(users) = typing {
+            ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+        }
+        if !ctx.receipts.is_empty() {
+            ephemeral.push(receipt_event(&ctx.receipts));
+        }
+        if !newly && records.is_empty() && ephemeral.is_empty() && ctx.account_data.is_empty() {
+            return Ok(None);
+        }
+
+        let timeline_ids: HashSet<_> = records.iter().map(|r| r.pdu.event_id.clone()).collect();
+        let prev_batch = records.first().map_or(ctx.next.pos, |r| StreamPos(r.stream_pos.0 - 1));
+        let state_filter = &filter.room.state;
+        let mut state_ids: Vec<_> = if newly {
+            self.state_before(&records, &state).await?
+        } else {
+            state.entries().filter(|e| since_pos.is_some_and(|s| e.pos > s)).map(|e| e.pdu.event_id.clone()).collect()
+        };
+        state_ids.retain(|id| !timeline_ids.contains(id));
+        let mut state_records = self.storage.get_events(&state_ids).await?;
+        state_records.retain(|r| state_filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()));
+        if state_filter.lazy_load_members {
+            let mut wanted: HashSet<String> = records.iter().map(|r| r.pdu.sender.to_string()).collect();
+            wanted.insert(authed.user_id.to_string());
+            state_records.retain(|r| r.pdu.kind.to_string() != "m.room.member" || r.pdu.state_key.as_ref().is_some_and(|k| wanted.contains(k)));
+            let have: HashSet<String> = state_records.iter().filter_map(|r| r.pdu.state_key.clone()).collect();
+            let missing: Vec<_> = records
+                .iter()
+                .map(|r| r.pdu.sender.to_string())
+                .filter(|s| !have.contains(s))
+                .filter_map(|s| state.get("m.room.member", &s).map(|e| e.pdu.event_id.clone()))
+                .filter(|id| !timeline_ids.contains(id))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            state_records.extend(self.storage.get_events(&missing).await?);
+        }
+        records.retain(|r| filter.room.timeline.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()));
+
+        let joined = state.members_with(&["join"]);
+        let invited = state.members_with(&["invite"]);
+        let mut heroes: Vec<_> = joined.iter().chain(invited.iter()).filter(|u| **u != authed.user_id).map(|u| u.to_string()).collect();
+        heroes.sort();
+        heroes.truncate(5);
+
+        let room = json!({
+            "timeline": { "events": self.format_events(&records, Some(&authed.device_id)).await?, "limited": limited, "prev_batch": pagination_token(prev_batch) },
+            "state": { "events": self.format_events(&state_records, None).await? },
+            "ephemeral": { "events": ephemeral },
+            "account_data": { "events": ctx.account_data },
+            "summary": { "m.heroes": heroes, "m.joined_member_count": joined.len(), "m.invited_member_count": invited.len() },
+        });
+        Ok(Some((room, joined)))
+    }
+
+    /// Event IDs of the state before the first timeline event (current state if the timeline
+    /// changes no state).
+    async fn state_before(&self, timeline: &[EventRecord], state: &crate::rooms::RoomState) -> ServiceResult<Vec<ruma::OwnedEventId>> {
+        let changes_state = timeline.iter().any(|r| r.pdu.state_key.is_some());
+        let first_prev = timeline.first().and_then(|r| r.pdu.prev_events.first().cloned());
+        match (changes_state, first_prev) {
+            (true, Some(prev)) => match self.storage.get_event(&prev).await? {
+                Some(prev) => Ok(self.storage.state_at_snapshot(prev.state_snapshot).await?.into_values().collect()),
+                None => Ok(state.entries().map(|e| e.pdu.event_id.clone()).collect()),
+            },
+            (true, None) => Ok(Vec::new()),
+            (false, _) => Ok(state.entries().map(|e| e.pdu.event_id.clone()).collect()),
+        }
+    }
+
+    /// `rooms.invite`: stripped state plus the invite itself.
+    async fn invited_room(&self, m: &MembershipRecord) -> ServiceResult<Value> {
+        let state = self.room_state(&m.room_id).await?;
+        let mut events: Vec<Value> = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"]
+            .iter()
+            .filter_map(|k| state.get(k, ""))
+            .map(|e| stripped_state(&e.pdu))
+            .collect();
+        if let Some(invite) = self.storage.get_event(&m.event_id).await? {
+            events.push(stripped_state(&invite.pdu));
+        }
+        Ok(json!({ "invite_state": { "events": events } }))
+    }
+
+    /// `rooms.leave`: the timeline up to the leave, and the state at it.
+    async fn left_room(&self, authed: &Authed, m: &MembershipRecord, since: Option<StreamPos>, filter: &Filter) -> ServiceResult<Value> {
+        let limit = filter.room.timeline.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize);
+        let mut records = self.storage.room_events(&m.room_id, m.stream_pos, since, Direction::Backward, limit + 1).await?;
+        let limited = records.len() > limit;
+        records.truncate(limit);
+        records.reverse();
+        let prev_batch = records.first().map_or(m.stream_pos, |r| StreamPos(r.stream_pos.0 - 1));
+        Ok(json!({
+            "timeline": { "events": self.format_events(&records, Some(&authed.device_id)).await?, "limited": limited, "prev_batch": pagination_token(prev_batch) },
+            "state": { "events": [] },
+            "account_data": { "events": [] },
+        }))
+    }
+}
+
+struct JoinedRoomCtx {
+    since: Option<SyncToken>,
+    next: SyncToken,
+    full_state: bool,
+    receipts: Vec<ReceiptRecord>,
+    account_data: Vec<Value>,
+}
+
+/// One `m.receipt` event for a room: `{event_id: {type: {user: {ts, thread_id?}}}}`.
+fn receipt_event(receipts: &[ReceiptRecord]) -> Value {
+    let mut content: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
+    for r in receipts {
+        let mut data = json!({ "ts": r.ts });
+        if let Some(thread) = &r.thread_id {
+            data["thread_id"] = json!(thread);
+        }
+        content.entry(r.event_id.to_string()).or_default().entry(r.receipt_type.clone()).or_default().insert(r.user_id.to_string(), data);
+    }
+    json!({ "type": "m.receipt", "content": content })
+}

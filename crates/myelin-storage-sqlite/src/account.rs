@@ -1,0 +1,379 @@
+//! `AccountStore`: users, devices and access/refresh tokens (stored as hashes only).
+
+use async_trait::async_trait;
+use myelin_storage::{AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord};
+use ruma::{OwnedDeviceId, UserId};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::convert::{opt_to_i64, opt_to_u64, parse_id, to_i64, to_u64, Db};
+use crate::SqliteStore;
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> StorageResult<bool> {
+        self.db
+            .write(move |tx, _| {
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname)
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![
+                        user.user_id.as_str(),
+                        user.password_hash,
+                        user.is_admin,
+                        to_i64(user.created_ms, "created_ms")?,
+                        user.displayname
+                    ])
+                    .db()?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
+
+    async fn get_user(&self, user_id: &UserId) -> StorageResult<Option<UserRecord>> {
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT password_hash, is_admin, deactivated, created_ms, displayname, avatar_url
+                         FROM users WHERE user_id = ?1",
+                    )
+                    .db()?
+                    .query_row([user_id.as_str()], |row| {
+                        Ok((
+                            row.get::<_, Option<String>>(0)?,
+                            row.get::<_, bool>(1)?,
+                            row.get::<_, bool>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, Option<String>>(4)?,
+                            row.get::<_, Option<String>>(5)?,
+                        ))
+                    })
+                    .optional()
+                    .db()?;
+                row.map(
+                    |(password_hash, is_admin, deactivated, created_ms, displayname, avatar_url)| {
+                        Ok(UserRecord {
+                            user_id,
+                            password_hash,
+                            is_admin,
+                            deactivated,
+                            created_ms: to_u64(created_ms, "created_ms")?,
+                            displayname,
+                            avatar_url,
+                        })
+                    },
+                )
+                .transpose()
+            })
+            .await
+    }
+
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StorageResult<()> {
+        self.update_user(user_id, "password_hash", Some(hash)).await
+    }
+
+    async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
+        let user_id = user_id.to_owned();
+        self.db
+            .write(move |tx, _| {
+                let user = user_id.as_str();
+                tx.execute("UPDATE users SET deactivated = 1 WHERE user_id = ?1", [user])
+                    .db()?;
+                tx.execute("DELETE FROM access_tokens WHERE user_id = ?1", [user])
+                    .db()?;
+                tx.execute("DELETE FROM devices WHERE user_id = ?1", [user]).db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StorageResult<()> {
+        self.update_user(user_id, "displayname", name).await
+    }
+
+    async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StorageResult<()> {
+        self.update_user(user_id, "avatar_url", url).await
+    }
+
+    async fn create_session(&self, session: NewSession) -> StorageResult<()> {
+        self.db
+            .write(move |tx, _| {
+                let created_ms = to_i64(session.created_ms, "created_ms")?;
+                tx.prepare_cached(
+                    "INSERT INTO devices (user_id, device_id, display_name, created_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (user_id, device_id) DO NOTHING",
+                )
+                .db()?
+                .execute(params![
+                    session.user_id.as_str(),
+                    session.device_id.as_str(),
+                    session.device_display_name,
+                    created_ms
+                ])
+                .db()?;
+                insert_token(
+                    tx,
+                    &session.access_token_hash,
+                    session.refresh_token_hash.as_deref(),
+                    session.user_id.as_str(),
+                    session.device_id.as_str(),
+                    opt_to_i64(session.expires_at_ms, "expires_at_ms")?,
+                    created_ms,
+                )
+            })
+            .await
+    }
+
+    async fn find_access_token(&self, token_hash: &str) -> StorageResult<Option<TokenOwner>> {
+        let token_hash = token_hash.to_owned();
+        self.db
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached("SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = ?1")
+                    .db()?
+                    .query_row([token_hash], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, Option<i64>>(2)?,
+                        ))
+                    })
+                    .optional()
+                    .db()?;
+                row.map(token_owner).transpose()
+            })
+            .await
+    }
+
+    async fn refresh_session(
+        &self,
+        refresh_token_hash: &str,
+        new_access_token_hash: &str,
+        new_refresh_token_hash: &str,
+        expires_at_ms: Option<u64>,
+    ) -> StorageResult<Option<TokenOwner>> {
+        let old = refresh_token_hash.to_owned();
+        let (access, refresh) = (new_access_token_hash.to_owned(), new_refresh_token_hash.to_owned());
+        let expires = opt_to_i64(expires_at_ms, "expires_at_ms")?;
+        self.db
+            .write(move |tx, _| {
+                let row = tx
+                    .prepare_cached(
+                        "SELECT token_hash, user_id, device_id, created_ms FROM access_tokens
+                         WHERE refresh_token_hash = ?1",
+                    )
+                    .db()?
+                    .query_row([&old], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .optional()
+                    .db()?;
+                let Some((old_access, user_id, device_id, created_ms)) = row else {
+                    return Ok(None);
+                };
+                tx.prepare_cached("DELETE FROM access_tokens WHERE token_hash = ?1")
+                    .db()?
+                    .execute([old_access])
+                    .db()?;
+                insert_token(tx, &access, Some(&refresh), &user_id, &device_id, expires, created_ms)?;
+                token_owner((user_id, device_id, expires)).map(Some)
+            })
+            .await
+    }
+
+    async fn list_devices(&self, user_id: &UserId) -> StorageResult<Vec<DeviceRecord>> {
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(&format!(
+                        "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 ORDER BY device_id"
+                    ))
+                    .db()?
+                    .query_map([user_id.as_str()], RawDevice::from_row)
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                rows.into_iter().map(RawDevice::decode).collect()
+            })
+            .await
+    }
+
+    async fn get_device(&self, user_id: &UserId, device_id: &str) -> StorageResult<Option<DeviceRecord>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.db
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached(&format!(
+                        "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 AND device_id = ?2"
+                    ))
+                    .db()?
+                    .query_row([user_id.as_str(), &device_id], RawDevice::from_row)
+                    .optional()
+                    .db()?;
+                row.map(RawDevice::decode).transpose()
+            })
+            .await
+    }
+
+    async fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> StorageResult<bool> {
+        let (user_id, device_id, name) = (user_id.to_owned(), device_id.to_owned(), name.map(str::to_owned));
+        self.db
+            .write(move |tx, _| {
+                let updated = tx
+                    .prepare_cached("UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2")
+                    .db()?
+                    .execute(params![user_id.as_str(), device_id, name])
+                    .db()?;
+                Ok(updated == 1)
+            })
+            .await
+    }
+
+    async fn delete_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> StorageResult<()> {
+        let (user_id, device_ids) = (user_id.to_owned(), device_ids.to_vec());
+        self.db
+            .write(move |tx, _| {
+                for device_id in &device_ids {
+                    delete_device_rows(tx, user_id.as_str(), Some(device_id.as_str()), None)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StorageResult<()> {
+        let (user_id, keep) = (user_id.to_owned(), keep.map(str::to_owned));
+        self.db
+            .write(move |tx, _| delete_device_rows(tx, user_id.as_str(), None, keep.as_deref()))
+            .await
+    }
+
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        now_ms: u64,
+        ip: Option<&str>,
+    ) -> StorageResult<()> {
+        let (user_id, device_id, ip) = (user_id.to_owned(), device_id.to_owned(), ip.map(str::to_owned));
+        let now = to_i64(now_ms, "now_ms")?;
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "UPDATE devices SET last_seen_ms = ?3, last_seen_ip = COALESCE(?4, last_seen_ip)
+                     WHERE user_id = ?1 AND device_id = ?2",
+                )
+                .db()?
+                .execute(params![user_id.as_str(), device_id, now, ip])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// Sets one nullable text column of a user row.
+    async fn update_user(&self, user_id: &UserId, column: &'static str, value: Option<&str>) -> StorageResult<()> {
+        let (user_id, value) = (user_id.to_owned(), value.map(str::to_owned));
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(&format!("UPDATE users SET {column} = ?2 WHERE user_id = ?1"))
+                    .db()?
+                    .execute(params![user_id.as_str(), value])
+                    .db()?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+fn insert_token(
+    conn: &Connection,
+    token_hash: &str,
+    refresh_token_hash: Option<&str>,
+    user_id: &str,
+    device_id: &str,
+    expires_at_ms: Option<i64>,
+    created_ms: i64,
+) -> StorageResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO access_tokens (token_hash, refresh_token_hash, user_id, device_id, expires_at_ms, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .db()?
+    .execute(params![
+        token_hash,
+        refresh_token_hash,
+        user_id,
+        device_id,
+        expires_at_ms,
+        created_ms
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// Deletes one device (`only`) or all but `keep`, with their tokens.
+fn delete_device_rows(conn: &Connection, user_id: &str, only: Option<&str>, keep: Option<&str>) -> StorageResult<()> {
+    let filter = "user_id = ?1 AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR device_id <> ?3)";
+    conn.prepare_cached(&format!("DELETE FROM access_tokens WHERE {filter}"))
+        .db()?
+        .execute(params![user_id, only, keep])
+        .db()?;
+    conn.prepare_cached(&format!("DELETE FROM devices WHERE {filter}"))
+        .db()?
+        .execute(params![user_id, only, keep])
+        .db()?;
+    Ok(())
+}
+
+fn token_owner((user_id, device_id, expires_at_ms): (String, String, Option<i64>)) -> StorageResult<TokenOwner> {
+    Ok(TokenOwner {
+        user_id: parse_id(user_id, "token user")?,
+        device_id: device_id.into(),
+        expires_at_ms: opt_to_u64(expires_at_ms, "expires_at_ms")?,
+    })
+}
+
+const DEVICE_COLUMNS: &str = "user_id, device_id, display_name, last_seen_ms, last_seen_ip";
+
+struct RawDevice(String, String, Option<String>, Option<i64>, Option<String>);
+
+impl RawDevice {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawDevice> {
+        Ok(RawDevice(
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        ))
+    }
+
+    fn decode(self) -> StorageResult<DeviceRecord> {
+        let RawDevice(user_id, device_id, display_name, last_seen_ms, last_seen_ip) = self;
+        Ok(DeviceRecord {
+            user_id: parse_id(user_id, "device user")?,
+            device_id: device_id.into(),
+            display_name,
+            last_seen_ms: opt_to_u64(last_seen_ms, "last_seen_ms")?,
+            last_seen_ip,
+        })
+    }
+}

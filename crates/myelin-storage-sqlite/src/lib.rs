@@ -1,0 +1,51 @@
+//! SQLite backend for the Myelin storage traits: one serialized writer connection, a small pool
+//! of reader connections, numbered embedded migrations and an in-memory stream counter.
+//!
+//! Every trait write is one `BEGIN IMMEDIATE` transaction on the writer; stream positions are
+//! assigned inside that transaction while the writer is held, so commit order equals position
+//! order and [`myelin_storage::RoomStore::current_stream_pos`] only ever reports committed work.
+
+mod account;
+mod convert;
+mod events;
+mod migrations;
+mod persist;
+mod pool;
+mod room;
+mod state;
+mod user_data;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use myelin_storage::StorageResult;
+
+pub use migrations::SCHEMA_VERSION;
+pub use state::MAX_DELTA_DEPTH;
+
+/// A Myelin database in one SQLite file. Cheap to clone; clones share the connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: Arc<pool::Db>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `path`, configures the connections (WAL,
+    /// `synchronous=FULL`, foreign keys, busy timeout) and applies pending migrations.
+    ///
+    /// Fails with [`myelin_storage::StorageError::Incompatible`] if the file was written by a
+    /// newer schema than this build knows.
+    pub fn open(path: &Path) -> StorageResult<SqliteStore> {
+        Ok(SqliteStore {
+            db: Arc::new(pool::Db::open(path)?),
+        })
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,66 @@
+//! Numbered schema migrations, embedded from `migrations/*.sql` and tracked in `schema_version`.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use myelin_storage::{StorageError, StorageResult};
+
+use crate::convert::Db;
+
+/// Migrations in order; migration `i` (0-based) brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`], one transaction per migration; refuses a database
+/// whose schema is newer than this build.
+pub(crate) fn migrate(conn: &mut Connection) -> StorageResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version    INTEGER PRIMARY KEY,
+             applied_ms INTEGER NOT NULL
+         ) STRICT;",
+    )
+    .db()?;
+    let current = current_version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(StorageError::Incompatible(format!(
+            "database schema version {current} is newer than the newest this build knows ({SCHEMA_VERSION})"
+        )));
+    }
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let version = index as i64 + 1;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+        // Re-check under the write lock: another process may have migrated meanwhile.
+        if current_version(&tx)? >= version {
+            continue;
+        }
+        tx.execute_batch(sql).db()?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
+            rusqlite::params![version, now_ms()],
+        )
+        .db()?;
+        tx.commit().db()?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+pub(crate) fn current_version(conn: &Connection) -> StorageResult<i64> {
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |row| {
+        row.get(0)
+    })
+    .db()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

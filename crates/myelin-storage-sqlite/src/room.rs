@@ -1,0 +1,292 @@
+//! `RoomStore`: events, state, timelines, memberships and aliases.
+
+use async_trait::async_trait;
+use myelin_core::StreamPos;
+use myelin_storage::{
+    Direction, EventRecord, MembershipRecord, NewEvent, Persisted, RoomInfo, RoomStore, SnapshotId, StateMap,
+    StorageResult,
+};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::convert::{json_list, limit, parse_id, Db};
+use crate::events::{query_events, EVENT_COLUMNS};
+use crate::{persist, state, SqliteStore};
+
+#[async_trait]
+impl RoomStore for SqliteStore {
+    async fn persist_event(&self, event: NewEvent) -> StorageResult<Persisted> {
+        self.db
+            .write(move |tx, positions| persist::persist_event(tx, positions, event))
+            .await
+    }
+
+    async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<Persisted>> {
+        self.db
+            .write(move |tx, positions| {
+                let mut out = Vec::with_capacity(events.len());
+                for event in events {
+                    // Each event of the batch gets its own stream position.
+                    positions.next_write();
+                    out.push(persist::persist_event(tx, positions, event)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn room_info(&self, room_id: &RoomId) -> StorageResult<Option<RoomInfo>> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached("SELECT version, creator FROM rooms WHERE room_id = ?1")
+                    .db()?
+                    .query_row([room_id.as_str()], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                    .optional()
+                    .db()?;
+                row.map(|(version, creator)| {
+                    Ok(RoomInfo {
+                        room_id,
+                        version: parse_id(version, "room version")?,
+                        creator: parse_id(creator, "room creator")?,
+                    })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn get_event(&self, event_id: &EventId) -> StorageResult<Option<EventRecord>> {
+        let event_id = event_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
+                Ok(query_events(conn, &sql, [event_id.as_str()])?.into_iter().next())
+            })
+            .await
+    }
+
+    async fn get_events(&self, ids: &[OwnedEventId]) -> StorageResult<Vec<EventRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = json_list(ids)?;
+        self.db
+            .read(move |conn| {
+                let sql =
+                    format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN (SELECT value FROM json_each(?1))");
+                query_events(conn, &sql, [ids])
+            })
+            .await
+    }
+
+    async fn event_for_txn(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StorageResult<Option<OwnedEventId>> {
+        let key = (user_id.to_string(), device_id.to_owned(), txn_id.to_owned());
+        self.db
+            .read(move |conn| {
+                let found = conn
+                    .prepare_cached(
+                        "SELECT event_id FROM event_txns WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+                    )
+                    .db()?
+                    .query_row(params![key.0, key.1, key.2], |row| row.get::<_, String>(0))
+                    .optional()
+                    .db()?;
+                found.map(|id| parse_id(id, "event ID")).transpose()
+            })
+            .await
+    }
+
+    async fn current_state(&self, room_id: &RoomId) -> StorageResult<StateMap> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |conn| state::current_state(conn, room_id.as_str()))
+            .await
+    }
+
+    async fn state_at_snapshot(&self, snapshot: SnapshotId) -> StorageResult<StateMap> {
+        self.db.read(move |conn| state::load_state(conn, snapshot)).await
+    }
+
+    async fn forward_extremities(&self, room_id: &RoomId) -> StorageResult<Vec<OwnedEventId>> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let ids = conn
+                    .prepare_cached("SELECT event_id FROM forward_extremities WHERE room_id = ?1")
+                    .db()?
+                    .query_map([room_id.as_str()], |row| row.get::<_, String>(0))
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                ids.into_iter().map(|id| parse_id(id, "forward extremity")).collect()
+            })
+            .await
+    }
+
+    async fn room_events(
+        &self,
+        room_id: &RoomId,
+        from: StreamPos,
+        to: Option<StreamPos>,
+        dir: Direction,
+        limit_: usize,
+    ) -> StorageResult<Vec<EventRecord>> {
+        if limit_ == 0 {
+            return Ok(Vec::new());
+        }
+        let room_id = room_id.to_owned();
+        let to = to.map(|p| p.0);
+        self.db
+            .read(move |conn| {
+                let sql = match dir {
+                    Direction::Backward => format!(
+                        "SELECT {EVENT_COLUMNS} FROM events
+                         WHERE room_id = ?1 AND stream_pos <= ?2 AND (?3 IS NULL OR stream_pos > ?3)
+                         ORDER BY stream_pos DESC LIMIT ?4"
+                    ),
+                    Direction::Forward => format!(
+                        "SELECT {EVENT_COLUMNS} FROM events
+                         WHERE room_id = ?1 AND stream_pos > ?2 AND (?3 IS NULL OR stream_pos <= ?3)
+                         ORDER BY stream_pos ASC LIMIT ?4"
+                    ),
+                };
+                query_events(conn, &sql, params![room_id.as_str(), from.0, to, limit(limit_)])
+            })
+            .await
+    }
+
+    async fn memberships_of_user(&self, user_id: &UserId) -> StorageResult<Vec<MembershipRecord>> {
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| query_memberships(conn, "WHERE user_id = ?1 ORDER BY stream_pos", user_id.as_str()))
+            .await
+    }
+
+    async fn room_members(&self, room_id: &RoomId) -> StorageResult<Vec<MembershipRecord>> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |conn| query_memberships(conn, "WHERE room_id = ?1 ORDER BY user_id", room_id.as_str()))
+            .await
+    }
+
+    async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StorageResult<()> {
+        let (user_id, room_id) = (user_id.to_owned(), room_id.to_owned());
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached("UPDATE room_memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2")
+                    .db()?
+                    .execute(params![room_id.as_str(), user_id.as_str()])
+                    .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> StorageResult<bool> {
+        let (alias, room_id, creator) = (alias.to_string(), room_id.to_owned(), creator.to_owned());
+        self.db
+            .write(move |tx, _| {
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO room_aliases (alias, room_id, creator) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (alias) DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![alias, room_id.as_str(), creator.as_str()])
+                    .db()?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
+
+    async fn resolve_alias(&self, alias: &RoomAliasId) -> StorageResult<Option<(OwnedRoomId, OwnedUserId)>> {
+        let alias = alias.to_string();
+        self.db
+            .read(move |conn| {
+                let row = conn
+                    .prepare_cached("SELECT room_id, creator FROM room_aliases WHERE alias = ?1")
+                    .db()?
+                    .query_row([alias], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+                    .optional()
+                    .db()?;
+                row.map(|(room, creator)| Ok((parse_id(room, "alias room")?, parse_id(creator, "alias creator")?)))
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StorageResult<bool> {
+        let alias = alias.to_string();
+        self.db
+            .write(move |tx, _| {
+                let deleted = tx
+                    .prepare_cached("DELETE FROM room_aliases WHERE alias = ?1")
+                    .db()?
+                    .execute([alias])
+                    .db()?;
+                Ok(deleted == 1)
+            })
+            .await
+    }
+
+    async fn aliases_of_room(&self, room_id: &RoomId) -> StorageResult<Vec<String>> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias")
+                    .db()?
+                    .query_map([room_id.as_str()], |row| row.get::<_, String>(0))
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()
+            })
+            .await
+    }
+
+    async fn current_stream_pos(&self) -> StorageResult<StreamPos> {
+        Ok(self.db.stream_pos())
+    }
+}
+
+/// Membership rows matching `filter` (a `WHERE ... ORDER BY ...` clause with one parameter).
+fn query_memberships(conn: &Connection, filter: &str, param: &str) -> StorageResult<Vec<MembershipRecord>> {
+    let sql =
+        format!("SELECT room_id, user_id, membership, event_id, stream_pos, forgotten FROM room_memberships {filter}");
+    let rows = conn
+        .prepare_cached(&sql)
+        .db()?
+        .query_map([param], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, bool>(5)?,
+            ))
+        })
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    rows.into_iter()
+        .map(|(room_id, user_id, membership, event_id, stream_pos, forgotten)| {
+            Ok(MembershipRecord {
+                room_id: parse_id(room_id, "membership room")?,
+                user_id: parse_id(user_id, "membership user")?,
+                membership,
+                event_id: parse_id(event_id, "membership event")?,
+                stream_pos: StreamPos(stream_pos),
+                forgotten,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,204 @@
+//! State snapshots (delta-compressed chains) and the rooms' current state.
+//!
+//! A snapshot row names a base snapshot and stores only the keys it changes; reading one walks
+//! the chain to its root and applies entries oldest first. Chains are cut at
+//! [`MAX_DELTA_DEPTH`]: a snapshot that would be deeper is written in full (no base).
+
+use std::collections::BTreeMap;
+
+use myelin_storage::{NewState, SnapshotId, StateKey, StateMap, StorageError, StorageResult};
+use ruma::OwnedEventId;
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use crate::convert::{corrupt, parse_id, Db};
+
+/// The longest chain of delta snapshots behind a full one.
+pub const MAX_DELTA_DEPTH: i64 = 50;
+
+/// Stores `base` (or empty) with `changes` applied as a new snapshot of `room_id`.
+pub(crate) fn create_snapshot(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    base: Option<SnapshotId>,
+    changes: &[(StateKey, OwnedEventId)],
+) -> StorageResult<SnapshotId> {
+    let base_depth = match base {
+        Some(id) => Some(
+            tx.prepare_cached("SELECT depth FROM state_snapshots WHERE snapshot_id = ?1")
+                .db()?
+                .query_row([id], |row| row.get::<_, i64>(0))
+                .optional()
+                .db()?
+                .ok_or_else(|| StorageError::Backend(format!("unknown base state snapshot {id}")))?,
+        ),
+        None => None,
+    };
+    let changes: BTreeMap<&StateKey, &OwnedEventId> = changes.iter().map(|(k, v)| (k, v)).collect();
+    let (base_id, depth, entries): (Option<SnapshotId>, i64, Vec<(StateKey, OwnedEventId)>) = match (base, base_depth) {
+        (Some(id), Some(d)) if d < MAX_DELTA_DEPTH => (
+            Some(id),
+            d + 1,
+            changes.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ),
+        (Some(id), _) => {
+            let mut full = load_state(tx, id)?;
+            full.extend(changes.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+            (None, 0, full.into_iter().collect())
+        }
+        (None, _) => (
+            None,
+            0,
+            changes.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ),
+    };
+    tx.prepare_cached("INSERT INTO state_snapshots (room_id, base_id, depth) VALUES (?1, ?2, ?3)")
+        .db()?
+        .execute(rusqlite::params![room_id, base_id, depth])
+        .db()?;
+    let snapshot = tx.last_insert_rowid();
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .db()?;
+    for ((kind, state_key), event_id) in &entries {
+        insert
+            .execute(rusqlite::params![snapshot, kind, state_key, event_id.as_str()])
+            .db()?;
+    }
+    Ok(snapshot)
+}
+
+/// The full state of a snapshot; an error if the snapshot does not exist.
+pub(crate) fn load_state(conn: &Connection, snapshot: SnapshotId) -> StorageResult<StateMap> {
+    let chain = conn
+        .prepare_cached(
+            "WITH RECURSIVE chain (id, base, level) AS (
+                 SELECT snapshot_id, base_id, 0 FROM state_snapshots WHERE snapshot_id = ?1
+                 UNION ALL
+                 SELECT s.snapshot_id, s.base_id, chain.level + 1
+                 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
+                 WHERE chain.level < ?2
+             )
+             SELECT id, base FROM chain ORDER BY level DESC",
+        )
+        .db()?
+        .query_map(rusqlite::params![snapshot, MAX_DELTA_DEPTH + 1], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
+        })
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    match chain.first() {
+        None => return Err(StorageError::Backend(format!("unknown state snapshot {snapshot}"))),
+        Some((_, Some(_))) => {
+            return Err(corrupt(
+                "state snapshot",
+                format!("chain of snapshot {snapshot} is broken or too long"),
+            ))
+        }
+        Some((_, None)) => {}
+    }
+    let mut entries = conn
+        .prepare_cached("SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = ?1")
+        .db()?;
+    let mut state = StateMap::new();
+    // Oldest first, so that newer entries override.
+    for (id, _) in chain {
+        let rows = entries
+            .query_map([id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()?;
+        for (kind, state_key, event_id) in rows {
+            state.insert((kind, state_key), parse_id(event_id, "state event ID")?);
+        }
+    }
+    Ok(state)
+}
+
+/// Moves the room's current state to `snapshot` (the state after an event stored with `state`).
+/// Writes only the delta when the snapshot extends the current one.
+pub(crate) fn move_current_state(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    snapshot: SnapshotId,
+    state: &NewState,
+) -> StorageResult<()> {
+    let current: Option<SnapshotId> = tx
+        .prepare_cached("SELECT current_snapshot FROM rooms WHERE room_id = ?1")
+        .db()?
+        .query_row([room_id], |row| row.get(0))
+        .optional()
+        .db()?
+        .flatten();
+    if current == Some(snapshot) {
+        return Ok(());
+    }
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        )
+        .db()?;
+    match state {
+        NewState::Changed {
+            base: Some(base),
+            changes,
+        } if current == Some(*base) => {
+            for ((kind, state_key), event_id) in changes {
+                upsert
+                    .execute(rusqlite::params![room_id, kind, state_key, event_id.as_str()])
+                    .db()?;
+            }
+        }
+        _ => {
+            let target = load_state(tx, snapshot)?;
+            let existing = current_state(tx, room_id)?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM current_state WHERE room_id = ?1 AND type = ?2 AND state_key = ?3")
+                .db()?;
+            for (kind, state_key) in existing.keys().filter(|key| !target.contains_key(*key)) {
+                delete.execute(rusqlite::params![room_id, kind, state_key]).db()?;
+            }
+            for (key, event_id) in &target {
+                if existing.get(key) != Some(event_id) {
+                    upsert
+                        .execute(rusqlite::params![room_id, key.0, key.1, event_id.as_str()])
+                        .db()?;
+                }
+            }
+        }
+    }
+    tx.prepare_cached("UPDATE rooms SET current_snapshot = ?2 WHERE room_id = ?1")
+        .db()?
+        .execute(rusqlite::params![room_id, snapshot])
+        .db()?;
+    Ok(())
+}
+
+pub(crate) fn current_state(conn: &Connection, room_id: &str) -> StorageResult<StateMap> {
+    let rows = conn
+        .prepare_cached("SELECT type, state_key, event_id FROM current_state WHERE room_id = ?1")
+        .db()?
+        .query_map([room_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    rows.into_iter()
+        .map(|(kind, state_key, event_id)| Ok(((kind, state_key), parse_id(event_id, "state event ID")?)))
+        .collect()
+}

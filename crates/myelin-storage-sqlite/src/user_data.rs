@@ -1,0 +1,301 @@
+//! `UserDataStore`: account data, receipts, presence and filters.
+
+use async_trait::async_trait;
+use myelin_core::StreamPos;
+use myelin_storage::{AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+
+use crate::convert::{json_list, parse_id, parse_json, to_i64, to_u64, Db};
+use crate::SqliteStore;
+
+#[async_trait]
+impl UserDataStore for SqliteStore {
+    async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: &serde_json::Value,
+    ) -> StorageResult<StreamPos> {
+        let user_id = user_id.to_owned();
+        let room_id = room_id.map(|r| r.to_string()).unwrap_or_default();
+        let data_type = data_type.to_owned();
+        let content = content.to_string();
+        self.db
+            .write(move |tx, positions| {
+                let pos = positions.take(tx)?;
+                tx.prepare_cached(
+                    "INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (user_id, room_id, type) DO UPDATE SET
+                         content = excluded.content, stream_pos = excluded.stream_pos",
+                )
+                .db()?
+                .execute(params![user_id.as_str(), room_id, data_type, content, pos.0])
+                .db()?;
+                Ok(pos)
+            })
+            .await
+    }
+
+    async fn get_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> StorageResult<Option<serde_json::Value>> {
+        let user_id = user_id.to_owned();
+        let room_id = room_id.map(|r| r.to_string()).unwrap_or_default();
+        let data_type = data_type.to_owned();
+        self.db
+            .read(move |conn| {
+                let content = conn
+                    .prepare_cached(
+                        "SELECT content FROM account_data WHERE user_id = ?1 AND room_id = ?2 AND type = ?3",
+                    )
+                    .db()?
+                    .query_row(params![user_id.as_str(), room_id, data_type], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .optional()
+                    .db()?;
+                content.map(|c| parse_json(&c, "account data")).transpose()
+            })
+            .await
+    }
+
+    async fn account_data_since(&self, user_id: &UserId, since: StreamPos) -> StorageResult<Vec<AccountDataRecord>> {
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT room_id, type, content, stream_pos FROM account_data
+                         WHERE user_id = ?1 AND stream_pos > ?2 ORDER BY stream_pos",
+                    )
+                    .db()?
+                    .query_map(params![user_id.as_str(), since.0], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                rows.into_iter()
+                    .map(|(room_id, data_type, content, pos)| {
+                        Ok(AccountDataRecord {
+                            room_id: if room_id.is_empty() {
+                                None
+                            } else {
+                                Some(parse_id(room_id, "account data room")?)
+                            },
+                            data_type,
+                            content: parse_json(&content, "account data")?,
+                            stream_pos: StreamPos(pos),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn set_receipt(&self, receipt: ReceiptRecord) -> StorageResult<StreamPos> {
+        let ts = to_i64(receipt.ts, "receipt ts")?;
+        self.db
+            .write(move |tx, positions| {
+                let pos = positions.take(tx)?;
+                tx.prepare_cached(
+                    "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET
+                         event_id = excluded.event_id, ts = excluded.ts, stream_pos = excluded.stream_pos",
+                )
+                .db()?
+                .execute(params![
+                    receipt.room_id.as_str(),
+                    receipt.receipt_type,
+                    receipt.user_id.as_str(),
+                    receipt.thread_id.as_deref().unwrap_or(""),
+                    receipt.event_id.as_str(),
+                    ts,
+                    pos.0
+                ])
+                .db()?;
+                Ok(pos)
+            })
+            .await
+    }
+
+    async fn receipts_since(&self, room_ids: &[OwnedRoomId], since: StreamPos) -> StorageResult<Vec<ReceiptRecord>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rooms = json_list(room_ids)?;
+        self.db
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
+                         WHERE room_id IN (SELECT value FROM json_each(?1)) AND stream_pos > ?2
+                         ORDER BY stream_pos",
+                    )
+                    .db()?
+                    .query_map(params![rooms, since.0], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, String>(4)?,
+                            row.get::<_, i64>(5)?,
+                            row.get::<_, i64>(6)?,
+                        ))
+                    })
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                rows.into_iter()
+                    .map(|(room_id, receipt_type, user_id, thread_id, event_id, ts, pos)| {
+                        Ok(ReceiptRecord {
+                            room_id: parse_id(room_id, "receipt room")?,
+                            receipt_type,
+                            user_id: parse_id(user_id, "receipt user")?,
+                            thread_id: if thread_id.is_empty() { None } else { Some(thread_id) },
+                            event_id: parse_id(event_id, "receipt event")?,
+                            ts: to_u64(ts, "receipt ts")?,
+                            stream_pos: StreamPos(pos),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn set_presence(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+        now_ms: u64,
+    ) -> StorageResult<StreamPos> {
+        let (user_id, state, status_msg) = (user_id.to_owned(), state.to_owned(), status_msg.map(str::to_owned));
+        let now = to_i64(now_ms, "now_ms")?;
+        self.db
+            .write(move |tx, positions| {
+                let pos = positions.take(tx)?;
+                tx.prepare_cached(
+                    "INSERT INTO presence (user_id, state, status_msg, last_active_ms, stream_pos)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+                         last_active_ms = excluded.last_active_ms, stream_pos = excluded.stream_pos",
+                )
+                .db()?
+                .execute(params![user_id.as_str(), state, status_msg, now, pos.0])
+                .db()?;
+                Ok(pos)
+            })
+            .await
+    }
+
+    async fn get_presence(&self, user_id: &UserId) -> StorageResult<Option<PresenceRecord>> {
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| {
+                Ok(query_presence(conn, "WHERE user_id = ?1", [user_id.as_str()])?
+                    .into_iter()
+                    .next())
+            })
+            .await
+    }
+
+    async fn presence_since(&self, user_ids: &[OwnedUserId], since: StreamPos) -> StorageResult<Vec<PresenceRecord>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = json_list(user_ids)?;
+        self.db
+            .read(move |conn| {
+                query_presence(
+                    conn,
+                    "WHERE user_id IN (SELECT value FROM json_each(?1)) AND stream_pos > ?2 ORDER BY stream_pos",
+                    params![users, since.0],
+                )
+            })
+            .await
+    }
+
+    async fn create_filter(&self, user_id: &UserId, filter: &serde_json::Value) -> StorageResult<String> {
+        let (user_id, filter) = (user_id.to_owned(), filter.to_string());
+        self.db
+            .write(move |tx, _| {
+                let id: i64 = tx
+                    .prepare_cached("SELECT COALESCE(MAX(filter_id) + 1, 0) FROM filters WHERE user_id = ?1")
+                    .db()?
+                    .query_row([user_id.as_str()], |row| row.get(0))
+                    .db()?;
+                tx.prepare_cached("INSERT INTO filters (user_id, filter_id, filter) VALUES (?1, ?2, ?3)")
+                    .db()?
+                    .execute(params![user_id.as_str(), id, filter])
+                    .db()?;
+                Ok(id.to_string())
+            })
+            .await
+    }
+
+    async fn get_filter(&self, user_id: &UserId, filter_id: &str) -> StorageResult<Option<serde_json::Value>> {
+        // Only canonical decimal IDs exist ("01" or "+1" are not IDs we handed out).
+        let Some(id) = filter_id
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id >= 0 && id.to_string() == filter_id)
+        else {
+            return Ok(None);
+        };
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let filter = conn
+                    .prepare_cached("SELECT filter FROM filters WHERE user_id = ?1 AND filter_id = ?2")
+                    .db()?
+                    .query_row(params![user_id.as_str(), id], |row| row.get::<_, String>(0))
+                    .optional()
+                    .db()?;
+                filter.map(|f| parse_json(&f, "filter")).transpose()
+            })
+            .await
+    }
+}
+
+fn query_presence<P: Params>(conn: &Connection, filter: &str, params: P) -> StorageResult<Vec<PresenceRecord>> {
+    let sql = format!("SELECT user_id, state, status_msg, last_active_ms, stream_pos FROM presence {filter}");
+    let rows = conn
+        .prepare_cached(&sql)
+        .db()?
+        .query_map(params, |row: &Row<'_>| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    rows.into_iter()
+        .map(|(user_id, state, status_msg, last_active_ms, pos)| {
+            Ok(PresenceRecord {
+                user_id: parse_id(user_id, "presence user")?,
+                state,
+                status_msg,
+                last_active_ms: to_u64(last_active_ms, "last_active_ms")?,
+                stream_pos: StreamPos(pos),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,130 @@
+//! SQLite-specific behaviour: persistence across reopen, schema versioning, snapshot layout.
+
+use myelin_core::StreamPos;
+use myelin_storage::conformance::{user, TestRoom};
+use myelin_storage::{AccountStore, NewUser, RoomStore, StorageError, UserDataStore};
+use myelin_storage_sqlite::{SqliteStore, MAX_DELTA_DEPTH, SCHEMA_VERSION};
+use serde_json::json;
+
+fn db_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("myelin.db")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_data_and_stream_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = user("@alice:localhost");
+    let (room_id, state, last_pos) = {
+        let store = SqliteStore::open(&db_path(&dir)).unwrap();
+        assert_eq!(store.current_stream_pos().await.unwrap(), StreamPos::ZERO);
+        store
+            .create_user(NewUser {
+                user_id: alice.clone(),
+                password_hash: Some("h".into()),
+                is_admin: false,
+                created_ms: 1,
+                displayname: None,
+            })
+            .await
+            .unwrap();
+        let mut room = TestRoom::create(&store, "!keep:localhost", alice.as_str(), "k").await;
+        room.message(&store, alice.as_str(), "hello").await;
+        let last = store
+            .set_account_data(&alice, None, "m.x", &json!({"a": 1}))
+            .await
+            .unwrap();
+        assert_eq!(store.current_stream_pos().await.unwrap(), last);
+        (room.room_id.clone(), room.state.clone(), last)
+    };
+
+    let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    assert_eq!(
+        store.current_stream_pos().await.unwrap(),
+        last_pos,
+        "position survives reopen"
+    );
+    assert!(store.get_user(&alice).await.unwrap().is_some());
+    assert_eq!(store.current_state(&room_id).await.unwrap(), state);
+    assert_eq!(
+        store.get_account_data(&alice, None, "m.x").await.unwrap(),
+        Some(json!({"a": 1}))
+    );
+    let next = store.set_presence(&alice, "online", None, 5).await.unwrap();
+    assert_eq!(next, last_pos.next(), "new positions continue after the stored ones");
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(&db_path(&dir)).unwrap());
+    let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, SCHEMA_VERSION);
+    conn.execute(
+        "INSERT INTO schema_version (version, applied_ms) VALUES (?1, 0)",
+        [SCHEMA_VERSION + 1],
+    )
+    .unwrap();
+    drop(conn);
+    match SqliteStore::open(&db_path(&dir)) {
+        Err(StorageError::Incompatible(msg)) => assert!(msg.contains(&(SCHEMA_VERSION + 1).to_string()), "{msg}"),
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn opening_configures_wal_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(&db_path(&dir)).unwrap());
+    drop(SqliteStore::open(&db_path(&dir)).unwrap());
+    let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    let versions: i64 = conn
+        .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(versions, SCHEMA_VERSION, "each migration recorded once");
+}
+
+#[tokio::test]
+async fn snapshot_chains_are_cut_into_full_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    let mut room = TestRoom::create(&store, "!deep:localhost", "@alice:localhost", "d").await;
+    let changes = 3 * MAX_DELTA_DEPTH;
+    for i in 0..changes {
+        room.state_event(&store, "m.test", &format!("k{i}"), json!({})).await;
+    }
+    assert_eq!(store.state_at_snapshot(room.snapshot).await.unwrap(), room.state);
+
+    let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
+    let max_depth: i64 = conn
+        .query_row("SELECT MAX(depth) FROM state_snapshots", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(max_depth, MAX_DELTA_DEPTH);
+    let full: i64 = conn
+        .query_row("SELECT COUNT(*) FROM state_snapshots WHERE base_id IS NULL", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(full >= 3, "a full snapshot every {MAX_DELTA_DEPTH} deltas, got {full}");
+    // A delta stores only what changed.
+    let delta_entries: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM state_snapshot_entries e JOIN state_snapshots s USING (snapshot_id)
+             WHERE s.base_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let deltas: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM state_snapshots WHERE base_id IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(delta_entries, deltas);
+}

@@ -1,0 +1,23 @@
+//! Storage traits, grouped by aggregate, and the records they exchange.
+//!
+//! Every method is one transaction: a method that writes several tables commits all of them or
+//! none. The traits do no IO themselves; backends (`myelin-storage-sqlite`, later PostgreSQL)
+//! implement them. Stream positions come from one global counter that every write bumps, and a
+//! write's position is visible to readers only once everything before it has committed.
+
+mod account;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+mod room;
+mod user_data;
+
+pub use account::*;
+pub use error::{StorageError, StorageResult};
+pub use room::*;
+pub use user_data::*;
+
+/// Everything the service needs from a database.
+pub trait Storage: AccountStore + RoomStore + UserDataStore + Send + Sync + 'static {}
+
+impl<T: AccountStore + RoomStore + UserDataStore + Send + Sync + 'static> Storage for T {}

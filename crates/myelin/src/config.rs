@@ -1,0 +1,584 @@
+//! The server configuration: one typed [`Config`], read from built-in defaults, then an optional
+//! TOML file, then `MYELIN_*` environment variables, and checked once by [`Config::validate`].
+//!
+//! Environment variables name a key with its path in upper case, sections separated by a double
+//! underscore: `MYELIN_SERVER_NAME`, `MYELIN_LISTEN`, `MYELIN_REGISTRATION__MODE=token`,
+//! `MYELIN_REGISTRATION__TOKENS=a,b`, `MYELIN_LIMITS__MAX_REQUEST_BYTES=100`. `MYELIN_CONFIG`
+//! (the config file path) is read by the command line, not here.
+//!
+//! Every option, with its default, is documented in `config.example.toml` at the repository root.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+
+use myelin_service::ServiceConfig;
+pub use myelin_service::RegistrationMode;
+
+/// The prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "MYELIN_";
+
+/// Environment variables with [`ENV_PREFIX`] that are not configuration keys.
+const ENV_NOT_KEYS: &[&str] = &["MYELIN_CONFIG"];
+
+/// The name of the database file inside the data directory when `database.path` is unset.
+pub const DEFAULT_DB_FILE: &str = "myelin.db";
+
+/// The whole server configuration. See `config.example.toml` for what each option does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The server name: the part after the colon in user and room IDs. Never change it once
+    /// users exist.
+    pub server_name: String,
+    /// The `IP:port` the client API listens on.
+    pub listen: String,
+    /// Where the signing key and (by default) the database live.
+    pub data_dir: PathBuf,
+    /// The log filter, in `tracing_subscriber::EnvFilter` syntax. `RUST_LOG` overrides it.
+    pub log: String,
+    pub database: DatabaseConfig,
+    pub registration: RegistrationConfig,
+    pub limits: LimitsConfig,
+    pub rooms: RoomsConfig,
+    pub well_known: WellKnownConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The storage backend. Only `sqlite` exists for now.
+    pub backend: String,
+    /// The database file; `<data_dir>/myelin.db` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// `open`, `token` or `closed`.
+    pub mode: RegistrationMode,
+    /// The registration tokens accepted in `token` mode.
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest HTTP request body accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// The longest `/sync` long-poll honoured, in milliseconds.
+    pub max_sync_timeout_ms: u64,
+    /// The longest typing notification honoured, in milliseconds.
+    pub max_typing_timeout_ms: u64,
+    /// The lifetime of access tokens issued together with a refresh token, in milliseconds.
+    pub refreshable_token_lifetime_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// The room version of rooms created without an explicit `room_version`.
+    pub default_version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WellKnownConfig {
+    /// When set, `/.well-known/matrix/client` answers `{"m.homeserver": {"base_url": ...}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_base_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_name: "localhost".to_owned(),
+            listen: "127.0.0.1:8008".to_owned(),
+            data_dir: PathBuf::from("./myelin-data"),
+            log: "info".to_owned(),
+            database: DatabaseConfig::default(),
+            registration: RegistrationConfig::default(),
+            limits: LimitsConfig::default(),
+            rooms: RoomsConfig::default(),
+            well_known: WellKnownConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { backend: "sqlite".to_owned(), path: None }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig { mode: RegistrationMode::Open, tokens: Vec::new() }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_request_bytes: 1_048_576,
+            max_sync_timeout_ms: 60_000,
+            max_typing_timeout_ms: 120_000,
+            refreshable_token_lifetime_ms: 300_000,
+        }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig { default_version: "10".to_owned() }
+    }
+}
+
+impl Config {
+    /// The defaults, with `data_dir` set to `dir`.
+    pub fn for_data_dir(dir: PathBuf) -> Config {
+        Config { data_dir: dir, ..Config::default() }
+    }
+
+    /// Defaults, then the TOML file at `path` (if given), then `MYELIN_*` environment variables.
+    /// Does not validate; call [`Config::validate`].
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            match path {
+                Some(path) => anyhow!("invalid configuration (file {} and MYELIN_* variables): {}", path.display(), e.message()),
+                None => anyhow!("invalid configuration (MYELIN_* variables): {}", e.message()),
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document on top of the defaults, without looking at the environment.
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Config> {
+        toml::from_str(text).map_err(|e| anyhow!("invalid configuration: {}", e.message()))
+    }
+
+    /// The configuration as a TOML document.
+    pub fn to_toml_string(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("cannot serialize the configuration")
+    }
+
+    /// Checks everything the server relies on, with one clear message per problem.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if let Err(e) = <&ruma::ServerName>::try_from(self.server_name.as_str()) {
+            problems.push(format!("server_name {:?} is not a valid Matrix server name: {e}", self.server_name));
+        }
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "listen {:?} is not an `IP:port` address (for example \"127.0.0.1:8008\" or \"[::]:8008\")",
+                self.listen
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir must not be empty".to_owned());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            problems.push(format!("log {:?} is not a valid log filter: {e}", self.log));
+        }
+        match self.database.backend.as_str() {
+            "sqlite" => {}
+            "postgres" | "postgresql" => problems.push(
+                "database.backend \"postgres\" is not supported yet; use \"sqlite\"".to_owned(),
+            ),
+            other => problems.push(format!("database.backend {other:?} is unknown; use \"sqlite\"")),
+        }
+        if let Some(path) = &self.database.path {
+            if path.as_os_str().is_empty() {
+                problems.push("database.path must not be empty (remove it to use the default)".to_owned());
+            }
+        }
+        if self.registration.mode == RegistrationMode::Token
+            && !self.registration.tokens.iter().any(|t| !t.is_empty())
+        {
+            problems.push("registration.mode = \"token\" needs at least one non-empty registration.tokens entry".to_owned());
+        }
+        if self.registration.tokens.iter().any(|t| t.is_empty()) {
+            problems.push("registration.tokens must not contain empty tokens".to_owned());
+        }
+        if self.limits.max_request_bytes == 0 {
+            problems.push("limits.max_request_bytes must be greater than 0".to_owned());
+        }
+        if self.limits.refreshable_token_lifetime_ms == 0 {
+            problems.push("limits.refreshable_token_lifetime_ms must be greater than 0".to_owned());
+        }
+        if !myelin_room::SUPPORTED_VERSIONS.contains(&self.rooms.default_version.as_str()) {
+            problems.push(format!(
+                "rooms.default_version {:?} is not supported; use one of {}",
+                self.rooms.default_version,
+                myelin_room::SUPPORTED_VERSIONS.join(", ")
+            ));
+        }
+        if let Some(url) = &self.well_known.client_base_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+                problems.push(format!("well_known.client_base_url {url:?} must be an http:// or https:// URL"));
+            }
+        }
+        match problems.len() {
+            0 => Ok(()),
+            1 => bail!("invalid configuration: {}", problems[0]),
+            _ => bail!("invalid configuration:\n  - {}", problems.join("\n  - ")),
+        }
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        match &self.database.path {
+            Some(path) => path.clone(),
+            None => self.data_dir.join(DEFAULT_DB_FILE),
+        }
+    }
+
+    /// The parsed server name. Fails only if [`Config::validate`] would.
+    pub fn parsed_server_name(&self) -> anyhow::Result<ruma::OwnedServerName> {
+        ruma::OwnedServerName::try_from(self.server_name.as_str())
+            .map_err(|e| anyhow!("server_name {:?} is not a valid Matrix server name: {e}", self.server_name))
+    }
+
+    /// The options of the use cases.
+    ///
+    /// # Panics
+    /// If the configuration does not pass [`Config::validate`].
+    pub fn service_config(&self) -> ServiceConfig {
+        let server_name = self.parsed_server_name().expect("validated server name");
+        let mut sc = ServiceConfig::new(server_name);
+        sc.registration = self.registration.mode;
+        sc.registration_tokens = self.registration.tokens.clone();
+        sc.default_room_version = ruma::RoomVersionId::try_from(self.rooms.default_version.as_str())
+            .expect("validated room version");
+        sc.refreshable_token_lifetime_ms = self.limits.refreshable_token_lifetime_ms;
+        sc.max_sync_timeout_ms = self.limits.max_sync_timeout_ms;
+        sc.max_typing_timeout_ms = self.limits.max_typing_timeout_ms;
+        sc
+    }
+
+    /// The body of `/.well-known/matrix/client`, when configured.
+    pub fn well_known_client(&self) -> Option<serde_json::Value> {
+        self.well_known
+            .client_base_url
+            .as_ref()
+            .map(|url| serde_json::json!({ "m.homeserver": { "base_url": url } }))
+    }
+}
+
+/// Overlays the `MYELIN_*` variables of `env` onto `table`.
+///
+/// The type of each value follows the option's default: strings are taken verbatim, numbers and
+/// booleans are parsed, lists are a TOML array or comma-separated. Unknown keys are an error.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+    let defaults = match toml::Value::try_from(Config::default()).context("serialize defaults")? {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("a struct serializes to a table"),
+    };
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let (section, key) = match path.as_slice() {
+            [key] if !key.is_empty() => (None, key.as_str()),
+            [section, key] if !section.is_empty() && !key.is_empty() => (Some(section.as_str()), key.as_str()),
+            _ => bail!("environment variable {var} does not name a configuration option"),
+        };
+        let default_section = match section {
+            None => &defaults,
+            Some(s) => match defaults.get(s) {
+                Some(toml::Value::Table(t)) => t,
+                _ => bail!("environment variable {var}: there is no configuration section [{s}]"),
+            },
+        };
+        let known = default_section.get(key);
+        if matches!(known, Some(toml::Value::Table(_))) {
+            bail!("environment variable {var} names the section [{key}]; set its keys as MYELIN_{}__<KEY>", key.to_ascii_uppercase());
+        }
+        if known.is_none() && !OPTIONAL_KEYS.contains(&(section.unwrap_or(""), key)) {
+            bail!("environment variable {var} does not name a configuration option");
+        }
+        let target = match section {
+            None => &mut *table,
+            Some(s) => {
+                let entry = table.entry(s.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry {
+                    toml::Value::Table(t) => t,
+                    _ => bail!("configuration key {s} must be a section, not a value"),
+                }
+            }
+        };
+        match known {
+            // An optional option (no default): a string; empty means unset.
+            None => {
+                if raw.is_empty() {
+                    target.remove(key);
+                } else {
+                    target.insert(key.to_owned(), toml::Value::String(raw));
+                }
+            }
+            Some(default) => {
+                let value = env_value(default, &raw).with_context(|| format!("environment variable {var}={raw:?}"))?;
+                target.insert(key.to_owned(), value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Options without a default value (absent from the serialized defaults): `(section, key)`.
+const OPTIONAL_KEYS: &[(&str, &str)] = &[("database", "path"), ("well_known", "client_base_url")];
+
+/// Parses an environment value into the TOML type of the option's default.
+fn env_value(default: &toml::Value, raw: &str) -> anyhow::Result<toml::Value> {
+    let parsed = parse_toml_value(raw.trim());
+    Ok(match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        toml::Value::Integer(_) => match parsed {
+            Some(v @ toml::Value::Integer(_)) => v,
+            _ => bail!("expected an integer"),
+        },
+        toml::Value::Float(_) => match parsed {
+            Some(v @ (toml::Value::Float(_) | toml::Value::Integer(_))) => v,
+            _ => bail!("expected a number"),
+        },
+        toml::Value::Boolean(_) => match parsed {
+            Some(v @ toml::Value::Boolean(_)) => v,
+            _ => bail!("expected true or false"),
+        },
+        toml::Value::Array(_) => match parsed {
+            Some(v @ toml::Value::Array(_)) => v,
+            _ => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        },
+        _ => parsed.unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+    })
+}
+
+/// `raw` as a TOML value, if it is one.
+fn parse_toml_value(raw: &str) -> Option<toml::Value> {
+    let mut doc = toml::from_str::<toml::Table>(&format!("v = {raw}")).ok()?;
+    if doc.len() != 1 {
+        return None;
+    }
+    doc.remove("v")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../config.example.toml");
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn load_env(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        Config::load_with_env(None, env(vars))
+    }
+
+    #[test]
+    fn example_file_equals_defaults() {
+        let parsed = Config::from_toml_str(EXAMPLE).expect("config.example.toml parses");
+        assert_eq!(parsed, Config::default());
+        Config::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn example_file_mentions_every_option() {
+        // Every option, including those without a default, appears (maybe commented out).
+        let mut all = Config::default();
+        all.database.path = Some("x".into());
+        all.well_known.client_base_url = Some("https://x".into());
+        let table = toml::Value::try_from(all).unwrap();
+        let toml::Value::Table(table) = table else { unreachable!() };
+        for (key, value) in &table {
+            match value {
+                toml::Value::Table(section) => {
+                    assert!(EXAMPLE.contains(&format!("[{key}]")), "section [{key}] missing from example");
+                    for sub in section.keys() {
+                        assert!(EXAMPLE.contains(&format!("{sub} =")), "{key}.{sub} missing from example");
+                    }
+                }
+                _ => assert!(EXAMPLE.contains(&format!("{key} =")), "{key} missing from example"),
+            }
+        }
+    }
+
+    #[test]
+    fn serialized_defaults_round_trip() {
+        let text = Config::default().to_toml_string().unwrap();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), Config::default());
+        let mut c = Config::for_data_dir("/tmp/x".into());
+        c.database.path = Some("/tmp/db".into());
+        c.well_known.client_base_url = Some("https://m.example.org".into());
+        c.registration.mode = RegistrationMode::Token;
+        c.registration.tokens = vec!["a".into()];
+        let text = c.to_toml_string().unwrap();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn for_data_dir_sets_only_data_dir() {
+        let c = Config::for_data_dir("/srv/m".into());
+        assert_eq!(c.data_dir, PathBuf::from("/srv/m"));
+        assert_eq!(c.database_path(), PathBuf::from("/srv/m/myelin.db"));
+        assert_eq!(Config { data_dir: Config::default().data_dir, ..c }, Config::default());
+    }
+
+    #[test]
+    fn env_overrides() {
+        let c = load_env(&[
+            ("MYELIN_SERVER_NAME", "example.org"),
+            ("MYELIN_LISTEN", "127.0.0.1:0"),
+            ("MYELIN_DATA_DIR", "/var/lib/myelin"),
+            ("MYELIN_LOG", "debug,hyper=warn"),
+            ("MYELIN_REGISTRATION__MODE", "token"),
+            ("MYELIN_REGISTRATION__TOKENS", "one, two"),
+            ("MYELIN_LIMITS__MAX_REQUEST_BYTES", "100"),
+            ("MYELIN_ROOMS__DEFAULT_VERSION", "11"),
+            ("MYELIN_DATABASE__PATH", "/tmp/other.db"),
+            ("MYELIN_WELL_KNOWN__CLIENT_BASE_URL", "https://matrix.example.org"),
+            ("MYELIN_CONFIG", "/ignored.toml"),
+            ("OTHER", "x"),
+        ])
+        .unwrap();
+        assert_eq!(c.server_name, "example.org");
+        assert_eq!(c.listen, "127.0.0.1:0");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/myelin"));
+        assert_eq!(c.log, "debug,hyper=warn");
+        assert_eq!(c.registration.mode, RegistrationMode::Token);
+        assert_eq!(c.registration.tokens, vec!["one".to_owned(), "two".to_owned()]);
+        assert_eq!(c.limits.max_request_bytes, 100);
+        assert_eq!(c.rooms.default_version, "11");
+        assert_eq!(c.database_path(), PathBuf::from("/tmp/other.db"));
+        assert_eq!(
+            c.well_known_client(),
+            Some(serde_json::json!({"m.homeserver": {"base_url": "https://matrix.example.org"}}))
+        );
+        c.validate().unwrap();
+        let sc = c.service_config();
+        assert_eq!(sc.server_name.as_str(), "example.org");
+        assert_eq!(sc.registration, RegistrationMode::Token);
+        assert_eq!(sc.default_room_version, ruma::RoomVersionId::V11);
+    }
+
+    #[test]
+    fn env_toml_array_and_case() {
+        let c = load_env(&[("MYELIN_REGISTRATION__TOKENS", r#"["a,b", "c"]"#)]).unwrap();
+        assert_eq!(c.registration.tokens, vec!["a,b".to_owned(), "c".to_owned()]);
+        let c = load_env(&[("MYELIN_Registration__Mode", "closed")]).unwrap();
+        assert_eq!(c.registration.mode, RegistrationMode::Closed);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile_dir();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "server_name = \"file.org\"\nlisten = \"0.0.0.0:1\"\n[limits]\nmax_sync_timeout_ms = 5\n").unwrap();
+        let c = Config::load_with_env(Some(&path), env(&[("MYELIN_LISTEN", "127.0.0.1:2")])).unwrap();
+        assert_eq!(c.server_name, "file.org");
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.limits.max_sync_timeout_ms, 5);
+        assert_eq!(c.limits.max_typing_timeout_ms, LimitsConfig::default().max_typing_timeout_ms);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn env_errors() {
+        let msg = |vars: &[(&str, &str)]| format!("{:#}", load_env(vars).unwrap_err());
+        assert!(msg(&[("MYELIN_NOPE", "1")]).contains("MYELIN_NOPE"));
+        assert!(msg(&[("MYELIN_LIMITS__NOPE", "1")]).contains("MYELIN_LIMITS__NOPE"));
+        assert!(msg(&[("MYELIN_NOPE__X", "1")]).contains("[nope]"));
+        assert!(msg(&[("MYELIN_LIMITS", "1")]).contains("section"));
+        assert!(msg(&[("MYELIN_LIMITS__MAX_REQUEST_BYTES", "lots")]).contains("integer"));
+        assert!(msg(&[("MYELIN_REGISTRATION__MODE", "sometimes")]).contains("sometimes"));
+    }
+
+    #[test]
+    fn file_errors() {
+        let dir = tempfile_dir();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "sever_name = \"typo.org\"\n").unwrap();
+        let e = format!("{:#}", Config::load_with_env(Some(&path), env(&[])).unwrap_err());
+        assert!(e.contains("sever_name"), "{e}");
+        std::fs::write(&path, "server_name = \n").unwrap();
+        let e = format!("{:#}", Config::load_with_env(Some(&path), env(&[])).unwrap_err());
+        assert!(e.contains("not valid TOML"), "{e}");
+        let e = format!("{:#}", Config::load_with_env(Some(&dir.join("missing.toml")), env(&[])).unwrap_err());
+        assert!(e.contains("cannot read"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn validation_errors() {
+        let check = |f: &dyn Fn(&mut Config), needle: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+        };
+        check(&|c| c.server_name = "not a name!".into(), "server_name");
+        check(&|c| c.server_name = String::new(), "server_name");
+        check(&|c| c.listen = "localhost:http".into(), "listen");
+        check(&|c| c.rooms.default_version = "9".into(), "rooms.default_version");
+        check(&|c| c.database.backend = "postgres".into(), "not supported yet");
+        check(&|c| c.database.backend = "mysql".into(), "unknown");
+        check(&|c| c.registration.mode = RegistrationMode::Token, "at least one");
+        check(&|c| c.limits.max_request_bytes = 0, "max_request_bytes");
+        check(&|c| c.well_known.client_base_url = Some("matrix.org".into()), "client_base_url");
+        check(&|c| c.log = "=[".into(), "log");
+
+        let mut c = Config::default();
+        c.server_name = "bad name".into();
+        c.listen = "nope".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("server_name") && e.contains("listen"), "{e}");
+
+        let mut c = Config::default();
+        c.server_name = "example.org:8448".into();
+        c.listen = "[::]:8008".into();
+        c.rooms.default_version = "12".into();
+        c.registration.mode = RegistrationMode::Token;
+        c.registration.tokens = vec!["t".into()];
+        c.validate().unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        use rand::Rng;
+        let n: u64 = rand::thread_rng().gen();
+        let dir = std::env::temp_dir().join(format!("myelin-config-test-{n:x}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,290 @@
+//! Crash durability: every message the server acknowledged with 200 must
+//! survive a `kill -9` of the real `myelin` binary.
+//!
+//! The test starts `myelin serve` on a temporary data dir, writes messages
+//! from several concurrent tasks, SIGKILLs the process mid-stream, restarts it
+//! on the same data dir and checks `/messages` for every acknowledged event.
+//! It does this for two kill/restart rounds.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const PW: &str = "correct horse battery staple";
+const C: &str = "/_matrix/client/v3";
+const WRITERS: usize = 3;
+/// Acknowledged messages per round before the kill.
+const ACKS_BEFORE_KILL: usize = 40;
+
+/// A running `myelin serve` process; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn spawn(data_dir: &Path, log: &Path) -> Server {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open server log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_myelin"))
+            .arg("serve")
+            .env("MYELIN_DATA_DIR", data_dir)
+            .env("MYELIN_LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn myelin binary");
+
+        // Read stdout until the listening line; keep draining it afterwards
+        // so the server never blocks on a full pipe.
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(pos) = line.find("listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line[pos + "listening on ".len()..].trim().to_owned());
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "myelin did not print its listening line; log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        };
+        assert!(url.starts_with("http://127.0.0.1:"), "unexpected listen URL {url:?}");
+        Server { child, url }
+    }
+
+    /// SIGKILL (std's `Child::kill` on unix) and reap the process.
+    fn kill9(&mut self) {
+        self.child.kill().expect("kill -9 myelin");
+        self.child.wait().expect("reap myelin");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut req = http.post(url).json(body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Registers `username` through UIA with m.login.dummy; returns the access token.
+async fn register(http: &reqwest::Client, base: &str, username: &str) -> String {
+    let url = format!("{base}{C}/register");
+    let mut body = json!({ "username": username, "password": PW });
+    let (status, uia) = post(http, url.clone(), None, &body).await;
+    assert_eq!(status, 401, "register must start UIA: {uia}");
+    body["auth"] = json!({ "type": "m.login.dummy", "session": uia["session"] });
+    let (status, resp) = post(http, url, None, &body).await;
+    assert_eq!(status, 200, "register: {resp}");
+    resp["access_token"].as_str().expect("access_token").to_owned()
+}
+
+/// One acknowledged message.
+#[derive(Clone, Debug)]
+struct Ack {
+    body: String,
+    event_id: String,
+}
+
+/// Sends messages until a request fails (the server died) or `stop` is set.
+async fn writer(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    room: String,
+    tag: String,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    stop: Arc<AtomicBool>,
+) {
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let body = format!("{tag}-{i}");
+        let url = format!("{base}{C}/rooms/{}/send/m.room.message/{}", enc(&room), enc(&body));
+        let sent = http
+            .put(url)
+            .bearer_auth(&token)
+            .json(&json!({ "msgtype": "m.text", "body": body }))
+            .send()
+            .await;
+        let Ok(resp) = sent else { return };
+        if resp.status() != reqwest::StatusCode::OK {
+            return;
+        }
+        let Ok(value) = resp.json::<Value>().await else { return };
+        let event_id = value["event_id"].as_str().expect("event_id in 200 response").to_owned();
+        acks.lock().unwrap().push(Ack { body, event_id });
+    }
+}
+
+/// Every event in the room, oldest first, via backward `/messages` pagination.
+async fn all_events(http: &reqwest::Client, base: &str, token: &str, room: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..1000 {
+        let mut url = format!("{base}{C}/rooms/{}/messages?dir=b&limit=100", enc(room));
+        if let Some(from) = &from {
+            url.push_str(&format!("&from={}", enc(from)));
+        }
+        let resp = http.get(url).bearer_auth(token).send().await.expect("GET /messages");
+        assert_eq!(resp.status(), 200, "/messages after restart");
+        let page: Value = resp.json().await.expect("/messages JSON");
+        let chunk = page["chunk"].as_array().expect("chunk").clone();
+        let done = chunk.is_empty() || page["end"].as_str().is_none();
+        events.extend(chunk);
+        if done {
+            break;
+        }
+        from = page["end"].as_str().map(str::to_owned);
+    }
+    events.reverse();
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_kill_9() {
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let log = log_dir.path().join("myelin.log");
+    let http = http();
+
+    let mut server = Server::spawn(data_dir.path(), &log);
+    let token = register(&http, &server.url, "writer").await;
+    let (status, created) = post(&http, format!("{}{C}/createRoom", server.url), Some(&token), &json!({})).await;
+    assert_eq!(status, 200, "createRoom: {created}");
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+
+    let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
+    for round in 0..2 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                tokio::spawn(writer(
+                    http.clone(),
+                    server.url.clone(),
+                    token.clone(),
+                    room.clone(),
+                    format!("r{round}w{w}"),
+                    acks.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+
+        // Let the writers get going, then pull the plug mid-stream.
+        let target = acks.lock().unwrap().len() + ACKS_BEFORE_KILL;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while acks.lock().unwrap().len() < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "writers made no progress; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.expect("writer task");
+        }
+
+        server = Server::spawn(data_dir.path(), &log);
+    }
+
+    let acks = acks.lock().unwrap().clone();
+    let events = all_events(&http, &server.url, &token, &room).await;
+
+    let by_id: HashMap<&str, &Value> =
+        events.iter().filter_map(|e| Some((e["event_id"].as_str()?, e))).collect();
+    assert_eq!(by_id.len(), events.len(), "duplicate event ids in /messages");
+    let mut missing = Vec::new();
+    for ack in &acks {
+        match by_id.get(ack.event_id.as_str()) {
+            None => missing.push(ack.clone()),
+            Some(e) => assert_eq!(e["content"]["body"], ack.body.as_str(), "content of {}", ack.event_id),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost after kill -9: {:?}",
+        missing.len(),
+        acks.len(),
+        missing.iter().take(10).collect::<Vec<_>>()
+    );
+
+    // Each writer sent sequentially, so its messages must appear in order.
+    let bodies: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    let mut last_seen: HashMap<&str, u64> = HashMap::new();
+    for body in &bodies {
+        let (tag, n) = body.rsplit_once('-').expect("body format");
+        let n: u64 = n.parse().expect("sequence number");
+        if let Some(prev) = last_seen.insert(tag, n) {
+            assert!(n > prev, "{tag}: message {n} stored after {prev}");
+        }
+    }
+    let unique: HashSet<&&str> = bodies.iter().collect();
+    assert_eq!(unique.len(), bodies.len(), "a message was stored twice");
+
+    // The restarted server keeps working.
+    let url = format!("{}{C}/rooms/{}/send/m.room.message/after-restart", server.url, enc(&room));
+    let resp = http
+        .put(url)
+        .bearer_auth(&token)
+        .json(&json!({ "msgtype": "m.text", "body": "after restart" }))
+        .send()
+        .await
+        .expect("send after restart");
+    assert_eq!(resp.status(), 200, "send after restart");
+}

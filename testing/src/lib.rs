@@ -1,0 +1,405 @@
+//! Test harness for Myelin integration tests.
+//!
+//! [`TestServer`] runs a real Myelin homeserver inside the test's tokio
+//! runtime: it owns a temporary data directory, listens on an OS-assigned
+//! port of `127.0.0.1`, and can be stopped gracefully and restarted on the
+//! same data directory.
+//!
+//! The HTTP helpers speak raw JSON over `reqwest`, so tests can observe
+//! exactly what the server returns (status codes, `errcode`s, field shapes)
+//! without a client library in the way. Helpers that panic on failure
+//! (`register`, `create_room`, `send_message`, `sync`, ...) are meant for
+//! set-up steps; the generic `get`/`post`/`put`/`delete` helpers return the
+//! status and body for the test to assert on.
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use myelin::Config;
+pub use reqwest::StatusCode;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a single HTTP request may take before the test fails.
+/// Long-poll syncs in the tests use at most 10 s, so this is generous.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a graceful shutdown may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A logged-in user as returned by `/register` or `/login`.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub user_id: String,
+    pub access_token: String,
+    pub device_id: String,
+}
+
+impl Account {
+    /// The access token in the form the HTTP helpers take.
+    pub fn token(&self) -> Option<&str> {
+        Some(&self.access_token)
+    }
+
+    fn from_response(body: &Value) -> Account {
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("`{name}` missing from {body}"))
+                .to_owned()
+        };
+        Account {
+            user_id: field("user_id"),
+            access_token: field("access_token"),
+            device_id: field("device_id"),
+        }
+    }
+}
+
+/// A Myelin homeserver running in a background tokio task.
+pub struct TestServer {
+    base_url: String,
+    http: reqwest::Client,
+    data_dir: TempDir,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with the default configuration on a fresh data dir.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server on a fresh data dir after letting `configure` adjust
+    /// the default configuration.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("create temp data dir");
+        Self::launch(dir, configure).await
+    }
+
+    /// Starts a server with the default configuration on an existing data
+    /// dir, typically the one returned by [`TestServer::stop`].
+    pub async fn restart(data_dir: TempDir) -> TestServer {
+        Self::launch(data_dir, |_| {}).await
+    }
+
+    /// Like [`TestServer::restart`], with a configuration hook.
+    pub async fn restart_with(data_dir: TempDir, configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::launch(data_dir, configure).await
+    }
+
+    async fn launch(data_dir: TempDir, configure: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
+        configure(&mut config);
+
+        // Binding before spawning means connections made right away simply
+        // wait in the accept backlog until the server is ready.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("listener address");
+
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let shutdown_future = async move {
+            // Resolves on an explicit stop and when the sender is dropped.
+            let _ = signal.await;
+        };
+        let task = tokio::spawn(myelin::run(config, listener, shutdown_future));
+
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("build reqwest client");
+
+        TestServer { base_url: format!("http://{addr}"), http, data_dir, shutdown, task }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// Shuts the server down gracefully, waits for it to finish and hands
+    /// back the data directory (still on disk) for a [`TestServer::restart`].
+    pub async fn stop(self) -> TempDir {
+        let _ = self.shutdown.send(());
+        let finished = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.task)
+            .await
+            .expect("server did not shut down within the timeout")
+            .expect("server task panicked");
+        finished.expect("myelin::run returned an error");
+        self.data_dir
+    }
+
+    /// Stops the server and starts it again on the same data directory.
+    pub async fn restarted(self) -> TestServer {
+        let dir = self.stop().await;
+        TestServer::restart(dir).await
+    }
+
+    // ----- generic HTTP -----
+
+    /// Sends `body` verbatim (with `Content-Type: application/json`) and
+    /// returns the status and the JSON body. A body that is not JSON is
+    /// returned as a JSON string; an empty body as `Value::Null`.
+    pub async fn request_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, Value) {
+        let url = format!("{}{}", self.base_url, path);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: request failed: {e}"));
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: reading body failed: {e}"));
+        (status, parse_body(&bytes))
+    }
+
+    /// Sends an optional JSON body and returns status and JSON response.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| serde_json::to_vec(b).expect("serialize body"));
+        self.request_raw(method, path, token, body).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(Method::DELETE, path, token, Some(body)).await
+    }
+
+    // ----- accounts -----
+
+    /// Runs `/register` through User-Interactive Auth with `m.login.dummy`
+    /// and returns the final status and body, whatever it is. Any fields of
+    /// `body` (username, password, ...) are sent with both requests.
+    pub async fn register_attempt(&self, body: Value) -> (StatusCode, Value) {
+        let (status, first) = self.post("/_matrix/client/v3/register", None, &body).await;
+        if status != StatusCode::UNAUTHORIZED {
+            return (status, first);
+        }
+        let session = first["session"].clone();
+        let mut second = body;
+        second["auth"] = json!({ "type": "m.login.dummy", "session": session });
+        self.post("/_matrix/client/v3/register", None, &second).await
+    }
+
+    /// Registers `username` (UIA with `m.login.dummy`) and panics unless the
+    /// server answers 200 with a full login.
+    pub async fn register(&self, username: &str, password: &str) -> Account {
+        let (status, first) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                &json!({ "username": username, "password": password }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "first /register must start UIA: {first}");
+        let session = first["session"]
+            .as_str()
+            .unwrap_or_else(|| panic!("UIA response without session: {first}"));
+        assert!(
+            has_flow_stage(&first, "m.login.dummy"),
+            "UIA flows do not offer m.login.dummy: {first}"
+        );
+
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                &json!({
+                    "username": username,
+                    "password": password,
+                    "auth": { "type": "m.login.dummy", "session": session },
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {username}: {body}");
+        Account::from_response(&body)
+    }
+
+    /// Logs in with a password, creating a new device.
+    pub async fn login(&self, username: &str, password: &str) -> Account {
+        let (status, body) = self.login_attempt(username, password).await;
+        assert_eq!(status, StatusCode::OK, "login {username}: {body}");
+        Account::from_response(&body)
+    }
+
+    /// `POST /login` with `m.login.password`, returning status and body.
+    pub async fn login_attempt(&self, username: &str, password: &str) -> (StatusCode, Value) {
+        self.post(
+            "/_matrix/client/v3/login",
+            None,
+            &json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": username },
+                "password": password,
+            }),
+        )
+        .await
+    }
+
+    // ----- rooms -----
+
+    /// `POST /createRoom`; panics unless it succeeds.
+    pub async fn create_room(&self, token: &str, body: &Value) -> String {
+        let (status, resp) = self.post("/_matrix/client/v3/createRoom", Some(token), body).await;
+        assert_eq!(status, StatusCode::OK, "createRoom {body}: {resp}");
+        resp["room_id"].as_str().expect("room_id in createRoom response").to_owned()
+    }
+
+    /// Sends an `m.text` message with the given transaction id; panics unless
+    /// it succeeds. Returns the event id.
+    pub async fn send_message(&self, token: &str, room_id: &str, txn_id: &str, body: &str) -> String {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            enc(room_id),
+            enc(txn_id)
+        );
+        let (status, resp) = self
+            .put(&path, Some(token), &json!({ "msgtype": "m.text", "body": body }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "send {body:?} to {room_id}: {resp}");
+        resp["event_id"].as_str().expect("event_id in send response").to_owned()
+    }
+
+    /// `POST /join/{roomIdOrAlias}`; panics unless it succeeds.
+    pub async fn join(&self, token: &str, room_id: &str) {
+        let path = format!("/_matrix/client/v3/join/{}", enc(room_id));
+        let (status, resp) = self.post(&path, Some(token), &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "join {room_id}: {resp}");
+    }
+
+    /// `POST /rooms/{roomId}/invite`; panics unless it succeeds.
+    pub async fn invite(&self, token: &str, room_id: &str, user_id: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room_id));
+        let (status, resp) = self.post(&path, Some(token), &json!({ "user_id": user_id })).await;
+        assert_eq!(status, StatusCode::OK, "invite {user_id} to {room_id}: {resp}");
+    }
+
+    /// `POST /rooms/{roomId}/leave`; panics unless it succeeds.
+    pub async fn leave(&self, token: &str, room_id: &str) {
+        let path = format!("/_matrix/client/v3/rooms/{}/leave", enc(room_id));
+        let (status, resp) = self.post(&path, Some(token), &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "leave {room_id}: {resp}");
+    }
+
+    /// `GET /sync`; panics unless it succeeds. `timeout_ms` is the long-poll
+    /// timeout.
+    pub async fn sync(&self, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
+        let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+        if let Some(since) = since {
+            path.push_str(&format!("&since={}", enc(since)));
+        }
+        let (status, resp) = self.get(&path, Some(token)).await;
+        assert_eq!(status, StatusCode::OK, "sync since {since:?}: {resp}");
+        resp
+    }
+}
+
+fn parse_body(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Whether a UIA response offers a flow containing `stage`.
+pub fn has_flow_stage(uia: &Value, stage: &str) -> bool {
+    uia["flows"].as_array().is_some_and(|flows| {
+        flows.iter().any(|flow| {
+            flow["stages"]
+                .as_array()
+                .is_some_and(|stages| stages.iter().any(|s| s == stage))
+        })
+    })
+}
+
+/// Percent-encodes a path segment or query value (everything except the
+/// RFC 3986 unreserved characters).
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for byte in s.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// The timeline events of joined room `room_id` in a `/sync` response
+/// (empty if the room is not in the response).
+pub fn timeline(sync: &Value, room_id: &str) -> Vec<Value> {
+    sync["rooms"]["join"][room_id]["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `body` of every `m.room.message` event in `events`, in order.
+pub fn message_bodies(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
