@@ -72,7 +72,10 @@ pub fn build_pdu(template: EventTemplate, ctx: PduContext<'_>, key: &SigningKey)
     }
 
     ruma::signatures::hash_and_sign_event(key.server_name.as_str(), &key.key_pair, &mut object, &ctx.rules.redaction)
-        .map_err(|e| RoomError::Key(e.to_string()))?;
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
+            other => RoomError::Key(other.to_string()),
+        })?;
     let hash = ruma::signatures::reference_hash(&object, ctx.rules).map_err(|_| RoomError::TooLarge)?;
     let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| invalid(&e))?;
 

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
-use myelin_service::ServiceConfig;
 pub use myelin_service::RegistrationMode;
+use myelin_service::ServiceConfig;
 
 /// The prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "MYELIN_";
@@ -111,13 +111,19 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { backend: "sqlite".to_owned(), path: None }
+        DatabaseConfig {
+            backend: "sqlite".to_owned(),
+            path: None,
+        }
     }
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        RegistrationConfig { mode: RegistrationMode::Open, tokens: Vec::new() }
+        RegistrationConfig {
+            mode: RegistrationMode::Open,
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -134,14 +140,19 @@ impl Default for LimitsConfig {
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        RoomsConfig { default_version: "10".to_owned() }
+        RoomsConfig {
+            default_version: "10".to_owned(),
+        }
     }
 }
 
 impl Config {
     /// The defaults, with `data_dir` set to `dir`.
     pub fn for_data_dir(dir: PathBuf) -> Config {
-        Config { data_dir: dir, ..Config::default() }
+        Config {
+            data_dir: dir,
+            ..Config::default()
+        }
     }
 
     /// Defaults, then the TOML file at `path` (if given), then `MYELIN_*` environment variables.
@@ -165,12 +176,16 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            match path {
-                Some(path) => anyhow!("invalid configuration (file {} and MYELIN_* variables): {}", path.display(), e.message()),
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| match path {
+                Some(path) => anyhow!(
+                    "invalid configuration (file {} and MYELIN_* variables): {}",
+                    path.display(),
+                    e.message()
+                ),
                 None => anyhow!("invalid configuration (MYELIN_* variables): {}", e.message()),
-            }
-        })?;
+            })?;
         Ok(config)
     }
 
@@ -188,7 +203,10 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
         if let Err(e) = <&ruma::ServerName>::try_from(self.server_name.as_str()) {
-            problems.push(format!("server_name {:?} is not a valid Matrix server name: {e}", self.server_name));
+            problems.push(format!(
+                "server_name {:?} is not a valid Matrix server name: {e}",
+                self.server_name
+            ));
         }
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
@@ -204,9 +222,9 @@ impl Config {
         }
         match self.database.backend.as_str() {
             "sqlite" => {}
-            "postgres" | "postgresql" => problems.push(
-                "database.backend \"postgres\" is not supported yet; use \"sqlite\"".to_owned(),
-            ),
+            "postgres" | "postgresql" => {
+                problems.push("database.backend \"postgres\" is not supported yet; use \"sqlite\"".to_owned())
+            }
             other => problems.push(format!("database.backend {other:?} is unknown; use \"sqlite\"")),
         }
         if let Some(path) = &self.database.path {
@@ -214,10 +232,11 @@ impl Config {
                 problems.push("database.path must not be empty (remove it to use the default)".to_owned());
             }
         }
-        if self.registration.mode == RegistrationMode::Token
-            && !self.registration.tokens.iter().any(|t| !t.is_empty())
+        if self.registration.mode == RegistrationMode::Token && !self.registration.tokens.iter().any(|t| !t.is_empty())
         {
-            problems.push("registration.mode = \"token\" needs at least one non-empty registration.tokens entry".to_owned());
+            problems.push(
+                "registration.mode = \"token\" needs at least one non-empty registration.tokens entry".to_owned(),
+            );
         }
         if self.registration.tokens.iter().any(|t| t.is_empty()) {
             problems.push("registration.tokens must not contain empty tokens".to_owned());
@@ -237,7 +256,9 @@ impl Config {
         }
         if let Some(url) = &self.well_known.client_base_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
-                problems.push(format!("well_known.client_base_url {url:?} must be an http:// or https:// URL"));
+                problems.push(format!(
+                    "well_known.client_base_url {url:?} must be an http:// or https:// URL"
+                ));
             }
         }
         match problems.len() {
@@ -257,8 +278,12 @@ impl Config {
 
     /// The parsed server name. Fails only if [`Config::validate`] would.
     pub fn parsed_server_name(&self) -> anyhow::Result<ruma::OwnedServerName> {
-        ruma::OwnedServerName::try_from(self.server_name.as_str())
-            .map_err(|e| anyhow!("server_name {:?} is not a valid Matrix server name: {e}", self.server_name))
+        ruma::OwnedServerName::try_from(self.server_name.as_str()).map_err(|e| {
+            anyhow!(
+                "server_name {:?} is not a valid Matrix server name: {e}",
+                self.server_name
+            )
+        })
     }
 
     /// The options of the use cases.
@@ -270,8 +295,8 @@ impl Config {
         let mut sc = ServiceConfig::new(server_name);
         sc.registration = self.registration.mode;
         sc.registration_tokens = self.registration.tokens.clone();
-        sc.default_room_version = ruma::RoomVersionId::try_from(self.rooms.default_version.as_str())
-            .expect("validated room version");
+        sc.default_room_version =
+            ruma::RoomVersionId::try_from(self.rooms.default_version.as_str()).expect("validated room version");
         sc.refreshable_token_lifetime_ms = self.limits.refreshable_token_lifetime_ms;
         sc.max_sync_timeout_ms = self.limits.max_sync_timeout_ms;
         sc.max_typing_timeout_ms = self.limits.max_typing_timeout_ms;
@@ -302,7 +327,10 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         .collect();
     vars.sort();
     for (var, raw) in vars {
-        let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let path: Vec<String> = var[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
         let (section, key) = match path.as_slice() {
             [key] if !key.is_empty() => (None, key.as_str()),
             [section, key] if !section.is_empty() && !key.is_empty() => (Some(section.as_str()), key.as_str()),
@@ -317,7 +345,10 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         };
         let known = default_section.get(key);
         if matches!(known, Some(toml::Value::Table(_))) {
-            bail!("environment variable {var} names the section [{key}]; set its keys as MYELIN_{}__<KEY>", key.to_ascii_uppercase());
+            bail!(
+                "environment variable {var} names the section [{key}]; set its keys as MYELIN_{}__<KEY>",
+                key.to_ascii_uppercase()
+            );
         }
         if known.is_none() && !OPTIONAL_KEYS.contains(&(section.unwrap_or(""), key)) {
             bail!("environment variable {var} does not name a configuration option");
@@ -325,7 +356,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         let target = match section {
             None => &mut *table,
             Some(s) => {
-                let entry = table.entry(s.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let entry = table
+                    .entry(s.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 match entry {
                     toml::Value::Table(t) => t,
                     _ => bail!("configuration key {s} must be a section, not a value"),
@@ -421,13 +454,21 @@ mod tests {
         all.database.path = Some("x".into());
         all.well_known.client_base_url = Some("https://x".into());
         let table = toml::Value::try_from(all).unwrap();
-        let toml::Value::Table(table) = table else { unreachable!() };
+        let toml::Value::Table(table) = table else {
+            unreachable!()
+        };
         for (key, value) in &table {
             match value {
                 toml::Value::Table(section) => {
-                    assert!(EXAMPLE.contains(&format!("[{key}]")), "section [{key}] missing from example");
+                    assert!(
+                        EXAMPLE.contains(&format!("[{key}]")),
+                        "section [{key}] missing from example"
+                    );
                     for sub in section.keys() {
-                        assert!(EXAMPLE.contains(&format!("{sub} =")), "{key}.{sub} missing from example");
+                        assert!(
+                            EXAMPLE.contains(&format!("{sub} =")),
+                            "{key}.{sub} missing from example"
+                        );
                     }
                 }
                 _ => assert!(EXAMPLE.contains(&format!("{key} =")), "{key} missing from example"),
@@ -453,7 +494,13 @@ mod tests {
         let c = Config::for_data_dir("/srv/m".into());
         assert_eq!(c.data_dir, PathBuf::from("/srv/m"));
         assert_eq!(c.database_path(), PathBuf::from("/srv/m/myelin.db"));
-        assert_eq!(Config { data_dir: Config::default().data_dir, ..c }, Config::default());
+        assert_eq!(
+            Config {
+                data_dir: Config::default().data_dir,
+                ..c
+            },
+            Config::default()
+        );
     }
 
     #[test]
@@ -505,12 +552,19 @@ mod tests {
     fn env_overrides_file() {
         let dir = tempfile_dir();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "server_name = \"file.org\"\nlisten = \"0.0.0.0:1\"\n[limits]\nmax_sync_timeout_ms = 5\n").unwrap();
+        std::fs::write(
+            &path,
+            "server_name = \"file.org\"\nlisten = \"0.0.0.0:1\"\n[limits]\nmax_sync_timeout_ms = 5\n",
+        )
+        .unwrap();
         let c = Config::load_with_env(Some(&path), env(&[("MYELIN_LISTEN", "127.0.0.1:2")])).unwrap();
         assert_eq!(c.server_name, "file.org");
         assert_eq!(c.listen, "127.0.0.1:2");
         assert_eq!(c.limits.max_sync_timeout_ms, 5);
-        assert_eq!(c.limits.max_typing_timeout_ms, LimitsConfig::default().max_typing_timeout_ms);
+        assert_eq!(
+            c.limits.max_typing_timeout_ms,
+            LimitsConfig::default().max_typing_timeout_ms
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -535,7 +589,10 @@ mod tests {
         std::fs::write(&path, "server_name = \n").unwrap();
         let e = format!("{:#}", Config::load_with_env(Some(&path), env(&[])).unwrap_err());
         assert!(e.contains("not valid TOML"), "{e}");
-        let e = format!("{:#}", Config::load_with_env(Some(&dir.join("missing.toml")), env(&[])).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Config::load_with_env(Some(&dir.join("missing.toml")), env(&[])).unwrap_err()
+        );
         assert!(e.contains("cannot read"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -556,18 +613,25 @@ mod tests {
         check(&|c| c.database.backend = "mysql".into(), "unknown");
         check(&|c| c.registration.mode = RegistrationMode::Token, "at least one");
         check(&|c| c.limits.max_request_bytes = 0, "max_request_bytes");
-        check(&|c| c.well_known.client_base_url = Some("matrix.org".into()), "client_base_url");
+        check(
+            &|c| c.well_known.client_base_url = Some("matrix.org".into()),
+            "client_base_url",
+        );
         check(&|c| c.log = "=[".into(), "log");
 
-        let mut c = Config::default();
-        c.server_name = "bad name".into();
-        c.listen = "nope".into();
+        let c = Config {
+            server_name: "bad name".into(),
+            listen: "nope".into(),
+            ..Config::default()
+        };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("server_name") && e.contains("listen"), "{e}");
 
-        let mut c = Config::default();
-        c.server_name = "example.org:8448".into();
-        c.listen = "[::]:8008".into();
+        let mut c = Config {
+            server_name: "example.org:8448".into(),
+            listen: "[::]:8008".into(),
+            ..Config::default()
+        };
         c.rooms.default_version = "12".into();
         c.registration.mode = RegistrationMode::Token;
         c.registration.tokens = vec!["t".into()];

@@ -51,7 +51,10 @@ fn generate() -> anyhow::Result<(String, Ed25519KeyPair)> {
     let version = format!("a_{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 4));
     let key_pair = Ed25519KeyPair::from_der(&der, version.clone())
         .map_err(|e| anyhow::anyhow!("cannot load the generated signing key: {e}"))?;
-    let line = format!("{ALGORITHM} {version} {}\n", base64::engine::general_purpose::STANDARD.encode(&*der));
+    let line = format!(
+        "{ALGORITHM} {version} {}\n",
+        base64::engine::general_purpose::STANDARD.encode(&*der)
+    );
     Ok((line, key_pair))
 }
 
@@ -71,7 +74,8 @@ fn parse_key(text: &str) -> anyhow::Result<Ed25519KeyPair> {
         .decode(key)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(key))
         .context("the key is not valid base64")?;
-    Ed25519KeyPair::from_der(&der, (*version).to_owned()).map_err(|e| anyhow::anyhow!("the key is not a valid ed25519 key: {e}"))
+    Ed25519KeyPair::from_der(&der, (*version).to_owned())
+        .map_err(|e| anyhow::anyhow!("the key is not a valid ed25519 key: {e}"))
 }
 
 /// Writes `contents` to `path` with owner-only permissions, atomically and durably.
@@ -101,7 +105,11 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// Makes a rename in `dir` durable (best effort: not every platform can open a directory).
 fn sync_dir(dir: &Path) {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

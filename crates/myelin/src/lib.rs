@@ -36,7 +36,12 @@ impl Myelin {
         create_data_dir(&config.data_dir)?;
         let key = keys::load_or_generate(&config.data_dir, config.parsed_server_name()?)?;
         let storage = storage::open(&config).await?;
-        let services = Services::new(config.service_config(), storage, key, Arc::new(myelin_core::SystemClock));
+        let services = Services::new(
+            config.service_config(),
+            storage,
+            key,
+            Arc::new(myelin_core::SystemClock),
+        );
         Ok(Myelin { config, services })
     }
 

@@ -223,7 +223,11 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 
 async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
     match command {
-        UserCommand::Create { name, admin, password_file } => {
+        UserCommand::Create {
+            name,
+            admin,
+            password_file,
+        } => {
             let localpart = localpart(&name, &config.server_name)?;
             let password = read_password(password_file.as_deref())?;
             let server = Myelin::open(config).await?;
@@ -280,7 +284,10 @@ fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
                 let _ = std::io::stderr().flush();
             }
             let mut line = String::new();
-            stdin.lock().read_line(&mut line).context("cannot read the password from standard input")?;
+            stdin
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
             line
         }
     };

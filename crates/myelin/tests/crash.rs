@@ -4,7 +4,7 @@
 //! The test starts `myelin serve` on a temporary data dir, writes messages
 //! from several concurrent tasks, SIGKILLs the process mid-stream, restarts it
 //! on the same data dir and checks `/messages` for every acknowledged event.
-//! It does this for two kill/restart rounds.
+//! It does this for several kill/restart rounds.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -20,7 +20,9 @@ const PW: &str = "correct horse battery staple";
 const C: &str = "/_matrix/client/v3";
 const WRITERS: usize = 3;
 /// Acknowledged messages per round before the kill.
-const ACKS_BEFORE_KILL: usize = 40;
+const ACKS_BEFORE_KILL: usize = 100;
+/// Kill/restart rounds.
+const ROUNDS: usize = 3;
 
 /// A running `myelin serve` process; killed on drop.
 struct Server {
@@ -203,7 +205,7 @@ async fn acknowledged_messages_survive_kill_9() {
     let room = created["room_id"].as_str().expect("room_id").to_owned();
 
     let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
@@ -240,7 +242,9 @@ async fn acknowledged_messages_survive_kill_9() {
     }
 
     let acks = acks.lock().unwrap().clone();
+    assert!(acks.len() >= ROUNDS * ACKS_BEFORE_KILL, "only {} acknowledged writes", acks.len());
     let events = all_events(&http, &server.url, &token, &room).await;
+    eprintln!("{} acknowledged messages, {} events in the room after {ROUNDS} kill -9s", acks.len(), events.len());
 
     let by_id: HashMap<&str, &Value> =
         events.iter().filter_map(|e| Some((e["event_id"].as_str()?, e))).collect();
