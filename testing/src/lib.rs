@@ -12,12 +12,11 @@
 //! set-up steps; the generic `get`/`post`/`put`/`delete` helpers return the
 //! status and body for the test to assert on.
 
-use std::future::Future;
 use std::time::Duration;
 
 pub use myelin::Config;
-pub use reqwest::StatusCode;
 use reqwest::Method;
+pub use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -60,6 +59,32 @@ impl Account {
     }
 }
 
+/// Selects the PostgreSQL backend for every test server.
+pub const BACKEND_VAR: &str = "MYELIN_TEST_BACKEND";
+
+/// The file in a test server's data dir naming its PostgreSQL database, so that a restart on the
+/// same data dir finds the same database.
+const POSTGRES_MARKER: &str = "test-postgres-url";
+
+/// With `MYELIN_TEST_BACKEND=postgres`, the URL of the data dir's own PostgreSQL database (created
+/// on first use on the server named by `MYELIN_TEST_POSTGRES_URL`; left behind afterwards, as the
+/// test cluster is thrown away); otherwise `None` (SQLite).
+async fn postgres_database(data_dir: &std::path::Path) -> Option<String> {
+    if std::env::var(BACKEND_VAR).ok()?.as_str() != "postgres" {
+        return None;
+    }
+    let marker = data_dir.join(POSTGRES_MARKER);
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return Some(url);
+    }
+    let db = myelin::storage::postgres_testing::TestDatabase::create()
+        .await
+        .unwrap_or_else(|| panic!("{BACKEND_VAR}=postgres needs MYELIN_TEST_POSTGRES_URL"));
+    let url = db.keep();
+    std::fs::write(&marker, &url).expect("write the test database marker");
+    Some(url)
+}
+
 /// A Myelin homeserver running in a background tokio task.
 pub struct TestServer {
     base_url: String,
@@ -89,17 +114,27 @@ impl TestServer {
     }
 
     /// Like [`TestServer::restart`], with a configuration hook.
-    pub async fn restart_with(data_dir: TempDir, configure: impl FnOnce(&mut Config)) -> TestServer {
+    pub async fn restart_with(
+        data_dir: TempDir,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
         Self::launch(data_dir, configure).await
     }
 
     async fn launch(data_dir: TempDir, configure: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
+        if let Some(url) = postgres_database(data_dir.path()).await {
+            config.database.backend = "postgres".to_owned();
+            config.database.url = Some(url);
+            config.database.pool_size = 4;
+        }
         configure(&mut config);
 
         // Binding before spawning means connections made right away simply
         // wait in the accept backlog until the server is ready.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("listener address");
 
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -114,7 +149,13 @@ impl TestServer {
             .build()
             .expect("build reqwest client");
 
-        TestServer { base_url: format!("http://{addr}"), http, data_dir, shutdown, task }
+        TestServer {
+            base_url: format!("http://{addr}"),
+            http,
+            data_dir,
+            shutdown,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
@@ -163,7 +204,9 @@ impl TestServer {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request
             .send()
@@ -201,7 +244,12 @@ impl TestServer {
         self.request(Method::PUT, path, token, Some(body)).await
     }
 
-    pub async fn delete(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+    pub async fn delete(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
         self.request(Method::DELETE, path, token, Some(body)).await
     }
 
@@ -218,7 +266,8 @@ impl TestServer {
         let session = first["session"].clone();
         let mut second = body;
         second["auth"] = json!({ "type": "m.login.dummy", "session": session });
-        self.post("/_matrix/client/v3/register", None, &second).await
+        self.post("/_matrix/client/v3/register", None, &second)
+            .await
     }
 
     /// Registers `username` (UIA with `m.login.dummy`) and panics unless the
@@ -231,7 +280,11 @@ impl TestServer {
                 &json!({ "username": username, "password": password }),
             )
             .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "first /register must start UIA: {first}");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "first /register must start UIA: {first}"
+        );
         let session = first["session"]
             .as_str()
             .unwrap_or_else(|| panic!("UIA response without session: {first}"));
@@ -280,24 +333,42 @@ impl TestServer {
 
     /// `POST /createRoom`; panics unless it succeeds.
     pub async fn create_room(&self, token: &str, body: &Value) -> String {
-        let (status, resp) = self.post("/_matrix/client/v3/createRoom", Some(token), body).await;
+        let (status, resp) = self
+            .post("/_matrix/client/v3/createRoom", Some(token), body)
+            .await;
         assert_eq!(status, StatusCode::OK, "createRoom {body}: {resp}");
-        resp["room_id"].as_str().expect("room_id in createRoom response").to_owned()
+        resp["room_id"]
+            .as_str()
+            .expect("room_id in createRoom response")
+            .to_owned()
     }
 
     /// Sends an `m.text` message with the given transaction id; panics unless
     /// it succeeds. Returns the event id.
-    pub async fn send_message(&self, token: &str, room_id: &str, txn_id: &str, body: &str) -> String {
+    pub async fn send_message(
+        &self,
+        token: &str,
+        room_id: &str,
+        txn_id: &str,
+        body: &str,
+    ) -> String {
         let path = format!(
             "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
             enc(room_id),
             enc(txn_id)
         );
         let (status, resp) = self
-            .put(&path, Some(token), &json!({ "msgtype": "m.text", "body": body }))
+            .put(
+                &path,
+                Some(token),
+                &json!({ "msgtype": "m.text", "body": body }),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "send {body:?} to {room_id}: {resp}");
-        resp["event_id"].as_str().expect("event_id in send response").to_owned()
+        resp["event_id"]
+            .as_str()
+            .expect("event_id in send response")
+            .to_owned()
     }
 
     /// `POST /join/{roomIdOrAlias}`; panics unless it succeeds.
@@ -310,8 +381,14 @@ impl TestServer {
     /// `POST /rooms/{roomId}/invite`; panics unless it succeeds.
     pub async fn invite(&self, token: &str, room_id: &str, user_id: &str) {
         let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(room_id));
-        let (status, resp) = self.post(&path, Some(token), &json!({ "user_id": user_id })).await;
-        assert_eq!(status, StatusCode::OK, "invite {user_id} to {room_id}: {resp}");
+        let (status, resp) = self
+            .post(&path, Some(token), &json!({ "user_id": user_id }))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "invite {user_id} to {room_id}: {resp}"
+        );
     }
 
     /// `POST /rooms/{roomId}/leave`; panics unless it succeeds.
@@ -386,20 +463,51 @@ pub fn message_bodies(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Polls `check` until it returns `Some`, for at most `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
+// ----- federation -----
+
+impl TestServer {
+    /// Starts a server named after its own address (`127.0.0.1:PORT`), so that other servers
+    /// started this way can reach it over federation: plain HTTP and loopback destinations are
+    /// allowed for `127.0.0.1` (test networks only; both are off by default).
+    pub async fn start_federating() -> TestServer {
+        Self::start_federating_with(|_| {}).await
+    }
+
+    /// [`TestServer::start_federating`] with a configuration hook (run after the federation
+    /// settings are made, so it can undo them).
+    pub async fn start_federating_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("create temp data dir");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("listener address");
+        let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
+        config.server_name = addr.to_string();
+        config.federation.allow_private_destinations = true;
+        config.federation.plain_http_servers = vec!["127.0.0.1".to_owned()];
+        configure(&mut config);
+
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let shutdown_future = async move {
+            let _ = signal.await;
+        };
+        let task = tokio::spawn(myelin::run(config, listener, shutdown_future));
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .expect("build reqwest client");
+        TestServer {
+            base_url: format!("http://{addr}"),
+            http,
+            data_dir,
+            shutdown,
+            task,
         }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// The server name of a server started with [`TestServer::start_federating`]: its
+    /// `127.0.0.1:PORT`.
+    pub fn loopback_server_name(&self) -> &str {
+        self.base_url.trim_start_matches("http://")
     }
 }

@@ -13,11 +13,17 @@ use serde_json::{json, Value};
 pub struct ApiError {
     status: StatusCode,
     body: Value,
+    /// The `Retry-After` header, in seconds, for rate-limited requests.
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, errcode: &str, error: impl std::fmt::Display) -> Self {
-        ApiError { status, body: json!({ "errcode": errcode, "error": error.to_string() }) }
+        ApiError {
+            status,
+            body: json!({ "errcode": errcode, "error": error.to_string() }),
+            retry_after_secs: None,
+        }
     }
 
     pub fn unknown(error: impl std::fmt::Display) -> Self {
@@ -37,7 +43,11 @@ impl ApiError {
     }
 
     pub fn missing_token() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Missing access token",
+        )
     }
 
     pub fn too_large(error: impl std::fmt::Display) -> Self {
@@ -57,6 +67,13 @@ impl From<ServiceError> for ApiError {
             E::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
             E::InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
             E::BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
+            E::LimitExceeded { retry_after_ms } => {
+                let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", &e);
+                err.body["retry_after_ms"] = json!(retry_after_ms);
+                err.retry_after_secs = Some(retry_after_ms.div_ceil(1000));
+                return err;
+            }
+            E::ServerControlled(_) => (StatusCode::METHOD_NOT_ALLOWED, "M_BAD_JSON"),
             E::InvalidUsername(_) => (StatusCode::BAD_REQUEST, "M_INVALID_USERNAME"),
             E::UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE"),
             E::RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
@@ -69,7 +86,13 @@ impl From<ServiceError> for ApiError {
             E::UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
             E::UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             E::GuestAccessForbidden(_) => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
-            E::AuthRequired(body) => return ApiError { status: StatusCode::UNAUTHORIZED, body: body.clone() },
+            E::AuthRequired(body) => {
+                return ApiError {
+                    status: StatusCode::UNAUTHORIZED,
+                    body: body.clone(),
+                    retry_after_secs: None,
+                }
+            }
             E::Storage(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 return ApiError::unknown("Internal server error");
@@ -79,9 +102,37 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<myelin_federation::AuthError> for ApiError {
+    /// Spec: Server-Server API, "Request Authentication": a request that is not correctly
+    /// signed for this server gets 401 `M_UNAUTHORIZED`.
+    fn from(e: myelin_federation::AuthError) -> Self {
+        use myelin_federation::AuthError as E;
+        match &e {
+            E::Missing
+            | E::Malformed(_)
+            | E::WrongDestination { .. }
+            | E::UnknownKey { .. }
+            | E::BadSignature { .. } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", &e)
+            }
+            E::BadContent(_) => ApiError::bad_json(&e),
+            E::Signing(_) => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::unknown("Internal server error")
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -18,19 +18,48 @@ pub struct Auth(pub Authed);
 impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
         let authed = state.services.authenticate(&token).await?;
         Ok(Auth(authed))
     }
 }
 
+/// For endpoints that serve anonymous clients too: `None` without a token, but a token that is
+/// given must be valid.
+pub struct MaybeAuth(pub Option<Authed>);
+
+impl FromRequestParts<Arc<AppState>> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        match bearer_token(parts) {
+            None => Ok(MaybeAuth(None)),
+            Some(token) => Ok(MaybeAuth(Some(state.services.authenticate(&token).await?))),
+        }
+    }
+}
+
 fn bearer_token(parts: &Parts) -> Option<String> {
-    if let Some(header) = parts.headers.get(AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+    if let Some(header) = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    {
         return header.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
     }
     let query = parts.uri.query()?;
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok()?.into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v)
 }
 
 /// A JSON body: `M_NOT_JSON` if it does not parse, `M_BAD_JSON` if it has the wrong shape,
@@ -43,20 +72,50 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let limit = state.options.max_request_bytes;
         let bytes = read_body(req.into_body(), limit).await?;
-        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { &bytes[..] };
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApiError::not_json(format!("Body is not JSON: {e}")))?;
-        let parsed = serde_json::from_value(value).map_err(|e| ApiError::bad_json(format!("Invalid body: {e}")))?;
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::not_json(format!("Body is not JSON: {e}")))?;
+        // NUL can't be stored in PostgreSQL text; no Matrix field needs one.
+        if contains_nul(&value) {
+            return Err(ApiError::bad_json(
+                "NUL characters (\\u0000) are not allowed",
+            ));
+        }
+        let parsed = serde_json::from_value(value)
+            .map_err(|e| ApiError::bad_json(format!("Invalid body: {e}")))?;
         Ok(JsonBody(parsed))
+    }
+}
+
+/// Whether any string or key in `value` holds a NUL character.
+fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v))
+        }
+        _ => false,
     }
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_big = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) || e.to_string().contains("length limit");
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
         if too_big {
             ApiError::too_large(format!("Request body is larger than {limit} bytes"))
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("Could not read body: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                format!("Could not read body: {e}"),
+            )
         }
     })
 }
@@ -69,7 +128,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(query).map(Query).map_err(|e| ApiError::invalid_param(format!("Invalid query parameter: {e}")))
+        serde_urlencoded::from_str(query)
+            .map(Query)
+            .map_err(|e| ApiError::invalid_param(format!("Invalid query parameter: {e}")))
     }
 }
 

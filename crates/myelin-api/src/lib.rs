@@ -4,6 +4,7 @@
 mod client;
 mod error;
 mod extract;
+pub mod federation;
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub struct ApiOptions {
     pub max_request_bytes: usize,
     /// Served at `/.well-known/matrix/client` when set.
     pub well_known_client: Option<serde_json::Value>,
+    /// Served at `/.well-known/matrix/support` when set.
+    pub well_known_support: Option<serde_json::Value>,
 }
 
 /// What every handler can reach.
@@ -32,17 +35,45 @@ pub type SharedState = Arc<AppState>;
 
 /// The whole HTTP application.
 pub fn router(services: Arc<Services>, options: ApiOptions) -> Router {
+    let federation_enabled = services.federation.config.enabled;
     let state = Arc::new(AppState { services, options });
     client::routes()
+        .merge(federation::routes(federation_enabled))
         .fallback(unrecognized)
         .with_state(state)
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            tracing::error!("request handler panicked");
-            ApiError::unknown("Internal server error").into_response()
-        }))
+        .layer(axum::middleware::from_fn(refuse_nul_in_path))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("request handler panicked");
+                ApiError::unknown("Internal server error").into_response()
+            },
+        ))
         .layer(CorsLayer::permissive())
 }
 
+/// NUL can't be stored in PostgreSQL text, and no Matrix identifier, type or key contains one:
+/// refuse it at the edge rather than fail deep inside a transaction.
+async fn refuse_nul_in_path(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = request.uri();
+    let has_nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::invalid_param("NUL characters are not allowed in the request URI")
+            .into_response();
+    }
+    next.run(request).await
+}
+
 async fn unrecognized() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "M_UNRECOGNIZED", "Unrecognized request")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "M_UNRECOGNIZED",
+        "Unrecognized request",
+    )
 }

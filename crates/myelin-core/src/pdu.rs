@@ -5,7 +5,7 @@
 
 use ruma::{
     canonical_json::CanonicalJsonObject, events::TimelineEventType, EventId,
-    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, UInt,
+    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue as RawJsonValue;
@@ -28,13 +28,32 @@ struct PduFields {
     kind: TimelineEventType,
     content: Box<RawJsonValue>,
     state_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_references")]
     prev_events: Vec<OwnedEventId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "event_references")]
     auth_events: Vec<OwnedEventId>,
     #[serde(default)]
     depth: UInt,
     redacts: Option<OwnedEventId>,
+}
+
+/// `prev_events`/`auth_events`: plain IDs (room versions 3+) or `[id, {hashes}]` pairs (1 and 2).
+fn event_references<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<OwnedEventId>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Reference {
+        Id(OwnedEventId),
+        WithHashes(OwnedEventId, serde::de::IgnoredAny),
+    }
+    let references = Vec::<Reference>::deserialize(deserializer)?;
+    Ok(references
+        .into_iter()
+        .map(|r| match r {
+            Reference::Id(id) | Reference::WithHashes(id, _) => id,
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +99,9 @@ impl Pdu {
                 redacts: Option<OwnedEventId>,
             }
             if fields.kind == TimelineEventType::RoomRedaction {
-                serde_json::from_str::<C>(fields.content.get()).ok().and_then(|c| c.redacts)
+                serde_json::from_str::<C>(fields.content.get())
+                    .ok()
+                    .and_then(|c| c.redacts)
             } else {
                 None
             }
@@ -104,7 +125,10 @@ impl Pdu {
     }
 
     /// Parses from a canonical JSON object.
-    pub fn from_canonical(event_id: OwnedEventId, object: &CanonicalJsonObject) -> Result<Self, PduError> {
+    pub fn from_canonical(
+        event_id: OwnedEventId,
+        object: &CanonicalJsonObject,
+    ) -> Result<Self, PduError> {
         let json = serde_json::value::to_raw_value(object)?;
         Self::from_json(event_id, json)
     }

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// A position in the global stream. Position `p` means "everything with position <= p".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct StreamPos(pub i64);
 
 impl StreamPos {

@@ -9,23 +9,45 @@ use std::{collections::HashMap, sync::Mutex};
 use ruma::{OwnedUserId, UserId};
 use tokio::sync::watch;
 
-/// Per-user wake-up channels.
-#[derive(Default)]
+/// Per-user wake-up channels, plus one "closing" flag that ends every wait at shutdown.
 pub struct Notifier {
     channels: Mutex<HashMap<OwnedUserId, watch::Sender<u64>>>,
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            channels: Mutex::default(),
+            closing: watch::channel(false).0,
+        }
+    }
 }
 
 /// A subscription for one user; [`Waiter::changed`] resolves on the next notification.
 pub struct Waiter {
     rx: watch::Receiver<u64>,
+    closing: watch::Receiver<bool>,
 }
 
 impl Waiter {
-    /// Waits for the next notification after the subscription (or the previous `changed`).
+    /// Waits for the next notification after the subscription (or the previous `changed`), or
+    /// until the server starts shutting down.
     pub async fn changed(&mut self) {
+        if self.is_closing() {
+            return;
+        }
         // An error means the sender was dropped, which only happens when no waiter existed;
         // treat it as a wake-up so the caller re-checks.
-        let _ = self.rx.changed().await;
+        tokio::select! {
+            _ = self.rx.changed() => {}
+            _ = self.closing.wait_for(|closing| *closing) => {}
+        }
+    }
+
+    /// True once [`Notifier::close`] was called: long-polls should answer now.
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
     }
 }
 
@@ -37,8 +59,19 @@ impl Notifier {
     /// Subscribes before reading, so a change committed between the read and the wait is not missed.
     pub fn subscribe(&self, user_id: &UserId) -> Waiter {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = channels.entry(user_id.to_owned()).or_insert_with(|| watch::channel(0).0);
-        Waiter { rx: tx.subscribe() }
+        let tx = channels
+            .entry(user_id.to_owned())
+            .or_insert_with(|| watch::channel(0).0);
+        Waiter {
+            rx: tx.subscribe(),
+            closing: self.closing.subscribe(),
+        }
+    }
+
+    /// Wakes every waiter, now and in future, for shutdown: open long-polls answer at once
+    /// instead of holding the graceful shutdown for their whole timeout.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Wakes every waiter of the given users.
@@ -69,7 +102,30 @@ mod tests {
         let mut wa = n.subscribe(&alice);
         let mut wb = n.subscribe(&bob);
         n.notify([&*alice]);
-        tokio::time::timeout(Duration::from_secs(1), wa.changed()).await.expect("alice woken");
-        assert!(tokio::time::timeout(Duration::from_millis(50), wb.changed()).await.is_err());
+        tokio::time::timeout(Duration::from_secs(1), wa.changed())
+            .await
+            .expect("alice woken");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), wb.changed())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn close_wakes_current_and_future_waiters() {
+        let n = Notifier::new();
+        let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+        let mut before = n.subscribe(&alice);
+        assert!(!before.is_closing());
+        n.close();
+        tokio::time::timeout(Duration::from_secs(1), before.changed())
+            .await
+            .expect("woken by close");
+        let mut after = n.subscribe(&alice);
+        assert!(after.is_closing());
+        tokio::time::timeout(Duration::from_secs(1), after.changed())
+            .await
+            .expect("returns at once");
     }
 }

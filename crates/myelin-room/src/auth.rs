@@ -22,10 +22,12 @@ pub fn auth_event_ids(
     content: &serde_json::Value,
     state: impl Fn(&StateEventType, &str) -> Option<OwnedEventId>,
 ) -> Result<Vec<OwnedEventId>, RoomError> {
-    let raw = serde_json::value::to_raw_value(content).map_err(|e| RoomError::InvalidEvent(e.to_string()))?;
+    let raw = serde_json::value::to_raw_value(content)
+        .map_err(|e| RoomError::InvalidEvent(e.to_string()))?;
     let kind = TimelineEventType::from(kind);
-    let types = ruma::state_res::auth_types_for_event(&kind, sender, state_key, &raw, &rules.authorization)
-        .map_err(RoomError::InvalidEvent)?;
+    let types =
+        ruma::state_res::auth_types_for_event(&kind, sender, state_key, &raw, &rules.authorization)
+            .map_err(RoomError::InvalidEvent)?;
     Ok(types.iter().filter_map(|(t, k)| state(t, k)).collect())
 }
 

@@ -1,13 +1,13 @@
 //! Building a local event: the full PDU of its room version, hashed and signed, with a
 //! reference-hash event ID.
 
+use myelin_core::Pdu;
 use ruma::{
     canonical_json::{to_canonical_value, CanonicalJsonObject, CanonicalJsonValue},
     room_version_rules::RoomVersionRules,
     signatures::Ed25519KeyPair,
     OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
 };
-use myelin_core::Pdu;
 
 use crate::RoomError;
 
@@ -44,39 +44,84 @@ pub struct PduContext<'a> {
 }
 
 /// Builds, hashes and signs a PDU.
-pub fn build_pdu(template: EventTemplate, ctx: PduContext<'_>, key: &SigningKey) -> Result<Pdu, RoomError> {
+pub fn build_pdu(
+    template: EventTemplate,
+    ctx: PduContext<'_>,
+    key: &SigningKey,
+) -> Result<Pdu, RoomError> {
     let invalid = |e: &dyn std::fmt::Display| RoomError::InvalidEvent(e.to_string());
-    let CanonicalJsonValue::Object(content) = to_canonical_value(&template.content).map_err(|e| invalid(&e))? else {
-        return Err(RoomError::InvalidEvent("content must be a JSON object".into()));
+    let CanonicalJsonValue::Object(content) =
+        to_canonical_value(&template.content).map_err(|e| invalid(&e))?
+    else {
+        return Err(RoomError::InvalidEvent(
+            "content must be a JSON object".into(),
+        ));
     };
-    let ids = |ids: &[OwnedEventId]| CanonicalJsonValue::Array(ids.iter().map(|i| CanonicalJsonValue::String(i.to_string())).collect());
+    let ids = |ids: &[OwnedEventId]| {
+        CanonicalJsonValue::Array(
+            ids.iter()
+                .map(|i| CanonicalJsonValue::String(i.to_string()))
+                .collect(),
+        )
+    };
 
     let mut object = CanonicalJsonObject::new();
     object.insert("auth_events".into(), ids(&ctx.auth_events));
     object.insert("content".into(), CanonicalJsonValue::Object(content));
-    object.insert("depth".into(), CanonicalJsonValue::Integer((ctx.depth as i64).try_into().map_err(|e| invalid(&e))?));
-    object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer((ctx.origin_server_ts as i64).try_into().map_err(|e| invalid(&e))?));
+    object.insert(
+        "depth".into(),
+        CanonicalJsonValue::Integer((ctx.depth as i64).try_into().map_err(|e| invalid(&e))?),
+    );
+    object.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(
+            (ctx.origin_server_ts as i64)
+                .try_into()
+                .map_err(|e| invalid(&e))?,
+        ),
+    );
     object.insert("prev_events".into(), ids(&ctx.prev_events));
     if let Some(room_id) = ctx.room_id {
-        object.insert("room_id".into(), CanonicalJsonValue::String(room_id.to_string()));
+        object.insert(
+            "room_id".into(),
+            CanonicalJsonValue::String(room_id.to_string()),
+        );
     }
-    object.insert("sender".into(), CanonicalJsonValue::String(ctx.sender.to_string()));
+    object.insert(
+        "sender".into(),
+        CanonicalJsonValue::String(ctx.sender.to_string()),
+    );
     if let Some(state_key) = &template.state_key {
-        object.insert("state_key".into(), CanonicalJsonValue::String(state_key.clone()));
+        object.insert(
+            "state_key".into(),
+            CanonicalJsonValue::String(state_key.clone()),
+        );
     }
-    object.insert("type".into(), CanonicalJsonValue::String(template.kind.clone()));
+    object.insert(
+        "type".into(),
+        CanonicalJsonValue::String(template.kind.clone()),
+    );
     if let Some(redacts) = &template.redacts {
         if !ctx.rules.redaction.content_field_redacts {
-            object.insert("redacts".into(), CanonicalJsonValue::String(redacts.to_string()));
+            object.insert(
+                "redacts".into(),
+                CanonicalJsonValue::String(redacts.to_string()),
+            );
         }
     }
 
-    ruma::signatures::hash_and_sign_event(key.server_name.as_str(), &key.key_pair, &mut object, &ctx.rules.redaction)
-        .map_err(|e| match e {
-            ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
-            other => RoomError::Key(other.to_string()),
-        })?;
-    let hash = ruma::signatures::reference_hash(&object, ctx.rules).map_err(|_| RoomError::TooLarge)?;
+    ruma::signatures::hash_and_sign_event(
+        key.server_name.as_str(),
+        &key.key_pair,
+        &mut object,
+        &ctx.rules.redaction,
+    )
+    .map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
+        other => RoomError::Key(other.to_string()),
+    })?;
+    let hash =
+        ruma::signatures::reference_hash(&object, ctx.rules).map_err(|_| RoomError::TooLarge)?;
     let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| invalid(&e))?;
 
     let json = serde_json::to_string(&object).map_err(|e| invalid(&e))?;

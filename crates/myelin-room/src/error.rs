@@ -14,6 +14,9 @@ pub enum RoomError {
     /// The signed PDU exceeds 65,536 bytes.
     #[error("event is too large")]
     TooLarge,
+    /// A required signature is missing or does not verify.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
     #[error("signing key error: {0}")]
     Key(String),
 }

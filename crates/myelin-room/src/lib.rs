@@ -4,11 +4,18 @@
 mod auth;
 mod builder;
 mod error;
+mod incoming;
 mod redact;
+mod resolve;
 mod versions;
 
 pub use auth::{auth_event_ids, check_auth};
 pub use builder::{build_pdu, EventTemplate, PduContext, SigningKey};
 pub use error::RoomError;
+pub use incoming::{
+    check_received_auth, parse_received, received_event_id, rules_for_received, signing_servers,
+    verify_received, AuthVerdict, PduStateMap, Received,
+};
 pub use redact::redact_pdu_json;
+pub use resolve::{auth_chain, conflicted_subgraph, resolve_state, MAX_WALK};
 pub use versions::{rules_for, SUPPORTED_VERSIONS};

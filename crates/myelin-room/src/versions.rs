@@ -12,5 +12,7 @@ pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules, RoomError>
     if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
         return Err(RoomError::UnsupportedVersion(version.to_string()));
     }
-    version.rules().ok_or_else(|| RoomError::UnsupportedVersion(version.to_string()))
+    version
+        .rules()
+        .ok_or_else(|| RoomError::UnsupportedVersion(version.to_string()))
 }

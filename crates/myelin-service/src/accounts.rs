@@ -58,18 +58,24 @@ impl Services {
 
     /// Checks a requested localpart against the spec's rules and returns the user ID.
     pub fn user_id_for_localpart(&self, localpart: &str) -> ServiceResult<OwnedUserId> {
-        let valid_chars = localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+        let valid_chars = localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        );
         if localpart.is_empty() || !valid_chars {
             return Err(ServiceError::InvalidUsername(
                 "User ID may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+'".into(),
             ));
         }
         if localpart.starts_with('_') {
-            return Err(ServiceError::InvalidUsername("User IDs starting with '_' are reserved".into()));
+            return Err(ServiceError::InvalidUsername(
+                "User IDs starting with '_' are reserved".into(),
+            ));
         }
         let full = format!("@{}:{}", localpart, self.config.server_name);
         if full.len() > 255 {
-            return Err(ServiceError::InvalidUsername("User ID is longer than 255 characters".into()));
+            return Err(ServiceError::InvalidUsername(
+                "User ID is longer than 255 characters".into(),
+            ));
         }
         OwnedUserId::try_from(full).map_err(|e| ServiceError::InvalidUsername(e.to_string()))
     }
@@ -86,21 +92,30 @@ impl Services {
     /// `POST /register`, with UIA according to the registration mode.
     pub async fn register(&self, req: RegisterRequest) -> ServiceResult<RegisterOutcome> {
         let flows: &[&[&str]] = match self.config.registration {
-            RegistrationMode::Closed => return Err(ServiceError::Forbidden("Registration is disabled".into())),
+            RegistrationMode::Closed => {
+                return Err(ServiceError::Forbidden("Registration is disabled".into()))
+            }
             RegistrationMode::Open => &[&[uia::DUMMY]],
             RegistrationMode::Token => &[&[uia::REGISTRATION_TOKEN]],
         };
         let user_id = match &req.username {
             Some(name) => self.check_username_available(&name.to_lowercase()).await?,
-            None => self.check_username_available(&random_alnum(12).to_lowercase()).await?,
+            None => {
+                self.check_username_available(&random_alnum(12).to_lowercase())
+                    .await?
+            }
         };
-        if req.password.as_ref().is_some_and(|p| p.len() > MAX_PASSWORD_BYTES) {
+        if req
+            .password
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PASSWORD_BYTES)
+        {
             return Err(ServiceError::InvalidParam("Password is too long".into()));
         }
         self.check_uia(req.auth.as_ref(), flows, None).await?;
 
         let password_hash = match req.password.as_deref() {
-            Some(p) => Some(hash_password(p).await?),
+            Some(p) => Some(self.hash_password(p).await?),
             None => None,
         };
         let created = self
@@ -120,19 +135,35 @@ impl Services {
             return Ok(RegisterOutcome::NoLogin(user_id));
         }
         let session = self
-            .start_session(&user_id, req.device_id.as_deref(), req.initial_device_display_name.as_deref(), req.refresh_token)
+            .start_session(
+                &user_id,
+                req.device_id.as_deref(),
+                req.initial_device_display_name.as_deref(),
+                req.refresh_token,
+            )
             .await?;
         Ok(RegisterOutcome::LoggedIn(session))
     }
 
     /// Creates an account without UIA (the admin CLI).
-    pub async fn create_user(&self, localpart: &str, password: Option<&str>, is_admin: bool) -> ServiceResult<OwnedUserId> {
+    pub async fn create_user(
+        &self,
+        localpart: &str,
+        password: Option<&str>,
+        is_admin: bool,
+    ) -> ServiceResult<OwnedUserId> {
         let user_id = self.check_username_available(localpart).await?;
         let password_hash = match password {
-            Some(p) => Some(hash_password(p).await?),
+            Some(p) => Some(self.hash_password(p).await?),
             None => None,
         };
-        let user = NewUser { user_id: user_id.clone(), password_hash, is_admin, created_ms: self.now_ms(), displayname: Some(localpart.to_owned()) };
+        let user = NewUser {
+            user_id: user_id.clone(),
+            password_hash,
+            is_admin,
+            created_ms: self.now_ms(),
+            displayname: Some(localpart.to_owned()),
+        };
         if !self.storage.create_user(user).await? {
             return Err(ServiceError::UserInUse);
         }
@@ -151,27 +182,68 @@ impl Services {
         let user_id = OwnedUserId::try_from(self.qualify_user(&user.to_lowercase()))
             .map_err(|_| ServiceError::Forbidden("Invalid username or password".into()))?;
         if user_id.server_name() != self.config.server_name {
-            return Err(ServiceError::Forbidden("Invalid username or password".into()));
+            return Err(ServiceError::Forbidden(
+                "Invalid username or password".into(),
+            ));
         }
         let record = self.storage.get_user(&user_id).await?;
         if record.as_ref().is_some_and(|r| r.deactivated) {
             return Err(ServiceError::UserDeactivated);
         }
         if !self.verify_password(&user_id, password).await? {
-            return Err(ServiceError::Forbidden("Invalid username or password".into()));
+            return Err(ServiceError::Forbidden(
+                "Invalid username or password".into(),
+            ));
         }
-        self.start_session(&user_id, device_id, display_name, refresh).await
+        self.start_session(&user_id, device_id, display_name, refresh)
+            .await
     }
 
     /// Whether `password` is the user's password (false for unknown or password-less users).
     pub async fn verify_password(&self, user_id: &UserId, password: &str) -> ServiceResult<bool> {
-        let Some(user) = self.storage.get_user(user_id).await? else { return Ok(false) };
-        let Some(hash) = user.password_hash.filter(|_| !user.deactivated) else { return Ok(false) };
+        let Some(user) = self.storage.get_user(user_id).await? else {
+            return Ok(false);
+        };
+        let Some(hash) = user.password_hash.filter(|_| !user.deactivated) else {
+            return Ok(false);
+        };
         let password = password.to_owned();
+        let _permit = self
+            .password_permits
+            .acquire()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()).unwrap_or(false)
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
         })
         .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// An argon2id hash of `password`. Each hash takes ~19 MiB and real CPU time, so at most
+    /// [`crate::PASSWORD_HASHES_AT_ONCE`] run at a time (verifications included): a burst of
+    /// registrations or logins queues instead of taking all memory and cores.
+    async fn hash_password(&self, password: &str) -> ServiceResult<String> {
+        let password = password.to_owned();
+        let _permit = self
+            .password_permits
+            .acquire()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
         .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
@@ -182,7 +254,9 @@ impl Services {
         display_name: Option<&str>,
         refresh: bool,
     ) -> ServiceResult<LoginSession> {
-        let device_id: OwnedDeviceId = device_id.map(Into::into).unwrap_or_else(|| random_alnum(10).into());
+        let device_id: OwnedDeviceId = device_id
+            .map(Into::into)
+            .unwrap_or_else(|| random_alnum(10).into());
         let access_token = random_secret("myl_");
         let refresh_token = refresh.then(|| random_secret("mylr_"));
         let now = self.now_ms();
@@ -198,7 +272,13 @@ impl Services {
                 created_ms: now,
             })
             .await?;
-        Ok(LoginSession { user_id: user_id.to_owned(), device_id, access_token, refresh_token, expires_in_ms })
+        Ok(LoginSession {
+            user_id: user_id.to_owned(),
+            device_id,
+            access_token,
+            refresh_token,
+            expires_in_ms,
+        })
     }
 
     /// Resolves an access token.
@@ -211,7 +291,10 @@ impl Services {
         if owner.expires_at_ms.is_some_and(|t| t <= self.now_ms()) {
             return Err(ServiceError::UnknownToken { soft_logout: true });
         }
-        Ok(Authed { user_id: owner.user_id, device_id: owner.device_id })
+        Ok(Authed {
+            user_id: owner.user_id,
+            device_id: owner.device_id,
+        })
     }
 
     /// `POST /refresh`.
@@ -221,7 +304,12 @@ impl Services {
         let lifetime = self.config.refreshable_token_lifetime_ms;
         let owner = self
             .storage
-            .refresh_session(&hash_token(refresh_token), &hash_token(&access_token), &hash_token(&new_refresh), Some(self.now_ms() + lifetime))
+            .refresh_session(
+                &hash_token(refresh_token),
+                &hash_token(&access_token),
+                &hash_token(&new_refresh),
+                Some(self.now_ms() + lifetime),
+            )
             .await?
             .ok_or(ServiceError::UnknownToken { soft_logout: false })?;
         Ok(LoginSession {
@@ -235,7 +323,10 @@ impl Services {
 
     /// `POST /logout`: the device and its tokens go.
     pub async fn logout(&self, authed: &Authed) -> ServiceResult<()> {
-        Ok(self.storage.delete_devices(&authed.user_id, std::slice::from_ref(&authed.device_id)).await?)
+        Ok(self
+            .storage
+            .delete_devices(&authed.user_id, std::slice::from_ref(&authed.device_id))
+            .await?)
     }
 
     /// `POST /logout/all`.
@@ -244,10 +335,17 @@ impl Services {
     }
 
     /// `POST /account/password` (after UIA). Other devices are logged out unless asked not to.
-    pub async fn change_password(&self, authed: &Authed, new_password: &str, logout_devices: bool) -> ServiceResult<()> {
+    pub async fn change_password(
+        &self,
+        authed: &Authed,
+        new_password: &str,
+        logout_devices: bool,
+    ) -> ServiceResult<()> {
         self.set_password(&authed.user_id, new_password).await?;
         if logout_devices {
-            self.storage.delete_all_devices(&authed.user_id, Some(authed.device_id.as_str())).await?;
+            self.storage
+                .delete_all_devices(&authed.user_id, Some(authed.device_id.as_str()))
+                .await?;
         }
         Ok(())
     }
@@ -260,7 +358,7 @@ impl Services {
         if self.storage.get_user(user_id).await?.is_none() {
             return Err(ServiceError::NotFound(format!("Unknown user {user_id}")));
         }
-        let hash = hash_password(new_password).await?;
+        let hash = self.hash_password(new_password).await?;
         Ok(self.storage.set_password_hash(user_id, &hash).await?)
     }
 
@@ -282,30 +380,39 @@ impl Services {
         Ok(self.storage.list_devices(user_id).await?)
     }
 
-    pub async fn get_device(&self, user_id: &UserId, device_id: &str) -> ServiceResult<DeviceRecord> {
-        self.storage.get_device(user_id, device_id).await?.ok_or_else(|| ServiceError::NotFound("Unknown device".into()))
+    pub async fn get_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> ServiceResult<DeviceRecord> {
+        self.storage
+            .get_device(user_id, device_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("Unknown device".into()))
     }
 
-    pub async fn rename_device(&self, user_id: &UserId, device_id: &str, name: Option<&str>) -> ServiceResult<()> {
-        if self.storage.set_device_display_name(user_id, device_id, name).await? {
+    pub async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> ServiceResult<()> {
+        if self
+            .storage
+            .set_device_display_name(user_id, device_id, name)
+            .await?
+        {
             Ok(())
         } else {
             Err(ServiceError::NotFound("Unknown device".into()))
         }
     }
 
-    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> ServiceResult<()> {
+    pub async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> ServiceResult<()> {
         Ok(self.storage.delete_devices(user_id, device_ids).await?)
     }
-}
-
-async fn hash_password(password: &str) -> ServiceResult<String> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| ServiceError::Internal(e.to_string()))?
-    .map_err(|e| ServiceError::Internal(e.to_string()))
 }

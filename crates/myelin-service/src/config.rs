@@ -2,6 +2,9 @@
 
 use ruma::{OwnedServerName, RoomVersionId};
 
+use crate::ratelimit::RateLimits;
+use crate::voip::TurnConfig;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegistrationMode {
@@ -25,6 +28,10 @@ pub struct ServiceConfig {
     pub max_sync_timeout_ms: u64,
     /// Longest typing notification honoured.
     pub max_typing_timeout_ms: u64,
+    /// Client rate limits.
+    pub rate_limits: RateLimits,
+    /// The TURN server handed to VoIP clients.
+    pub turn: TurnConfig,
 }
 
 impl ServiceConfig {
@@ -37,6 +44,8 @@ impl ServiceConfig {
             refreshable_token_lifetime_ms: 5 * 60 * 1000,
             max_sync_timeout_ms: 60_000,
             max_typing_timeout_ms: 120_000,
+            rate_limits: RateLimits::default(),
+            turn: TurnConfig::default(),
         }
     }
 }

@@ -27,7 +27,12 @@ struct RoomTyping {
 
 impl Typing {
     pub(crate) fn new(now_ms: u64) -> Self {
-        Typing { inner: Mutex::new(TypingInner { serial: now_ms, rooms: HashMap::new() }) }
+        Typing {
+            inner: Mutex::new(TypingInner {
+                serial: now_ms,
+                rooms: HashMap::new(),
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TypingInner> {
@@ -59,7 +64,12 @@ impl Typing {
     }
 
     /// Typing users in a room if it changed after `since` (or always, when `since` is `None`).
-    pub(crate) fn changed_since(&self, room_id: &RoomId, since: Option<u64>, now: u64) -> Option<Vec<OwnedUserId>> {
+    pub(crate) fn changed_since(
+        &self,
+        room_id: &RoomId,
+        since: Option<u64>,
+        now: u64,
+    ) -> Option<Vec<OwnedUserId>> {
         let mut inner = self.lock();
         inner.expire(now);
         let room = inner.rooms.get(room_id)?;
@@ -82,19 +92,30 @@ impl TypingInner {
             }
         }
         self.serial = serial;
-        self.rooms.retain(|_, r| !r.users.is_empty() || r.changed_at + 1_000_000 > serial);
+        self.rooms
+            .retain(|_, r| !r.users.is_empty() || r.changed_at + 1_000_000 > serial);
     }
 }
 
 impl Services {
     /// `PUT /rooms/{roomId}/typing/{userId}`.
-    pub async fn set_typing(&self, user_id: &UserId, room_id: &RoomId, typing: bool, timeout_ms: Option<u64>) -> ServiceResult<()> {
+    pub async fn set_typing(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        typing: bool,
+        timeout_ms: Option<u64>,
+    ) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
         if state.membership(user_id).as_deref() != Some("join") {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
         let now = self.now_ms();
-        let until = typing.then(|| now + timeout_ms.unwrap_or(30_000).min(self.config.max_typing_timeout_ms));
+        let until = typing.then(|| {
+            now + timeout_ms
+                .unwrap_or(30_000)
+                .min(self.config.max_typing_timeout_ms)
+        });
         if self.typing.set(room_id, user_id, until, now) {
             self.notify_room(room_id).await?;
         }
@@ -102,21 +123,35 @@ impl Services {
     }
 
     /// `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`.
-    pub async fn set_receipt(&self, authed: &Authed, room_id: &RoomId, receipt_type: &str, event_id: &OwnedEventId, thread_id: Option<String>) -> ServiceResult<()> {
+    pub async fn set_receipt(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        receipt_type: &str,
+        event_id: &OwnedEventId,
+        thread_id: Option<String>,
+    ) -> ServiceResult<()> {
         if !matches!(receipt_type, "m.read" | "m.read.private" | "m.fully_read") {
-            return Err(ServiceError::InvalidParam(format!("Unknown receipt type {receipt_type}")));
+            return Err(ServiceError::InvalidParam(format!(
+                "Unknown receipt type {receipt_type}"
+            )));
         }
         let state = self.room_state(room_id).await?;
         if state.membership(&authed.user_id).as_deref() != Some("join") {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
-        let exists = self.storage.get_event(event_id).await?.is_some_and(|r| r.pdu.room_id == room_id);
+        let exists = self
+            .storage
+            .get_event(event_id)
+            .await?
+            .is_some_and(|r| r.pdu.room_id == room_id);
         if !exists {
             return Err(ServiceError::NotFound("Event not found".into()));
         }
         if receipt_type == "m.fully_read" {
             let content = serde_json::json!({ "event_id": event_id });
-            self.set_account_data(&authed.user_id, Some(room_id), "m.fully_read", content).await?;
+            self.store_account_data(&authed.user_id, Some(room_id), "m.fully_read", content)
+                .await?;
             return Ok(());
         }
         self.storage
@@ -139,25 +174,44 @@ impl Services {
     }
 
     /// `POST /rooms/{roomId}/read_markers`.
-    pub async fn set_read_markers(&self, authed: &Authed, room_id: &RoomId, fully_read: Option<OwnedEventId>, read: Option<OwnedEventId>, read_private: Option<OwnedEventId>) -> ServiceResult<()> {
+    pub async fn set_read_markers(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        fully_read: Option<OwnedEventId>,
+        read: Option<OwnedEventId>,
+        read_private: Option<OwnedEventId>,
+    ) -> ServiceResult<()> {
         if let Some(id) = fully_read {
-            self.set_receipt(authed, room_id, "m.fully_read", &id, None).await?;
+            self.set_receipt(authed, room_id, "m.fully_read", &id, None)
+                .await?;
         }
         if let Some(id) = read {
-            self.set_receipt(authed, room_id, "m.read", &id, None).await?;
+            self.set_receipt(authed, room_id, "m.read", &id, None)
+                .await?;
         }
         if let Some(id) = read_private {
-            self.set_receipt(authed, room_id, "m.read.private", &id, None).await?;
+            self.set_receipt(authed, room_id, "m.read.private", &id, None)
+                .await?;
         }
         Ok(())
     }
 
     /// `PUT /presence/{userId}/status`.
-    pub async fn set_presence(&self, user_id: &UserId, presence: &str, status_msg: Option<&str>) -> ServiceResult<()> {
+    pub async fn set_presence(
+        &self,
+        user_id: &UserId,
+        presence: &str,
+        status_msg: Option<&str>,
+    ) -> ServiceResult<()> {
         if !matches!(presence, "online" | "offline" | "unavailable") {
-            return Err(ServiceError::InvalidParam(format!("Unknown presence state {presence}")));
+            return Err(ServiceError::InvalidParam(format!(
+                "Unknown presence state {presence}"
+            )));
         }
-        self.storage.set_presence(user_id, presence, status_msg, self.now_ms()).await?;
+        self.storage
+            .set_presence(user_id, presence, status_msg, self.now_ms())
+            .await?;
         let mut users = vec![user_id.to_owned()];
         for room_id in self.joined_rooms(user_id).await? {
             users.extend(self.room_state(&room_id).await?.members_with(&["join"]));
@@ -167,12 +221,19 @@ impl Services {
     }
 
     /// `GET /presence/{userId}/status`: `(presence, status_msg, last_active_ago)`.
-    pub async fn get_presence(&self, user_id: &UserId) -> ServiceResult<(String, Option<String>, Option<u64>)> {
+    pub async fn get_presence(
+        &self,
+        user_id: &UserId,
+    ) -> ServiceResult<(String, Option<String>, Option<u64>)> {
         if self.storage.get_user(user_id).await?.is_none() {
             return Err(ServiceError::NotFound("Unknown user".into()));
         }
         Ok(match self.storage.get_presence(user_id).await? {
-            Some(p) => (p.state, p.status_msg, Some(self.now_ms().saturating_sub(p.last_active_ms))),
+            Some(p) => (
+                p.state,
+                p.status_msg,
+                Some(self.now_ms().saturating_sub(p.last_active_ms)),
+            ),
             None => ("offline".into(), None, None),
         })
     }

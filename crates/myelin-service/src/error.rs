@@ -13,6 +13,12 @@ pub enum ServiceError {
     InvalidParam(String),
     #[error("{0}")]
     BadJson(String),
+    /// The client used up its rate-limit budget; it may retry after this long.
+    #[error("Too many requests; retry in {retry_after_ms} ms")]
+    LimitExceeded { retry_after_ms: u64 },
+    /// Data only the server may write (e.g. `m.fully_read` account data).
+    #[error("{0}")]
+    ServerControlled(String),
     #[error("{0}")]
     InvalidUsername(String),
     #[error("User ID already taken")]
@@ -42,9 +48,14 @@ impl From<RoomError> for ServiceError {
     fn from(e: RoomError) -> Self {
         match e {
             RoomError::Forbidden(m) => ServiceError::Forbidden(m),
-            RoomError::UnsupportedVersion(v) => ServiceError::UnsupportedRoomVersion(format!("Unsupported room version {v}")),
+            RoomError::UnsupportedVersion(v) => {
+                ServiceError::UnsupportedRoomVersion(format!("Unsupported room version {v}"))
+            }
             RoomError::InvalidEvent(m) => ServiceError::BadJson(m),
-            RoomError::TooLarge => ServiceError::TooLarge("Event is larger than 65536 bytes".into()),
+            RoomError::TooLarge => {
+                ServiceError::TooLarge("Event is larger than 65536 bytes".into())
+            }
+            RoomError::BadSignature(m) => ServiceError::Forbidden(format!("Bad signature: {m}")),
             RoomError::Key(m) => ServiceError::Internal(m),
         }
     }

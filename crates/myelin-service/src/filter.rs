@@ -67,18 +67,28 @@ fn glob(pattern: &str, value: &str) -> bool {
 }
 
 fn type_allowed(types: &Option<Vec<String>>, not_types: &[String], kind: &str) -> bool {
-    !not_types.iter().any(|p| glob(p, kind)) && types.as_ref().is_none_or(|t| t.iter().any(|p| glob(p, kind)))
+    !not_types.iter().any(|p| glob(p, kind))
+        && types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|p| glob(p, kind)))
 }
 
 impl RoomEventFilter {
     pub fn allows(&self, kind: &str, sender: &str) -> bool {
         type_allowed(&self.types, &self.not_types, kind)
             && !self.not_senders.iter().any(|s| s == sender)
-            && self.senders.as_ref().is_none_or(|s| s.iter().any(|x| x == sender))
+            && self
+                .senders
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|x| x == sender))
     }
 
     pub fn allows_room(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|r| r.iter().any(|x| x == room_id))
     }
 }
 
@@ -90,7 +100,11 @@ impl EventFilter {
 
 impl RoomFilter {
     pub fn allows_room(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|r| r.iter().any(|x| x == room_id))
     }
 }
 
@@ -107,7 +121,10 @@ mod tests {
 
     #[test]
     fn wildcards_and_exclusions() {
-        let f: RoomEventFilter = serde_json::from_value(serde_json::json!({"types": ["m.room.*"], "not_types": ["m.room.member"]})).unwrap();
+        let f: RoomEventFilter = serde_json::from_value(
+            serde_json::json!({"types": ["m.room.*"], "not_types": ["m.room.member"]}),
+        )
+        .unwrap();
         assert!(f.allows("m.room.message", "@a:x"));
         assert!(!f.allows("m.room.member", "@a:x"));
         assert!(!f.allows("org.custom", "@a:x"));

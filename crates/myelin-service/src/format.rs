@@ -2,19 +2,30 @@
 
 use myelin_core::Pdu;
 use myelin_storage::EventRecord;
-use ruma::DeviceId;
+use ruma::{DeviceId, UserId};
+
+use crate::rooms::client_txn_id;
 use serde_json::{json, Map, Value};
 
-/// The `ClientEvent` format. `viewer_device` gets `unsigned.transaction_id` for its own sends;
+/// The `ClientEvent` format. The viewer's device gets `unsigned.transaction_id` for its own sends;
 /// `redacted_because` is the redaction event, already formatted, if the event was redacted.
-pub fn client_event(record: &EventRecord, viewer_device: Option<&DeviceId>, now_ms: u64, redacted_because: Option<Value>) -> Value {
+pub fn client_event(
+    record: &EventRecord,
+    viewer: Option<(&UserId, &DeviceId)>,
+    now_ms: u64,
+    redacted_because: Option<Value>,
+) -> Value {
     let pdu = &record.pdu;
     let mut event = base_event(pdu);
     let mut unsigned = Map::new();
-    unsigned.insert("age".into(), json!(now_ms.saturating_sub(pdu.origin_server_ts.0.into())));
-    if let (Some((device, txn_id)), Some(viewer)) = (&record.txn, viewer_device) {
-        if device.as_str() == viewer.as_str() {
-            unsigned.insert("transaction_id".into(), json!(txn_id));
+    unsigned.insert(
+        "age".into(),
+        json!(now_ms.saturating_sub(pdu.origin_server_ts.0.into())),
+    );
+    if let (Some((device, txn_key)), Some((viewer_user, viewer_device))) = (&record.txn, viewer) {
+        // Device IDs are only unique per user.
+        if pdu.sender == viewer_user && device.as_str() == viewer_device.as_str() {
+            unsigned.insert("transaction_id".into(), json!(client_txn_id(txn_key)));
         }
     }
     if let Some(because) = redacted_because {

@@ -6,15 +6,20 @@
 
 pub mod accounts;
 pub mod config;
-pub mod error;
 pub mod ephemeral;
+pub mod error;
+pub mod federation;
 pub mod filter;
 pub mod format;
+pub mod push_rules;
+pub mod ratelimit;
 pub mod rooms;
 pub mod sync;
 mod token;
 pub mod uia;
 pub mod user_data;
+pub mod user_directory;
+pub mod voip;
 
 use std::sync::Arc;
 
@@ -25,6 +30,9 @@ use myelin_storage::Storage;
 
 pub use config::{RegistrationMode, ServiceConfig};
 pub use error::{ServiceError, ServiceResult};
+pub use myelin_federation::FederationConfig;
+pub use ratelimit::{Rate, RateAction, RateLimits};
+pub use voip::TurnConfig;
 
 /// The server context: every use case hangs off this, shared as an `Arc`.
 pub struct Services {
@@ -36,11 +44,48 @@ pub struct Services {
     pub(crate) rooms: rooms::RoomCache,
     pub(crate) uia: uia::UiaSessions,
     pub(crate) typing: ephemeral::Typing,
+    pub(crate) rate_limiter: ratelimit::RateLimiter,
+    /// Bounds concurrent argon2 work (see `accounts::hash_password`).
+    pub(crate) password_permits: tokio::sync::Semaphore,
+    /// Federation: keyring, outgoing client, server-server configuration.
+    pub federation: Arc<myelin_federation::Federation>,
 }
 
+/// How many password hashes or verifications run at once.
+pub const PASSWORD_HASHES_AT_ONCE: usize = 2;
+
 impl Services {
-    pub fn new(config: ServiceConfig, storage: Arc<dyn Storage>, key: SigningKey, clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn new(
+        config: ServiceConfig,
+        storage: Arc<dyn Storage>,
+        key: SigningKey,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Self::new_with_federation(
+            config,
+            myelin_federation::FederationConfig::default(),
+            storage,
+            key,
+            clock,
+        )
+    }
+
+    /// [`Services::new`] with the `[federation]` configuration.
+    pub fn new_with_federation(
+        config: ServiceConfig,
+        federation: myelin_federation::FederationConfig,
+        storage: Arc<dyn Storage>,
+        key: SigningKey,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let federation = Arc::new(myelin_federation::Federation::new(
+            federation,
+            config.server_name.clone(),
+            &key.key_pair,
+            clock.clone(),
+        ));
         let typing = ephemeral::Typing::new(clock.now_ms());
+        let rate_limiter = ratelimit::RateLimiter::new(config.rate_limits.clone());
         Arc::new(Services {
             config,
             storage,
@@ -50,6 +95,9 @@ impl Services {
             rooms: rooms::RoomCache::default(),
             uia: uia::UiaSessions::default(),
             typing,
+            rate_limiter,
+            password_permits: tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE),
+            federation,
         })
     }
 

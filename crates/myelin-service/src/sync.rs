@@ -10,7 +10,9 @@ use myelin_storage::{Direction, EventRecord, MembershipRecord, ReceiptRecord};
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
 
-use crate::{accounts::Authed, filter::Filter, format::stripped_state, ServiceError, ServiceResult, Services};
+use crate::{
+    accounts::Authed, filter::Filter, format::stripped_state, ServiceError, ServiceResult, Services,
+};
 
 /// A `/sync` cursor: the global stream position and the typing serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,10 @@ impl SyncToken {
             Some((p, t)) => (p.parse().ok()?, t.parse().ok()?),
             None => (rest.parse().ok()?, 0),
         };
-        Some(SyncToken { pos: StreamPos(pos), typing })
+        Some(SyncToken {
+            pos: StreamPos(pos),
+            typing,
+        })
     }
 }
 
@@ -55,19 +60,28 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 impl Services {
     pub async fn sync(&self, authed: &Authed, req: SyncRequest) -> ServiceResult<Value> {
         let since = match &req.since {
-            Some(t) => Some(SyncToken::parse(t).ok_or_else(|| ServiceError::InvalidParam("Invalid since token".into()))?),
+            Some(t) => Some(
+                SyncToken::parse(t)
+                    .ok_or_else(|| ServiceError::InvalidParam("Invalid since token".into()))?,
+            ),
             None => None,
         };
-        let filter = self.resolve_filter(&authed.user_id, req.filter.as_deref()).await?;
+        let filter = self
+            .resolve_filter(&authed.user_id, req.filter.as_deref())
+            .await?;
         if let Some(presence) = req.set_presence.as_deref() {
-            self.update_presence_from_sync(&authed.user_id, presence).await?;
+            self.update_presence_from_sync(&authed.user_id, presence)
+                .await?;
         }
         let mut waiter = self.notifier.subscribe(&authed.user_id);
         let timeout = Duration::from_millis(req.timeout_ms.min(self.config.max_sync_timeout_ms));
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (response, empty) = self.build_sync(authed, since, &filter, req.full_state).await?;
-            if !empty || since.is_none() || req.full_state || tokio::time::Instant::now() >= deadline {
+            let (response, empty) = self
+                .build_sync(authed, since, &filter, req.full_state)
+                .await?;
+            let must_answer = since.is_none() || req.full_state || waiter.is_closing();
+            if !empty || must_answer || tokio::time::Instant::now() >= deadline {
                 return Ok(response);
             }
             tokio::select! {
@@ -77,38 +91,74 @@ impl Services {
         }
     }
 
-    async fn resolve_filter(&self, user_id: &UserId, filter: Option<&str>) -> ServiceResult<Filter> {
+    async fn resolve_filter(
+        &self,
+        user_id: &UserId,
+        filter: Option<&str>,
+    ) -> ServiceResult<Filter> {
         let value = match filter {
             None => return Ok(Filter::default()),
-            Some(f) if f.trim_start().starts_with('{') => serde_json::from_str(f).map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))?,
+            Some(f) if f.trim_start().starts_with('{') => serde_json::from_str(f)
+                .map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))?,
             Some(id) => self.get_filter(user_id, id).await?,
         };
         Filter::from_json(&value).map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))
     }
 
-    async fn update_presence_from_sync(&self, user_id: &UserId, presence: &str) -> ServiceResult<()> {
+    async fn update_presence_from_sync(
+        &self,
+        user_id: &UserId,
+        presence: &str,
+    ) -> ServiceResult<()> {
         if !matches!(presence, "online" | "offline" | "unavailable") {
-            return Err(ServiceError::InvalidParam(format!("Unknown presence state {presence}")));
+            return Err(ServiceError::InvalidParam(format!(
+                "Unknown presence state {presence}"
+            )));
         }
         let current = self.storage.get_presence(user_id).await?;
         if current.as_ref().map(|p| p.state.as_str()) != Some(presence) {
-            self.set_presence(user_id, presence, current.and_then(|p| p.status_msg).as_deref()).await?;
+            self.set_presence(
+                user_id,
+                presence,
+                current.and_then(|p| p.status_msg).as_deref(),
+            )
+            .await?;
         }
         Ok(())
     }
 
     /// One pass over everything that changed since `since`; `true` if nothing did.
-    async fn build_sync(&self, authed: &Authed, since: Option<SyncToken>, filter: &Filter, full_state: bool) -> ServiceResult<(Value, bool)> {
+    async fn build_sync(
+        &self,
+        authed: &Authed,
+        since: Option<SyncToken>,
+        filter: &Filter,
+        full_state: bool,
+    ) -> ServiceResult<(Value, bool)> {
         let user_id = &authed.user_id;
         let now = self.now_ms();
-        let next = SyncToken { pos: self.storage.current_stream_pos().await?, typing: self.typing.serial(now) };
+        let next = SyncToken {
+            pos: self.storage.current_stream_pos().await?,
+            typing: self.typing.serial(now),
+        };
         let since_pos = since.map(|s| s.pos);
         let memberships = self.storage.memberships_of_user(user_id).await?;
-        let memberships: Vec<_> = memberships.into_iter().filter(|m| filter.room.allows_room(m.room_id.as_str())).collect();
+        let memberships: Vec<_> = memberships
+            .into_iter()
+            .filter(|m| filter.room.allows_room(m.room_id.as_str()))
+            .collect();
 
-        let joined_ids: Vec<OwnedRoomId> = memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
+        let joined_ids: Vec<OwnedRoomId> = memberships
+            .iter()
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id.clone())
+            .collect();
         let mut receipts: HashMap<OwnedRoomId, Vec<ReceiptRecord>> = HashMap::new();
-        for r in self.storage.receipts_since(&joined_ids, since_pos.unwrap_or(StreamPos::ZERO)).await? {
+        for r in self
+            .storage
+            .receipts_since(&joined_ids, since_pos.unwrap_or(StreamPos::ZERO))
+            .await?
+        {
             if r.receipt_type == "m.read.private" && r.user_id != *user_id {
                 continue;
             }
@@ -116,7 +166,11 @@ impl Services {
         }
         let mut global_data = Vec::new();
         let mut room_data: HashMap<OwnedRoomId, Vec<Value>> = HashMap::new();
-        for d in self.storage.account_data_since(user_id, since_pos.unwrap_or(StreamPos::ZERO)).await? {
+        for d in self
+            .storage
+            .account_data_since(user_id, since_pos.unwrap_or(StreamPos::ZERO))
+            .await?
+        {
             let event = json!({ "type": d.data_type, "content": d.content });
             match d.room_id {
                 Some(room) => room_data.entry(room).or_default().push(event),
@@ -124,26 +178,55 @@ impl Services {
                 None => {}
             }
         }
+        // Clients read their push rules from the initial sync, changed by them or not.
+        let push_rules_sent = global_data.iter().any(|e| e["type"] == "m.push_rules");
+        if since_pos.is_none() && !push_rules_sent && filter.account_data.allows("m.push_rules") {
+            let rules = self.push_rules(user_id).await?;
+            global_data.push(json!({ "type": "m.push_rules", "content": { "global": rules } }));
+        }
 
         let mut join = Map::new();
         let mut invite = Map::new();
+        let mut knock = Map::new();
         let mut leave = Map::new();
         let mut presence_users: HashSet<OwnedUserId> = HashSet::from([user_id.clone()]);
         for m in &memberships {
             let changed = since_pos.is_none_or(|s| m.stream_pos > s);
             match m.membership.as_str() {
                 "join" => {
-                    let ctx = JoinedRoomCtx { since, next, full_state, receipts: receipts.remove(&m.room_id).unwrap_or_default(), account_data: room_data.remove(&m.room_id).unwrap_or_default() };
+                    let ctx = JoinedRoomCtx {
+                        since,
+                        next,
+                        full_state,
+                        receipts: receipts.remove(&m.room_id).unwrap_or_default(),
+                        account_data: room_data.remove(&m.room_id).unwrap_or_default(),
+                    };
                     if let Some((room, members)) = self.joined_room(authed, m, filter, ctx).await? {
                         join.insert(m.room_id.to_string(), room);
                         presence_users.extend(members);
                     }
                 }
                 "invite" if changed => {
-                    invite.insert(m.room_id.to_string(), self.invited_room(m).await?);
+                    invite.insert(
+                        m.room_id.to_string(),
+                        json!({ "invite_state": { "events": self.stripped_room_state(m).await? } }),
+                    );
                 }
-                "leave" | "ban" if !m.forgotten && (since.is_some() && changed || since.is_none() && filter.room.include_leave) => {
-                    leave.insert(m.room_id.to_string(), self.left_room(authed, m, since_pos, filter).await?);
+                "knock" if changed => {
+                    knock.insert(
+                        m.room_id.to_string(),
+                        json!({ "knock_state": { "events": self.stripped_room_state(m).await? } }),
+                    );
+                }
+                "leave" | "ban"
+                    if !m.forgotten
+                        && (since.is_some() && changed
+                            || since.is_none() && filter.room.include_leave) =>
+                {
+                    leave.insert(
+                        m.room_id.to_string(),
+                        self.left_room(authed, m, since_pos, filter).await?,
+                    );
                 }
                 _ => {}
             }
@@ -165,10 +248,15 @@ impl Services {
             Vec::new()
         };
 
-        let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && presence.is_empty() && global_data.is_empty();
+        let empty = join.is_empty()
+            && invite.is_empty()
+            && knock.is_empty()
+            && leave.is_empty()
+            && presence.is_empty()
+            && global_data.is_empty();
         let response = json!({
             "next_batch": next.to_string(),
-            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
+            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
             "presence": { "events": presence },
             "account_data": { "events": global_data },
         });
@@ -176,22 +264,45 @@ impl Services {
     }
 
     /// The `rooms.join` entry of one room, or `None` if nothing changed; also returns the members.
-    async fn joined_room(&self, authed: &Authed, m: &MembershipRecord, filter: &Filter, ctx: JoinedRoomCtx) -> ServiceResult<Option<(Value, Vec<OwnedUserId>)>> {
+    async fn joined_room(
+        &self,
+        authed: &Authed,
+        m: &MembershipRecord,
+        filter: &Filter,
+        ctx: JoinedRoomCtx,
+    ) -> ServiceResult<Option<(Value, Vec<OwnedUserId>)>> {
         let state = self.room_state(&m.room_id).await?;
         let since_pos = ctx.since.map(|s| s.pos);
         let newly = ctx.full_state || since_pos.is_none_or(|s| m.stream_pos > s);
-        let window = self.read_window(&authed.user_id, &m.room_id, &state).await?;
-        let limit = filter.room.timeline.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize);
+        let window = self
+            .read_window(&authed.user_id, &m.room_id, &state)
+            .await?;
+        let limit = filter
+            .room
+            .timeline
+            .limit
+            .map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize);
         let lower = match (newly, since_pos) {
             (false, Some(s)) => Some(window.after.map_or(s, |a| a.max(s))),
             _ => window.after,
         };
-        let mut records = self.storage.room_events(&m.room_id, ctx.next.pos, lower, Direction::Backward, limit + 1).await?;
+        let mut records = self
+            .storage
+            .room_events(
+                &m.room_id,
+                ctx.next.pos,
+                lower,
+                Direction::Backward,
+                limit + 1,
+            )
+            .await?;
         let limited = records.len() > limit;
         records.truncate(limit);
         records.reverse();
 
-        let typing = self.typing.changed_since(&m.room_id, ctx.since.map(|s| s.typing), self.now_ms());
+        let typing =
+            self.typing
+                .changed_since(&m.room_id, ctx.since.map(|s| s.typing), self.now_ms());
         let mut ephemeral = Vec::new();
         if let Some(users) = typing {
             ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
@@ -204,42 +315,70 @@ impl Services {
         }
 
         let timeline_ids: HashSet<_> = records.iter().map(|r| r.pdu.event_id.clone()).collect();
-        let prev_batch = records.first().map_or(ctx.next.pos, |r| StreamPos(r.stream_pos.0 - 1));
+        let prev_batch = records
+            .first()
+            .map_or(ctx.next.pos, |r| StreamPos(r.stream_pos.0 - 1));
         let state_filter = &filter.room.state;
         let mut state_ids: Vec<_> = if newly {
             self.state_before(&records, &state).await?
         } else {
-            state.entries().filter(|e| since_pos.is_some_and(|s| e.pos > s)).map(|e| e.pdu.event_id.clone()).collect()
+            state
+                .entries()
+                .filter(|e| since_pos.is_some_and(|s| e.pos > s))
+                .map(|e| e.pdu.event_id.clone())
+                .collect()
         };
         state_ids.retain(|id| !timeline_ids.contains(id));
         let mut state_records = self.storage.get_events(&state_ids).await?;
-        state_records.retain(|r| state_filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()));
+        state_records
+            .retain(|r| state_filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()));
         if state_filter.lazy_load_members {
-            let mut wanted: HashSet<String> = records.iter().map(|r| r.pdu.sender.to_string()).collect();
+            let mut wanted: HashSet<String> =
+                records.iter().map(|r| r.pdu.sender.to_string()).collect();
             wanted.insert(authed.user_id.to_string());
-            state_records.retain(|r| r.pdu.kind.to_string() != "m.room.member" || r.pdu.state_key.as_ref().is_some_and(|k| wanted.contains(k)));
-            let have: HashSet<String> = state_records.iter().filter_map(|r| r.pdu.state_key.clone()).collect();
+            state_records.retain(|r| {
+                r.pdu.kind.to_string() != "m.room.member"
+                    || r.pdu.state_key.as_ref().is_some_and(|k| wanted.contains(k))
+            });
+            let have: HashSet<String> = state_records
+                .iter()
+                .filter_map(|r| r.pdu.state_key.clone())
+                .collect();
             let missing: Vec<_> = records
                 .iter()
                 .map(|r| r.pdu.sender.to_string())
                 .filter(|s| !have.contains(s))
-                .filter_map(|s| state.get("m.room.member", &s).map(|e| e.pdu.event_id.clone()))
+                .filter_map(|s| {
+                    state
+                        .get("m.room.member", &s)
+                        .map(|e| e.pdu.event_id.clone())
+                })
                 .filter(|id| !timeline_ids.contains(id))
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
             state_records.extend(self.storage.get_events(&missing).await?);
         }
-        records.retain(|r| filter.room.timeline.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()));
+        records.retain(|r| {
+            filter
+                .room
+                .timeline
+                .allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str())
+        });
 
         let joined = state.members_with(&["join"]);
         let invited = state.members_with(&["invite"]);
-        let mut heroes: Vec<_> = joined.iter().chain(invited.iter()).filter(|u| **u != authed.user_id).map(|u| u.to_string()).collect();
+        let mut heroes: Vec<_> = joined
+            .iter()
+            .chain(invited.iter())
+            .filter(|u| **u != authed.user_id)
+            .map(|u| u.to_string())
+            .collect();
         heroes.sort();
         heroes.truncate(5);
 
         let room = json!({
-            "timeline": { "events": self.format_events(&records, Some(&authed.device_id)).await?, "limited": limited, "prev_batch": pagination_token(prev_batch) },
+            "timeline": { "events": self.format_events(&records, Some((&authed.user_id, &authed.device_id))).await?, "limited": limited, "prev_batch": pagination_token(prev_batch) },
             "state": { "events": self.format_events(&state_records, None).await? },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": ctx.account_data },
@@ -250,12 +389,23 @@ impl Services {
 
     /// Event IDs of the state before the first timeline event (current state if the timeline
     /// changes no state).
-    async fn state_before(&self, timeline: &[EventRecord], state: &crate::rooms::RoomState) -> ServiceResult<Vec<ruma::OwnedEventId>> {
+    async fn state_before(
+        &self,
+        timeline: &[EventRecord],
+        state: &crate::rooms::RoomState,
+    ) -> ServiceResult<Vec<ruma::OwnedEventId>> {
         let changes_state = timeline.iter().any(|r| r.pdu.state_key.is_some());
-        let first_prev = timeline.first().and_then(|r| r.pdu.prev_events.first().cloned());
+        let first_prev = timeline
+            .first()
+            .and_then(|r| r.pdu.prev_events.first().cloned());
         match (changes_state, first_prev) {
             (true, Some(prev)) => match self.storage.get_event(&prev).await? {
-                Some(prev) => Ok(self.storage.state_at_snapshot(prev.state_snapshot).await?.into_values().collect()),
+                Some(prev) => Ok(self
+                    .storage
+                    .state_at_snapshot(prev.state_snapshot)
+                    .await?
+                    .into_values()
+                    .collect()),
                 None => Ok(state.entries().map(|e| e.pdu.event_id.clone()).collect()),
             },
             (true, None) => Ok(Vec::new()),
@@ -263,30 +413,59 @@ impl Services {
         }
     }
 
-    /// `rooms.invite`: stripped state plus the invite itself.
-    async fn invited_room(&self, m: &MembershipRecord) -> ServiceResult<Value> {
+    /// `rooms.invite` and `rooms.knock`: the room's stripped state plus the membership event.
+    async fn stripped_room_state(&self, m: &MembershipRecord) -> ServiceResult<Vec<Value>> {
         let state = self.room_state(&m.room_id).await?;
-        let mut events: Vec<Value> = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"]
-            .iter()
-            .filter_map(|k| state.get(k, ""))
-            .map(|e| stripped_state(&e.pdu))
-            .collect();
-        if let Some(invite) = self.storage.get_event(&m.event_id).await? {
-            events.push(stripped_state(&invite.pdu));
+        let mut events: Vec<Value> = [
+            "m.room.create",
+            "m.room.join_rules",
+            "m.room.name",
+            "m.room.avatar",
+            "m.room.canonical_alias",
+            "m.room.encryption",
+            "m.room.topic",
+        ]
+        .iter()
+        .filter_map(|k| state.get(k, ""))
+        .map(|e| stripped_state(&e.pdu))
+        .collect();
+        if let Some(member) = self.storage.get_event(&m.event_id).await? {
+            events.push(stripped_state(&member.pdu));
         }
-        Ok(json!({ "invite_state": { "events": events } }))
+        Ok(events)
     }
 
     /// `rooms.leave`: the timeline up to the leave, and the state at it.
-    async fn left_room(&self, authed: &Authed, m: &MembershipRecord, since: Option<StreamPos>, filter: &Filter) -> ServiceResult<Value> {
-        let limit = filter.room.timeline.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize);
-        let mut records = self.storage.room_events(&m.room_id, m.stream_pos, since, Direction::Backward, limit + 1).await?;
+    async fn left_room(
+        &self,
+        authed: &Authed,
+        m: &MembershipRecord,
+        since: Option<StreamPos>,
+        filter: &Filter,
+    ) -> ServiceResult<Value> {
+        let limit = filter
+            .room
+            .timeline
+            .limit
+            .map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize);
+        let mut records = self
+            .storage
+            .room_events(
+                &m.room_id,
+                m.stream_pos,
+                since,
+                Direction::Backward,
+                limit + 1,
+            )
+            .await?;
         let limited = records.len() > limit;
         records.truncate(limit);
         records.reverse();
-        let prev_batch = records.first().map_or(m.stream_pos, |r| StreamPos(r.stream_pos.0 - 1));
+        let prev_batch = records
+            .first()
+            .map_or(m.stream_pos, |r| StreamPos(r.stream_pos.0 - 1));
         Ok(json!({
-            "timeline": { "events": self.format_events(&records, Some(&authed.device_id)).await?, "limited": limited, "prev_batch": pagination_token(prev_batch) },
+            "timeline": { "events": self.format_events(&records, Some((&authed.user_id, &authed.device_id))).await?, "limited": limited, "prev_batch": pagination_token(prev_batch) },
             "state": { "events": [] },
             "account_data": { "events": [] },
         }))
@@ -309,7 +488,12 @@ fn receipt_event(receipts: &[ReceiptRecord]) -> Value {
         if let Some(thread) = &r.thread_id {
             data["thread_id"] = json!(thread);
         }
-        content.entry(r.event_id.to_string()).or_default().entry(r.receipt_type.clone()).or_default().insert(r.user_id.to_string(), data);
+        content
+            .entry(r.event_id.to_string())
+            .or_default()
+            .entry(r.receipt_type.clone())
+            .or_default()
+            .insert(r.user_id.to_string(), data);
     }
     json!({ "type": "m.receipt", "content": content })
 }

@@ -34,36 +34,59 @@ impl UiaSessions {
 
     fn save(&self, id: &str, completed: Vec<String>, now: u64) {
         let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let session = map.entry(id.to_owned()).or_insert(Session { completed: Vec::new(), created_ms: now });
+        let session = map.entry(id.to_owned()).or_insert(Session {
+            completed: Vec::new(),
+            created_ms: now,
+        });
         session.completed = completed;
     }
 
     fn finish(&self, id: &str) {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
 impl Services {
     /// Runs one UIA step. `Ok(())` once some flow is complete; otherwise the 401 challenge.
     /// `user` is the account a password stage must match (the caller, when authenticated).
-    pub async fn check_uia(&self, auth: Option<&Value>, flows: &[&[&str]], user: Option<&UserId>) -> ServiceResult<()> {
+    pub async fn check_uia(
+        &self,
+        auth: Option<&Value>,
+        flows: &[&[&str]],
+        user: Option<&UserId>,
+    ) -> ServiceResult<()> {
         let now = self.now_ms();
         let Some(auth) = auth.filter(|a| a.is_object()) else {
             let session = random_alnum(24);
             self.uia.save(&session, Vec::new(), now);
-            return Err(ServiceError::AuthRequired(challenge(flows, &session, &[], None)));
+            return Err(ServiceError::AuthRequired(challenge(
+                flows,
+                &session,
+                &[],
+                None,
+            )));
         };
         let session = match auth.get("session").and_then(Value::as_str) {
             Some(s) => s.to_owned(),
             None => random_alnum(24),
         };
         let mut completed = match auth.get("session").and_then(Value::as_str) {
-            Some(s) => self.uia.completed(s, now).ok_or_else(|| ServiceError::NotFound("Unknown UIA session".into()))?,
+            Some(s) => self
+                .uia
+                .completed(s, now)
+                .ok_or_else(|| ServiceError::NotFound("Unknown UIA session".into()))?,
             None => Vec::new(),
         };
         if let Some(stage) = auth.get("type").and_then(Value::as_str) {
             let allowed = flows.iter().any(|f| f.contains(&stage));
-            let outcome = if allowed { self.run_stage(stage, auth, user).await } else { Err("Stage not in any flow".to_owned()) };
+            let outcome = if allowed {
+                self.run_stage(stage, auth, user).await
+            } else {
+                Err("Stage not in any flow".to_owned())
+            };
             match outcome {
                 Ok(()) => {
                     if !completed.iter().any(|c| c == stage) {
@@ -72,23 +95,41 @@ impl Services {
                 }
                 Err(message) => {
                     self.uia.save(&session, completed.clone(), now);
-                    return Err(ServiceError::AuthRequired(challenge(flows, &session, &completed, Some(&message))));
+                    return Err(ServiceError::AuthRequired(challenge(
+                        flows,
+                        &session,
+                        &completed,
+                        Some(&message),
+                    )));
                 }
             }
         }
-        if flows.iter().any(|f| f.iter().all(|s| completed.iter().any(|c| c == s))) {
+        if flows
+            .iter()
+            .any(|f| f.iter().all(|s| completed.iter().any(|c| c == s)))
+        {
             self.uia.finish(&session);
             return Ok(());
         }
         self.uia.save(&session, completed.clone(), now);
-        Err(ServiceError::AuthRequired(challenge(flows, &session, &completed, None)))
+        Err(ServiceError::AuthRequired(challenge(
+            flows, &session, &completed, None,
+        )))
     }
 
-    async fn run_stage(&self, stage: &str, auth: &Value, user: Option<&UserId>) -> Result<(), String> {
+    async fn run_stage(
+        &self,
+        stage: &str,
+        auth: &Value,
+        user: Option<&UserId>,
+    ) -> Result<(), String> {
         match stage {
             DUMMY => Ok(()),
             REGISTRATION_TOKEN => {
-                let token = auth.get("token").and_then(Value::as_str).unwrap_or_default();
+                let token = auth
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if self.config.registration_tokens.iter().any(|t| t == token) {
                     Ok(())
                 } else {
@@ -96,7 +137,9 @@ impl Services {
                 }
             }
             PASSWORD => {
-                let Some(user) = user else { return Err("No account to check the password of".into()) };
+                let Some(user) = user else {
+                    return Err("No account to check the password of".into());
+                };
                 let claimed = auth
                     .pointer("/identifier/user")
                     .or_else(|| auth.get("user"))
@@ -105,7 +148,10 @@ impl Services {
                 if claimed.as_deref().is_some_and(|c| c != user.as_str()) {
                     return Err("Password stage is for another user".into());
                 }
-                let password = auth.get("password").and_then(Value::as_str).unwrap_or_default();
+                let password = auth
+                    .get("password")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 match self.verify_password(user, password).await {
                     Ok(true) => Ok(()),
                     _ => Err("Invalid password".into()),

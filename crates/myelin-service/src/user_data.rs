@@ -7,19 +7,49 @@ use crate::{filter::Filter, ServiceError, ServiceResult, Services};
 
 impl Services {
     /// `PUT /user/{userId}/account_data/{type}` and the per-room variant.
-    pub async fn set_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, data_type: &str, content: Value) -> ServiceResult<()> {
+    pub async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: Value,
+    ) -> ServiceResult<()> {
         if !content.is_object() {
-            return Err(ServiceError::BadJson("Account data must be a JSON object".into()));
+            return Err(ServiceError::BadJson(
+                "Account data must be a JSON object".into(),
+            ));
         }
-        if matches!(data_type, "m.fully_read" | "m.push_rules") && room_id.is_none() {
-            return Err(ServiceError::BadJson(format!("Cannot set {data_type} through this API")));
+        // The server owns these: read markers go through /read_markers, push rules through /pushrules.
+        if matches!(data_type, "m.fully_read" | "m.push_rules") {
+            return Err(ServiceError::ServerControlled(format!(
+                "Cannot set {data_type} through this API"
+            )));
         }
-        self.storage.set_account_data(user_id, room_id, data_type, &content).await?;
+        self.store_account_data(user_id, room_id, data_type, content)
+            .await
+    }
+
+    /// Writes account data without the client-facing checks, for types the server owns.
+    pub(crate) async fn store_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: Value,
+    ) -> ServiceResult<()> {
+        self.storage
+            .set_account_data(user_id, room_id, data_type, &content)
+            .await?;
         self.notifier.notify([user_id]);
         Ok(())
     }
 
-    pub async fn get_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, data_type: &str) -> ServiceResult<Value> {
+    pub async fn get_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> ServiceResult<Value> {
         self.storage
             .get_account_data(user_id, room_id, data_type)
             .await?
@@ -29,18 +59,33 @@ impl Services {
 
     /// `GET /user/{userId}/rooms/{roomId}/tags`.
     pub async fn tags(&self, user_id: &UserId, room_id: &RoomId) -> ServiceResult<Value> {
-        let data = self.storage.get_account_data(user_id, Some(room_id), "m.tag").await?;
-        Ok(data.and_then(|d| d.get("tags").cloned()).unwrap_or_else(|| json!({})))
+        let data = self
+            .storage
+            .get_account_data(user_id, Some(room_id), "m.tag")
+            .await?;
+        Ok(data
+            .and_then(|d| d.get("tags").cloned())
+            .unwrap_or_else(|| json!({})))
     }
 
     /// `PUT` or (with `None`) `DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`.
-    pub async fn set_tag(&self, user_id: &UserId, room_id: &RoomId, tag: &str, content: Option<Value>) -> ServiceResult<()> {
+    pub async fn set_tag(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        tag: &str,
+        content: Option<Value>,
+    ) -> ServiceResult<()> {
         let mut tags = self.tags(user_id, room_id).await?;
-        let map = tags.as_object_mut().ok_or_else(|| ServiceError::Internal("tags is not an object".into()))?;
+        let map = tags
+            .as_object_mut()
+            .ok_or_else(|| ServiceError::Internal("tags is not an object".into()))?;
         match content {
             Some(c) => {
                 if !c.is_object() {
-                    return Err(ServiceError::BadJson("Tag content must be an object".into()));
+                    return Err(ServiceError::BadJson(
+                        "Tag content must be an object".into(),
+                    ));
                 }
                 map.insert(tag.to_owned(), c);
             }
@@ -48,29 +93,43 @@ impl Services {
                 map.remove(tag);
             }
         }
-        self.storage.set_account_data(user_id, Some(room_id), "m.tag", &json!({ "tags": tags })).await?;
+        self.storage
+            .set_account_data(user_id, Some(room_id), "m.tag", &json!({ "tags": tags }))
+            .await?;
         self.notifier.notify([user_id]);
         Ok(())
     }
 
     /// `GET /profile/{userId}`: `displayname` and `avatar_url` of a local user.
     pub async fn profile(&self, user_id: &UserId) -> ServiceResult<Value> {
-        let user = self.storage.get_user(user_id).await?.filter(|u| !u.deactivated);
+        let user = self
+            .storage
+            .get_user(user_id)
+            .await?
+            .filter(|u| !u.deactivated);
         let user = user.ok_or_else(|| ServiceError::NotFound("Profile not found".into()))?;
         let mut profile = json!({});
-        if let Some(name) = user.displayname { profile["displayname"] = json!(name); }
-        if let Some(url) = user.avatar_url { profile["avatar_url"] = json!(url); }
+        if let Some(name) = user.displayname {
+            profile["displayname"] = json!(name);
+        }
+        if let Some(url) = user.avatar_url {
+            profile["avatar_url"] = json!(url);
+        }
         Ok(profile)
     }
 
     /// `POST /user/{userId}/filter`.
     pub async fn create_filter(&self, user_id: &UserId, filter: Value) -> ServiceResult<String> {
-        Filter::from_json(&filter).map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))?;
+        Filter::from_json(&filter)
+            .map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))?;
         Ok(self.storage.create_filter(user_id, &filter).await?)
     }
 
     /// `GET /user/{userId}/filter/{filterId}`.
     pub async fn get_filter(&self, user_id: &UserId, filter_id: &str) -> ServiceResult<Value> {
-        self.storage.get_filter(user_id, filter_id).await?.ok_or_else(|| ServiceError::NotFound("Filter not found".into()))
+        self.storage
+            .get_filter(user_id, filter_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("Filter not found".into()))
     }
 }

@@ -1,7 +1,9 @@
 //! `AccountStore`: users, devices and access/refresh tokens (stored as hashes only).
 
 use async_trait::async_trait;
-use myelin_storage::{AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord};
+use myelin_storage::{
+    AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord,
+};
 use ruma::{OwnedDeviceId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -81,11 +83,15 @@ impl AccountStore for SqliteStore {
         self.db
             .write(move |tx, _| {
                 let user = user_id.as_str();
-                tx.execute("UPDATE users SET deactivated = 1 WHERE user_id = ?1", [user])
-                    .db()?;
+                tx.execute(
+                    "UPDATE users SET deactivated = 1 WHERE user_id = ?1",
+                    [user],
+                )
+                .db()?;
                 tx.execute("DELETE FROM access_tokens WHERE user_id = ?1", [user])
                     .db()?;
-                tx.execute("DELETE FROM devices WHERE user_id = ?1", [user]).db()?;
+                tx.execute("DELETE FROM devices WHERE user_id = ?1", [user])
+                    .db()?;
                 Ok(())
             })
             .await
@@ -157,7 +163,10 @@ impl AccountStore for SqliteStore {
         expires_at_ms: Option<u64>,
     ) -> StorageResult<Option<TokenOwner>> {
         let old = refresh_token_hash.to_owned();
-        let (access, refresh) = (new_access_token_hash.to_owned(), new_refresh_token_hash.to_owned());
+        let (access, refresh) = (
+            new_access_token_hash.to_owned(),
+            new_refresh_token_hash.to_owned(),
+        );
         let expires = opt_to_i64(expires_at_ms, "expires_at_ms")?;
         self.db
             .write(move |tx, _| {
@@ -184,7 +193,15 @@ impl AccountStore for SqliteStore {
                     .db()?
                     .execute([old_access])
                     .db()?;
-                insert_token(tx, &access, Some(&refresh), &user_id, &device_id, expires, created_ms)?;
+                insert_token(
+                    tx,
+                    &access,
+                    Some(&refresh),
+                    &user_id,
+                    &device_id,
+                    expires,
+                    created_ms,
+                )?;
                 token_owner((user_id, device_id, expires)).map(Some)
             })
             .await
@@ -208,7 +225,11 @@ impl AccountStore for SqliteStore {
             .await
     }
 
-    async fn get_device(&self, user_id: &UserId, device_id: &str) -> StorageResult<Option<DeviceRecord>> {
+    async fn get_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StorageResult<Option<DeviceRecord>> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         self.db
             .read(move |conn| {
@@ -231,7 +252,11 @@ impl AccountStore for SqliteStore {
         device_id: &str,
         name: Option<&str>,
     ) -> StorageResult<bool> {
-        let (user_id, device_id, name) = (user_id.to_owned(), device_id.to_owned(), name.map(str::to_owned));
+        let (user_id, device_id, name) = (
+            user_id.to_owned(),
+            device_id.to_owned(),
+            name.map(str::to_owned),
+        );
         self.db
             .write(move |tx, _| {
                 let updated = tx
@@ -244,7 +269,11 @@ impl AccountStore for SqliteStore {
             .await
     }
 
-    async fn delete_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> StorageResult<()> {
+    async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> StorageResult<()> {
         let (user_id, device_ids) = (user_id.to_owned(), device_ids.to_vec());
         self.db
             .write(move |tx, _| {
@@ -270,7 +299,11 @@ impl AccountStore for SqliteStore {
         now_ms: u64,
         ip: Option<&str>,
     ) -> StorageResult<()> {
-        let (user_id, device_id, ip) = (user_id.to_owned(), device_id.to_owned(), ip.map(str::to_owned));
+        let (user_id, device_id, ip) = (
+            user_id.to_owned(),
+            device_id.to_owned(),
+            ip.map(str::to_owned),
+        );
         let now = to_i64(now_ms, "now_ms")?;
         self.db
             .write(move |tx, _| {
@@ -289,14 +322,21 @@ impl AccountStore for SqliteStore {
 
 impl SqliteStore {
     /// Sets one nullable text column of a user row.
-    async fn update_user(&self, user_id: &UserId, column: &'static str, value: Option<&str>) -> StorageResult<()> {
+    async fn update_user(
+        &self,
+        user_id: &UserId,
+        column: &'static str,
+        value: Option<&str>,
+    ) -> StorageResult<()> {
         let (user_id, value) = (user_id.to_owned(), value.map(str::to_owned));
         self.db
             .write(move |tx, _| {
-                tx.prepare_cached(&format!("UPDATE users SET {column} = ?2 WHERE user_id = ?1"))
-                    .db()?
-                    .execute(params![user_id.as_str(), value])
-                    .db()?;
+                tx.prepare_cached(&format!(
+                    "UPDATE users SET {column} = ?2 WHERE user_id = ?1"
+                ))
+                .db()?
+                .execute(params![user_id.as_str(), value])
+                .db()?;
                 Ok(())
             })
             .await
@@ -330,8 +370,14 @@ fn insert_token(
 }
 
 /// Deletes one device (`only`) or all but `keep`, with their tokens.
-fn delete_device_rows(conn: &Connection, user_id: &str, only: Option<&str>, keep: Option<&str>) -> StorageResult<()> {
-    let filter = "user_id = ?1 AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR device_id <> ?3)";
+fn delete_device_rows(
+    conn: &Connection,
+    user_id: &str,
+    only: Option<&str>,
+    keep: Option<&str>,
+) -> StorageResult<()> {
+    let filter =
+        "user_id = ?1 AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR device_id <> ?3)";
     conn.prepare_cached(&format!("DELETE FROM access_tokens WHERE {filter}"))
         .db()?
         .execute(params![user_id, only, keep])
@@ -343,7 +389,9 @@ fn delete_device_rows(conn: &Connection, user_id: &str, only: Option<&str>, keep
     Ok(())
 }
 
-fn token_owner((user_id, device_id, expires_at_ms): (String, String, Option<i64>)) -> StorageResult<TokenOwner> {
+fn token_owner(
+    (user_id, device_id, expires_at_ms): (String, String, Option<i64>),
+) -> StorageResult<TokenOwner> {
     Ok(TokenOwner {
         user_id: parse_id(user_id, "token user")?,
         device_id: device_id.into(),

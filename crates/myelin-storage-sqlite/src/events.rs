@@ -58,7 +58,11 @@ impl RawEvent {
 
 /// Runs `SELECT {EVENT_COLUMNS} ...` (the caller's `sql` must select exactly those columns) and
 /// decodes every row, keeping the query's order.
-pub(crate) fn query_events<P: Params>(conn: &Connection, sql: &str, params: P) -> StorageResult<Vec<EventRecord>> {
+pub(crate) fn query_events<P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> StorageResult<Vec<EventRecord>> {
     let mut stmt = conn.prepare_cached(sql).db()?;
     let raw = stmt
         .query_map(params, RawEvent::from_row)

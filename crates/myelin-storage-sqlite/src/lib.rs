@@ -7,7 +7,9 @@
 
 mod account;
 mod convert;
+mod dump;
 mod events;
+mod meta;
 mod migrations;
 mod persist;
 mod pool;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 
 use myelin_storage::StorageResult;
 
+pub use meta::status;
 pub use migrations::SCHEMA_VERSION;
 pub use state::MAX_DELTA_DEPTH;
 

@@ -7,7 +7,10 @@ use myelin_storage::{StorageError, StorageResult};
 use crate::convert::Db;
 
 /// Migrations in order; migration `i` (0-based) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_meta.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -34,7 +37,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> StorageResult<()> {
         .skip(usize::try_from(current).unwrap_or(0))
     {
         let version = index as i64 + 1;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
         // Re-check under the write lock: another process may have migrated meanwhile.
         if current_version(&tx)? >= version {
             continue;
@@ -52,9 +57,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> StorageResult<()> {
 }
 
 pub(crate) fn current_version(conn: &Connection) -> StorageResult<i64> {
-    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |row| {
-        row.get(0)
-    })
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )
     .db()
 }
 

@@ -29,15 +29,17 @@ pub(crate) fn persist_event(
     let stream_pos = positions.take(tx)?;
 
     if let Some(room) = &room {
-        tx.prepare_cached("INSERT INTO rooms (room_id, version, creator, created_ms) VALUES (?1, ?2, ?3, ?4)")
-            .db()?
-            .execute(params![
-                room.room_id.as_str(),
-                room.version.as_str(),
-                room.creator.as_str(),
-                to_i64(room.created_ms, "created_ms")?
-            ])
-            .db()?;
+        tx.prepare_cached(
+            "INSERT INTO rooms (room_id, version, creator, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .db()?
+        .execute(params![
+            room.room_id.as_str(),
+            room.version.as_str(),
+            room.creator.as_str(),
+            to_i64(room.created_ms, "created_ms")?
+        ])
+        .db()?;
     }
 
     let snapshot = match &new_state {
@@ -73,10 +75,17 @@ pub(crate) fn persist_event(
     .db()?;
 
     if let (Some(device), Some(txn_id)) = (txn_device, txn_id) {
-        tx.prepare_cached("INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)")
-            .db()?
-            .execute(params![pdu.sender.as_str(), device, txn_id, pdu.event_id.as_str()])
-            .db()?;
+        tx.prepare_cached(
+            "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .db()?
+        .execute(params![
+            pdu.sender.as_str(),
+            device,
+            txn_id,
+            pdu.event_id.as_str()
+        ])
+        .db()?;
     }
 
     if !pdu.rejected {
@@ -119,7 +128,9 @@ pub(crate) fn persist_event(
         .execute([room_id])
         .db()?;
     let mut insert = tx
-        .prepare_cached("INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)")
+        .prepare_cached(
+            "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+        )
         .db()?;
     for event_id in &forward_extremities {
         insert.execute(params![room_id, event_id.as_str()]).db()?;

@@ -1,15 +1,16 @@
-//! Connections: the single writer (one `BEGIN IMMEDIATE` transaction per write, stream position
-//! allocation) and the pool of reader connections, all used from `spawn_blocking`.
+//! Connections: the single writer thread (group commit: concurrent writes share one `BEGIN
+//! IMMEDIATE` transaction, each in its own savepoint; stream position allocation) and the pool of
+//! reader connections, used from `spawn_blocking`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use myelin_core::StreamPos;
 use myelin_storage::{StorageError, StorageResult};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::convert::Db as _;
 use crate::migrations;
@@ -20,14 +21,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Db {
     path: PathBuf,
-    writer: Arc<tokio::sync::Mutex<Connection>>,
+    /// Jobs for the writer thread, which owns the only write connection.
+    writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     read_permits: Arc<Semaphore>,
-    /// The last committed stream position; only changed while holding `writer`.
-    pos: AtomicI64,
+    /// The last committed stream position; only the writer thread changes it, after a commit.
+    pos: Arc<AtomicI64>,
 }
 
 /// Hands out the stream position of the running write transaction (at most one per write).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Positions {
     last_committed: i64,
     taken: Option<i64>,
@@ -82,12 +86,20 @@ impl Db {
         let readers = (0..READERS)
             .map(|_| open_reader(path))
             .collect::<StorageResult<Vec<_>>>()?;
+        let pos = Arc::new(AtomicI64::new(pos));
+        let (jobs, queue) = mpsc::channel();
+        let thread_pos = pos.clone();
+        let writer_thread = std::thread::Builder::new()
+            .name("myelin-sqlite-writer".into())
+            .spawn(move || group_commit_loop(writer, &queue, &thread_pos))
+            .map_err(|e| StorageError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Db {
             path: path.to_owned(),
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: Mutex::new(Some(jobs)),
+            writer_thread: Mutex::new(Some(writer_thread)),
             readers: Mutex::new(readers),
             read_permits: Arc::new(Semaphore::new(READERS)),
-            pos: AtomicI64::new(pos),
+            pos,
         })
     }
 
@@ -100,29 +112,36 @@ impl Db {
         StreamPos(self.pos.load(Ordering::Acquire))
     }
 
-    /// Runs `f` in one immediate write transaction on the writer connection and commits it.
+    /// Runs `f` as one atomic write and answers once it is committed (durable).
+    ///
+    /// Concurrent writes are group-committed: the writer thread runs every queued write in one
+    /// `BEGIN IMMEDIATE` transaction, each inside its own savepoint (a failing write rolls back
+    /// alone), then commits once, so one fsync covers the whole group.
     pub(crate) async fn write<T, F>(self: &Arc<Self>, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, &mut Positions) -> StorageResult<T> + Send + 'static,
     {
-        let mut conn = self.writer.clone().lock_owned().await;
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
-            let mut positions = Positions {
-                last_committed: db.pos.load(Ordering::Acquire),
-                taken: None,
-            };
-            let out = f(&tx, &mut positions)?;
-            tx.commit().db()?;
-            if let Some(pos) = positions.taken {
-                db.pos.store(pos, Ordering::Release);
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageError::Backend(format!("write task failed: {e}")))?
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn WriteJob> = Box::new(Job {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        {
+            let writer = self
+                .writer
+                .lock()
+                .map_err(|_| StorageError::Backend("writer queue poisoned".into()))?;
+            let jobs = writer
+                .as_ref()
+                .ok_or_else(|| StorageError::Backend("the database is closed".into()))?;
+            jobs.send(job)
+                .map_err(|_| StorageError::Backend("the writer thread stopped".into()))?;
+        }
+        answer
+            .await
+            .map_err(|_| StorageError::Backend("the writer thread stopped".into()))?
     }
 
     /// Runs `f` in one read transaction (a consistent snapshot) on a reader connection.
@@ -174,6 +193,115 @@ impl Db {
     }
 }
 
+impl Drop for Db {
+    /// Lets the writer finish its queue, commit and close its connection.
+    fn drop(&mut self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        if let Some(thread) = self.writer_thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The most writes committed together.
+const MAX_GROUP: usize = 64;
+
+/// One queued write, type-erased so that writes of any result type share the queue.
+trait WriteJob: Send {
+    /// Runs the write in `tx`; false if it failed (the caller rolls back its savepoint).
+    fn run(&mut self, tx: &Transaction<'_>, positions: &mut Positions) -> bool;
+    /// Answers the caller: the write's result if the group committed, else the commit error.
+    fn finish(self: Box<Self>, commit: Result<(), &StorageError>);
+}
+
+struct Job<T, F> {
+    f: Option<F>,
+    result: Option<StorageResult<T>>,
+    reply: oneshot::Sender<StorageResult<T>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction<'_>, &mut Positions) -> StorageResult<T> + Send + 'static,
+{
+    fn run(&mut self, tx: &Transaction<'_>, positions: &mut Positions) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        // A panic in one write must not take the writer (and every other write) down with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx, positions)))
+            .unwrap_or_else(|_| Err(StorageError::Backend("a write panicked".into())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &StorageError>) {
+        let result = match (commit, self.result) {
+            (_, Some(Err(e))) => Err(e),
+            (Ok(()), Some(ok)) => ok,
+            (Err(e), Some(Ok(_))) => Err(StorageError::Backend(format!("commit failed: {e}"))),
+            (_, None) => Err(StorageError::Backend("the write never ran".into())),
+        };
+        // The caller may have gone away (request cancelled); the write stands either way.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The writer thread: takes every queued write (up to [`MAX_GROUP`]), runs them in one
+/// transaction and commits once. Ends when the queue's last sender is dropped.
+fn group_commit_loop(
+    mut conn: Connection,
+    queue: &mpsc::Receiver<Box<dyn WriteJob>>,
+    pos: &AtomicI64,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut positions = Positions {
+            last_committed: pos.load(Ordering::Acquire),
+            taken: None,
+        };
+        let commit = run_group(&mut conn, &mut group, &mut positions);
+        if commit.is_ok() {
+            positions.next_write();
+            pos.store(positions.last_committed, Ordering::Release);
+        }
+        for job in group {
+            job.finish(commit.as_ref().map(|_| ()));
+        }
+    }
+}
+
+fn run_group(
+    conn: &mut Connection,
+    group: &mut [Box<dyn WriteJob>],
+    positions: &mut Positions,
+) -> StorageResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()?;
+    for job in group.iter_mut() {
+        positions.next_write();
+        let before = *positions;
+        tx.execute_batch("SAVEPOINT job").db()?;
+        if job.run(&tx, positions) {
+            tx.execute_batch("RELEASE job").db()?;
+        } else {
+            // Undo this write only; its stream positions go to the next one.
+            tx.execute_batch("ROLLBACK TO job; RELEASE job").db()?;
+            *positions = before;
+        }
+    }
+    tx.commit().db()
+}
+
 fn configure(conn: &Connection) -> StorageResult<()> {
     conn.busy_timeout(BUSY_TIMEOUT).db()?;
     conn.pragma_update(None, "foreign_keys", "ON").db()?;
@@ -184,7 +312,9 @@ fn configure(conn: &Connection) -> StorageResult<()> {
 fn open_reader(path: &Path) -> StorageResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .db()?;
     configure(&conn)?;

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::{
-    Direction, EventRecord, MembershipRecord, NewEvent, Persisted, RoomInfo, RoomStore, SnapshotId, StateMap,
-    StorageResult,
+    Direction, EventRecord, MembershipRecord, NewEvent, Persisted, RoomInfo, RoomStore, SnapshotId,
+    StateMap, StorageResult,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -64,7 +64,9 @@ impl RoomStore for SqliteStore {
         self.db
             .read(move |conn| {
                 let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
-                Ok(query_events(conn, &sql, [event_id.as_str()])?.into_iter().next())
+                Ok(query_events(conn, &sql, [event_id.as_str()])?
+                    .into_iter()
+                    .next())
             })
             .await
     }
@@ -113,7 +115,9 @@ impl RoomStore for SqliteStore {
     }
 
     async fn state_at_snapshot(&self, snapshot: SnapshotId) -> StorageResult<StateMap> {
-        self.db.read(move |conn| state::load_state(conn, snapshot)).await
+        self.db
+            .read(move |conn| state::load_state(conn, snapshot))
+            .await
     }
 
     async fn forward_extremities(&self, room_id: &RoomId) -> StorageResult<Vec<OwnedEventId>> {
@@ -127,7 +131,9 @@ impl RoomStore for SqliteStore {
                     .db()?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .db()?;
-                ids.into_iter().map(|id| parse_id(id, "forward extremity")).collect()
+                ids.into_iter()
+                    .map(|id| parse_id(id, "forward extremity"))
+                    .collect()
             })
             .await
     }
@@ -159,7 +165,11 @@ impl RoomStore for SqliteStore {
                          ORDER BY stream_pos ASC LIMIT ?4"
                     ),
                 };
-                query_events(conn, &sql, params![room_id.as_str(), from.0, to, limit(limit_)])
+                query_events(
+                    conn,
+                    &sql,
+                    params![room_id.as_str(), from.0, to, limit(limit_)],
+                )
             })
             .await
     }
@@ -167,14 +177,26 @@ impl RoomStore for SqliteStore {
     async fn memberships_of_user(&self, user_id: &UserId) -> StorageResult<Vec<MembershipRecord>> {
         let user_id = user_id.to_owned();
         self.db
-            .read(move |conn| query_memberships(conn, "WHERE user_id = ?1 ORDER BY stream_pos", user_id.as_str()))
+            .read(move |conn| {
+                query_memberships(
+                    conn,
+                    "WHERE user_id = ?1 ORDER BY stream_pos",
+                    user_id.as_str(),
+                )
+            })
             .await
     }
 
     async fn room_members(&self, room_id: &RoomId) -> StorageResult<Vec<MembershipRecord>> {
         let room_id = room_id.to_owned();
         self.db
-            .read(move |conn| query_memberships(conn, "WHERE room_id = ?1 ORDER BY user_id", room_id.as_str()))
+            .read(move |conn| {
+                query_memberships(
+                    conn,
+                    "WHERE room_id = ?1 ORDER BY user_id",
+                    room_id.as_str(),
+                )
+            })
             .await
     }
 
@@ -182,16 +204,23 @@ impl RoomStore for SqliteStore {
         let (user_id, room_id) = (user_id.to_owned(), room_id.to_owned());
         self.db
             .write(move |tx, _| {
-                tx.prepare_cached("UPDATE room_memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2")
-                    .db()?
-                    .execute(params![room_id.as_str(), user_id.as_str()])
-                    .db()?;
+                tx.prepare_cached(
+                    "UPDATE room_memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2",
+                )
+                .db()?
+                .execute(params![room_id.as_str(), user_id.as_str()])
+                .db()?;
                 Ok(())
             })
             .await
     }
 
-    async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> StorageResult<bool> {
+    async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StorageResult<bool> {
         let (alias, room_id, creator) = (alias.to_string(), room_id.to_owned(), creator.to_owned());
         self.db
             .write(move |tx, _| {
@@ -208,18 +237,28 @@ impl RoomStore for SqliteStore {
             .await
     }
 
-    async fn resolve_alias(&self, alias: &RoomAliasId) -> StorageResult<Option<(OwnedRoomId, OwnedUserId)>> {
+    async fn resolve_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> StorageResult<Option<(OwnedRoomId, OwnedUserId)>> {
         let alias = alias.to_string();
         self.db
             .read(move |conn| {
                 let row = conn
                     .prepare_cached("SELECT room_id, creator FROM room_aliases WHERE alias = ?1")
                     .db()?
-                    .query_row([alias], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+                    .query_row([alias], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
                     .optional()
                     .db()?;
-                row.map(|(room, creator)| Ok((parse_id(room, "alias room")?, parse_id(creator, "alias creator")?)))
-                    .transpose()
+                row.map(|(room, creator)| {
+                    Ok((
+                        parse_id(room, "alias room")?,
+                        parse_id(creator, "alias creator")?,
+                    ))
+                })
+                .transpose()
             })
             .await
     }
@@ -242,12 +281,14 @@ impl RoomStore for SqliteStore {
         let room_id = room_id.to_owned();
         self.db
             .read(move |conn| {
-                conn.prepare_cached("SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias")
-                    .db()?
-                    .query_map([room_id.as_str()], |row| row.get::<_, String>(0))
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()
+                conn.prepare_cached(
+                    "SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias",
+                )
+                .db()?
+                .query_map([room_id.as_str()], |row| row.get::<_, String>(0))
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()
             })
             .await
     }
@@ -258,7 +299,11 @@ impl RoomStore for SqliteStore {
 }
 
 /// Membership rows matching `filter` (a `WHERE ... ORDER BY ...` clause with one parameter).
-fn query_memberships(conn: &Connection, filter: &str, param: &str) -> StorageResult<Vec<MembershipRecord>> {
+fn query_memberships(
+    conn: &Connection,
+    filter: &str,
+    param: &str,
+) -> StorageResult<Vec<MembershipRecord>> {
     let sql =
         format!("SELECT room_id, user_id, membership, event_id, stream_pos, forgotten FROM room_memberships {filter}");
     let rows = conn
@@ -278,15 +323,17 @@ fn query_memberships(conn: &Connection, filter: &str, param: &str) -> StorageRes
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
     rows.into_iter()
-        .map(|(room_id, user_id, membership, event_id, stream_pos, forgotten)| {
-            Ok(MembershipRecord {
-                room_id: parse_id(room_id, "membership room")?,
-                user_id: parse_id(user_id, "membership user")?,
-                membership,
-                event_id: parse_id(event_id, "membership event")?,
-                stream_pos: StreamPos(stream_pos),
-                forgotten,
-            })
-        })
+        .map(
+            |(room_id, user_id, membership, event_id, stream_pos, forgotten)| {
+                Ok(MembershipRecord {
+                    room_id: parse_id(room_id, "membership room")?,
+                    user_id: parse_id(user_id, "membership user")?,
+                    membership,
+                    event_id: parse_id(event_id, "membership event")?,
+                    stream_pos: StreamPos(stream_pos),
+                    forgotten,
+                })
+            },
+        )
         .collect()
 }

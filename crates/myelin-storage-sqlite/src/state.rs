@@ -29,28 +29,37 @@ pub(crate) fn create_snapshot(
                 .query_row([id], |row| row.get::<_, i64>(0))
                 .optional()
                 .db()?
-                .ok_or_else(|| StorageError::Backend(format!("unknown base state snapshot {id}")))?,
+                .ok_or_else(|| {
+                    StorageError::Backend(format!("unknown base state snapshot {id}"))
+                })?,
         ),
         None => None,
     };
     let changes: BTreeMap<&StateKey, &OwnedEventId> = changes.iter().map(|(k, v)| (k, v)).collect();
-    let (base_id, depth, entries): (Option<SnapshotId>, i64, Vec<(StateKey, OwnedEventId)>) = match (base, base_depth) {
-        (Some(id), Some(d)) if d < MAX_DELTA_DEPTH => (
-            Some(id),
-            d + 1,
-            changes.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ),
-        (Some(id), _) => {
-            let mut full = load_state(tx, id)?;
-            full.extend(changes.into_iter().map(|(k, v)| (k.clone(), v.clone())));
-            (None, 0, full.into_iter().collect())
-        }
-        (None, _) => (
-            None,
-            0,
-            changes.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ),
-    };
+    let (base_id, depth, entries): (Option<SnapshotId>, i64, Vec<(StateKey, OwnedEventId)>) =
+        match (base, base_depth) {
+            (Some(id), Some(d)) if d < MAX_DELTA_DEPTH => (
+                Some(id),
+                d + 1,
+                changes
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            (Some(id), _) => {
+                let mut full = load_state(tx, id)?;
+                full.extend(changes.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+                (None, 0, full.into_iter().collect())
+            }
+            (None, _) => (
+                None,
+                0,
+                changes
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        };
     tx.prepare_cached("INSERT INTO state_snapshots (room_id, base_id, depth) VALUES (?1, ?2, ?3)")
         .db()?
         .execute(rusqlite::params![room_id, base_id, depth])
@@ -64,7 +73,12 @@ pub(crate) fn create_snapshot(
         .db()?;
     for ((kind, state_key), event_id) in &entries {
         insert
-            .execute(rusqlite::params![snapshot, kind, state_key, event_id.as_str()])
+            .execute(rusqlite::params![
+                snapshot,
+                kind,
+                state_key,
+                event_id.as_str()
+            ])
             .db()?;
     }
     Ok(snapshot)
@@ -91,7 +105,11 @@ pub(crate) fn load_state(conn: &Connection, snapshot: SnapshotId) -> StorageResu
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
     match chain.first() {
-        None => return Err(StorageError::Backend(format!("unknown state snapshot {snapshot}"))),
+        None => {
+            return Err(StorageError::Backend(format!(
+                "unknown state snapshot {snapshot}"
+            )))
+        }
         Some((_, Some(_))) => {
             return Err(corrupt(
                 "state snapshot",
@@ -101,7 +119,9 @@ pub(crate) fn load_state(conn: &Connection, snapshot: SnapshotId) -> StorageResu
         Some((_, None)) => {}
     }
     let mut entries = conn
-        .prepare_cached("SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = ?1")
+        .prepare_cached(
+            "SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = ?1",
+        )
         .db()?;
     let mut state = StateMap::new();
     // Oldest first, so that newer entries override.
@@ -155,7 +175,12 @@ pub(crate) fn move_current_state(
         } if current == Some(*base) => {
             for ((kind, state_key), event_id) in changes {
                 upsert
-                    .execute(rusqlite::params![room_id, kind, state_key, event_id.as_str()])
+                    .execute(rusqlite::params![
+                        room_id,
+                        kind,
+                        state_key,
+                        event_id.as_str()
+                    ])
                     .db()?;
             }
         }
@@ -163,10 +188,14 @@ pub(crate) fn move_current_state(
             let target = load_state(tx, snapshot)?;
             let existing = current_state(tx, room_id)?;
             let mut delete = tx
-                .prepare_cached("DELETE FROM current_state WHERE room_id = ?1 AND type = ?2 AND state_key = ?3")
+                .prepare_cached(
+                    "DELETE FROM current_state WHERE room_id = ?1 AND type = ?2 AND state_key = ?3",
+                )
                 .db()?;
             for (kind, state_key) in existing.keys().filter(|key| !target.contains_key(*key)) {
-                delete.execute(rusqlite::params![room_id, kind, state_key]).db()?;
+                delete
+                    .execute(rusqlite::params![room_id, kind, state_key])
+                    .db()?;
             }
             for (key, event_id) in &target {
                 if existing.get(key) != Some(event_id) {
@@ -199,6 +228,8 @@ pub(crate) fn current_state(conn: &Connection, room_id: &str) -> StorageResult<S
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
     rows.into_iter()
-        .map(|(kind, state_key, event_id)| Ok(((kind, state_key), parse_id(event_id, "state event ID")?)))
+        .map(|(kind, state_key, event_id)| {
+            Ok(((kind, state_key), parse_id(event_id, "state event ID")?))
+        })
         .collect()
 }

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
-use myelin_storage::{AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore};
+use myelin_storage::{
+    AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore,
+};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 
@@ -64,7 +66,11 @@ impl UserDataStore for SqliteStore {
             .await
     }
 
-    async fn account_data_since(&self, user_id: &UserId, since: StreamPos) -> StorageResult<Vec<AccountDataRecord>> {
+    async fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: StreamPos,
+    ) -> StorageResult<Vec<AccountDataRecord>> {
         let user_id = user_id.to_owned();
         self.db
             .read(move |conn| {
@@ -130,7 +136,11 @@ impl UserDataStore for SqliteStore {
             .await
     }
 
-    async fn receipts_since(&self, room_ids: &[OwnedRoomId], since: StreamPos) -> StorageResult<Vec<ReceiptRecord>> {
+    async fn receipts_since(
+        &self,
+        room_ids: &[OwnedRoomId],
+        since: StreamPos,
+    ) -> StorageResult<Vec<ReceiptRecord>> {
         if room_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -182,7 +192,11 @@ impl UserDataStore for SqliteStore {
         status_msg: Option<&str>,
         now_ms: u64,
     ) -> StorageResult<StreamPos> {
-        let (user_id, state, status_msg) = (user_id.to_owned(), state.to_owned(), status_msg.map(str::to_owned));
+        let (user_id, state, status_msg) = (
+            user_id.to_owned(),
+            state.to_owned(),
+            status_msg.map(str::to_owned),
+        );
         let now = to_i64(now_ms, "now_ms")?;
         self.db
             .write(move |tx, positions| {
@@ -205,14 +219,20 @@ impl UserDataStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.db
             .read(move |conn| {
-                Ok(query_presence(conn, "WHERE user_id = ?1", [user_id.as_str()])?
-                    .into_iter()
-                    .next())
+                Ok(
+                    query_presence(conn, "WHERE user_id = ?1", [user_id.as_str()])?
+                        .into_iter()
+                        .next(),
+                )
             })
             .await
     }
 
-    async fn presence_since(&self, user_ids: &[OwnedUserId], since: StreamPos) -> StorageResult<Vec<PresenceRecord>> {
+    async fn presence_since(
+        &self,
+        user_ids: &[OwnedUserId],
+        since: StreamPos,
+    ) -> StorageResult<Vec<PresenceRecord>> {
         if user_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -228,25 +248,37 @@ impl UserDataStore for SqliteStore {
             .await
     }
 
-    async fn create_filter(&self, user_id: &UserId, filter: &serde_json::Value) -> StorageResult<String> {
+    async fn create_filter(
+        &self,
+        user_id: &UserId,
+        filter: &serde_json::Value,
+    ) -> StorageResult<String> {
         let (user_id, filter) = (user_id.to_owned(), filter.to_string());
         self.db
             .write(move |tx, _| {
                 let id: i64 = tx
-                    .prepare_cached("SELECT COALESCE(MAX(filter_id) + 1, 0) FROM filters WHERE user_id = ?1")
+                    .prepare_cached(
+                        "SELECT COALESCE(MAX(filter_id) + 1, 0) FROM filters WHERE user_id = ?1",
+                    )
                     .db()?
                     .query_row([user_id.as_str()], |row| row.get(0))
                     .db()?;
-                tx.prepare_cached("INSERT INTO filters (user_id, filter_id, filter) VALUES (?1, ?2, ?3)")
-                    .db()?
-                    .execute(params![user_id.as_str(), id, filter])
-                    .db()?;
+                tx.prepare_cached(
+                    "INSERT INTO filters (user_id, filter_id, filter) VALUES (?1, ?2, ?3)",
+                )
+                .db()?
+                .execute(params![user_id.as_str(), id, filter])
+                .db()?;
                 Ok(id.to_string())
             })
             .await
     }
 
-    async fn get_filter(&self, user_id: &UserId, filter_id: &str) -> StorageResult<Option<serde_json::Value>> {
+    async fn get_filter(
+        &self,
+        user_id: &UserId,
+        filter_id: &str,
+    ) -> StorageResult<Option<serde_json::Value>> {
         // Only canonical decimal IDs exist ("01" or "+1" are not IDs we handed out).
         let Some(id) = filter_id
             .parse::<i64>()
@@ -259,7 +291,9 @@ impl UserDataStore for SqliteStore {
         self.db
             .read(move |conn| {
                 let filter = conn
-                    .prepare_cached("SELECT filter FROM filters WHERE user_id = ?1 AND filter_id = ?2")
+                    .prepare_cached(
+                        "SELECT filter FROM filters WHERE user_id = ?1 AND filter_id = ?2",
+                    )
                     .db()?
                     .query_row(params![user_id.as_str(), id], |row| row.get::<_, String>(0))
                     .optional()
@@ -270,8 +304,14 @@ impl UserDataStore for SqliteStore {
     }
 }
 
-fn query_presence<P: Params>(conn: &Connection, filter: &str, params: P) -> StorageResult<Vec<PresenceRecord>> {
-    let sql = format!("SELECT user_id, state, status_msg, last_active_ms, stream_pos FROM presence {filter}");
+fn query_presence<P: Params>(
+    conn: &Connection,
+    filter: &str,
+    params: P,
+) -> StorageResult<Vec<PresenceRecord>> {
+    let sql = format!(
+        "SELECT user_id, state, status_msg, last_active_ms, stream_pos FROM presence {filter}"
+    );
     let rows = conn
         .prepare_cached(&sql)
         .db()?

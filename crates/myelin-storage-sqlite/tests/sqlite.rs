@@ -2,7 +2,7 @@
 
 use myelin_core::StreamPos;
 use myelin_storage::conformance::{user, TestRoom};
-use myelin_storage::{AccountStore, NewUser, RoomStore, StorageError, UserDataStore};
+use myelin_storage::{AccountStore, NewSession, NewUser, RoomStore, StorageError, UserDataStore};
 use myelin_storage_sqlite::{SqliteStore, MAX_DELTA_DEPTH, SCHEMA_VERSION};
 use serde_json::json;
 
@@ -50,7 +50,11 @@ async fn reopening_keeps_data_and_stream_position() {
         Some(json!({"a": 1}))
     );
     let next = store.set_presence(&alice, "online", None, 5).await.unwrap();
-    assert_eq!(next, last_pos.next(), "new positions continue after the stored ones");
+    assert_eq!(
+        next,
+        last_pos.next(),
+        "new positions continue after the stored ones"
+    );
 }
 
 #[tokio::test]
@@ -69,7 +73,9 @@ async fn newer_schema_is_refused() {
     .unwrap();
     drop(conn);
     match SqliteStore::open(&db_path(&dir)) {
-        Err(StorageError::Incompatible(msg)) => assert!(msg.contains(&(SCHEMA_VERSION + 1).to_string()), "{msg}"),
+        Err(StorageError::Incompatible(msg)) => {
+            assert!(msg.contains(&(SCHEMA_VERSION + 1).to_string()), "{msg}")
+        }
         other => panic!("expected Incompatible, got {other:?}"),
     }
 }
@@ -80,7 +86,9 @@ async fn opening_configures_wal_and_is_idempotent() {
     drop(SqliteStore::open(&db_path(&dir)).unwrap());
     drop(SqliteStore::open(&db_path(&dir)).unwrap());
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     let versions: i64 = conn
         .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
@@ -95,9 +103,13 @@ async fn snapshot_chains_are_cut_into_full_snapshots() {
     let mut room = TestRoom::create(&store, "!deep:localhost", "@alice:localhost", "d").await;
     let changes = 3 * MAX_DELTA_DEPTH;
     for i in 0..changes {
-        room.state_event(&store, "m.test", &format!("k{i}"), json!({})).await;
+        room.state_event(&store, "m.test", &format!("k{i}"), json!({}))
+            .await;
     }
-    assert_eq!(store.state_at_snapshot(room.snapshot).await.unwrap(), room.state);
+    assert_eq!(
+        store.state_at_snapshot(room.snapshot).await.unwrap(),
+        room.state
+    );
 
     let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
     let max_depth: i64 = conn
@@ -105,11 +117,16 @@ async fn snapshot_chains_are_cut_into_full_snapshots() {
         .unwrap();
     assert_eq!(max_depth, MAX_DELTA_DEPTH);
     let full: i64 = conn
-        .query_row("SELECT COUNT(*) FROM state_snapshots WHERE base_id IS NULL", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT COUNT(*) FROM state_snapshots WHERE base_id IS NULL",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert!(full >= 3, "a full snapshot every {MAX_DELTA_DEPTH} deltas, got {full}");
+    assert!(
+        full >= 3,
+        "a full snapshot every {MAX_DELTA_DEPTH} deltas, got {full}"
+    );
     // A delta stores only what changed.
     let delta_entries: i64 = conn
         .query_row(
@@ -127,4 +144,130 @@ async fn snapshot_chains_are_cut_into_full_snapshots() {
         )
         .unwrap();
     assert_eq!(delta_entries, deltas);
+}
+
+/// Concurrent writes are group-committed; a failing write in a group rolls back alone, and the
+/// others are committed, durable and given dense stream positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_isolates_failed_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    let new_user = |name: String| NewUser {
+        user_id: user(&format!("@{name}:localhost")),
+        password_hash: None,
+        is_admin: false,
+        created_ms: 1,
+        displayname: None,
+    };
+    store.create_user(new_user("taken".into())).await.unwrap();
+    let session = |device: String| NewSession {
+        user_id: user("@taken:localhost"),
+        device_id: device.as_str().into(),
+        device_display_name: None,
+        access_token_hash: "same-token-hash".into(),
+        refresh_token_hash: None,
+        expires_at_ms: None,
+        created_ms: 1,
+    };
+    store.create_session(session("FIRST".into())).await.unwrap();
+    let start = store.current_stream_pos().await.unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let alice = user(&format!("@u{i}:localhost"));
+            if i % 10 == 5 {
+                // Fails on the unique token hash, after inserting its device.
+                return (
+                    i,
+                    store.create_session(session(format!("D{i}"))).await.is_ok(),
+                    None,
+                );
+            }
+            store.create_user(new_user(format!("u{i}"))).await.unwrap();
+            let pos = store
+                .set_account_data(&alice, None, "m.x", &json!({ "i": i }))
+                .await
+                .unwrap();
+            (i, true, Some(pos))
+        }));
+    }
+    let mut positions = Vec::new();
+    for task in tasks {
+        let (i, ok, pos) = task.await.unwrap();
+        assert_eq!(ok, i % 10 != 5, "write {i}");
+        positions.extend(pos);
+    }
+    positions.sort();
+    positions.dedup();
+    assert_eq!(
+        positions.len(),
+        180,
+        "every successful write has its own position"
+    );
+    assert_eq!(
+        store.current_stream_pos().await.unwrap(),
+        *positions.last().unwrap()
+    );
+    assert!(positions.first().unwrap() > &start);
+    drop(store);
+
+    let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    for i in (0..200).filter(|i| i % 10 != 5) {
+        let alice = user(&format!("@u{i}:localhost"));
+        assert!(
+            store.get_user(&alice).await.unwrap().is_some(),
+            "user {i} durable"
+        );
+        assert_eq!(
+            store.get_account_data(&alice, None, "m.x").await.unwrap(),
+            Some(json!({ "i": i }))
+        );
+    }
+    assert!(store
+        .get_user(&user("@u5:localhost"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .get_device(&user("@taken:localhost"), "D5")
+            .await
+            .unwrap(),
+        None,
+        "failed write rolled back"
+    );
+    assert!(store
+        .get_device(&user("@taken:localhost"), "FIRST")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn server_name_is_bound_on_first_claim_and_status_reads_it() {
+    use myelin_storage::MetaStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    assert_eq!(store.server_name().await.unwrap(), None);
+    store.claim_server_name("example.org").await.unwrap();
+    store.claim_server_name("example.org").await.unwrap();
+    match store.claim_server_name("other.org").await {
+        Err(StorageError::Incompatible(msg)) => {
+            assert!(msg.contains("example.org") && msg.contains("other.org"))
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    drop(store);
+    let status = myelin_storage_sqlite::status(&db_path(&dir)).unwrap();
+    assert_eq!(status.schema_version, SCHEMA_VERSION);
+    assert_eq!(status.known_schema_version, SCHEMA_VERSION);
+    assert_eq!(status.server_name.as_deref(), Some("example.org"));
+    assert!(myelin_storage_sqlite::status(&dir.path().join("missing.db")).is_err());
+    assert!(
+        !dir.path().join("missing.db").exists(),
+        "status creates nothing"
+    );
 }

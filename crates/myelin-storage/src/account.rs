@@ -81,12 +81,31 @@ pub trait AccountStore {
     ) -> StorageResult<Option<TokenOwner>>;
 
     async fn list_devices(&self, user_id: &UserId) -> StorageResult<Vec<DeviceRecord>>;
-    async fn get_device(&self, user_id: &UserId, device_id: &str) -> StorageResult<Option<DeviceRecord>>;
+    async fn get_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StorageResult<Option<DeviceRecord>>;
     /// Returns `false` if the device does not exist.
-    async fn set_device_display_name(&self, user_id: &UserId, device_id: &str, name: Option<&str>) -> StorageResult<bool>;
+    async fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> StorageResult<bool>;
     /// Deletes devices with all their tokens, in one transaction.
-    async fn delete_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> StorageResult<()>;
+    async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> StorageResult<()>;
     /// Deletes every device except `keep` (if given) with all their tokens.
     async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StorageResult<()>;
-    async fn touch_device(&self, user_id: &UserId, device_id: &str, now_ms: u64, ip: Option<&str>) -> StorageResult<()>;
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        now_ms: u64,
+        ip: Option<&str>,
+    ) -> StorageResult<()>;
 }

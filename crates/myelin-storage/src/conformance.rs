@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use myelin_core::{Pdu, StreamPos};
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId};
+use ruma::{
+    OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId,
+};
 use serde_json::{json, Value};
 
 use crate::{
-    Direction, MembershipChange, NewEvent, NewRoom, NewSession, NewState, NewUser, Persisted, ReceiptRecord,
-    SnapshotId, StateKey, StateMap, Storage, TokenOwner, UserRecord,
+    Direction, MembershipChange, NewEvent, NewRoom, NewSession, NewState, NewUser, Persisted,
+    ReceiptRecord, SnapshotId, StateKey, StateMap, Storage, TokenOwner, UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance test.
@@ -40,8 +42,13 @@ macro_rules! storage_conformance_tests {
             receipts,
             presence,
             filters,
+            failed_writes_roll_back,
         );
-        $crate::storage_conformance_tests!(@by_arc $make; stream_positions_increase_under_concurrency);
+        $crate::storage_conformance_tests!(@by_arc $make;
+            stream_positions_increase_under_concurrency,
+            concurrent_writers_do_not_collide,
+            readers_never_see_a_gap_in_positions,
+        );
     };
     (@by_ref $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -188,7 +195,13 @@ impl TestRoom {
     }
 
     /// The next event in the chain (not persisted).
-    pub fn next_pdu(&mut self, sender: &str, kind: &str, state_key: Option<&str>, content: Value) -> Pdu {
+    pub fn next_pdu(
+        &mut self,
+        sender: &str,
+        kind: &str,
+        state_key: Option<&str>,
+        content: Value,
+    ) -> Pdu {
         let id = self.next_id();
         pdu(
             &id,
@@ -207,7 +220,10 @@ impl TestRoom {
         let state = match &pdu.state_key {
             Some(state_key) => NewState::Changed {
                 base: Some(self.snapshot),
-                changes: vec![((pdu.kind.to_string(), state_key.clone()), pdu.event_id.clone())],
+                changes: vec![(
+                    (pdu.kind.to_string(), state_key.clone()),
+                    pdu.event_id.clone(),
+                )],
             },
             None => NewState::Same(self.snapshot),
         };
@@ -228,8 +244,10 @@ impl TestRoom {
         let pdu = new_event.pdu.clone();
         let persisted = store.persist_event(new_event).await.expect("persist event");
         if let Some(state_key) = &pdu.state_key {
-            self.state
-                .insert((pdu.kind.to_string(), state_key.clone()), pdu.event_id.clone());
+            self.state.insert(
+                (pdu.kind.to_string(), state_key.clone()),
+                pdu.event_id.clone(),
+            );
         }
         self.snapshot = persisted.state_snapshot;
         self.last = pdu.event_id;
@@ -244,13 +262,23 @@ impl TestRoom {
         state_key: &str,
         content: Value,
     ) -> (OwnedEventId, Persisted) {
-        let pdu = self.next_pdu(self.creator.clone().as_str(), kind, Some(state_key), content);
+        let pdu = self.next_pdu(
+            self.creator.clone().as_str(),
+            kind,
+            Some(state_key),
+            content,
+        );
         let id = pdu.event_id.clone();
         let persisted = self.append(store, self.new_event(pdu)).await;
         (id, persisted)
     }
 
-    pub async fn message(&mut self, store: &dyn Storage, sender: &str, body: &str) -> (OwnedEventId, Persisted) {
+    pub async fn message(
+        &mut self,
+        store: &dyn Storage,
+        sender: &str,
+        body: &str,
+    ) -> (OwnedEventId, Persisted) {
         let pdu = self.next_pdu(
             sender,
             "m.room.message",
@@ -270,7 +298,12 @@ impl TestRoom {
         target: &str,
         membership: &str,
     ) -> (OwnedEventId, Persisted) {
-        let pdu = self.next_pdu(sender, "m.room.member", Some(target), json!({"membership": membership}));
+        let pdu = self.next_pdu(
+            sender,
+            "m.room.member",
+            Some(target),
+            json!({"membership": membership}),
+        );
         let id = pdu.event_id.clone();
         let mut new_event = self.new_event(pdu);
         new_event.membership = Some(MembershipChange {
@@ -314,10 +347,16 @@ pub async fn users_and_sessions(store: &dyn Storage) {
     let alice = user("@alice:localhost");
     let mut new_alice = new_user("@alice:localhost", Some("hash1"));
     new_alice.displayname = Some("Alice".into());
-    assert!(store.create_user(new_alice).await.unwrap(), "new user is created");
+    assert!(
+        store.create_user(new_alice).await.unwrap(),
+        "new user is created"
+    );
     let mut duplicate = new_user("@alice:localhost", Some("other"));
     duplicate.is_admin = true;
-    assert!(!store.create_user(duplicate).await.unwrap(), "taken ID is refused");
+    assert!(
+        !store.create_user(duplicate).await.unwrap(),
+        "taken ID is refused"
+    );
     let expected = UserRecord {
         user_id: alice.clone(),
         password_hash: Some("hash1".into()),
@@ -332,7 +371,10 @@ pub async fn users_and_sessions(store: &dyn Storage) {
         Some(expected.clone()),
         "refused duplicate wrote nothing"
     );
-    assert_eq!(store.get_user(&user("@nobody:localhost")).await.unwrap(), None);
+    assert_eq!(
+        store.get_user(&user("@nobody:localhost")).await.unwrap(),
+        None
+    );
     assert!(store
         .create_user(NewUser {
             is_admin: true,
@@ -340,13 +382,20 @@ pub async fn users_and_sessions(store: &dyn Storage) {
         })
         .await
         .unwrap());
-    let admin = store.get_user(&user("@admin:localhost")).await.unwrap().unwrap();
+    let admin = store
+        .get_user(&user("@admin:localhost"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(admin.is_admin);
     assert_eq!(admin.password_hash, None);
 
     store.set_password_hash(&alice, "hash2").await.unwrap();
     store.set_displayname(&alice, None).await.unwrap();
-    store.set_avatar_url(&alice, Some("mxc://localhost/abc")).await.unwrap();
+    store
+        .set_avatar_url(&alice, Some("mxc://localhost/abc"))
+        .await
+        .unwrap();
     let updated = store.get_user(&alice).await.unwrap().unwrap();
     assert_eq!(
         updated,
@@ -357,7 +406,10 @@ pub async fn users_and_sessions(store: &dyn Storage) {
             ..expected
         }
     );
-    store.set_displayname(&alice, Some("Alice 2")).await.unwrap();
+    store
+        .set_displayname(&alice, Some("Alice 2"))
+        .await
+        .unwrap();
     store.set_avatar_url(&alice, None).await.unwrap();
     let updated = store.get_user(&alice).await.unwrap().unwrap();
     assert_eq!(updated.displayname.as_deref(), Some("Alice 2"));
@@ -374,26 +426,44 @@ pub async fn users_and_sessions(store: &dyn Storage) {
             expires_at_ms,
         })
     };
-    assert_eq!(store.find_access_token("at1").await.unwrap(), owner(Some(5_000)));
+    assert_eq!(
+        store.find_access_token("at1").await.unwrap(),
+        owner(Some(5_000))
+    );
     assert_eq!(store.find_access_token("unknown").await.unwrap(), None);
 
     assert_eq!(
-        store.refresh_session("rt1", "at2", "rt2", Some(9_000)).await.unwrap(),
+        store
+            .refresh_session("rt1", "at2", "rt2", Some(9_000))
+            .await
+            .unwrap(),
         owner(Some(9_000))
     );
-    assert_eq!(store.find_access_token("at2").await.unwrap(), owner(Some(9_000)));
     assert_eq!(
-        store.refresh_session("rt1", "at3", "rt3", None).await.unwrap(),
+        store.find_access_token("at2").await.unwrap(),
+        owner(Some(9_000))
+    );
+    assert_eq!(
+        store
+            .refresh_session("rt1", "at3", "rt3", None)
+            .await
+            .unwrap(),
         None,
         "a refresh token works once"
     );
     assert_eq!(store.find_access_token("at3").await.unwrap(), None);
     assert_eq!(
-        store.refresh_session("unknown", "at4", "rt4", None).await.unwrap(),
+        store
+            .refresh_session("unknown", "at4", "rt4", None)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        store.refresh_session("rt2", "at5", "rt5", None).await.unwrap(),
+        store
+            .refresh_session("rt2", "at5", "rt5", None)
+            .await
+            .unwrap(),
         owner(None),
         "the new refresh token works"
     );
@@ -424,7 +494,13 @@ pub async fn users_and_sessions(store: &dyn Storage) {
             "{token} survived deactivation"
         );
     }
-    assert_eq!(store.refresh_session("rt7", "at8", "rt8", None).await.unwrap(), None);
+    assert_eq!(
+        store
+            .refresh_session("rt7", "at8", "rt8", None)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(
         !store
             .get_user(&user("@admin:localhost"))
@@ -466,14 +542,21 @@ pub async fn devices(store: &dyn Storage) {
         .collect();
     listed.sort();
     assert_eq!(listed, ["DEV1", "DEV2", "DEV3"]);
-    let dev1 = store.get_device(&alice, "DEV1").await.unwrap().expect("device exists");
+    let dev1 = store
+        .get_device(&alice, "DEV1")
+        .await
+        .unwrap()
+        .expect("device exists");
     assert_eq!(dev1.user_id, alice);
     assert_eq!(dev1.device_id, device("DEV1"));
     assert_eq!(dev1.display_name.as_deref(), Some("DEV1 name"));
     assert_eq!((dev1.last_seen_ms, dev1.last_seen_ip), (None, None));
     assert_eq!(store.get_device(&alice, "NOPE").await.unwrap(), None);
     assert_eq!(
-        store.get_device(&user("@nobody:localhost"), "DEV1").await.unwrap(),
+        store
+            .get_device(&user("@nobody:localhost"), "DEV1")
+            .await
+            .unwrap(),
         None
     );
 
@@ -481,7 +564,10 @@ pub async fn devices(store: &dyn Storage) {
         .set_device_display_name(&alice, "DEV1", Some("Laptop"))
         .await
         .unwrap());
-    assert!(!store.set_device_display_name(&alice, "NOPE", Some("x")).await.unwrap());
+    assert!(!store
+        .set_device_display_name(&alice, "NOPE", Some("x"))
+        .await
+        .unwrap());
     assert_eq!(
         store
             .get_device(&alice, "DEV1")
@@ -492,9 +578,17 @@ pub async fn devices(store: &dyn Storage) {
             .as_deref(),
         Some("Laptop")
     );
-    assert!(store.set_device_display_name(&alice, "DEV1", None).await.unwrap());
+    assert!(store
+        .set_device_display_name(&alice, "DEV1", None)
+        .await
+        .unwrap());
     assert_eq!(
-        store.get_device(&alice, "DEV1").await.unwrap().unwrap().display_name,
+        store
+            .get_device(&alice, "DEV1")
+            .await
+            .unwrap()
+            .unwrap()
+            .display_name,
         None
     );
     assert_eq!(
@@ -518,9 +612,15 @@ pub async fn devices(store: &dyn Storage) {
         (dev2.last_seen_ms, dev2.last_seen_ip.as_deref()),
         (Some(7_000), Some("10.0.0.1"))
     );
-    store.touch_device(&alice, "NOPE", 7_000, None).await.unwrap();
+    store
+        .touch_device(&alice, "NOPE", 7_000, None)
+        .await
+        .unwrap();
 
-    store.delete_devices(&alice, &[device("DEV1")]).await.unwrap();
+    store
+        .delete_devices(&alice, &[device("DEV1")])
+        .await
+        .unwrap();
     assert_eq!(store.get_device(&alice, "DEV1").await.unwrap(), None);
     assert_eq!(store.find_access_token("t1").await.unwrap(), None);
     assert!(store.find_access_token("t2").await.unwrap().is_some());
@@ -528,9 +628,15 @@ pub async fn devices(store: &dyn Storage) {
         store.find_access_token("c1").await.unwrap().is_some(),
         "another user's device of the same ID stays"
     );
-    store.delete_devices(&alice, &[device("NOPE")]).await.unwrap();
+    store
+        .delete_devices(&alice, &[device("NOPE")])
+        .await
+        .unwrap();
 
-    store.delete_all_devices(&alice, Some("DEV3")).await.unwrap();
+    store
+        .delete_all_devices(&alice, Some("DEV3"))
+        .await
+        .unwrap();
     let remaining: Vec<_> = store
         .list_devices(&alice)
         .await
@@ -557,14 +663,25 @@ pub async fn events_state_and_snapshots(store: &dyn Storage) {
     let alice = "@alice:localhost";
     let mut r = TestRoom::create(store, room_id, alice, "r").await;
 
-    let info = store.room_info(&r.room_id).await.unwrap().expect("room exists");
+    let info = store
+        .room_info(&r.room_id)
+        .await
+        .unwrap()
+        .expect("room exists");
     assert_eq!(info.room_id, r.room_id);
     assert_eq!(info.version, RoomVersionId::V10);
     assert_eq!(info.creator, user(alice));
-    assert_eq!(store.room_info(&room("!other:localhost")).await.unwrap(), None);
+    assert_eq!(
+        store.room_info(&room("!other:localhost")).await.unwrap(),
+        None
+    );
 
     let create_id = event("$rcreate");
-    let create = store.get_event(&create_id).await.unwrap().expect("create event stored");
+    let create = store
+        .get_event(&create_id)
+        .await
+        .unwrap()
+        .expect("create event stored");
     let after_create = create.state_snapshot;
     assert!(create.stream_pos > start);
     assert_eq!(
@@ -573,7 +690,12 @@ pub async fn events_state_and_snapshots(store: &dyn Storage) {
     );
 
     let (pl_id, pl) = r
-        .state_event(store, "m.room.power_levels", "", json!({"users": {alice: 100}}))
+        .state_event(
+            store,
+            "m.room.power_levels",
+            "",
+            json!({"users": {alice: 100}}),
+        )
         .await;
     assert_eq!(store.current_stream_pos().await.unwrap(), pl.stream_pos);
 
@@ -601,26 +723,40 @@ pub async fn events_state_and_snapshots(store: &dyn Storage) {
         (key("m.room.power_levels", ""), pl_id.clone()),
     ]);
     assert_eq!(r.state, expected_state);
-    assert_eq!(store.current_state(&r.room_id).await.unwrap(), expected_state);
+    assert_eq!(
+        store.current_state(&r.room_id).await.unwrap(),
+        expected_state
+    );
     assert_eq!(
         store.state_at_snapshot(pl.state_snapshot).await.unwrap(),
         expected_state
     );
     let member = store.get_event(&event("$r1")).await.unwrap().unwrap();
     assert_eq!(
-        store.state_at_snapshot(member.state_snapshot).await.unwrap(),
+        store
+            .state_at_snapshot(member.state_snapshot)
+            .await
+            .unwrap(),
         StateMap::from([
             (key("m.room.create", ""), create_id.clone()),
             (key("m.room.member", alice), event("$r1"))
         ])
     );
-    assert!(store.current_state(&room("!other:localhost")).await.unwrap().is_empty());
+    assert!(store
+        .current_state(&room("!other:localhost"))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         store.forward_extremities(&r.room_id).await.unwrap(),
         std::slice::from_ref(&msg_id)
     );
 
-    let record = store.get_event(&msg_id).await.unwrap().expect("message stored");
+    let record = store
+        .get_event(&msg_id)
+        .await
+        .unwrap()
+        .expect("message stored");
     assert_eq!(record.pdu.event_id, msg_id);
     assert_eq!(record.pdu.room_id, r.room_id);
     assert_eq!(record.pdu.sender, user(alice));
@@ -669,7 +805,10 @@ pub async fn events_state_and_snapshots(store: &dyn Storage) {
         .unwrap()
         .into_iter()
         .collect();
-    assert_eq!(extremities, BTreeSet::from([r.last.clone(), event("$side")]));
+    assert_eq!(
+        extremities,
+        BTreeSet::from([r.last.clone(), event("$side")])
+    );
 }
 
 pub async fn snapshot_chains(store: &dyn Storage) {
@@ -726,7 +865,10 @@ pub async fn snapshot_chains(store: &dyn Storage) {
     branch_state.insert(key("m.room.topic", ""), event("$branch"));
     branch_state.insert(key("m.test", "k0"), event("$branch"));
     assert_eq!(
-        store.state_at_snapshot(persisted.state_snapshot).await.unwrap(),
+        store
+            .state_at_snapshot(persisted.state_snapshot)
+            .await
+            .unwrap(),
         branch_state
     );
     assert_eq!(
@@ -770,7 +912,10 @@ pub async fn snapshot_chains(store: &dyn Storage) {
         .await
         .unwrap();
     assert_eq!(
-        store.state_at_snapshot(persisted.state_snapshot).await.unwrap(),
+        store
+            .state_at_snapshot(persisted.state_snapshot)
+            .await
+            .unwrap(),
         StateMap::from([(key("m.room.name", ""), event("$lone"))])
     );
 }
@@ -823,7 +968,12 @@ pub async fn current_state_follows_snapshot(store: &dyn Storage) {
     r.last = event("$smerge");
 
     // A rejected event changes neither the current state nor memberships.
-    let mut bad = r.next_pdu(bob, "m.room.member", Some(alice), json!({"membership": "ban"}));
+    let mut bad = r.next_pdu(
+        bob,
+        "m.room.member",
+        Some(alice),
+        json!({"membership": "ban"}),
+    );
     bad.rejected = true;
     let bad_id = bad.event_id.clone();
     let mut rejected = r.new_event(bad);
@@ -885,7 +1035,12 @@ pub async fn redactions(store: &dyn Storage) {
     redacted["content"] = json!({});
     let redacted = serde_json::value::to_raw_value(&redacted).unwrap();
 
-    let redaction = r.next_pdu(alice, "m.room.redaction", None, json!({"redacts": target.as_str()}));
+    let redaction = r.next_pdu(
+        alice,
+        "m.room.redaction",
+        None,
+        json!({"redacts": target.as_str()}),
+    );
     let redaction_id = redaction.event_id.clone();
     let mut new_event = r.new_event(redaction);
     new_event.redaction = Some((target.clone(), redacted));
@@ -904,10 +1059,18 @@ pub async fn redactions(store: &dyn Storage) {
     assert_eq!(redaction.redacted_by, None);
 
     // Redacting an event we do not have is not an error.
-    let blind = r.next_pdu(alice, "m.room.redaction", None, json!({"redacts": "$missing"}));
+    let blind = r.next_pdu(
+        alice,
+        "m.room.redaction",
+        None,
+        json!({"redacts": "$missing"}),
+    );
     let blind_id = blind.event_id.clone();
     let mut new_event = r.new_event(blind);
-    new_event.redaction = Some((event("$missing"), serde_json::value::to_raw_value(&json!({})).unwrap()));
+    new_event.redaction = Some((
+        event("$missing"),
+        serde_json::value::to_raw_value(&json!({})).unwrap(),
+    ));
     r.append(store, new_event).await;
     assert!(store.get_event(&blind_id).await.unwrap().is_some());
     assert!(store.get_event(&event("$missing")).await.unwrap().is_none());
@@ -926,8 +1089,9 @@ pub async fn room_events_pagination(store: &dyn Storage) {
         }
     }
     let now = store.current_stream_pos().await.unwrap();
-    let msg_ids =
-        |range: std::ops::Range<usize>| -> Vec<OwnedEventId> { msgs[range].iter().map(|(id, _)| id.clone()).collect() };
+    let msg_ids = |range: std::ops::Range<usize>| -> Vec<OwnedEventId> {
+        msgs[range].iter().map(|(id, _)| id.clone()).collect()
+    };
     let rev = |mut v: Vec<OwnedEventId>| {
         v.reverse();
         v
@@ -957,7 +1121,13 @@ pub async fn room_events_pagination(store: &dyn Storage) {
         .unwrap();
     assert_eq!(ids(&page), rev(msg_ids(4..6)), "backward includes `from`");
     let page = store
-        .room_events(&a.room_id, msgs[8].1, Some(msgs[5].1), Direction::Backward, 100)
+        .room_events(
+            &a.room_id,
+            msgs[8].1,
+            Some(msgs[5].1),
+            Direction::Backward,
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&page), rev(msg_ids(6..9)), "backward excludes `to`");
@@ -966,9 +1136,19 @@ pub async fn room_events_pagination(store: &dyn Storage) {
         .room_events(&a.room_id, msgs[2].1, None, Direction::Forward, 3)
         .await
         .unwrap();
-    assert_eq!(ids(&page), msg_ids(3..6), "forward excludes `from`, oldest first");
+    assert_eq!(
+        ids(&page),
+        msg_ids(3..6),
+        "forward excludes `from`, oldest first"
+    );
     let page = store
-        .room_events(&a.room_id, msgs[2].1, Some(msgs[4].1), Direction::Forward, 100)
+        .room_events(
+            &a.room_id,
+            msgs[2].1,
+            Some(msgs[4].1),
+            Direction::Forward,
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(ids(&page), msg_ids(3..5), "forward includes `to`");
@@ -1016,7 +1196,12 @@ pub async fn memberships(store: &dyn Storage) {
     };
     let m = bob_in_r1(store.memberships_of_user(&user(bob)).await.unwrap());
     assert_eq!(
-        (m.membership.as_str(), &m.event_id, m.stream_pos, m.forgotten),
+        (
+            m.membership.as_str(),
+            &m.event_id,
+            m.stream_pos,
+            m.forgotten
+        ),
         ("invite", &invite_id, invite.stream_pos, false)
     );
 
@@ -1038,7 +1223,12 @@ pub async fn memberships(store: &dyn Storage) {
     let (rejoin_id, rejoin) = r1.member(store, bob, bob, "join").await;
     let m = bob_in_r1(store.memberships_of_user(&user(bob)).await.unwrap());
     assert_eq!(
-        (m.membership.as_str(), &m.event_id, m.stream_pos, m.forgotten),
+        (
+            m.membership.as_str(),
+            &m.event_id,
+            m.stream_pos,
+            m.forgotten
+        ),
         ("join", &rejoin_id, rejoin.stream_pos, false)
     );
 
@@ -1098,10 +1288,17 @@ pub async fn memberships(store: &dyn Storage) {
 pub async fn aliases(store: &dyn Storage) {
     let alice = user("@alice:localhost");
     let (r1, r2) = (room("!al1:localhost"), room("!al2:localhost"));
-    let (a, b, c) = (alias("#a:localhost"), alias("#b:localhost"), alias("#c:localhost"));
+    let (a, b, c) = (
+        alias("#a:localhost"),
+        alias("#b:localhost"),
+        alias("#c:localhost"),
+    );
     assert!(store.create_alias(&a, &r1, &alice).await.unwrap());
     assert!(
-        !store.create_alias(&a, &r2, &user("@bob:localhost")).await.unwrap(),
+        !store
+            .create_alias(&a, &r2, &user("@bob:localhost"))
+            .await
+            .unwrap(),
         "taken"
     );
     assert_eq!(
@@ -1113,7 +1310,13 @@ pub async fn aliases(store: &dyn Storage) {
     let mut of_r1 = store.aliases_of_room(&r1).await.unwrap();
     of_r1.sort();
     assert_eq!(of_r1, ["#a:localhost", "#b:localhost"]);
-    assert_eq!(store.resolve_alias(&alias("#none:localhost")).await.unwrap(), None);
+    assert_eq!(
+        store
+            .resolve_alias(&alias("#none:localhost"))
+            .await
+            .unwrap(),
+        None
+    );
 
     assert!(store.delete_alias(&a).await.unwrap());
     assert!(!store.delete_alias(&a).await.unwrap());
@@ -1167,8 +1370,14 @@ pub async fn txn_ids(store: &dyn Storage) {
         store.event_for_txn(&bob_id, "DEV1", "t1").await.unwrap(),
         Some(third_id)
     );
-    assert_eq!(store.event_for_txn(&alice_id, "DEV1", "t2").await.unwrap(), None);
-    assert_eq!(store.event_for_txn(&alice_id, "DEV3", "t1").await.unwrap(), None);
+    assert_eq!(
+        store.event_for_txn(&alice_id, "DEV1", "t2").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.event_for_txn(&alice_id, "DEV3", "t1").await.unwrap(),
+        None
+    );
     assert_eq!(
         store
             .event_for_txn(&user("@carol:localhost"), "DEV1", "t1")
@@ -1204,11 +1413,17 @@ pub async fn account_data(store: &dyn Storage) {
         .unwrap();
 
     assert_eq!(
-        store.get_account_data(&alice, None, "m.push_rules").await.unwrap(),
+        store
+            .get_account_data(&alice, None, "m.push_rules")
+            .await
+            .unwrap(),
         Some(json!({"global": {}}))
     );
     assert_eq!(
-        store.get_account_data(&alice, Some(&r), "m.tag").await.unwrap(),
+        store
+            .get_account_data(&alice, Some(&r), "m.tag")
+            .await
+            .unwrap(),
         Some(json!({"tags": {"u.x": {}}}))
     );
     assert_eq!(
@@ -1217,7 +1432,10 @@ pub async fn account_data(store: &dyn Storage) {
         "global and room data are apart"
     );
     assert_eq!(
-        store.get_account_data(&alice, Some(&r), "m.push_rules").await.unwrap(),
+        store
+            .get_account_data(&alice, Some(&r), "m.push_rules")
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
@@ -1240,12 +1458,22 @@ pub async fn account_data(store: &dyn Storage) {
         since(store.account_data_since(&alice, start).await.unwrap()),
         [
             (None, "m.push_rules".to_owned(), json!({"global": {}}), p1),
-            (Some(r.clone()), "m.tag".to_owned(), json!({"tags": {"u.x": {}}}), p2),
+            (
+                Some(r.clone()),
+                "m.tag".to_owned(),
+                json!({"tags": {"u.x": {}}}),
+                p2
+            ),
         ]
     );
     assert_eq!(
         since(store.account_data_since(&alice, p1).await.unwrap()),
-        [(Some(r.clone()), "m.tag".to_owned(), json!({"tags": {"u.x": {}}}), p2)]
+        [(
+            Some(r.clone()),
+            "m.tag".to_owned(),
+            json!({"tags": {"u.x": {}}}),
+            p2
+        )]
     );
 
     let p3 = store
@@ -1262,7 +1490,11 @@ pub async fn account_data(store: &dyn Storage) {
         2,
         "overwrites replace"
     );
-    assert!(store.account_data_since(&alice, p3).await.unwrap().is_empty());
+    assert!(store
+        .account_data_since(&alice, p3)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Setting `{}` (deletion) is still a change that `since` reports.
     let p4 = store
@@ -1273,7 +1505,10 @@ pub async fn account_data(store: &dyn Storage) {
         since(store.account_data_since(&alice, p3).await.unwrap()),
         [(Some(r.clone()), "m.tag".to_owned(), json!({}), p4)]
     );
-    let after_delete = store.get_account_data(&alice, Some(&r), "m.tag").await.unwrap();
+    let after_delete = store
+        .get_account_data(&alice, Some(&r), "m.tag")
+        .await
+        .unwrap();
     assert!(
         after_delete.is_none() || after_delete == Some(json!({})),
         "got {after_delete:?}"
@@ -1285,18 +1520,22 @@ pub async fn receipts(store: &dyn Storage) {
     let bob = user("@bob:localhost");
     let (r1, r2) = (room("!rc1:localhost"), room("!rc2:localhost"));
     let start = store.current_stream_pos().await.unwrap();
-    let receipt =
-        |room_id: &OwnedRoomId, receipt_type: &str, user_id: &OwnedUserId, thread: Option<&str>, event_id: &str, ts| {
-            ReceiptRecord {
-                room_id: room_id.clone(),
-                receipt_type: receipt_type.to_owned(),
-                user_id: user_id.clone(),
-                thread_id: thread.map(str::to_owned),
-                event_id: event(event_id),
-                ts,
-                stream_pos: StreamPos::ZERO,
-            }
-        };
+    let receipt = |room_id: &OwnedRoomId,
+                   receipt_type: &str,
+                   user_id: &OwnedUserId,
+                   thread: Option<&str>,
+                   event_id: &str,
+                   ts| {
+        ReceiptRecord {
+            room_id: room_id.clone(),
+            receipt_type: receipt_type.to_owned(),
+            user_id: user_id.clone(),
+            thread_id: thread.map(str::to_owned),
+            event_id: event(event_id),
+            ts,
+            stream_pos: StreamPos::ZERO,
+        }
+    };
     let p1 = store
         .set_receipt(receipt(&r1, "m.read", &alice, None, "$e1", 10))
         .await
@@ -1334,7 +1573,12 @@ pub async fn receipts(store: &dyn Storage) {
         r
     };
     assert_eq!(
-        sorted(store.receipts_since(std::slice::from_ref(&r1), start).await.unwrap()),
+        sorted(
+            store
+                .receipts_since(std::slice::from_ref(&r1), start)
+                .await
+                .unwrap()
+        ),
         [
             with_pos(receipt(&r1, "m.read", &alice, Some("main"), "$e2", 20), p2),
             with_pos(receipt(&r1, "m.read.private", &alice, None, "$e2", 30), p3),
@@ -1344,7 +1588,12 @@ pub async fn receipts(store: &dyn Storage) {
         "the unthreaded m.read of alice was replaced"
     );
     assert_eq!(
-        sorted(store.receipts_since(&[r1.clone(), r2.clone()], p3).await.unwrap()),
+        sorted(
+            store
+                .receipts_since(&[r1.clone(), r2.clone()], p3)
+                .await
+                .unwrap()
+        ),
         [
             with_pos(receipt(&r2, "m.read", &alice, None, "$f1", 40), p4),
             with_pos(receipt(&r1, "m.read", &bob, None, "$e1", 50), p5),
@@ -1372,7 +1621,10 @@ pub async fn presence(store: &dyn Storage) {
     );
     let start = store.current_stream_pos().await.unwrap();
     assert_eq!(store.get_presence(&alice).await.unwrap(), None);
-    let p1 = store.set_presence(&alice, "online", Some("hi"), 1_000).await.unwrap();
+    let p1 = store
+        .set_presence(&alice, "online", Some("hi"), 1_000)
+        .await
+        .unwrap();
     assert!(p1 > start);
     let got = store.get_presence(&alice).await.unwrap().unwrap();
     assert_eq!(
@@ -1385,13 +1637,24 @@ pub async fn presence(store: &dyn Storage) {
         ),
         (alice.clone(), "online", Some("hi"), 1_000, p1)
     );
-    let p2 = store.set_presence(&alice, "unavailable", None, 2_000).await.unwrap();
-    let p3 = store.set_presence(&bob, "offline", None, 3_000).await.unwrap();
+    let p2 = store
+        .set_presence(&alice, "unavailable", None, 2_000)
+        .await
+        .unwrap();
+    let p3 = store
+        .set_presence(&bob, "offline", None, 3_000)
+        .await
+        .unwrap();
     assert!(p1 < p2 && p2 < p3);
     assert_eq!(store.current_stream_pos().await.unwrap(), p3);
     let got = store.get_presence(&alice).await.unwrap().unwrap();
     assert_eq!(
-        (got.state.as_str(), got.status_msg, got.last_active_ms, got.stream_pos),
+        (
+            got.state.as_str(),
+            got.status_msg,
+            got.last_active_ms,
+            got.stream_pos
+        ),
         ("unavailable", None, 2_000, p2)
     );
 
@@ -1417,7 +1680,11 @@ pub async fn presence(store: &dyn Storage) {
             .len(),
         1
     );
-    assert!(store.presence_since(&[carol], start).await.unwrap().is_empty());
+    assert!(store
+        .presence_since(&[carol], start)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(store.presence_since(&[], start).await.unwrap().is_empty());
 }
 
@@ -1434,18 +1701,30 @@ pub async fn filters(store: &dyn Storage) {
             "decimal filter ID: {id}"
         );
     }
-    assert_eq!(store.get_filter(&alice, &id1).await.unwrap(), Some(f1.clone()));
-    assert_eq!(store.get_filter(&alice, &id2).await.unwrap(), Some(f2.clone()));
+    assert_eq!(
+        store.get_filter(&alice, &id1).await.unwrap(),
+        Some(f1.clone())
+    );
+    assert_eq!(
+        store.get_filter(&alice, &id2).await.unwrap(),
+        Some(f2.clone())
+    );
     assert_eq!(
         store.get_filter(&bob, &id1).await.unwrap(),
         None,
         "filters are per user"
     );
-    assert_eq!(store.get_filter(&alice, "not-a-number").await.unwrap(), None);
+    assert_eq!(
+        store.get_filter(&alice, "not-a-number").await.unwrap(),
+        None
+    );
     assert_eq!(store.get_filter(&alice, "99999999").await.unwrap(), None);
     assert_eq!(store.get_filter(&alice, "").await.unwrap(), None);
     let bob_id = store.create_filter(&bob, &json!({"bob": 1})).await.unwrap();
-    assert_eq!(store.get_filter(&bob, &bob_id).await.unwrap(), Some(json!({"bob": 1})));
+    assert_eq!(
+        store.get_filter(&bob, &bob_id).await.unwrap(),
+        Some(json!({"bob": 1}))
+    );
     assert_eq!(
         store.get_filter(&alice, &id1).await.unwrap(),
         Some(f1),
@@ -1471,7 +1750,10 @@ pub async fn stream_positions_increase_under_concurrency(store: Arc<dyn Storage>
             let mut last = StreamPos::ZERO;
             for _ in 0..200 {
                 let now = store.current_stream_pos().await.unwrap();
-                assert!(now >= last, "current_stream_pos went back from {last} to {now}");
+                assert!(
+                    now >= last,
+                    "current_stream_pos went back from {last} to {now}"
+                );
                 last = now;
                 tokio::task::yield_now().await;
             }
@@ -1491,7 +1773,10 @@ pub async fn stream_positions_increase_under_concurrency(store: Arc<dyn Storage>
                         .set_account_data(&user_id, None, "m.x", &json!({"i": i}))
                         .await
                         .unwrap(),
-                    1 => store.set_presence(&user_id, "online", None, i as u64).await.unwrap(),
+                    1 => store
+                        .set_presence(&user_id, "online", None, i as u64)
+                        .await
+                        .unwrap(),
                     2 => store
                         .set_receipt(ReceiptRecord {
                             room_id: room_id.clone(),
@@ -1563,6 +1848,302 @@ pub async fn stream_positions_increase_under_concurrency(store: Arc<dyn Storage>
         WRITERS * WRITES / 4,
         "every concurrent event is in the timeline"
     );
-    let by_pos: BTreeMap<_, _> = events.iter().map(|e| (e.stream_pos, e.pdu.event_id.clone())).collect();
+    let by_pos: BTreeMap<_, _> = events
+        .iter()
+        .map(|e| (e.stream_pos, e.pdu.event_id.clone()))
+        .collect();
     assert_eq!(by_pos.len(), events.len());
+}
+
+// ---- transactions -----------------------------------------------------------------------------
+
+/// A message in `room` on top of `snapshot` with the given (fresh) ID; no state change.
+fn loose_message(id: &str, room_id: &OwnedRoomId, snapshot: SnapshotId, depth: u64) -> NewEvent {
+    NewEvent {
+        pdu: pdu(
+            id,
+            room_id.as_str(),
+            "@alice:localhost",
+            "m.room.message",
+            None,
+            json!({"body": id}),
+            depth,
+            &[],
+        ),
+        room: None,
+        state: NewState::Same(snapshot),
+        updates_current_state: true,
+        membership: None,
+        txn: None,
+        redaction: None,
+        forward_extremities: vec![event(id)],
+    }
+}
+
+/// A write that fails half-way leaves nothing behind: no rows, no state change, no membership,
+/// no room, and no stream position used up.
+pub async fn failed_writes_roll_back(store: &dyn Storage) {
+    let alice = "@alice:localhost";
+    let bob = "@bob:localhost";
+    let mut r = TestRoom::create(store, "!rb:localhost", alice, "rb").await;
+    let start = store.current_stream_pos().await.unwrap();
+    let extremities = store.forward_extremities(&r.room_id).await.unwrap();
+
+    // A batch whose last event refers to a snapshot that does not exist.
+    let join_pdu = r.next_pdu(
+        bob,
+        "m.room.member",
+        Some(bob),
+        json!({"membership": "join"}),
+    );
+    let mut join = r.new_event(join_pdu);
+    join.membership = Some(MembershipChange {
+        user_id: user(bob),
+        membership: "join".into(),
+    });
+    join.txn = Some((device("DEV1"), "rb-txn".into()));
+    let join_id = join.pdu.event_id.clone();
+    let other_room = room("!rb2:localhost");
+    let create_other = NewEvent {
+        room: Some(NewRoom {
+            room_id: other_room.clone(),
+            version: RoomVersionId::V10,
+            creator: user(alice),
+            created_ms: 1,
+        }),
+        state: NewState::Changed {
+            base: None,
+            changes: vec![(key("m.room.create", ""), event("$rb2create"))],
+        },
+        ..loose_message("$rb2create", &other_room, 0, 1)
+    };
+    let broken = NewEvent {
+        state: NewState::Changed {
+            base: Some(SnapshotId::MAX),
+            changes: vec![(key("m.room.topic", ""), event("$rbbroken"))],
+        },
+        ..loose_message("$rbbroken", &r.room_id, r.snapshot, 9)
+    };
+    let result = store.persist_events(vec![join, create_other, broken]).await;
+    assert!(
+        result.is_err(),
+        "a batch with an unknown base snapshot fails"
+    );
+    assert!(
+        store.get_event(&join_id).await.unwrap().is_none(),
+        "first event rolled back"
+    );
+    assert!(store
+        .get_event(&event("$rb2create"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.room_info(&other_room).await.unwrap(),
+        None,
+        "room row rolled back"
+    );
+    assert_eq!(
+        store.current_state(&r.room_id).await.unwrap(),
+        r.state,
+        "state rolled back"
+    );
+    assert!(
+        store
+            .room_members(&r.room_id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.user_id != user(bob)),
+        "membership rolled back"
+    );
+    assert_eq!(
+        store
+            .event_for_txn(&user(bob), "DEV1", "rb-txn")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.forward_extremities(&r.room_id).await.unwrap(),
+        extremities
+    );
+    assert_eq!(
+        store.current_stream_pos().await.unwrap(),
+        start,
+        "no position taken"
+    );
+
+    // A single event whose ID exists already.
+    let duplicate = loose_message("$rbcreate", &r.room_id, r.snapshot, 9);
+    assert!(
+        store.persist_event(duplicate).await.is_err(),
+        "duplicate event ID fails"
+    );
+    let original = store.get_event(&event("$rbcreate")).await.unwrap().unwrap();
+    assert_eq!(
+        original.pdu.kind.to_string(),
+        "m.room.create",
+        "original kept"
+    );
+    assert_eq!(store.current_stream_pos().await.unwrap(), start);
+
+    // A session whose token exists already creates no device.
+    store.create_user(new_user(alice, Some("h"))).await.unwrap();
+    store
+        .create_session(session(alice, "RB1", "rb-token", None))
+        .await
+        .unwrap();
+    assert!(store
+        .create_session(session(alice, "RB2", "rb-token", None))
+        .await
+        .is_err());
+    assert_eq!(
+        store.get_device(&user(alice), "RB2").await.unwrap(),
+        None,
+        "device rolled back"
+    );
+
+    // The store still works, and the next position follows the last committed one.
+    let (_, next) = r.message(store, alice, "after").await;
+    assert_eq!(
+        next.stream_pos,
+        start.next(),
+        "failed writes used up no position"
+    );
+    assert_eq!(store.current_stream_pos().await.unwrap(), next.stream_pos);
+}
+
+// ---- concurrency ------------------------------------------------------------------------------
+
+/// Concurrent writers that race for the same row: exactly one wins where one must, and
+/// per-user counters never hand out the same ID twice.
+pub async fn concurrent_writers_do_not_collide(store: Arc<dyn Storage>) {
+    const TASKS: usize = 8;
+    let alice = user("@alice:localhost");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        let alice = alice.clone();
+        tasks.spawn(async move {
+            let created = store
+                .create_user(NewUser {
+                    displayname: Some(format!("task {t}")),
+                    ..new_user("@alice:localhost", None)
+                })
+                .await
+                .unwrap();
+            let aliased = store
+                .create_alias(
+                    &alias("#race:localhost"),
+                    &room(&format!("!race{t}:localhost")),
+                    &alice,
+                )
+                .await
+                .unwrap();
+            let mut filters = Vec::new();
+            for i in 0..4 {
+                filters.push((
+                    store
+                        .create_filter(&alice, &json!({"t": t, "i": i}))
+                        .await
+                        .unwrap(),
+                    json!({"t": t, "i": i}),
+                ));
+            }
+            (created, aliased, filters)
+        });
+    }
+    let (mut created, mut aliased, mut filters) = (0, 0, Vec::new());
+    while let Some(result) = tasks.join_next().await {
+        let (c, a, f) = result.expect("writer task panicked");
+        created += usize::from(c);
+        aliased += usize::from(a);
+        filters.extend(f);
+    }
+    assert_eq!(created, 1, "exactly one concurrent create_user wins");
+    assert_eq!(aliased, 1, "exactly one concurrent create_alias wins");
+    let ids: BTreeSet<_> = filters.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids.len(), TASKS * 4, "filter IDs are distinct");
+    for (id, filter) in &filters {
+        assert_eq!(
+            store.get_filter(&alice, id).await.unwrap().as_ref(),
+            Some(filter)
+        );
+    }
+}
+
+/// While writers append events (alone and in batches), every position a reader sees as current
+/// has all events up to it readable: positions become visible in order, without gaps.
+pub async fn readers_never_see_a_gap_in_positions(store: Arc<dyn Storage>) {
+    const WRITERS: usize = 4;
+    const ROUNDS: usize = 10;
+    let fixture = TestRoom::create(&*store, "!gap:localhost", "@alice:localhost", "g").await;
+    let start = store.current_stream_pos().await.unwrap();
+    let (room_id, snapshot) = (fixture.room_id.clone(), fixture.snapshot);
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, room_id, done) = (store.clone(), room_id.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut checks = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                let now = store.current_stream_pos().await.unwrap();
+                let events = store
+                    .room_events(&room_id, start, Some(now), Direction::Forward, 10_000)
+                    .await
+                    .unwrap();
+                let seen: Vec<i64> = events.iter().map(|e| e.stream_pos.0).collect();
+                let expected: Vec<i64> = (start.0 + 1..=now.0).collect();
+                assert_eq!(
+                    seen, expected,
+                    "every position up to the current one is readable"
+                );
+                checks += 1;
+                if finished {
+                    return checks;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let (store, room_id) = (store.clone(), room_id.clone());
+        tasks.spawn(async move {
+            for i in 0..ROUNDS {
+                if i % 2 == 0 {
+                    store
+                        .persist_event(loose_message(&format!("$g{w}x{i}"), &room_id, snapshot, 3))
+                        .await
+                        .unwrap();
+                } else {
+                    let batch = (0..3)
+                        .map(|b| loose_message(&format!("$g{w}x{i}b{b}"), &room_id, snapshot, 3))
+                        .collect();
+                    let persisted = store.persist_events(batch).await.unwrap();
+                    assert!(
+                        persisted
+                            .windows(2)
+                            .all(|p| p[1].stream_pos == p[0].stream_pos.next()),
+                        "a batch takes consecutive positions: {persisted:?}"
+                    );
+                }
+            }
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("writer task panicked");
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let checks = reader.await.expect("reader task panicked");
+    assert!(checks > 0);
+    let total = WRITERS * (ROUNDS / 2 + 3 * (ROUNDS / 2));
+    assert_eq!(
+        store.current_stream_pos().await.unwrap().0 - start.0,
+        i64::try_from(total).unwrap()
+    );
 }

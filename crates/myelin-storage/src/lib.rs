@@ -8,12 +8,15 @@
 mod account;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod dump;
 mod error;
+mod meta;
 mod room;
 mod user_data;
 
 pub use account::*;
 pub use error::{StorageError, StorageResult};
+pub use meta::*;
 pub use room::*;
 pub use user_data::*;
 

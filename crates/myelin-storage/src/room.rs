@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, RoomVersionId, UserId, EventId};
+use ruma::{
+    EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
+    RoomVersionId, UserId,
+};
 use serde_json::value::RawValue as RawJsonValue;
 
 use crate::StorageResult;
@@ -44,7 +47,10 @@ pub enum NewState {
     /// A non-state event: the state after it is the given snapshot.
     Same(SnapshotId),
     /// `base` (or empty) with the given keys replaced.
-    Changed { base: Option<SnapshotId>, changes: Vec<(StateKey, OwnedEventId)> },
+    Changed {
+        base: Option<SnapshotId>,
+        changes: Vec<(StateKey, OwnedEventId)>,
+    },
 }
 
 /// A membership change carried by an `m.room.member` event.
@@ -119,7 +125,12 @@ pub trait RoomStore {
     /// The events that exist among `ids`, in no particular order.
     async fn get_events(&self, ids: &[OwnedEventId]) -> StorageResult<Vec<EventRecord>>;
     /// The event a client request `(user, device, txn_id)` created, if any.
-    async fn event_for_txn(&self, user_id: &UserId, device_id: &str, txn_id: &str) -> StorageResult<Option<OwnedEventId>>;
+    async fn event_for_txn(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StorageResult<Option<OwnedEventId>>;
 
     /// The room's current state.
     async fn current_state(&self, room_id: &RoomId) -> StorageResult<StateMap>;
@@ -145,8 +156,16 @@ pub trait RoomStore {
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StorageResult<()>;
 
     /// Creates an alias; `false` if it already exists.
-    async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> StorageResult<bool>;
-    async fn resolve_alias(&self, alias: &RoomAliasId) -> StorageResult<Option<(OwnedRoomId, OwnedUserId)>>;
+    async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StorageResult<bool>;
+    async fn resolve_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> StorageResult<Option<(OwnedRoomId, OwnedUserId)>>;
     /// Returns `false` if the alias did not exist.
     async fn delete_alias(&self, alias: &RoomAliasId) -> StorageResult<bool>;
     async fn aliases_of_room(&self, room_id: &RoomId) -> StorageResult<Vec<String>>;

@@ -48,21 +48,52 @@ pub trait UserDataStore {
         data_type: &str,
         content: &serde_json::Value,
     ) -> StorageResult<StreamPos>;
-    async fn get_account_data(&self, user_id: &UserId, room_id: Option<&RoomId>, data_type: &str) -> StorageResult<Option<serde_json::Value>>;
+    async fn get_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> StorageResult<Option<serde_json::Value>>;
     /// Account data (global and per room) changed after `since`.
-    async fn account_data_since(&self, user_id: &UserId, since: StreamPos) -> StorageResult<Vec<AccountDataRecord>>;
+    async fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: StreamPos,
+    ) -> StorageResult<Vec<AccountDataRecord>>;
 
     /// Replaces the user's receipt of this type and thread in the room; returns its position.
     async fn set_receipt(&self, receipt: ReceiptRecord) -> StorageResult<StreamPos>;
     /// Receipts in the given rooms changed after `since`.
-    async fn receipts_since(&self, room_ids: &[OwnedRoomId], since: StreamPos) -> StorageResult<Vec<ReceiptRecord>>;
+    async fn receipts_since(
+        &self,
+        room_ids: &[OwnedRoomId],
+        since: StreamPos,
+    ) -> StorageResult<Vec<ReceiptRecord>>;
 
-    async fn set_presence(&self, user_id: &UserId, state: &str, status_msg: Option<&str>, now_ms: u64) -> StorageResult<StreamPos>;
+    async fn set_presence(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+        now_ms: u64,
+    ) -> StorageResult<StreamPos>;
     async fn get_presence(&self, user_id: &UserId) -> StorageResult<Option<PresenceRecord>>;
     /// Presence of the given users changed after `since`.
-    async fn presence_since(&self, user_ids: &[OwnedUserId], since: StreamPos) -> StorageResult<Vec<PresenceRecord>>;
+    async fn presence_since(
+        &self,
+        user_ids: &[OwnedUserId],
+        since: StreamPos,
+    ) -> StorageResult<Vec<PresenceRecord>>;
 
     /// Stores a filter; returns its ID (decimal, per user).
-    async fn create_filter(&self, user_id: &UserId, filter: &serde_json::Value) -> StorageResult<String>;
-    async fn get_filter(&self, user_id: &UserId, filter_id: &str) -> StorageResult<Option<serde_json::Value>>;
+    async fn create_filter(
+        &self,
+        user_id: &UserId,
+        filter: &serde_json::Value,
+    ) -> StorageResult<String>;
+    async fn get_filter(
+        &self,
+        user_id: &UserId,
+        filter_id: &str,
+    ) -> StorageResult<Option<serde_json::Value>>;
 }

@@ -14,14 +14,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
-pub use myelin_service::RegistrationMode;
-use myelin_service::ServiceConfig;
+pub use myelin_service::FederationConfig;
+pub use myelin_service::{Rate, RegistrationMode};
+use myelin_service::{RateLimits, ServiceConfig, TurnConfig};
 
 /// The prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "MYELIN_";
 
-/// Environment variables with [`ENV_PREFIX`] that are not configuration keys.
-const ENV_NOT_KEYS: &[&str] = &["MYELIN_CONFIG"];
+/// Environment variables with [`ENV_PREFIX`] that are not configuration keys: the config path,
+/// and the test suite's own switches (README), which a developer's shell may well export.
+const ENV_NOT_KEYS: &[&str] = &[
+    "MYELIN_CONFIG",
+    "MYELIN_TEST_POSTGRES_URL",
+    "MYELIN_TEST_BACKEND",
+    "MYELIN_REQUIRE_POSTGRES",
+];
 
 /// The name of the database file inside the data directory when `database.path` is unset.
 pub const DEFAULT_DB_FILE: &str = "myelin.db";
@@ -44,16 +51,31 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
     pub well_known: WellKnownConfig,
+    /// The server-server API: keys, request signing, how other servers are reached.
+    pub federation: FederationConfig,
+    /// Client rate limits (token buckets per user or client IP).
+    pub rate_limits: RateLimits,
+    /// The TURN server for VoIP calls.
+    pub turn: TurnConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// The storage backend. Only `sqlite` exists for now.
+    /// The storage backend: `sqlite` (embedded, the default) or `postgres`.
     pub backend: String,
-    /// The database file; `<data_dir>/myelin.db` when unset.
+    /// The database file (SQLite); `<data_dir>/myelin.db` when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// The connection URL (PostgreSQL), e.g. `postgres://myelin:secret@localhost/myelin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A file whose first line is the connection URL (PostgreSQL), to keep the password out of
+    /// the configuration. Exclusive with `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
+    /// The most connections open to the database at once (PostgreSQL).
+    pub pool_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +113,25 @@ pub struct WellKnownConfig {
     /// When set, `/.well-known/matrix/client` answers `{"m.homeserver": {"base_url": ...}}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_base_url: Option<String>,
+    /// When set (or when support contacts are listed), `/.well-known/matrix/support` answers with
+    /// this page and the contacts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub support_page: Option<String>,
+    /// Who to contact about this server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub support_contacts: Vec<SupportContact>,
+}
+
+/// One entry of `/.well-known/matrix/support`'s `contacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportContact {
+    /// `m.role.admin` or `m.role.security`.
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matrix_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_address: Option<String>,
 }
 
 impl Default for Config {
@@ -105,6 +146,9 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
             well_known: WellKnownConfig::default(),
+            federation: FederationConfig::default(),
+            rate_limits: RateLimits::default(),
+            turn: TurnConfig::default(),
         }
     }
 }
@@ -114,7 +158,82 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             backend: "sqlite".to_owned(),
             path: None,
+            url: None,
+            url_file: None,
+            pool_size: 10,
         }
+    }
+}
+
+impl DatabaseConfig {
+    /// Whether the backend is PostgreSQL (`postgres` or `postgresql`).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend.as_str(), "postgres" | "postgresql")
+    }
+
+    /// The configuration problems of the `[database]` section.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.backend.as_str() {
+            "sqlite" => {
+                if self.url.is_some() || self.url_file.is_some() {
+                    problems.push(
+                        "database.url and database.url_file are for backend = \"postgres\"; remove them or set \
+                         the backend"
+                            .to_owned(),
+                    );
+                }
+            }
+            "postgres" | "postgresql" => {
+                match (&self.url, &self.url_file) {
+                    (None, None) => problems.push(
+                        "database.backend = \"postgres\" needs database.url (or database.url_file)"
+                            .to_owned(),
+                    ),
+                    (Some(_), Some(_)) => problems
+                        .push("set only one of database.url and database.url_file".to_owned()),
+                    (Some(url), None) => {
+                        if let Err(e) = myelin_storage_postgres::parse_url(url) {
+                            problems.push(format!("database.url: {e}"));
+                        }
+                    }
+                    (None, Some(file)) => {
+                        if file.as_os_str().is_empty() {
+                            problems.push("database.url_file must not be empty".to_owned());
+                        }
+                    }
+                }
+                if self.path.is_some() {
+                    problems.push(
+                        "database.path is for backend = \"sqlite\"; use database.url".to_owned(),
+                    );
+                }
+            }
+            other => problems.push(format!(
+                "database.backend {other:?} is unknown; use \"sqlite\" or \"postgres\""
+            )),
+        }
+        if self.pool_size == 0 {
+            problems.push("database.pool_size must be at least 1".to_owned());
+        }
+        problems
+    }
+
+    /// The PostgreSQL connection URL: `url`, or the first line of `url_file`.
+    pub fn postgres_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        let Some(file) = &self.url_file else {
+            bail!("database.url (or database.url_file) is not set");
+        };
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read database.url_file {}", file.display()))?;
+        let url = text.lines().next().unwrap_or("").trim().to_owned();
+        if url.is_empty() {
+            bail!("database.url_file {} is empty", file.display());
+        }
+        Ok(url)
     }
 }
 
@@ -176,16 +295,20 @@ impl Config {
             None => toml::Table::new(),
         };
         apply_env(&mut table, env)?;
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| match path {
-                Some(path) => anyhow!(
-                    "invalid configuration (file {} and MYELIN_* variables): {}",
-                    path.display(),
-                    e.message()
-                ),
-                None => anyhow!("invalid configuration (MYELIN_* variables): {}", e.message()),
-            })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| match path {
+                    Some(path) => anyhow!(
+                        "invalid configuration (file {} and MYELIN_* variables): {}",
+                        path.display(),
+                        e.message()
+                    ),
+                    None => anyhow!(
+                        "invalid configuration (MYELIN_* variables): {}",
+                        e.message()
+                    ),
+                })?;
         Ok(config)
     }
 
@@ -220,19 +343,16 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             problems.push(format!("log {:?} is not a valid log filter: {e}", self.log));
         }
-        match self.database.backend.as_str() {
-            "sqlite" => {}
-            "postgres" | "postgresql" => {
-                problems.push("database.backend \"postgres\" is not supported yet; use \"sqlite\"".to_owned())
-            }
-            other => problems.push(format!("database.backend {other:?} is unknown; use \"sqlite\"")),
-        }
+        problems.extend(self.database.problems());
         if let Some(path) = &self.database.path {
             if path.as_os_str().is_empty() {
-                problems.push("database.path must not be empty (remove it to use the default)".to_owned());
+                problems.push(
+                    "database.path must not be empty (remove it to use the default)".to_owned(),
+                );
             }
         }
-        if self.registration.mode == RegistrationMode::Token && !self.registration.tokens.iter().any(|t| !t.is_empty())
+        if self.registration.mode == RegistrationMode::Token
+            && !self.registration.tokens.iter().any(|t| !t.is_empty())
         {
             problems.push(
                 "registration.mode = \"token\" needs at least one non-empty registration.tokens entry".to_owned(),
@@ -255,12 +375,15 @@ impl Config {
             ));
         }
         if let Some(url) = &self.well_known.client_base_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || url.contains(char::is_whitespace)
+            {
                 problems.push(format!(
                     "well_known.client_base_url {url:?} must be an http:// or https:// URL"
                 ));
             }
         }
+        problems.extend(self.federation.problems());
         match problems.len() {
             0 => Ok(()),
             1 => bail!("invalid configuration: {}", problems[0]),
@@ -296,11 +419,27 @@ impl Config {
         sc.registration = self.registration.mode;
         sc.registration_tokens = self.registration.tokens.clone();
         sc.default_room_version =
-            ruma::RoomVersionId::try_from(self.rooms.default_version.as_str()).expect("validated room version");
+            ruma::RoomVersionId::try_from(self.rooms.default_version.as_str())
+                .expect("validated room version");
         sc.refreshable_token_lifetime_ms = self.limits.refreshable_token_lifetime_ms;
         sc.max_sync_timeout_ms = self.limits.max_sync_timeout_ms;
         sc.max_typing_timeout_ms = self.limits.max_typing_timeout_ms;
+        sc.rate_limits = self.rate_limits.clone();
+        sc.turn = self.turn.clone();
         sc
+    }
+
+    /// The body of `/.well-known/matrix/support`, when configured.
+    pub fn well_known_support(&self) -> Option<serde_json::Value> {
+        let wk = &self.well_known;
+        if wk.support_page.is_none() && wk.support_contacts.is_empty() {
+            return None;
+        }
+        let mut body = serde_json::json!({ "contacts": wk.support_contacts });
+        if let Some(page) = &wk.support_page {
+            body["support_page"] = serde_json::json!(page);
+        }
+        Some(body)
     }
 
     /// The body of `/.well-known/matrix/client`, when configured.
@@ -316,7 +455,10 @@ impl Config {
 ///
 /// The type of each value follows the option's default: strings are taken verbatim, numbers and
 /// booleans are parsed, lists are a TOML array or comma-separated. Unknown keys are an error.
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
     let defaults = match toml::Value::try_from(Config::default()).context("serialize defaults")? {
         toml::Value::Table(t) => t,
         _ => unreachable!("a struct serializes to a table"),
@@ -333,7 +475,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
             .collect();
         let (section, key) = match path.as_slice() {
             [key] if !key.is_empty() => (None, key.as_str()),
-            [section, key] if !section.is_empty() && !key.is_empty() => (Some(section.as_str()), key.as_str()),
+            [section, key] if !section.is_empty() && !key.is_empty() => {
+                (Some(section.as_str()), key.as_str())
+            }
             _ => bail!("environment variable {var} does not name a configuration option"),
         };
         let default_section = match section {
@@ -375,7 +519,8 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
                 }
             }
             Some(default) => {
-                let value = env_value(default, &raw).with_context(|| format!("environment variable {var}={raw:?}"))?;
+                let value = env_value(default, &raw)
+                    .with_context(|| format!("environment variable {var}={raw:?}"))?;
                 target.insert(key.to_owned(), value);
             }
         }
@@ -384,7 +529,15 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
 }
 
 /// Options without a default value (absent from the serialized defaults): `(section, key)`.
-const OPTIONAL_KEYS: &[(&str, &str)] = &[("database", "path"), ("well_known", "client_base_url")];
+const OPTIONAL_KEYS: &[(&str, &str)] = &[
+    ("database", "path"),
+    ("database", "url"),
+    ("database", "url_file"),
+    ("well_known", "client_base_url"),
+    ("well_known", "support_page"),
+    ("federation", "well_known_server"),
+    ("turn", "shared_secret"),
+];
 
 /// Parses an environment value into the TOML type of the option's default.
 fn env_value(default: &toml::Value, raw: &str) -> anyhow::Result<toml::Value> {
@@ -433,7 +586,9 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../../config.example.toml");
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn load_env(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
@@ -452,7 +607,12 @@ mod tests {
         // Every option, including those without a default, appears (maybe commented out).
         let mut all = Config::default();
         all.database.path = Some("x".into());
+        all.database.url = Some("postgres://x".into());
+        all.database.url_file = Some("x".into());
         all.well_known.client_base_url = Some("https://x".into());
+        all.well_known.support_page = Some("https://x".into());
+        all.federation.well_known_server = Some("x.org:443".into());
+        all.turn.shared_secret = Some("x".into());
         let table = toml::Value::try_from(all).unwrap();
         let toml::Value::Table(table) = table else {
             unreachable!()
@@ -471,7 +631,10 @@ mod tests {
                         );
                     }
                 }
-                _ => assert!(EXAMPLE.contains(&format!("{key} =")), "{key} missing from example"),
+                _ => assert!(
+                    EXAMPLE.contains(&format!("{key} =")),
+                    "{key} missing from example"
+                ),
             }
         }
     }
@@ -515,7 +678,10 @@ mod tests {
             ("MYELIN_LIMITS__MAX_REQUEST_BYTES", "100"),
             ("MYELIN_ROOMS__DEFAULT_VERSION", "11"),
             ("MYELIN_DATABASE__PATH", "/tmp/other.db"),
-            ("MYELIN_WELL_KNOWN__CLIENT_BASE_URL", "https://matrix.example.org"),
+            (
+                "MYELIN_WELL_KNOWN__CLIENT_BASE_URL",
+                "https://matrix.example.org",
+            ),
             ("MYELIN_CONFIG", "/ignored.toml"),
             ("OTHER", "x"),
         ])
@@ -525,7 +691,10 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/myelin"));
         assert_eq!(c.log, "debug,hyper=warn");
         assert_eq!(c.registration.mode, RegistrationMode::Token);
-        assert_eq!(c.registration.tokens, vec!["one".to_owned(), "two".to_owned()]);
+        assert_eq!(
+            c.registration.tokens,
+            vec!["one".to_owned(), "two".to_owned()]
+        );
         assert_eq!(c.limits.max_request_bytes, 100);
         assert_eq!(c.rooms.default_version, "11");
         assert_eq!(c.database_path(), PathBuf::from("/tmp/other.db"));
@@ -543,7 +712,10 @@ mod tests {
     #[test]
     fn env_toml_array_and_case() {
         let c = load_env(&[("MYELIN_REGISTRATION__TOKENS", r#"["a,b", "c"]"#)]).unwrap();
-        assert_eq!(c.registration.tokens, vec!["a,b".to_owned(), "c".to_owned()]);
+        assert_eq!(
+            c.registration.tokens,
+            vec!["a,b".to_owned(), "c".to_owned()]
+        );
         let c = load_env(&[("MYELIN_Registration__Mode", "closed")]).unwrap();
         assert_eq!(c.registration.mode, RegistrationMode::Closed);
     }
@@ -557,7 +729,8 @@ mod tests {
             "server_name = \"file.org\"\nlisten = \"0.0.0.0:1\"\n[limits]\nmax_sync_timeout_ms = 5\n",
         )
         .unwrap();
-        let c = Config::load_with_env(Some(&path), env(&[("MYELIN_LISTEN", "127.0.0.1:2")])).unwrap();
+        let c =
+            Config::load_with_env(Some(&path), env(&[("MYELIN_LISTEN", "127.0.0.1:2")])).unwrap();
         assert_eq!(c.server_name, "file.org");
         assert_eq!(c.listen, "127.0.0.1:2");
         assert_eq!(c.limits.max_sync_timeout_ms, 5);
@@ -584,10 +757,16 @@ mod tests {
         let dir = tempfile_dir();
         let path = dir.join("c.toml");
         std::fs::write(&path, "sever_name = \"typo.org\"\n").unwrap();
-        let e = format!("{:#}", Config::load_with_env(Some(&path), env(&[])).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Config::load_with_env(Some(&path), env(&[])).unwrap_err()
+        );
         assert!(e.contains("sever_name"), "{e}");
         std::fs::write(&path, "server_name = \n").unwrap();
-        let e = format!("{:#}", Config::load_with_env(Some(&path), env(&[])).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Config::load_with_env(Some(&path), env(&[])).unwrap_err()
+        );
         assert!(e.contains("not valid TOML"), "{e}");
         let e = format!(
             "{:#}",
@@ -608,10 +787,31 @@ mod tests {
         check(&|c| c.server_name = "not a name!".into(), "server_name");
         check(&|c| c.server_name = String::new(), "server_name");
         check(&|c| c.listen = "localhost:http".into(), "listen");
-        check(&|c| c.rooms.default_version = "9".into(), "rooms.default_version");
-        check(&|c| c.database.backend = "postgres".into(), "not supported yet");
+        check(
+            &|c| c.rooms.default_version = "9".into(),
+            "rooms.default_version",
+        );
+        check(
+            &|c| c.database.backend = "postgres".into(),
+            "needs database.url",
+        );
+        check(
+            &|c| {
+                c.database.backend = "postgres".into();
+                c.database.url = Some("postgres://h/db?bogus=1".into());
+            },
+            "database.url",
+        );
+        check(
+            &|c| c.database.url = Some("postgres://h/db".into()),
+            "for backend",
+        );
+        check(&|c| c.database.pool_size = 0, "pool_size");
         check(&|c| c.database.backend = "mysql".into(), "unknown");
-        check(&|c| c.registration.mode = RegistrationMode::Token, "at least one");
+        check(
+            &|c| c.registration.mode = RegistrationMode::Token,
+            "at least one",
+        );
         check(&|c| c.limits.max_request_bytes = 0, "max_request_bytes");
         check(
             &|c| c.well_known.client_base_url = Some("matrix.org".into()),
@@ -644,5 +844,40 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("myelin-config-test-{n:x}"));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn postgres_database_options() {
+        let c = load_env(&[
+            ("MYELIN_DATABASE__BACKEND", "postgres"),
+            (
+                "MYELIN_DATABASE__URL",
+                "postgres://myelin:pw@db.internal:5433/myelin",
+            ),
+            ("MYELIN_DATABASE__POOL_SIZE", "32"),
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.database.is_postgres());
+        assert_eq!(c.database.pool_size, 32);
+        assert_eq!(
+            c.database.postgres_url().unwrap(),
+            "postgres://myelin:pw@db.internal:5433/myelin"
+        );
+
+        let dir = tempfile_dir();
+        let secret = dir.join("db-url");
+        std::fs::write(&secret, "postgres://u:pw@h/db\n").unwrap();
+        let mut c = Config::default();
+        c.database.backend = "postgres".into();
+        c.database.url_file = Some(secret.clone());
+        c.validate().unwrap();
+        assert_eq!(c.database.postgres_url().unwrap(), "postgres://u:pw@h/db");
+        c.database.url = Some("postgres://h/db".into());
+        assert!(c.validate().unwrap_err().to_string().contains("only one"));
+        c.database.url = None;
+        c.database.url_file = Some(dir.join("missing"));
+        assert!(format!("{:#}", c.database.postgres_url().unwrap_err()).contains("cannot read"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -26,12 +26,16 @@ pub fn key_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Loads the signing key from `data_dir`, generating and saving a new one if there is none.
-pub fn load_or_generate(data_dir: &Path, server_name: OwnedServerName) -> anyhow::Result<SigningKey> {
+pub fn load_or_generate(
+    data_dir: &Path,
+    server_name: OwnedServerName,
+) -> anyhow::Result<SigningKey> {
     let path = key_path(data_dir);
     let key_pair = match std::fs::read_to_string(&path) {
         Ok(text) => {
             warn_if_readable_by_others(&path);
-            parse_key(&text).with_context(|| format!("invalid signing key file {}", path.display()))?
+            parse_key(&text)
+                .with_context(|| format!("invalid signing key file {}", path.display()))?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (line, key_pair) = generate()?;
@@ -40,15 +44,24 @@ pub fn load_or_generate(data_dir: &Path, server_name: OwnedServerName) -> anyhow
             tracing::info!(path = %path.display(), version = key_pair.version(), "generated a new signing key");
             key_pair
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot read signing key file {}", path.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read signing key file {}", path.display()))
+        }
     };
-    Ok(SigningKey { server_name, key_pair })
+    Ok(SigningKey {
+        server_name,
+        key_pair,
+    })
 }
 
 /// A new key: its file line and the loaded key pair.
 fn generate() -> anyhow::Result<(String, Ed25519KeyPair)> {
     let der = Ed25519KeyPair::generate();
-    let version = format!("a_{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 4));
+    let version = format!(
+        "a_{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 4)
+    );
     let key_pair = Ed25519KeyPair::from_der(&der, version.clone())
         .map_err(|e| anyhow::anyhow!("cannot load the generated signing key: {e}"))?;
     let line = format!(
@@ -67,7 +80,11 @@ fn parse_key(text: &str) -> anyhow::Result<Ed25519KeyPair> {
     if *algorithm != ALGORITHM {
         bail!("unsupported key algorithm {algorithm:?} (only ed25519)");
     }
-    if version.is_empty() || !version.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if version.is_empty()
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         bail!("invalid key version {version:?}");
     }
     let der = base64::engine::general_purpose::STANDARD
@@ -150,11 +167,18 @@ mod tests {
         let parts: Vec<&str> = text.split_whitespace().collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[0], "ed25519");
-        assert!(parts[1].starts_with("a_") && parts[1].len() == 6, "{}", parts[1]);
+        assert!(
+            parts[1].starts_with("a_") && parts[1].len() == 6,
+            "{}",
+            parts[1]
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(key_path(&dir)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(key_path(&dir))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let second = load_or_generate(&dir, name).unwrap();
@@ -168,7 +192,9 @@ mod tests {
     fn corrupt_key_is_an_error() {
         let dir = temp_dir();
         std::fs::write(key_path(&dir), "ed25519 a_abcd !!!notbase64\n").unwrap();
-        let e = load_or_generate(&dir, "example.org".try_into().unwrap()).err().unwrap();
+        let e = load_or_generate(&dir, "example.org".try_into().unwrap())
+            .err()
+            .unwrap();
         assert!(format!("{e:#}").contains("signing key"), "{e:#}");
         std::fs::write(key_path(&dir), "rsa a_abcd AAAA\n").unwrap();
         assert!(load_or_generate(&dir, "example.org".try_into().unwrap()).is_err());

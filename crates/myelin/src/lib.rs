@@ -36,8 +36,9 @@ impl Myelin {
         create_data_dir(&config.data_dir)?;
         let key = keys::load_or_generate(&config.data_dir, config.parsed_server_name()?)?;
         let storage = storage::open(&config).await?;
-        let services = Services::new(
+        let services = Services::new_with_federation(
             config.service_config(),
+            config.federation.clone(),
             storage,
             key,
             Arc::new(myelin_core::SystemClock),
@@ -61,9 +62,12 @@ impl Myelin {
         let options = myelin_api::ApiOptions {
             max_request_bytes: config.limits.max_request_bytes,
             well_known_client: config.well_known_client(),
+            well_known_support: config.well_known_support(),
         };
         let router = myelin_api::router(services.clone(), options);
-        let addr = listener.local_addr().context("the listener has no local address")?;
+        let addr = listener
+            .local_addr()
+            .context("the listener has no local address")?;
         tracing::info!(%addr, server_name = %config.server_name, "serving the client API");
 
         // Fan the one shutdown signal out to the server and to the grace-period timer.
@@ -77,12 +81,18 @@ impl Myelin {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future();
-        let grace = async {
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
+        let notifier_services = services.clone();
+        let grace = async move {
             stopped(stop_rx).await;
             tracing::info!("shutting down; waiting for in-flight requests");
+            // Long-polling /sync requests answer now rather than at their timeout.
+            notifier_services.notifier.close();
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {

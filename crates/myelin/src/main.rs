@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use myelin::{Config, Myelin};
+
+mod db;
 
 /// The name of the configuration file `myelin serve` looks for (and generates) in the data dir.
 const DATA_DIR_CONFIG: &str = "myelin.toml";
@@ -19,30 +21,32 @@ const DATA_DIR_CONFIG: &str = "myelin.toml";
 #[derive(Parser)]
 #[command(name = "myelin", version, about = "Myelin, a Matrix homeserver")]
 struct Cli {
+    /// The configuration file (default: <data_dir>/myelin.toml if it exists).
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "PATH",
+        env = "MYELIN_CONFIG",
+        global = true
+    )]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args)]
-struct ConfigArg {
-    /// The configuration file (default: <data_dir>/myelin.toml if it exists).
-    #[arg(long, short = 'c', value_name = "PATH", env = "MYELIN_CONFIG")]
-    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the homeserver.
-    Serve {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Serve,
     /// Manage user accounts.
     User {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage the database: migrate, status, copy between backends.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
     },
 }
 
@@ -70,6 +74,7 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
+    return_large_allocations_to_the_os();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,21 +85,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// glibc raises its mmap threshold after the first large free, after which the ~19 MiB buffers
+/// of each argon2 hash come from per-thread heaps and are kept: measured, 500 registrations left
+/// 3 GiB resident. A fixed threshold keeps big buffers in mmap, returned to the OS on free (the
+/// same run then ends at 35 MiB).
+fn return_large_allocations_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve { config } => {
-            let config = load_config(config.config.as_deref(), true)?;
+        Command::Serve => {
+            let config = load_config(cli.config.as_deref(), true)?;
             init_logging(&config);
             runtime.block_on(serve(config))
         }
-        Command::User { config, command } => {
-            let config = load_config(config.config.as_deref(), false)?;
+        Command::User { command } => {
+            let config = load_config(cli.config.as_deref(), false)?;
             init_logging(&config);
             runtime.block_on(user(config, command))
+        }
+        Command::Db { command } => {
+            let config = load_config(cli.config.as_deref(), false)?;
+            init_logging(&config);
+            runtime.block_on(db::run(config, command))
         }
     }
 }
@@ -188,7 +210,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr().context("cannot read the bound address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "Myelin listening on http://{addr}").context("cannot write to stdout")?;
@@ -236,12 +260,19 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
                 .create_user(&localpart, Some(&password), admin)
                 .await
                 .with_context(|| format!("cannot create user {name}"))?;
-            println!("Created {}user {user_id}", if admin { "admin " } else { "" });
+            println!(
+                "Created {}user {user_id}",
+                if admin { "admin " } else { "" }
+            );
         }
-        UserCommand::ResetPassword { name, password_file } => {
+        UserCommand::ResetPassword {
+            name,
+            password_file,
+        } => {
             let localpart = localpart(&name, &config.server_name)?;
-            let user_id = ruma::OwnedUserId::try_from(format!("@{localpart}:{}", config.server_name))
-                .with_context(|| format!("{name:?} is not a valid user name"))?;
+            let user_id =
+                ruma::OwnedUserId::try_from(format!("@{localpart}:{}", config.server_name))
+                    .with_context(|| format!("{name:?} is not a valid user name"))?;
             let password = read_password(password_file.as_deref())?;
             let server = Myelin::open(config).await?;
             server

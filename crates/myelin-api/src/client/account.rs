@@ -1,11 +1,14 @@
 //! Accounts: registration, login, logout, tokens, passwords, deactivation, devices.
 
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     routing::{get, post},
     Json, Router,
 };
 use myelin_service::accounts::{LoginSession, RegisterOutcome, RegisterRequest};
+use myelin_service::RateAction;
 use ruma::OwnedDeviceId;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,16 +23,23 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_matrix/client/v3/register", post(register))
         .route("/_matrix/client/v3/register/available", get(available))
-        .route("/_matrix/client/v1/register/m.login.registration_token/validity", get(token_validity))
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            get(token_validity),
+        )
         .route("/_matrix/client/v3/login", get(login_flows).post(login))
         .route("/_matrix/client/v3/refresh", post(refresh))
         .route("/_matrix/client/v3/logout", post(logout))
         .route("/_matrix/client/v3/logout/all", post(logout_all))
         .route("/_matrix/client/v3/account/whoami", get(whoami))
+        .route("/_matrix/client/v3/account/3pid", get(threepids))
         .route("/_matrix/client/v3/account/password", post(change_password))
         .route("/_matrix/client/v3/account/deactivate", post(deactivate))
         .route("/_matrix/client/v3/devices", get(list_devices))
-        .route("/_matrix/client/v3/devices/{device_id}", get(get_device).put(put_device).delete(delete_device))
+        .route(
+            "/_matrix/client/v3/devices/{device_id}",
+            get(get_device).put(put_device).delete(delete_device),
+        )
         .route("/_matrix/client/v3/delete_devices", post(delete_devices))
 }
 
@@ -63,9 +73,24 @@ struct KindQuery {
 }
 
 /// POST /_matrix/client/v3/register — client-server-api/#post_matrixclientv3register.
-async fn register(State(state): State<SharedState>, Query(q): Query<KindQuery>, JsonBody(body): JsonBody<RegisterBody>) -> ApiResult<Json<Value>> {
+async fn register(
+    State(state): State<SharedState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Query(q): Query<KindQuery>,
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> ApiResult<Json<Value>> {
+    // Only requests that would create an account spend the budget; UIA round trips are free.
+    if body.auth.is_some() {
+        state
+            .services
+            .check_rate(RateAction::Registration, &client.ip().to_string())?;
+    }
     if q.kind.as_deref() == Some("guest") {
-        return Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled"));
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "M_GUEST_ACCESS_FORBIDDEN",
+            "Guest access is disabled",
+        ));
     }
     let req = RegisterRequest {
         username: body.username,
@@ -79,7 +104,9 @@ async fn register(State(state): State<SharedState>, Query(q): Query<KindQuery>, 
     let server_name = state.services.server_name().to_string();
     Ok(Json(match state.services.register(req).await? {
         RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
-        RegisterOutcome::NoLogin(user_id) => json!({ "user_id": user_id, "home_server": server_name }),
+        RegisterOutcome::NoLogin(user_id) => {
+            json!({ "user_id": user_id, "home_server": server_name })
+        }
     }))
 }
 
@@ -89,7 +116,10 @@ struct UsernameQuery {
 }
 
 /// GET /_matrix/client/v3/register/available.
-async fn available(State(state): State<SharedState>, Query(q): Query<UsernameQuery>) -> ApiResult<Json<Value>> {
+async fn available(
+    State(state): State<SharedState>,
+    Query(q): Query<UsernameQuery>,
+) -> ApiResult<Json<Value>> {
     state.services.check_username_available(&q.username).await?;
     Ok(Json(json!({ "available": true })))
 }
@@ -100,11 +130,14 @@ struct TokenQuery {
 }
 
 /// GET /_matrix/client/v1/register/m.login.registration_token/validity.
-async fn token_validity(State(state): State<SharedState>, Query(q): Query<TokenQuery>) -> ApiResult<Json<Value>> {
+async fn token_validity(
+    State(state): State<SharedState>,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Json<Value>> {
     if state.services.config.registration != myelin_service::RegistrationMode::Token {
         return Err(ApiError::forbidden("Registration tokens are not enabled"));
     }
-    let valid = state.services.config.registration_tokens.iter().any(|t| *t == q.token);
+    let valid = state.services.config.registration_tokens.contains(&q.token);
     Ok(Json(json!({ "valid": valid })))
 }
 
@@ -127,26 +160,52 @@ struct LoginBody {
 }
 
 /// POST /_matrix/client/v3/login — client-server-api/#post_matrixclientv3login.
-async fn login(State(state): State<SharedState>, JsonBody(body): JsonBody<LoginBody>) -> ApiResult<Json<Value>> {
+async fn login(
+    State(state): State<SharedState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .check_rate(RateAction::Login, &client.ip().to_string())?;
     if body.kind != "m.login.password" {
-        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "M_UNKNOWN", format!("Unsupported login type {}", body.kind)));
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_UNKNOWN",
+            format!("Unsupported login type {}", body.kind),
+        ));
     }
     let user = match &body.identifier {
         Some(id) => {
             if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
-                return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "Only m.id.user identifiers are supported"));
+                return Err(ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "M_UNKNOWN",
+                    "Only m.id.user identifiers are supported",
+                ));
             }
             id.get("user").and_then(Value::as_str).map(str::to_owned)
         }
         None => body.user.clone(),
     };
     let user = user.ok_or_else(|| ApiError::bad_json("Missing user identifier"))?;
-    let password = body.password.ok_or_else(|| ApiError::bad_json("Missing password"))?;
+    let password = body
+        .password
+        .ok_or_else(|| ApiError::bad_json("Missing password"))?;
     let session = state
         .services
-        .login_password(&user, &password, body.device_id.as_deref(), body.initial_device_display_name.as_deref(), body.refresh_token)
+        .login_password(
+            &user,
+            &password,
+            body.device_id.as_deref(),
+            body.initial_device_display_name.as_deref(),
+            body.refresh_token,
+        )
         .await?;
-    Ok(Json(session_json(&session, state.services.server_name().as_str())))
+    Ok(Json(session_json(
+        &session,
+        state.services.server_name().as_str(),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -155,9 +214,14 @@ struct RefreshBody {
 }
 
 /// POST /_matrix/client/v3/refresh.
-async fn refresh(State(state): State<SharedState>, JsonBody(body): JsonBody<RefreshBody>) -> ApiResult<Json<Value>> {
+async fn refresh(
+    State(state): State<SharedState>,
+    JsonBody(body): JsonBody<RefreshBody>,
+) -> ApiResult<Json<Value>> {
     let s = state.services.refresh(&body.refresh_token).await?;
-    Ok(Json(json!({ "access_token": s.access_token, "refresh_token": s.refresh_token, "expires_in_ms": s.expires_in_ms })))
+    Ok(Json(
+        json!({ "access_token": s.access_token, "refresh_token": s.refresh_token, "expires_in_ms": s.expires_in_ms }),
+    ))
 }
 
 /// POST /_matrix/client/v3/logout.
@@ -167,7 +231,10 @@ async fn logout(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResu
 }
 
 /// POST /_matrix/client/v3/logout/all.
-async fn logout_all(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
+async fn logout_all(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+) -> ApiResult<Json<Value>> {
     state.services.logout_all(&authed.user_id).await?;
     Ok(Json(json!({})))
 }
@@ -192,9 +259,19 @@ fn yes() -> bool {
 const PASSWORD_FLOWS: &[&[&str]] = &[&[myelin_service::uia::PASSWORD]];
 
 /// POST /_matrix/client/v3/account/password (UIA: m.login.password).
-async fn change_password(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<PasswordBody>) -> ApiResult<Json<Value>> {
-    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
-    state.services.change_password(&authed, &body.new_password, body.logout_devices).await?;
+async fn change_password(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<PasswordBody>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+        .await?;
+    state
+        .services
+        .change_password(&authed, &body.new_password, body.logout_devices)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -204,8 +281,15 @@ struct AuthOnlyBody {
 }
 
 /// POST /_matrix/client/v3/account/deactivate (UIA: m.login.password).
-async fn deactivate(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<AuthOnlyBody>) -> ApiResult<Json<Value>> {
-    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
+async fn deactivate(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<AuthOnlyBody>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+        .await?;
     state.services.deactivate(&authed.user_id).await?;
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }
@@ -215,14 +299,28 @@ fn device_json(d: &myelin_storage::DeviceRecord) -> Value {
 }
 
 /// GET /_matrix/client/v3/devices.
-async fn list_devices(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
+async fn list_devices(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+) -> ApiResult<Json<Value>> {
     let devices = state.services.list_devices(&authed.user_id).await?;
-    Ok(Json(json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
+    ))
 }
 
 /// GET /_matrix/client/v3/devices/{deviceId}.
-async fn get_device(State(state): State<SharedState>, Auth(authed): Auth, Path(device_id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(device_json(&state.services.get_device(&authed.user_id, &device_id).await?)))
+async fn get_device(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(device_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(device_json(
+        &state
+            .services
+            .get_device(&authed.user_id, &device_id)
+            .await?,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -231,16 +329,38 @@ struct DeviceBody {
 }
 
 /// PUT /_matrix/client/v3/devices/{deviceId}.
-async fn put_device(State(state): State<SharedState>, Auth(authed): Auth, Path(device_id): Path<String>, JsonBody(body): JsonBody<DeviceBody>) -> ApiResult<Json<Value>> {
-    state.services.rename_device(&authed.user_id, &device_id, body.display_name.as_deref()).await?;
+async fn put_device(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(device_id): Path<String>,
+    JsonBody(body): JsonBody<DeviceBody>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .rename_device(&authed.user_id, &device_id, body.display_name.as_deref())
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// DELETE /_matrix/client/v3/devices/{deviceId} (UIA: m.login.password).
-async fn delete_device(State(state): State<SharedState>, Auth(authed): Auth, Path(device_id): Path<String>, JsonBody(body): JsonBody<AuthOnlyBody>) -> ApiResult<Json<Value>> {
-    state.services.get_device(&authed.user_id, &device_id).await?;
-    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
-    state.services.delete_devices(&authed.user_id, &[OwnedDeviceId::from(device_id)]).await?;
+async fn delete_device(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(device_id): Path<String>,
+    JsonBody(body): JsonBody<AuthOnlyBody>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .get_device(&authed.user_id, &device_id)
+        .await?;
+    state
+        .services
+        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+        .await?;
+    state
+        .services
+        .delete_devices(&authed.user_id, &[OwnedDeviceId::from(device_id)])
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -251,9 +371,22 @@ struct DeleteDevicesBody {
 }
 
 /// POST /_matrix/client/v3/delete_devices (UIA: m.login.password).
-async fn delete_devices(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<DeleteDevicesBody>) -> ApiResult<Json<Value>> {
-    state.services.check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id)).await?;
+async fn delete_devices(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<DeleteDevicesBody>,
+) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+        .await?;
     let ids: Vec<OwnedDeviceId> = body.devices.into_iter().map(OwnedDeviceId::from).collect();
     state.services.delete_devices(&authed.user_id, &ids).await?;
     Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/account/3pid: this server binds no third-party identifiers (the
+/// `m.3pid_changes` capability is off), so every account has none.
+async fn threepids(_auth: Auth) -> Json<Value> {
+    Json(json!({ "threepids": [] }))
 }

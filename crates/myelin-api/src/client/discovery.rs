@@ -3,24 +3,39 @@
 use axum::{extract::State, routing::get, Json, Router};
 use serde_json::{json, Value};
 
-use crate::{error::{ApiError, ApiResult}, extract::Auth, SharedState};
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::Auth,
+    SharedState,
+};
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_matrix/client/versions", get(versions))
         .route("/_matrix/client/v3/capabilities", get(capabilities))
         .route("/.well-known/matrix/client", get(well_known))
+        .route("/.well-known/matrix/support", get(well_known_support))
+        .route("/_matrix/client/v3/voip/turnServer", get(turn_server))
+        .route(
+            "/_matrix/client/v3/thirdparty/protocols",
+            get(thirdparty_protocols),
+        )
 }
 
 /// GET /_matrix/client/versions — spec: client-server-api/#get_matrixclientversions.
 /// Advertises only versions whose features this server implements.
 async fn versions() -> Json<Value> {
-    Json(json!({ "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"], "unstable_features": {} }))
+    Json(
+        json!({ "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"], "unstable_features": {} }),
+    )
 }
 
 /// GET /_matrix/client/v3/capabilities.
 async fn capabilities(State(state): State<SharedState>, _auth: Auth) -> Json<Value> {
-    let available: serde_json::Map<String, Value> = myelin_room::SUPPORTED_VERSIONS.iter().map(|v| (v.to_string(), json!("stable"))).collect();
+    let available: serde_json::Map<String, Value> = myelin_room::SUPPORTED_VERSIONS
+        .iter()
+        .map(|v| (v.to_string(), json!("stable")))
+        .collect();
     Json(json!({
         "capabilities": {
             "m.room_versions": { "default": state.services.config.default_room_version.as_str(), "available": available },
@@ -40,5 +55,39 @@ async fn well_known(State(state): State<SharedState>) -> ApiResult<Json<Value>> 
         .well_known_client
         .clone()
         .map(Json)
-        .ok_or_else(|| ApiError::new(axum::http::StatusCode::NOT_FOUND, "M_NOT_FOUND", "No well-known client configuration"))
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "M_NOT_FOUND",
+                "No well-known client configuration",
+            )
+        })
+}
+
+/// GET /.well-known/matrix/support (spec: client-server "Getting the support information") —
+/// configured, else 404.
+async fn well_known_support(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
+    state
+        .options
+        .well_known_support
+        .clone()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "M_NOT_FOUND",
+                "No support information configured",
+            )
+        })
+}
+
+/// GET /_matrix/client/v3/voip/turnServer (spec: client-server "Voice over IP").
+async fn turn_server(State(state): State<SharedState>, Auth(authed): Auth) -> Json<Value> {
+    Json(state.services.turn_server(&authed.user_id))
+}
+
+/// GET /_matrix/client/v3/thirdparty/protocols: the protocols bridged by application services.
+/// No application service is registered on this server yet, so there are none.
+async fn thirdparty_protocols(_auth: Auth) -> Json<Value> {
+    Json(json!({}))
 }

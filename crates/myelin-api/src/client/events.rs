@@ -5,7 +5,11 @@ use axum::{
     routing::{get, put},
     Json, Router,
 };
-use myelin_service::{filter::RoomEventFilter, rooms::MembersQuery, sync::{pagination_token, SyncToken}};
+use myelin_service::{
+    filter::RoomEventFilter,
+    rooms::MembersQuery,
+    sync::{pagination_token, SyncToken},
+};
 use myelin_storage::Direction;
 use ruma::{OwnedEventId, OwnedRoomId};
 use serde::Deserialize;
@@ -19,17 +23,41 @@ use crate::{
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
-        .route("/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}", put(send))
+        .route(
+            "/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}",
+            put(send),
+        )
         .route("/_matrix/client/v3/rooms/{room}/state", get(all_state))
-        .route("/_matrix/client/v3/rooms/{room}/state/{kind}", get(get_state_empty_key).put(put_state_empty_key))
-        .route("/_matrix/client/v3/rooms/{room}/state/{kind}/", get(get_state_empty_key).put(put_state_empty_key))
-        .route("/_matrix/client/v3/rooms/{room}/state/{kind}/{state_key}", get(get_state).put(put_state))
-        .route("/_matrix/client/v3/rooms/{room}/event/{event_id}", get(get_event))
+        .route(
+            "/_matrix/client/v3/rooms/{room}/state/{kind}",
+            get(get_state_empty_key).put(put_state_empty_key),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/state/{kind}/",
+            get(get_state_empty_key).put(put_state_empty_key),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/state/{kind}/{state_key}",
+            get(get_state).put(put_state),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/event/{event_id}",
+            get(get_event),
+        )
         .route("/_matrix/client/v3/rooms/{room}/members", get(members))
-        .route("/_matrix/client/v3/rooms/{room}/joined_members", get(joined_members))
+        .route(
+            "/_matrix/client/v3/rooms/{room}/joined_members",
+            get(joined_members),
+        )
         .route("/_matrix/client/v3/rooms/{room}/messages", get(messages))
-        .route("/_matrix/client/v3/rooms/{room}/context/{event_id}", get(context))
-        .route("/_matrix/client/v3/rooms/{room}/redact/{event_id}/{txn}", put(redact))
+        .route(
+            "/_matrix/client/v3/rooms/{room}/context/{event_id}",
+            get(context),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/redact/{event_id}/{txn}",
+            put(redact),
+        )
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}.
@@ -40,27 +68,57 @@ async fn send(
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    let event_id = state.services.send_message(&authed, &room_id, &kind, &txn, Value::Object(content)).await?;
+    let event_id = state
+        .services
+        .send_message(&authed, &room_id, &kind, &txn, Value::Object(content))
+        .await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/state.
-async fn all_state(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>) -> ApiResult<Json<Value>> {
+async fn all_state(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    Ok(Json(Value::Array(state.services.room_state_events(&authed.user_id, &room_id).await?)))
+    Ok(Json(Value::Array(
+        state
+            .services
+            .room_state_events(&authed.user_id, &room_id)
+            .await?,
+    )))
 }
 
-async fn get_state_empty_key(state: State<SharedState>, auth: Auth, Path((room, kind)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_state_empty_key(
+    state: State<SharedState>,
+    auth: Auth,
+    Path((room, kind)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     get_state(state, auth, Path((room, kind, String::new()))).await
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}.
-async fn get_state(State(state): State<SharedState>, Auth(authed): Auth, Path((room, kind, key)): Path<(String, String, String)>) -> ApiResult<Json<Value>> {
+async fn get_state(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((room, kind, key)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    Ok(Json(state.services.room_state_event(&authed.user_id, &room_id, &kind, &key).await?))
+    Ok(Json(
+        state
+            .services
+            .room_state_event(&authed.user_id, &room_id, &kind, &key)
+            .await?,
+    ))
 }
 
-async fn put_state_empty_key(state: State<SharedState>, auth: Auth, Path((room, kind)): Path<(String, String)>, body: JsonBody<Map<String, Value>>) -> ApiResult<Json<Value>> {
+async fn put_state_empty_key(
+    state: State<SharedState>,
+    auth: Auth,
+    Path((room, kind)): Path<(String, String)>,
+    body: JsonBody<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
     put_state(state, auth, Path((room, kind, String::new())), body).await
 }
 
@@ -72,15 +130,27 @@ async fn put_state(
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    let event_id = state.services.send_state(&authed, &room_id, &kind, &key, Value::Object(content)).await?;
+    let event_id = state
+        .services
+        .send_state(&authed, &room_id, &kind, &key, Value::Object(content))
+        .await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}.
-async fn get_event(State(state): State<SharedState>, Auth(authed): Auth, Path((room, event)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_event(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((room, event)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let event_id: OwnedEventId = parse_id(event, "event ID")?;
-    Ok(Json(state.services.get_room_event(&authed.user_id, &authed.device_id, &room_id, &event_id).await?))
+    Ok(Json(
+        state
+            .services
+            .get_room_event(&authed.user_id, &authed.device_id, &room_id, &event_id)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -90,21 +160,46 @@ struct MembersParams {
     not_membership: Option<String>,
 }
 
-/// GET /_matrix/client/v3/rooms/{roomId}/members (`at` is accepted; members are those of the
-/// current state or, for a former member, of the state when they left).
-async fn members(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, Query(q): Query<MembersParams>) -> ApiResult<Json<Value>> {
+/// GET /_matrix/client/v3/rooms/{roomId}/members (spec: client-server "Room membership"): the
+/// members at `at` (a sync or pagination token), at most up to what the user may see.
+async fn members(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    Query(q): Query<MembersParams>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    if let Some(at) = &q.at {
-        SyncToken::parse(at).ok_or_else(|| ApiError::invalid_param("Invalid `at` token"))?;
-    }
-    let query = MembersQuery { membership: q.membership, not_membership: q.not_membership };
-    Ok(Json(json!({ "chunk": state.services.room_members(&authed.user_id, &room_id, &query).await? })))
+    let at = match &q.at {
+        Some(at) => Some(
+            SyncToken::parse(at)
+                .ok_or_else(|| ApiError::invalid_param("Invalid `at` token"))?
+                .pos,
+        ),
+        None => None,
+    };
+    let query = MembersQuery {
+        at,
+        membership: q.membership,
+        not_membership: q.not_membership,
+    };
+    Ok(Json(
+        json!({ "chunk": state.services.room_members(&authed.user_id, &room_id, &query).await? }),
+    ))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/joined_members.
-async fn joined_members(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>) -> ApiResult<Json<Value>> {
+async fn joined_members(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    Ok(Json(state.services.joined_members(&authed.user_id, &room_id).await?))
+    Ok(Json(
+        state
+            .services
+            .joined_members(&authed.user_id, &room_id)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -117,18 +212,32 @@ struct MessagesParams {
 }
 
 fn parse_token(token: &Option<String>) -> ApiResult<Option<myelin_core::StreamPos>> {
-    token.as_deref().map(|t| SyncToken::parse(t).map(|t| t.pos).ok_or_else(|| ApiError::invalid_param("Invalid pagination token"))).transpose()
+    token
+        .as_deref()
+        .map(|t| {
+            SyncToken::parse(t)
+                .map(|t| t.pos)
+                .ok_or_else(|| ApiError::invalid_param("Invalid pagination token"))
+        })
+        .transpose()
 }
 
 fn parse_limit(limit: &Option<String>, default: usize) -> ApiResult<usize> {
     match limit {
         None => Ok(default),
-        Some(l) => l.parse::<usize>().map_err(|_| ApiError::invalid_param("limit must be a non-negative integer")),
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid_param("limit must be a non-negative integer")),
     }
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/messages.
-async fn messages(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, Query(q): Query<MessagesParams>) -> ApiResult<Json<Value>> {
+async fn messages(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    Query(q): Query<MessagesParams>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let dir = match q.dir.as_deref() {
         Some("b") => Direction::Backward,
@@ -139,11 +248,24 @@ async fn messages(State(state): State<SharedState>, Auth(authed): Auth, Path(roo
     let to = parse_token(&q.to)?;
     let limit = parse_limit(&q.limit, 10)?;
     let filter: RoomEventFilter = match &q.filter {
-        Some(f) => serde_json::from_str(f).map_err(|e| ApiError::bad_json(format!("Invalid filter: {e}")))?,
+        Some(f) => serde_json::from_str(f)
+            .map_err(|e| ApiError::bad_json(format!("Invalid filter: {e}")))?,
         None => RoomEventFilter::default(),
     };
     let limit = filter.limit.map_or(limit, |l| l as usize).min(limit.max(1));
-    let page = state.services.messages(&authed.user_id, &authed.device_id, &room_id, from, to, dir, limit, &filter).await?;
+    let page = state
+        .services
+        .messages(
+            &authed.user_id,
+            &authed.device_id,
+            &room_id,
+            from,
+            to,
+            dir,
+            limit,
+            &filter,
+        )
+        .await?;
     let mut body = json!({ "chunk": page.chunk, "start": pagination_token(page.start) });
     if let Some(end) = page.end {
         body["end"] = json!(pagination_token(end));
@@ -160,11 +282,25 @@ struct ContextParams {
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}.
-async fn context(State(state): State<SharedState>, Auth(authed): Auth, Path((room, event)): Path<(String, String)>, Query(q): Query<ContextParams>) -> ApiResult<Json<Value>> {
+async fn context(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((room, event)): Path<(String, String)>,
+    Query(q): Query<ContextParams>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let event_id: OwnedEventId = parse_id(event, "event ID")?;
     let limit = parse_limit(&q.limit, 10)?;
-    let page = state.services.context(&authed.user_id, &authed.device_id, &room_id, &event_id, limit).await?;
+    let page = state
+        .services
+        .context(
+            &authed.user_id,
+            &authed.device_id,
+            &room_id,
+            &event_id,
+            limit,
+        )
+        .await?;
     Ok(Json(json!({
         "event": page.event,
         "events_before": page.before,
@@ -189,6 +325,9 @@ async fn redact(
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let event_id: OwnedEventId = parse_id(event, "event ID")?;
-    let id = state.services.redact(&authed, &room_id, &event_id, &txn, body.reason.as_deref()).await?;
+    let id = state
+        .services
+        .redact(&authed, &room_id, &event_id, &txn, body.reason.as_deref())
+        .await?;
     Ok(Json(json!({ "event_id": id })))
 }

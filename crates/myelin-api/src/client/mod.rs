@@ -3,6 +3,7 @@
 mod account;
 mod discovery;
 mod events;
+mod push;
 mod rooms;
 mod sync;
 mod user_data;
@@ -19,9 +20,14 @@ pub fn routes() -> Router<SharedState> {
         .merge(events::routes())
         .merge(sync::routes())
         .merge(user_data::routes())
+        .merge(push::routes())
         .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "Method not allowed for this endpoint")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+        "Method not allowed for this endpoint",
+    )
 }

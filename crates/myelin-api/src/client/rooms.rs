@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    error::ApiResult,
-    extract::{parse_id, Auth, JsonBody},
+    error::{ApiError, ApiResult},
+    extract::{parse_id, Auth, JsonBody, MaybeAuth, Query},
     SharedState,
 };
 
@@ -28,8 +28,21 @@ pub fn routes() -> Router<SharedState> {
         .route("/_matrix/client/v3/rooms/{room}/unban", post(unban))
         .route("/_matrix/client/v3/rooms/{room}/forget", post(forget))
         .route("/_matrix/client/v3/joined_rooms", get(joined_rooms))
-        .route("/_matrix/client/v3/directory/room/{alias}", put(put_alias).get(get_alias).delete(delete_alias))
+        .route(
+            "/_matrix/client/v3/directory/room/{alias}",
+            put(put_alias).get(get_alias).delete(delete_alias),
+        )
         .route("/_matrix/client/v3/rooms/{room}/aliases", get(room_aliases))
+        .route(
+            "/_matrix/client/v3/rooms/{room}/upgrade",
+            post(upgrade_room),
+        )
+        .route("/_matrix/client/v3/knock/{room_or_alias}", post(knock))
+        .route(
+            "/_matrix/client/v1/room_summary/{room_or_alias}",
+            get(room_summary),
+        )
+        .route("/_matrix/client/v1/mutual_rooms", get(mutual_rooms))
 }
 
 #[derive(Deserialize)]
@@ -60,7 +73,11 @@ struct CreateRoomBody {
 }
 
 /// POST /_matrix/client/v3/createRoom — client-server-api/#post_matrixclientv3createroom.
-async fn create_room(State(state): State<SharedState>, Auth(authed): Auth, JsonBody(body): JsonBody<CreateRoomBody>) -> ApiResult<Json<Value>> {
+async fn create_room(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<CreateRoomBody>,
+) -> ApiResult<Json<Value>> {
     let req = CreateRoomRequest {
         visibility: body.visibility,
         room_alias_name: body.room_alias_name,
@@ -69,7 +86,15 @@ async fn create_room(State(state): State<SharedState>, Auth(authed): Auth, JsonB
         invite: body.invite,
         room_version: body.room_version,
         creation_content: body.creation_content,
-        initial_state: body.initial_state.into_iter().map(|s| InitialStateEvent { kind: s.kind, state_key: s.state_key, content: Value::Object(s.content) }).collect(),
+        initial_state: body
+            .initial_state
+            .into_iter()
+            .map(|s| InitialStateEvent {
+                kind: s.kind,
+                state_key: s.state_key,
+                content: Value::Object(s.content),
+            })
+            .collect(),
         preset: body.preset,
         is_direct: body.is_direct,
         power_level_content_override: body.power_level_content_override,
@@ -84,15 +109,31 @@ struct ReasonBody {
 }
 
 /// POST /_matrix/client/v3/join/{roomIdOrAlias} and /rooms/{roomId}/join.
-async fn join(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<ReasonBody>) -> ApiResult<Json<Value>> {
-    let room_id = state.services.join_room(&authed.user_id, &room, body.reason.as_deref()).await?;
+async fn join(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id = state
+        .services
+        .join_room(&authed.user_id, &room, body.reason.as_deref())
+        .await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/leave.
-async fn leave(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<ReasonBody>) -> ApiResult<Json<Value>> {
+async fn leave(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.leave_room(&authed.user_id, &room_id, body.reason.as_deref()).await?;
+    state
+        .services
+        .leave_room(&authed.user_id, &room_id, body.reason.as_deref())
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -103,43 +144,107 @@ struct TargetBody {
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/invite.
-async fn invite(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+async fn invite(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.invite(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    state
+        .services
+        .invite(
+            &authed.user_id,
+            &room_id,
+            &body.user_id,
+            body.reason.as_deref(),
+        )
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/kick.
-async fn kick(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+async fn kick(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.kick(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    state
+        .services
+        .kick(
+            &authed.user_id,
+            &room_id,
+            &body.user_id,
+            body.reason.as_deref(),
+        )
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/ban.
-async fn ban(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+async fn ban(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.ban(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    state
+        .services
+        .ban(
+            &authed.user_id,
+            &room_id,
+            &body.user_id,
+            body.reason.as_deref(),
+        )
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/unban.
-async fn unban(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<TargetBody>) -> ApiResult<Json<Value>> {
+async fn unban(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.unban(&authed.user_id, &room_id, &body.user_id, body.reason.as_deref()).await?;
+    state
+        .services
+        .unban(
+            &authed.user_id,
+            &room_id,
+            &body.user_id,
+            body.reason.as_deref(),
+        )
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/forget.
-async fn forget(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>) -> ApiResult<Json<Value>> {
+async fn forget(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.forget_room(&authed.user_id, &room_id).await?;
+    state
+        .services
+        .forget_room(&authed.user_id, &room_id)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/joined_rooms.
-async fn joined_rooms(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "joined_rooms": state.services.joined_rooms(&authed.user_id).await? })))
+async fn joined_rooms(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "joined_rooms": state.services.joined_rooms(&authed.user_id).await? }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -148,28 +253,126 @@ struct AliasBody {
 }
 
 /// PUT /_matrix/client/v3/directory/room/{roomAlias}.
-async fn put_alias(State(state): State<SharedState>, Auth(authed): Auth, Path(alias): Path<String>, JsonBody(body): JsonBody<AliasBody>) -> ApiResult<Json<Value>> {
+async fn put_alias(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(alias): Path<String>,
+    JsonBody(body): JsonBody<AliasBody>,
+) -> ApiResult<Json<Value>> {
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
-    state.services.put_alias(&authed.user_id, &alias, &body.room_id).await?;
+    state
+        .services
+        .put_alias(&authed.user_id, &alias, &body.room_id)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/directory/room/{roomAlias}.
-async fn get_alias(State(state): State<SharedState>, Path(alias): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_alias(
+    State(state): State<SharedState>,
+    Path(alias): Path<String>,
+) -> ApiResult<Json<Value>> {
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
     let room_id = state.services.get_alias(&alias).await?;
-    Ok(Json(json!({ "room_id": room_id, "servers": [state.services.server_name()] })))
+    Ok(Json(
+        json!({ "room_id": room_id, "servers": [state.services.server_name()] }),
+    ))
 }
 
 /// DELETE /_matrix/client/v3/directory/room/{roomAlias}.
-async fn delete_alias(State(state): State<SharedState>, Auth(authed): Auth, Path(alias): Path<String>) -> ApiResult<Json<Value>> {
+async fn delete_alias(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(alias): Path<String>,
+) -> ApiResult<Json<Value>> {
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
     state.services.delete_alias(&authed.user_id, &alias).await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/aliases.
-async fn room_aliases(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>) -> ApiResult<Json<Value>> {
+async fn room_aliases(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    Ok(Json(json!({ "aliases": state.services.room_aliases(&authed.user_id, &room_id).await? })))
+    Ok(Json(
+        json!({ "aliases": state.services.room_aliases(&authed.user_id, &room_id).await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct UpgradeBody {
+    new_version: String,
+}
+
+/// POST /_matrix/client/v3/rooms/{roomId}/upgrade (spec: client-server "Room upgrades").
+async fn upgrade_room(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<UpgradeBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    let replacement = state
+        .services
+        .upgrade_room(&authed.user_id, &room_id, &body.new_version)
+        .await?;
+    Ok(Json(json!({ "replacement_room": replacement })))
+}
+
+#[derive(Deserialize, Default)]
+struct KnockBody {
+    reason: Option<String>,
+}
+
+/// POST /_matrix/client/v3/knock/{roomIdOrAlias} (spec: client-server "Knocking on rooms").
+async fn knock(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<KnockBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id = state
+        .services
+        .knock_room(&authed.user_id, &room, body.reason.as_deref())
+        .await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// GET /_matrix/client/v1/room_summary/{roomIdOrAlias} (spec: client-server "Room summary";
+/// authentication optional).
+async fn room_summary(
+    State(state): State<SharedState>,
+    MaybeAuth(authed): MaybeAuth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let viewer = authed.as_ref().map(|a| a.user_id.as_ref());
+    Ok(Json(state.services.room_summary(viewer, &room).await?))
+}
+
+#[derive(Deserialize)]
+struct MutualRoomsParams {
+    user_id: Option<String>,
+    from: Option<String>,
+}
+
+/// GET /_matrix/client/v1/mutual_rooms (spec: client-server "Mutual rooms"). Every shared room
+/// fits one batch, so no `next_batch` is ever issued and any `from` is invalid.
+async fn mutual_rooms(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Query(q): Query<MutualRoomsParams>,
+) -> ApiResult<Json<Value>> {
+    if q.from.is_some() {
+        return Err(ApiError::invalid_param("Unknown pagination token"));
+    }
+    let other = q
+        .user_id
+        .ok_or_else(|| ApiError::invalid_param("user_id is required"))?;
+    let other: OwnedUserId = OwnedUserId::try_from(other)
+        .map_err(|e| ApiError::invalid_param(format!("Invalid user ID: {e}")))?;
+    let joined = state.services.mutual_rooms(&authed.user_id, &other).await?;
+    Ok(Json(json!({ "joined": joined, "count": joined.len() })))
 }

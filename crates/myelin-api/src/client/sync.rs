@@ -19,8 +19,14 @@ use crate::{
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_matrix/client/v3/sync", get(sync))
-        .route("/_matrix/client/v3/user/{user_id}/filter", post(create_filter))
-        .route("/_matrix/client/v3/user/{user_id}/filter/{filter_id}", get(get_filter))
+        .route(
+            "/_matrix/client/v3/user/{user_id}/filter",
+            post(create_filter),
+        )
+        .route(
+            "/_matrix/client/v3/user/{user_id}/filter/{filter_id}",
+            get(get_filter),
+        )
 }
 
 #[derive(Deserialize, Default)]
@@ -33,21 +39,36 @@ struct SyncParams {
 }
 
 /// GET /_matrix/client/v3/sync — client-server-api/#get_matrixclientv3sync.
-async fn sync(State(state): State<SharedState>, Auth(authed): Auth, Query(q): Query<SyncParams>) -> ApiResult<Json<Value>> {
+async fn sync(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Query(q): Query<SyncParams>,
+) -> ApiResult<Json<Value>> {
     let timeout_ms = match q.timeout.as_deref() {
         None => 0,
-        Some(t) => t.parse::<u64>().map_err(|_| ApiError::invalid_param("timeout must be a non-negative integer"))?,
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid_param("timeout must be a non-negative integer"))?,
     };
     let full_state = match q.full_state.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(ApiError::invalid_param("full_state must be true or false")),
     };
-    let req = SyncRequest { since: q.since, timeout_ms, full_state, filter: q.filter, set_presence: q.set_presence };
+    let req = SyncRequest {
+        since: q.since,
+        timeout_ms,
+        full_state,
+        filter: q.filter,
+        set_presence: q.set_presence,
+    };
     Ok(Json(state.services.sync(&authed, req).await?))
 }
 
-pub(crate) fn own_user(authed: &myelin_service::accounts::Authed, user: String) -> ApiResult<OwnedUserId> {
+pub(crate) fn own_user(
+    authed: &myelin_service::accounts::Authed,
+    user: String,
+) -> ApiResult<OwnedUserId> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
     if user_id != authed.user_id {
         return Err(ApiError::forbidden("Cannot access another user's data"));
@@ -56,7 +77,12 @@ pub(crate) fn own_user(authed: &myelin_service::accounts::Authed, user: String) 
 }
 
 /// POST /_matrix/client/v3/user/{userId}/filter.
-async fn create_filter(State(state): State<SharedState>, Auth(authed): Auth, Path(user): Path<String>, JsonBody(filter): JsonBody<Value>) -> ApiResult<Json<Value>> {
+async fn create_filter(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(user): Path<String>,
+    JsonBody(filter): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
     let user_id = own_user(&authed, user)?;
     if !filter.is_object() {
         return Err(ApiError::bad_json("Filter must be a JSON object"));
@@ -66,9 +92,11 @@ async fn create_filter(State(state): State<SharedState>, Auth(authed): Auth, Pat
 }
 
 /// GET /_matrix/client/v3/user/{userId}/filter/{filterId}.
-async fn get_filter(State(state): State<SharedState>, Auth(authed): Auth, Path((user, filter_id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_filter(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((user, filter_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let user_id = own_user(&authed, user)?;
     Ok(Json(state.services.get_filter(&user_id, &filter_id).await?))
 }
-
-

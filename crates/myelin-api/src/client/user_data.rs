@@ -19,29 +19,120 @@ use crate::{
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_matrix/client/v3/profile/{user_id}", get(get_profile))
-        .route("/_matrix/client/v3/profile/{user_id}/{field}", get(get_profile_field).put(put_profile_field))
-        .route("/_matrix/client/v3/rooms/{room}/typing/{user_id}", put(typing))
-        .route("/_matrix/client/v3/rooms/{room}/receipt/{receipt_type}/{event_id}", post(receipt))
-        .route("/_matrix/client/v3/rooms/{room}/read_markers", post(read_markers))
-        .route("/_matrix/client/v3/user/{user_id}/account_data/{kind}", get(get_account_data).put(put_account_data))
-        .route("/_matrix/client/v3/user/{user_id}/rooms/{room}/account_data/{kind}", get(get_room_account_data).put(put_room_account_data))
-        .route("/_matrix/client/v3/user/{user_id}/rooms/{room}/tags", get(get_tags))
-        .route("/_matrix/client/v3/user/{user_id}/rooms/{room}/tags/{tag}", put(put_tag).delete(delete_tag))
-        .route("/_matrix/client/v3/presence/{user_id}/status", get(get_presence).put(put_presence))
+        .route(
+            "/_matrix/client/v3/profile/{user_id}/{field}",
+            get(get_profile_field)
+                .put(put_profile_field)
+                .delete(delete_profile_field),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/typing/{user_id}",
+            put(typing),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/receipt/{receipt_type}/{event_id}",
+            post(receipt),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/read_markers",
+            post(read_markers),
+        )
+        .route(
+            "/_matrix/client/v3/user/{user_id}/account_data/{kind}",
+            get(get_account_data).put(put_account_data),
+        )
+        .route(
+            "/_matrix/client/v3/user/{user_id}/rooms/{room}/account_data/{kind}",
+            get(get_room_account_data).put(put_room_account_data),
+        )
+        .route(
+            "/_matrix/client/v3/user/{user_id}/rooms/{room}/tags",
+            get(get_tags),
+        )
+        .route(
+            "/_matrix/client/v3/user/{user_id}/rooms/{room}/tags/{tag}",
+            put(put_tag).delete(delete_tag),
+        )
+        .route(
+            "/_matrix/client/v3/presence/{user_id}/status",
+            get(get_presence).put(put_presence),
+        )
+        .route(
+            "/_matrix/client/v3/user_directory/search",
+            post(search_user_directory),
+        )
+}
+
+#[derive(Deserialize)]
+struct DirectorySearch {
+    search_term: String,
+    #[serde(default = "default_directory_limit")]
+    limit: usize,
+}
+
+fn default_directory_limit() -> usize {
+    10
+}
+
+/// POST /_matrix/client/v3/user_directory/search (spec: client-server "User directory").
+async fn search_user_directory(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<DirectorySearch>,
+) -> ApiResult<Json<Value>> {
+    let (users, limited) = state
+        .services
+        .search_users(&authed.user_id, &body.search_term, body.limit)
+        .await?;
+    let results: Vec<Value> = users.iter().map(|u| u.to_json()).collect();
+    Ok(Json(json!({ "results": results, "limited": limited })))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}.
-async fn get_profile(State(state): State<SharedState>, Path(user): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_profile(
+    State(state): State<SharedState>,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
     Ok(Json(state.services.profile(&user_id).await?))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/{keyName}.
-async fn get_profile_field(State(state): State<SharedState>, Path((user, field)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_profile_field(
+    State(state): State<SharedState>,
+    Path((user, field)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
     let profile = state.services.profile(&user_id).await?;
-    let value = profile.get(&field).cloned().ok_or_else(|| ApiError::new(axum::http::StatusCode::NOT_FOUND, "M_NOT_FOUND", "Profile field not set"))?;
+    let value = profile.get(&field).cloned().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+            "Profile field not set",
+        )
+    })?;
     Ok(Json(json!({ field: value })))
+}
+
+/// DELETE /_matrix/client/v3/profile/{userId}/{keyName}: unsets the field.
+async fn delete_profile_field(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((user, field)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let user_id = require_own_user(&authed, user)?;
+    if field != "displayname" && field != "avatar_url" {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+            format!("Profile field {field} is not supported"),
+        ));
+    }
+    state
+        .services
+        .set_profile_field(&user_id, &field, None)
+        .await?;
+    Ok(Json(json!({})))
 }
 
 /// PUT /_matrix/client/v3/profile/{userId}/{keyName}.
@@ -53,14 +144,21 @@ async fn put_profile_field(
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     if field != "displayname" && field != "avatar_url" {
-        return Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", format!("Profile field {field} is not supported")));
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_UNRECOGNIZED",
+            format!("Profile field {field} is not supported"),
+        ));
     }
     let value = match body.get(&field) {
         Some(Value::String(s)) => Some(s.as_str()),
         Some(Value::Null) | None => None,
         Some(_) => return Err(ApiError::bad_json(format!("{field} must be a string"))),
     };
-    state.services.set_profile_field(&user_id, &field, value).await?;
+    state
+        .services
+        .set_profile_field(&user_id, &field, value)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -71,10 +169,18 @@ struct TypingBody {
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}.
-async fn typing(State(state): State<SharedState>, Auth(authed): Auth, Path((room, user)): Path<(String, String)>, JsonBody(body): JsonBody<TypingBody>) -> ApiResult<Json<Value>> {
+async fn typing(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((room, user)): Path<(String, String)>,
+    JsonBody(body): JsonBody<TypingBody>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let user_id = require_own_user(&authed, user)?;
-    state.services.set_typing(&user_id, &room_id, body.typing, body.timeout).await?;
+    state
+        .services
+        .set_typing(&user_id, &room_id, body.typing, body.timeout)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -92,7 +198,10 @@ async fn receipt(
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let event_id: OwnedEventId = parse_id(event, "event ID")?;
-    state.services.set_receipt(&authed, &room_id, &receipt_type, &event_id, body.thread_id).await?;
+    state
+        .services
+        .set_receipt(&authed, &room_id, &receipt_type, &event_id, body.thread_id)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -107,16 +216,39 @@ struct MarkersBody {
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/read_markers.
-async fn read_markers(State(state): State<SharedState>, Auth(authed): Auth, Path(room): Path<String>, JsonBody(body): JsonBody<MarkersBody>) -> ApiResult<Json<Value>> {
+async fn read_markers(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<MarkersBody>,
+) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.set_read_markers(&authed, &room_id, body.fully_read, body.read, body.read_private).await?;
+    state
+        .services
+        .set_read_markers(
+            &authed,
+            &room_id,
+            body.fully_read,
+            body.read,
+            body.read_private,
+        )
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/user/{userId}/account_data/{type}.
-async fn get_account_data(State(state): State<SharedState>, Auth(authed): Auth, Path((user, kind)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_account_data(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((user, kind)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
-    Ok(Json(state.services.get_account_data(&user_id, None, &kind).await?))
+    Ok(Json(
+        state
+            .services
+            .get_account_data(&user_id, None, &kind)
+            .await?,
+    ))
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/account_data/{type}.
@@ -127,15 +259,27 @@ async fn put_account_data(
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
-    state.services.set_account_data(&user_id, None, &kind, Value::Object(content)).await?;
+    state
+        .services
+        .set_account_data(&user_id, None, &kind, Value::Object(content))
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}.
-async fn get_room_account_data(State(state): State<SharedState>, Auth(authed): Auth, Path((user, room, kind)): Path<(String, String, String)>) -> ApiResult<Json<Value>> {
+async fn get_room_account_data(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((user, room, kind)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    Ok(Json(state.services.get_account_data(&user_id, Some(&room_id), &kind).await?))
+    Ok(Json(
+        state
+            .services
+            .get_account_data(&user_id, Some(&room_id), &kind)
+            .await?,
+    ))
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}.
@@ -147,15 +291,24 @@ async fn put_room_account_data(
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.set_account_data(&user_id, Some(&room_id), &kind, Value::Object(content)).await?;
+    state
+        .services
+        .set_account_data(&user_id, Some(&room_id), &kind, Value::Object(content))
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags.
-async fn get_tags(State(state): State<SharedState>, Auth(authed): Auth, Path((user, room)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn get_tags(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((user, room)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    Ok(Json(json!({ "tags": state.services.tags(&user_id, &room_id).await? })))
+    Ok(Json(
+        json!({ "tags": state.services.tags(&user_id, &room_id).await? }),
+    ))
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}.
@@ -167,25 +320,43 @@ async fn put_tag(
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.set_tag(&user_id, &room_id, &tag, Some(Value::Object(content))).await?;
+    state
+        .services
+        .set_tag(&user_id, &room_id, &tag, Some(Value::Object(content)))
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}.
-async fn delete_tag(State(state): State<SharedState>, Auth(authed): Auth, Path((user, room, tag)): Path<(String, String, String)>) -> ApiResult<Json<Value>> {
+async fn delete_tag(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path((user, room, tag)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state.services.set_tag(&user_id, &room_id, &tag, None).await?;
+    state
+        .services
+        .set_tag(&user_id, &room_id, &tag, None)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/presence/{userId}/status.
-async fn get_presence(State(state): State<SharedState>, _auth: Auth, Path(user): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_presence(
+    State(state): State<SharedState>,
+    _auth: Auth,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
     let (presence, status_msg, ago) = state.services.get_presence(&user_id).await?;
     let mut body = json!({ "presence": presence, "currently_active": presence == "online" });
-    if let Some(msg) = status_msg { body["status_msg"] = json!(msg); }
-    if let Some(ago) = ago { body["last_active_ago"] = json!(ago); }
+    if let Some(msg) = status_msg {
+        body["status_msg"] = json!(msg);
+    }
+    if let Some(ago) = ago {
+        body["last_active_ago"] = json!(ago);
+    }
     Ok(Json(body))
 }
 
@@ -196,8 +367,16 @@ struct PresenceBody {
 }
 
 /// PUT /_matrix/client/v3/presence/{userId}/status.
-async fn put_presence(State(state): State<SharedState>, Auth(authed): Auth, Path(user): Path<String>, JsonBody(body): JsonBody<PresenceBody>) -> ApiResult<Json<Value>> {
+async fn put_presence(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(user): Path<String>,
+    JsonBody(body): JsonBody<PresenceBody>,
+) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
-    state.services.set_presence(&user_id, &body.presence, body.status_msg.as_deref()).await?;
+    state
+        .services
+        .set_presence(&user_id, &body.presence, body.status_msg.as_deref())
+        .await?;
     Ok(Json(json!({})))
 }

@@ -8,41 +8,67 @@ impl Services {
     /// A room ID, or an alias resolved to one.
     pub async fn resolve_room(&self, room_id_or_alias: &str) -> ServiceResult<OwnedRoomId> {
         if room_id_or_alias.starts_with('#') {
-            let alias = OwnedRoomAliasId::try_from(room_id_or_alias).map_err(|e| ServiceError::InvalidParam(e.to_string()))?;
-            return Ok(self.get_alias(&alias).await?);
+            let alias = OwnedRoomAliasId::try_from(room_id_or_alias)
+                .map_err(|e| ServiceError::InvalidParam(e.to_string()))?;
+            return self.get_alias(&alias).await;
         }
-        OwnedRoomId::try_from(room_id_or_alias).map_err(|e| ServiceError::InvalidParam(format!("Invalid room ID or alias: {e}")))
+        OwnedRoomId::try_from(room_id_or_alias)
+            .map_err(|e| ServiceError::InvalidParam(format!("Invalid room ID or alias: {e}")))
     }
 
     /// `GET /directory/room/{alias}`.
     pub async fn get_alias(&self, alias: &RoomAliasId) -> ServiceResult<OwnedRoomId> {
         if alias.server_name() != self.config.server_name {
-            return Err(ServiceError::NotFound("Resolving aliases on other servers is not supported yet".into()));
+            return Err(ServiceError::NotFound(
+                "Resolving aliases on other servers is not supported yet".into(),
+            ));
         }
-        let (room_id, _) = self.storage.resolve_alias(alias).await?.ok_or_else(|| ServiceError::NotFound(format!("Room alias {alias} not found")))?;
+        let (room_id, _) = self
+            .storage
+            .resolve_alias(alias)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Room alias {alias} not found")))?;
         Ok(room_id)
     }
 
     /// `PUT /directory/room/{alias}`.
-    pub async fn put_alias(&self, user_id: &UserId, alias: &RoomAliasId, room_id: &RoomId) -> ServiceResult<()> {
+    pub async fn put_alias(
+        &self,
+        user_id: &UserId,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+    ) -> ServiceResult<()> {
         if alias.server_name() != self.config.server_name {
-            return Err(ServiceError::InvalidParam("Alias must be on this server".into()));
+            return Err(ServiceError::InvalidParam(
+                "Alias must be on this server".into(),
+            ));
         }
         self.room_state(room_id).await?;
         if !self.storage.create_alias(alias, room_id, user_id).await? {
-            return Err(ServiceError::RoomInUse(format!("Room alias {alias} already exists")));
+            return Err(ServiceError::RoomInUse(format!(
+                "Room alias {alias} already exists"
+            )));
         }
         Ok(())
     }
 
     /// `DELETE /directory/room/{alias}`: the creator or a room moderator may delete it.
     pub async fn delete_alias(&self, user_id: &UserId, alias: &RoomAliasId) -> ServiceResult<()> {
-        let (room_id, creator) = self.storage.resolve_alias(alias).await?.ok_or_else(|| ServiceError::NotFound(format!("Room alias {alias} not found")))?;
+        let (room_id, creator) = self
+            .storage
+            .resolve_alias(alias)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Room alias {alias} not found")))?;
         if creator != user_id {
             let state = self.room_state(&room_id).await?;
-            let needed = state.content("m.room.power_levels", "").and_then(|p| p.get("state_default").and_then(|v| v.as_i64())).unwrap_or(50);
+            let needed = state
+                .content("m.room.power_levels", "")
+                .and_then(|p| p.get("state_default").and_then(|v| v.as_i64()))
+                .unwrap_or(50);
             if state.user_power(user_id) < needed {
-                return Err(ServiceError::Forbidden("You may not delete this alias".into()));
+                return Err(ServiceError::Forbidden(
+                    "You may not delete this alias".into(),
+                ));
             }
         }
         self.storage.delete_alias(alias).await?;
@@ -50,9 +76,15 @@ impl Services {
     }
 
     /// `GET /rooms/{roomId}/aliases`: members (or anyone, for world-readable rooms).
-    pub async fn room_aliases(&self, user_id: &UserId, room_id: &RoomId) -> ServiceResult<Vec<String>> {
+    pub async fn room_aliases(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> ServiceResult<Vec<String>> {
         let state = self.room_state(room_id).await?;
-        if state.membership(user_id).as_deref() != Some("join") && state.history_visibility() != "world_readable" {
+        if state.membership(user_id).as_deref() != Some("join")
+            && state.history_visibility() != "world_readable"
+        {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
         Ok(self.storage.aliases_of_room(room_id).await?)

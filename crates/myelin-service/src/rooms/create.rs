@@ -31,9 +31,15 @@ pub struct CreateRoomRequest {
 }
 
 impl Services {
-    pub async fn create_room(&self, creator: &UserId, req: CreateRoomRequest) -> ServiceResult<OwnedRoomId> {
+    pub async fn create_room(
+        &self,
+        creator: &UserId,
+        req: CreateRoomRequest,
+    ) -> ServiceResult<OwnedRoomId> {
         let version = match &req.room_version {
-            Some(v) => RoomVersionId::try_from(v.as_str()).map_err(|_| ServiceError::UnsupportedRoomVersion(format!("Unsupported room version {v}")))?,
+            Some(v) => RoomVersionId::try_from(v.as_str()).map_err(|_| {
+                ServiceError::UnsupportedRoomVersion(format!("Unsupported room version {v}"))
+            })?,
             None => self.config.default_room_version.clone(),
         };
         let rules = myelin_room::rules_for(&version)?;
@@ -42,16 +48,28 @@ impl Services {
             None => None,
         };
         let preset = req.preset.clone().unwrap_or_else(|| {
-            if req.visibility.as_deref() == Some("public") { "public_chat".into() } else { "private_chat".into() }
+            if req.visibility.as_deref() == Some("public") {
+                "public_chat".into()
+            } else {
+                "private_chat".into()
+            }
         });
-        if !matches!(preset.as_str(), "public_chat" | "private_chat" | "trusted_private_chat") {
+        if !matches!(
+            preset.as_str(),
+            "public_chat" | "private_chat" | "trusted_private_chat"
+        ) {
             return Err(ServiceError::BadJson(format!("Unknown preset {preset}")));
         }
 
         let sender = creator.to_owned();
         let state = |kind: &str, key: &str, content: Value| Append {
             sender: sender.clone(),
-            template: EventTemplate { kind: kind.into(), state_key: Some(key.into()), content, redacts: None },
+            template: EventTemplate {
+                kind: kind.into(),
+                state_key: Some(key.into()),
+                content,
+                redacts: None,
+            },
             txn: None,
         };
 
@@ -65,8 +83,12 @@ impl Services {
         let profile = self.storage.get_user(creator).await?;
         let mut member = json!({ "membership": "join" });
         if let Some(p) = &profile {
-            if let Some(name) = &p.displayname { member["displayname"] = json!(name); }
-            if let Some(url) = &p.avatar_url { member["avatar_url"] = json!(url); }
+            if let Some(name) = &p.displayname {
+                member["displayname"] = json!(name);
+            }
+            if let Some(url) = &p.avatar_url {
+                member["avatar_url"] = json!(url);
+            }
         }
         appends.push(state("m.room.member", creator.as_str(), member));
 
@@ -97,15 +119,38 @@ impl Services {
         appends.push(state("m.room.power_levels", "", power));
 
         if let Some(alias) = &alias {
-            appends.push(state("m.room.canonical_alias", "", json!({ "alias": alias })));
+            appends.push(state(
+                "m.room.canonical_alias",
+                "",
+                json!({ "alias": alias }),
+            ));
         }
-        let (join_rule, guest) = if preset == "public_chat" { ("public", "forbidden") } else { ("invite", "can_join") };
-        appends.push(state("m.room.join_rules", "", json!({ "join_rule": join_rule })));
-        appends.push(state("m.room.history_visibility", "", json!({ "history_visibility": "shared" })));
-        appends.push(state("m.room.guest_access", "", json!({ "guest_access": guest })));
+        let (join_rule, guest) = if preset == "public_chat" {
+            ("public", "forbidden")
+        } else {
+            ("invite", "can_join")
+        };
+        appends.push(state(
+            "m.room.join_rules",
+            "",
+            json!({ "join_rule": join_rule }),
+        ));
+        appends.push(state(
+            "m.room.history_visibility",
+            "",
+            json!({ "history_visibility": "shared" }),
+        ));
+        appends.push(state(
+            "m.room.guest_access",
+            "",
+            json!({ "guest_access": guest }),
+        ));
         for ev in &req.initial_state {
             if ev.kind == "m.room.create" || ev.kind == "m.room.member" {
-                return Err(ServiceError::BadJson(format!("initial_state may not contain {}", ev.kind)));
+                return Err(ServiceError::BadJson(format!(
+                    "initial_state may not contain {}",
+                    ev.kind
+                )));
             }
             appends.push(state(&ev.kind, &ev.state_key, ev.content.clone()));
         }
@@ -113,7 +158,11 @@ impl Services {
             appends.push(state("m.room.name", "", json!({ "name": name })));
         }
         if let Some(topic) = &req.topic {
-            appends.push(state("m.room.topic", "", json!({ "topic": topic, "m.topic": [{ "body": topic, "mimetype": "text/plain" }] })));
+            appends.push(state(
+                "m.room.topic",
+                "",
+                json!({ "topic": topic, "m.topic": [{ "body": topic, "mimetype": "text/plain" }] }),
+            ));
         }
         for invitee in &req.invite {
             let mut content = json!({ "membership": "invite" });
@@ -121,15 +170,25 @@ impl Services {
                 content["is_direct"] = json!(true);
             }
             if let Some(p) = self.storage.get_user(invitee).await? {
-                if let Some(name) = p.displayname { content["displayname"] = json!(name); }
+                if let Some(name) = p.displayname {
+                    content["displayname"] = json!(name);
+                }
             }
             appends.push(state("m.room.member", invitee.as_str(), content));
         }
 
-        let room_id = OwnedRoomId::try_from(format!("!{}:{}", random_alnum(18), self.config.server_name))
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let new_room = NewRoom { room_id: room_id.clone(), version, creator: creator.to_owned(), created_ms: self.now_ms() };
-        let (room_state, events) = self.persist_appends(None, Some((room_id, new_room)), appends).await?;
+        let room_id =
+            OwnedRoomId::try_from(format!("!{}:{}", random_alnum(18), self.config.server_name))
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let new_room = NewRoom {
+            room_id: room_id.clone(),
+            version,
+            creator: creator.to_owned(),
+            created_ms: self.now_ms(),
+        };
+        let (room_state, events) = self
+            .persist_appends(None, Some((room_id, new_room)), appends)
+            .await?;
         let room_id = room_state.room_id.clone();
         self.publish_new_room(room_state, &events);
 
@@ -147,7 +206,9 @@ impl Services {
     /// Validates a local alias name and checks that it is free.
     async fn check_new_alias(&self, local: &str) -> ServiceResult<OwnedRoomAliasId> {
         if local.contains(':') || local.contains('#') || local.chars().any(char::is_whitespace) {
-            return Err(ServiceError::InvalidParam("Invalid characters in room alias".into()));
+            return Err(ServiceError::InvalidParam(
+                "Invalid characters in room alias".into(),
+            ));
         }
         let alias = OwnedRoomAliasId::try_from(format!("#{local}:{}", self.config.server_name))
             .map_err(|e| ServiceError::InvalidParam(e.to_string()))?;

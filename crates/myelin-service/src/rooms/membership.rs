@@ -9,13 +9,25 @@ use crate::{ServiceError, ServiceResult, Services};
 
 impl Services {
     /// Sends an `m.room.member` event for `target` by `sender`.
-    async fn send_membership(&self, room_id: &RoomId, sender: &UserId, target: &UserId, mut content: Value, reason: Option<&str>) -> ServiceResult<()> {
+    async fn send_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        mut content: Value,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
         if let Some(reason) = reason {
             content["reason"] = json!(reason);
         }
         let append = Append {
             sender: sender.to_owned(),
-            template: EventTemplate { kind: "m.room.member".into(), state_key: Some(target.to_string()), content, redacts: None },
+            template: EventTemplate {
+                kind: "m.room.member".into(),
+                state_key: Some(target.to_string()),
+                content,
+                redacts: None,
+            },
             txn: None,
         };
         self.append_event(room_id, append).await?;
@@ -26,87 +38,223 @@ impl Services {
     async fn member_content(&self, user_id: &UserId, membership: &str) -> ServiceResult<Value> {
         let mut content = json!({ "membership": membership });
         if let Some(p) = self.storage.get_user(user_id).await? {
-            if let Some(name) = p.displayname { content["displayname"] = json!(name); }
-            if let Some(url) = p.avatar_url { content["avatar_url"] = json!(url); }
+            if let Some(name) = p.displayname {
+                content["displayname"] = json!(name);
+            }
+            if let Some(url) = p.avatar_url {
+                content["avatar_url"] = json!(url);
+            }
         }
         Ok(content)
     }
 
     /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`.
-    pub async fn join_room(&self, user_id: &UserId, room_id_or_alias: &str, reason: Option<&str>) -> ServiceResult<OwnedRoomId> {
+    pub async fn join_room(
+        &self,
+        user_id: &UserId,
+        room_id_or_alias: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<OwnedRoomId> {
         let room_id = self.resolve_room(room_id_or_alias).await?;
         let state = self.room_state(&room_id).await.map_err(|e| match e {
-            ServiceError::NotFound(_) => ServiceError::NotFound("Room not found; joining rooms on other servers is not supported yet".into()),
+            ServiceError::NotFound(_) => ServiceError::NotFound(
+                "Room not found; joining rooms on other servers is not supported yet".into(),
+            ),
             other => other,
         })?;
         if state.membership(user_id).as_deref() == Some("join") {
             return Ok(room_id);
         }
         let content = self.member_content(user_id, "join").await?;
-        self.send_membership(&room_id, user_id, user_id, content, reason).await?;
+        self.send_membership(&room_id, user_id, user_id, content, reason)
+            .await?;
+        Ok(room_id)
+    }
+
+    /// `POST /knock/{roomIdOrAlias}`: asks to be let into a room whose join rule is `knock`
+    /// (the auth rules refuse other rooms and room versions before 7).
+    pub async fn knock_room(
+        &self,
+        user_id: &UserId,
+        room_id_or_alias: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<OwnedRoomId> {
+        let room_id = self.resolve_room(room_id_or_alias).await?;
+        let state = self.room_state(&room_id).await.map_err(|e| match e {
+            ServiceError::NotFound(_) => ServiceError::NotFound(
+                "Room not found; knocking on rooms on other servers is not supported yet".into(),
+            ),
+            other => other,
+        })?;
+        match state.membership(user_id).as_deref() {
+            Some("join") => {
+                return Err(ServiceError::Forbidden(
+                    "You are already in this room".into(),
+                ))
+            }
+            Some("invite") => {
+                return Err(ServiceError::Forbidden(
+                    "You are already invited to this room".into(),
+                ))
+            }
+            Some("ban") => {
+                return Err(ServiceError::Forbidden(
+                    "You are banned from this room".into(),
+                ))
+            }
+            _ => {}
+        }
+        let content = self.member_content(user_id, "knock").await?;
+        self.send_membership(&room_id, user_id, user_id, content, reason)
+            .await?;
         Ok(room_id)
     }
 
     /// `POST /rooms/{roomId}/leave` (also rejects invites and withdraws knocks).
-    pub async fn leave_room(&self, user_id: &UserId, room_id: &RoomId, reason: Option<&str>) -> ServiceResult<()> {
+    pub async fn leave_room(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
         match state.membership(user_id).as_deref() {
             Some("join") | Some("invite") | Some("knock") => {}
             _ => return Err(ServiceError::Forbidden("You are not in this room".into())),
         }
-        self.send_membership(room_id, user_id, user_id, json!({ "membership": "leave" }), reason).await
+        self.send_membership(
+            room_id,
+            user_id,
+            user_id,
+            json!({ "membership": "leave" }),
+            reason,
+        )
+        .await
     }
 
     /// `POST /rooms/{roomId}/invite`.
-    pub async fn invite(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<&str>) -> ServiceResult<()> {
+    pub async fn invite(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
         if target.server_name() != self.config.server_name {
-            return Err(ServiceError::Forbidden("Inviting users on other servers is not supported yet".into()));
+            return Err(ServiceError::Forbidden(
+                "Inviting users on other servers is not supported yet".into(),
+            ));
         }
-        if self.storage.get_user(target).await?.is_none_or(|u| u.deactivated) {
+        if self
+            .storage
+            .get_user(target)
+            .await?
+            .is_none_or(|u| u.deactivated)
+        {
             return Err(ServiceError::NotFound(format!("Unknown user {target}")));
         }
         let state = self.room_state(room_id).await?;
         match state.membership(target).as_deref() {
-            Some("join") => return Err(ServiceError::Forbidden(format!("{target} is already in the room"))),
-            Some("ban") => return Err(ServiceError::Forbidden(format!("{target} is banned from the room"))),
+            Some("join") => {
+                return Err(ServiceError::Forbidden(format!(
+                    "{target} is already in the room"
+                )))
+            }
+            Some("ban") => {
+                return Err(ServiceError::Forbidden(format!(
+                    "{target} is banned from the room"
+                )))
+            }
             Some("invite") => return Ok(()),
             _ => {}
         }
         let mut content = json!({ "membership": "invite" });
         if let Some(p) = self.storage.get_user(target).await? {
-            if let Some(name) = p.displayname { content["displayname"] = json!(name); }
+            if let Some(name) = p.displayname {
+                content["displayname"] = json!(name);
+            }
         }
-        self.send_membership(room_id, sender, target, content, reason).await
+        self.send_membership(room_id, sender, target, content, reason)
+            .await
     }
 
     /// `POST /rooms/{roomId}/kick`.
-    pub async fn kick(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<&str>) -> ServiceResult<()> {
+    pub async fn kick(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
-        if !matches!(state.membership(target).as_deref(), Some("join" | "invite" | "knock")) {
-            return Err(ServiceError::Forbidden(format!("{target} is not in the room")));
+        if !matches!(
+            state.membership(target).as_deref(),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Err(ServiceError::Forbidden(format!(
+                "{target} is not in the room"
+            )));
         }
-        self.send_membership(room_id, sender, target, json!({ "membership": "leave" }), reason).await
+        self.send_membership(
+            room_id,
+            sender,
+            target,
+            json!({ "membership": "leave" }),
+            reason,
+        )
+        .await
     }
 
     /// `POST /rooms/{roomId}/ban`.
-    pub async fn ban(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<&str>) -> ServiceResult<()> {
-        self.send_membership(room_id, sender, target, json!({ "membership": "ban" }), reason).await
+    pub async fn ban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        self.send_membership(
+            room_id,
+            sender,
+            target,
+            json!({ "membership": "ban" }),
+            reason,
+        )
+        .await
     }
 
     /// `POST /rooms/{roomId}/unban`.
-    pub async fn unban(&self, sender: &UserId, room_id: &RoomId, target: &UserId, reason: Option<&str>) -> ServiceResult<()> {
+    pub async fn unban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
         if state.membership(target).as_deref() != Some("ban") {
             return Err(ServiceError::Forbidden(format!("{target} is not banned")));
         }
-        self.send_membership(room_id, sender, target, json!({ "membership": "leave" }), reason).await
+        self.send_membership(
+            room_id,
+            sender,
+            target,
+            json!({ "membership": "leave" }),
+            reason,
+        )
+        .await
     }
 
     /// `POST /rooms/{roomId}/forget`.
     pub async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
-        if matches!(state.membership(user_id).as_deref(), Some("join" | "invite" | "knock")) {
-            return Err(ServiceError::InvalidParam("You must leave the room before forgetting it".into()));
+        if matches!(
+            state.membership(user_id).as_deref(),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Err(ServiceError::InvalidParam(
+                "You must leave the room before forgetting it".into(),
+            ));
         }
         Ok(self.storage.forget_room(user_id, room_id).await?)
     }
@@ -114,19 +262,35 @@ impl Services {
     /// `GET /joined_rooms`.
     pub async fn joined_rooms(&self, user_id: &UserId) -> ServiceResult<Vec<OwnedRoomId>> {
         let memberships = self.storage.memberships_of_user(user_id).await?;
-        Ok(memberships.into_iter().filter(|m| m.membership == "join").map(|m| m.room_id).collect())
+        Ok(memberships
+            .into_iter()
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id)
+            .collect())
     }
 
     /// Sets a profile field and updates the member event in every joined room.
-    pub async fn set_profile_field(&self, user_id: &UserId, field: &str, value: Option<&str>) -> ServiceResult<()> {
+    pub async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: Option<&str>,
+    ) -> ServiceResult<()> {
         match field {
             "displayname" => self.storage.set_displayname(user_id, value).await?,
             "avatar_url" => self.storage.set_avatar_url(user_id, value).await?,
-            _ => return Err(ServiceError::NotFound(format!("Profile field {field} is not supported"))),
+            _ => {
+                return Err(ServiceError::NotFound(format!(
+                    "Profile field {field} is not supported"
+                )))
+            }
         }
         for room_id in self.joined_rooms(user_id).await? {
             let content = self.member_content(user_id, "join").await?;
-            if let Err(e) = self.send_membership(&room_id, user_id, user_id, content, None).await {
+            if let Err(e) = self
+                .send_membership(&room_id, user_id, user_id, content, None)
+                .await
+            {
                 tracing::warn!(%room_id, %user_id, error = %e, "profile update in room failed");
             }
         }

@@ -8,6 +8,11 @@ mod power;
 mod read;
 mod send;
 mod state;
+mod summary;
+mod txn;
+mod upgrade;
+
+pub use txn::client_txn_id;
 
 use std::{
     collections::HashMap,
@@ -15,12 +20,14 @@ use std::{
 };
 
 use myelin_core::{Pdu, StreamPos};
-use myelin_room::{auth_event_ids, build_pdu, check_auth, redact_pdu_json, EventTemplate, PduContext};
+use myelin_room::{
+    auth_event_ids, build_pdu, check_auth, redact_pdu_json, EventTemplate, PduContext,
+};
 use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState};
 use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use create::{CreateRoomRequest, InitialStateEvent};
-pub use read::{MembersQuery, MessagesPage, ContextPage};
+pub use read::{ContextPage, MembersQuery, MessagesPage};
 pub use state::{RoomState, StateEntry};
 
 use crate::{ServiceError, ServiceResult, Services};
@@ -64,7 +71,11 @@ impl Services {
         self.load_locked(room_id, &slot).await
     }
 
-    async fn load_locked(&self, room_id: &RoomId, slot: &RoomSlot) -> ServiceResult<Arc<RoomState>> {
+    async fn load_locked(
+        &self,
+        room_id: &RoomId,
+        slot: &RoomSlot,
+    ) -> ServiceResult<Arc<RoomState>> {
         if let Some(state) = read_current(slot) {
             return Ok(state);
         }
@@ -74,7 +85,11 @@ impl Services {
     }
 
     /// Appends events to an existing room in one transaction, then wakes the affected users.
-    pub(crate) async fn append_events(&self, room_id: &RoomId, appends: Vec<Append>) -> ServiceResult<Vec<(Arc<Pdu>, StreamPos)>> {
+    pub(crate) async fn append_events(
+        &self,
+        room_id: &RoomId,
+        appends: Vec<Append>,
+    ) -> ServiceResult<Vec<(Arc<Pdu>, StreamPos)>> {
         let slot = self.rooms.slot(room_id);
         let _guard = slot.write.lock().await;
         let state = self.load_locked(room_id, &slot).await?;
@@ -84,9 +99,15 @@ impl Services {
     }
 
     /// Appends one event; the common case.
-    pub(crate) async fn append_event(&self, room_id: &RoomId, append: Append) -> ServiceResult<(Arc<Pdu>, StreamPos)> {
+    pub(crate) async fn append_event(
+        &self,
+        room_id: &RoomId,
+        append: Append,
+    ) -> ServiceResult<(Arc<Pdu>, StreamPos)> {
         let mut events = self.append_events(room_id, vec![append]).await?;
-        events.pop().ok_or_else(|| ServiceError::Internal("no event persisted".into()))
+        events
+            .pop()
+            .ok_or_else(|| ServiceError::Internal("no event persisted".into()))
     }
 
     /// Builds, authorises and persists `appends` in order on top of `state` (or a new room).
@@ -106,7 +127,11 @@ impl Services {
         for append in appends {
             let pdu = match &working {
                 Some(current) => self.build_checked(current, &append, now)?,
-                None => self.build_create(new_room.as_ref().map(|(id, r)| (id, &r.version)), &append, now)?,
+                None => self.build_create(
+                    new_room.as_ref().map(|(id, r)| (id, &r.version)),
+                    &append,
+                    now,
+                )?,
             };
             let pdu = Arc::new(pdu);
             if let Some(key) = pdu.state_key.clone() {
@@ -119,7 +144,10 @@ impl Services {
             let membership = membership_change(&pdu);
             let new_state = match (&pdu.state_key, base_snapshot) {
                 (None, Some(snapshot)) if batch.is_empty() => NewState::Same(snapshot),
-                _ => NewState::Changed { base: base_snapshot, changes: state_changes.clone() },
+                _ => NewState::Changed {
+                    base: base_snapshot,
+                    changes: state_changes.clone(),
+                },
             };
             let room = new_room.take().map(|(_, mut r)| {
                 r.room_id = pdu.room_id.clone();
@@ -137,7 +165,9 @@ impl Services {
             });
             working = Some(match working {
                 Some(current) => current.with_event(pdu.clone(), StreamPos::ZERO, 0),
-                None => RoomState::new_room(pdu.clone())?.with_event(pdu.clone(), StreamPos::ZERO, 0),
+                None => {
+                    RoomState::new_room(pdu.clone())?.with_event(pdu.clone(), StreamPos::ZERO, 0)
+                }
             });
         }
 
@@ -147,21 +177,37 @@ impl Services {
         for (event, done) in batch.into_iter().zip(persisted) {
             let pdu = Arc::new(event.pdu);
             final_state = Some(match final_state {
-                Some(current) => current.with_event(pdu.clone(), done.stream_pos, done.state_snapshot),
-                None => RoomState::new_room(pdu.clone())?.with_event(pdu.clone(), done.stream_pos, done.state_snapshot),
+                Some(current) => {
+                    current.with_event(pdu.clone(), done.stream_pos, done.state_snapshot)
+                }
+                None => RoomState::new_room(pdu.clone())?.with_event(
+                    pdu.clone(),
+                    done.stream_pos,
+                    done.state_snapshot,
+                ),
             });
             events.push((pdu, done.stream_pos));
         }
-        let final_state = final_state.ok_or_else(|| ServiceError::Internal("empty batch".into()))?;
+        let final_state =
+            final_state.ok_or_else(|| ServiceError::Internal("empty batch".into()))?;
         Ok((Arc::new(final_state), events))
     }
 
     /// Builds a non-create event on top of `current` and checks it against the auth rules.
     fn build_checked(&self, current: &RoomState, append: &Append, now: u64) -> ServiceResult<Pdu> {
         let t = &append.template;
-        let auth_events = auth_event_ids(&current.rules, &t.kind, &append.sender, t.state_key.as_deref(), &t.content, |ty, key| {
-            current.get(&ty.to_string(), key).map(|e| e.pdu.event_id.clone())
-        })?;
+        let auth_events = auth_event_ids(
+            &current.rules,
+            &t.kind,
+            &append.sender,
+            t.state_key.as_deref(),
+            &t.content,
+            |ty, key| {
+                current
+                    .get(&ty.to_string(), key)
+                    .map(|e| e.pdu.event_id.clone())
+            },
+        )?;
         let ctx = PduContext {
             rules: &current.rules,
             room_id: Some(&current.room_id),
@@ -182,8 +228,14 @@ impl Services {
     }
 
     /// Builds the `m.room.create` event of a new room.
-    fn build_create(&self, room: Option<(&OwnedRoomId, &ruma::RoomVersionId)>, append: &Append, now: u64) -> ServiceResult<Pdu> {
-        let (room_id, version) = room.ok_or_else(|| ServiceError::Internal("create without a room".into()))?;
+    fn build_create(
+        &self,
+        room: Option<(&OwnedRoomId, &ruma::RoomVersionId)>,
+        append: &Append,
+        now: u64,
+    ) -> ServiceResult<Pdu> {
+        let (room_id, version) =
+            room.ok_or_else(|| ServiceError::Internal("create without a room".into()))?;
         let rules = myelin_room::rules_for(version)?;
         let ctx = PduContext {
             rules: &rules,
@@ -206,11 +258,16 @@ impl Services {
         redaction: &Pdu,
         target: &ruma::EventId,
     ) -> ServiceResult<Option<(ruma::OwnedEventId, Box<serde_json::value::RawValue>)>> {
-        let Some(record) = self.storage.get_event(target).await? else { return Ok(None) };
+        let Some(record) = self.storage.get_event(target).await? else {
+            return Ok(None);
+        };
         if record.pdu.room_id != redaction.room_id || record.redacted_by.is_some() {
             return Ok(None);
         }
-        Ok(Some((record.pdu.event_id.clone(), redact_pdu_json(&record.pdu, &current.rules)?)))
+        Ok(Some((
+            record.pdu.event_id.clone(),
+            redact_pdu_json(&record.pdu, &current.rules)?,
+        )))
     }
 
     /// Publishes the new state and wakes everyone the events concern.
@@ -242,14 +299,21 @@ impl Services {
     }
 
     /// The user's current membership in the room, from current state.
-    pub async fn membership_of(&self, room_id: &RoomId, user_id: &UserId) -> ServiceResult<Option<String>> {
+    pub async fn membership_of(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> ServiceResult<Option<String>> {
         let state = self.room_state(room_id).await?;
         Ok(state.membership(user_id))
     }
 }
 
 fn read_current(slot: &RoomSlot) -> Option<Arc<RoomState>> {
-    slot.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    slot.current
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
 fn membership_change(pdu: &Pdu) -> Option<MembershipChange> {
@@ -258,5 +322,8 @@ fn membership_change(pdu: &Pdu) -> Option<MembershipChange> {
     }
     let user_id = OwnedUserId::try_from(pdu.state_key.as_deref()?).ok()?;
     let membership = pdu.content_value().get("membership")?.as_str()?.to_owned();
-    Some(MembershipChange { user_id, membership })
+    Some(MembershipChange {
+        user_id,
+        membership,
+    })
 }

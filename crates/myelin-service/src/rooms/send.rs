@@ -4,44 +4,138 @@ use myelin_room::EventTemplate;
 use ruma::{EventId, OwnedEventId, RoomId};
 use serde_json::{json, Value};
 
+use super::txn::TxnEndpoint;
 use super::Append;
-use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+use crate::{accounts::Authed, RateAction, ServiceError, ServiceResult, Services};
 
 impl Services {
     /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`: idempotent per device and txnId.
-    pub async fn send_message(&self, authed: &Authed, room_id: &RoomId, kind: &str, txn_id: &str, content: Value) -> ServiceResult<OwnedEventId> {
-        if let Some(id) = self.storage.event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_id).await? {
+    pub async fn send_message(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        kind: &str,
+        txn_id: &str,
+        content: Value,
+    ) -> ServiceResult<OwnedEventId> {
+        let txn_key = TxnEndpoint::Send.key(txn_id);
+        if let Some(id) = self
+            .storage
+            .event_for_txn(&authed.user_id, authed.device_id.as_str(), &txn_key)
+            .await?
+        {
             return Ok(id);
         }
+        self.check_rate(RateAction::Message, authed.user_id.as_str())?;
         if kind == "m.room.redaction" {
-            let target = content.get("redacts").and_then(Value::as_str).ok_or_else(|| ServiceError::BadJson("redaction needs content.redacts".into()))?;
-            let target = OwnedEventId::try_from(target).map_err(|e| ServiceError::BadJson(e.to_string()))?;
-            return self.redact(authed, room_id, &target, txn_id, content.get("reason").and_then(Value::as_str)).await;
+            let target = content
+                .get("redacts")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ServiceError::BadJson("redaction needs content.redacts".into()))?;
+            let target =
+                OwnedEventId::try_from(target).map_err(|e| ServiceError::BadJson(e.to_string()))?;
+            return self
+                .redact_with_txn(
+                    authed,
+                    room_id,
+                    &target,
+                    &txn_key,
+                    content.get("reason").and_then(Value::as_str),
+                )
+                .await;
         }
-        let template = EventTemplate { kind: kind.into(), state_key: None, content, redacts: None };
-        self.append_with_txn(authed, room_id, template, txn_id).await
+        let template = EventTemplate {
+            kind: kind.into(),
+            state_key: None,
+            content,
+            redacts: None,
+        };
+        self.append_with_txn(authed, room_id, template, &txn_key)
+            .await
     }
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
-    pub async fn send_state(&self, authed: &Authed, room_id: &RoomId, kind: &str, state_key: &str, content: Value) -> ServiceResult<OwnedEventId> {
+    pub async fn send_state(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+    ) -> ServiceResult<OwnedEventId> {
         if kind == "m.room.create" {
-            return Err(ServiceError::Forbidden("m.room.create cannot be changed".into()));
+            return Err(ServiceError::Forbidden(
+                "m.room.create cannot be changed".into(),
+            ));
         }
-        let template = EventTemplate { kind: kind.into(), state_key: Some(state_key.into()), content, redacts: None };
-        let append = Append { sender: authed.user_id.clone(), template, txn: None };
+        self.check_rate(RateAction::Message, authed.user_id.as_str())?;
+        let template = EventTemplate {
+            kind: kind.into(),
+            state_key: Some(state_key.into()),
+            content,
+            redacts: None,
+        };
+        let append = Append {
+            sender: authed.user_id.clone(),
+            template,
+            txn: None,
+        };
         Ok(self.append_event(room_id, append).await?.0.event_id.clone())
     }
 
     /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`: own events, or any with the `redact` level.
-    pub async fn redact(&self, authed: &Authed, room_id: &RoomId, target: &EventId, txn_id: &str, reason: Option<&str>) -> ServiceResult<OwnedEventId> {
-        if let Some(id) = self.storage.event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_id).await? {
+    pub async fn redact(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        target: &EventId,
+        txn_id: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<OwnedEventId> {
+        let txn_key = TxnEndpoint::Redact.key(txn_id);
+        if let Some(id) = self
+            .storage
+            .event_for_txn(&authed.user_id, authed.device_id.as_str(), &txn_key)
+            .await?
+        {
+            return Ok(id);
+        }
+        self.check_rate(RateAction::Message, authed.user_id.as_str())?;
+        self.redact_with_txn(authed, room_id, target, &txn_key, reason)
+            .await
+    }
+
+    /// A redaction under an already scoped transaction key (from `/redact` or `/send`).
+    async fn redact_with_txn(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        target: &EventId,
+        txn_key: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<OwnedEventId> {
+        if let Some(id) = self
+            .storage
+            .event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_key)
+            .await?
+        {
             return Ok(id);
         }
         let state = self.room_state(room_id).await?;
-        let record = self.storage.get_event(target).await?.filter(|r| r.pdu.room_id == room_id);
-        let Some(record) = record else { return Err(ServiceError::NotFound("Event not found".into())) };
-        if record.pdu.sender != authed.user_id && state.user_power(&authed.user_id) < state.action_level("redact") {
-            return Err(ServiceError::Forbidden("You may not redact other users' events".into()));
+        let record = self
+            .storage
+            .get_event(target)
+            .await?
+            .filter(|r| r.pdu.room_id == room_id);
+        let Some(record) = record else {
+            return Err(ServiceError::NotFound("Event not found".into()));
+        };
+        if record.pdu.sender != authed.user_id
+            && state.user_power(&authed.user_id) < state.action_level("redact")
+        {
+            return Err(ServiceError::Forbidden(
+                "You may not redact other users' events".into(),
+            ));
         }
         let mut content = json!({});
         if let Some(reason) = reason {
@@ -50,17 +144,38 @@ impl Services {
         if state.rules.redaction.content_field_redacts {
             content["redacts"] = json!(target);
         }
-        let template = EventTemplate { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(target.to_owned()) };
-        self.append_with_txn(authed, room_id, template, txn_id).await
+        let template = EventTemplate {
+            kind: "m.room.redaction".into(),
+            state_key: None,
+            content,
+            redacts: Some(target.to_owned()),
+        };
+        self.append_with_txn(authed, room_id, template, txn_key)
+            .await
     }
 
-    async fn append_with_txn(&self, authed: &Authed, room_id: &RoomId, template: EventTemplate, txn_id: &str) -> ServiceResult<OwnedEventId> {
-        let append = Append { sender: authed.user_id.clone(), template, txn: Some((authed.device_id.clone(), txn_id.to_owned())) };
+    /// Appends a client's event under its scoped transaction key ([`TxnEndpoint::key`]).
+    async fn append_with_txn(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        template: EventTemplate,
+        txn_key: &str,
+    ) -> ServiceResult<OwnedEventId> {
+        let append = Append {
+            sender: authed.user_id.clone(),
+            template,
+            txn: Some((authed.device_id.clone(), txn_key.to_owned())),
+        };
         match self.append_event(room_id, append).await {
             Ok((pdu, _)) => Ok(pdu.event_id.clone()),
             Err(e @ ServiceError::Storage(_)) => {
                 // A concurrent request with the same txnId may have won the unique constraint.
-                match self.storage.event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_id).await? {
+                match self
+                    .storage
+                    .event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_key)
+                    .await?
+                {
                     Some(id) => Ok(id),
                     None => Err(e),
                 }

@@ -4,7 +4,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{RoomStore, SnapshotId, Storage};
-use ruma::{room_version_rules::RoomVersionRules, EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    room_version_rules::RoomVersionRules, EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UserId,
+};
 
 use crate::{ServiceError, ServiceResult};
 
@@ -33,17 +36,35 @@ pub struct RoomState {
 impl RoomState {
     /// Loads current state, extremities and depth from storage.
     pub async fn load(storage: &dyn Storage, room_id: &RoomId) -> ServiceResult<RoomState> {
-        let info = RoomStore::room_info(storage, room_id).await?.ok_or_else(|| ServiceError::NotFound(format!("Unknown room {room_id}")))?;
+        let info = RoomStore::room_info(storage, room_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Unknown room {room_id}")))?;
         let rules = myelin_room::rules_for(&info.version)?;
-        let ids: Vec<OwnedEventId> = storage.current_state(room_id).await?.into_values().collect();
+        let ids: Vec<OwnedEventId> = storage
+            .current_state(room_id)
+            .await?
+            .into_values()
+            .collect();
         let mut state = HashMap::with_capacity(ids.len());
         for record in storage.get_events(&ids).await? {
-            let key = (record.pdu.kind.to_string(), record.pdu.state_key.clone().unwrap_or_default());
-            state.insert(key, StateEntry { pos: record.stream_pos, pdu: Arc::new(record.pdu) });
+            let key = (
+                record.pdu.kind.to_string(),
+                record.pdu.state_key.clone().unwrap_or_default(),
+            );
+            state.insert(
+                key,
+                StateEntry {
+                    pos: record.stream_pos,
+                    pdu: Arc::new(record.pdu),
+                },
+            );
         }
         let extremities = storage.forward_extremities(room_id).await?;
         let tips = storage.get_events(&extremities).await?;
-        let newest = tips.iter().max_by_key(|r| r.stream_pos).ok_or_else(|| ServiceError::Internal(format!("room {room_id} has no events")))?;
+        let newest = tips
+            .iter()
+            .max_by_key(|r| r.stream_pos)
+            .ok_or_else(|| ServiceError::Internal(format!("room {room_id} has no events")))?;
         Ok(RoomState {
             room_id: info.room_id,
             version: info.version,
@@ -82,7 +103,13 @@ impl RoomState {
     /// The state after appending `pdu` (persisted at `pos` with state `snapshot`).
     pub fn with_event(mut self, pdu: Arc<Pdu>, pos: StreamPos, snapshot: SnapshotId) -> RoomState {
         if let Some(key) = &pdu.state_key {
-            self.state.insert((pdu.kind.to_string(), key.clone()), StateEntry { pdu: pdu.clone(), pos });
+            self.state.insert(
+                (pdu.kind.to_string(), key.clone()),
+                StateEntry {
+                    pdu: pdu.clone(),
+                    pos,
+                },
+            );
         }
         self.snapshot = snapshot;
         self.extremities = vec![pdu.event_id.clone()];
@@ -97,7 +124,10 @@ impl RoomState {
 
     /// A state event by ID (auth events of new events are always current state).
     pub fn by_event_id(&self, id: &EventId) -> Option<Arc<Pdu>> {
-        self.state.values().find(|e| e.pdu.event_id == id).map(|e| e.pdu.clone())
+        self.state
+            .values()
+            .find(|e| e.pdu.event_id == id)
+            .map(|e| e.pdu.clone())
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &StateEntry> {
@@ -110,7 +140,10 @@ impl RoomState {
     }
 
     pub fn membership(&self, user_id: &UserId) -> Option<String> {
-        self.content("m.room.member", user_id.as_str())?.get("membership")?.as_str().map(str::to_owned)
+        self.content("m.room.member", user_id.as_str())?
+            .get("membership")?
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// Users whose membership is one of `memberships`.
@@ -120,7 +153,10 @@ impl RoomState {
             .filter(|((kind, _), _)| kind == "m.room.member")
             .filter(|(_, e)| {
                 let content = e.pdu.content_value();
-                content.get("membership").and_then(|m| m.as_str()).is_some_and(|m| memberships.contains(&m))
+                content
+                    .get("membership")
+                    .and_then(|m| m.as_str())
+                    .is_some_and(|m| memberships.contains(&m))
             })
             .filter_map(|((_, key), _)| OwnedUserId::try_from(key.as_str()).ok())
             .collect()
@@ -129,13 +165,21 @@ impl RoomState {
     /// `m.room.history_visibility`, defaulting to `shared`.
     pub fn history_visibility(&self) -> String {
         self.content("m.room.history_visibility", "")
-            .and_then(|c| c.get("history_visibility").and_then(|v| v.as_str()).map(str::to_owned))
+            .and_then(|c| {
+                c.get("history_visibility")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| "shared".to_owned())
     }
 
     pub fn join_rule(&self) -> String {
         self.content("m.room.join_rules", "")
-            .and_then(|c| c.get("join_rule").and_then(|v| v.as_str()).map(str::to_owned))
+            .and_then(|c| {
+                c.get("join_rule")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| "invite".to_owned())
     }
 }

@@ -1,0 +1,30 @@
+//! Server-Server API routes (`/_matrix/key/...`, `/_matrix/federation/...`), one module per spec
+//! area, and the `X-Matrix` extractors every authenticated federation endpoint uses.
+
+mod events;
+mod extract;
+mod history;
+mod keys;
+mod query;
+mod version;
+mod well_known;
+
+use axum::Router;
+
+use crate::SharedState;
+
+pub use extract::{FederationJson, FederationOrigin};
+
+/// The federation routes; empty when `federation.enabled` is off.
+pub fn routes(enabled: bool) -> Router<SharedState> {
+    if !enabled {
+        return Router::new();
+    }
+    Router::new()
+        .merge(keys::routes())
+        .merge(version::routes())
+        .merge(query::routes())
+        .merge(events::routes())
+        .merge(history::routes())
+        .merge(well_known::routes())
+}

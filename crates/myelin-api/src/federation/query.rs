@@ -1,0 +1,71 @@
+//! Federation queries (spec: Server-Server API, "Querying for information").
+
+use axum::{extract::State, routing::get, Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::FederationOrigin;
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::{parse_id, Query},
+    SharedState,
+};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/_matrix/federation/v1/query/profile", get(profile))
+        .route("/_matrix/federation/v1/query/directory", get(directory))
+}
+
+#[derive(Deserialize)]
+struct ProfileQuery {
+    user_id: String,
+    field: Option<String>,
+}
+
+/// GET /_matrix/federation/v1/query/profile (spec: Server-Server API, "Query information").
+async fn profile(
+    State(state): State<SharedState>,
+    FederationOrigin(origin): FederationOrigin,
+    Query(query): Query<ProfileQuery>,
+) -> ApiResult<Json<Value>> {
+    let user_id: ruma::OwnedUserId = parse_id(query.user_id, "user_id")?;
+    if user_id.server_name() != state.services.server_name() {
+        return Err(ApiError::invalid_param(
+            "user_id is not a user of this server",
+        ));
+    }
+    tracing::debug!(%origin, %user_id, "federation profile query");
+    let mut profile = state.services.profile(&user_id).await?;
+    if let Some(field) = query.field {
+        let value = profile.get(&field).cloned();
+        profile = serde_json::json!({});
+        if let Some(value) = value {
+            profile[field] = value;
+        }
+    }
+    Ok(Json(profile))
+}
+
+#[derive(Deserialize)]
+struct DirectoryQuery {
+    room_alias: String,
+}
+
+/// GET /_matrix/federation/v1/query/directory (spec: Server-Server API, "Querying for
+/// information" → "GET /_matrix/federation/v1/query/directory"): `{room_id, servers}` for one of
+/// our aliases, 404 `M_NOT_FOUND` otherwise.
+async fn directory(
+    State(state): State<SharedState>,
+    FederationOrigin(origin): FederationOrigin,
+    Query(query): Query<DirectoryQuery>,
+) -> ApiResult<Json<Value>> {
+    let alias: ruma::OwnedRoomAliasId = parse_id(query.room_alias, "room_alias")?;
+    let answer = state
+        .services
+        .federation_query_directory(&origin, &alias)
+        .await?;
+    Ok(Json(
+        json!({ "room_id": answer.room_id, "servers": answer.servers }),
+    ))
+}

@@ -1,0 +1,26 @@
+//! `GET /.well-known/matrix/server` (spec: Server-Server API, "Server discovery" → "GET
+//! /.well-known/matrix/server"): delegation to the configured `federation.well_known_server`.
+
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use serde_json::{json, Value};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    SharedState,
+};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new().route("/.well-known/matrix/server", get(server))
+}
+
+/// GET /.well-known/matrix/server: `{"m.server": ...}`, or 404 `M_NOT_FOUND` when not configured.
+async fn server(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
+    match &state.services.federation.config.well_known_server {
+        Some(server) => Ok(Json(json!({ "m.server": server }))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+            "No server delegation is configured",
+        )),
+    }
+}

@@ -1,0 +1,172 @@
+//! Starting Synapse from the venv made by `scripts/synapse-venv`: its own generated config,
+//! overridden by a second config file (Synapse merges `-c` files by top-level key) that sets
+//! SQLite, a loopback listener, open registration without verification, quiet logging and
+//! rate limits far above anything the benchmark sends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{BenchError, Result};
+
+use super::process::{free_port, fresh_dir, spawn, Server};
+
+/// The rate-limit sections of Synapse's config, all set to `HIGH`.
+const RATE_LIMITS: &[&str] = &[
+    "rc_message",
+    "rc_registration",
+    "rc_registration_token_validity",
+    "rc_joins_per_room",
+    "rc_3pid_validation",
+    "rc_admin_redaction",
+    "rc_room_creation",
+    "rc_reports",
+    "rc_delayed_event_mgmt",
+    "rc_key_requests",
+    "rc_presence.per_user",
+    "rc_login.address",
+    "rc_login.account",
+    "rc_login.failed_attempts",
+    "rc_joins.local",
+    "rc_joins.remote",
+    "rc_invites.per_room",
+    "rc_invites.per_user",
+    "rc_invites.per_issuer",
+];
+
+/// One rate limit that never triggers.
+const HIGH: &str = "{per_second: 1000000, burst_count: 1000000}";
+
+/// The overriding config file.
+pub fn overrides_yaml(dir: &Path, port: u16) -> String {
+    let mut out = format!(
+        "listeners:\n  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: false\n    x_forwarded: false\n    resources:\n      - names: [client]\n        compress: false\n\
+database:\n  name: sqlite3\n  args:\n    database: '{db}'\n\
+enable_registration: true\nenable_registration_without_verification: true\n\
+bcrypt_rounds: 4\nreport_stats: false\nlog_config: '{log}'\n",
+        db = dir.join("homeserver.db").display(),
+        log = dir.join("bench.log.config").display(),
+    );
+    let mut nested: Vec<(&str, Vec<&str>)> = Vec::new();
+    for key in RATE_LIMITS {
+        match key.split_once('.') {
+            None => out.push_str(&format!("{key}: {HIGH}\n")),
+            Some((top, sub)) => match nested.iter_mut().find(|(t, _)| *t == top) {
+                Some((_, subs)) => subs.push(sub),
+                None => nested.push((top, vec![sub])),
+            },
+        }
+    }
+    for (top, subs) in nested {
+        out.push_str(&format!("{top}:\n"));
+        for sub in subs {
+            out.push_str(&format!("  {sub}: {HIGH}\n"));
+        }
+    }
+    out
+}
+
+/// A logging config at WARNING level into `homeserver.log` (Myelin runs with `warn` too).
+pub fn log_config_yaml(dir: &Path) -> String {
+    format!(
+        "version: 1\nformatters:\n  plain:\n    format: '%(asctime)s %(name)s %(levelname)s %(message)s'\n\
+handlers:\n  file:\n    class: logging.FileHandler\n    formatter: plain\n    filename: '{}'\n\
+root:\n  level: WARNING\n  handlers: [file]\ndisable_existing_loggers: false\n",
+        dir.join("homeserver.log").display()
+    )
+}
+
+/// The venv's Python.
+fn python(venv: &Path) -> PathBuf {
+    let python = venv.join("bin").join("python");
+    std::path::absolute(&python).unwrap_or(python)
+}
+
+/// The installed Synapse version (e.g. `1.163.2`).
+pub fn version(venv: &Path) -> Result<String> {
+    let out = Command::new(python(venv))
+        .args(["-c", "import synapse; print(synapse.__version__)"])
+        .output()
+        .map_err(|e| {
+            BenchError::Server(format!(
+                "cannot run {}: {e}; run `bash scripts/synapse-venv`",
+                python(venv).display()
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(BenchError::Server(format!(
+            "synapse is not installed in {}; run `bash scripts/synapse-venv`",
+            venv.display()
+        )));
+    }
+    // The version may carry a git suffix (`1.163.2 (b=main,abc)`); keep the number.
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or("unknown")
+        .to_owned())
+}
+
+/// Generates a config on a fresh `dir` and starts Synapse.
+pub fn start(venv: &Path, dir: &Path) -> Result<Server> {
+    let dir = fresh_dir(dir)?;
+    let port = free_port()?;
+    let config = dir.join("homeserver.yaml");
+    let status = Command::new(python(venv))
+        .args([
+            "-m",
+            "synapse.app.homeserver",
+            "--server-name",
+            "localhost",
+            "--report-stats=no",
+            "--generate-config",
+        ])
+        .arg("--config-path")
+        .arg(&config)
+        .arg("--data-directory")
+        .arg(&dir)
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| BenchError::Server(format!("cannot run synapse --generate-config: {e}")))?;
+    if !status.status.success() {
+        return Err(BenchError::Server(format!(
+            "synapse --generate-config failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        )));
+    }
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| BenchError::io(&path, e))
+    };
+    write("bench.yaml", overrides_yaml(&dir, port))?;
+    write("bench.log.config", log_config_yaml(&dir))?;
+    let mut cmd = Command::new(python(venv));
+    cmd.args(["-m", "synapse.app.homeserver", "--config-path"])
+        .arg(&config)
+        .arg("--config-path")
+        .arg(dir.join("bench.yaml"))
+        .current_dir(&dir);
+    spawn(
+        cmd,
+        &dir.join("stdout.log"),
+        format!("http://127.0.0.1:{port}"),
+        dir.join("homeserver.db"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_cover_limits_and_registration() {
+        let y = overrides_yaml(Path::new("/d"), 9999);
+        assert!(y.contains("port: 9999"));
+        assert!(y.contains("database: '/d/homeserver.db'"));
+        assert!(y.contains("enable_registration_without_verification: true"));
+        assert!(y.contains("rc_message: {per_second"));
+        assert!(y.contains("rc_login:\n  address: {per_second"));
+        assert_eq!(y.matches("rc_joins:\n").count(), 1);
+        assert!(y.contains("  remote: {per_second"));
+    }
+}

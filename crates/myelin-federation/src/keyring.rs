@@ -1,0 +1,671 @@
+//! The keyring: remote servers' signing keys, looked up by `(server, key ID)` at a point in time,
+//! fetched directly from the server or through notaries when missing or expired, and kept after
+//! they expire so old events stay verifiable.
+//!
+//! Storage sits behind [`KeyStore`] (in memory for now); the network behind [`KeySource`] (the
+//! federation client in production, fakes in tests).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use myelin_core::Clock;
+use ruma::{CanonicalJsonObject, OwnedServerName, ServerName};
+
+use crate::client::RequestError;
+use crate::keys::{self, KeyError, ServerKeys, MAX_KEY_VALIDITY_MS};
+
+/// After a failed fetch, the server is not asked again for this long (bounded work per origin).
+pub const FETCH_RETRY_MS: u64 = 30_000;
+
+/// How many key responses are kept per server (each rotation adds one).
+const RESPONSES_PER_SERVER: usize = 8;
+
+/// Why a key could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("{server} has no key {key_id} valid at {valid_at_ts}")]
+    NotFound {
+        server: String,
+        key_id: String,
+        valid_at_ts: u64,
+    },
+    #[error("fetching keys of {server} failed recently; not retrying yet")]
+    RecentlyFailed { server: String },
+    #[error("cannot fetch keys of {server}: {source}")]
+    Fetch {
+        server: String,
+        source: RequestError,
+    },
+    #[error("invalid keys from {server}: {source}")]
+    Invalid { server: String, source: KeyError },
+}
+
+/// A verified key response and until when we trust it.
+#[derive(Debug, Clone)]
+pub struct StoredKeys {
+    pub keys: ServerKeys,
+    /// `valid_until_ts`, capped at fetch time + 7 days.
+    pub trusted_until_ts: u64,
+}
+
+impl StoredKeys {
+    /// The public key `key_id` if it may check a signature made at `ts`.
+    fn key_valid_at(&self, key_id: &str, ts: u64) -> Option<&str> {
+        if let Some(key) = self.keys.verify_keys.get(key_id) {
+            if self.trusted_until_ts >= ts {
+                return Some(key);
+            }
+        }
+        match self.keys.old_verify_keys.get(key_id) {
+            Some(old) if old.expired_ts >= ts => Some(&old.key),
+            _ => None,
+        }
+    }
+}
+
+/// Where fetched keys are kept.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every stored response of `server`, newest first.
+    async fn get(&self, server: &ServerName) -> Vec<StoredKeys>;
+    /// Stores a verified response, replacing an older one with the same verify keys.
+    async fn put(&self, keys: StoredKeys);
+}
+
+/// The keys in memory; lost on restart (a persistent store can come later behind [`KeyStore`]).
+#[derive(Default)]
+pub struct MemoryKeyStore {
+    servers: Mutex<HashMap<OwnedServerName, Vec<StoredKeys>>>,
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn get(&self, server: &ServerName) -> Vec<StoredKeys> {
+        let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        servers.get(server).cloned().unwrap_or_default()
+    }
+
+    async fn put(&self, keys: StoredKeys) {
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let list = servers.entry(keys.keys.server_name.clone()).or_default();
+        list.retain(|k| k.keys.verify_keys.keys().ne(keys.keys.verify_keys.keys()));
+        list.insert(0, keys);
+        list.sort_by_key(|k| std::cmp::Reverse(k.keys.valid_until_ts));
+        list.truncate(RESPONSES_PER_SERVER);
+    }
+}
+
+/// Where keys come from over the network.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    /// `GET /_matrix/key/v2/server` on `server`.
+    async fn server_keys(&self, server: &ServerName) -> Result<CanonicalJsonObject, RequestError>;
+    /// `POST /_matrix/key/v2/query` on `notary`, asking for every key of `server`.
+    async fn notary_keys(
+        &self,
+        notary: &ServerName,
+        server: &ServerName,
+        minimum_valid_until_ts: u64,
+    ) -> Result<Vec<CanonicalJsonObject>, RequestError>;
+}
+
+/// Our own public keys, which are never fetched.
+#[derive(Debug, Clone)]
+pub struct OwnKeys {
+    pub server_name: OwnedServerName,
+    /// Key ID to unpadded base64 public key.
+    pub keys: std::collections::BTreeMap<String, String>,
+}
+
+/// Remote server keys: cache, fetch, verify.
+pub struct Keyring {
+    own: OwnKeys,
+    store: Arc<dyn KeyStore>,
+    source: Arc<dyn KeySource>,
+    notaries: Vec<OwnedServerName>,
+    clock: Arc<dyn Clock>,
+    failures: Mutex<HashMap<OwnedServerName, u64>>,
+    /// One fetch per server at a time: concurrent lookups wait for it, then read the cache.
+    in_flight: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Keyring {
+    pub fn new(
+        own: OwnKeys,
+        store: Arc<dyn KeyStore>,
+        source: Arc<dyn KeySource>,
+        notaries: Vec<OwnedServerName>,
+        clock: Arc<dyn Clock>,
+    ) -> Keyring {
+        Keyring {
+            own,
+            store,
+            source,
+            notaries,
+            clock,
+            failures: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn own_keys(&self) -> &OwnKeys {
+        &self.own
+    }
+
+    /// The public key (unpadded base64) `key_id` of `server`, valid for a signature made at
+    /// `valid_at_ts`: from the cache, else fetched directly, else through the trusted notaries.
+    pub async fn public_key(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        valid_at_ts: u64,
+    ) -> Result<String, KeyringError> {
+        let not_found = || KeyringError::NotFound {
+            server: server.to_string(),
+            key_id: key_id.to_owned(),
+            valid_at_ts,
+        };
+        if server == self.own.server_name {
+            return self.own.keys.get(key_id).cloned().ok_or_else(not_found);
+        }
+        if let Some(key) = self.cached(server, key_id, valid_at_ts).await {
+            return Ok(key);
+        }
+        let lock = self.fetch_lock(server);
+        let _guard = lock.lock().await;
+        // Another lookup may have fetched while this one waited.
+        if let Some(key) = self.cached(server, key_id, valid_at_ts).await {
+            return Ok(key);
+        }
+        let now = self.clock.now_ms();
+        {
+            let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            if failures
+                .get(server)
+                .is_some_and(|at| now.saturating_sub(*at) < FETCH_RETRY_MS)
+            {
+                return Err(KeyringError::RecentlyFailed {
+                    server: server.to_string(),
+                });
+            }
+        }
+        let direct = self.fetch_direct(server).await;
+        if let Some(key) = self.cached(server, key_id, valid_at_ts).await {
+            return Ok(key);
+        }
+        let mut last_error = direct.err();
+        for notary in &self.notaries {
+            if notary == server {
+                continue;
+            }
+            match self.fetch_via_notary(notary, server, valid_at_ts).await {
+                Ok(()) => {
+                    if let Some(key) = self.cached(server, key_id, valid_at_ts).await {
+                        return Ok(key);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%server, %notary, error = %e, "notary key query failed");
+                    last_error = Some(e);
+                }
+            }
+        }
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server.to_owned(), now);
+        Err(last_error.unwrap_or_else(not_found))
+    }
+
+    /// Responses to relay as a notary for `server` (self-signed by it; the caller adds our
+    /// signature). Cached ones are used if they are valid until `minimum_valid_until_ts`; else the
+    /// server is asked, and if it cannot be reached whatever is cached is returned.
+    pub async fn notary_responses(
+        &self,
+        server: &ServerName,
+        minimum_valid_until_ts: u64,
+    ) -> Vec<CanonicalJsonObject> {
+        let fresh = |list: &[StoredKeys]| {
+            list.iter()
+                .any(|k| k.keys.valid_until_ts >= minimum_valid_until_ts)
+        };
+        let stored = self.store.get(server).await;
+        if fresh(&stored) {
+            return stored.into_iter().map(|k| k.keys.raw).collect();
+        }
+        let lock = self.fetch_lock(server);
+        let _guard = lock.lock().await;
+        let stored = self.store.get(server).await;
+        if fresh(&stored) {
+            return stored.into_iter().map(|k| k.keys.raw).collect();
+        }
+        let recently_failed = {
+            let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            failures
+                .get(server)
+                .is_some_and(|at| self.clock.now_ms().saturating_sub(*at) < FETCH_RETRY_MS)
+        };
+        if recently_failed {
+            return stored.into_iter().map(|k| k.keys.raw).collect();
+        }
+        if let Err(e) = self.fetch_direct(server).await {
+            tracing::debug!(%server, error = %e, "notary: cannot fetch keys");
+            self.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(server.to_owned(), self.clock.now_ms());
+        }
+        self.store
+            .get(server)
+            .await
+            .into_iter()
+            .map(|k| k.keys.raw)
+            .collect()
+    }
+
+    fn fetch_lock(&self, server: &ServerName) -> Arc<tokio::sync::Mutex<()>> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // Locks nobody holds or waits for are dropped, so the map stays small.
+        in_flight.retain(|_, lock| Arc::strong_count(lock) > 1);
+        in_flight.entry(server.to_owned()).or_default().clone()
+    }
+
+    async fn cached(&self, server: &ServerName, key_id: &str, valid_at_ts: u64) -> Option<String> {
+        self.store
+            .get(server)
+            .await
+            .iter()
+            .find_map(|k| k.key_valid_at(key_id, valid_at_ts).map(str::to_owned))
+    }
+
+    async fn fetch_direct(&self, server: &ServerName) -> Result<(), KeyringError> {
+        let raw = self
+            .source
+            .server_keys(server)
+            .await
+            .map_err(|source| KeyringError::Fetch {
+                server: server.to_string(),
+                source,
+            })?;
+        let keys =
+            keys::verify_server_keys(server, raw).map_err(|source| KeyringError::Invalid {
+                server: server.to_string(),
+                source,
+            })?;
+        self.store(keys).await;
+        Ok(())
+    }
+
+    async fn fetch_via_notary(
+        &self,
+        notary: &ServerName,
+        server: &ServerName,
+        valid_at_ts: u64,
+    ) -> Result<(), KeyringError> {
+        let responses = self
+            .source
+            .notary_keys(notary, server, valid_at_ts)
+            .await
+            .map_err(|source| KeyringError::Fetch {
+                server: notary.to_string(),
+                source,
+            })?;
+        // The notary's own keys, fetched directly (never through another notary).
+        let notary_keys: Vec<(String, String)> =
+            match self.store.get(notary).await.into_iter().next() {
+                Some(k) if k.trusted_until_ts >= self.clock.now_ms() => {
+                    k.keys.verify_keys.into_iter().collect()
+                }
+                _ => {
+                    self.fetch_direct(notary).await?;
+                    self.store
+                        .get(notary)
+                        .await
+                        .into_iter()
+                        .next()
+                        .map(|k| k.keys.verify_keys.into_iter().collect())
+                        .unwrap_or_default()
+                }
+            };
+        let mut stored_any = false;
+        for raw in responses {
+            let signed_by_notary = notary_keys
+                .iter()
+                .any(|(id, key)| keys::verify_signature(&raw, notary.as_str(), id, key).is_ok());
+            if !signed_by_notary {
+                tracing::debug!(%server, %notary, "notary response not signed by the notary; ignored");
+                continue;
+            }
+            match keys::verify_server_keys(server, raw) {
+                Ok(keys) => {
+                    self.store(keys).await;
+                    stored_any = true;
+                }
+                Err(e) => {
+                    tracing::debug!(%server, %notary, error = %e, "invalid key response from notary")
+                }
+            }
+        }
+        if stored_any {
+            Ok(())
+        } else {
+            Err(KeyringError::NotFound {
+                server: server.to_string(),
+                key_id: "*".into(),
+                valid_at_ts,
+            })
+        }
+    }
+
+    async fn store(&self, keys: ServerKeys) {
+        let cap = self.clock.now_ms().saturating_add(MAX_KEY_VALIDITY_MS);
+        let trusted_until_ts = keys.valid_until_ts.min(cap);
+        self.store
+            .put(StoredKeys {
+                keys,
+                trusted_until_ts,
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use ruma::signatures::Ed25519KeyPair;
+
+    use super::*;
+    use crate::keys::{add_signature, own_server_keys, public_key_base64, tests::key_pair, OldKey};
+
+    struct FixedClock(AtomicU64);
+    impl Clock for FixedClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Servers answer with whatever response they were given; notaries relay them signed.
+    #[derive(Default)]
+    struct FakeNet {
+        responses: Mutex<HashMap<String, CanonicalJsonObject>>,
+        notary_keys: Mutex<HashMap<String, Arc<Ed25519KeyPair>>>,
+        down: Mutex<Vec<String>>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl KeySource for FakeNet {
+        async fn server_keys(
+            &self,
+            server: &ServerName,
+        ) -> Result<CanonicalJsonObject, RequestError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            if self
+                .down
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|d| d == server.as_str())
+            {
+                return Err(RequestError::Status {
+                    status: 502,
+                    body: String::new(),
+                });
+            }
+            self.responses
+                .lock()
+                .unwrap()
+                .get(server.as_str())
+                .cloned()
+                .ok_or(RequestError::Status {
+                    status: 404,
+                    body: String::new(),
+                })
+        }
+
+        async fn notary_keys(
+            &self,
+            notary: &ServerName,
+            server: &ServerName,
+            _min: u64,
+        ) -> Result<Vec<CanonicalJsonObject>, RequestError> {
+            let key = self
+                .notary_keys
+                .lock()
+                .unwrap()
+                .get(notary.as_str())
+                .cloned()
+                .ok_or(RequestError::Status {
+                    status: 404,
+                    body: String::new(),
+                })?;
+            let mut raw = self
+                .responses
+                .lock()
+                .unwrap()
+                .get(server.as_str())
+                .cloned()
+                .ok_or(RequestError::Status {
+                    status: 404,
+                    body: String::new(),
+                })?;
+            add_signature(&mut raw, notary, &key);
+            Ok(vec![raw])
+        }
+    }
+
+    fn name(s: &str) -> OwnedServerName {
+        s.try_into().expect("valid server name")
+    }
+
+    fn keyring(net: Arc<FakeNet>, clock: Arc<FixedClock>, notaries: &[&str]) -> Keyring {
+        let own = OwnKeys {
+            server_name: name("me.example"),
+            keys: BTreeMap::from([("ed25519:me".to_owned(), "bWU".to_owned())]),
+        };
+        Keyring::new(
+            own,
+            Arc::new(MemoryKeyStore::default()),
+            net,
+            notaries.iter().map(|n| name(n)).collect(),
+            clock,
+        )
+    }
+
+    #[tokio::test]
+    async fn fetches_caches_and_refetches_when_expired() {
+        let net = Arc::new(FakeNet::default());
+        let clock = Arc::new(FixedClock(AtomicU64::new(1_000)));
+        let remote = key_pair("r1");
+        net.responses.lock().unwrap().insert(
+            "remote.example".into(),
+            own_server_keys(&name("remote.example"), &remote, &BTreeMap::new(), 10_000),
+        );
+        let ring = keyring(net.clone(), clock.clone(), &[]);
+
+        let key = ring
+            .public_key(&name("remote.example"), "ed25519:r1", 1_000)
+            .await
+            .expect("fetched");
+        assert_eq!(key, public_key_base64(&remote));
+        ring.public_key(&name("remote.example"), "ed25519:r1", 2_000)
+            .await
+            .expect("cached");
+        assert_eq!(net.calls.load(Ordering::SeqCst), 1);
+
+        // Past valid_until_ts the key is fetched again; the renewed response is used.
+        net.responses.lock().unwrap().insert(
+            "remote.example".into(),
+            own_server_keys(&name("remote.example"), &remote, &BTreeMap::new(), 50_000),
+        );
+        clock.0.store(20_000, Ordering::SeqCst);
+        ring.public_key(&name("remote.example"), "ed25519:r1", 20_000)
+            .await
+            .expect("refetched");
+        assert_eq!(net.calls.load(Ordering::SeqCst), 2);
+        // An event signed in the past still finds the key.
+        ring.public_key(&name("remote.example"), "ed25519:r1", 5_000)
+            .await
+            .expect("old signature");
+
+        // Own keys are never fetched.
+        assert_eq!(
+            ring.public_key(&name("me.example"), "ed25519:me", 0)
+                .await
+                .expect("own"),
+            "bWU"
+        );
+        assert!(ring
+            .public_key(&name("me.example"), "ed25519:other", 0)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lookups_fetch_once() {
+        let net = Arc::new(FakeNet::default());
+        let clock = Arc::new(FixedClock(AtomicU64::new(1_000)));
+        let remote = key_pair("r1");
+        net.responses.lock().unwrap().insert(
+            "remote.example".into(),
+            own_server_keys(&name("remote.example"), &remote, &BTreeMap::new(), 10_000),
+        );
+        let ring = Arc::new(keyring(net.clone(), clock, &[]));
+        let lookups = (0..8).map(|_| {
+            let ring = ring.clone();
+            tokio::spawn(async move {
+                ring.public_key(&name("remote.example"), "ed25519:r1", 1_000)
+                    .await
+            })
+        });
+        for lookup in lookups.collect::<Vec<_>>() {
+            lookup.await.expect("task").expect("key");
+        }
+        assert_eq!(net.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn old_verify_keys_check_old_signatures_only() {
+        let net = Arc::new(FakeNet::default());
+        let clock = Arc::new(FixedClock(AtomicU64::new(1_000)));
+        let current = key_pair("new");
+        let old = BTreeMap::from([(
+            "ed25519:old".to_owned(),
+            OldKey {
+                key: "b2xk".into(),
+                expired_ts: 500,
+            },
+        )]);
+        net.responses.lock().unwrap().insert(
+            "remote.example".into(),
+            own_server_keys(&name("remote.example"), &current, &old, 10_000),
+        );
+        let ring = keyring(net.clone(), clock, &[]);
+        assert_eq!(
+            ring.public_key(&name("remote.example"), "ed25519:old", 400)
+                .await
+                .expect("old key"),
+            "b2xk"
+        );
+        assert!(matches!(
+            ring.public_key(&name("remote.example"), "ed25519:old", 600)
+                .await,
+            Err(KeyringError::RecentlyFailed { .. } | KeyringError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn falls_back_to_notary_and_checks_its_signature() {
+        let net = Arc::new(FakeNet::default());
+        let clock = Arc::new(FixedClock(AtomicU64::new(1_000)));
+        let remote = key_pair("r1");
+        let notary = Arc::new(key_pair("n1"));
+        net.responses.lock().unwrap().insert(
+            "remote.example".into(),
+            own_server_keys(&name("remote.example"), &remote, &BTreeMap::new(), 10_000),
+        );
+        net.responses.lock().unwrap().insert(
+            "notary.example".into(),
+            own_server_keys(&name("notary.example"), &notary, &BTreeMap::new(), 10_000),
+        );
+        net.notary_keys
+            .lock()
+            .unwrap()
+            .insert("notary.example".into(), notary.clone());
+        net.down.lock().unwrap().push("remote.example".into());
+        let ring = keyring(net.clone(), clock.clone(), &["notary.example"]);
+        let key = ring
+            .public_key(&name("remote.example"), "ed25519:r1", 1_000)
+            .await
+            .expect("through the notary");
+        assert_eq!(key, public_key_base64(&remote));
+
+        // A notary that signs with a key other than the one it publishes is not believed.
+        let net = Arc::new(FakeNet::default());
+        net.responses.lock().unwrap().insert(
+            "remote.example".into(),
+            own_server_keys(&name("remote.example"), &remote, &BTreeMap::new(), 10_000),
+        );
+        net.responses.lock().unwrap().insert(
+            "notary.example".into(),
+            own_server_keys(&name("notary.example"), &notary, &BTreeMap::new(), 10_000),
+        );
+        net.notary_keys
+            .lock()
+            .unwrap()
+            .insert("notary.example".into(), Arc::new(key_pair("n1")));
+        net.down.lock().unwrap().push("remote.example".into());
+        let ring = keyring(net.clone(), clock.clone(), &["notary.example"]);
+        assert!(ring
+            .public_key(&name("remote.example"), "ed25519:r1", 1_000)
+            .await
+            .is_err());
+        // ...and the failure is remembered for a while.
+        let calls = net.calls.load(Ordering::SeqCst);
+        assert!(matches!(
+            ring.public_key(&name("remote.example"), "ed25519:r1", 1_000)
+                .await,
+            Err(KeyringError::RecentlyFailed { .. })
+        ));
+        assert_eq!(net.calls.load(Ordering::SeqCst), calls);
+        clock.0.store(1_000 + FETCH_RETRY_MS, Ordering::SeqCst);
+        assert!(!matches!(
+            ring.public_key(&name("remote.example"), "ed25519:r1", 1_000)
+                .await,
+            Err(KeyringError::RecentlyFailed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn validity_is_capped_at_seven_days() {
+        let net = Arc::new(FakeNet::default());
+        let clock = Arc::new(FixedClock(AtomicU64::new(0)));
+        let remote = key_pair("r1");
+        net.responses.lock().unwrap().insert(
+            "remote.example".into(),
+            own_server_keys(
+                &name("remote.example"),
+                &remote,
+                &BTreeMap::new(),
+                u64::MAX >> 12,
+            ),
+        );
+        let ring = keyring(net.clone(), clock.clone(), &[]);
+        ring.public_key(&name("remote.example"), "ed25519:r1", 0)
+            .await
+            .expect("fetched");
+        clock.0.store(MAX_KEY_VALIDITY_MS + 1, Ordering::SeqCst);
+        ring.public_key(
+            &name("remote.example"),
+            "ed25519:r1",
+            MAX_KEY_VALIDITY_MS + 1,
+        )
+        .await
+        .expect("refetched");
+        assert_eq!(net.calls.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,206 @@
+//! Client rate limiting: token buckets per action and key (a user ID or a client IP).
+//!
+//! Buckets live in memory only: a restart forgives everyone, which is what Synapse does too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::{ServiceError, ServiceResult, Services};
+
+/// What a client is doing, each with its own budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateAction {
+    /// Sending messages, state events and redactions (keyed by user).
+    Message,
+    /// Registering an account (keyed by client IP).
+    Registration,
+    /// Logging in (keyed by client IP).
+    Login,
+}
+
+/// One budget: `burst` requests at once, refilled at `per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+/// The budgets of every [`RateAction`]; `enabled = false` turns limiting off (benchmarks).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub message: Rate,
+    pub registration: Rate,
+    pub login: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            enabled: true,
+            message: Rate {
+                per_minute: 600,
+                burst: 100,
+            },
+            registration: Rate {
+                per_minute: 10,
+                burst: 10,
+            },
+            login: Rate {
+                per_minute: 30,
+                burst: 10,
+            },
+        }
+    }
+}
+
+impl RateLimits {
+    fn rate(&self, action: RateAction) -> Rate {
+        match action {
+            RateAction::Message => self.message,
+            RateAction::Registration => self.registration,
+            RateAction::Login => self.login,
+        }
+    }
+}
+
+/// When the map grows past this many buckets, full (idle) buckets are dropped.
+const PRUNE_ABOVE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated_ms: u64,
+}
+
+/// The token buckets. Shared by every request; the lock is held for a few arithmetic operations.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    limits: RateLimits,
+    buckets: Mutex<HashMap<(RateAction, String), Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> Self {
+        RateLimiter {
+            limits,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one token from `key`'s bucket for `action`, or says how long to wait for one.
+    pub fn check(&self, action: RateAction, key: &str, now_ms: u64) -> Result<(), u64> {
+        if !self.limits.enabled {
+            return Ok(());
+        }
+        let rate = self.limits.rate(action);
+        let burst = f64::from(rate.burst.max(1));
+        let per_ms = f64::from(rate.per_minute) / 60_000.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > PRUNE_ABOVE {
+            buckets.retain(|(a, _), b| {
+                refill(
+                    *b,
+                    now_ms,
+                    f64::from(self.limits.rate(*a).per_minute) / 60_000.0,
+                    f64::MAX,
+                ) < f64::from(self.limits.rate(*a).burst)
+            });
+        }
+        let bucket = buckets.entry((action, key.to_owned())).or_insert(Bucket {
+            tokens: burst,
+            updated_ms: now_ms,
+        });
+        let tokens = refill(*bucket, now_ms, per_ms, burst);
+        if tokens >= 1.0 {
+            *bucket = Bucket {
+                tokens: tokens - 1.0,
+                updated_ms: now_ms,
+            };
+            return Ok(());
+        }
+        *bucket = Bucket {
+            tokens,
+            updated_ms: now_ms,
+        };
+        if per_ms <= 0.0 {
+            return Err(60_000);
+        }
+        // Round up so that a client retrying after exactly this long succeeds.
+        Err(((1.0 - tokens) / per_ms).ceil() as u64)
+    }
+}
+
+/// The bucket's tokens at `now_ms`, capped at `cap`.
+fn refill(bucket: Bucket, now_ms: u64, per_ms: f64, cap: f64) -> f64 {
+    let elapsed = now_ms.saturating_sub(bucket.updated_ms) as f64;
+    (bucket.tokens + elapsed * per_ms).min(cap)
+}
+
+impl Services {
+    /// Refuses with `M_LIMIT_EXCEEDED` when `key` has used up its budget for `action`.
+    pub fn check_rate(&self, action: RateAction, key: &str) -> ServiceResult<()> {
+        self.rate_limiter
+            .check(action, key, self.now_ms())
+            .map_err(|retry_after_ms| ServiceError::LimitExceeded { retry_after_ms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(per_minute: u32, burst: u32) -> RateLimiter {
+        let rate = Rate { per_minute, burst };
+        RateLimiter::new(RateLimits {
+            enabled: true,
+            message: rate,
+            registration: rate,
+            login: rate,
+        })
+    }
+
+    #[test]
+    fn allows_a_burst_then_refuses_with_a_retry_time() {
+        let l = limiter(60, 3); // one token per second
+        for _ in 0..3 {
+            assert_eq!(l.check(RateAction::Message, "@a:x", 1_000), Ok(()));
+        }
+        assert_eq!(l.check(RateAction::Message, "@a:x", 1_000), Err(1_000));
+        assert_eq!(l.check(RateAction::Message, "@a:x", 1_500), Err(500));
+        assert_eq!(l.check(RateAction::Message, "@a:x", 2_000), Ok(()));
+    }
+
+    #[test]
+    fn keys_and_actions_have_separate_buckets() {
+        let l = limiter(60, 1);
+        assert_eq!(l.check(RateAction::Message, "@a:x", 0), Ok(()));
+        assert!(l.check(RateAction::Message, "@a:x", 0).is_err());
+        assert_eq!(l.check(RateAction::Message, "@b:x", 0), Ok(()));
+        assert_eq!(l.check(RateAction::Login, "@a:x", 0), Ok(()));
+    }
+
+    #[test]
+    fn refill_is_capped_at_the_burst() {
+        let l = limiter(60, 2);
+        assert_eq!(l.check(RateAction::Login, "ip", 0), Ok(()));
+        // An hour idle refills only to the burst.
+        for _ in 0..2 {
+            assert_eq!(l.check(RateAction::Login, "ip", 3_600_000), Ok(()));
+        }
+        assert!(l.check(RateAction::Login, "ip", 3_600_000).is_err());
+    }
+
+    #[test]
+    fn disabled_never_refuses() {
+        let l = RateLimiter::new(RateLimits {
+            enabled: false,
+            ..RateLimits::default()
+        });
+        for _ in 0..10_000 {
+            assert_eq!(l.check(RateAction::Registration, "ip", 0), Ok(()));
+        }
+    }
+}

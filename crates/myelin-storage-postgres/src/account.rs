@@ -1,0 +1,353 @@
+//! `AccountStore`: users, devices and access/refresh tokens (stored as hashes only).
+
+use async_trait::async_trait;
+use myelin_storage::{
+    AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord,
+};
+use ruma::{OwnedDeviceId, UserId};
+use tokio_postgres::Row;
+
+use crate::convert::{get, opt_to_i64, opt_to_u64, parse_id, to_i64, to_u64};
+use crate::pool::Conn;
+use crate::PgStore;
+
+#[async_trait]
+impl AccountStore for PgStore {
+    async fn create_user(&self, user: NewUser) -> StorageResult<bool> {
+        let created_ms = to_i64(user.created_ms, "created_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+                &[
+                    &user.user_id.as_str(),
+                    &user.password_hash,
+                    &user.is_admin,
+                    &created_ms,
+                    &user.displayname,
+                ],
+            )
+            .await
+            .map(|inserted| inserted == 1);
+        conn.finish(result).await
+    }
+
+    async fn get_user(&self, user_id: &UserId) -> StorageResult<Option<UserRecord>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT password_hash, is_admin, deactivated, created_ms, displayname, avatar_url
+                 FROM users WHERE user_id = $1",
+                &[&user_id.as_str()],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(UserRecord {
+                user_id: user_id.to_owned(),
+                password_hash: get(&row, 0)?,
+                is_admin: get(&row, 1)?,
+                deactivated: get(&row, 2)?,
+                created_ms: to_u64(get(&row, 3)?, "created_ms")?,
+                displayname: get(&row, 4)?,
+                avatar_url: get(&row, 5)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StorageResult<()> {
+        self.update_user(user_id, "password_hash", Some(hash)).await
+    }
+
+    async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
+        let user = user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            conn.execute(
+                "UPDATE users SET deactivated = TRUE WHERE user_id = $1",
+                &[&user],
+            )
+            .await?;
+            conn.execute("DELETE FROM access_tokens WHERE user_id = $1", &[&user])
+                .await?;
+            conn.execute("DELETE FROM devices WHERE user_id = $1", &[&user])
+                .await?;
+            Ok(())
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StorageResult<()> {
+        self.update_user(user_id, "displayname", name).await
+    }
+
+    async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StorageResult<()> {
+        self.update_user(user_id, "avatar_url", url).await
+    }
+
+    async fn create_session(&self, session: NewSession) -> StorageResult<()> {
+        let created_ms = to_i64(session.created_ms, "created_ms")?;
+        let expires = opt_to_i64(session.expires_at_ms, "expires_at_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = async {
+            conn.execute(
+                "INSERT INTO devices (user_id, device_id, display_name, created_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, device_id) DO NOTHING",
+                &[
+                    &session.user_id.as_str(),
+                    &session.device_id.as_str(),
+                    &session.device_display_name,
+                    &created_ms,
+                ],
+            )
+            .await?;
+            insert_token(
+                &mut conn,
+                &session.access_token_hash,
+                session.refresh_token_hash.as_deref(),
+                session.user_id.as_str(),
+                session.device_id.as_str(),
+                expires,
+                created_ms,
+            )
+            .await
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn find_access_token(&self, token_hash: &str) -> StorageResult<Option<TokenOwner>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = $1",
+                &[&token_hash],
+            )
+            .await?;
+        row.map(|row| token_owner(get(&row, 0)?, get(&row, 1)?, get(&row, 2)?))
+            .transpose()
+    }
+
+    async fn refresh_session(
+        &self,
+        refresh_token_hash: &str,
+        new_access_token_hash: &str,
+        new_refresh_token_hash: &str,
+        expires_at_ms: Option<u64>,
+    ) -> StorageResult<Option<TokenOwner>> {
+        let expires = opt_to_i64(expires_at_ms, "expires_at_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let row = conn
+                .query_opt(
+                    "SELECT token_hash, user_id, device_id, created_ms FROM access_tokens
+                     WHERE refresh_token_hash = $1",
+                    &[&refresh_token_hash],
+                )
+                .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let (old_access, user_id, device_id, created_ms): (String, String, String, i64) =
+                (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?, get(&row, 3)?);
+            conn.execute(
+                "DELETE FROM access_tokens WHERE token_hash = $1",
+                &[&old_access],
+            )
+            .await?;
+            insert_token(
+                &mut conn,
+                new_access_token_hash,
+                Some(new_refresh_token_hash),
+                &user_id,
+                &device_id,
+                expires,
+                created_ms,
+            )
+            .await?;
+            token_owner(user_id, device_id, expires).map(Some)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn list_devices(&self, user_id: &UserId) -> StorageResult<Vec<DeviceRecord>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY device_id COLLATE \"C\""),
+                &[&user_id.as_str()],
+            )
+            .await?;
+        rows.iter().map(decode_device).collect()
+    }
+
+    async fn get_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StorageResult<Option<DeviceRecord>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 AND device_id = $2"
+                ),
+                &[&user_id.as_str(), &device_id],
+            )
+            .await?;
+        row.as_ref().map(decode_device).transpose()
+    }
+
+    async fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> StorageResult<bool> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+                &[&user_id.as_str(), &device_id, &name],
+            )
+            .await
+            .map(|updated| updated == 1);
+        conn.finish(result).await
+    }
+
+    async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[OwnedDeviceId],
+    ) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = async {
+            for device_id in device_ids {
+                delete_device_rows(&mut conn, user_id.as_str(), Some(device_id.as_str()), None)
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = delete_device_rows(&mut conn, user_id.as_str(), None, keep).await;
+        conn.finish(result).await
+    }
+
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        now_ms: u64,
+        ip: Option<&str>,
+    ) -> StorageResult<()> {
+        let now = to_i64(now_ms, "now_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "UPDATE devices SET last_seen_ms = $3, last_seen_ip = COALESCE($4, last_seen_ip)
+                 WHERE user_id = $1 AND device_id = $2",
+                &[&user_id.as_str(), &device_id, &now, &ip],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+}
+
+impl PgStore {
+    /// Sets one nullable text column of a user row.
+    async fn update_user(
+        &self,
+        user_id: &UserId,
+        column: &'static str,
+        value: Option<&str>,
+    ) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                &format!("UPDATE users SET {column} = $2 WHERE user_id = $1"),
+                &[&user_id.as_str(), &value],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+}
+
+async fn insert_token(
+    conn: &mut Conn,
+    token_hash: &str,
+    refresh_token_hash: Option<&str>,
+    user_id: &str,
+    device_id: &str,
+    expires_at_ms: Option<i64>,
+    created_ms: i64,
+) -> StorageResult<()> {
+    conn.execute(
+        "INSERT INTO access_tokens (token_hash, refresh_token_hash, user_id, device_id, expires_at_ms, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &token_hash,
+            &refresh_token_hash,
+            &user_id,
+            &device_id,
+            &expires_at_ms,
+            &created_ms,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes one device (`only`) or all but `keep`, with their tokens.
+async fn delete_device_rows(
+    conn: &mut Conn,
+    user_id: &str,
+    only: Option<&str>,
+    keep: Option<&str>,
+) -> StorageResult<()> {
+    let filter = "user_id = $1 AND ($2::TEXT IS NULL OR device_id = $2) AND ($3::TEXT IS NULL OR device_id <> $3)";
+    conn.execute(
+        &format!("DELETE FROM access_tokens WHERE {filter}"),
+        &[&user_id, &only, &keep],
+    )
+    .await?;
+    conn.execute(
+        &format!("DELETE FROM devices WHERE {filter}"),
+        &[&user_id, &only, &keep],
+    )
+    .await?;
+    Ok(())
+}
+
+fn token_owner(
+    user_id: String,
+    device_id: String,
+    expires_at_ms: Option<i64>,
+) -> StorageResult<TokenOwner> {
+    Ok(TokenOwner {
+        user_id: parse_id(user_id, "token user")?,
+        device_id: device_id.into(),
+        expires_at_ms: opt_to_u64(expires_at_ms, "expires_at_ms")?,
+    })
+}
+
+const DEVICE_COLUMNS: &str = "user_id, device_id, display_name, last_seen_ms, last_seen_ip";
+
+fn decode_device(row: &Row) -> StorageResult<DeviceRecord> {
+    Ok(DeviceRecord {
+        user_id: parse_id(get::<String>(row, 0)?, "device user")?,
+        device_id: get::<String>(row, 1)?.into(),
+        display_name: get(row, 2)?,
+        last_seen_ms: opt_to_u64(get(row, 3)?, "last_seen_ms")?,
+        last_seen_ip: get(row, 4)?,
+    })
+}

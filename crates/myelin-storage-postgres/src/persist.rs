@@ -1,0 +1,145 @@
+//! `persist_event`: everything one new event changes, written in the caller's transaction.
+
+use myelin_core::StreamPos;
+use myelin_storage::{NewEvent, NewState, Persisted, StorageResult};
+
+use crate::convert::{get, to_i64};
+use crate::pool::Conn;
+use crate::state;
+
+/// Takes the next stream position. The caller's write transaction holds the write lock, and the
+/// counter row stays locked until it commits, so positions commit in order.
+pub(crate) async fn take_position(conn: &mut Conn) -> StorageResult<StreamPos> {
+    let row = conn
+        .query_one(
+            "UPDATE stream_counter SET pos = pos + 1 WHERE id = 0 RETURNING pos",
+            &[],
+        )
+        .await?;
+    Ok(StreamPos(get(&row, 0)?))
+}
+
+/// Writes the event, its snapshot, txn mapping, current state, membership, redaction and the
+/// room's forward extremities. A rejected event is stored (with its snapshot) but changes
+/// neither current state, nor memberships, nor the event it claims to redact.
+pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageResult<Persisted> {
+    let NewEvent {
+        pdu,
+        room,
+        state: new_state,
+        updates_current_state,
+        membership,
+        txn,
+        redaction,
+        forward_extremities,
+    } = event;
+    let room_id = pdu.room_id.as_str();
+    let stream_pos = take_position(conn).await?;
+
+    if let Some(room) = &room {
+        conn.execute(
+            "INSERT INTO rooms (room_id, version, creator, created_ms) VALUES ($1, $2, $3, $4)",
+            &[
+                &room.room_id.as_str(),
+                &room.version.as_str(),
+                &room.creator.as_str(),
+                &to_i64(room.created_ms, "created_ms")?,
+            ],
+        )
+        .await?;
+    }
+
+    let snapshot = match &new_state {
+        NewState::Same(id) => *id,
+        NewState::Changed { base, changes } => {
+            state::create_snapshot(conn, room_id, *base, changes).await?
+        }
+    };
+
+    let (txn_device, txn_id) = match &txn {
+        Some((device, txn_id)) => (Some(device.as_str()), Some(txn_id.as_str())),
+        None => (None, None),
+    };
+    conn.execute(
+        "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
+                             origin_server_ts, json, rejected, state_snapshot, txn_device, txn_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        &[
+            &pdu.event_id.as_str(),
+            &room_id,
+            &stream_pos.0,
+            &to_i64(pdu.depth, "depth")?,
+            &pdu.kind.to_string(),
+            &pdu.state_key.as_deref(),
+            &pdu.sender.as_str(),
+            &to_i64(u64::from(pdu.origin_server_ts.get()), "origin_server_ts")?,
+            &pdu.json.get(),
+            &pdu.rejected,
+            &snapshot,
+            &txn_device,
+            &txn_id,
+        ],
+    )
+    .await?;
+
+    if let (Some(device), Some(txn_id)) = (txn_device, txn_id) {
+        conn.execute(
+            "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
+            &[
+                &pdu.sender.as_str(),
+                &device,
+                &txn_id,
+                &pdu.event_id.as_str(),
+            ],
+        )
+        .await?;
+    }
+
+    if !pdu.rejected {
+        if updates_current_state {
+            state::move_current_state(conn, room_id, snapshot, &new_state).await?;
+        }
+        if let Some(change) = &membership {
+            conn.execute(
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
+                 VALUES ($1, $2, $3, $4, $5, FALSE)
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET
+                     membership = excluded.membership, event_id = excluded.event_id,
+                     stream_pos = excluded.stream_pos, forgotten = FALSE",
+                &[
+                    &room_id,
+                    &change.user_id.as_str(),
+                    &change.membership,
+                    &pdu.event_id.as_str(),
+                    &stream_pos.0,
+                ],
+            )
+            .await?;
+        }
+        if let Some((target, redacted_json)) = &redaction {
+            conn.execute(
+                "UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1 AND room_id = $4",
+                &[&target.as_str(), &redacted_json.get(), &pdu.event_id.as_str(), &room_id],
+            )
+            .await?;
+        }
+    }
+
+    conn.execute(
+        "DELETE FROM forward_extremities WHERE room_id = $1",
+        &[&room_id],
+    )
+    .await?;
+    let extremities: Vec<&str> = forward_extremities.iter().map(|id| id.as_str()).collect();
+    conn.execute(
+        "INSERT INTO forward_extremities (room_id, event_id) SELECT $1, e FROM UNNEST($2::TEXT[]) AS e
+         ON CONFLICT DO NOTHING",
+        &[&room_id, &extremities],
+    )
+    .await?;
+
+    Ok(Persisted {
+        stream_pos,
+        state_snapshot: snapshot,
+    })
+}

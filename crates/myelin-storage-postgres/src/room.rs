@@ -1,0 +1,268 @@
+//! `RoomStore`: events, state, timelines, memberships and aliases.
+
+use async_trait::async_trait;
+use myelin_core::StreamPos;
+use myelin_storage::{
+    Direction, EventRecord, MembershipRecord, NewEvent, Persisted, RoomInfo, RoomStore, SnapshotId,
+    StateMap, StorageResult,
+};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use tokio_postgres::Row;
+
+use crate::convert::{get, limit, parse_id, text_list};
+use crate::events::{query_events, EVENT_COLUMNS};
+use crate::{persist, state, PgStore};
+
+#[async_trait]
+impl RoomStore for PgStore {
+    async fn persist_event(&self, event: NewEvent) -> StorageResult<Persisted> {
+        let mut conn = self.db.write().await?;
+        let result = persist::persist_event(&mut conn, event).await;
+        conn.finish(result).await
+    }
+
+    async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<Persisted>> {
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let mut out = Vec::with_capacity(events.len());
+            for event in events {
+                // Each event of the batch takes its own stream position.
+                out.push(persist::persist_event(&mut conn, event).await?);
+            }
+            Ok(out)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn room_info(&self, room_id: &RoomId) -> StorageResult<Option<RoomInfo>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT version, creator FROM rooms WHERE room_id = $1",
+                &[&room_id.as_str()],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(RoomInfo {
+                room_id: room_id.to_owned(),
+                version: parse_id(get::<String>(&row, 0)?, "room version")?,
+                creator: parse_id(get::<String>(&row, 1)?, "room creator")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn get_event(&self, event_id: &EventId) -> StorageResult<Option<EventRecord>> {
+        let mut conn = self.db.read().await?;
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
+        Ok(query_events(&mut conn, &sql, &[&event_id.as_str()])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn get_events(&self, ids: &[OwnedEventId]) -> StorageResult<Vec<EventRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = text_list(ids);
+        let mut conn = self.db.read().await?;
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1::TEXT[])");
+        query_events(&mut conn, &sql, &[&ids]).await
+    }
+
+    async fn event_for_txn(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StorageResult<Option<OwnedEventId>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+                &[&user_id.as_str(), &device_id, &txn_id],
+            )
+            .await?;
+        row.map(|row| parse_id(get::<String>(&row, 0)?, "event ID"))
+            .transpose()
+    }
+
+    async fn current_state(&self, room_id: &RoomId) -> StorageResult<StateMap> {
+        let mut conn = self.db.read().await?;
+        state::current_state(&mut conn, room_id.as_str()).await
+    }
+
+    async fn state_at_snapshot(&self, snapshot: SnapshotId) -> StorageResult<StateMap> {
+        let mut conn = self.db.read().await?;
+        // Snapshots never change once committed, so reading the chain and its entries in two
+        // statements is consistent.
+        state::load_state(&mut conn, snapshot).await
+    }
+
+    async fn forward_extremities(&self, room_id: &RoomId) -> StorageResult<Vec<OwnedEventId>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT event_id FROM forward_extremities WHERE room_id = $1",
+                &[&room_id.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| parse_id(get::<String>(row, 0)?, "forward extremity"))
+            .collect()
+    }
+
+    async fn room_events(
+        &self,
+        room_id: &RoomId,
+        from: StreamPos,
+        to: Option<StreamPos>,
+        dir: Direction,
+        limit_: usize,
+    ) -> StorageResult<Vec<EventRecord>> {
+        if limit_ == 0 {
+            return Ok(Vec::new());
+        }
+        let to = to.map(|p| p.0);
+        let sql = match dir {
+            Direction::Backward => format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE room_id = $1 AND stream_pos <= $2 AND ($3::BIGINT IS NULL OR stream_pos > $3)
+                 ORDER BY stream_pos DESC LIMIT $4"
+            ),
+            Direction::Forward => format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE room_id = $1 AND stream_pos > $2 AND ($3::BIGINT IS NULL OR stream_pos <= $3)
+                 ORDER BY stream_pos ASC LIMIT $4"
+            ),
+        };
+        let mut conn = self.db.read().await?;
+        query_events(
+            &mut conn,
+            &sql,
+            &[&room_id.as_str(), &from.0, &to, &limit(limit_)],
+        )
+        .await
+    }
+
+    async fn memberships_of_user(&self, user_id: &UserId) -> StorageResult<Vec<MembershipRecord>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                &format!("{MEMBERSHIP_SELECT} WHERE user_id = $1 ORDER BY stream_pos"),
+                &[&user_id.as_str()],
+            )
+            .await?;
+        rows.iter().map(decode_membership).collect()
+    }
+
+    async fn room_members(&self, room_id: &RoomId) -> StorageResult<Vec<MembershipRecord>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                &format!("{MEMBERSHIP_SELECT} WHERE room_id = $1 ORDER BY user_id COLLATE \"C\""),
+                &[&room_id.as_str()],
+            )
+            .await?;
+        rows.iter().map(decode_membership).collect()
+    }
+
+    async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "UPDATE room_memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2",
+                &[&room_id.as_str(), &user_id.as_str()],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StorageResult<bool> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)
+                 ON CONFLICT (alias) DO NOTHING",
+                &[&alias.as_str(), &room_id.as_str(), &creator.as_str()],
+            )
+            .await
+            .map(|inserted| inserted == 1);
+        conn.finish(result).await
+    }
+
+    async fn resolve_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> StorageResult<Option<(OwnedRoomId, OwnedUserId)>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT room_id, creator FROM room_aliases WHERE alias = $1",
+                &[&alias.as_str()],
+            )
+            .await?;
+        row.map(|row| {
+            Ok((
+                parse_id(get::<String>(&row, 0)?, "alias room")?,
+                parse_id(get::<String>(&row, 1)?, "alias creator")?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StorageResult<bool> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "DELETE FROM room_aliases WHERE alias = $1",
+                &[&alias.as_str()],
+            )
+            .await
+            .map(|deleted| deleted == 1);
+        conn.finish(result).await
+    }
+
+    async fn aliases_of_room(&self, room_id: &RoomId) -> StorageResult<Vec<String>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias COLLATE \"C\"",
+                &[&room_id.as_str()],
+            )
+            .await?;
+        rows.iter().map(|row| get(row, 0)).collect()
+    }
+
+    async fn current_stream_pos(&self) -> StorageResult<StreamPos> {
+        // Writers are serialised and bump the counter in their own transaction, so the committed
+        // counter is a position up to which everything is committed.
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_one("SELECT pos FROM stream_counter WHERE id = 0", &[])
+            .await?;
+        Ok(StreamPos(get(&row, 0)?))
+    }
+}
+
+const MEMBERSHIP_SELECT: &str =
+    "SELECT room_id, user_id, membership, event_id, stream_pos, forgotten FROM room_memberships";
+
+fn decode_membership(row: &Row) -> StorageResult<MembershipRecord> {
+    Ok(MembershipRecord {
+        room_id: parse_id(get::<String>(row, 0)?, "membership room")?,
+        user_id: parse_id(get::<String>(row, 1)?, "membership user")?,
+        membership: get(row, 2)?,
+        event_id: parse_id(get::<String>(row, 3)?, "membership event")?,
+        stream_pos: StreamPos(get(row, 4)?),
+        forgotten: get(row, 5)?,
+    })
+}

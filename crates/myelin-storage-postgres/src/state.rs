@@ -1,0 +1,254 @@
+//! State snapshots (delta-compressed chains) and the rooms' current state.
+//!
+//! A snapshot row names a base snapshot and stores only the keys it changes; reading one walks
+//! the chain to its root and applies entries oldest first. Chains are cut at
+//! [`MAX_DELTA_DEPTH`]: a snapshot that would be deeper is written in full (no base). Same
+//! layout as the SQLite backend.
+
+use std::collections::{BTreeMap, HashMap};
+
+use myelin_storage::{NewState, SnapshotId, StateKey, StateMap, StorageError, StorageResult};
+use ruma::OwnedEventId;
+
+use crate::convert::{corrupt, get, parse_id};
+use crate::pool::Conn;
+
+/// The longest chain of delta snapshots behind a full one.
+pub const MAX_DELTA_DEPTH: i64 = 50;
+
+/// Stores `base` (or empty) with `changes` applied as a new snapshot of `room_id`.
+pub(crate) async fn create_snapshot(
+    conn: &mut Conn,
+    room_id: &str,
+    base: Option<SnapshotId>,
+    changes: &[(StateKey, OwnedEventId)],
+) -> StorageResult<SnapshotId> {
+    let base_depth = match base {
+        Some(id) => {
+            let row = conn
+                .query_opt(
+                    "SELECT depth FROM state_snapshots WHERE snapshot_id = $1",
+                    &[&id],
+                )
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Backend(format!("unknown base state snapshot {id}"))
+                })?;
+            Some(get::<i64>(&row, 0)?)
+        }
+        None => None,
+    };
+    let changes: BTreeMap<&StateKey, &OwnedEventId> = changes.iter().map(|(k, v)| (k, v)).collect();
+    let (base_id, depth, entries): (Option<SnapshotId>, i64, Vec<(StateKey, OwnedEventId)>) =
+        match (base, base_depth) {
+            (Some(id), Some(d)) if d < MAX_DELTA_DEPTH => (
+                Some(id),
+                d + 1,
+                changes
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            (Some(id), _) => {
+                let mut full = load_state(conn, id).await?;
+                full.extend(changes.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+                (None, 0, full.into_iter().collect())
+            }
+            (None, _) => (
+                None,
+                0,
+                changes
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        };
+    let row = conn
+        .query_one(
+            "INSERT INTO state_snapshots (room_id, base_id, depth) VALUES ($1, $2, $3) RETURNING snapshot_id",
+            &[&room_id, &base_id, &depth],
+        )
+        .await?;
+    let snapshot: SnapshotId = get(&row, 0)?;
+    let (kinds, keys, ids) = columns(
+        entries
+            .iter()
+            .map(|((k, s), e)| (k.as_str(), s.as_str(), e.as_str())),
+    );
+    conn.execute(
+        "INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id)
+         SELECT $1, t, k, e FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[]) AS u (t, k, e)",
+        &[&snapshot, &kinds, &keys, &ids],
+    )
+    .await?;
+    Ok(snapshot)
+}
+
+/// The full state of a snapshot; an error if the snapshot does not exist.
+pub(crate) async fn load_state(conn: &mut Conn, snapshot: SnapshotId) -> StorageResult<StateMap> {
+    let chain = conn
+        .query(
+            "WITH RECURSIVE chain (id, base, level) AS (
+                 SELECT snapshot_id, base_id, 0::BIGINT FROM state_snapshots WHERE snapshot_id = $1
+                 UNION ALL
+                 SELECT s.snapshot_id, s.base_id, chain.level + 1
+                 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
+                 WHERE chain.level < $2::BIGINT
+             )
+             SELECT id, base FROM chain ORDER BY level DESC",
+            &[&snapshot, &(MAX_DELTA_DEPTH + 1)],
+        )
+        .await?;
+    let chain: Vec<(i64, Option<i64>)> = chain
+        .iter()
+        .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
+        .collect::<StorageResult<_>>()?;
+    match chain.first() {
+        None => {
+            return Err(StorageError::Backend(format!(
+                "unknown state snapshot {snapshot}"
+            )))
+        }
+        Some((_, Some(_))) => {
+            return Err(corrupt(
+                "state snapshot",
+                format!("chain of snapshot {snapshot} is broken or too long"),
+            ))
+        }
+        Some((_, None)) => {}
+    }
+    let ids: Vec<i64> = chain.iter().map(|(id, _)| *id).collect();
+    let rows = conn
+        .query(
+            "SELECT snapshot_id, type, state_key, event_id FROM state_snapshot_entries
+             WHERE snapshot_id = ANY($1::BIGINT[])",
+            &[&ids],
+        )
+        .await?;
+    let mut by_snapshot: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
+    for row in &rows {
+        by_snapshot.entry(get(row, 0)?).or_default().push((
+            get(row, 1)?,
+            get(row, 2)?,
+            get(row, 3)?,
+        ));
+    }
+    let mut state = StateMap::new();
+    // Oldest first, so that newer entries override.
+    for id in ids {
+        for (kind, state_key, event_id) in by_snapshot.remove(&id).unwrap_or_default() {
+            state.insert((kind, state_key), parse_id(event_id, "state event ID")?);
+        }
+    }
+    Ok(state)
+}
+
+/// Moves the room's current state to `snapshot` (the state after an event stored with `state`).
+/// Writes only the delta when the snapshot extends the current one.
+pub(crate) async fn move_current_state(
+    conn: &mut Conn,
+    room_id: &str,
+    snapshot: SnapshotId,
+    state: &NewState,
+) -> StorageResult<()> {
+    let current: Option<SnapshotId> = match conn
+        .query_opt(
+            "SELECT current_snapshot FROM rooms WHERE room_id = $1",
+            &[&room_id],
+        )
+        .await?
+    {
+        Some(row) => get(&row, 0)?,
+        None => None,
+    };
+    if current == Some(snapshot) {
+        return Ok(());
+    }
+    let target: StateMap;
+    let upserts: Vec<(&str, &str, &str)>;
+    match state {
+        NewState::Changed {
+            base: Some(base),
+            changes,
+        } if current == Some(*base) => {
+            upserts = changes
+                .iter()
+                .map(|((kind, state_key), event_id)| {
+                    (kind.as_str(), state_key.as_str(), event_id.as_str())
+                })
+                .collect();
+        }
+        _ => {
+            target = load_state(conn, snapshot).await?;
+            let existing = current_state(conn, room_id).await?;
+            let removed: Vec<(&str, &str, &str)> = existing
+                .keys()
+                .filter(|key| !target.contains_key(*key))
+                .map(|(kind, state_key)| (kind.as_str(), state_key.as_str(), ""))
+                .collect();
+            let (kinds, keys, _) = columns(removed.into_iter());
+            conn.execute(
+                "DELETE FROM current_state c USING UNNEST($2::TEXT[], $3::TEXT[]) AS u (t, k)
+                 WHERE c.room_id = $1 AND c.type = u.t AND c.state_key = u.k",
+                &[&room_id, &kinds, &keys],
+            )
+            .await?;
+            upserts = target
+                .iter()
+                .filter(|(key, event_id)| existing.get(*key) != Some(*event_id))
+                .map(|((kind, state_key), event_id)| {
+                    (kind.as_str(), state_key.as_str(), event_id.as_str())
+                })
+                .collect();
+        }
+    }
+    // Later entries for the same key win, as with one upsert per entry.
+    let mut deduped: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    for (kind, state_key, event_id) in upserts {
+        deduped.insert((kind, state_key), event_id);
+    }
+    let (kinds, keys, ids) = columns(deduped.into_iter().map(|((k, s), e)| (k, s, e)));
+    conn.execute(
+        "INSERT INTO current_state (room_id, type, state_key, event_id)
+         SELECT $1, t, k, e FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[]) AS u (t, k, e)
+         ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+        &[&room_id, &kinds, &keys, &ids],
+    )
+    .await?;
+    conn.execute(
+        "UPDATE rooms SET current_snapshot = $2 WHERE room_id = $1",
+        &[&room_id, &snapshot],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn current_state(conn: &mut Conn, room_id: &str) -> StorageResult<StateMap> {
+    let rows = conn
+        .query(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1",
+            &[&room_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (get(row, 0)?, get(row, 1)?),
+                parse_id(get::<String>(row, 2)?, "state event ID")?,
+            ))
+        })
+        .collect()
+}
+
+/// Splits `(type, state_key, event_id)` triples into three columns for `UNNEST`.
+fn columns<'a>(
+    rows: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+) -> (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>) {
+    let (mut kinds, mut keys, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for (kind, state_key, event_id) in rows {
+        kinds.push(kind);
+        keys.push(state_key);
+        ids.push(event_id);
+    }
+    (kinds, keys, ids)
+}

@@ -1,0 +1,273 @@
+//! `UserDataStore`: account data, receipts, presence and filters.
+
+use async_trait::async_trait;
+use myelin_core::StreamPos;
+use myelin_storage::{
+    AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore,
+};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use tokio_postgres::Row;
+
+use crate::convert::{get, parse_id, parse_json, text_list, to_i64, to_u64};
+use crate::persist::take_position;
+use crate::PgStore;
+
+#[async_trait]
+impl UserDataStore for PgStore {
+    async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: &serde_json::Value,
+    ) -> StorageResult<StreamPos> {
+        let room_id = room_id.map(RoomId::as_str).unwrap_or_default();
+        let content = content.to_string();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let pos = take_position(&mut conn).await?;
+            conn.execute(
+                "INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id, room_id, type) DO UPDATE SET
+                     content = excluded.content, stream_pos = excluded.stream_pos",
+                &[&user_id.as_str(), &room_id, &data_type, &content, &pos.0],
+            )
+            .await?;
+            Ok(pos)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn get_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> StorageResult<Option<serde_json::Value>> {
+        let room_id = room_id.map(RoomId::as_str).unwrap_or_default();
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+                &[&user_id.as_str(), &room_id, &data_type],
+            )
+            .await?;
+        row.map(|row| parse_json(&get::<String>(&row, 0)?, "account data"))
+            .transpose()
+    }
+
+    async fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: StreamPos,
+    ) -> StorageResult<Vec<AccountDataRecord>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT room_id, type, content, stream_pos FROM account_data
+                 WHERE user_id = $1 AND stream_pos > $2 ORDER BY stream_pos",
+                &[&user_id.as_str(), &since.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let room_id: String = get(row, 0)?;
+                Ok(AccountDataRecord {
+                    room_id: if room_id.is_empty() {
+                        None
+                    } else {
+                        Some(parse_id(room_id, "account data room")?)
+                    },
+                    data_type: get(row, 1)?,
+                    content: parse_json(&get::<String>(row, 2)?, "account data")?,
+                    stream_pos: StreamPos(get(row, 3)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn set_receipt(&self, receipt: ReceiptRecord) -> StorageResult<StreamPos> {
+        let ts = to_i64(receipt.ts, "receipt ts")?;
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let pos = take_position(&mut conn).await?;
+            conn.execute(
+                "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET
+                     event_id = excluded.event_id, ts = excluded.ts, stream_pos = excluded.stream_pos",
+                &[
+                    &receipt.room_id.as_str(),
+                    &receipt.receipt_type,
+                    &receipt.user_id.as_str(),
+                    &receipt.thread_id.as_deref().unwrap_or(""),
+                    &receipt.event_id.as_str(),
+                    &ts,
+                    &pos.0,
+                ],
+            )
+            .await?;
+            Ok(pos)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn receipts_since(
+        &self,
+        room_ids: &[OwnedRoomId],
+        since: StreamPos,
+    ) -> StorageResult<Vec<ReceiptRecord>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rooms = text_list(room_ids);
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
+                 WHERE room_id = ANY($1::TEXT[]) AND stream_pos > $2
+                 ORDER BY stream_pos",
+                &[&rooms, &since.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let thread_id: String = get(row, 3)?;
+                Ok(ReceiptRecord {
+                    room_id: parse_id(get::<String>(row, 0)?, "receipt room")?,
+                    receipt_type: get(row, 1)?,
+                    user_id: parse_id(get::<String>(row, 2)?, "receipt user")?,
+                    thread_id: if thread_id.is_empty() {
+                        None
+                    } else {
+                        Some(thread_id)
+                    },
+                    event_id: parse_id(get::<String>(row, 4)?, "receipt event")?,
+                    ts: to_u64(get(row, 5)?, "receipt ts")?,
+                    stream_pos: StreamPos(get(row, 6)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn set_presence(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<&str>,
+        now_ms: u64,
+    ) -> StorageResult<StreamPos> {
+        let now = to_i64(now_ms, "now_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let pos = take_position(&mut conn).await?;
+            conn.execute(
+                "INSERT INTO presence (user_id, state, status_msg, last_active_ms, stream_pos)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+                     last_active_ms = excluded.last_active_ms, stream_pos = excluded.stream_pos",
+                &[&user_id.as_str(), &state, &status_msg, &now, &pos.0],
+            )
+            .await?;
+            Ok(pos)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn get_presence(&self, user_id: &UserId) -> StorageResult<Option<PresenceRecord>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                &format!("{PRESENCE_SELECT} WHERE user_id = $1"),
+                &[&user_id.as_str()],
+            )
+            .await?;
+        row.as_ref().map(decode_presence).transpose()
+    }
+
+    async fn presence_since(
+        &self,
+        user_ids: &[OwnedUserId],
+        since: StreamPos,
+    ) -> StorageResult<Vec<PresenceRecord>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = text_list(user_ids);
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                &format!("{PRESENCE_SELECT} WHERE user_id = ANY($1::TEXT[]) AND stream_pos > $2 ORDER BY stream_pos"),
+                &[&users, &since.0],
+            )
+            .await?;
+        rows.iter().map(decode_presence).collect()
+    }
+
+    async fn create_filter(
+        &self,
+        user_id: &UserId,
+        filter: &serde_json::Value,
+    ) -> StorageResult<String> {
+        let filter = filter.to_string();
+        let mut conn = self.db.write().await?;
+        // Writes are serialised, so MAX + 1 cannot race.
+        let result = async {
+            let row = conn
+                .query_one(
+                    "SELECT COALESCE(MAX(filter_id) + 1, 0)::BIGINT FROM filters WHERE user_id = $1",
+                    &[&user_id.as_str()],
+                )
+                .await?;
+            let id: i64 = get(&row, 0)?;
+            conn.execute(
+                "INSERT INTO filters (user_id, filter_id, filter) VALUES ($1, $2, $3)",
+                &[&user_id.as_str(), &id, &filter],
+            )
+            .await?;
+            Ok(id.to_string())
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn get_filter(
+        &self,
+        user_id: &UserId,
+        filter_id: &str,
+    ) -> StorageResult<Option<serde_json::Value>> {
+        // Only canonical decimal IDs exist ("01" or "+1" are not IDs we handed out).
+        let Some(id) = filter_id
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id >= 0 && id.to_string() == filter_id)
+        else {
+            return Ok(None);
+        };
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2",
+                &[&user_id.as_str(), &id],
+            )
+            .await?;
+        row.map(|row| parse_json(&get::<String>(&row, 0)?, "filter"))
+            .transpose()
+    }
+}
+
+const PRESENCE_SELECT: &str =
+    "SELECT user_id, state, status_msg, last_active_ms, stream_pos FROM presence";
+
+fn decode_presence(row: &Row) -> StorageResult<PresenceRecord> {
+    Ok(PresenceRecord {
+        user_id: parse_id(get::<String>(row, 0)?, "presence user")?,
+        state: get(row, 1)?,
+        status_msg: get(row, 2)?,
+        last_active_ms: to_u64(get(row, 3)?, "last_active_ms")?,
+        stream_pos: StreamPos(get(row, 4)?),
+    })
+}

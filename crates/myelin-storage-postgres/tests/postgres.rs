@@ -1,0 +1,162 @@
+//! PostgreSQL-specific behaviour: persistence across reopen, schema versioning, the server-name
+//! binding, and a clear error for an unreachable server.
+
+use myelin_core::StreamPos;
+use myelin_storage::conformance::{user, TestRoom};
+use myelin_storage::{AccountStore, MetaStore, NewUser, RoomStore, StorageError, UserDataStore};
+use myelin_storage_postgres::testing::TestDatabase;
+use myelin_storage_postgres::{PgStore, MAX_DELTA_DEPTH, SCHEMA_VERSION};
+use serde_json::json;
+
+async fn psql(url: &str, sql: &str) -> Vec<tokio_postgres::Row> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.query(sql, &[]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_data_and_stream_position() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let alice = user("@alice:localhost");
+    let (room_id, state, last_pos) = {
+        let store = PgStore::open(db.url(), 2).await.unwrap();
+        assert_eq!(store.current_stream_pos().await.unwrap(), StreamPos::ZERO);
+        store
+            .create_user(NewUser {
+                user_id: alice.clone(),
+                password_hash: Some("h".into()),
+                is_admin: false,
+                created_ms: 1,
+                displayname: None,
+            })
+            .await
+            .unwrap();
+        let mut room = TestRoom::create(&store, "!keep:localhost", alice.as_str(), "k").await;
+        room.message(&store, alice.as_str(), "hello").await;
+        let last = store
+            .set_account_data(&alice, None, "m.x", &json!({"a": 1}))
+            .await
+            .unwrap();
+        (room.room_id.clone(), room.state.clone(), last)
+    };
+    let store = PgStore::open(db.url(), 2).await.unwrap();
+    assert_eq!(store.current_stream_pos().await.unwrap(), last_pos);
+    assert!(store.get_user(&alice).await.unwrap().is_some());
+    assert_eq!(store.current_state(&room_id).await.unwrap(), state);
+    let next = store.set_presence(&alice, "online", None, 5).await.unwrap();
+    assert_eq!(
+        next,
+        last_pos.next(),
+        "new positions continue after the stored ones"
+    );
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused_and_migrations_are_recorded_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    drop(PgStore::open(db.url(), 1).await.unwrap());
+    drop(PgStore::open(db.url(), 1).await.unwrap());
+    let rows = psql(
+        db.url(),
+        "SELECT COUNT(*), MAX(version) FROM schema_version",
+    )
+    .await;
+    assert_eq!(
+        (rows[0].get::<_, i64>(0), rows[0].get::<_, i64>(1)),
+        (SCHEMA_VERSION, SCHEMA_VERSION)
+    );
+    let status = myelin_storage_postgres::status(db.url()).await.unwrap();
+    assert_eq!(status.schema_version, SCHEMA_VERSION);
+    assert_eq!(status.server_name, None);
+
+    psql(
+        db.url(),
+        &format!(
+            "INSERT INTO schema_version (version, applied_ms) VALUES ({}, 0)",
+            SCHEMA_VERSION + 1
+        ),
+    )
+    .await;
+    match PgStore::open(db.url(), 1).await {
+        Err(StorageError::Incompatible(msg)) => {
+            assert!(msg.contains(&(SCHEMA_VERSION + 1).to_string()), "{msg}")
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_name_is_bound_on_first_claim() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::open(db.url(), 2).await.unwrap();
+    assert_eq!(store.server_name().await.unwrap(), None);
+    store.claim_server_name("example.org").await.unwrap();
+    store.claim_server_name("example.org").await.unwrap();
+    assert_eq!(
+        store.server_name().await.unwrap().as_deref(),
+        Some("example.org")
+    );
+    match store.claim_server_name("other.org").await {
+        Err(StorageError::Incompatible(msg)) => {
+            assert!(msg.contains("example.org") && msg.contains("other.org"))
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_error_without_the_password() {
+    let err = PgStore::open(
+        "postgres://me:secret@127.0.0.1:1/nowhere?connect_timeout=2",
+        1,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cannot connect to PostgreSQL at 127.0.0.1:1/nowhere"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+    let err = PgStore::open("postgres://me:secret@127.0.0.1:1/x?bogus=1", 1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("invalid PostgreSQL URL") && !err.contains("secret"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn snapshot_chains_are_cut_into_full_snapshots() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PgStore::open(db.url(), 2).await.unwrap();
+    let mut room = TestRoom::create(&store, "!deep:localhost", "@alice:localhost", "d").await;
+    for i in 0..2 * MAX_DELTA_DEPTH + 5 {
+        room.state_event(&store, "m.test", &format!("k{i}"), json!({}))
+            .await;
+    }
+    assert_eq!(
+        store.state_at_snapshot(room.snapshot).await.unwrap(),
+        room.state
+    );
+    let rows = psql(
+        db.url(),
+        "SELECT MAX(depth), COUNT(*) FILTER (WHERE base_id IS NULL) FROM state_snapshots",
+    )
+    .await;
+    assert_eq!(rows[0].get::<_, i64>(0), MAX_DELTA_DEPTH);
+    assert!(rows[0].get::<_, i64>(1) >= 3);
+}

@@ -1,0 +1,99 @@
+//! `Dump`: raw rows of every table, for `myelin db copy`.
+
+use async_trait::async_trait;
+use myelin_storage::dump::{select_sql, Dump, DumpValue, Table, STREAM_COUNTER};
+use myelin_storage::{StorageError, StorageResult};
+use rusqlite::types::{Value, ValueRef};
+
+use crate::convert::{limit, Db};
+use crate::SqliteStore;
+
+#[async_trait]
+impl Dump for SqliteStore {
+    async fn count_rows(&self, table: &Table) -> StorageResult<u64> {
+        let sql = format!("SELECT COUNT(*) FROM {}", table.name);
+        self.db
+            .read(move |conn| {
+                let n: i64 = conn.query_row(&sql, [], |row| row.get(0)).db()?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+            .await
+    }
+
+    async fn read_rows(
+        &self,
+        table: &Table,
+        offset: u64,
+        limit_: usize,
+    ) -> StorageResult<Vec<Vec<DumpValue>>> {
+        let sql = format!("{} LIMIT ?1 OFFSET ?2", select_sql(table));
+        let width = table.columns.len();
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let name = table.name;
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare(&sql).db()?;
+                let mut rows = stmt.query(rusqlite::params![limit(limit_), offset]).db()?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().db()? {
+                    let mut values = Vec::with_capacity(width);
+                    for i in 0..width {
+                        values.push(match row.get_ref(i).db()? {
+                            ValueRef::Null => DumpValue::Null,
+                            ValueRef::Integer(n) => DumpValue::Int(n),
+                            ValueRef::Text(t) => DumpValue::Text(
+                                String::from_utf8(t.to_vec())
+                                    .map_err(|e| StorageError::Corrupt(format!("{name}: {e}")))?,
+                            ),
+                            other => {
+                                return Err(StorageError::Corrupt(format!(
+                                    "{name}: unexpected {:?} value",
+                                    other.data_type()
+                                )))
+                            }
+                        });
+                    }
+                    out.push(values);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn write_rows(&self, table: &Table, rows: Vec<Vec<DumpValue>>) -> StorageResult<()> {
+        let placeholders: Vec<String> =
+            (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            table.name,
+            table.columns.join(", "),
+            placeholders.join(", ")
+        );
+        let replace_counter = table.name == STREAM_COUNTER;
+        self.db
+            .write(move |tx, _| {
+                if replace_counter {
+                    tx.execute("DELETE FROM stream_counter", []).db()?;
+                }
+                let mut stmt = tx.prepare(&sql).db()?;
+                for row in rows {
+                    let values: Vec<Value> = row
+                        .into_iter()
+                        .map(|v| match v {
+                            DumpValue::Null => Value::Null,
+                            DumpValue::Int(n) => Value::Integer(n),
+                            DumpValue::Text(t) => Value::Text(t),
+                        })
+                        .collect();
+                    stmt.execute(rusqlite::params_from_iter(values)).db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn finish_restore(&self) -> StorageResult<()> {
+        // INTEGER PRIMARY KEYs continue after the largest copied ID by themselves.
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! Raw table access for `myelin db copy`: both backends store the same tables with the same
+//! columns, so a copy reads rows from one and writes them to the other, table by table.
+
+use async_trait::async_trait;
+
+use crate::StorageResult;
+
+/// One stored value. Both schemas use only integers (flags are 0/1), text and NULL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpValue {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// A table of the schema: its name, its columns in copy order, and its primary key (the order
+/// rows are read in).
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [&'static str],
+    pub key: &'static [&'static str],
+}
+
+/// The counter table: present with one row in every migrated database, replaced by a copy.
+pub const STREAM_COUNTER: &str = "stream_counter";
+
+/// Every table of the current schema (`schema_version` excepted), parents before children.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: STREAM_COUNTER,
+        columns: &["id", "pos"],
+        key: &["id"],
+    },
+    Table {
+        name: "meta",
+        columns: &["key", "value"],
+        key: &["key"],
+    },
+    Table {
+        name: "users",
+        columns: &[
+            "user_id",
+            "password_hash",
+            "is_admin",
+            "deactivated",
+            "created_ms",
+            "displayname",
+            "avatar_url",
+        ],
+        key: &["user_id"],
+    },
+    Table {
+        name: "devices",
+        columns: &[
+            "user_id",
+            "device_id",
+            "display_name",
+            "last_seen_ms",
+            "last_seen_ip",
+            "created_ms",
+        ],
+        key: &["user_id", "device_id"],
+    },
+    Table {
+        name: "access_tokens",
+        columns: &[
+            "token_hash",
+            "refresh_token_hash",
+            "user_id",
+            "device_id",
+            "expires_at_ms",
+            "created_ms",
+        ],
+        key: &["token_hash"],
+    },
+    Table {
+        name: "rooms",
+        columns: &[
+            "room_id",
+            "version",
+            "creator",
+            "created_ms",
+            "current_snapshot",
+        ],
+        key: &["room_id"],
+    },
+    Table {
+        name: "state_snapshots",
+        columns: &["snapshot_id", "room_id", "base_id", "depth"],
+        key: &["snapshot_id"],
+    },
+    Table {
+        name: "state_snapshot_entries",
+        columns: &["snapshot_id", "type", "state_key", "event_id"],
+        key: &["snapshot_id", "type", "state_key"],
+    },
+    Table {
+        name: "events",
+        columns: &[
+            "event_id",
+            "room_id",
+            "stream_pos",
+            "depth",
+            "type",
+            "state_key",
+            "sender",
+            "origin_server_ts",
+            "json",
+            "rejected",
+            "state_snapshot",
+            "txn_device",
+            "txn_id",
+            "redacted_by",
+        ],
+        key: &["stream_pos"],
+    },
+    Table {
+        name: "event_txns",
+        columns: &["user_id", "device_id", "txn_id", "event_id"],
+        key: &["user_id", "device_id", "txn_id"],
+    },
+    Table {
+        name: "current_state",
+        columns: &["room_id", "type", "state_key", "event_id"],
+        key: &["room_id", "type", "state_key"],
+    },
+    Table {
+        name: "forward_extremities",
+        columns: &["room_id", "event_id"],
+        key: &["room_id", "event_id"],
+    },
+    Table {
+        name: "room_memberships",
+        columns: &[
+            "room_id",
+            "user_id",
+            "membership",
+            "event_id",
+            "stream_pos",
+            "forgotten",
+        ],
+        key: &["room_id", "user_id"],
+    },
+    Table {
+        name: "room_aliases",
+        columns: &["alias", "room_id", "creator"],
+        key: &["alias"],
+    },
+    Table {
+        name: "account_data",
+        columns: &["user_id", "room_id", "type", "content", "stream_pos"],
+        key: &["user_id", "room_id", "type"],
+    },
+    Table {
+        name: "receipts",
+        columns: &[
+            "room_id",
+            "receipt_type",
+            "user_id",
+            "thread_id",
+            "event_id",
+            "ts",
+            "stream_pos",
+        ],
+        key: &["room_id", "receipt_type", "user_id", "thread_id"],
+    },
+    Table {
+        name: "presence",
+        columns: &[
+            "user_id",
+            "state",
+            "status_msg",
+            "last_active_ms",
+            "stream_pos",
+        ],
+        key: &["user_id"],
+    },
+    Table {
+        name: "filters",
+        columns: &["user_id", "filter_id", "filter"],
+        key: &["user_id", "filter_id"],
+    },
+];
+
+/// Row-level access to every table, for copying a whole database. Only for a stopped server:
+/// these bypass the storage traits' invariants.
+#[async_trait]
+pub trait Dump {
+    async fn count_rows(&self, table: &Table) -> StorageResult<u64>;
+    /// Up to `limit` rows after the first `offset`, ordered by the table's key, with the
+    /// table's columns in order.
+    async fn read_rows(
+        &self,
+        table: &Table,
+        offset: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<Vec<DumpValue>>>;
+    /// Inserts rows (one transaction per call). Rows of [`STREAM_COUNTER`] replace the existing one.
+    async fn write_rows(&self, table: &Table, rows: Vec<Vec<DumpValue>>) -> StorageResult<()>;
+    /// Called once after every table is written (e.g. to move ID sequences past the copied IDs).
+    async fn finish_restore(&self) -> StorageResult<()>;
+}
+
+/// `SELECT <columns> FROM <table> ORDER BY <key>` (table and column names are constants).
+pub fn select_sql(table: &Table) -> String {
+    format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        table.columns.join(", "),
+        table.name,
+        table.key.join(", ")
+    )
+}
