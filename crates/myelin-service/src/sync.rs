@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use myelin_core::StreamPos;
+use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{Direction, EventRecord, MembershipRecord, ReceiptRecord};
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
@@ -153,6 +153,18 @@ impl Services {
             .filter(|m| m.membership == "join")
             .map(|m| m.room_id.clone())
             .collect();
+        // Incremental syncs read timelines only of rooms that have new events (one query, not one
+        // per joined room). `next` was read first, so every event up to it is visible here.
+        let rooms_with_events: Option<HashSet<OwnedRoomId>> = match since_pos {
+            Some(s) if !full_state => Some(
+                self.storage
+                    .rooms_with_events_between(s, next.pos)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => None,
+        };
         let mut receipts: HashMap<OwnedRoomId, Vec<ReceiptRecord>> = HashMap::new();
         for r in self
             .storage
@@ -198,6 +210,9 @@ impl Services {
                         since,
                         next,
                         full_state,
+                        has_new_events: rooms_with_events
+                            .as_ref()
+                            .is_none_or(|r| r.contains(&m.room_id)),
                         receipts: receipts.remove(&m.room_id).unwrap_or_default(),
                         account_data: room_data.remove(&m.room_id).unwrap_or_default(),
                     };
@@ -274,9 +289,8 @@ impl Services {
         let state = self.room_state(&m.room_id).await?;
         let since_pos = ctx.since.map(|s| s.pos);
         let newly = ctx.full_state || since_pos.is_none_or(|s| m.stream_pos > s);
-        let window = self
-            .read_window(&authed.user_id, &m.room_id, &state)
-            .await?;
+        // The membership record is at hand: no per-room storage read.
+        let window = crate::rooms::read_window_of(Some(m), &state)?;
         let limit = filter
             .room
             .timeline
@@ -286,16 +300,19 @@ impl Services {
             (false, Some(s)) => Some(window.after.map_or(s, |a| a.max(s))),
             _ => window.after,
         };
-        let mut records = self
-            .storage
-            .room_events(
-                &m.room_id,
-                ctx.next.pos,
-                lower,
-                Direction::Backward,
-                limit + 1,
-            )
-            .await?;
+        let mut records = if newly || ctx.has_new_events {
+            self.storage
+                .room_events(
+                    &m.room_id,
+                    ctx.next.pos,
+                    lower,
+                    Direction::Backward,
+                    limit + 1,
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
         let limited = records.len() > limit;
         records.truncate(limit);
         records.reverse();
@@ -329,6 +346,30 @@ impl Services {
                 .collect()
         };
         state_ids.retain(|id| !timeline_ids.contains(id));
+        // Filter what the in-memory current state already describes before loading anything:
+        // a lazy-loading sync of a big room then loads a handful of member events, not all.
+        let known: HashMap<&ruma::EventId, &Pdu> = state
+            .entries()
+            .map(|e| (&*e.pdu.event_id, &*e.pdu))
+            .collect();
+        let lazy_wanted: Option<HashSet<&str>> = state_filter.lazy_load_members.then(|| {
+            records
+                .iter()
+                .map(|r| r.pdu.sender.as_str())
+                .chain([authed.user_id.as_str()])
+                .collect()
+        });
+        state_ids.retain(|id| match known.get(&**id) {
+            None => true,
+            Some(pdu) => {
+                let kind = pdu.kind.to_string();
+                let lazily_dropped = kind == "m.room.member"
+                    && lazy_wanted
+                        .as_ref()
+                        .is_some_and(|w| !pdu.state_key.as_deref().is_some_and(|k| w.contains(k)));
+                !lazily_dropped && state_filter.allows(&kind, pdu.sender.as_str())
+            }
+        });
         let mut state_records = self.storage.get_events(&state_ids).await?;
         state_records
             .retain(|r| state_filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()));
@@ -476,6 +517,8 @@ struct JoinedRoomCtx {
     since: Option<SyncToken>,
     next: SyncToken,
     full_state: bool,
+    /// False when the room certainly has no event in `(since, next]`.
+    has_new_events: bool,
     receipts: Vec<ReceiptRecord>,
     account_data: Vec<Value>,
 }

@@ -147,6 +147,23 @@ impl RoomStore for PgStore {
         .await
     }
 
+    async fn rooms_with_events_between(
+        &self,
+        after: StreamPos,
+        up_to: StreamPos,
+    ) -> StorageResult<Vec<OwnedRoomId>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2",
+                &[&after.0, &up_to.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| parse_id(get::<String>(row, 0)?, "room ID"))
+            .collect()
+    }
+
     async fn memberships_of_user(&self, user_id: &UserId) -> StorageResult<Vec<MembershipRecord>> {
         let mut conn = self.db.read().await?;
         let rows = conn

@@ -174,6 +174,22 @@ impl RoomStore for SqliteStore {
             .await
     }
 
+    async fn rooms_with_events_between(
+        &self,
+        after: StreamPos,
+        up_to: StreamPos,
+    ) -> StorageResult<Vec<OwnedRoomId>> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT DISTINCT room_id FROM events WHERE stream_pos > ?1 AND stream_pos <= ?2")
+                    .db()?;
+                let ids = stmt.query_map(params![after.0, up_to.0], |row| row.get::<_, String>(0)).db()?;
+                ids.map(|id| parse_id(id.db()?, "room ID")).collect()
+            })
+            .await
+    }
+
     async fn memberships_of_user(&self, user_id: &UserId) -> StorageResult<Vec<MembershipRecord>> {
         let user_id = user_id.to_owned();
         self.db

@@ -35,6 +35,7 @@ macro_rules! storage_conformance_tests {
             current_state_follows_snapshot,
             redactions,
             room_events_pagination,
+            rooms_with_new_events,
             memberships,
             aliases,
             txn_ids,
@@ -1074,6 +1075,53 @@ pub async fn redactions(store: &dyn Storage) {
     r.append(store, new_event).await;
     assert!(store.get_event(&blind_id).await.unwrap().is_some());
     assert!(store.get_event(&event("$missing")).await.unwrap().is_none());
+}
+
+pub async fn rooms_with_new_events(store: &dyn Storage) {
+    let alice = "@alice:localhost";
+    let mut a = TestRoom::create(store, "!ra:localhost", alice, "ra").await;
+    let mut b = TestRoom::create(store, "!rb:localhost", alice, "rb").await;
+    let start = store.current_stream_pos().await.unwrap();
+    let sorted = |mut v: Vec<OwnedRoomId>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        store.rooms_with_events_between(start, start).await.unwrap(),
+        Vec::<OwnedRoomId>::new()
+    );
+    let (_, in_a) = a.message(store, alice, "one").await;
+    let after_a = store.current_stream_pos().await.unwrap();
+    assert_eq!(
+        store
+            .rooms_with_events_between(start, after_a)
+            .await
+            .unwrap(),
+        vec![a.room_id.clone()]
+    );
+    a.message(store, alice, "two").await;
+    b.message(store, alice, "three").await;
+    let now = store.current_stream_pos().await.unwrap();
+    assert_eq!(
+        sorted(store.rooms_with_events_between(start, now).await.unwrap()),
+        sorted(vec![a.room_id.clone(), b.room_id.clone()]),
+        "each room once"
+    );
+    // The lower bound is exclusive, the upper inclusive.
+    assert_eq!(
+        store
+            .rooms_with_events_between(in_a.stream_pos, in_a.stream_pos)
+            .await
+            .unwrap(),
+        Vec::<OwnedRoomId>::new()
+    );
+    assert_eq!(
+        store
+            .rooms_with_events_between(StreamPos(in_a.stream_pos.0 - 1), in_a.stream_pos)
+            .await
+            .unwrap(),
+        vec![a.room_id.clone()]
+    );
 }
 
 pub async fn room_events_pagination(store: &dyn Storage) {

@@ -149,6 +149,14 @@ pub trait RoomStore {
         limit: usize,
     ) -> StorageResult<Vec<EventRecord>>;
 
+    /// The rooms with at least one event at a stream position in `(after, up_to]`: an incremental
+    /// `/sync` asks once instead of once per joined room.
+    async fn rooms_with_events_between(
+        &self,
+        after: StreamPos,
+        up_to: StreamPos,
+    ) -> StorageResult<Vec<OwnedRoomId>>;
+
     /// All memberships of a user (every room they have ever had a membership event in).
     async fn memberships_of_user(&self, user_id: &UserId) -> StorageResult<Vec<MembershipRecord>>;
     /// Current memberships of everyone in a room.

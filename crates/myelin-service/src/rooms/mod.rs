@@ -27,6 +27,7 @@ use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState};
 use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use create::{CreateRoomRequest, InitialStateEvent};
+pub(crate) use read::read_window_of;
 pub use read::{ContextPage, MembersQuery, MessagesPage};
 pub use state::{RoomState, StateEntry};
 

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use myelin_core::StreamPos;
-use myelin_storage::{Direction, EventRecord};
+use myelin_storage::{Direction, EventRecord, MembershipRecord};
 use ruma::{DeviceId, EventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
@@ -50,45 +50,13 @@ impl Services {
         room_id: &RoomId,
         state: &RoomState,
     ) -> ServiceResult<ReadWindow> {
-        let visibility = state.history_visibility();
         let member = self
             .storage
             .memberships_of_user(user_id)
             .await?
             .into_iter()
             .find(|m| m.room_id == room_id);
-        let after_join = |pos: StreamPos| {
-            if visibility == "shared" || visibility == "world_readable" {
-                None
-            } else {
-                Some(StreamPos(pos.0 - 1))
-            }
-        };
-        match member {
-            Some(m) if m.membership == "join" => Ok(ReadWindow {
-                after: after_join(m.stream_pos),
-                up_to: None,
-            }),
-            Some(m) if m.membership == "leave" || m.membership == "ban" => {
-                if visibility == "world_readable" {
-                    return Ok(ReadWindow {
-                        after: None,
-                        up_to: None,
-                    });
-                }
-                Ok(ReadWindow {
-                    after: None,
-                    up_to: Some(m.stream_pos),
-                })
-            }
-            _ if visibility == "world_readable" => Ok(ReadWindow {
-                after: None,
-                up_to: None,
-            }),
-            _ => Err(ServiceError::Forbidden(
-                "You are not allowed to read this room".into(),
-            )),
-        }
+        read_window_of(member.as_ref(), state)
     }
 
     /// Formats events for a client, with `redacted_because` filled in.
@@ -464,5 +432,46 @@ fn not_found_as_forbidden(e: ServiceError) -> ServiceError {
             ServiceError::Forbidden("You are not allowed to read this room".into())
         }
         other => other,
+    }
+}
+
+/// Which part of a room's history a user with membership `member` (their latest membership
+/// record in the room, if any) may read, given the room's current state.
+pub(crate) fn read_window_of(
+    member: Option<&MembershipRecord>,
+    state: &RoomState,
+) -> ServiceResult<ReadWindow> {
+    let visibility = state.history_visibility();
+    let after_join = |pos: StreamPos| {
+        if visibility == "shared" || visibility == "world_readable" {
+            None
+        } else {
+            Some(StreamPos(pos.0 - 1))
+        }
+    };
+    match member {
+        Some(m) if m.membership == "join" => Ok(ReadWindow {
+            after: after_join(m.stream_pos),
+            up_to: None,
+        }),
+        Some(m) if m.membership == "leave" || m.membership == "ban" => {
+            if visibility == "world_readable" {
+                return Ok(ReadWindow {
+                    after: None,
+                    up_to: None,
+                });
+            }
+            Ok(ReadWindow {
+                after: None,
+                up_to: Some(m.stream_pos),
+            })
+        }
+        _ if visibility == "world_readable" => Ok(ReadWindow {
+            after: None,
+            up_to: None,
+        }),
+        _ => Err(ServiceError::Forbidden(
+            "You are not allowed to read this room".into(),
+        )),
     }
 }
