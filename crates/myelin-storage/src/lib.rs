@@ -8,6 +8,7 @@
 mod account;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod convert;
 pub mod dump;
 mod error;
 mod meta;
