@@ -11,6 +11,10 @@
 //! (`register`, `create_room`, `send_message`, `sync`, ...) are meant for
 //! set-up steps; the generic `get`/`post`/`put`/`delete` helpers return the
 //! status and body for the test to assert on.
+//!
+//! [`SynapseServer`] runs a real Synapse next to it for interoperability tests.
+
+pub mod synapse;
 
 use std::time::Duration;
 
@@ -18,6 +22,7 @@ pub use myelin::Config;
 use reqwest::Method;
 pub use reqwest::StatusCode;
 use serde_json::{json, Value};
+pub use synapse::SynapseServer;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,7 +30,7 @@ use tokio::task::JoinHandle;
 
 /// How long a single HTTP request may take before the test fails.
 /// Long-poll syncs in the tests use at most 10 s, so this is generous.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a graceful shutdown may take.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,6 +93,9 @@ async fn postgres_database(data_dir: &std::path::Path) -> Option<String> {
 /// A Myelin homeserver running in a background tokio task.
 pub struct TestServer {
     base_url: String,
+    /// `https://127.0.0.1:PORT` when the server also listens over TLS.
+    tls_base_url: Option<String>,
+    server_name: String,
     http: reqwest::Client,
     data_dir: TempDir,
     shutdown: oneshot::Sender<()>,
@@ -108,7 +116,9 @@ impl TestServer {
     }
 
     /// Starts a server with the default configuration on an existing data
-    /// dir, typically the one returned by [`TestServer::stop`].
+    /// dir, typically the one returned by [`TestServer::stop`]. A server
+    /// started with `start_federating*` comes back with its configuration,
+    /// server name and ports instead.
     pub async fn restart(data_dir: TempDir) -> TestServer {
         Self::launch(data_dir, |_| {}).await
     }
@@ -122,6 +132,9 @@ impl TestServer {
     }
 
     async fn launch(data_dir: TempDir, configure: impl FnOnce(&mut Config)) -> TestServer {
+        if let Some(config) = saved_federating_config(data_dir.path()) {
+            return Self::relaunch_federating(data_dir, config, configure).await;
+        }
         let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
         if let Some(url) = postgres_database(data_dir.path()).await {
             config.database.backend = "postgres".to_owned();
@@ -132,17 +145,33 @@ impl TestServer {
 
         // Binding before spawning means connections made right away simply
         // wait in the accept backlog until the server is ready.
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("listener address");
+        let listener = bind_loopback().await;
+        Self::spawn(config, data_dir, listener, None)
+    }
 
+    /// Runs the server described by `config` on the bound listeners in a background task.
+    fn spawn(
+        config: Config,
+        data_dir: TempDir,
+        listener: TcpListener,
+        tls_listener: Option<TcpListener>,
+    ) -> TestServer {
+        let addr = listener.local_addr().expect("listener address");
+        let tls_base_url = tls_listener
+            .as_ref()
+            .map(|l| format!("https://{}", l.local_addr().expect("TLS listener address")));
+        let server_name = config.server_name.clone();
         let (shutdown, signal) = oneshot::channel::<()>();
         let shutdown_future = async move {
             // Resolves on an explicit stop and when the sender is dropped.
             let _ = signal.await;
         };
-        let task = tokio::spawn(myelin::run(config, listener, shutdown_future));
+        let task = tokio::spawn(myelin::run_with(
+            config,
+            listener,
+            tls_listener,
+            shutdown_future,
+        ));
 
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -151,6 +180,8 @@ impl TestServer {
 
         TestServer {
             base_url: format!("http://{addr}"),
+            tls_base_url,
+            server_name,
             http,
             data_dir,
             shutdown,
@@ -161,6 +192,16 @@ impl TestServer {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// `https://127.0.0.1:PORT` of a server started with [`TestServer::start_federating_tls`].
+    pub fn tls_base_url(&self) -> Option<&str> {
+        self.tls_base_url.as_deref()
+    }
+
+    /// The configured server name (`localhost` unless a federating start set it).
+    pub fn server_name(&self) -> &str {
+        &self.server_name
     }
 
     /// The server's data directory.
@@ -411,7 +452,7 @@ impl TestServer {
     }
 }
 
-fn parse_body(bytes: &[u8]) -> Value {
+pub(crate) fn parse_body(bytes: &[u8]) -> Value {
     if bytes.is_empty() {
         return Value::Null;
     }
@@ -477,37 +518,129 @@ impl TestServer {
     /// settings are made, so it can undo them).
     pub async fn start_federating_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().expect("create temp data dir");
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = bind_loopback().await;
         let addr = listener.local_addr().expect("listener address");
         let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
         config.server_name = addr.to_string();
         config.federation.allow_private_destinations = true;
         config.federation.plain_http_servers = vec!["127.0.0.1".to_owned()];
+        config.listen = addr.to_string();
         configure(&mut config);
-
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let shutdown_future = async move {
-            let _ = signal.await;
-        };
-        let task = tokio::spawn(myelin::run(config, listener, shutdown_future));
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("build reqwest client");
-        TestServer {
-            base_url: format!("http://{addr}"),
-            http,
-            data_dir,
-            shutdown,
-            task,
-        }
+        save_federating_config(&config);
+        Self::spawn(config, data_dir, listener, None)
     }
 
-    /// The server name of a server started with [`TestServer::start_federating`]: its
-    /// `127.0.0.1:PORT`.
+    /// Starts a server that federates over HTTPS, as real homeservers (Synapse) require: besides
+    /// the plain client listener ([`TestServer::base_url`]) it listens over TLS with a
+    /// self-signed certificate, is named after that TLS address (`127.0.0.1:TLS_PORT`), so other
+    /// servers reach it there, and contacts other servers over HTTPS, accepting self-signed
+    /// certificates from `127.0.0.1` and loopback destinations (test networks only).
+    pub async fn start_federating_tls() -> TestServer {
+        Self::start_federating_tls_with(|_| {}).await
+    }
+
+    /// [`TestServer::start_federating_tls`] with a configuration hook (run after the federation
+    /// settings are made, so it can undo them).
+    pub async fn start_federating_tls_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("create temp data dir");
+        let listener = bind_loopback().await;
+        let tls_listener = bind_loopback().await;
+        let tls_addr = tls_listener.local_addr().expect("TLS listener address");
+        let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
+        config.server_name = tls_addr.to_string();
+        config.listen = listener.local_addr().expect("listener address").to_string();
+        config.tls.listen = Some(tls_addr.to_string());
+        config.tls.self_signed = true;
+        config.federation.allow_private_destinations = true;
+        config.federation.trusted_self_signed = vec!["127.0.0.1".to_owned()];
+        configure(&mut config);
+        save_federating_config(&config);
+        Self::spawn(config, data_dir, listener, Some(tls_listener))
+    }
+
+    /// Restarts a federating server with its saved configuration (plus `configure`) on the
+    /// addresses it had, so it comes back under the same server name where others reach it.
+    async fn relaunch_federating(
+        data_dir: TempDir,
+        mut config: Config,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        configure(&mut config);
+        let listener = bind_again(&config.listen).await;
+        let tls_listener = match &config.tls.listen {
+            Some(addr) => Some(bind_again(addr).await),
+            None => None,
+        };
+        Self::spawn(config, data_dir, listener, tls_listener)
+    }
+
+    /// The server name of a server started with [`TestServer::start_federating`] (its
+    /// `127.0.0.1:PORT`) or [`TestServer::start_federating_tls`] (`127.0.0.1:TLS_PORT`); the
+    /// same as [`TestServer::server_name`].
     pub fn loopback_server_name(&self) -> &str {
-        self.base_url.trim_start_matches("http://")
+        &self.server_name
+    }
+}
+
+/// The file in a federating test server's data dir holding its configuration (with the
+/// addresses it listens on in `listen` / `tls.listen`), so that [`TestServer::restart`] brings it
+/// back under the same server name, on the same ports.
+const FEDERATING_CONFIG: &str = "test-federating.toml";
+
+fn save_federating_config(config: &Config) {
+    let text = config.to_toml_string().expect("serialize the test config");
+    std::fs::write(config.data_dir.join(FEDERATING_CONFIG), text)
+        .expect("write the federating test config");
+}
+
+fn saved_federating_config(data_dir: &std::path::Path) -> Option<Config> {
+    let text = std::fs::read_to_string(data_dir.join(FEDERATING_CONFIG)).ok()?;
+    Some(Config::from_toml_str(&text).expect("the saved federating test config parses"))
+}
+
+/// A listener on `addr` again, after the server that had it stopped.
+async fn bind_again(addr: &str) -> TcpListener {
+    TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("rebind {addr} for the restarted server: {e}"))
+}
+
+/// A listener on an OS-assigned port of `127.0.0.1`.
+async fn bind_loopback() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn federating_servers_restart_under_the_same_name_and_ports() {
+        let plain = TestServer::start_federating().await;
+        let (name, url) = (plain.server_name().to_owned(), plain.base_url().to_owned());
+        assert_eq!(url, format!("http://{name}"));
+        plain.register("alice", "pw-pw-pw-pw").await;
+        let plain = plain.restarted().await;
+        assert_eq!((plain.server_name(), plain.base_url()), (&*name, &*url));
+        plain.login("alice", "pw-pw-pw-pw").await;
+
+        let tls = TestServer::start_federating_tls().await;
+        let name = tls.server_name().to_owned();
+        let tls_url = tls.tls_base_url().expect("a TLS listener").to_owned();
+        assert_eq!(tls_url, format!("https://{name}"));
+        let tls = tls.restarted().await;
+        assert_eq!(tls.server_name(), name);
+        assert_eq!(tls.tls_base_url(), Some(&*tls_url));
+        let (status, keys) = tls.get("/_matrix/key/v2/server", None).await;
+        assert_eq!(status, StatusCode::OK, "{keys}");
+        assert_eq!(keys["server_name"], name);
+        let over_tls = synapse::insecure_client()
+            .get(format!("{tls_url}/_matrix/client/versions"))
+            .send()
+            .await
+            .expect("HTTPS after the restart");
+        assert_eq!(over_tls.status(), StatusCode::OK);
     }
 }

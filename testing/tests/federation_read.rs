@@ -726,3 +726,237 @@ async fn history_visibility_and_server_acls_refuse_a_remote_server() {
     a.stop().await;
     b.stop().await;
 }
+
+// ----- hostile transactions -----
+
+/// A PDU of room version 10 built and signed as B: `(event ID, JSON)`.
+fn b_pdu(remote: &Remote, fields: Value) -> (String, Value) {
+    use myelin_federation::ruma::{signatures, CanonicalJsonObject, RoomVersionId};
+    let rules = RoomVersionId::V10.rules().expect("v10 rules");
+    let mut object: CanonicalJsonObject =
+        serde_json::from_value(fields).expect("canonical PDU fields");
+    signatures::hash_and_sign_event(
+        remote.b_name.as_str(),
+        &remote.b_key,
+        &mut object,
+        &rules.redaction,
+    )
+    .expect("signs");
+    let hash = signatures::reference_hash(&object, &rules).expect("reference hash");
+    (
+        format!("${hash}"),
+        serde_json::to_value(&object).expect("JSON"),
+    )
+}
+
+/// PUT /send/{txnId} from B to A with `pdus`, returning the per-PDU results.
+async fn send_transaction(remote: &Remote, txn_id: &str, pdus: Vec<Value>) -> Value {
+    let body = json!({
+        "origin": remote.b_name.as_str(),
+        "origin_server_ts": 1,
+        "pdus": pdus,
+        "edus": [],
+    });
+    let uri = format!("/_matrix/federation/v1/send/{txn_id}");
+    let (status, answer) = remote.send("PUT", &uri, Some(&body), true).await;
+    assert_eq!(status, StatusCode::OK, "transaction: {answer}");
+    answer["pdus"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pdus_are_refused_and_change_nothing() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let remote = Remote::new(&a, &b).await;
+    let alice = a.register("alice", "hunter2-hunter2").await;
+    let bob = b.register("bob", "hunter2-hunter2").await;
+    let room = a
+        .create_room(
+            alice.token().expect("token"),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let path = format!(
+        "/_matrix/client/v3/join/{}?via={}",
+        enc(&room),
+        enc(a.loopback_server_name())
+    );
+    let (status, body) = b.post(&path, bob.token(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "bob joins over federation: {body}");
+
+    // What a PDU from bob needs: A's current state and newest event.
+    let state = client_state(&a, &alice, &room).await;
+    let id_of = |kind: &str| {
+        state
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, id)| id.clone())
+            .expect("state event")
+    };
+    let (create, power) = (id_of("m.room.create"), id_of("m.room.power_levels"));
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+        enc(&room),
+        enc(&bob.user_id)
+    );
+    let (status, _) = a.get(&path, alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "A knows bob's membership");
+    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(&room));
+    let (_, body) = a.get(&members, alice.token()).await;
+    let bob_member = body["chunk"]
+        .as_array()
+        .and_then(|c| c.iter().find(|e| e["state_key"] == bob.user_id.as_str()))
+        .and_then(|e| e["event_id"].as_str())
+        .expect("bob's member event")
+        .to_owned();
+    let messages = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1",
+        enc(&room)
+    );
+    let (_, body) = a.get(&messages, alice.token()).await;
+    let newest = body["chunk"][0]["event_id"]
+        .as_str()
+        .expect("newest")
+        .to_owned();
+    let depth = full_pdu_depth(&remote, &newest).await;
+
+    let message = |body: &str, extra: u64| {
+        json!({
+            "type": "m.room.message",
+            "room_id": room,
+            "sender": bob.user_id,
+            "origin_server_ts": 1_700_000_000_000u64 + extra,
+            "content": { "msgtype": "m.text", "body": body },
+            "prev_events": [newest],
+            "auth_events": [create, power, bob_member],
+            "depth": depth + 1,
+        })
+    };
+
+    // A good PDU is accepted and shows up on A.
+    let (good_id, good) = b_pdu(&remote, message("hello from B", 0));
+    let results = send_transaction(&remote, "txn-good", vec![good]).await;
+    assert_eq!(results[&good_id], json!({}), "{results}");
+    let (status, event) = a
+        .get(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/event/{}",
+                enc(&room),
+                enc(&good_id)
+            ),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert_eq!(event["content"]["body"], "hello from B");
+
+    // A wrong signature: refused, not stored.
+    let (bad_sig_id, mut bad_sig) = b_pdu(&remote, message("forged", 1));
+    let key_id = bad_sig["signatures"][remote.b_name.as_str()]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned())
+        .expect("key id");
+    bad_sig["signatures"][remote.b_name.as_str()][&key_id] = json!(
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    );
+    // A changed content: the hash no longer matches, so the event is kept redacted.
+    let (bad_hash_id, mut bad_hash) = b_pdu(&remote, message("original", 2));
+    bad_hash["content"]["body"] = json!("tampered");
+    // Bob granting himself power: fails the auth rules, rejected.
+    let (power_id, power_grab) = b_pdu(
+        &remote,
+        json!({
+            "type": "m.room.power_levels",
+            "state_key": "",
+            "room_id": room,
+            "sender": bob.user_id,
+            "origin_server_ts": 1_700_000_000_003u64,
+            "content": { "users": { bob.user_id.clone(): 100 } },
+            "prev_events": [good_id],
+            "auth_events": [create, power, bob_member],
+            "depth": depth + 2,
+        }),
+    );
+    // Too large: over 64 KiB (inflated after signing; the size is checked first).
+    let (too_large_id, mut too_large) = b_pdu(&remote, message("small", 4));
+    too_large["content"]["padding"] = json!("x".repeat(70_000));
+    let results = send_transaction(
+        &remote,
+        "txn-hostile",
+        vec![bad_sig, bad_hash, power_grab, too_large],
+    )
+    .await;
+    assert!(
+        results[&bad_sig_id]["error"].is_string(),
+        "bad signature: {results}"
+    );
+    assert!(
+        results[&power_id]["error"].is_string(),
+        "power grab: {results}"
+    );
+    assert!(
+        results[&too_large_id]["error"].is_string(),
+        "too large: {results}"
+    );
+    let event_path =
+        |id: &str| format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(id));
+    let (status, _) = a.get(&event_path(&bad_sig_id), alice.token()).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a forged event is not stored"
+    );
+    let (status, _) = a.get(&event_path(&power_id), alice.token()).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a rejected event is not shown"
+    );
+    let (status, redacted) = a.get(&event_path(&bad_hash_id), alice.token()).await;
+    if status == StatusCode::OK {
+        assert!(
+            redacted["content"].get("body").is_none(),
+            "kept redacted: {redacted}"
+        );
+    }
+    // The room's state did not change.
+    assert_eq!(
+        client_state(&a, &alice, &room).await,
+        state,
+        "state unchanged by hostile PDUs"
+    );
+
+    // The same transaction ID again gets the stored answer, not a second processing.
+    let again = send_transaction(&remote, "txn-good", vec![]).await;
+    assert_eq!(again[&good_id], json!({}), "idempotent: {again}");
+
+    // A request signed with a key B never published: 401.
+    let stranger =
+        Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "stranger".into()).expect("key pair");
+    let forged = Remote {
+        a_url: remote.a_url.clone(),
+        a_name: remote.a_name.clone(),
+        b_name: remote.b_name.clone(),
+        b_key: stranger,
+        http: reqwest::Client::new(),
+    };
+    let body =
+        json!({ "origin": remote.b_name.as_str(), "origin_server_ts": 1, "pdus": [], "edus": [] });
+    let answer = forged
+        .send(
+            "PUT",
+            "/_matrix/federation/v1/send/txn-forged",
+            Some(&body),
+            true,
+        )
+        .await;
+    assert_refused(
+        "wrong key",
+        answer,
+        StatusCode::UNAUTHORIZED,
+        "M_UNAUTHORIZED",
+    );
+
+    a.stop().await;
+    b.stop().await;
+}

@@ -93,6 +93,16 @@ impl From<ServiceError> for ApiError {
                     retry_after_secs: None,
                 }
             }
+            E::IncompatibleRoomVersion(version) => {
+                let mut err =
+                    ApiError::new(StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION", &e);
+                err.body["room_version"] = json!(version);
+                return err;
+            }
+            E::Remote(_) => {
+                tracing::warn!(error = %e, "remote server failed");
+                (StatusCode::BAD_GATEWAY, "M_UNKNOWN")
+            }
             E::Storage(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 return ApiError::unknown("Internal server error");

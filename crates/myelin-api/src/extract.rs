@@ -138,3 +138,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 pub fn parse_id<T: TryFrom<String>>(value: String, what: &str) -> Result<T, ApiError> {
     T::try_from(value).map_err(|_| ApiError::invalid_param(format!("Invalid {what}")))
 }
+
+/// Every query parameter as `(name, value)` pairs, repeated names kept (`?via=a&via=b`).
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    /// All values of `name`, in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map(QueryPairs)
+            .map_err(|e| ApiError::invalid_param(format!("Invalid query parameter: {e}")))
+    }
+}

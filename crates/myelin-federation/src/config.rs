@@ -28,6 +28,19 @@ pub struct FederationConfig {
     /// Served at `/.well-known/matrix/server` as `{"m.server": "<this>"}` when set (delegation:
     /// where other servers reach this one, `host[:port]`); unset, that endpoint answers 404.
     pub well_known_server: Option<String>,
+    /// The first wait before retrying a destination that failed, in milliseconds; it doubles
+    /// with each failure up to `retry_max_ms`.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    /// A destination failing for this long has its queued events dropped and is only tried
+    /// again when something new is sent to it, in milliseconds.
+    pub give_up_after_ms: u64,
+    /// Servers refused outright: their requests get 403 and nothing is sent to them.
+    pub blocked_servers: Vec<String>,
+    /// The most PDUs accepted in one incoming transaction (the spec's limit is 50).
+    pub max_pdus_per_txn: usize,
+    /// The most EDUs accepted in one incoming transaction (the spec's limit is 100).
+    pub max_edus_per_txn: usize,
 }
 
 impl Default for FederationConfig {
@@ -41,6 +54,12 @@ impl Default for FederationConfig {
             allow_private_destinations: false,
             request_timeout_ms: 30_000,
             well_known_server: None,
+            retry_min_ms: 2_000,
+            retry_max_ms: 60 * 60 * 1000,
+            give_up_after_ms: 7 * 24 * 60 * 60 * 1000,
+            blocked_servers: Vec::new(),
+            max_pdus_per_txn: 50,
+            max_edus_per_txn: 100,
         }
     }
 }
@@ -52,6 +71,12 @@ impl FederationConfig {
         if self.key_validity_ms < 60 * 60 * 1000 {
             problems
                 .push("federation.key_validity_ms must be at least one hour (3600000)".to_owned());
+        }
+        if self.retry_min_ms == 0 || self.retry_max_ms < self.retry_min_ms {
+            problems.push(
+                "federation.retry_min_ms must be greater than 0 and at most retry_max_ms"
+                    .to_owned(),
+            );
         }
         if self.request_timeout_ms == 0 {
             problems.push("federation.request_timeout_ms must be greater than 0".to_owned());
@@ -66,6 +91,7 @@ impl FederationConfig {
             ("trusted_key_servers", &self.trusted_key_servers),
             ("trusted_self_signed", &self.trusted_self_signed),
             ("plain_http_servers", &self.plain_http_servers),
+            ("blocked_servers", &self.blocked_servers),
         ];
         for (name, list) in lists {
             for server in list.iter() {

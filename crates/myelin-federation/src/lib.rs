@@ -27,6 +27,7 @@ pub use client::{FederationClient, RequestError, Signer};
 pub use config::FederationConfig;
 pub use keyring::{KeyStore, Keyring, KeyringError, MemoryKeyStore};
 pub use keys::{KeyError, ServerKeys};
+pub use reqwest::Method;
 pub use resolve::{Destination, Lookup, ResolveError, Resolver};
 
 /// One server's federation context: configuration, outgoing client and keyring.

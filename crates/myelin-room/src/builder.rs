@@ -131,3 +131,66 @@ pub fn build_pdu(
     let raw = serde_json::value::RawValue::from_string(json).map_err(|e| invalid(&e))?;
     Pdu::from_json(event_id, raw).map_err(|e| invalid(&e))
 }
+
+/// Completes an event template a resident server handed out (`make_join`, `make_leave`,
+/// `make_knock`): sets `origin`, `origin_server_ts` (and, in room versions 1 and 2, an
+/// `event_id` of ours), then hashes and signs it. The template's DAG fields (`prev_events`,
+/// `auth_events`, `depth`) are kept as given: the resident server knows the room, we do not.
+pub fn complete_template(
+    mut object: CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    origin_server_ts: u64,
+    key: &SigningKey,
+) -> Result<Pdu, RoomError> {
+    let invalid = |e: &dyn std::fmt::Display| RoomError::InvalidEvent(e.to_string());
+    object.remove("signatures");
+    object.remove("hashes");
+    object.remove("unsigned");
+    object.insert(
+        "origin".into(),
+        CanonicalJsonValue::String(key.server_name.to_string()),
+    );
+    object.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(
+            (origin_server_ts as i64)
+                .try_into()
+                .map_err(|e| invalid(&e))?,
+        ),
+    );
+    let v1_ids = rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1;
+    if v1_ids {
+        // Old room versions carry a server-chosen ID; the reference hash makes it unique.
+        let hash = ruma::signatures::reference_hash(&object, rules).map_err(|e| invalid(&e))?;
+        let id = format!("${}:{}", &hash[..hash.len().min(24)], key.server_name);
+        object.insert("event_id".into(), CanonicalJsonValue::String(id));
+    }
+    ruma::signatures::hash_and_sign_event(
+        key.server_name.as_str(),
+        &key.key_pair,
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
+        other => RoomError::Key(other.to_string()),
+    })?;
+    let event_id = crate::incoming::received_event_id(&object, rules)?;
+    Pdu::from_canonical(event_id, &object).map_err(|e| invalid(&e))
+}
+
+/// Adds our signature to an event another server built (an invite to one of our users, or a
+/// join a restricted room's resident server co-signs), returning the new JSON.
+pub fn co_sign(
+    object: &mut CanonicalJsonObject,
+    rules: &RoomVersionRules,
+    key: &SigningKey,
+) -> Result<(), RoomError> {
+    ruma::signatures::sign_event(
+        key.server_name.as_str(),
+        &key.key_pair,
+        object,
+        &rules.redaction,
+    )
+    .map_err(|e| RoomError::Key(e.to_string()))
+}

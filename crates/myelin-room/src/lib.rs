@@ -10,7 +10,9 @@ mod resolve;
 mod versions;
 
 pub use auth::{auth_event_ids, check_auth};
-pub use builder::{build_pdu, EventTemplate, PduContext, SigningKey};
+pub use builder::{
+    build_pdu, co_sign, complete_template, EventTemplate, PduContext, SigningKey, MAX_PDU_BYTES,
+};
 pub use error::RoomError;
 pub use incoming::{
     check_received_auth, parse_received, received_event_id, rules_for_received, signing_servers,

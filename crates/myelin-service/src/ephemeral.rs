@@ -40,7 +40,13 @@ impl Typing {
     }
 
     /// Sets or clears a user's typing flag; returns whether anything changed.
-    fn set(&self, room_id: &RoomId, user_id: &UserId, until: Option<u64>, now: u64) -> bool {
+    pub(crate) fn set(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        until: Option<u64>,
+        now: u64,
+    ) -> bool {
         let mut inner = self.lock();
         inner.expire(now);
         let serial = inner.serial + 1;
@@ -118,6 +124,10 @@ impl Services {
         });
         if self.typing.set(room_id, user_id, until, now) {
             self.notify_room(room_id).await?;
+            let content = serde_json::json!({
+                "room_id": room_id, "user_id": user_id, "typing": typing,
+            });
+            self.send_edu_to_room(room_id, "m.typing", content).await?;
         }
         Ok(())
     }
@@ -154,17 +164,28 @@ impl Services {
                 .await?;
             return Ok(());
         }
+        let ts = self.now_ms();
         self.storage
             .set_receipt(ReceiptRecord {
                 room_id: room_id.to_owned(),
                 receipt_type: receipt_type.to_owned(),
                 user_id: authed.user_id.clone(),
-                thread_id,
+                thread_id: thread_id.clone(),
                 event_id: event_id.clone(),
-                ts: self.now_ms(),
+                ts,
                 stream_pos: Default::default(),
             })
             .await?;
+        if receipt_type == "m.read" {
+            let mut data = serde_json::json!({ "ts": ts });
+            if let Some(thread) = &thread_id {
+                data["thread_id"] = serde_json::json!(thread);
+            }
+            let content = serde_json::json!({ room_id.as_str(): { "m.read": {
+                authed.user_id.as_str(): { "event_ids": [event_id], "data": data },
+            } } });
+            self.send_edu_to_room(room_id, "m.receipt", content).await?;
+        }
         if receipt_type == "m.read.private" {
             self.notifier.notify([&*authed.user_id]);
         } else {

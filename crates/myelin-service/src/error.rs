@@ -38,6 +38,12 @@ pub enum ServiceError {
     /// User-interactive auth must continue; carries the body of the 401 response.
     #[error("additional authentication required")]
     AuthRequired(serde_json::Value),
+    /// A remote server asked to join a room whose version it does not support.
+    #[error("Your server does not support room version {0}")]
+    IncompatibleRoomVersion(String),
+    /// Another server could not be reached or gave an unusable answer.
+    #[error("{0}")]
+    Remote(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]

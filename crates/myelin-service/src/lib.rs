@@ -49,6 +49,8 @@ pub struct Services {
     pub(crate) password_permits: tokio::sync::Semaphore,
     /// Federation: keyring, outgoing client, server-server configuration.
     pub federation: Arc<myelin_federation::Federation>,
+    /// The per-destination federation senders.
+    pub(crate) senders: federation::sender::Senders,
 }
 
 /// How many password hashes or verifications run at once.
@@ -86,7 +88,7 @@ impl Services {
         ));
         let typing = ephemeral::Typing::new(clock.now_ms());
         let rate_limiter = ratelimit::RateLimiter::new(config.rate_limits.clone());
-        Arc::new(Services {
+        Arc::new_cyclic(|this| Services {
             config,
             storage,
             notifier: Notifier::new(),
@@ -98,6 +100,7 @@ impl Services {
             rate_limiter,
             password_permits: tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE),
             federation,
+            senders: federation::sender::Senders::new(this.clone()),
         })
     }
 

@@ -440,7 +440,13 @@ impl Services {
             .first()
             .and_then(|r| r.pdu.prev_events.first().cloned());
         match (changes_state, first_prev) {
-            (true, Some(prev)) => match self.storage.get_event(&prev).await? {
+            // An outlier prev event (history from before our join) has no stored state.
+            (true, Some(prev)) => match self
+                .storage
+                .get_event(&prev)
+                .await?
+                .filter(|r| r.outlier.is_none())
+            {
                 Some(prev) => Ok(self
                     .storage
                     .state_at_snapshot(prev.state_snapshot)
@@ -456,6 +462,13 @@ impl Services {
 
     /// `rooms.invite` and `rooms.knock`: the room's stripped state plus the membership event.
     async fn stripped_room_state(&self, m: &MembershipRecord) -> ServiceResult<Vec<Value>> {
+        let known = myelin_storage::RoomStore::room_info(self.storage.as_ref(), &m.room_id)
+            .await?
+            .is_some();
+        if !known {
+            // An invite to a room on another server: the state its server sent with it.
+            return self.remote_stripped_state(m).await;
+        }
         let state = self.room_state(&m.room_id).await?;
         let mut events: Vec<Value> = [
             "m.room.create",
@@ -470,6 +483,19 @@ impl Services {
         .filter_map(|k| state.get(k, ""))
         .map(|e| stripped_state(&e.pdu))
         .collect();
+        if let Some(member) = self.storage.get_event(&m.event_id).await? {
+            events.push(stripped_state(&member.pdu));
+        }
+        Ok(events)
+    }
+
+    /// The stripped state stored with a remote invite, plus the invite itself.
+    async fn remote_stripped_state(&self, m: &MembershipRecord) -> ServiceResult<Vec<Value>> {
+        let mut events: Vec<Value> =
+            match self.storage.stripped_state(&m.room_id, &m.user_id).await? {
+                Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+                None => Vec::new(),
+            };
         if let Some(member) = self.storage.get_event(&m.event_id).await? {
             events.push(stripped_state(&member.pdu));
         }
@@ -502,6 +528,14 @@ impl Services {
         let limited = records.len() > limit;
         records.truncate(limit);
         records.reverse();
+        if records.is_empty() {
+            // A rejected invite to a room on another server: the leave is all there is.
+            if let Some(leave) = self.storage.get_event(&m.event_id).await? {
+                if leave.outlier.is_some() {
+                    records.push(leave);
+                }
+            }
+        }
         let prev_batch = records
             .first()
             .map_or(m.stream_pos, |r| StreamPos(r.stream_pos.0 - 1));

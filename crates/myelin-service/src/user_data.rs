@@ -102,6 +102,9 @@ impl Services {
 
     /// `GET /profile/{userId}`: `displayname` and `avatar_url` of a local user.
     pub async fn profile(&self, user_id: &UserId) -> ServiceResult<Value> {
+        if user_id.server_name() != self.server_name() {
+            return self.remote_profile(user_id).await;
+        }
         let user = self
             .storage
             .get_user(user_id)
@@ -114,6 +117,35 @@ impl Services {
         }
         if let Some(url) = user.avatar_url {
             profile["avatar_url"] = json!(url);
+        }
+        Ok(profile)
+    }
+
+    /// A remote user's profile, asked of their server (`/query/profile`).
+    async fn remote_profile(&self, user_id: &UserId) -> ServiceResult<Value> {
+        let path = format!(
+            "/_matrix/federation/v1/query/profile?user_id={}",
+            crate::federation::urlencoding(user_id.as_str())
+        );
+        let answer: serde_json::Map<String, Value> = self
+            .federation_call(
+                myelin_federation::Method::GET,
+                user_id.server_name(),
+                &path,
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                ServiceError::Remote(m) if m.contains("404") => {
+                    ServiceError::NotFound("Profile not found".into())
+                }
+                other => other,
+            })?;
+        let mut profile = json!({});
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = answer.get(field).filter(|v| v.is_string()) {
+                profile[field] = value.clone();
+            }
         }
         Ok(profile)
     }

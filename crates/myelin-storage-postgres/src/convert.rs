@@ -47,3 +47,12 @@ pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row.try_get(idx)
         .map_err(|e| corrupt("column", describe(&e)))
 }
+
+/// The current time in milliseconds since the Unix epoch, for rows that record when they were
+/// written (the traits pass no time for those).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

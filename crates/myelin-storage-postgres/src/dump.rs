@@ -9,6 +9,12 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::convert::{get, limit};
 use crate::PgStore;
 
+/// The columns whose values a sequence generates: `(table, column)`.
+const GENERATED_IDS: &[(&str, &str)] = &[
+    ("state_snapshots", "snapshot_id"),
+    ("federation_outbox", "id"),
+];
+
 #[async_trait]
 impl Dump for PgStore {
     async fn count_rows(&self, table: &Table) -> StorageResult<u64> {
@@ -90,15 +96,22 @@ impl Dump for PgStore {
 
     async fn finish_restore(&self) -> StorageResult<()> {
         let mut conn = self.db.write().await?;
-        let result = conn
-            .execute(
-                "SELECT setval(pg_get_serial_sequence('state_snapshots', 'snapshot_id'),
-                               COALESCE(MAX(snapshot_id), 1), MAX(snapshot_id) IS NOT NULL)
-                 FROM state_snapshots",
-                &[],
-            )
-            .await
-            .map(drop);
+        let result = async {
+            // Copied rows carry their IDs; new ones must continue after them.
+            for (table, column) in GENERATED_IDS {
+                conn.execute(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('{table}', '{column}'),
+                                       COALESCE(MAX({column}), 1), MAX({column}) IS NOT NULL)
+                         FROM {table}"
+                    ),
+                    &[],
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
         conn.finish(result).await
     }
 }

@@ -10,6 +10,7 @@ mod convert;
 pub mod dump;
 mod error;
 mod events;
+mod federation;
 mod meta;
 mod migrations;
 mod persist;

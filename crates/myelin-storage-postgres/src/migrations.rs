@@ -2,11 +2,15 @@
 
 use myelin_storage::{StorageError, StorageResult};
 
-use crate::convert::get;
+use crate::convert::{get, now_ms};
 use crate::pool::Conn;
 
 /// Migrations in order; migration `i` (0-based) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+/// (Version 1 already holds SQLite's versions 1 and 2, so the numbers differ by one from there.)
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_federation.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -80,11 +84,4 @@ pub(crate) async fn current_version(conn: &mut Conn) -> StorageResult<i64> {
         )
         .await?;
     get(&row, 0)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -1,9 +1,12 @@
-//! `persist_event`: everything one new event changes, written in the caller's transaction.
+//! `persist_event`: everything one new event changes, written in the caller's transaction; and
+//! events stored outside the timeline (outliers).
 
-use myelin_core::StreamPos;
-use myelin_storage::{NewEvent, NewState, Persisted, StorageResult};
+use myelin_core::{Pdu, StreamPos};
+use myelin_storage::{
+    BackfilledEvent, NewEvent, NewState, OutlierStatus, Persisted, StorageResult,
+};
 
-use crate::convert::{get, to_i64};
+use crate::convert::{get, now_ms, to_i64};
 use crate::pool::Conn;
 use crate::state;
 
@@ -19,9 +22,22 @@ pub(crate) async fn take_position(conn: &mut Conn) -> StorageResult<StreamPos> {
     Ok(StreamPos(get(&row, 0)?))
 }
 
-/// Writes the event, its snapshot, txn mapping, current state, membership, redaction and the
-/// room's forward extremities. A rejected event is stored (with its snapshot) but changes
-/// neither current state, nor memberships, nor the event it claims to redact.
+/// Persists a batch in order; each event takes its own stream position.
+pub(crate) async fn persist_events(
+    conn: &mut Conn,
+    events: Vec<NewEvent>,
+) -> StorageResult<Vec<Persisted>> {
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        out.push(persist_event(conn, event).await?);
+    }
+    Ok(out)
+}
+
+/// Writes the event, its snapshot, txn mapping, current state, membership, redaction, the
+/// room's forward extremities and its outbox rows; moves it out of the outliers if it was one.
+/// A rejected event is stored (with its snapshot) but changes neither current state, nor
+/// memberships, nor the event it claims to redact.
 pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageResult<Persisted> {
     let NewEvent {
         pdu,
@@ -32,6 +48,8 @@ pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageRe
         txn,
         redaction,
         forward_extremities,
+        resolved_current_state,
+        destinations,
     } = event;
     let room_id = pdu.room_id.as_str();
     let stream_pos = take_position(conn).await?;
@@ -81,6 +99,12 @@ pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageRe
         ],
     )
     .await?;
+    // Now in the timeline: no longer an outlier.
+    conn.execute(
+        "DELETE FROM event_outliers WHERE event_id = $1",
+        &[&pdu.event_id.as_str()],
+    )
+    .await?;
 
     if let (Some(device), Some(txn_id)) = (txn_device, txn_id) {
         conn.execute(
@@ -97,7 +121,10 @@ pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageRe
 
     if !pdu.rejected {
         if updates_current_state {
-            state::move_current_state(conn, room_id, snapshot, &new_state).await?;
+            match &resolved_current_state {
+                Some(resolved) => state::replace_current_state(conn, room_id, resolved).await?,
+                None => state::move_current_state(conn, room_id, snapshot, &new_state).await?,
+            }
         }
         if let Some(change) = &membership {
             conn.execute(
@@ -138,8 +165,106 @@ pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageRe
     )
     .await?;
 
+    if !destinations.is_empty() {
+        conn.execute(
+            "INSERT INTO federation_outbox (destination, event_id, created_ms)
+             SELECT d, $2, $3 FROM UNNEST($1::TEXT[]) AS d",
+            &[&destinations, &pdu.event_id.as_str(), &now_ms()],
+        )
+        .await?;
+    }
+
     Ok(Persisted {
         stream_pos,
         state_snapshot: snapshot,
     })
+}
+
+/// Places backfilled history below every stored position (see
+/// `RoomStore::persist_backfilled`). Takes no position from the counter: the caller's write
+/// transaction holds the write lock, so the `MIN` read and the inserts cannot interleave with
+/// another write.
+pub(crate) async fn persist_backfilled(
+    conn: &mut Conn,
+    events: Vec<BackfilledEvent>,
+) -> StorageResult<Vec<StreamPos>> {
+    let row = conn
+        .query_one("SELECT MIN(stream_pos) FROM events", &[])
+        .await?;
+    let lowest: Option<i64> = get(&row, 0)?;
+    // Never 0 or above: positions from 1 up belong to the counter, and 0 means "before
+    // everything" to forward pagination.
+    let mut next = lowest.unwrap_or(0).min(0) - 1;
+    let mut out = Vec::with_capacity(events.len());
+    for BackfilledEvent {
+        pdu,
+        state_snapshot,
+    } in events
+    {
+        let existing = conn
+            .query_opt(
+                "SELECT stream_pos FROM events WHERE event_id = $1",
+                &[&pdu.event_id.as_str()],
+            )
+            .await?;
+        if let Some(row) = existing {
+            out.push(StreamPos(get(&row, 0)?));
+            continue;
+        }
+        conn.execute(
+            "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
+                                 origin_server_ts, json, rejected, state_snapshot)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &pdu.event_id.as_str(),
+                &pdu.room_id.as_str(),
+                &next,
+                &to_i64(pdu.depth, "depth")?,
+                &pdu.kind.to_string(),
+                &pdu.state_key.as_deref(),
+                &pdu.sender.as_str(),
+                &to_i64(u64::from(pdu.origin_server_ts.get()), "origin_server_ts")?,
+                &pdu.json.get(),
+                &pdu.rejected,
+                &state_snapshot,
+            ],
+        )
+        .await?;
+        // Now in the timeline: no longer an outlier.
+        conn.execute(
+            "DELETE FROM event_outliers WHERE event_id = $1",
+            &[&pdu.event_id.as_str()],
+        )
+        .await?;
+        out.push(StreamPos(next));
+        next -= 1;
+    }
+    Ok(out)
+}
+
+/// Stores events outside the timeline; one already stored, in either place, is left as it is.
+pub(crate) async fn insert_outliers<'a>(
+    conn: &mut Conn,
+    outliers: impl IntoIterator<Item = (&'a Pdu, OutlierStatus)>,
+) -> StorageResult<()> {
+    let (mut ids, mut rooms, mut statuses, mut jsons) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (pdu, status) in outliers {
+        ids.push(pdu.event_id.as_str());
+        rooms.push(pdu.room_id.as_str());
+        statuses.push(status.as_str());
+        jsons.push(pdu.json.get());
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    conn.execute(
+        "INSERT INTO event_outliers (event_id, room_id, status, json, received_ms)
+         SELECT e, r, s, j, $5 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) AS u (e, r, s, j)
+         WHERE NOT EXISTS (SELECT 1 FROM events WHERE events.event_id = u.e)
+         ON CONFLICT (event_id) DO NOTHING",
+        &[&ids, &rooms, &statuses, &jsons, &now_ms()],
+    )
+    .await?;
+    Ok(())
 }

@@ -3,14 +3,14 @@
 use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::{
-    Direction, EventRecord, MembershipRecord, NewEvent, Persisted, RoomInfo, RoomStore, SnapshotId,
-    StateMap, StorageResult,
+    BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
+    RoomInfo, RoomStore, SnapshotId, StateMap, StorageResult,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use tokio_postgres::Row;
 
 use crate::convert::{get, limit, parse_id, text_list};
-use crate::events::{query_events, EVENT_COLUMNS};
+use crate::events::{query_events, stored_events, EVENT_COLUMNS};
 use crate::{persist, state, PgStore};
 
 #[async_trait]
@@ -23,15 +23,32 @@ impl RoomStore for PgStore {
 
     async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<Persisted>> {
         let mut conn = self.db.write().await?;
+        let result = persist::persist_events(&mut conn, events).await;
+        conn.finish(result).await
+    }
+
+    async fn persist_with_outliers(
+        &self,
+        outliers: Vec<NewOutlier>,
+        events: Vec<NewEvent>,
+    ) -> StorageResult<Vec<Persisted>> {
+        let mut conn = self.db.write().await?;
         let result = async {
-            let mut out = Vec::with_capacity(events.len());
-            for event in events {
-                // Each event of the batch takes its own stream position.
-                out.push(persist::persist_event(&mut conn, event).await?);
-            }
-            Ok(out)
+            // Outliers first: an event of the batch that is among them moves to the timeline.
+            let outliers = outliers.iter().map(|o| (&o.pdu, o.status));
+            persist::insert_outliers(&mut conn, outliers).await?;
+            persist::persist_events(&mut conn, events).await
         }
         .await;
+        conn.finish(result).await
+    }
+
+    async fn persist_backfilled(
+        &self,
+        events: Vec<BackfilledEvent>,
+    ) -> StorageResult<Vec<StreamPos>> {
+        let mut conn = self.db.write().await?;
+        let result = persist::persist_backfilled(&mut conn, events).await;
         conn.finish(result).await
     }
 
@@ -55,11 +72,7 @@ impl RoomStore for PgStore {
 
     async fn get_event(&self, event_id: &EventId) -> StorageResult<Option<EventRecord>> {
         let mut conn = self.db.read().await?;
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
-        Ok(query_events(&mut conn, &sql, &[&event_id.as_str()])
-            .await?
-            .into_iter()
-            .next())
+        Ok(stored_events(&mut conn, &[event_id.as_str()]).await?.pop())
     }
 
     async fn get_events(&self, ids: &[OwnedEventId]) -> StorageResult<Vec<EventRecord>> {
@@ -68,8 +81,7 @@ impl RoomStore for PgStore {
         }
         let ids = text_list(ids);
         let mut conn = self.db.read().await?;
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1::TEXT[])");
-        query_events(&mut conn, &sql, &[&ids]).await
+        stored_events(&mut conn, &ids).await
     }
 
     async fn event_for_txn(

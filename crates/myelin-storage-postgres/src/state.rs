@@ -164,47 +164,72 @@ pub(crate) async fn move_current_state(
     if current == Some(snapshot) {
         return Ok(());
     }
-    let target: StateMap;
-    let upserts: Vec<(&str, &str, &str)>;
     match state {
         NewState::Changed {
             base: Some(base),
             changes,
         } if current == Some(*base) => {
-            upserts = changes
-                .iter()
-                .map(|((kind, state_key), event_id)| {
-                    (kind.as_str(), state_key.as_str(), event_id.as_str())
-                })
-                .collect();
+            let upserts = changes.iter().map(|((kind, state_key), event_id)| {
+                (kind.as_str(), state_key.as_str(), event_id.as_str())
+            });
+            upsert_current_state(conn, room_id, upserts).await?;
         }
+        // Also when the room has no current snapshot (NULL: after a resolved current state).
         _ => {
-            target = load_state(conn, snapshot).await?;
-            let existing = current_state(conn, room_id).await?;
-            let removed: Vec<(&str, &str, &str)> = existing
-                .keys()
-                .filter(|key| !target.contains_key(*key))
-                .map(|(kind, state_key)| (kind.as_str(), state_key.as_str(), ""))
-                .collect();
-            let (kinds, keys, _) = columns(removed.into_iter());
-            conn.execute(
-                "DELETE FROM current_state c USING UNNEST($2::TEXT[], $3::TEXT[]) AS u (t, k)
-                 WHERE c.room_id = $1 AND c.type = u.t AND c.state_key = u.k",
-                &[&room_id, &kinds, &keys],
-            )
-            .await?;
-            upserts = target
-                .iter()
-                .filter(|(key, event_id)| existing.get(*key) != Some(*event_id))
-                .map(|((kind, state_key), event_id)| {
-                    (kind.as_str(), state_key.as_str(), event_id.as_str())
-                })
-                .collect();
+            let target = load_state(conn, snapshot).await?;
+            rewrite_current_state(conn, room_id, &target).await?;
         }
     }
-    // Later entries for the same key win, as with one upsert per entry.
+    set_current_snapshot(conn, room_id, Some(snapshot)).await
+}
+
+/// Replaces the room's current state with `state`, which is no stored snapshot (a resolved
+/// fork): the room's current snapshot becomes NULL, so that the next move rewrites in full.
+pub(crate) async fn replace_current_state(
+    conn: &mut Conn,
+    room_id: &str,
+    state: &StateMap,
+) -> StorageResult<()> {
+    rewrite_current_state(conn, room_id, state).await?;
+    set_current_snapshot(conn, room_id, None).await
+}
+
+/// Makes the room's `current_state` rows equal `target`, writing only the rows that differ.
+async fn rewrite_current_state(
+    conn: &mut Conn,
+    room_id: &str,
+    target: &StateMap,
+) -> StorageResult<()> {
+    let existing = current_state(conn, room_id).await?;
+    let removed = existing
+        .keys()
+        .filter(|key| !target.contains_key(*key))
+        .map(|(kind, state_key)| (kind.as_str(), state_key.as_str(), ""));
+    let (kinds, keys, _) = columns(removed);
+    conn.execute(
+        "DELETE FROM current_state c USING UNNEST($2::TEXT[], $3::TEXT[]) AS u (t, k)
+         WHERE c.room_id = $1 AND c.type = u.t AND c.state_key = u.k",
+        &[&room_id, &kinds, &keys],
+    )
+    .await?;
+    let changed = target
+        .iter()
+        .filter(|(key, event_id)| existing.get(*key) != Some(*event_id))
+        .map(|((kind, state_key), event_id)| {
+            (kind.as_str(), state_key.as_str(), event_id.as_str())
+        });
+    upsert_current_state(conn, room_id, changed).await
+}
+
+/// Upserts current state rows; a later entry for the same key wins, as with one upsert each.
+async fn upsert_current_state<'a>(
+    conn: &mut Conn,
+    room_id: &str,
+    rows: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+) -> StorageResult<()> {
+    // One statement may not touch a row twice, so keep only the last entry per key.
     let mut deduped: BTreeMap<(&str, &str), &str> = BTreeMap::new();
-    for (kind, state_key, event_id) in upserts {
+    for (kind, state_key, event_id) in rows {
         deduped.insert((kind, state_key), event_id);
     }
     let (kinds, keys, ids) = columns(deduped.into_iter().map(|((k, s), e)| (k, s, e)));
@@ -215,6 +240,14 @@ pub(crate) async fn move_current_state(
         &[&room_id, &kinds, &keys, &ids],
     )
     .await?;
+    Ok(())
+}
+
+async fn set_current_snapshot(
+    conn: &mut Conn,
+    room_id: &str,
+    snapshot: Option<SnapshotId>,
+) -> StorageResult<()> {
     conn.execute(
         "UPDATE rooms SET current_snapshot = $2 WHERE room_id = $1",
         &[&room_id, &snapshot],

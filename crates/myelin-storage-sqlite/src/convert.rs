@@ -22,3 +22,12 @@ pub(crate) fn json_list<S: AsRef<str>>(items: &[S]) -> StorageResult<String> {
     let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
     serde_json::to_string(&items).map_err(|e| StorageError::Backend(e.to_string()))
 }
+
+/// The current time in milliseconds since the Unix epoch, for rows that record when they were
+/// written (the traits pass no time for those).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,7 +1,7 @@
-//! Reading event rows back into `EventRecord`s.
+//! Reading event rows (timeline events and outliers) back into `EventRecord`s.
 
 use myelin_core::{Pdu, StreamPos};
-use myelin_storage::{EventRecord, StorageResult};
+use myelin_storage::{EventRecord, OutlierStatus, StorageResult};
 use rusqlite::{Connection, Params, Row};
 use serde_json::value::RawValue;
 
@@ -52,8 +52,32 @@ impl RawEvent {
             state_snapshot: self.state_snapshot,
             txn,
             redacted_by: parse_opt_id(self.redacted_by, "redacted_by")?,
+            outlier: None,
         })
     }
+}
+
+/// The columns [`decode_outlier`] reads, in order.
+pub(crate) const OUTLIER_COLUMNS: &str = "event_id, json, status";
+
+/// An outlier row as an `EventRecord`: no place in the stream, no snapshot.
+fn decode_outlier(
+    (event_id, json, status): (String, String, String),
+) -> StorageResult<EventRecord> {
+    let status = OutlierStatus::parse(&status)
+        .ok_or_else(|| corrupt("outlier status", format!("unknown status {status:?}")))?;
+    let event_id = parse_id(event_id, "event ID")?;
+    let json = RawValue::from_string(json).map_err(|e| corrupt("event JSON", e))?;
+    let mut pdu = Pdu::from_json(event_id, json).map_err(|e| corrupt("event", e))?;
+    pdu.rejected = status == OutlierStatus::Rejected;
+    Ok(EventRecord {
+        pdu,
+        stream_pos: StreamPos::ZERO,
+        state_snapshot: 0,
+        txn: None,
+        redacted_by: None,
+        outlier: Some(status),
+    })
 }
 
 /// Runs `SELECT {EVENT_COLUMNS} ...` (the caller's `sql` must select exactly those columns) and
@@ -70,4 +94,19 @@ pub(crate) fn query_events<P: Params>(
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
     raw.into_iter().map(RawEvent::decode).collect()
+}
+
+/// Runs `SELECT {OUTLIER_COLUMNS} FROM event_outliers ...` and decodes every row.
+pub(crate) fn query_outliers<P: Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> StorageResult<Vec<EventRecord>> {
+    let mut stmt = conn.prepare_cached(sql).db()?;
+    let raw = stmt
+        .query_map(params, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()?;
+    raw.into_iter().map(decode_outlier).collect()
 }

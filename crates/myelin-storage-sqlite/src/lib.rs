@@ -9,6 +9,7 @@ mod account;
 mod convert;
 mod dump;
 mod events;
+mod federation;
 mod meta;
 mod migrations;
 mod persist;

@@ -4,12 +4,13 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use myelin_storage::{StorageError, StorageResult};
 
-use crate::convert::Db;
+use crate::convert::{now_ms, Db};
 
 /// Migrations in order; migration `i` (0-based) brings the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_meta.sql"),
+    include_str!("../migrations/0003_federation.sql"),
 ];
 
 /// The schema version this build writes.
@@ -63,11 +64,4 @@ pub(crate) fn current_version(conn: &Connection) -> StorageResult<i64> {
         |row| row.get(0),
     )
     .db()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -3,14 +3,14 @@
 use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::{
-    Direction, EventRecord, MembershipRecord, NewEvent, Persisted, RoomInfo, RoomStore, SnapshotId,
-    StateMap, StorageResult,
+    BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
+    RoomInfo, RoomStore, SnapshotId, StateMap, StorageResult,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::convert::{json_list, limit, parse_id, Db};
-use crate::events::{query_events, EVENT_COLUMNS};
+use crate::events::{query_events, query_outliers, EVENT_COLUMNS, OUTLIER_COLUMNS};
 use crate::{persist, state, SqliteStore};
 
 #[async_trait]
@@ -23,15 +23,30 @@ impl RoomStore for SqliteStore {
 
     async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<Persisted>> {
         self.db
+            .write(move |tx, positions| persist::persist_events(tx, positions, events))
+            .await
+    }
+
+    async fn persist_with_outliers(
+        &self,
+        outliers: Vec<NewOutlier>,
+        events: Vec<NewEvent>,
+    ) -> StorageResult<Vec<Persisted>> {
+        self.db
             .write(move |tx, positions| {
-                let mut out = Vec::with_capacity(events.len());
-                for event in events {
-                    // Each event of the batch gets its own stream position.
-                    positions.next_write();
-                    out.push(persist::persist_event(tx, positions, event)?);
-                }
-                Ok(out)
+                // Outliers first: an event of the batch that is among them moves to the timeline.
+                persist::persist_outliers(tx, &outliers)?;
+                persist::persist_events(tx, positions, events)
             })
+            .await
+    }
+
+    async fn persist_backfilled(
+        &self,
+        events: Vec<BackfilledEvent>,
+    ) -> StorageResult<Vec<StreamPos>> {
+        self.db
+            .write(move |tx, _| persist::persist_backfilled(tx, events))
             .await
     }
 
@@ -64,9 +79,12 @@ impl RoomStore for SqliteStore {
         self.db
             .read(move |conn| {
                 let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1");
-                Ok(query_events(conn, &sql, [event_id.as_str()])?
-                    .into_iter()
-                    .next())
+                if let Some(found) = query_events(conn, &sql, [event_id.as_str()])?.pop() {
+                    return Ok(Some(found));
+                }
+                let sql =
+                    format!("SELECT {OUTLIER_COLUMNS} FROM event_outliers WHERE event_id = ?1");
+                Ok(query_outliers(conn, &sql, [event_id.as_str()])?.pop())
             })
             .await
     }
@@ -80,7 +98,13 @@ impl RoomStore for SqliteStore {
             .read(move |conn| {
                 let sql =
                     format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id IN (SELECT value FROM json_each(?1))");
-                query_events(conn, &sql, [ids])
+                let mut found = query_events(conn, &sql, [&ids])?;
+                // An ID is in at most one of the tables (see `persist`).
+                let sql = format!(
+                    "SELECT {OUTLIER_COLUMNS} FROM event_outliers WHERE event_id IN (SELECT value FROM json_each(?1))"
+                );
+                found.extend(query_outliers(conn, &sql, [&ids])?);
+                Ok(found)
             })
             .await
     }

@@ -162,17 +162,12 @@ pub(crate) fn move_current_state(
     if current == Some(snapshot) {
         return Ok(());
     }
-    let mut upsert = tx
-        .prepare_cached(
-            "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id",
-        )
-        .db()?;
     match state {
         NewState::Changed {
             base: Some(base),
             changes,
         } if current == Some(*base) => {
+            let mut upsert = tx.prepare_cached(UPSERT_CURRENT_STATE).db()?;
             for ((kind, state_key), event_id) in changes {
                 upsert
                     .execute(rusqlite::params![
@@ -184,34 +179,66 @@ pub(crate) fn move_current_state(
                     .db()?;
             }
         }
-        _ => {
-            let target = load_state(tx, snapshot)?;
-            let existing = current_state(tx, room_id)?;
-            let mut delete = tx
-                .prepare_cached(
-                    "DELETE FROM current_state WHERE room_id = ?1 AND type = ?2 AND state_key = ?3",
-                )
+        // Also when the room has no current snapshot (NULL: after a resolved current state).
+        _ => rewrite_current_state(tx, room_id, &load_state(tx, snapshot)?)?,
+    }
+    set_current_snapshot(tx, room_id, Some(snapshot))
+}
+
+/// Replaces the room's current state with `state`, which is no stored snapshot (a resolved
+/// fork): the room's current snapshot becomes NULL, so that the next move rewrites in full.
+pub(crate) fn replace_current_state(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    state: &StateMap,
+) -> StorageResult<()> {
+    rewrite_current_state(tx, room_id, state)?;
+    set_current_snapshot(tx, room_id, None)
+}
+
+/// Makes the room's `current_state` rows equal `target`, writing only the rows that differ.
+fn rewrite_current_state(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    target: &StateMap,
+) -> StorageResult<()> {
+    let existing = current_state(tx, room_id)?;
+    let mut delete = tx
+        .prepare_cached(
+            "DELETE FROM current_state WHERE room_id = ?1 AND type = ?2 AND state_key = ?3",
+        )
+        .db()?;
+    for (kind, state_key) in existing.keys().filter(|key| !target.contains_key(*key)) {
+        delete
+            .execute(rusqlite::params![room_id, kind, state_key])
+            .db()?;
+    }
+    let mut upsert = tx.prepare_cached(UPSERT_CURRENT_STATE).db()?;
+    for (key, event_id) in target {
+        if existing.get(key) != Some(event_id) {
+            upsert
+                .execute(rusqlite::params![room_id, key.0, key.1, event_id.as_str()])
                 .db()?;
-            for (kind, state_key) in existing.keys().filter(|key| !target.contains_key(*key)) {
-                delete
-                    .execute(rusqlite::params![room_id, kind, state_key])
-                    .db()?;
-            }
-            for (key, event_id) in &target {
-                if existing.get(key) != Some(event_id) {
-                    upsert
-                        .execute(rusqlite::params![room_id, key.0, key.1, event_id.as_str()])
-                        .db()?;
-                }
-            }
         }
     }
+    Ok(())
+}
+
+fn set_current_snapshot(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    snapshot: Option<SnapshotId>,
+) -> StorageResult<()> {
     tx.prepare_cached("UPDATE rooms SET current_snapshot = ?2 WHERE room_id = ?1")
         .db()?
         .execute(rusqlite::params![room_id, snapshot])
         .db()?;
     Ok(())
 }
+
+const UPSERT_CURRENT_STATE: &str =
+    "INSERT INTO current_state (room_id, type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id";
 
 pub(crate) fn current_state(conn: &Connection, room_id: &str) -> StorageResult<StateMap> {
     let rows = conn

@@ -181,6 +181,26 @@ pub const TABLES: &[Table] = &[
         columns: &["user_id", "filter_id", "filter"],
         key: &["user_id", "filter_id"],
     },
+    Table {
+        name: "event_outliers",
+        columns: &["event_id", "room_id", "status", "json", "received_ms"],
+        key: &["event_id"],
+    },
+    Table {
+        name: "federation_outbox",
+        columns: &["id", "destination", "event_id", "edu", "created_ms"],
+        key: &["id"],
+    },
+    Table {
+        name: "federation_received_txns",
+        columns: &["origin", "txn_id", "response", "received_ms"],
+        key: &["origin", "txn_id"],
+    },
+    Table {
+        name: "remote_invite_state",
+        columns: &["room_id", "user_id", "stripped_state"],
+        key: &["room_id", "user_id"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

@@ -11,17 +11,25 @@ pub mod conformance;
 pub mod convert;
 pub mod dump;
 mod error;
+mod federation;
 mod meta;
 mod room;
 mod user_data;
 
 pub use account::*;
 pub use error::{StorageError, StorageResult};
+pub use federation::*;
 pub use meta::*;
 pub use room::*;
 pub use user_data::*;
 
 /// Everything the service needs from a database.
-pub trait Storage: AccountStore + RoomStore + UserDataStore + Send + Sync + 'static {}
+pub trait Storage:
+    AccountStore + RoomStore + UserDataStore + FederationStore + Send + Sync + 'static
+{
+}
 
-impl<T: AccountStore + RoomStore + UserDataStore + Send + Sync + 'static> Storage for T {}
+impl<T: AccountStore + RoomStore + UserDataStore + FederationStore + Send + Sync + 'static> Storage
+    for T
+{
+}

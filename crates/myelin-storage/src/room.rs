@@ -31,6 +31,59 @@ pub struct EventRecord {
     pub txn: Option<(OwnedDeviceId, String)>,
     /// The redaction event that redacted this one (its `json` is then the redacted form).
     pub redacted_by: Option<OwnedEventId>,
+    /// Set for an event that is known but has no place in the timeline (see [`OutlierStatus`]);
+    /// its `stream_pos` and `state_snapshot` are then 0 and mean nothing.
+    pub outlier: Option<OutlierStatus>,
+}
+
+impl EventRecord {
+    /// A rejected or soft-failed event: kept for the DAG, never shown to clients or servers.
+    pub fn is_withheld(&self) -> bool {
+        matches!(
+            self.outlier,
+            Some(OutlierStatus::Rejected | OutlierStatus::SoftFailed)
+        )
+    }
+}
+
+/// Why a stored event is outside the room's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutlierStatus {
+    /// Received without its place in the DAG being known (auth chains and state from
+    /// `send_join`, `/state`, `/event_auth`, invites): it may be referenced, never shown.
+    Outlier,
+    /// Failed the auth checks on receipt: kept so that later events may reference it, never
+    /// applied.
+    Rejected,
+    /// Allowed by the state before it but not by the current state: kept, not shown, not an
+    /// extremity.
+    SoftFailed,
+}
+
+impl OutlierStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutlierStatus::Outlier => "outlier",
+            OutlierStatus::Rejected => "rejected",
+            OutlierStatus::SoftFailed => "soft_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutlierStatus> {
+        match s {
+            "outlier" => Some(OutlierStatus::Outlier),
+            "rejected" => Some(OutlierStatus::Rejected),
+            "soft_failed" => Some(OutlierStatus::SoftFailed),
+            _ => None,
+        }
+    }
+}
+
+/// An event stored outside the timeline.
+#[derive(Debug, Clone)]
+pub struct NewOutlier {
+    pub pdu: Pdu,
+    pub status: OutlierStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +129,22 @@ pub struct NewEvent {
     pub redaction: Option<(OwnedEventId, Box<RawJsonValue>)>,
     /// The room's forward extremities after this event.
     pub forward_extremities: Vec<OwnedEventId>,
+    /// When the room's current state is not the state after this event (a fork was resolved),
+    /// the whole resolved current state; it replaces `current_state` and the room then has no
+    /// current snapshot. Only read when `updates_current_state` is true.
+    pub resolved_current_state: Option<StateMap>,
+    /// Remote servers this event must be sent to: one outbox row each, in the same transaction.
+    pub destinations: Vec<String>,
+}
+
+/// An event of the room's history fetched from another server (`/backfill`), to be placed before
+/// every event stored so far.
+#[derive(Debug, Clone)]
+pub struct BackfilledEvent {
+    pub pdu: Pdu,
+    /// An existing snapshot of the room to store as the state after the event (the caller's
+    /// best knowledge; backfilled history comes without its own state).
+    pub state_snapshot: SnapshotId,
 }
 
 /// What persisting an event assigned.
@@ -119,10 +188,34 @@ pub trait RoomStore {
     /// `createRoom`). Within a batch, `NewState::Changed` is relative to the snapshot before
     /// the batch, so each event's `changes` list is cumulative.
     async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<Persisted>>;
+    /// Stores events outside the timeline (see [`OutlierStatus`]), in one transaction, and in
+    /// the same transaction `events` (which may be empty) as [`RoomStore::persist_events`] does:
+    /// a join over federation stores the room's state and auth chain as outliers and the join
+    /// event in the timeline at once. An outlier already stored (in either place) is skipped.
+    /// A later timeline event with the ID of an outlier moves it into the timeline.
+    async fn persist_with_outliers(
+        &self,
+        outliers: Vec<NewOutlier>,
+        events: Vec<NewEvent>,
+    ) -> StorageResult<Vec<Persisted>>;
+
+    /// Places history fetched from other servers before every stored event, in one transaction.
+    /// `events` come newest first: each new one takes the next NEGATIVE stream position down
+    /// from `min(lowest position in use, 0) - 1`, so the last given sorts first. They change
+    /// neither current state, forward extremities, memberships nor the stream counter
+    /// ([`RoomStore::current_stream_pos`]), so an incremental `/sync` never sees them; only
+    /// backward pagination reaches them. An event already in the timeline is skipped (it keeps
+    /// its position); an outlier moves into the timeline, as with [`RoomStore::persist_event`].
+    /// Returns each event's position in the timeline, in the order given.
+    async fn persist_backfilled(
+        &self,
+        events: Vec<BackfilledEvent>,
+    ) -> StorageResult<Vec<StreamPos>>;
 
     async fn room_info(&self, room_id: &RoomId) -> StorageResult<Option<RoomInfo>>;
+    /// A stored event, in the timeline or not (`EventRecord::outlier`).
     async fn get_event(&self, event_id: &EventId) -> StorageResult<Option<EventRecord>>;
-    /// The events that exist among `ids`, in no particular order.
+    /// The events that exist among `ids`, in no particular order, outliers included.
     async fn get_events(&self, ids: &[OwnedEventId]) -> StorageResult<Vec<EventRecord>>;
     /// The event a client request `(user, device, txn_id)` created, if any.
     async fn event_for_txn(

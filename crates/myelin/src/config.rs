@@ -28,6 +28,7 @@ const ENV_NOT_KEYS: &[&str] = &[
     "MYELIN_TEST_POSTGRES_URL",
     "MYELIN_TEST_BACKEND",
     "MYELIN_REQUIRE_POSTGRES",
+    "MYELIN_REQUIRE_SYNAPSE",
 ];
 
 /// The name of the database file inside the data directory when `database.path` is unset.
@@ -53,6 +54,8 @@ pub struct Config {
     pub well_known: WellKnownConfig,
     /// The server-server API: keys, request signing, how other servers are reached.
     pub federation: FederationConfig,
+    /// An extra HTTPS listener (other homeservers federate over HTTPS only).
+    pub tls: TlsConfig,
     /// Client rate limits (token buckets per user or client IP).
     pub rate_limits: RateLimits,
     /// The TURN server for VoIP calls.
@@ -122,6 +125,76 @@ pub struct WellKnownConfig {
     pub support_contacts: Vec<SupportContact>,
 }
 
+/// The HTTPS listener: the same APIs as `listen`, over TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The `IP:port` of the HTTPS listener, e.g. `0.0.0.0:8448`; unset, there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The certificate chain, PEM, leaf first. Set together with `private_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    /// The certificate's private key, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PathBuf>,
+    /// Without `certificate`: generate a self-signed certificate for the server name's host into
+    /// `<data_dir>/tls/` on first start and reuse it afterwards (test networks).
+    pub self_signed: bool,
+}
+
+impl TlsConfig {
+    /// Whether a certificate is configured (files, or self-signed).
+    pub fn has_certificate(&self) -> bool {
+        self.certificate.is_some() || self.self_signed
+    }
+
+    /// The configuration problems of the `[tls]` section.
+    fn problems(&self, plain_listen: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, path) in [
+            ("certificate", &self.certificate),
+            ("private_key", &self.private_key),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                problems.push(format!(
+                    "tls.{key} must not be empty (remove it to unset it)"
+                ));
+            }
+        }
+        match (&self.certificate, &self.private_key) {
+            (Some(_), None) => problems.push(
+                "tls.certificate is set without tls.private_key; set both (PEM files)".to_owned(),
+            ),
+            (None, Some(_)) => problems.push(
+                "tls.private_key is set without tls.certificate; set both (PEM files)".to_owned(),
+            ),
+            _ => {}
+        }
+        if let Some(listen) = &self.listen {
+            match listen.parse::<SocketAddr>() {
+                Err(_) => problems.push(format!(
+                    "tls.listen {listen:?} is not an `IP:port` address (for example \"0.0.0.0:8448\")"
+                )),
+                Ok(addr) if addr.port() != 0 && plain_listen.parse::<SocketAddr>() == Ok(addr) => {
+                    problems.push(format!(
+                        "tls.listen {listen:?} is the same address as listen; use another port"
+                    ))
+                }
+                Ok(_) => {}
+            }
+            if !self.has_certificate() {
+                problems.push(
+                    "tls.listen is set but there is no certificate: set tls.certificate and \
+                     tls.private_key, or tls.self_signed = true"
+                        .to_owned(),
+                );
+            }
+        }
+        problems
+    }
+}
+
 /// One entry of `/.well-known/matrix/support`'s `contacts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +220,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             well_known: WellKnownConfig::default(),
             federation: FederationConfig::default(),
+            tls: TlsConfig::default(),
             rate_limits: RateLimits::default(),
             turn: TurnConfig::default(),
         }
@@ -384,6 +458,7 @@ impl Config {
             }
         }
         problems.extend(self.federation.problems());
+        problems.extend(self.tls.problems(&self.listen));
         match problems.len() {
             0 => Ok(()),
             1 => bail!("invalid configuration: {}", problems[0]),
@@ -537,6 +612,9 @@ const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("well_known", "support_page"),
     ("federation", "well_known_server"),
     ("turn", "shared_secret"),
+    ("tls", "listen"),
+    ("tls", "certificate"),
+    ("tls", "private_key"),
 ];
 
 /// Parses an environment value into the TOML type of the option's default.
@@ -613,6 +691,9 @@ mod tests {
         all.well_known.support_page = Some("https://x".into());
         all.federation.well_known_server = Some("x.org:443".into());
         all.turn.shared_secret = Some("x".into());
+        all.tls.listen = Some("0.0.0.0:8448".into());
+        all.tls.certificate = Some("x".into());
+        all.tls.private_key = Some("x".into());
         let table = toml::Value::try_from(all).unwrap();
         let toml::Value::Table(table) = table else {
             unreachable!()
@@ -836,6 +917,94 @@ mod tests {
         c.registration.mode = RegistrationMode::Token;
         c.registration.tokens = vec!["t".into()];
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_options() {
+        let c = load_env(&[
+            ("MYELIN_TLS__LISTEN", "0.0.0.0:8448"),
+            ("MYELIN_TLS__SELF_SIGNED", "true"),
+            ("MYELIN_REQUIRE_SYNAPSE", "1"),
+        ])
+        .unwrap();
+        assert_eq!(c.tls.listen.as_deref(), Some("0.0.0.0:8448"));
+        assert!(c.tls.self_signed);
+        assert_eq!(c.tls.certificate, None);
+        c.validate().unwrap();
+
+        let c = load_env(&[
+            ("MYELIN_TLS__LISTEN", "[::]:8448"),
+            ("MYELIN_TLS__CERTIFICATE", "/etc/myelin/fullchain.pem"),
+            ("MYELIN_TLS__PRIVATE_KEY", "/etc/myelin/privkey.pem"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.tls.certificate,
+            Some(PathBuf::from("/etc/myelin/fullchain.pem"))
+        );
+        assert_eq!(
+            c.tls.private_key,
+            Some(PathBuf::from("/etc/myelin/privkey.pem"))
+        );
+        c.validate().unwrap();
+
+        let c = Config::from_toml_str("[tls]\nlisten = \"127.0.0.1:8448\"\nself_signed = true\n")
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            Config::from_toml_str(&c.to_toml_string().unwrap()).unwrap(),
+            c
+        );
+        // A certificate without a listener is fine: the caller may bring its own listener.
+        let mut c = Config::default();
+        c.tls.self_signed = true;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_validation_errors() {
+        let check = |f: &dyn Fn(&mut TlsConfig), needle: &str| {
+            let mut c = Config::default();
+            f(&mut c.tls);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+        };
+        check(
+            &|t| t.listen = Some("0.0.0.0:8448".into()),
+            "tls.listen is set but there is no certificate",
+        );
+        check(
+            &|t| {
+                t.listen = Some("8448".into());
+                t.self_signed = true;
+            },
+            "tls.listen \"8448\" is not an `IP:port`",
+        );
+        check(
+            &|t| {
+                t.listen = Some("127.0.0.1:8008".into());
+                t.self_signed = true;
+            },
+            "same address as listen",
+        );
+        check(
+            &|t| t.certificate = Some("/c.pem".into()),
+            "tls.certificate is set without tls.private_key",
+        );
+        check(
+            &|t| {
+                t.private_key = Some("/k.pem".into());
+                t.self_signed = true;
+            },
+            "tls.private_key is set without tls.certificate",
+        );
+        check(
+            &|t| {
+                t.certificate = Some("".into());
+                t.private_key = Some("/k.pem".into());
+            },
+            "tls.certificate must not be empty",
+        );
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -96,7 +96,7 @@ fn parse_key(text: &str) -> anyhow::Result<Ed25519KeyPair> {
 }
 
 /// Writes `contents` to `path` with owner-only permissions, atomically and durably.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("key.tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -1,5 +1,6 @@
 //! The Myelin homeserver as a library: configuration and the server's life cycle (open the data
-//! directory, the signing key and the database, serve the client API until told to stop).
+//! directory, the signing key and the database, serve the client and federation APIs over HTTP
+//! and optionally HTTPS until told to stop).
 //!
 //! The `myelin` binary (`main.rs`) is a thin command line over this; integration tests call
 //! [`run`] directly.
@@ -7,13 +8,15 @@
 pub mod config;
 pub mod keys;
 pub mod storage;
+pub mod tls;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use myelin_service::Services;
 
 pub use config::Config;
@@ -51,26 +54,49 @@ impl Myelin {
         &self.services
     }
 
-    /// Serves the client API on `listener` until `shutdown` resolves, then lets in-flight
-    /// requests finish (for at most [`SHUTDOWN_GRACE`]) and closes the database.
+    /// Serves the client and federation APIs on `listener` until `shutdown` resolves, then lets
+    /// in-flight requests finish (for at most [`SHUTDOWN_GRACE`]) and closes the database.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// [`Myelin::serve`], also serving the same APIs over HTTPS on `tls_listener` when given
+    /// (which needs a certificate in `[tls]`; a self-signed one is generated here on first use).
+    /// Both stop accepting at `shutdown` and share the grace period.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        tls_listener: Option<tokio::net::TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Myelin { config, services } = self;
+        let tls_listener = match tls_listener {
+            Some(tcp) => Some(wrap_in_tls(&config, tcp)?),
+            None => None,
+        };
         let options = myelin_api::ApiOptions {
             max_request_bytes: config.limits.max_request_bytes,
             well_known_client: config.well_known_client(),
             well_known_support: config.well_known_support(),
         };
         let router = myelin_api::router(services.clone(), options);
+        // Events queued for other servers before a restart are sent now.
+        if config.federation.enabled {
+            services
+                .start_federation_sender()
+                .await
+                .context("cannot read the federation outbox")?;
+        }
         let addr = listener
             .local_addr()
             .context("the listener has no local address")?;
         tracing::info!(%addr, server_name = %config.server_name, "serving the client API");
 
-        // Fan the one shutdown signal out to the server and to the grace-period timer.
+        // Fan the one shutdown signal out to the servers and to the grace-period timer.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -81,12 +107,39 @@ impl Myelin {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let server = axum::serve(
+        let plain = axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future();
+        let https_stop = stop_rx.clone();
+        let https = async move {
+            let Some((listener, addr)) = tls_listener else {
+                return Ok(());
+            };
+            tracing::info!(%addr, "serving the client and federation APIs over TLS");
+            // axum derives `ConnectInfo<SocketAddr>` (the client IP for rate limits) for a
+            // `tap_io` listener with `SocketAddr` addresses, not for other custom listeners.
+            let listener = listener.tap_io(|tls| {
+                // Small request/response exchanges should not wait on Nagle's algorithm.
+                let _ = tls.get_ref().0.set_nodelay(true);
+            });
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped(https_stop))
+            .await
+        };
+        let servers = async {
+            tokio::try_join!(
+                async { plain.await.context("the HTTP server failed") },
+                async { https.await.context("the HTTPS server failed") },
+            )
+        };
         let notifier_services = services.clone();
         let grace = async move {
             stopped(stop_rx).await;
@@ -96,7 +149,7 @@ impl Myelin {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {
-            result = server => result.context("the HTTP server failed")?,
+            result = servers => { result?; }
             () = grace => tracing::warn!(
                 "in-flight requests did not finish within {}s; stopping without them",
                 SHUTDOWN_GRACE.as_secs()
@@ -110,6 +163,28 @@ impl Myelin {
     }
 }
 
+/// Wraps `tcp` in TLS with the certificate `[tls]` names; returns it with its address.
+fn wrap_in_tls(
+    config: &Config,
+    tcp: tokio::net::TcpListener,
+) -> anyhow::Result<(tls::TlsListener, SocketAddr)> {
+    // Loaded here rather than in `Myelin::open`: the admin commands open the server too, and
+    // have no business generating or reading certificates.
+    let server_config =
+        tls::server_config(&config.tls, &config.data_dir, &config.parsed_server_name()?)
+            .context("cannot set up TLS ([tls])")?;
+    let Some(server_config) = server_config else {
+        bail!(
+            "a TLS listener was given but [tls] has no certificate: set tls.certificate and \
+             tls.private_key, or tls.self_signed = true"
+        );
+    };
+    let addr = tcp
+        .local_addr()
+        .context("the TLS listener has no local address")?;
+    Ok((tls::TlsListener::new(tcp, server_config), addr))
+}
+
 /// Runs the homeserver described by `config` on `listener` until `shutdown` resolves.
 ///
 /// In-flight requests get to finish (up to [`SHUTDOWN_GRACE`]) before this returns `Ok`.
@@ -118,7 +193,20 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    Myelin::open(config).await?.serve(listener, shutdown).await
+    run_with(config, listener, None, shutdown).await
+}
+
+/// [`run`], also serving HTTPS on `tls_listener` when given (see [`Myelin::serve_with`]).
+pub async fn run_with(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    tls_listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Myelin::open(config)
+        .await?
+        .serve_with(listener, tls_listener, shutdown)
+        .await
 }
 
 /// Creates the data directory (owner-only on unix) if it does not exist.

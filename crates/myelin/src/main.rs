@@ -207,18 +207,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Handlers first, so a signal arriving right after the listening line is a clean shutdown.
     let shutdown = shutdown_signal()?;
     let server = Myelin::open(config.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
+    let listener = bind(&config.listen).await?;
+    let tls_listener = match &config.tls.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "Myelin listening on http://{addr}").context("cannot write to stdout")?;
+        let mut announce = |scheme: &str, listener: &tokio::net::TcpListener| {
+            let addr = listener
+                .local_addr()
+                .context("cannot read the bound address")?;
+            writeln!(stdout, "Myelin listening on {scheme}://{addr}")
+                .context("cannot write to stdout")
+        };
+        announce("http", &listener)?;
+        if let Some(tls_listener) = &tls_listener {
+            announce("https", tls_listener)?;
+        }
         stdout.flush().context("cannot write to stdout")?;
     }
-    server.serve(listener, shutdown).await
+    server.serve_with(listener, tls_listener, shutdown).await
+}
+
+async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// Resolves on the first SIGINT or SIGTERM (Ctrl-C elsewhere).

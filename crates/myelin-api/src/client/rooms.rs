@@ -113,11 +113,19 @@ async fn join(
     State(state): State<SharedState>,
     Auth(authed): Auth,
     Path(room): Path<String>,
+    query: crate::extract::QueryPairs,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
+    // `via` (v1.12+) and the older `server_name`: servers to join through.
+    let via: Vec<ruma::OwnedServerName> = query
+        .all("via")
+        .into_iter()
+        .chain(query.all("server_name"))
+        .map(|s| parse_id(s, "server name in via"))
+        .collect::<Result<_, _>>()?;
     let room_id = state
         .services
-        .join_room(&authed.user_id, &room, body.reason.as_deref())
+        .join_room(&authed.user_id, &room, body.reason.as_deref(), &via)
         .await?;
     Ok(Json(json!({ "room_id": room_id })))
 }

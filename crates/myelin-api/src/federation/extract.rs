@@ -43,10 +43,11 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for FederationJson<T> {
         let bytes = read_body(body, state.options.max_request_bytes).await?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::not_json(format!("Body is not JSON: {e}")))?;
-        let content = CanonicalJsonValue::try_from(value.clone())
+        let content = CanonicalJsonValue::try_from(value)
             .map_err(|e| ApiError::from(AuthError::BadContent(e.to_string())))?;
         let origin = authenticate(&mut parts, state, Some(&content)).await?;
-        let body = serde_json::from_value(value)
+        // From the bytes, not the parsed value: bodies may hold raw PDUs (`RawValue`).
+        let body = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_json(format!("Invalid body: {e}")))?;
         Ok(FederationJson { origin, body })
     }

@@ -5,6 +5,7 @@ mod events;
 mod extract;
 mod history;
 mod keys;
+mod membership;
 mod query;
 mod version;
 mod well_known;
@@ -26,5 +27,6 @@ pub fn routes(enabled: bool) -> Router<SharedState> {
         .merge(query::routes())
         .merge(events::routes())
         .merge(history::routes())
+        .merge(membership::routes())
         .merge(well_known::routes())
 }

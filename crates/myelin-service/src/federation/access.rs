@@ -68,7 +68,9 @@ impl ServerView<'_> {
     /// An event of this room (`NotFound` if unknown or in another room).
     pub async fn event(&self, event_id: &EventId) -> ServiceResult<EventRecord> {
         match self.services.storage.get_event(event_id).await? {
-            Some(record) if record.pdu.room_id == self.current.room_id => Ok(record),
+            Some(record) if record.pdu.room_id == self.current.room_id && !record.is_withheld() => {
+                Ok(record)
+            }
             _ => Err(ServiceError::NotFound(format!(
                 "Unknown event {event_id} in room {}",
                 self.current.room_id
@@ -101,6 +103,11 @@ impl ServerView<'_> {
 
     /// Whether the origin may see the event (see the module documentation).
     pub async fn may_see(&mut self, record: &EventRecord) -> ServiceResult<bool> {
+        // Outliers (state and auth events from before we joined) have no stored state; they are
+        // what other servers need to check the room's auth chains.
+        if record.outlier.is_some() {
+            return Ok(!record.is_withheld());
+        }
         if let Some(&visible) = self.visible_at.get(&record.state_snapshot) {
             return Ok(visible);
         }

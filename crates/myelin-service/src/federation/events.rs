@@ -48,6 +48,7 @@ impl Services {
             .storage
             .get_event(event_id)
             .await?
+            .filter(|r| !r.is_withheld())
             .ok_or_else(|| ServiceError::NotFound(format!("Unknown event {event_id}")))?;
         let mut view = self.federation_view(origin, &record.pdu.room_id).await?;
         view.require_visible(&record).await?;
@@ -148,7 +149,7 @@ impl Services {
             .get_events(&pdu.prev_events)
             .await?
             .into_iter()
-            .filter(|p| p.pdu.room_id == pdu.room_id)
+            .filter(|p| p.pdu.room_id == pdu.room_id && p.outlier.is_none())
             .collect();
         if let [prev] = prevs.as_slice() {
             if pdu.prev_events.len() == 1 {

@@ -4,10 +4,20 @@
 
 mod access;
 pub mod acl;
+mod backfill;
 mod directory;
 mod events;
 mod history;
+mod ingest;
+mod membership;
+mod receive;
+mod remote;
+pub(crate) mod sender;
 
 pub use directory::DirectoryAnswer;
 pub use events::{StateAtEvent, StateIdsAtEvent};
 pub use history::{MissingEventsRequest, DEFAULT_MISSING_EVENTS, MAX_BACKFILL, MAX_MISSING_EVENTS};
+pub(crate) use ingest::urlencoding;
+pub use ingest::IngestOutcome;
+pub use membership::{JoinTemplate, SendJoinResponse};
+pub use receive::{Edu, IncomingTransaction};

@@ -1,6 +1,6 @@
 //! Room aliases on this server.
 
-use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, UserId};
 
 use crate::{ServiceError, ServiceResult, Services};
 
@@ -16,12 +16,60 @@ impl Services {
             .map_err(|e| ServiceError::InvalidParam(format!("Invalid room ID or alias: {e}")))
     }
 
+    /// A room ID, or an alias resolved to one, with the servers the alias's server says are
+    /// in the room (for joining it).
+    pub async fn resolve_room_with_servers(
+        &self,
+        room_id_or_alias: &str,
+    ) -> ServiceResult<(OwnedRoomId, Vec<OwnedServerName>)> {
+        if room_id_or_alias.starts_with('#') {
+            let alias = OwnedRoomAliasId::try_from(room_id_or_alias)
+                .map_err(|e| ServiceError::InvalidParam(e.to_string()))?;
+            if alias.server_name() != self.config.server_name {
+                return self.remote_alias(&alias).await;
+            }
+        }
+        Ok((self.resolve_room(room_id_or_alias).await?, Vec::new()))
+    }
+
+    /// Asks the alias's server (`/query/directory`).
+    async fn remote_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> ServiceResult<(OwnedRoomId, Vec<OwnedServerName>)> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            room_id: OwnedRoomId,
+            #[serde(default)]
+            servers: Vec<OwnedServerName>,
+        }
+        let path = format!(
+            "/_matrix/federation/v1/query/directory?room_alias={}",
+            crate::federation::urlencoding(alias.as_str())
+        );
+        let answer: Answer = self
+            .federation_call(
+                myelin_federation::Method::GET,
+                alias.server_name(),
+                &path,
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                ServiceError::Remote(m) if m.contains("404") => {
+                    ServiceError::NotFound(format!("Room alias {alias} not found"))
+                }
+                other => other,
+            })?;
+        let mut servers = answer.servers;
+        servers.insert(0, alias.server_name().to_owned());
+        Ok((answer.room_id, servers))
+    }
+
     /// `GET /directory/room/{alias}`.
     pub async fn get_alias(&self, alias: &RoomAliasId) -> ServiceResult<OwnedRoomId> {
         if alias.server_name() != self.config.server_name {
-            return Err(ServiceError::NotFound(
-                "Resolving aliases on other servers is not supported yet".into(),
-            ));
+            return Ok(self.remote_alias(alias).await?.0);
         }
         let (room_id, _) = self
             .storage

@@ -71,6 +71,7 @@ impl Services {
                 redacts: None,
             },
             txn: None,
+            prebuilt: None,
         };
 
         let mut create_content = req.creation_content.clone().unwrap_or_default();

@@ -1,7 +1,8 @@
 //! Membership changes: join, leave, invite, kick, ban, unban, forget; profile propagation.
 
 use myelin_room::EventTemplate;
-use ruma::{OwnedRoomId, RoomId, UserId};
+use myelin_storage::RoomStore;
+use ruma::{OwnedRoomId, OwnedServerName, RoomId, UserId};
 use serde_json::{json, Value};
 
 use super::Append;
@@ -29,13 +30,18 @@ impl Services {
                 redacts: None,
             },
             txn: None,
+            prebuilt: None,
         };
         self.append_event(room_id, append).await?;
         Ok(())
     }
 
     /// The member content for a user joining: membership plus their profile.
-    async fn member_content(&self, user_id: &UserId, membership: &str) -> ServiceResult<Value> {
+    pub(crate) async fn member_content(
+        &self,
+        user_id: &UserId,
+        membership: &str,
+    ) -> ServiceResult<Value> {
         let mut content = json!({ "membership": membership });
         if let Some(p) = self.storage.get_user(user_id).await? {
             if let Some(name) = p.displayname {
@@ -54,14 +60,28 @@ impl Services {
         user_id: &UserId,
         room_id_or_alias: &str,
         reason: Option<&str>,
+        via: &[OwnedServerName],
     ) -> ServiceResult<OwnedRoomId> {
-        let room_id = self.resolve_room(room_id_or_alias).await?;
-        let state = self.room_state(&room_id).await.map_err(|e| match e {
-            ServiceError::NotFound(_) => ServiceError::NotFound(
-                "Room not found; joining rooms on other servers is not supported yet".into(),
-            ),
-            other => other,
-        })?;
+        let (room_id, alias_servers) = self.resolve_room_with_servers(room_id_or_alias).await?;
+        let known = RoomStore::room_info(self.storage.as_ref(), &room_id)
+            .await?
+            .is_some();
+        // A room we are in is joined locally; any other goes through a server that is in it.
+        if !known || !self.server_has_joined_member(&room_id).await? {
+            let invite_sender = self.pending_invite_sender(user_id, &room_id).await?;
+            let mut given = via.to_vec();
+            given.extend(alias_servers);
+            let servers = self.join_candidates(&room_id, &given, invite_sender.as_deref());
+            if !known && servers.iter().all(|s| s == self.server_name()) {
+                return Err(ServiceError::NotFound(format!("Room {room_id} not found")));
+            }
+            if servers.iter().any(|s| s != self.server_name()) {
+                self.join_remote(user_id, &room_id, &servers, reason)
+                    .await?;
+                return Ok(room_id);
+            }
+        }
+        let state = self.room_state(&room_id).await?;
         if state.membership(user_id).as_deref() == Some("join") {
             return Ok(room_id);
         }
@@ -117,6 +137,20 @@ impl Services {
         room_id: &RoomId,
         reason: Option<&str>,
     ) -> ServiceResult<()> {
+        let known = RoomStore::room_info(self.storage.as_ref(), room_id)
+            .await?
+            .is_some();
+        if !known || !self.server_has_joined_member(room_id).await? {
+            // An invite to a room we are not in is rejected through the inviting server.
+            if let Some(inviter) = self.pending_invite_sender(user_id, room_id).await? {
+                return self
+                    .reject_remote_invite(user_id, room_id, &inviter, reason)
+                    .await;
+            }
+            if !known {
+                return Err(ServiceError::Forbidden("You are not in this room".into()));
+            }
+        }
         let state = self.room_state(room_id).await?;
         match state.membership(user_id).as_deref() {
             Some("join") | Some("invite") | Some("knock") => {}
@@ -141,9 +175,25 @@ impl Services {
         reason: Option<&str>,
     ) -> ServiceResult<()> {
         if target.server_name() != self.config.server_name {
-            return Err(ServiceError::Forbidden(
-                "Inviting users on other servers is not supported yet".into(),
-            ));
+            let state = self.room_state(room_id).await?;
+            match state.membership(target).as_deref() {
+                Some("join") => {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{target} is already in the room"
+                    )))
+                }
+                Some("ban") => {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{target} is banned from the room"
+                    )))
+                }
+                _ => {}
+            }
+            let mut content = json!({ "membership": "invite" });
+            if let Some(reason) = reason {
+                content["reason"] = json!(reason);
+            }
+            return self.invite_remote(sender, room_id, target, content).await;
         }
         if self
             .storage

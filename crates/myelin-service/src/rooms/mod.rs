@@ -35,9 +35,9 @@ use crate::{ServiceError, ServiceResult, Services};
 
 /// One room's write lock and published current state.
 #[derive(Default)]
-struct RoomSlot {
+pub(crate) struct RoomSlot {
     /// Serialises event creation in the room: prev_events and depth come from the state it guards.
-    write: tokio::sync::Mutex<()>,
+    pub(crate) write: tokio::sync::Mutex<()>,
     current: RwLock<Option<Arc<RoomState>>>,
 }
 
@@ -48,7 +48,7 @@ pub(crate) struct RoomCache {
 }
 
 impl RoomCache {
-    fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
+    pub(crate) fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.entry(room_id.to_owned()).or_default().clone()
     }
@@ -59,6 +59,9 @@ pub(crate) struct Append {
     pub sender: OwnedUserId,
     pub template: EventTemplate,
     pub txn: Option<(OwnedDeviceId, String)>,
+    /// An event already built (and signed by others too, e.g. an invite the invitee's server
+    /// co-signed): checked against the auth rules and stored as is.
+    pub prebuilt: Option<Pdu>,
 }
 
 impl Services {
@@ -72,7 +75,7 @@ impl Services {
         self.load_locked(room_id, &slot).await
     }
 
-    async fn load_locked(
+    pub(crate) async fn load_locked(
         &self,
         room_id: &RoomId,
         slot: &RoomSlot,
@@ -126,9 +129,20 @@ impl Services {
         let now = self.now_ms();
 
         for append in appends {
-            let pdu = match &working {
-                Some(current) => self.build_checked(current, &append, now)?,
-                None => self.build_create(
+            let pdu = match (&working, append.prebuilt.clone()) {
+                (Some(current), Some(pdu)) => {
+                    check_auth(
+                        &current.rules,
+                        &pdu,
+                        |id| current.by_event_id(id),
+                        |ty: &StateEventType, key| {
+                            current.get(&ty.to_string(), key).map(|e| e.pdu.clone())
+                        },
+                    )?;
+                    pdu
+                }
+                (Some(current), None) => self.build_checked(current, &append, now)?,
+                (None, _) => self.build_create(
                     new_room.as_ref().map(|(id, r)| (id, &r.version)),
                     &append,
                     now,
@@ -144,7 +158,14 @@ impl Services {
             };
             let membership = membership_change(&pdu);
             let new_state = match (&pdu.state_key, base_snapshot) {
-                (None, Some(snapshot)) if batch.is_empty() => NewState::Same(snapshot),
+                (None, Some(snapshot)) if batch.is_empty() && snapshot != 0 => {
+                    NewState::Same(snapshot)
+                }
+                // After a resolved fork no snapshot equals the current state: write it whole.
+                (_, Some(0)) => NewState::Changed {
+                    base: None,
+                    changes: full_state_with(state.as_deref(), &state_changes),
+                },
                 _ => NewState::Changed {
                     base: base_snapshot,
                     changes: state_changes.clone(),
@@ -163,6 +184,11 @@ impl Services {
                 txn: append.txn,
                 redaction,
                 forward_extremities: vec![pdu.event_id.clone()],
+                resolved_current_state: None,
+                destinations: working
+                    .as_ref()
+                    .map(|w| self.destinations_of(w, &pdu))
+                    .unwrap_or_default(),
             });
             working = Some(match working {
                 Some(current) => current.with_event(pdu.clone(), StreamPos::ZERO, 0),
@@ -173,6 +199,9 @@ impl Services {
         }
 
         let persisted = self.storage.persist_events(batch.clone()).await?;
+        for event in &batch {
+            self.wake_senders(&event.destinations);
+        }
         let mut final_state = state.as_deref().cloned();
         let mut events = Vec::with_capacity(batch.len());
         for (event, done) in batch.into_iter().zip(persisted) {
@@ -272,7 +301,12 @@ impl Services {
     }
 
     /// Publishes the new state and wakes everyone the events concern.
-    fn publish(&self, slot: &RoomSlot, state: Arc<RoomState>, events: &[(Arc<Pdu>, StreamPos)]) {
+    pub(crate) fn publish(
+        &self,
+        slot: &RoomSlot,
+        state: Arc<RoomState>,
+        events: &[(Arc<Pdu>, StreamPos)],
+    ) {
         let mut users: Vec<OwnedUserId> = state.members_with(&["join"]).into_iter().collect();
         for (pdu, _) in events {
             if let (Some(key), true) = (&pdu.state_key, pdu.kind.to_string() == "m.room.member") {
@@ -310,6 +344,27 @@ impl Services {
     }
 }
 
+/// The whole state of `base` (if any) with `changes` applied, for a snapshot written in full.
+fn full_state_with(
+    base: Option<&RoomState>,
+    changes: &[(myelin_storage::StateKey, ruma::OwnedEventId)],
+) -> Vec<(myelin_storage::StateKey, ruma::OwnedEventId)> {
+    let mut state: myelin_storage::StateMap = base
+        .map(|b| {
+            b.entries()
+                .filter_map(|e| {
+                    Some((
+                        (e.pdu.kind.to_string(), e.pdu.state_key.clone()?),
+                        e.pdu.event_id.clone(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    state.extend(changes.iter().cloned());
+    state.into_iter().collect()
+}
+
 fn read_current(slot: &RoomSlot) -> Option<Arc<RoomState>> {
     slot.current
         .read()
@@ -317,7 +372,7 @@ fn read_current(slot: &RoomSlot) -> Option<Arc<RoomState>> {
         .clone()
 }
 
-fn membership_change(pdu: &Pdu) -> Option<MembershipChange> {
+pub(crate) fn membership_change(pdu: &Pdu) -> Option<MembershipChange> {
     if pdu.kind.to_string() != "m.room.member" {
         return None;
     }

@@ -110,7 +110,8 @@ impl Services {
             .storage
             .get_event(event_id)
             .await?
-            .filter(|r| r.pdu.room_id == room_id && in_window(window, r.stream_pos));
+            .filter(|r| r.pdu.room_id == room_id && in_window(window, r.stream_pos))
+            .filter(|r| !r.is_withheld());
         let record = record.ok_or_else(|| ServiceError::NotFound("Event not found".into()))?;
         Ok(self
             .format_events(&[record], Some((user_id, device)))
@@ -267,6 +268,7 @@ impl Services {
     }
 
     /// `GET /rooms/{roomId}/messages`.
+    #[allow(clippy::too_many_arguments)] // the endpoint's parameters, one each
     pub async fn messages(
         &self,
         user_id: &UserId,
@@ -286,7 +288,8 @@ impl Services {
         let current = self.storage.current_stream_pos().await?;
         let mut from = from.unwrap_or(match dir {
             Direction::Backward => current,
-            Direction::Forward => StreamPos::ZERO,
+            // History backfilled from other servers sits at negative positions.
+            Direction::Forward => StreamPos(i64::MIN),
         });
         let mut to = to;
         match dir {
@@ -308,18 +311,35 @@ impl Services {
             }
         }
         let limit = limit.clamp(1, 1000);
-        let records = self
+        let mut records = self
             .storage
             .room_events(room_id, from, to, dir, limit)
             .await?;
-        // `end` is omitted once there is nothing further to read.
-        let end = records
-            .last()
-            .filter(|_| records.len() == limit)
-            .map(|last| match dir {
-                Direction::Backward => StreamPos(last.stream_pos.0 - 1),
-                Direction::Forward => last.stream_pos,
-            });
+        // Paging back past the oldest event we hold (a room joined over federation holds its
+        // history from our join on): ask the room's other servers for older events, stored
+        // below everything, so the same query runs on into them. Not with a `to` bound, which
+        // would cut them off anyway.
+        let mut backfilled = false;
+        if dir == Direction::Backward && records.len() < limit && to.is_none() {
+            backfilled = self.backfill_for_reader(room_id, limit).await;
+            if backfilled {
+                records = self
+                    .storage
+                    .room_events(room_id, from, to, dir, limit)
+                    .await?;
+            }
+        }
+        // `end` is omitted once there is nothing further to read: a full page may have more
+        // behind it, and after a backfill other servers may hold more, until the create event.
+        let more = records.len() == limit
+            || (backfilled
+                && records
+                    .last()
+                    .is_some_and(|r| r.pdu.kind.to_string() != "m.room.create"));
+        let end = records.last().filter(|_| more).map(|last| match dir {
+            Direction::Backward => StreamPos(last.stream_pos.0 - 1),
+            Direction::Forward => last.stream_pos,
+        });
         let visible: Vec<_> = records
             .into_iter()
             .filter(|r| filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()))
@@ -369,7 +389,8 @@ impl Services {
             .storage
             .get_event(event_id)
             .await?
-            .filter(|r| r.pdu.room_id == room_id && in_window(window, r.stream_pos));
+            .filter(|r| r.pdu.room_id == room_id && in_window(window, r.stream_pos))
+            .filter(|r| r.outlier.is_none());
         let record = record.ok_or_else(|| ServiceError::NotFound("Event not found".into()))?;
         let limit = limit.min(100);
         let before_n = limit / 2;

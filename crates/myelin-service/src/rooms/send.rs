@@ -79,6 +79,7 @@ impl Services {
             sender: authed.user_id.clone(),
             template,
             txn: None,
+            prebuilt: None,
         };
         Ok(self.append_event(room_id, append).await?.0.event_id.clone())
     }
@@ -166,6 +167,7 @@ impl Services {
             sender: authed.user_id.clone(),
             template,
             txn: Some((authed.device_id.clone(), txn_key.to_owned())),
+            prebuilt: None,
         };
         match self.append_event(room_id, append).await {
             Ok((pdu, _)) => Ok(pdu.event_id.clone()),

@@ -39,12 +39,10 @@ impl RoomState {
         let info = RoomStore::room_info(storage, room_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("Unknown room {room_id}")))?;
-        let rules = myelin_room::rules_for(&info.version)?;
-        let ids: Vec<OwnedEventId> = storage
-            .current_state(room_id)
-            .await?
-            .into_values()
-            .collect();
+        // Rooms joined over federation may be of any version we can read.
+        let rules = myelin_room::rules_for_received(&info.version)?;
+        let current = storage.current_state(room_id).await?;
+        let ids: Vec<OwnedEventId> = current.values().cloned().collect();
         let mut state = HashMap::with_capacity(ids.len());
         for record in storage.get_events(&ids).await? {
             let key = (
@@ -65,12 +63,19 @@ impl RoomState {
             .iter()
             .max_by_key(|r| r.stream_pos)
             .ok_or_else(|| ServiceError::Internal(format!("room {room_id} has no events")))?;
+        // After a resolved fork the current state equals no snapshot: 0 says so, and the next
+        // local event writes its state in full.
+        let snapshot = if storage.state_at_snapshot(newest.state_snapshot).await? == current {
+            newest.state_snapshot
+        } else {
+            0
+        };
         Ok(RoomState {
             room_id: info.room_id,
             version: info.version,
             rules,
             state,
-            snapshot: newest.state_snapshot,
+            snapshot,
             depth: tips.iter().map(|r| r.pdu.depth).max().unwrap_or(0),
             last_pos: newest.stream_pos,
             extremities,

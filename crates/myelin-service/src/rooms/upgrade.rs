@@ -127,6 +127,7 @@ impl Services {
                 sender: sender.to_owned(),
                 template,
                 txn: None,
+                prebuilt: None,
             },
         )
         .await?;

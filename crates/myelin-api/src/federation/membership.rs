@@ -1,0 +1,161 @@
+//! Transactions and membership over federation (spec: Server-Server API, "Transactions",
+//! "Joining Rooms", "Leaving Rooms", "Inviting to a room").
+
+use axum::{
+    extract::{Path, State},
+    routing::{get, put},
+    Json, Router,
+};
+use myelin_service::federation::IncomingTransaction;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue as RawJsonValue, Value};
+
+use super::{FederationJson, FederationOrigin};
+use crate::{
+    error::ApiResult,
+    extract::{parse_id, QueryPairs},
+    SharedState,
+};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(send_transaction),
+        )
+        .route(
+            "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+            get(make_join),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{room_id}/{event_id}",
+            put(send_join),
+        )
+        .route(
+            "/_matrix/federation/v1/make_leave/{room_id}/{user_id}",
+            get(make_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
+            put(send_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+            put(invite),
+        )
+}
+
+/// PUT /_matrix/federation/v1/send/{txnId}.
+async fn send_transaction(
+    State(state): State<SharedState>,
+    Path(txn_id): Path<String>,
+    FederationJson { origin, body }: FederationJson<IncomingTransaction>,
+) -> ApiResult<Json<Value>> {
+    let answer = state
+        .services
+        .federation_receive_transaction(&origin, &txn_id, body)
+        .await?;
+    Ok(Json(answer))
+}
+
+/// GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=...
+async fn make_join(
+    State(state): State<SharedState>,
+    FederationOrigin(origin): FederationOrigin,
+    Path((room_id, user_id)): Path<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let user_id: OwnedUserId = parse_id(user_id, "user ID")?;
+    let template = state
+        .services
+        .federation_make_join(&origin, &room_id, &user_id, &query.all("ver"))
+        .await?;
+    Ok(Json(
+        json!({ "room_version": template.room_version, "event": template.event }),
+    ))
+}
+
+/// GET /_matrix/federation/v1/make_leave/{roomId}/{userId}.
+async fn make_leave(
+    State(state): State<SharedState>,
+    FederationOrigin(origin): FederationOrigin,
+    Path((room_id, user_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let user_id: OwnedUserId = parse_id(user_id, "user ID")?;
+    let template = state
+        .services
+        .federation_make_leave(&origin, &room_id, &user_id)
+        .await?;
+    Ok(Json(
+        json!({ "room_version": template.room_version, "event": template.event }),
+    ))
+}
+
+/// PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}.
+async fn send_join(
+    State(state): State<SharedState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    FederationJson { origin, body }: FederationJson<Box<RawJsonValue>>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
+    let answer = state
+        .services
+        .federation_send_join(&origin, &room_id, &event_id, &body)
+        .await?;
+    Ok(Json(json!({
+        "origin": state.services.server_name(),
+        "state": answer.state,
+        "auth_chain": answer.auth_chain,
+        "event": answer.event,
+        "members_omitted": false,
+    })))
+}
+
+/// PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}.
+async fn send_leave(
+    State(state): State<SharedState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    FederationJson { origin, body }: FederationJson<Box<RawJsonValue>>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
+    state
+        .services
+        .federation_send_leave(&origin, &room_id, &event_id, &body)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct InviteBody {
+    event: Box<RawJsonValue>,
+    room_version: RoomVersionId,
+    #[serde(default)]
+    invite_room_state: Vec<Value>,
+}
+
+/// PUT /_matrix/federation/v2/invite/{roomId}/{eventId}.
+async fn invite(
+    State(state): State<SharedState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    FederationJson { origin, body }: FederationJson<InviteBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
+    let signed = state
+        .services
+        .federation_invite(
+            &origin,
+            &room_id,
+            &event_id,
+            &body.room_version,
+            &body.event,
+            body.invite_room_state,
+        )
+        .await?;
+    Ok(Json(json!({ "event": signed })))
+}

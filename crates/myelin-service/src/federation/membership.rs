@@ -1,0 +1,803 @@
+//! Membership over federation, both ways: joining a room on another server (`make_join` then
+//! `send_join` v2), being the resident server others join through, and invites to and from
+//! other servers (`invite` v2).
+
+use std::sync::Arc;
+
+use myelin_core::Pdu;
+use myelin_federation::Method;
+use myelin_room::{
+    auth_event_ids, build_pdu, check_auth, complete_template, rules_for_received, EventTemplate,
+    PduContext,
+};
+use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState, RoomStore, StateMap};
+use ruma::{
+    events::StateEventType, CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId,
+    OwnedServerName, OwnedUserId, RoomId, RoomVersionId, ServerName, UserId,
+};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue as RawJsonValue, Value};
+
+use super::ingest::{urlencoding, IngestOutcome};
+use crate::{rooms::RoomState, ServiceError, ServiceResult, Services};
+
+/// Room versions we can join on other servers (the `ver` of `make_join`).
+const JOINABLE_VERSIONS: &[&str] = &[
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+];
+
+#[derive(Deserialize)]
+struct MakeJoinAnswer {
+    event: Box<RawJsonValue>,
+    room_version: Option<RoomVersionId>,
+}
+
+#[derive(Deserialize)]
+struct SendJoinAnswer {
+    #[serde(default)]
+    state: Vec<Box<RawJsonValue>>,
+    #[serde(default)]
+    auth_chain: Vec<Box<RawJsonValue>>,
+    /// The join event co-signed by the resident server (restricted rooms).
+    event: Option<Box<RawJsonValue>>,
+}
+
+/// `make_join` as the resident server: the template and the room version.
+#[derive(Debug)]
+pub struct JoinTemplate {
+    pub room_version: RoomVersionId,
+    pub event: Value,
+}
+
+/// `send_join` v2 as the resident server.
+#[derive(Debug)]
+pub struct SendJoinResponse {
+    pub state: Vec<Box<RawJsonValue>>,
+    pub auth_chain: Vec<Box<RawJsonValue>>,
+    pub event: Box<RawJsonValue>,
+}
+
+impl Services {
+    // ---- as the joining server ------------------------------------------------------------
+
+    /// Joins `user_id` to a room this server is not in, through the first of `servers` that
+    /// lets us.
+    pub(crate) async fn join_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let mut last = ServiceError::NotFound(format!(
+            "No server to join {room_id} through is known; give one in `via`"
+        ));
+        for server in servers {
+            if server == self.server_name() || self.is_blocked_server(server.as_str()) {
+                continue;
+            }
+            match self.join_through(user_id, room_id, server, reason).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%room_id, %server, error = %e, "remote join failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_through(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        server: &ServerName,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let vers: String = JOINABLE_VERSIONS
+            .iter()
+            .map(|v| format!("ver={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let path = format!(
+            "/_matrix/federation/v1/make_join/{}/{}?{vers}",
+            urlencoding(room_id.as_str()),
+            urlencoding(user_id.as_str())
+        );
+        let answer: MakeJoinAnswer = self
+            .federation_call(Method::GET, server, &path, None)
+            .await?;
+        let version = answer.room_version.unwrap_or(RoomVersionId::V1);
+        let rules = rules_for_received(&version)?;
+        let mut template: CanonicalJsonObject = serde_json::from_str(answer.event.get())
+            .map_err(|e| ServiceError::Remote(format!("{server} sent a bad join template: {e}")))?;
+        let wanted_key = CanonicalJsonValue::String(user_id.to_string());
+        if template.get("state_key") != Some(&wanted_key)
+            || template.get("sender") != Some(&wanted_key)
+            || template.get("type") != Some(&CanonicalJsonValue::String("m.room.member".into()))
+        {
+            return Err(ServiceError::Remote(format!(
+                "{server} sent a join template for someone else"
+            )));
+        }
+        let mut content = self.member_content(user_id, "join").await?;
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        if let Some(CanonicalJsonValue::Object(given)) = template.get("content") {
+            if let Some(via) = given.get("join_authorised_via_users_server") {
+                content["join_authorised_via_users_server"] = via.clone().into();
+            }
+        }
+        template.insert(
+            "content".into(),
+            CanonicalJsonValue::try_from(content)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        let join = complete_template(template, &rules, self.now_ms(), &self.key)?;
+        let path = format!(
+            "/_matrix/federation/v2/send_join/{}/{}",
+            urlencoding(room_id.as_str()),
+            urlencoding(join.event_id.as_str())
+        );
+        let body: Value = serde_json::from_str(join.json.get())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let answer: SendJoinAnswer = self
+            .federation_call(Method::PUT, server, &path, Some(body))
+            .await?;
+        let join = match &answer.event {
+            Some(signed) => {
+                let received = self.verify_remote_pdu(signed, room_id, &rules).await?;
+                if received.pdu.event_id != join.event_id {
+                    return Err(ServiceError::Remote(format!(
+                        "{server} returned a different join event"
+                    )));
+                }
+                received.pdu
+            }
+            None => join,
+        };
+        self.persist_remote_join(room_id, &version, join, &answer.state, &answer.auth_chain)
+            .await
+    }
+
+    /// Stores the room's state and auth chain from `send_join` and our join on top of them.
+    async fn persist_remote_join(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        join: Pdu,
+        state: &[Box<RawJsonValue>],
+        auth_chain: &[Box<RawJsonValue>],
+    ) -> ServiceResult<()> {
+        let rules = rules_for_received(version)?;
+        let slot = self.rooms.slot(room_id);
+        let _guard = slot.write.lock().await;
+        let state = self
+            .store_remote_events(room_id, &rules, state, auth_chain)
+            .await?;
+        let create_id = state
+            .get(&("m.room.create".to_owned(), String::new()))
+            .cloned()
+            .ok_or_else(|| ServiceError::Remote("the room state has no create event".into()))?;
+        let create = self
+            .storage
+            .get_event(&create_id)
+            .await?
+            .ok_or_else(|| ServiceError::Remote("the create event was refused".into()))?;
+        let create_version = create
+            .pdu
+            .content_value()
+            .get("room_version")
+            .and_then(Value::as_str)
+            .unwrap_or("1")
+            .to_owned();
+        if create_version != version.as_str() {
+            return Err(ServiceError::Remote(format!(
+                "the room is version {create_version}, not {version} as make_join said"
+            )));
+        }
+        // Our join must be allowed by the state the resident server gave us.
+        let state_pdus = self.state_pdus_of(&state).await?;
+        check_auth(
+            &rules,
+            &join,
+            |id| state_pdus.values().find(|p| p.event_id == id).cloned(),
+            |kind: &StateEventType, key: &str| {
+                state_pdus.get(&(kind.to_string(), key.to_owned())).cloned()
+            },
+        )?;
+
+        let known_room = RoomStore::room_info(self.storage.as_ref(), room_id)
+            .await?
+            .is_some();
+        let mut after: StateMap = state.clone();
+        after.insert(
+            ("m.room.member".to_owned(), join.sender.to_string()),
+            join.event_id.clone(),
+        );
+        let event = NewEvent {
+            room: (!known_room).then(|| NewRoom {
+                room_id: room_id.to_owned(),
+                version: version.clone(),
+                creator: create.pdu.sender.clone(),
+                created_ms: self.now_ms(),
+            }),
+            state: NewState::Changed {
+                base: None,
+                changes: after.into_iter().collect(),
+            },
+            updates_current_state: true,
+            membership: Some(MembershipChange {
+                user_id: join.sender.clone(),
+                membership: "join".to_owned(),
+            }),
+            txn: None,
+            redaction: None,
+            forward_extremities: vec![join.event_id.clone()],
+            resolved_current_state: None,
+            destinations: Vec::new(),
+            pdu: join.clone(),
+        };
+        let persisted = self.storage.persist_event(event).await?;
+        let loaded = Arc::new(RoomState::load(self.storage.as_ref(), room_id).await?);
+        // Remote members' memberships are not in `room_memberships` (only the join's is); the
+        // in-memory state has them all, which is what sync and sending read.
+        self.publish(&slot, loaded, &[(Arc::new(join), persisted.stream_pos)]);
+        Ok(())
+    }
+
+    /// The PDUs of a state map, keyed by `(type, state_key)`.
+    async fn state_pdus_of(
+        &self,
+        state: &StateMap,
+    ) -> ServiceResult<std::collections::HashMap<(String, String), Arc<Pdu>>> {
+        let ids: Vec<OwnedEventId> = state.values().cloned().collect();
+        let by_id: std::collections::HashMap<OwnedEventId, Arc<Pdu>> = self
+            .storage
+            .get_events(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.pdu.event_id.clone(), Arc::new(r.pdu)))
+            .collect();
+        Ok(state
+            .iter()
+            .filter_map(|(key, id)| Some((key.clone(), by_id.get(id)?.clone())))
+            .collect())
+    }
+
+    // ---- as the resident server -----------------------------------------------------------
+
+    /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`.
+    pub async fn federation_make_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        versions: &[String],
+    ) -> ServiceResult<JoinTemplate> {
+        self.membership_template(origin, room_id, user_id, "join", versions)
+            .await
+    }
+
+    /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`.
+    pub async fn federation_make_leave(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> ServiceResult<JoinTemplate> {
+        self.membership_template(origin, room_id, user_id, "leave", &[])
+            .await
+    }
+
+    async fn membership_template(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        versions: &[String],
+    ) -> ServiceResult<JoinTemplate> {
+        self.refuse_blocked(origin)?;
+        self.check_server_acl(origin, room_id).await?;
+        if user_id.server_name() != origin {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} cannot act for {user_id}"
+            )));
+        }
+        let state = self.room_state(room_id).await?;
+        if membership == "join" {
+            let supported = if versions.is_empty() {
+                state.version == RoomVersionId::V1
+            } else {
+                versions.iter().any(|v| v == state.version.as_str())
+            };
+            if !supported {
+                return Err(ServiceError::IncompatibleRoomVersion(
+                    state.version.to_string(),
+                ));
+            }
+        }
+        let sender = user_id.to_owned();
+        let template = EventTemplate {
+            kind: "m.room.member".into(),
+            state_key: Some(user_id.to_string()),
+            content: json!({ "membership": membership }),
+            redacts: None,
+        };
+        // Built and checked with our key; the joining server re-signs it as its own.
+        let pdu = self.build_on_current(&state, &sender, template)?;
+        let mut event: Value = serde_json::from_str(pdu.json.get())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        if let Some(object) = event.as_object_mut() {
+            object.remove("signatures");
+            object.remove("hashes");
+            object.remove("event_id");
+            object.insert("origin".into(), json!(origin));
+        }
+        Ok(JoinTemplate {
+            room_version: state.version.clone(),
+            event,
+        })
+    }
+
+    /// Builds an event on the room's current state and checks it against the auth rules.
+    fn build_on_current(
+        &self,
+        state: &RoomState,
+        sender: &OwnedUserId,
+        template: EventTemplate,
+    ) -> ServiceResult<Pdu> {
+        let auth_events = auth_event_ids(
+            &state.rules,
+            &template.kind,
+            sender,
+            template.state_key.as_deref(),
+            &template.content,
+            |ty, key| {
+                state
+                    .get(&ty.to_string(), key)
+                    .map(|e| e.pdu.event_id.clone())
+            },
+        )?;
+        let ctx = PduContext {
+            rules: &state.rules,
+            room_id: Some(&state.room_id),
+            sender,
+            origin_server_ts: self.now_ms(),
+            prev_events: state.extremities.clone(),
+            auth_events,
+            depth: state.depth + 1,
+        };
+        let pdu = build_pdu(template, ctx, &self.key)?;
+        check_auth(
+            &state.rules,
+            &pdu,
+            |id| state.by_event_id(id),
+            |ty: &StateEventType, key| state.get(&ty.to_string(), key).map(|e| e.pdu.clone()),
+        )?;
+        Ok(pdu)
+    }
+
+    /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: checks and stores the join,
+    /// sends it to the other servers in the room, and answers with the state before it and
+    /// that state's auth chain.
+    pub async fn federation_send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        raw: &RawJsonValue,
+    ) -> ServiceResult<SendJoinResponse> {
+        self.receive_membership(origin, room_id, event_id, raw, "join")
+            .await?;
+        let state = self.federation_state(origin, room_id, event_id).await?;
+        let event = self.federation_event(origin, event_id).await?;
+        Ok(SendJoinResponse {
+            state: state.pdus,
+            auth_chain: state.auth_chain,
+            event,
+        })
+    }
+
+    /// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`.
+    pub async fn federation_send_leave(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        raw: &RawJsonValue,
+    ) -> ServiceResult<()> {
+        self.receive_membership(origin, room_id, event_id, raw, "leave")
+            .await
+    }
+
+    /// The common checks of `send_join` / `send_leave`, then the event is ingested and
+    /// distributed.
+    async fn receive_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        raw: &RawJsonValue,
+        membership: &str,
+    ) -> ServiceResult<()> {
+        self.refuse_blocked(origin)?;
+        self.check_server_acl(origin, room_id).await?;
+        let head: Value = serde_json::from_str(raw.get())
+            .map_err(|e| ServiceError::BadJson(format!("the event is not JSON: {e}")))?;
+        let state_key = head.get("state_key").and_then(Value::as_str);
+        let sender = head.get("sender").and_then(Value::as_str);
+        let given = head
+            .get("content")
+            .and_then(|c| c.get("membership"))
+            .and_then(Value::as_str);
+        if head.get("type").and_then(Value::as_str) != Some("m.room.member")
+            || state_key.is_none()
+            || state_key != sender
+            || given != Some(membership)
+        {
+            return Err(ServiceError::BadJson(format!(
+                "not an m.room.member {membership} event of its sender"
+            )));
+        }
+        let sender_server = sender
+            .and_then(|s| <&UserId>::try_from(s).ok())
+            .map(|u| u.server_name().to_owned());
+        if sender_server.as_deref() != Some(origin) {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} cannot send a {membership} for {}",
+                sender.unwrap_or("?")
+            )));
+        }
+        match self.ingest_distributed(origin, room_id, raw).await? {
+            (IngestOutcome::Accepted | IngestOutcome::AlreadyKnown, id) if id == event_id => Ok(()),
+            (IngestOutcome::Accepted | IngestOutcome::AlreadyKnown, id) => Err(
+                ServiceError::BadJson(format!("the event ID is {id}, not {event_id}")),
+            ),
+            (IngestOutcome::Rejected(why) | IngestOutcome::SoftFailed(why), _) => {
+                Err(ServiceError::Forbidden(why))
+            }
+        }
+    }
+
+    // ---- invites ---------------------------------------------------------------------------
+
+    /// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: a remote server invites one of
+    /// our users. The event is checked, co-signed and, when we are not in the room, kept with
+    /// the stripped state the inviter sent so that `/sync` shows the invite.
+    pub async fn federation_invite(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        room_version: &RoomVersionId,
+        raw: &RawJsonValue,
+        invite_room_state: Vec<Value>,
+    ) -> ServiceResult<Box<RawJsonValue>> {
+        self.refuse_blocked(origin)?;
+        let rules = rules_for_received(room_version)?;
+        let received = self.verify_remote_pdu(raw, room_id, &rules).await?;
+        let pdu = received.pdu;
+        if pdu.event_id != event_id {
+            return Err(ServiceError::BadJson(format!(
+                "the event ID is {}, not {event_id}",
+                pdu.event_id
+            )));
+        }
+        let invitee = pdu
+            .state_key
+            .as_deref()
+            .and_then(|k| <&UserId>::try_from(k).ok())
+            .map(ToOwned::to_owned);
+        let membership = pdu
+            .content_value()
+            .get("membership")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(invitee) = invitee.filter(|_| {
+            pdu.kind.to_string() == "m.room.member" && membership.as_deref() == Some("invite")
+        }) else {
+            return Err(ServiceError::BadJson("not an invite event".into()));
+        };
+        if invitee.server_name() != self.server_name() {
+            return Err(ServiceError::BadJson(format!(
+                "{invitee} is not a user of this server"
+            )));
+        }
+        if pdu.sender.server_name() != origin {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} cannot invite on behalf of {}",
+                pdu.sender
+            )));
+        }
+        if self
+            .storage
+            .get_user(&invitee)
+            .await?
+            .is_none_or(|u| u.deactivated)
+        {
+            return Err(ServiceError::NotFound(format!("Unknown user {invitee}")));
+        }
+        let mut object = myelin_room::parse_received(&pdu.json)?;
+        myelin_room::co_sign(&mut object, &rules, &self.key)?;
+        let signed = Pdu::from_canonical(pdu.event_id.clone(), &object)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let in_room = RoomStore::room_info(self.storage.as_ref(), room_id)
+            .await?
+            .is_some()
+            && self.server_has_joined_member(room_id).await?;
+        if !in_room {
+            let stripped = serde_json::to_string(&invite_room_state)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            self.storage
+                .persist_outside_membership(signed.clone(), &invitee, "invite", Some(stripped))
+                .await?;
+            self.notifier.notify([&*invitee]);
+        }
+        Ok(signed.json)
+    }
+
+    /// Whether a user of this server is joined to the room.
+    pub(crate) async fn server_has_joined_member(&self, room_id: &RoomId) -> ServiceResult<bool> {
+        let state = self.room_state(room_id).await?;
+        Ok(state
+            .members_with(&["join"])
+            .iter()
+            .any(|u| u.server_name() == self.server_name()))
+    }
+
+    /// Invites a user of another server: their server co-signs the invite before we store it.
+    pub(crate) async fn invite_remote(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        content: Value,
+    ) -> ServiceResult<()> {
+        let state = self.room_state(room_id).await?;
+        let template = EventTemplate {
+            kind: "m.room.member".into(),
+            state_key: Some(target.to_string()),
+            content,
+            redacts: None,
+        };
+        let pdu = self.build_on_current(&state, &sender.to_owned(), template)?;
+        let stripped = self.invite_stripped_state(&state);
+        let path = format!(
+            "/_matrix/federation/v2/invite/{}/{}",
+            urlencoding(room_id.as_str()),
+            urlencoding(pdu.event_id.as_str())
+        );
+        let event: Value = serde_json::from_str(pdu.json.get())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let body = json!({
+            "event": event,
+            "room_version": state.version,
+            "invite_room_state": stripped,
+        });
+        #[derive(Deserialize)]
+        struct InviteAnswer {
+            event: Box<RawJsonValue>,
+        }
+        let answer: InviteAnswer = self
+            .federation_call(Method::PUT, target.server_name(), &path, Some(body))
+            .await?;
+        let signed = self
+            .verify_remote_pdu(&answer.event, room_id, &state.rules)
+            .await?
+            .pdu;
+        if signed.event_id != pdu.event_id {
+            return Err(ServiceError::Remote(format!(
+                "{} changed the invite event",
+                target.server_name()
+            )));
+        }
+        self.append_event(
+            room_id,
+            crate::rooms::Append {
+                sender: sender.to_owned(),
+                template: EventTemplate {
+                    kind: String::new(),
+                    state_key: None,
+                    content: Value::Null,
+                    redacts: None,
+                },
+                txn: None,
+                prebuilt: Some(signed),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The stripped state sent with an invite.
+    fn invite_stripped_state(&self, state: &RoomState) -> Vec<Value> {
+        [
+            "m.room.create",
+            "m.room.join_rules",
+            "m.room.name",
+            "m.room.avatar",
+            "m.room.canonical_alias",
+            "m.room.encryption",
+            "m.room.topic",
+        ]
+        .iter()
+        .filter_map(|k| state.get(k, ""))
+        .map(|e| {
+            let pdu = &e.pdu;
+            json!({
+                "type": pdu.kind.to_string(),
+                "state_key": pdu.state_key,
+                "sender": pdu.sender,
+                "content": pdu.content_value(),
+            })
+        })
+        .collect()
+    }
+
+    /// The servers to try for joining `room_id`: those given, then the room ID's and alias's.
+    pub(crate) fn join_candidates(
+        &self,
+        room_id: &OwnedRoomId,
+        given: &[OwnedServerName],
+        invite_sender: Option<&UserId>,
+    ) -> Vec<OwnedServerName> {
+        let mut servers: Vec<OwnedServerName> = given.to_vec();
+        if let Some(inviter) = invite_sender {
+            servers.push(inviter.server_name().to_owned());
+        }
+        if let Some(server) = room_id.server_name() {
+            servers.push(server.to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        servers.retain(|s| seen.insert(s.clone()));
+        servers
+    }
+}
+
+impl Services {
+    /// The sender of the user's pending invite to the room, if there is one.
+    pub(crate) async fn pending_invite_sender(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> ServiceResult<Option<OwnedUserId>> {
+        let membership = self
+            .storage
+            .memberships_of_user(user_id)
+            .await?
+            .into_iter()
+            .find(|m| m.room_id == room_id && m.membership == "invite");
+        let Some(membership) = membership else {
+            return Ok(None);
+        };
+        Ok(self
+            .storage
+            .get_event(&membership.event_id)
+            .await?
+            .map(|r| r.pdu.sender))
+    }
+
+    /// Rejects an invite to a room we are not in: through the inviting server (`make_leave`,
+    /// `send_leave`) when it answers, else with a leave of our own that only we know of, so
+    /// the user is never stuck with an invite they cannot get rid of.
+    pub(crate) async fn reject_remote_invite(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        inviter: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let leave = match self
+            .leave_through(user_id, room_id, inviter.server_name(), reason)
+            .await
+        {
+            Ok(leave) => leave,
+            Err(e) => {
+                tracing::info!(%room_id, server = %inviter.server_name(), error = %e, "remote invite rejection failed; rejecting locally");
+                self.local_leave_after_invite(user_id, room_id, reason)
+                    .await?
+            }
+        };
+        self.storage
+            .persist_outside_membership(leave, user_id, "leave", None)
+            .await?;
+        self.notifier.notify([user_id]);
+        Ok(())
+    }
+
+    async fn leave_through(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        server: &ServerName,
+        reason: Option<&str>,
+    ) -> ServiceResult<Pdu> {
+        let path = format!(
+            "/_matrix/federation/v1/make_leave/{}/{}",
+            urlencoding(room_id.as_str()),
+            urlencoding(user_id.as_str())
+        );
+        let answer: MakeJoinAnswer = self
+            .federation_call(Method::GET, server, &path, None)
+            .await?;
+        let version = answer.room_version.unwrap_or(RoomVersionId::V1);
+        let rules = rules_for_received(&version)?;
+        let mut template: CanonicalJsonObject =
+            serde_json::from_str(answer.event.get()).map_err(|e| {
+                ServiceError::Remote(format!("{server} sent a bad leave template: {e}"))
+            })?;
+        let mut content = json!({ "membership": "leave" });
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        template.insert(
+            "content".into(),
+            CanonicalJsonValue::try_from(content)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        let leave = complete_template(template, &rules, self.now_ms(), &self.key)?;
+        if leave.sender != user_id || leave.state_key.as_deref() != Some(user_id.as_str()) {
+            return Err(ServiceError::Remote(format!(
+                "{server} sent a leave template for someone else"
+            )));
+        }
+        let path = format!(
+            "/_matrix/federation/v2/send_leave/{}/{}",
+            urlencoding(room_id.as_str()),
+            urlencoding(leave.event_id.as_str())
+        );
+        let body: Value = serde_json::from_str(leave.json.get())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.federation_request(Method::PUT, server, &path, Some(body))
+            .await?;
+        Ok(leave)
+    }
+
+    /// A leave built on the invite alone, for when the inviting server cannot be reached.
+    async fn local_leave_after_invite(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> ServiceResult<Pdu> {
+        let membership = self
+            .storage
+            .memberships_of_user(user_id)
+            .await?
+            .into_iter()
+            .find(|m| m.room_id == room_id)
+            .ok_or_else(|| ServiceError::Forbidden("You are not invited to this room".into()))?;
+        let invite = self
+            .storage
+            .get_event(&membership.event_id)
+            .await?
+            .ok_or_else(|| ServiceError::Internal("the invite event is missing".into()))?;
+        let version = self
+            .storage
+            .room_info(room_id)
+            .await?
+            .map(|i| i.version)
+            .unwrap_or(RoomVersionId::V10);
+        let rules = rules_for_received(&version)?;
+        let mut content = json!({ "membership": "leave" });
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        let object = json!({
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": user_id,
+            "state_key": user_id,
+            "content": content,
+            "prev_events": [invite.pdu.event_id],
+            "auth_events": [invite.pdu.event_id],
+            "depth": invite.pdu.depth.saturating_add(1),
+        });
+        let object: CanonicalJsonObject =
+            serde_json::from_value(object).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(complete_template(object, &rules, self.now_ms(), &self.key)?)
+    }
+}

@@ -1,0 +1,325 @@
+//! `PUT /_matrix/federation/v1/send/{txnId}`: a transaction of PDUs and EDUs from another
+//! server. Each PDU gets its own result (one bad PDU never poisons the others); the response is
+//! stored, so a retried transaction is answered the same without being processed again.
+
+use std::collections::BTreeMap;
+
+use myelin_storage::ReceiptRecord;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue as RawJsonValue, Value};
+
+use super::{acl, ingest::IngestOutcome};
+use crate::{ServiceError, ServiceResult, Services};
+
+/// The body of an incoming transaction.
+#[derive(Debug, Deserialize)]
+pub struct IncomingTransaction {
+    pub origin: String,
+    #[serde(default)]
+    pub origin_server_ts: u64,
+    #[serde(default)]
+    pub pdus: Vec<Box<RawJsonValue>>,
+    #[serde(default)]
+    pub edus: Vec<Edu>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Edu {
+    pub edu_type: String,
+    #[serde(default)]
+    pub content: Value,
+}
+
+/// Just enough of a PDU to route it.
+#[derive(Deserialize)]
+struct PduHead {
+    room_id: Option<OwnedRoomId>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+impl Services {
+    /// Processes a transaction from `origin` and returns its response body.
+    pub async fn federation_receive_transaction(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        txn: IncomingTransaction,
+    ) -> ServiceResult<Value> {
+        self.refuse_blocked(origin)?;
+        if txn.origin != origin.as_str() {
+            return Err(ServiceError::Forbidden(format!(
+                "the transaction says it is from {}, but {origin} signed it",
+                txn.origin
+            )));
+        }
+        let config = &self.federation.config;
+        if txn.pdus.len() > config.max_pdus_per_txn || txn.edus.len() > config.max_edus_per_txn {
+            return Err(ServiceError::BadJson(format!(
+                "a transaction carries at most {} PDUs and {} EDUs",
+                config.max_pdus_per_txn, config.max_edus_per_txn
+            )));
+        }
+        self.destination_back_online(origin);
+        if let Some(stored) = self.storage.received_txn(origin.as_str(), txn_id).await? {
+            if let Ok(answer) = serde_json::from_str(&stored) {
+                return Ok(answer);
+            }
+        }
+        let mut results = BTreeMap::new();
+        for raw in &txn.pdus {
+            let (event_id, result) = self.receive_pdu(origin, raw).await;
+            if let Some(event_id) = event_id {
+                results.insert(event_id.to_string(), result);
+            }
+        }
+        for edu in txn.edus {
+            if let Err(e) = self.receive_edu(origin, &edu).await {
+                tracing::info!(%origin, edu_type = %edu.edu_type, error = %e, "EDU ignored");
+            }
+        }
+        let answer = json!({ "pdus": results });
+        self.storage
+            .record_received_txn(origin.as_str(), txn_id, answer.to_string(), self.now_ms())
+            .await?;
+        Ok(answer)
+    }
+
+    /// One PDU of a transaction: its event ID (if it can be told) and its result.
+    async fn receive_pdu(
+        &self,
+        origin: &ServerName,
+        raw: &RawJsonValue,
+    ) -> (Option<OwnedEventId>, Value) {
+        let head: PduHead = match serde_json::from_str(raw.get()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::info!(%origin, error = %e, "unreadable PDU in a transaction");
+                return (None, Value::Null);
+            }
+        };
+        let Some(room_id) = head.room_id else {
+            tracing::info!(%origin, kind = ?head.kind, "PDU without a room ID in a transaction");
+            return (None, Value::Null);
+        };
+        let event_id = self.event_id_of(&room_id, raw).await;
+        let result = match self.receive_room_pdu(origin, &room_id, raw).await {
+            Ok(IngestOutcome::Accepted | IngestOutcome::AlreadyKnown) => json!({}),
+            // A soft-failed event is not an error for the sender.
+            Ok(IngestOutcome::SoftFailed(_)) => json!({}),
+            Ok(IngestOutcome::Rejected(why)) => json!({ "error": why }),
+            Err(e) => {
+                tracing::info!(%origin, %room_id, error = %e, "PDU refused");
+                json!({ "error": e.to_string() })
+            }
+        };
+        (event_id, result)
+    }
+
+    async fn receive_room_pdu(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        raw: &RawJsonValue,
+    ) -> ServiceResult<IngestOutcome> {
+        self.check_server_acl(origin, room_id).await?;
+        self.ingest_pdu(origin, room_id, raw).await
+    }
+
+    /// The event ID of a PDU of a room we know (for the per-PDU results).
+    async fn event_id_of(&self, room_id: &RoomId, raw: &RawJsonValue) -> Option<OwnedEventId> {
+        let info = myelin_storage::RoomStore::room_info(self.storage.as_ref(), room_id)
+            .await
+            .ok()??;
+        let rules = myelin_room::rules_for_received(&info.version).ok()?;
+        let object = myelin_room::parse_received(raw).ok()?;
+        myelin_room::received_event_id(&object, &rules).ok()
+    }
+
+    /// Refuses servers on the configured block list.
+    pub(crate) fn refuse_blocked(&self, origin: &ServerName) -> ServiceResult<()> {
+        if self.is_blocked_server(origin.as_str()) {
+            tracing::info!(%origin, "request from a blocked server refused");
+            return Err(ServiceError::Forbidden(format!("{origin} is blocked here")));
+        }
+        Ok(())
+    }
+
+    /// Refuses `origin` when the room's server ACL denies it.
+    pub(crate) async fn check_server_acl(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+    ) -> ServiceResult<()> {
+        if myelin_storage::RoomStore::room_info(self.storage.as_ref(), room_id)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound(format!(
+                "This server is not in {room_id}"
+            )));
+        }
+        let state = self.room_state(room_id).await?;
+        if let Some(content) = state.content("m.room.server_acl", "") {
+            if !acl::is_allowed(&content, origin) {
+                tracing::info!(%origin, %room_id, "refused by the room's server ACL");
+                return Err(ServiceError::Forbidden(format!(
+                    "{origin} is denied by the room's server ACL"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Typing and read receipts of the origin's users; other EDU types are not handled yet.
+    async fn receive_edu(&self, origin: &ServerName, edu: &Edu) -> ServiceResult<()> {
+        match edu.edu_type.as_str() {
+            "m.typing" => self.receive_typing(origin, &edu.content).await,
+            "m.receipt" => self.receive_receipts(origin, &edu.content).await,
+            other => {
+                tracing::debug!(%origin, edu_type = other, "EDU type not handled");
+                Ok(())
+            }
+        }
+    }
+
+    async fn receive_typing(&self, origin: &ServerName, content: &Value) -> ServiceResult<()> {
+        #[derive(Deserialize)]
+        struct Typing {
+            room_id: OwnedRoomId,
+            user_id: OwnedUserId,
+            typing: bool,
+        }
+        let t: Typing = serde_json::from_value(content.clone())
+            .map_err(|e| ServiceError::BadJson(format!("m.typing: {e}")))?;
+        self.remote_user_in_room(origin, &t.user_id, &t.room_id)
+            .await?;
+        let now = self.now_ms();
+        // Remote typing lasts as long as a local default; the origin sends a stop or a renewal.
+        let until = t.typing.then_some(now + 30_000);
+        if self.typing.set(&t.room_id, &t.user_id, until, now) {
+            self.notify_room(&t.room_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn receive_receipts(&self, origin: &ServerName, content: &Value) -> ServiceResult<()> {
+        let Some(rooms) = content.as_object() else {
+            return Err(ServiceError::BadJson(
+                "m.receipt content is not an object".into(),
+            ));
+        };
+        for (room_id, by_type) in rooms {
+            let Ok(room_id) = OwnedRoomId::try_from(room_id.as_str()) else {
+                continue;
+            };
+            let Some(reads) = by_type.get("m.read").and_then(Value::as_object) else {
+                continue;
+            };
+            let mut changed = false;
+            for (user_id, receipt) in reads {
+                let Ok(user_id) = OwnedUserId::try_from(user_id.as_str()) else {
+                    continue;
+                };
+                if self
+                    .remote_user_in_room(origin, &user_id, &room_id)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let event_ids = receipt.get("event_ids").and_then(Value::as_array);
+                let Some(event_id) = event_ids
+                    .and_then(|ids| ids.first())
+                    .and_then(Value::as_str)
+                    .and_then(|id| OwnedEventId::try_from(id).ok())
+                else {
+                    continue;
+                };
+                let known = self
+                    .storage
+                    .get_event(&event_id)
+                    .await?
+                    .is_some_and(|r| r.pdu.room_id == room_id && r.outlier.is_none());
+                if !known {
+                    continue;
+                }
+                let data = receipt.get("data");
+                let thread_id = data
+                    .and_then(|d| d.get("thread_id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let ts = data
+                    .and_then(|d| d.get("ts"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or_else(|| self.now_ms());
+                self.storage
+                    .set_receipt(ReceiptRecord {
+                        room_id: room_id.clone(),
+                        receipt_type: "m.read".to_owned(),
+                        user_id,
+                        thread_id,
+                        event_id,
+                        ts,
+                        stream_pos: Default::default(),
+                    })
+                    .await?;
+                changed = true;
+            }
+            if changed {
+                self.notify_room(&room_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The user belongs to `origin` and is joined to the room.
+    async fn remote_user_in_room(
+        &self,
+        origin: &ServerName,
+        user_id: &ruma::UserId,
+        room_id: &RoomId,
+    ) -> ServiceResult<()> {
+        if user_id.server_name() != origin {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} cannot speak for {user_id}"
+            )));
+        }
+        self.check_server_acl(origin, room_id).await?;
+        let state = self.room_state(room_id).await?;
+        if state.membership(user_id).as_deref() != Some("join") {
+            return Err(ServiceError::Forbidden(format!(
+                "{user_id} is not in {room_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Queues an EDU for the remote servers in a room.
+    pub(crate) async fn send_edu_to_room(
+        &self,
+        room_id: &RoomId,
+        edu_type: &str,
+        content: Value,
+    ) -> ServiceResult<()> {
+        let state = self.room_state(room_id).await?;
+        let own = self.server_name();
+        let mut servers: Vec<String> = state
+            .members_with(&["join"])
+            .iter()
+            .map(|u| u.server_name())
+            .filter(|s| *s != own && !self.is_blocked_server(s.as_str()))
+            .map(|s| s.to_string())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        if servers.is_empty() || !self.federation.config.enabled {
+            return Ok(());
+        }
+        let edu = json!({ "edu_type": edu_type, "content": content }).to_string();
+        self.storage.queue_edu(&servers, edu).await?;
+        self.wake_senders(&servers);
+        Ok(())
+    }
+}

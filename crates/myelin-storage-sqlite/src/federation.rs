@@ -1,0 +1,263 @@
+//! `FederationStore`: the outbox per destination, received transactions, and memberships in
+//! rooms this server is not in.
+
+use async_trait::async_trait;
+use myelin_core::{Pdu, StreamPos};
+use myelin_storage::{FederationStore, OutboxContent, OutboxEntry, OutlierStatus, StorageResult};
+use ruma::{RoomId, UserId};
+use rusqlite::{params, OptionalExtension};
+
+use crate::convert::{corrupt, limit, now_ms, parse_id, to_i64, to_u64, Db};
+use crate::{persist, SqliteStore};
+
+#[async_trait]
+impl FederationStore for SqliteStore {
+    async fn queue_edu(&self, destinations: &[String], edu_json: String) -> StorageResult<()> {
+        if destinations.is_empty() {
+            return Ok(());
+        }
+        let destinations = destinations.to_vec();
+        self.db
+            .write(move |tx, _| {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO federation_outbox (destination, edu, created_ms) VALUES (?1, ?2, ?3)",
+                    )
+                    .db()?;
+                let now = now_ms();
+                for destination in &destinations {
+                    insert.execute(params![destination, edu_json, now]).db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn outbox_destinations(&self) -> StorageResult<Vec<String>> {
+        self.db
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT DISTINCT destination FROM federation_outbox ORDER BY destination",
+                )
+                .db()?
+                .query_map([], |row| row.get(0))
+                .db()?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .db()
+            })
+            .await
+    }
+
+    async fn outbox_peek(
+        &self,
+        destination: &str,
+        max_pdus: usize,
+        max_edus: usize,
+    ) -> StorageResult<Vec<OutboxEntry>> {
+        let destination = destination.to_owned();
+        // No answer can hold more rows than both limits together.
+        let most = limit(max_pdus.saturating_add(max_edus));
+        let rows = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT id, destination, event_id, edu, created_ms FROM federation_outbox
+                     WHERE destination = ?1 ORDER BY id LIMIT ?2",
+                )
+                .db()?
+                .query_map(params![destination, most], |row| {
+                    Ok(RawEntry {
+                        id: row.get(0)?,
+                        destination: row.get(1)?,
+                        event_id: row.get(2)?,
+                        edu: row.get(3)?,
+                        created_ms: row.get(4)?,
+                    })
+                })
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()
+            })
+            .await?;
+        let (mut pdus, mut edus) = (0, 0);
+        let mut out = Vec::new();
+        for row in rows {
+            let entry = row.decode()?;
+            let (count, max) = match entry.content {
+                OutboxContent::Pdu(_) => (&mut pdus, max_pdus),
+                OutboxContent::Edu(_) => (&mut edus, max_edus),
+            };
+            // Stop rather than skip: rows go out in order.
+            if *count == max {
+                break;
+            }
+            *count += 1;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    async fn outbox_remove(&self, destination: &str, ids: &[i64]) -> StorageResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (destination, ids) = (destination.to_owned(), ids.to_vec());
+        self.db
+            .write(move |tx, _| {
+                let mut delete = tx
+                    .prepare_cached(
+                        "DELETE FROM federation_outbox WHERE destination = ?1 AND id = ?2",
+                    )
+                    .db()?;
+                for id in ids {
+                    delete.execute(params![destination, id]).db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn outbox_drop(&self, destination: &str) -> StorageResult<u64> {
+        let destination = destination.to_owned();
+        self.db
+            .write(move |tx, _| {
+                let dropped = tx
+                    .prepare_cached("DELETE FROM federation_outbox WHERE destination = ?1")
+                    .db()?
+                    .execute([destination])
+                    .db()?;
+                Ok(dropped as u64)
+            })
+            .await
+    }
+
+    async fn received_txn(&self, origin: &str, txn_id: &str) -> StorageResult<Option<String>> {
+        let (origin, txn_id) = (origin.to_owned(), txn_id.to_owned());
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT response FROM federation_received_txns WHERE origin = ?1 AND txn_id = ?2",
+                )
+                .db()?
+                .query_row(params![origin, txn_id], |row| row.get(0))
+                .optional()
+                .db()
+            })
+            .await
+    }
+
+    async fn record_received_txn(
+        &self,
+        origin: &str,
+        txn_id: &str,
+        response_json: String,
+        received_ms: u64,
+    ) -> StorageResult<()> {
+        let (origin, txn_id) = (origin.to_owned(), txn_id.to_owned());
+        let received_ms = to_i64(received_ms, "received_ms")?;
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "INSERT INTO federation_received_txns (origin, txn_id, response, received_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (origin, txn_id) DO NOTHING",
+                )
+                .db()?
+                .execute(params![origin, txn_id, response_json, received_ms])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn persist_outside_membership(
+        &self,
+        event: Pdu,
+        user_id: &UserId,
+        membership: &str,
+        stripped_state: Option<String>,
+    ) -> StorageResult<StreamPos> {
+        let (user_id, membership) = (user_id.to_owned(), membership.to_owned());
+        self.db
+            .write(move |tx, positions| {
+                let pos = positions.take(tx)?;
+                persist::insert_outlier(tx, &event, OutlierStatus::Outlier)?;
+                let room_id = event.room_id.as_str();
+                tx.prepare_cached(
+                    "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                     ON CONFLICT (room_id, user_id) DO UPDATE SET
+                         membership = excluded.membership, event_id = excluded.event_id,
+                         stream_pos = excluded.stream_pos, forgotten = 0",
+                )
+                .db()?
+                .execute(params![
+                    room_id,
+                    user_id.as_str(),
+                    membership,
+                    event.event_id.as_str(),
+                    pos.0
+                ])
+                .db()?;
+                if let Some(stripped_state) = &stripped_state {
+                    tx.prepare_cached(
+                        "INSERT INTO remote_invite_state (room_id, user_id, stripped_state) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (room_id, user_id) DO UPDATE SET stripped_state = excluded.stripped_state",
+                    )
+                    .db()?
+                    .execute(params![room_id, user_id.as_str(), stripped_state])
+                    .db()?;
+                }
+                Ok(pos)
+            })
+            .await
+    }
+
+    async fn stripped_state(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> StorageResult<Option<String>> {
+        let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT stripped_state FROM remote_invite_state WHERE room_id = ?1 AND user_id = ?2",
+                )
+                .db()?
+                .query_row(params![room_id.as_str(), user_id.as_str()], |row| row.get(0))
+                .optional()
+                .db()
+            })
+            .await
+    }
+}
+
+/// An outbox row as stored, before decoding.
+struct RawEntry {
+    id: i64,
+    destination: String,
+    event_id: Option<String>,
+    edu: Option<String>,
+    created_ms: i64,
+}
+
+impl RawEntry {
+    fn decode(self) -> StorageResult<OutboxEntry> {
+        let content = match (self.event_id, self.edu) {
+            (Some(event_id), None) => OutboxContent::Pdu(parse_id(event_id, "outbox event ID")?),
+            (None, Some(edu)) => OutboxContent::Edu(edu),
+            _ => {
+                return Err(corrupt(
+                    "outbox row",
+                    format!("row {} must carry exactly one of a PDU and an EDU", self.id),
+                ))
+            }
+        };
+        Ok(OutboxEntry {
+            id: self.id,
+            destination: self.destination,
+            content,
+            created_ms: to_u64(self.created_ms, "outbox created_ms")?,
+        })
+    }
+}
