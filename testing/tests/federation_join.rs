@@ -362,3 +362,54 @@ async fn a_server_that_was_down_gets_everything_in_order() {
         "all 50 arrive, in order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knocking_on_a_remote_room() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = register(&a, "alice").await;
+    let ellen = register(&b, "ellen").await;
+    let alice_token = alice.token().expect("token");
+    let room_id = a
+        .create_room(
+            alice_token,
+            &json!({
+                "preset": "private_chat",
+                "name": "Knock here",
+                "initial_state": [{
+                    "type": "m.room.join_rules", "state_key": "",
+                    "content": { "join_rule": "knock" },
+                }],
+            }),
+        )
+        .await;
+    let path = format!(
+        "/_matrix/client/v3/knock/{}?via={}",
+        enc(&room_id),
+        enc(a.loopback_server_name())
+    );
+    let (status, body) = b
+        .post(&path, ellen.token(), &json!({ "reason": "let me in" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "remote knock: {body}");
+    // Ellen's /sync shows the knock with the room's stripped state.
+    sync_until(&b, &ellen, "ellen's knock", |sync| {
+        sync["rooms"]["knock"][&room_id]["knock_state"]["events"]
+            .as_array()
+            .is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Knock here")
+            })
+    })
+    .await;
+    // A has the knock in the room's state.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+        enc(&room_id),
+        enc(&ellen.user_id)
+    );
+    let (status, member) = a.get(&path, Some(alice_token)).await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(member["membership"], "knock");
+    assert_eq!(member["reason"], "let me in");
+}

@@ -960,3 +960,34 @@ async fn hostile_pdus_are_refused_and_change_nothing() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_server_is_rate_limited() {
+    let a = TestServer::start_federating_with(|c| {
+        c.rate_limits.federation = myelin::config::Rate {
+            per_minute: 1,
+            burst: 3,
+        };
+    })
+    .await;
+    let b = TestServer::start_federating().await;
+    let remote = Remote::new(&a, &b).await;
+    let uri = "/_matrix/federation/v1/query/profile?user_id=%40nobody%3Aexample.org";
+    for _ in 0..3 {
+        let (status, body) = remote.get(uri).await;
+        assert_ne!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "within the burst: {body}"
+        );
+    }
+    let (status, body) = remote.get(uri).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(
+        body["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{body}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -16,6 +16,8 @@ pub enum RateAction {
     Registration,
     /// Logging in (keyed by client IP).
     Login,
+    /// Authenticated requests from another server (keyed by its name).
+    Federation,
 }
 
 /// One budget: `burst` requests at once, refilled at `per_minute`.
@@ -34,6 +36,7 @@ pub struct RateLimits {
     pub message: Rate,
     pub registration: Rate,
     pub login: Rate,
+    pub federation: Rate,
 }
 
 impl Default for RateLimits {
@@ -52,6 +55,10 @@ impl Default for RateLimits {
                 per_minute: 30,
                 burst: 10,
             },
+            federation: Rate {
+                per_minute: 6_000,
+                burst: 500,
+            },
         }
     }
 }
@@ -62,6 +69,7 @@ impl RateLimits {
             RateAction::Message => self.message,
             RateAction::Registration => self.registration,
             RateAction::Login => self.login,
+            RateAction::Federation => self.federation,
         }
     }
 }
@@ -159,6 +167,7 @@ mod tests {
             message: rate,
             registration: rate,
             login: rate,
+            federation: rate,
         })
     }
 

@@ -108,6 +108,16 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
+/// `via` (v1.12+) and the older `server_name`: servers to join or knock through.
+fn via_servers(query: &crate::extract::QueryPairs) -> ApiResult<Vec<ruma::OwnedServerName>> {
+    query
+        .all("via")
+        .into_iter()
+        .chain(query.all("server_name"))
+        .map(|s| parse_id(s, "server name in via"))
+        .collect()
+}
+
 /// POST /_matrix/client/v3/join/{roomIdOrAlias} and /rooms/{roomId}/join.
 async fn join(
     State(state): State<SharedState>,
@@ -116,13 +126,7 @@ async fn join(
     query: crate::extract::QueryPairs,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    // `via` (v1.12+) and the older `server_name`: servers to join through.
-    let via: Vec<ruma::OwnedServerName> = query
-        .all("via")
-        .into_iter()
-        .chain(query.all("server_name"))
-        .map(|s| parse_id(s, "server name in via"))
-        .collect::<Result<_, _>>()?;
+    let via = via_servers(&query)?;
     let room_id = state
         .services
         .join_room(&authed.user_id, &room, body.reason.as_deref(), &via)
@@ -340,11 +344,13 @@ async fn knock(
     State(state): State<SharedState>,
     Auth(authed): Auth,
     Path(room): Path<String>,
+    query: crate::extract::QueryPairs,
     JsonBody(body): JsonBody<KnockBody>,
 ) -> ApiResult<Json<Value>> {
+    let via = via_servers(&query)?;
     let room_id = state
         .services
-        .knock_room(&authed.user_id, &room, body.reason.as_deref())
+        .knock_room(&authed.user_id, &room, body.reason.as_deref(), &via)
         .await?;
     Ok(Json(json!({ "room_id": room_id })))
 }

@@ -94,7 +94,15 @@ async fn authenticate(
         .authenticate(header, parts.method.as_str(), path_and_query, content)
         .await;
     match result {
-        Ok(origin) => Ok(origin),
+        Ok(origin) => {
+            // Every authenticated request spends from its origin's budget; a flooding server
+            // is told to back off (429) before any work is done for it.
+            state
+                .services
+                .check_rate(myelin_service::RateAction::Federation, origin.as_str())
+                .inspect_err(|_| tracing::info!(%origin, uri = path_and_query, "federation request rate-limited"))?;
+            Ok(origin)
+        }
         Err(e) => {
             tracing::info!(error = %e, uri = path_and_query, "federation request not authenticated");
             Err(e.into())

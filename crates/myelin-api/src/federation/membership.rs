@@ -44,6 +44,23 @@ pub fn routes() -> Router<SharedState> {
             "/_matrix/federation/v2/invite/{room_id}/{event_id}",
             put(invite),
         )
+        .route(
+            "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
+            get(make_knock),
+        )
+        .route(
+            "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
+            put(send_knock),
+        )
+        // The v1 forms, still used by some servers: the answer is wrapped in `[200, body]`.
+        .route(
+            "/_matrix/federation/v1/send_join/{room_id}/{event_id}",
+            put(send_join_v1),
+        )
+        .route(
+            "/_matrix/federation/v1/send_leave/{room_id}/{event_id}",
+            put(send_leave_v1),
+        )
 }
 
 /// PUT /_matrix/federation/v1/send/{txnId}.
@@ -92,6 +109,59 @@ async fn make_leave(
     Ok(Json(
         json!({ "room_version": template.room_version, "event": template.event }),
     ))
+}
+
+/// GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...
+async fn make_knock(
+    State(state): State<SharedState>,
+    FederationOrigin(origin): FederationOrigin,
+    Path((room_id, user_id)): Path<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let user_id: OwnedUserId = parse_id(user_id, "user ID")?;
+    let template = state
+        .services
+        .federation_make_knock(&origin, &room_id, &user_id, &query.all("ver"))
+        .await?;
+    Ok(Json(
+        json!({ "room_version": template.room_version, "event": template.event }),
+    ))
+}
+
+/// PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}.
+async fn send_knock(
+    State(state): State<SharedState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    FederationJson { origin, body }: FederationJson<Box<RawJsonValue>>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
+    let stripped = state
+        .services
+        .federation_send_knock(&origin, &room_id, &event_id, &body)
+        .await?;
+    Ok(Json(json!({ "knock_room_state": stripped })))
+}
+
+/// PUT /_matrix/federation/v1/send_join/{roomId}/{eventId}: the v2 answer as `[200, body]`.
+async fn send_join_v1(
+    state: State<SharedState>,
+    path: Path<(String, String)>,
+    request: FederationJson<Box<RawJsonValue>>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = send_join(state, path, request).await?;
+    Ok(Json(json!([200, body])))
+}
+
+/// PUT /_matrix/federation/v1/send_leave/{roomId}/{eventId}: `[200, {}]`.
+async fn send_leave_v1(
+    state: State<SharedState>,
+    path: Path<(String, String)>,
+    request: FederationJson<Box<RawJsonValue>>,
+) -> ApiResult<Json<Value>> {
+    let Json(body) = send_leave(state, path, request).await?;
+    Ok(Json(json!([200, body])))
 }
 
 /// PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}.

@@ -94,47 +94,9 @@ impl Services {
         server: &ServerName,
         reason: Option<&str>,
     ) -> ServiceResult<()> {
-        let vers: String = JOINABLE_VERSIONS
-            .iter()
-            .map(|v| format!("ver={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let path = format!(
-            "/_matrix/federation/v1/make_join/{}/{}?{vers}",
-            urlencoding(room_id.as_str()),
-            urlencoding(user_id.as_str())
-        );
-        let answer: MakeJoinAnswer = self
-            .federation_call(Method::GET, server, &path, None)
+        let (join, version, rules) = self
+            .signed_from_template(user_id, room_id, server, "join", reason)
             .await?;
-        let version = answer.room_version.unwrap_or(RoomVersionId::V1);
-        let rules = rules_for_received(&version)?;
-        let mut template: CanonicalJsonObject = serde_json::from_str(answer.event.get())
-            .map_err(|e| ServiceError::Remote(format!("{server} sent a bad join template: {e}")))?;
-        let wanted_key = CanonicalJsonValue::String(user_id.to_string());
-        if template.get("state_key") != Some(&wanted_key)
-            || template.get("sender") != Some(&wanted_key)
-            || template.get("type") != Some(&CanonicalJsonValue::String("m.room.member".into()))
-        {
-            return Err(ServiceError::Remote(format!(
-                "{server} sent a join template for someone else"
-            )));
-        }
-        let mut content = self.member_content(user_id, "join").await?;
-        if let Some(reason) = reason {
-            content["reason"] = json!(reason);
-        }
-        if let Some(CanonicalJsonValue::Object(given)) = template.get("content") {
-            if let Some(via) = given.get("join_authorised_via_users_server") {
-                content["join_authorised_via_users_server"] = via.clone().into();
-            }
-        }
-        template.insert(
-            "content".into(),
-            CanonicalJsonValue::try_from(content)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?,
-        );
-        let join = complete_template(template, &rules, self.now_ms(), &self.key)?;
         let path = format!(
             "/_matrix/federation/v2/send_join/{}/{}",
             urlencoding(room_id.as_str()),
@@ -159,6 +121,127 @@ impl Services {
         };
         self.persist_remote_join(room_id, &version, join, &answer.state, &answer.auth_chain)
             .await
+    }
+
+    /// Knocks on a room this server is not in, through the first of `servers` that answers
+    /// (`make_knock`, `send_knock`); the knock is kept with the room's stripped state.
+    pub(crate) async fn knock_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let mut last = ServiceError::NotFound(format!(
+            "No server to knock on {room_id} through is known; give one in `via`"
+        ));
+        for server in servers {
+            if server == self.server_name() || self.is_blocked_server(server.as_str()) {
+                continue;
+            }
+            match self.knock_through(user_id, room_id, server, reason).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%room_id, %server, error = %e, "remote knock failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn knock_through(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        server: &ServerName,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let (knock, _, _) = self
+            .signed_from_template(user_id, room_id, server, "knock", reason)
+            .await?;
+        let path = format!(
+            "/_matrix/federation/v1/send_knock/{}/{}",
+            urlencoding(room_id.as_str()),
+            urlencoding(knock.event_id.as_str())
+        );
+        let body: Value = serde_json::from_str(knock.json.get())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        #[derive(Deserialize)]
+        struct KnockAnswer {
+            #[serde(default)]
+            knock_room_state: Vec<Value>,
+        }
+        let answer: KnockAnswer = self
+            .federation_call(Method::PUT, server, &path, Some(body))
+            .await?;
+        let stripped = serde_json::to_string(&answer.knock_room_state)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.storage
+            .persist_outside_membership(knock, user_id, "knock", Some(stripped))
+            .await?;
+        self.notifier.notify([user_id]);
+        Ok(())
+    }
+
+    /// Asks `server` for a `membership` template (`make_join`, `make_knock`), fills in our
+    /// user's content and signs it as ours.
+    async fn signed_from_template(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        server: &ServerName,
+        membership: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<(
+        Pdu,
+        RoomVersionId,
+        ruma::room_version_rules::RoomVersionRules,
+    )> {
+        let vers: String = JOINABLE_VERSIONS
+            .iter()
+            .map(|v| format!("ver={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let path = format!(
+            "/_matrix/federation/v1/make_{membership}/{}/{}?{vers}",
+            urlencoding(room_id.as_str()),
+            urlencoding(user_id.as_str())
+        );
+        let answer: MakeJoinAnswer = self
+            .federation_call(Method::GET, server, &path, None)
+            .await?;
+        let version = answer.room_version.unwrap_or(RoomVersionId::V1);
+        let rules = rules_for_received(&version)?;
+        let mut template: CanonicalJsonObject =
+            serde_json::from_str(answer.event.get()).map_err(|e| {
+                ServiceError::Remote(format!("{server} sent a bad {membership} template: {e}"))
+            })?;
+        let wanted_key = CanonicalJsonValue::String(user_id.to_string());
+        if template.get("state_key") != Some(&wanted_key)
+            || template.get("sender") != Some(&wanted_key)
+            || template.get("type") != Some(&CanonicalJsonValue::String("m.room.member".into()))
+        {
+            return Err(ServiceError::Remote(format!(
+                "{server} sent a {membership} template for someone else"
+            )));
+        }
+        let mut content = self.member_content(user_id, membership).await?;
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        if let Some(CanonicalJsonValue::Object(given)) = template.get("content") {
+            if let Some(via) = given.get("join_authorised_via_users_server") {
+                content["join_authorised_via_users_server"] = via.clone().into();
+            }
+        }
+        template.insert(
+            "content".into(),
+            CanonicalJsonValue::try_from(content)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        let pdu = complete_template(template, &rules, self.now_ms(), &self.key)?;
+        Ok((pdu, version, rules))
     }
 
     /// Stores the room's state and auth chain from `send_join` and our join on top of them.
@@ -280,6 +363,33 @@ impl Services {
             .await
     }
 
+    /// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`.
+    pub async fn federation_make_knock(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        versions: &[String],
+    ) -> ServiceResult<JoinTemplate> {
+        self.membership_template(origin, room_id, user_id, "knock", versions)
+            .await
+    }
+
+    /// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`: stores the knock, sends it
+    /// on, and answers with the room's stripped state.
+    pub async fn federation_send_knock(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        raw: &RawJsonValue,
+    ) -> ServiceResult<Vec<Value>> {
+        self.receive_membership(origin, room_id, event_id, raw, "knock")
+            .await?;
+        let state = self.room_state(room_id).await?;
+        Ok(self.invite_stripped_state(&state))
+    }
+
     /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`.
     pub async fn federation_make_leave(
         &self,
@@ -307,7 +417,7 @@ impl Services {
             )));
         }
         let state = self.room_state(room_id).await?;
-        if membership == "join" {
+        if membership != "leave" {
             let supported = if versions.is_empty() {
                 state.version == RoomVersionId::V1
             } else {

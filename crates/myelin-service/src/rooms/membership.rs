@@ -98,14 +98,26 @@ impl Services {
         user_id: &UserId,
         room_id_or_alias: &str,
         reason: Option<&str>,
+        via: &[OwnedServerName],
     ) -> ServiceResult<OwnedRoomId> {
-        let room_id = self.resolve_room(room_id_or_alias).await?;
-        let state = self.room_state(&room_id).await.map_err(|e| match e {
-            ServiceError::NotFound(_) => ServiceError::NotFound(
-                "Room not found; knocking on rooms on other servers is not supported yet".into(),
-            ),
-            other => other,
-        })?;
+        let (room_id, alias_servers) = self.resolve_room_with_servers(room_id_or_alias).await?;
+        let known = RoomStore::room_info(self.storage.as_ref(), &room_id)
+            .await?
+            .is_some();
+        if !known || !self.server_has_joined_member(&room_id).await? {
+            let mut given = via.to_vec();
+            given.extend(alias_servers);
+            let servers = self.join_candidates(&room_id, &given, None);
+            if servers.iter().any(|s| s != self.server_name()) {
+                self.knock_remote(user_id, &room_id, &servers, reason)
+                    .await?;
+                return Ok(room_id);
+            }
+            if !known {
+                return Err(ServiceError::NotFound(format!("Room {room_id} not found")));
+            }
+        }
+        let state = self.room_state(&room_id).await?;
         match state.membership(user_id).as_deref() {
             Some("join") => {
                 return Err(ServiceError::Forbidden(
