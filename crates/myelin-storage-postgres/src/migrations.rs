@@ -10,6 +10,7 @@ use crate::pool::Conn;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_federation.sql"),
+    include_str!("../migrations/0003_room_directory.sql"),
 ];
 
 /// The schema version this build writes.

@@ -271,6 +271,50 @@ impl RoomStore for PgStore {
         rows.iter().map(|row| get(row, 0)).collect()
     }
 
+    async fn set_room_published(&self, room_id: &RoomId, published: bool) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = if published {
+            conn.execute(
+                "INSERT INTO room_directory (room_id, published_ms) VALUES ($1, $2)
+                 ON CONFLICT (room_id) DO NOTHING",
+                &[&room_id.as_str(), &crate::convert::now_ms()],
+            )
+            .await
+        } else {
+            conn.execute(
+                "DELETE FROM room_directory WHERE room_id = $1",
+                &[&room_id.as_str()],
+            )
+            .await
+        }
+        .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn is_room_published(&self, room_id: &RoomId) -> StorageResult<bool> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT 1 FROM room_directory WHERE room_id = $1",
+                &[&room_id.as_str()],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn published_rooms(&self) -> StorageResult<Vec<OwnedRoomId>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT room_id FROM room_directory ORDER BY room_id COLLATE \"C\"",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| parse_id(get::<String>(row, 0)?, "published room"))
+            .collect()
+    }
+
     async fn current_stream_pos(&self) -> StorageResult<StreamPos> {
         // Writers are serialised and bump the counter in their own transaction, so the committed
         // counter is a position up to which everything is committed.

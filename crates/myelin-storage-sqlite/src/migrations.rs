@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_meta.sql"),
     include_str!("../migrations/0003_federation.sql"),
+    include_str!("../migrations/0004_room_directory.sql"),
 ];
 
 /// The schema version this build writes.

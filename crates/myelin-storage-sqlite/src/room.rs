@@ -333,6 +333,61 @@ impl RoomStore for SqliteStore {
             .await
     }
 
+    async fn set_room_published(&self, room_id: &RoomId, published: bool) -> StorageResult<()> {
+        let room_id = room_id.to_owned();
+        self.db
+            .write(move |tx, _| {
+                if published {
+                    tx.prepare_cached(
+                        "INSERT INTO room_directory (room_id, published_ms) VALUES (?1, ?2)
+                         ON CONFLICT (room_id) DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![room_id.as_str(), crate::convert::now_ms()])
+                    .db()?;
+                } else {
+                    tx.prepare_cached("DELETE FROM room_directory WHERE room_id = ?1")
+                        .db()?
+                        .execute([room_id.as_str()])
+                        .db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn is_room_published(&self, room_id: &RoomId) -> StorageResult<bool> {
+        let room_id = room_id.to_owned();
+        self.db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT 1 FROM room_directory WHERE room_id = ?1")
+                    .db()?
+                    .query_row([room_id.as_str()], |_| Ok(()))
+                    .optional()
+                    .db()?
+                    .is_some())
+            })
+            .await
+    }
+
+    async fn published_rooms(&self) -> StorageResult<Vec<OwnedRoomId>> {
+        self.db
+            .read(move |conn| {
+                let ids = conn
+                    .prepare_cached("SELECT room_id FROM room_directory ORDER BY room_id")
+                    .db()?
+                    .query_map([], |row| row.get::<_, String>(0))
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                ids.into_iter()
+                    .map(|id| parse_id(id, "published room"))
+                    .collect()
+            })
+            .await
+    }
+
     async fn current_stream_pos(&self) -> StorageResult<StreamPos> {
         Ok(self.db.stream_pos())
     }

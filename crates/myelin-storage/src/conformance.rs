@@ -39,6 +39,7 @@ macro_rules! storage_conformance_tests {
             rooms_with_new_events,
             memberships,
             aliases,
+            room_directory,
             txn_ids,
             account_data,
             receipts,
@@ -1350,6 +1351,37 @@ pub async fn memberships(store: &dyn Storage) {
         .await
         .unwrap()
         .is_empty());
+}
+
+pub async fn room_directory(store: &dyn Storage) {
+    let (r1, r2, r3) = (
+        room("!dir1:localhost"),
+        room("!dir2:localhost"),
+        room("!dir3:localhost"),
+    );
+    assert!(store.published_rooms().await.unwrap().is_empty());
+    assert!(!store.is_room_published(&r1).await.unwrap());
+
+    store.set_room_published(&r2, true).await.unwrap();
+    store.set_room_published(&r1, true).await.unwrap();
+    store.set_room_published(&r1, true).await.unwrap(); // idempotent
+    store.set_room_published(&r3, false).await.unwrap(); // never published: no-op
+    assert!(store.is_room_published(&r1).await.unwrap());
+    assert!(!store.is_room_published(&r3).await.unwrap());
+    assert_eq!(
+        store.published_rooms().await.unwrap(),
+        [r1.clone(), r2.clone()],
+        "ordered by room ID"
+    );
+
+    store.set_room_published(&r1, false).await.unwrap();
+    assert!(!store.is_room_published(&r1).await.unwrap());
+    assert_eq!(
+        store.published_rooms().await.unwrap(),
+        std::slice::from_ref(&r2)
+    );
+    store.set_room_published(&r1, true).await.unwrap();
+    assert_eq!(store.published_rooms().await.unwrap(), [r1, r2]);
 }
 
 pub async fn aliases(store: &dyn Storage) {

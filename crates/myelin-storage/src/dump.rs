@@ -201,6 +201,11 @@ pub const TABLES: &[Table] = &[
         columns: &["room_id", "user_id", "stripped_state"],
         key: &["room_id", "user_id"],
     },
+    Table {
+        name: "room_directory",
+        columns: &["room_id", "published_ms"],
+        key: &["room_id"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

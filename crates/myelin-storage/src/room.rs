@@ -271,6 +271,14 @@ pub trait RoomStore {
     async fn delete_alias(&self, alias: &RoomAliasId) -> StorageResult<bool>;
     async fn aliases_of_room(&self, room_id: &RoomId) -> StorageResult<Vec<String>>;
 
+    /// Publishes the room in (`true`) or removes it from (`false`) the public room directory.
+    /// Idempotent; the room need not be known to storage.
+    async fn set_room_published(&self, room_id: &RoomId, published: bool) -> StorageResult<()>;
+    /// Whether the room is in the public room directory.
+    async fn is_room_published(&self, room_id: &RoomId) -> StorageResult<bool>;
+    /// Every room in the public room directory, ordered by room ID.
+    async fn published_rooms(&self) -> StorageResult<Vec<OwnedRoomId>>;
+
     /// The newest stream position whose writes (and all before it) are committed.
     async fn current_stream_pos(&self) -> StorageResult<StreamPos>;
 }

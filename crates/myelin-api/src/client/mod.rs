@@ -1,6 +1,7 @@
 //! Client-Server API routes (`/_matrix/client/...`), one module per spec area.
 
 mod account;
+mod directory;
 mod discovery;
 mod events;
 mod push;
@@ -21,6 +22,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(sync::routes())
         .merge(user_data::routes())
         .merge(push::routes())
+        .merge(directory::routes())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

@@ -1,6 +1,7 @@
 //! Server-Server API routes (`/_matrix/key/...`, `/_matrix/federation/...`), one module per spec
 //! area, and the `X-Matrix` extractors every authenticated federation endpoint uses.
 
+mod directory;
 mod events;
 mod extract;
 mod history;
@@ -29,4 +30,5 @@ pub fn routes(enabled: bool) -> Router<SharedState> {
         .merge(history::routes())
         .merge(membership::routes())
         .merge(well_known::routes())
+        .merge(directory::routes())
 }

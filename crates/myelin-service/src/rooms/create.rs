@@ -199,7 +199,7 @@ impl Services {
             }
         }
         if req.visibility.as_deref() == Some("public") {
-            tracing::debug!(%room_id, "public room directory is not implemented yet");
+            self.storage.set_room_published(&room_id, true).await?;
         }
         Ok(room_id)
     }

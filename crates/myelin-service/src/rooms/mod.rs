@@ -3,6 +3,7 @@
 
 mod aliases;
 mod create;
+mod directory;
 mod membership;
 mod power;
 mod read;

@@ -1,0 +1,124 @@
+//! The public room directory (spec: client-server "Room directory" → "Listing rooms").
+
+use axum::{
+    extract::{Path, State},
+    routing::get,
+    Json, Router,
+};
+use ruma::{OwnedRoomId, OwnedServerName};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::{parse_id, Auth, JsonBody, MaybeAuth, Query},
+    SharedState,
+};
+
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route(
+            "/_matrix/client/v3/directory/list/room/{room}",
+            get(get_visibility).put(set_visibility),
+        )
+        .route(
+            "/_matrix/client/v3/publicRooms",
+            get(public_rooms).post(query_public_rooms),
+        )
+}
+
+/// GET /_matrix/client/v3/directory/list/room/{roomId} (no authentication).
+async fn get_visibility(
+    State(state): State<SharedState>,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    let visibility = state.services.room_directory_visibility(&room_id).await?;
+    Ok(Json(json!({ "visibility": visibility })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Visibility {
+    Public,
+    Private,
+}
+
+#[derive(Deserialize)]
+struct VisibilityBody {
+    /// Defaults to `public`.
+    visibility: Option<Visibility>,
+}
+
+/// PUT /_matrix/client/v3/directory/list/room/{roomId}.
+async fn set_visibility(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<VisibilityBody>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    let public = !matches!(body.visibility, Some(Visibility::Private));
+    state
+        .services
+        .set_room_directory_visibility(&authed.user_id, &room_id, public)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct PublicRoomsParams {
+    limit: Option<u64>,
+    since: Option<String>,
+    server: Option<String>,
+}
+
+fn server_param(server: Option<String>) -> Result<Option<OwnedServerName>, ApiError> {
+    server
+        .map(|s| {
+            OwnedServerName::try_from(s).map_err(|_| ApiError::invalid_param("Invalid server name"))
+        })
+        .transpose()
+}
+
+/// GET /_matrix/client/v3/publicRooms (authentication optional).
+async fn public_rooms(
+    State(state): State<SharedState>,
+    MaybeAuth(_authed): MaybeAuth,
+    Query(params): Query<PublicRoomsParams>,
+) -> ApiResult<Json<Value>> {
+    let server = server_param(params.server)?;
+    let answer = state
+        .services
+        .public_rooms(
+            server.as_deref(),
+            params.limit,
+            params.since.as_deref(),
+            None,
+        )
+        .await?;
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+struct ServerParam {
+    server: Option<String>,
+}
+
+/// POST /_matrix/client/v3/publicRooms: `limit`, `since` and `filter` in the body.
+async fn query_public_rooms(
+    State(state): State<SharedState>,
+    Auth(_authed): Auth,
+    Query(params): Query<ServerParam>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    if !body.is_object() {
+        return Err(ApiError::bad_json("Body must be a JSON object"));
+    }
+    let server = server_param(params.server)?;
+    let answer = state
+        .services
+        .public_rooms(server.as_deref(), None, None, Some(&body))
+        .await?;
+    Ok(Json(answer))
+}

@@ -1,0 +1,294 @@
+//! The public room directory (spec: client-server "Room directory" → "Listing rooms";
+//! server-server "Public Room Directory"): which rooms are published, and the list of them.
+
+use myelin_federation::Method;
+use ruma::{RoomId, ServerName, UserId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{federation::urlencoding, ServiceError, ServiceResult, Services};
+
+/// What a `/publicRooms` request asks for (client or federation, GET or POST): `limit`,
+/// `since` and `filter` (`generic_search_term`, `room_types`) as the spec's request body has
+/// them; other fields (`include_all_networks`, `third_party_instance_id`) are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct PublicRoomsQuery {
+    limit: Option<u64>,
+    since: Option<String>,
+    #[serde(default)]
+    filter: Option<PublicRoomsFilter>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct PublicRoomsFilter {
+    generic_search_term: Option<String>,
+    /// Room types to include; `None` inside the list stands for rooms without a type.
+    room_types: Option<Vec<Option<String>>>,
+}
+
+impl PublicRoomsQuery {
+    /// From a GET's `limit` and `since` or a POST's body (which wins).
+    fn new(limit: Option<u64>, since: Option<&str>, body: Option<&Value>) -> ServiceResult<Self> {
+        let mut query = match body {
+            Some(body) => serde_json::from_value::<PublicRoomsQuery>(body.clone())
+                .map_err(|e| ServiceError::BadJson(format!("Invalid body: {e}")))?,
+            None => PublicRoomsQuery::default(),
+        };
+        query.limit = query.limit.or(limit);
+        query.since = query.since.or(since.map(str::to_owned));
+        Ok(query)
+    }
+}
+
+impl PublicRoomsQuery {
+    fn has_filter(&self) -> bool {
+        self.filter.as_ref().is_some_and(|f| {
+            f.generic_search_term
+                .as_deref()
+                .is_some_and(|t| !t.is_empty())
+                || f.room_types.as_ref().is_some_and(|t| !t.is_empty())
+        })
+    }
+}
+
+/// Pagination tokens are an offset into the sorted list, behind a prefix to keep them opaque.
+const TOKEN_PREFIX: &str = "pr";
+
+fn parse_since(since: Option<&str>) -> ServiceResult<usize> {
+    let Some(since) = since.filter(|s| !s.is_empty()) else {
+        return Ok(0);
+    };
+    since
+        .strip_prefix(TOKEN_PREFIX)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| ServiceError::InvalidParam("Invalid since token".into()))
+}
+
+/// One room's entry in the directory (a `PublishedRoomsChunk`).
+struct DirectoryEntry {
+    room_id: String,
+    joined: usize,
+    room_type: Option<String>,
+    /// Lowercased texts a search term is matched against.
+    searchable: Vec<String>,
+    json: Value,
+}
+
+impl Services {
+    /// `GET /directory/list/room/{roomId}`: `public` or `private`; unknown rooms are not found.
+    pub async fn room_directory_visibility(&self, room_id: &RoomId) -> ServiceResult<&'static str> {
+        if self.storage.room_info(room_id).await?.is_none() {
+            return Err(ServiceError::NotFound("Room not found".into()));
+        }
+        Ok(if self.storage.is_room_published(room_id).await? {
+            "public"
+        } else {
+            "private"
+        })
+    }
+
+    /// `PUT /directory/list/room/{roomId}`: joined members with the power to send
+    /// `m.room.canonical_alias` (as Synapse requires), or server admins.
+    pub async fn set_room_directory_visibility(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        public: bool,
+    ) -> ServiceResult<()> {
+        if self.storage.room_info(room_id).await?.is_none() {
+            return Err(ServiceError::NotFound("Room not found".into()));
+        }
+        let state = self.room_state(room_id).await?;
+        let allowed = state.membership(user_id).as_deref() == Some("join")
+            && state.user_power(user_id) >= state.state_event_level("m.room.canonical_alias");
+        if !allowed {
+            let admin = self
+                .storage
+                .get_user(user_id)
+                .await?
+                .is_some_and(|u| u.is_admin);
+            if !admin {
+                return Err(ServiceError::Forbidden(
+                    "You may not change this room's visibility in the room directory".into(),
+                ));
+            }
+        }
+        self.storage.set_room_published(room_id, public).await?;
+        Ok(())
+    }
+
+    /// `/publicRooms` for a client: our own list, or (with `server` naming another server) that
+    /// server's answer to its federation `/publicRooms`.
+    /// `limit` and `since` come from a GET's query string, `body` is a POST's body.
+    pub async fn public_rooms(
+        &self,
+        server: Option<&ServerName>,
+        limit: Option<u64>,
+        since: Option<&str>,
+        body: Option<&Value>,
+    ) -> ServiceResult<Value> {
+        let query = &PublicRoomsQuery::new(limit, since, body)?;
+        match server {
+            Some(server) if server != self.server_name() => {
+                self.remote_public_rooms(server, query).await
+            }
+            _ => self.list_public_rooms(query).await,
+        }
+    }
+
+    async fn remote_public_rooms(
+        &self,
+        server: &ServerName,
+        query: &PublicRoomsQuery,
+    ) -> ServiceResult<Value> {
+        let path = "/_matrix/federation/v1/publicRooms";
+        if query.has_filter() {
+            let mut body = json!({});
+            if let Some(limit) = query.limit {
+                body["limit"] = json!(limit);
+            }
+            if let Some(since) = &query.since {
+                body["since"] = json!(since);
+            }
+            if let Some(filter) = &query.filter {
+                let mut f = json!({});
+                if let Some(term) = &filter.generic_search_term {
+                    f["generic_search_term"] = json!(term);
+                }
+                if let Some(types) = &filter.room_types {
+                    f["room_types"] = json!(types);
+                }
+                body["filter"] = f;
+            }
+            self.federation_call(Method::POST, server, path, Some(body))
+                .await
+        } else {
+            let mut params = Vec::new();
+            if let Some(limit) = query.limit {
+                params.push(format!("limit={limit}"));
+            }
+            if let Some(since) = &query.since {
+                params.push(format!("since={}", urlencoding(since)));
+            }
+            let full = if params.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{}", params.join("&"))
+            };
+            self.federation_call(Method::GET, server, &full, None).await
+        }
+    }
+
+    /// Our own directory, for a client or another server (same arguments as
+    /// [`Services::public_rooms`]).
+    pub async fn local_public_rooms(
+        &self,
+        limit: Option<u64>,
+        since: Option<&str>,
+        body: Option<&Value>,
+    ) -> ServiceResult<Value> {
+        self.list_public_rooms(&PublicRoomsQuery::new(limit, since, body)?)
+            .await
+    }
+
+    /// This server's public room directory: published rooms by joined members (most first),
+    /// then room ID, filtered and paginated by offset tokens.
+    async fn list_public_rooms(&self, query: &PublicRoomsQuery) -> ServiceResult<Value> {
+        let offset = parse_since(query.since.as_deref())?;
+        let term = query
+            .filter
+            .as_ref()
+            .and_then(|f| f.generic_search_term.as_deref())
+            .map(str::to_lowercase)
+            .filter(|t| !t.is_empty());
+        let types = query
+            .filter
+            .as_ref()
+            .and_then(|f| f.room_types.as_ref())
+            .filter(|t| !t.is_empty());
+
+        let mut entries = Vec::new();
+        for room_id in self.storage.published_rooms().await? {
+            match self.directory_entry(&room_id).await {
+                Ok(entry) => entries.push(entry),
+                Err(e) => tracing::debug!(%room_id, error = %e, "published room left out"),
+            }
+        }
+        entries.retain(|e| {
+            types.is_none_or(|t| t.contains(&e.room_type))
+                && term
+                    .as_ref()
+                    .is_none_or(|term| e.searchable.iter().any(|s| s.contains(term.as_str())))
+        });
+        entries.sort_by(|a, b| b.joined.cmp(&a.joined).then(a.room_id.cmp(&b.room_id)));
+
+        let total = entries.len();
+        let limit = query
+            .limit
+            .map(|l| usize::try_from(l).unwrap_or(usize::MAX))
+            .unwrap_or(usize::MAX);
+        let start = offset.min(total);
+        let end = start.saturating_add(limit).min(total);
+        let chunk: Vec<Value> = entries.drain(start..end).map(|e| e.json).collect();
+        let mut answer = json!({
+            "chunk": chunk,
+            "total_room_count_estimate": total,
+        });
+        if end < total {
+            answer["next_batch"] = json!(format!("{TOKEN_PREFIX}{end}"));
+        }
+        if start > 0 {
+            let prev = start.saturating_sub(limit);
+            answer["prev_batch"] = json!(format!("{TOKEN_PREFIX}{prev}"));
+        }
+        Ok(answer)
+    }
+
+    async fn directory_entry(&self, room_id: &RoomId) -> ServiceResult<DirectoryEntry> {
+        let state = self.room_state(room_id).await?;
+        let text = |kind: &str, field: &str| {
+            state
+                .content(kind, "")
+                .and_then(|c| c.get(field).and_then(Value::as_str).map(str::to_owned))
+                .filter(|s| !s.is_empty())
+        };
+        let room_type = state
+            .content("m.room.create", "")
+            .and_then(|c| c.get("type").and_then(Value::as_str).map(str::to_owned));
+        let joined = state.members_with(&["join"]).len();
+        let name = text("m.room.name", "name");
+        let topic = text("m.room.topic", "topic");
+        let alias = text("m.room.canonical_alias", "alias");
+        let mut json = json!({
+            "room_id": room_id,
+            "num_joined_members": joined,
+            "world_readable": state.history_visibility() == "world_readable",
+            "guest_can_join": text("m.room.guest_access", "guest_access").as_deref() == Some("can_join"),
+            "join_rule": state.join_rule(),
+        });
+        let optional = [
+            ("name", name.clone()),
+            ("topic", topic.clone()),
+            ("avatar_url", text("m.room.avatar", "url")),
+            ("canonical_alias", alias.clone()),
+            ("room_type", room_type.clone()),
+        ];
+        for (field, value) in optional {
+            if let Some(value) = value {
+                json[field] = json!(value);
+            }
+        }
+        let searchable = [name, topic, alias, Some(room_id.to_string())]
+            .into_iter()
+            .flatten()
+            .map(|s| s.to_lowercase())
+            .collect();
+        Ok(DirectoryEntry {
+            room_id: room_id.to_string(),
+            joined,
+            room_type,
+            searchable,
+            json,
+        })
+    }
+}
