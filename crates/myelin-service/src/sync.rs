@@ -57,6 +57,17 @@ pub struct SyncRequest {
 
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 
+/// The state types an invitee or knocker sees of a room (the spec's recommended stripped state).
+pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
 impl Services {
     pub async fn sync(&self, authed: &Authed, req: SyncRequest) -> ServiceResult<Value> {
         let since = match &req.since {
@@ -470,19 +481,11 @@ impl Services {
             return self.remote_stripped_state(m).await;
         }
         let state = self.room_state(&m.room_id).await?;
-        let mut events: Vec<Value> = [
-            "m.room.create",
-            "m.room.join_rules",
-            "m.room.name",
-            "m.room.avatar",
-            "m.room.canonical_alias",
-            "m.room.encryption",
-            "m.room.topic",
-        ]
-        .iter()
-        .filter_map(|k| state.get(k, ""))
-        .map(|e| stripped_state(&e.pdu))
-        .collect();
+        let mut events: Vec<Value> = STRIPPED_STATE_TYPES
+            .iter()
+            .filter_map(|k| state.get(k, ""))
+            .map(|e| stripped_state(&e.pdu))
+            .collect();
         if let Some(member) = self.storage.get_event(&m.event_id).await? {
             events.push(stripped_state(&member.pdu));
         }

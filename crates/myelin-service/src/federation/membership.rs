@@ -69,17 +69,36 @@ impl Services {
         servers: &[OwnedServerName],
         reason: Option<&str>,
     ) -> ServiceResult<()> {
+        self.through_first(room_id, servers, "join", |server| async move {
+            self.join_through(user_id, room_id, &server, reason).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` with each of `servers` (ours and blocked ones skipped) until one succeeds;
+    /// the last failure otherwise.
+    async fn through_first<F, Fut>(
+        &self,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+        what: &str,
+        attempt: F,
+    ) -> ServiceResult<()>
+    where
+        F: Fn(OwnedServerName) -> Fut,
+        Fut: std::future::Future<Output = ServiceResult<()>>,
+    {
         let mut last = ServiceError::NotFound(format!(
-            "No server to join {room_id} through is known; give one in `via`"
+            "No server to {what} {room_id} through is known; give one in `via`"
         ));
         for server in servers {
             if server == self.server_name() || self.is_blocked_server(server.as_str()) {
                 continue;
             }
-            match self.join_through(user_id, room_id, server, reason).await {
+            match attempt(server.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::info!(%room_id, %server, error = %e, "remote join failed");
+                    tracing::info!(%room_id, %server, error = %e, "remote {what} failed");
                     last = e;
                 }
             }
@@ -132,22 +151,10 @@ impl Services {
         servers: &[OwnedServerName],
         reason: Option<&str>,
     ) -> ServiceResult<()> {
-        let mut last = ServiceError::NotFound(format!(
-            "No server to knock on {room_id} through is known; give one in `via`"
-        ));
-        for server in servers {
-            if server == self.server_name() || self.is_blocked_server(server.as_str()) {
-                continue;
-            }
-            match self.knock_through(user_id, room_id, server, reason).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::info!(%room_id, %server, error = %e, "remote knock failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        self.through_first(room_id, servers, "knock on", |server| async move {
+            self.knock_through(user_id, room_id, &server, reason).await
+        })
+        .await
     }
 
     async fn knock_through(
@@ -724,27 +731,19 @@ impl Services {
 
     /// The stripped state sent with an invite.
     fn invite_stripped_state(&self, state: &RoomState) -> Vec<Value> {
-        [
-            "m.room.create",
-            "m.room.join_rules",
-            "m.room.name",
-            "m.room.avatar",
-            "m.room.canonical_alias",
-            "m.room.encryption",
-            "m.room.topic",
-        ]
-        .iter()
-        .filter_map(|k| state.get(k, ""))
-        .map(|e| {
-            let pdu = &e.pdu;
-            json!({
-                "type": pdu.kind.to_string(),
-                "state_key": pdu.state_key,
-                "sender": pdu.sender,
-                "content": pdu.content_value(),
+        crate::sync::STRIPPED_STATE_TYPES
+            .iter()
+            .filter_map(|k| state.get(k, ""))
+            .map(|e| {
+                let pdu = &e.pdu;
+                json!({
+                    "type": pdu.kind.to_string(),
+                    "state_key": pdu.state_key,
+                    "sender": pdu.sender,
+                    "content": pdu.content_value(),
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     /// The servers to try for joining `room_id`: those given, then the room ID's and alias's.
