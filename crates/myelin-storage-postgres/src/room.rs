@@ -56,7 +56,7 @@ impl RoomStore for PgStore {
         let mut conn = self.db.read().await?;
         let row = conn
             .query_opt(
-                "SELECT version, creator FROM rooms WHERE room_id = $1",
+                "SELECT version, creator, current_snapshot FROM rooms WHERE room_id = $1",
                 &[&room_id.as_str()],
             )
             .await?;
@@ -65,6 +65,7 @@ impl RoomStore for PgStore {
                 room_id: room_id.to_owned(),
                 version: parse_id(get::<String>(&row, 0)?, "room version")?,
                 creator: parse_id(get::<String>(&row, 1)?, "room creator")?,
+                current_snapshot: get::<Option<i64>>(&row, 2)?,
             })
         })
         .transpose()

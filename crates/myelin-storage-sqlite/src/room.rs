@@ -55,18 +55,25 @@ impl RoomStore for SqliteStore {
         self.db
             .read(move |conn| {
                 let row = conn
-                    .prepare_cached("SELECT version, creator FROM rooms WHERE room_id = ?1")
+                    .prepare_cached(
+                        "SELECT version, creator, current_snapshot FROM rooms WHERE room_id = ?1",
+                    )
                     .db()?
                     .query_row([room_id.as_str()], |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, Option<i64>>(2)?,
+                        ))
                     })
                     .optional()
                     .db()?;
-                row.map(|(version, creator)| {
+                row.map(|(version, creator, current_snapshot)| {
                     Ok(RoomInfo {
                         room_id,
                         version: parse_id(version, "room version")?,
                         creator: parse_id(creator, "room creator")?,
+                        current_snapshot,
                     })
                 })
                 .transpose()

@@ -159,6 +159,8 @@ pub struct RoomInfo {
     pub room_id: OwnedRoomId,
     pub version: RoomVersionId,
     pub creator: OwnedUserId,
+    /// The snapshot the room's current state equals; `None` after a resolved fork.
+    pub current_snapshot: Option<SnapshotId>,
 }
 
 /// One user's membership in one room.

@@ -15,11 +15,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use myelin_storage::{EventRecord, RoomStore, SnapshotId};
+use myelin_storage::{EventRecord, SnapshotId};
 use ruma::{EventId, RoomId, ServerName, UserId};
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::acl;
 use crate::{rooms::RoomState, ServiceError, ServiceResult, Services};
 
 /// One request's view of a room for a remote server: the room's current state (after its ACL let
@@ -39,22 +38,7 @@ impl Services {
         origin: &'a ServerName,
         room_id: &RoomId,
     ) -> ServiceResult<ServerView<'a>> {
-        // Checked before `room_state`, which would keep a cache slot for any room ID asked for.
-        if RoomStore::room_info(self.storage.as_ref(), room_id)
-            .await?
-            .is_none()
-        {
-            return Err(ServiceError::NotFound(format!("Unknown room {room_id}")));
-        }
-        let current = self.room_state(room_id).await?;
-        if let Some(content) = current.content("m.room.server_acl", "") {
-            if !acl::is_allowed(&content, origin) {
-                tracing::info!(%origin, %room_id, "federation read refused by the room's server ACL");
-                return Err(ServiceError::Forbidden(format!(
-                    "Server {origin} is denied by the room's server ACL"
-                )));
-            }
-        }
+        let current = self.check_server_acl(origin, room_id).await?;
         Ok(ServerView {
             services: self,
             origin,

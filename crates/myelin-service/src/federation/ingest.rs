@@ -347,8 +347,8 @@ impl Services {
     }
 
     /// The redacted JSON of the event a received redaction targets, when the redaction may
-    /// apply (same room, and the redacter's server is the target sender's or the redacter has
-    /// the power to redact others, which the auth rules already checked).
+    /// apply: the redacter's server is the target sender's, or the redacter has the power to
+    /// redact others (the auth rules checked the rest).
     async fn remote_redaction(
         &self,
         current: &RoomState,
@@ -357,21 +357,16 @@ impl Services {
         let Some(target) = &pdu.redacts else {
             return Ok(None);
         };
-        let Some(record) = self.storage.get_event(target).await? else {
+        let Some(redaction) = self.redaction_of(current, pdu, target).await? else {
             return Ok(None);
         };
-        if record.pdu.room_id != pdu.room_id || record.redacted_by.is_some() {
-            return Ok(None);
-        }
-        let same_server = record.pdu.sender.server_name() == pdu.sender.server_name();
-        let level_ok = current.user_power(&pdu.sender) >= current.action_level("redact");
-        if !(same_server || level_ok) {
-            return Ok(None);
-        }
-        Ok(Some((
-            record.pdu.event_id.clone(),
-            myelin_room::redact_pdu_json(&record.pdu, &current.rules)?,
-        )))
+        let power_ok = current.user_power(&pdu.sender) >= current.action_level("redact");
+        let same_server = self
+            .storage
+            .get_event(target)
+            .await?
+            .is_some_and(|r| r.pdu.sender.server_name() == pdu.sender.server_name());
+        Ok((power_ok || same_server).then_some(redaction))
     }
 
     /// Stored events (timeline or outliers) by ID.
@@ -389,7 +384,7 @@ impl Services {
     }
 
     /// The PDUs of a state map (entries whose event is unknown are left out).
-    async fn state_pdus(&self, state: &StateMap) -> ServiceResult<PduStateMap> {
+    pub(crate) async fn state_pdus(&self, state: &StateMap) -> ServiceResult<PduStateMap> {
         let ids: Vec<OwnedEventId> = state.values().cloned().collect();
         let events = self.known_events(&ids).await?;
         Ok(state

@@ -6,14 +6,11 @@ use std::sync::Arc;
 
 use myelin_core::Pdu;
 use myelin_federation::Method;
-use myelin_room::{
-    auth_event_ids, build_pdu, check_auth, complete_template, rules_for_received, EventTemplate,
-    PduContext,
-};
+use myelin_room::{check_auth, complete_template, rules_for_received, EventTemplate};
 use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState, RoomStore, StateMap};
 use ruma::{
-    events::StateEventType, CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId,
-    OwnedServerName, OwnedUserId, RoomId, RoomVersionId, ServerName, UserId,
+    events::StateEventType, CanonicalJsonObject, CanonicalJsonValue, OwnedRoomId, OwnedServerName,
+    OwnedUserId, RoomId, RoomVersionId, ServerName, UserId,
 };
 use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue, Value};
@@ -288,13 +285,13 @@ impl Services {
             )));
         }
         // Our join must be allowed by the state the resident server gave us.
-        let state_pdus = self.state_pdus_of(&state).await?;
+        let state_pdus = self.state_pdus(&state).await?;
         check_auth(
             &rules,
             &join,
             |id| state_pdus.values().find(|p| p.event_id == id).cloned(),
             |kind: &StateEventType, key: &str| {
-                state_pdus.get(&(kind.to_string(), key.to_owned())).cloned()
+                state_pdus.get(&(kind.clone(), key.to_owned())).cloned()
             },
         )?;
 
@@ -335,25 +332,6 @@ impl Services {
         // in-memory state has them all, which is what sync and sending read.
         self.publish(&slot, loaded, &[(Arc::new(join), persisted.stream_pos)]);
         Ok(())
-    }
-
-    /// The PDUs of a state map, keyed by `(type, state_key)`.
-    async fn state_pdus_of(
-        &self,
-        state: &StateMap,
-    ) -> ServiceResult<std::collections::HashMap<(String, String), Arc<Pdu>>> {
-        let ids: Vec<OwnedEventId> = state.values().cloned().collect();
-        let by_id: std::collections::HashMap<OwnedEventId, Arc<Pdu>> = self
-            .storage
-            .get_events(&ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.pdu.event_id.clone(), Arc::new(r.pdu)))
-            .collect();
-        Ok(state
-            .iter()
-            .filter_map(|(key, id)| Some((key.clone(), by_id.get(id)?.clone())))
-            .collect())
     }
 
     // ---- as the resident server -----------------------------------------------------------
@@ -466,35 +444,13 @@ impl Services {
         sender: &OwnedUserId,
         template: EventTemplate,
     ) -> ServiceResult<Pdu> {
-        let auth_events = auth_event_ids(
-            &state.rules,
-            &template.kind,
-            sender,
-            template.state_key.as_deref(),
-            &template.content,
-            |ty, key| {
-                state
-                    .get(&ty.to_string(), key)
-                    .map(|e| e.pdu.event_id.clone())
-            },
-        )?;
-        let ctx = PduContext {
-            rules: &state.rules,
-            room_id: Some(&state.room_id),
-            sender,
-            origin_server_ts: self.now_ms(),
-            prev_events: state.extremities.clone(),
-            auth_events,
-            depth: state.depth + 1,
+        let append = crate::rooms::Append {
+            sender: sender.clone(),
+            template,
+            txn: None,
+            prebuilt: None,
         };
-        let pdu = build_pdu(template, ctx, &self.key)?;
-        check_auth(
-            &state.rules,
-            &pdu,
-            |id| state.by_event_id(id),
-            |ty: &StateEventType, key| state.get(&ty.to_string(), key).map(|e| e.pdu.clone()),
-        )?;
-        Ok(pdu)
+        self.build_checked(state, &append, self.now_ms())
     }
 
     /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`: checks and stores the join,

@@ -146,12 +146,14 @@ impl Services {
         Ok(())
     }
 
-    /// Refuses `origin` when the room's server ACL denies it.
+    /// The room's current state, unless the room is unknown (`NotFound`) or its server ACL
+    /// denies `origin` (`Forbidden`).
     pub(crate) async fn check_server_acl(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<std::sync::Arc<crate::rooms::RoomState>> {
+        // Checked before `room_state`, which would keep a cache slot for any room ID asked for.
         if myelin_storage::RoomStore::room_info(self.storage.as_ref(), room_id)
             .await?
             .is_none()
@@ -169,7 +171,7 @@ impl Services {
                 )));
             }
         }
-        Ok(())
+        Ok(state)
     }
 
     /// Typing and read receipts of the origin's users; other EDU types are not handled yet.

@@ -225,7 +225,12 @@ impl Services {
     }
 
     /// Builds a non-create event on top of `current` and checks it against the auth rules.
-    fn build_checked(&self, current: &RoomState, append: &Append, now: u64) -> ServiceResult<Pdu> {
+    pub(crate) fn build_checked(
+        &self,
+        current: &RoomState,
+        append: &Append,
+        now: u64,
+    ) -> ServiceResult<Pdu> {
         let t = &append.template;
         let auth_events = auth_event_ids(
             &current.rules,
@@ -283,7 +288,7 @@ impl Services {
     }
 
     /// The redacted JSON of the event `redaction` redacts, if it is in this room.
-    async fn redaction_of(
+    pub(crate) async fn redaction_of(
         &self,
         current: &RoomState,
         redaction: &Pdu,

@@ -65,11 +65,7 @@ impl RoomState {
             .ok_or_else(|| ServiceError::Internal(format!("room {room_id} has no events")))?;
         // After a resolved fork the current state equals no snapshot: 0 says so, and the next
         // local event writes its state in full.
-        let snapshot = if storage.state_at_snapshot(newest.state_snapshot).await? == current {
-            newest.state_snapshot
-        } else {
-            0
-        };
+        let snapshot = info.current_snapshot.unwrap_or(0);
         Ok(RoomState {
             room_id: info.room_id,
             version: info.version,
