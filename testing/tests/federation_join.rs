@@ -412,4 +412,31 @@ async fn knocking_on_a_remote_room() {
     assert_eq!(status, StatusCode::OK, "{member}");
     assert_eq!(member["membership"], "knock");
     assert_eq!(member["reason"], "let me in");
+
+    // Ellen withdraws the knock: B goes through A (make_leave/send_leave), so A's state shows
+    // her leave and her /sync moves the room from `knock` to `leave`.
+    let since = b.sync(ellen.token().expect("token"), None, 0).await["next_batch"]
+        .as_str()
+        .map(str::to_owned);
+    let (status, body) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)),
+            ellen.token(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "knock withdrawal: {body}");
+    let (status, member) = a.get(&path, Some(alice_token)).await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(member["membership"], "leave", "A saw the withdrawal");
+    sync_from_until(
+        &b,
+        &ellen,
+        since,
+        "the withdrawn knock under leave",
+        |sync| sync["rooms"]["leave"].get(&room_id).is_some(),
+    )
+    .await;
+    let sync = b.sync(ellen.token().expect("token"), None, 0).await;
+    assert!(sync["rooms"]["knock"].get(&room_id).is_none(), "{sync}");
 }

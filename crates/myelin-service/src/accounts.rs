@@ -323,15 +323,15 @@ impl Services {
 
     /// `POST /logout`: the device and its tokens go.
     pub async fn logout(&self, authed: &Authed) -> ServiceResult<()> {
-        Ok(self
-            .storage
-            .delete_devices(&authed.user_id, std::slice::from_ref(&authed.device_id))
-            .await?)
+        self.delete_devices(&authed.user_id, std::slice::from_ref(&authed.device_id))
+            .await
     }
 
     /// `POST /logout/all`.
     pub async fn logout_all(&self, user_id: &UserId) -> ServiceResult<()> {
-        Ok(self.storage.delete_all_devices(user_id, None).await?)
+        let before = self.storage.list_devices(user_id).await?;
+        self.storage.delete_all_devices(user_id, None).await?;
+        self.announce_removed_devices(user_id, before).await
     }
 
     /// `POST /account/password` (after UIA). Other devices are logged out unless asked not to.
@@ -343,8 +343,11 @@ impl Services {
     ) -> ServiceResult<()> {
         self.set_password(&authed.user_id, new_password).await?;
         if logout_devices {
+            let before = self.storage.list_devices(&authed.user_id).await?;
             self.storage
                 .delete_all_devices(&authed.user_id, Some(authed.device_id.as_str()))
+                .await?;
+            self.announce_removed_devices(&authed.user_id, before)
                 .await?;
         }
         Ok(())
@@ -413,6 +416,27 @@ impl Services {
         user_id: &UserId,
         device_ids: &[OwnedDeviceId],
     ) -> ServiceResult<()> {
-        Ok(self.storage.delete_devices(user_id, device_ids).await?)
+        let before = self.storage.list_devices(user_id).await?;
+        self.storage.delete_devices(user_id, device_ids).await?;
+        self.announce_removed_devices(user_id, before).await
+    }
+
+    /// Tells who needs to know about the devices of `before` that are gone now (their keys
+    /// went with them, in the deleting transaction).
+    async fn announce_removed_devices(
+        &self,
+        user_id: &UserId,
+        before: Vec<DeviceRecord>,
+    ) -> ServiceResult<()> {
+        let remaining = self.storage.list_devices(user_id).await?;
+        let pos = self.storage.current_stream_pos().await?;
+        for gone in before
+            .iter()
+            .filter(|d| !remaining.iter().any(|r| r.device_id == d.device_id))
+        {
+            self.announce_device_change(user_id, &gone.device_id, true, pos)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod config;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;

@@ -5,6 +5,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::StreamExt;
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{Direction, EventRecord, MembershipRecord, ReceiptRecord};
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
@@ -14,30 +15,39 @@ use crate::{
     accounts::Authed, filter::Filter, format::stripped_state, ServiceError, ServiceResult, Services,
 };
 
-/// A `/sync` cursor: the global stream position and the typing serial.
+/// A `/sync` cursor: the global stream position, the typing serial, and the position up to
+/// which to-device messages were delivered (they stay queued until a later sync acknowledges
+/// them, and a response carries a bounded number, so this can lag behind `pos`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncToken {
     pub pos: StreamPos,
     pub typing: u64,
+    pub to_device: StreamPos,
 }
 
 impl SyncToken {
     pub fn parse(token: &str) -> Option<SyncToken> {
-        let rest = token.strip_prefix('s')?;
-        let (pos, typing) = match rest.split_once('_') {
-            Some((p, t)) => (p.parse().ok()?, t.parse().ok()?),
-            None => (rest.parse().ok()?, 0),
-        };
+        let mut parts = token.strip_prefix('s')?.split('_');
+        let pos = StreamPos(parts.next()?.parse().ok()?);
+        let typing = parts.next().map_or(Some(0), |t| t.parse().ok())?;
+        // Tokens from before to-device delivery had nothing queued to acknowledge.
+        let to_device = parts
+            .next()
+            .map_or(Some(pos), |t| t.parse().ok().map(StreamPos))?;
+        if parts.next().is_some() || to_device > pos {
+            return None;
+        }
         Some(SyncToken {
-            pos: StreamPos(pos),
+            pos,
             typing,
+            to_device,
         })
     }
 }
 
 impl std::fmt::Display for SyncToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}_{}", self.pos.0, self.typing)
+        write!(f, "s{}_{}_{}", self.pos.0, self.typing, self.to_device.0)
     }
 }
 
@@ -56,6 +66,8 @@ pub struct SyncRequest {
 }
 
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// How many joined rooms one `/sync` builds concurrently.
+const ROOMS_AT_ONCE: usize = 8;
 
 /// The state types an invitee or knocker sees of a room (the spec's recommended stripped state).
 pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
@@ -148,11 +160,20 @@ impl Services {
     ) -> ServiceResult<(Value, bool)> {
         let user_id = &authed.user_id;
         let now = self.now_ms();
+        let pos = self.storage.current_stream_pos().await?;
+        let (to_device, to_device_pos) = self
+            .to_device_for_sync(authed, since.map(|s| s.to_device), pos)
+            .await?;
         let next = SyncToken {
-            pos: self.storage.current_stream_pos().await?,
+            pos,
             typing: self.typing.serial(now),
+            to_device: to_device_pos,
         };
         let since_pos = since.map(|s| s.pos);
+        let changed_devices = match since_pos {
+            Some(since) => self.changed_device_lists(user_id, since, pos).await?,
+            None => Vec::new(),
+        };
         let memberships = self.storage.memberships_of_user(user_id).await?;
         let memberships: Vec<_> = memberships
             .into_iter()
@@ -213,25 +234,37 @@ impl Services {
         let mut knock = Map::new();
         let mut leave = Map::new();
         let mut presence_users: HashSet<OwnedUserId> = HashSet::from([user_id.clone()]);
+        // Joined rooms are built a few at a time, so their storage reads overlap on the
+        // reader pool instead of queueing behind each other.
+        let mut joined_rooms = Vec::new();
+        for m in &memberships {
+            if m.membership != "join" {
+                continue;
+            }
+            let ctx = JoinedRoomCtx {
+                since,
+                next,
+                full_state,
+                has_new_events: rooms_with_events
+                    .as_ref()
+                    .is_none_or(|r| r.contains(&m.room_id)),
+                receipts: receipts.remove(&m.room_id).unwrap_or_default(),
+                account_data: room_data.remove(&m.room_id).unwrap_or_default(),
+            };
+            let room = self.joined_room(authed, m, filter, ctx);
+            joined_rooms.push(async move { (m, room.await) });
+        }
+        let mut built = futures_util::stream::iter(joined_rooms).buffered(ROOMS_AT_ONCE);
+        while let Some((m, result)) = built.next().await {
+            if let Some((room, members)) = result? {
+                join.insert(m.room_id.to_string(), room);
+                presence_users.extend(members);
+            }
+        }
+        drop(built);
         for m in &memberships {
             let changed = since_pos.is_none_or(|s| m.stream_pos > s);
             match m.membership.as_str() {
-                "join" => {
-                    let ctx = JoinedRoomCtx {
-                        since,
-                        next,
-                        full_state,
-                        has_new_events: rooms_with_events
-                            .as_ref()
-                            .is_none_or(|r| r.contains(&m.room_id)),
-                        receipts: receipts.remove(&m.room_id).unwrap_or_default(),
-                        account_data: room_data.remove(&m.room_id).unwrap_or_default(),
-                    };
-                    if let Some((room, members)) = self.joined_room(authed, m, filter, ctx).await? {
-                        join.insert(m.room_id.to_string(), room);
-                        presence_users.extend(members);
-                    }
-                }
                 "invite" if changed => {
                     invite.insert(
                         m.room_id.to_string(),
@@ -279,12 +312,20 @@ impl Services {
             && knock.is_empty()
             && leave.is_empty()
             && presence.is_empty()
-            && global_data.is_empty();
+            && global_data.is_empty()
+            && to_device.is_empty()
+            && changed_devices.is_empty();
+        let device = authed.device_id.as_str();
         let response = json!({
             "next_batch": next.to_string(),
             "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
             "presence": { "events": presence },
             "account_data": { "events": global_data },
+            "to_device": { "events": to_device },
+            "device_lists": { "changed": changed_devices, "left": [] },
+            "device_one_time_keys_count": self.one_time_key_counts(authed).await?,
+            "device_unused_fallback_key_types":
+                self.storage.unused_fallback_key_types(user_id, device).await?,
         });
         Ok((response, empty))
     }

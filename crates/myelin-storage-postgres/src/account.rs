@@ -8,6 +8,7 @@ use ruma::{OwnedDeviceId, UserId};
 use tokio_postgres::Row;
 
 use crate::convert::{get, opt_to_i64, opt_to_u64, parse_id, to_i64, to_u64};
+use crate::keys::record_device_list_change;
 use crate::pool::Conn;
 use crate::PgStore;
 
@@ -69,10 +70,14 @@ impl AccountStore for PgStore {
                 &[&user],
             )
             .await?;
-            conn.execute("DELETE FROM access_tokens WHERE user_id = $1", &[&user])
-                .await?;
-            conn.execute("DELETE FROM devices WHERE user_id = $1", &[&user])
-                .await?;
+            if delete_device_rows(&mut conn, user, None, None).await? > 0 {
+                record_device_list_change(&mut conn, user).await?;
+            }
+            conn.execute(
+                "DELETE FROM cross_signing_keys WHERE user_id = $1",
+                &[&user],
+            )
+            .await?;
             Ok(())
         }
         .await;
@@ -225,9 +230,14 @@ impl AccountStore for PgStore {
     ) -> StorageResult<()> {
         let mut conn = self.db.write().await?;
         let result = async {
+            let mut deleted = 0;
             for device_id in device_ids {
-                delete_device_rows(&mut conn, user_id.as_str(), Some(device_id.as_str()), None)
-                    .await?;
+                deleted +=
+                    delete_device_rows(&mut conn, user_id.as_str(), Some(device_id.as_str()), None)
+                        .await?;
+            }
+            if deleted > 0 {
+                record_device_list_change(&mut conn, user_id.as_str()).await?;
             }
             Ok(())
         }
@@ -237,7 +247,13 @@ impl AccountStore for PgStore {
 
     async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StorageResult<()> {
         let mut conn = self.db.write().await?;
-        let result = delete_device_rows(&mut conn, user_id.as_str(), None, keep).await;
+        let result = async {
+            if delete_device_rows(&mut conn, user_id.as_str(), None, keep).await? > 0 {
+                record_device_list_change(&mut conn, user_id.as_str()).await?;
+            }
+            Ok(())
+        }
+        .await;
         conn.finish(result).await
     }
 
@@ -307,13 +323,14 @@ async fn insert_token(
     Ok(())
 }
 
-/// Deletes one device (`only`) or all but `keep`, with their tokens.
+/// Deletes devices with their tokens (their keys and queued to-device messages go by cascade);
+/// returns how many devices were deleted.
 async fn delete_device_rows(
     conn: &mut Conn,
     user_id: &str,
     only: Option<&str>,
     keep: Option<&str>,
-) -> StorageResult<()> {
+) -> StorageResult<u64> {
     let filter = "user_id = $1 AND ($2::TEXT IS NULL OR device_id = $2) AND ($3::TEXT IS NULL OR device_id <> $3)";
     conn.execute(
         &format!("DELETE FROM access_tokens WHERE {filter}"),
@@ -324,8 +341,7 @@ async fn delete_device_rows(
         &format!("DELETE FROM devices WHERE {filter}"),
         &[&user_id, &only, &keep],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 fn token_owner(

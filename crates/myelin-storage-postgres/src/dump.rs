@@ -13,6 +13,8 @@ use crate::PgStore;
 const GENERATED_IDS: &[(&str, &str)] = &[
     ("state_snapshots", "snapshot_id"),
     ("federation_outbox", "id"),
+    ("one_time_keys", "seq"),
+    ("to_device_messages", "seq"),
 ];
 
 #[async_trait]

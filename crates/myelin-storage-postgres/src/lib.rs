@@ -11,6 +11,7 @@ pub mod dump;
 mod error;
 mod events;
 mod federation;
+mod keys;
 mod meta;
 mod migrations;
 mod persist;

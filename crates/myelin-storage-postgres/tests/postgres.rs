@@ -160,3 +160,47 @@ async fn snapshot_chains_are_cut_into_full_snapshots() {
     assert_eq!(rows[0].get::<_, i64>(0), MAX_DELTA_DEPTH);
     assert!(rows[0].get::<_, i64>(1) >= 3);
 }
+
+/// `myelin db copy` copies the tables listed in `dump::TABLES`: every table of the schema must be
+/// there with exactly its columns, or a copy would silently leave data behind.
+#[tokio::test]
+async fn dump_tables_match_the_schema() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    drop(PgStore::open(db.url(), 1).await.unwrap());
+    let rows = psql(
+        db.url(),
+        "SELECT table_name::TEXT, column_name::TEXT FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name <> 'schema_version'",
+    )
+    .await;
+    let mut schema: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for row in &rows {
+        schema.entry(row.get(0)).or_default().insert(row.get(1));
+    }
+    let listed: BTreeMap<String, BTreeSet<String>> = myelin_storage::dump::TABLES
+        .iter()
+        .map(|t| {
+            let columns = t.columns.iter().map(|c| (*c).to_owned()).collect();
+            (t.name.to_owned(), columns)
+        })
+        .collect();
+    assert_eq!(schema, listed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_survive_a_dump_copy() {
+    let (Some(a), Some(b)) = (TestDatabase::create().await, TestDatabase::create().await) else {
+        return;
+    };
+    let from = PgStore::open(a.url(), 2).await.unwrap();
+    let to = PgStore::open(b.url(), 2).await.unwrap();
+    let url = b.url().to_owned();
+    myelin_storage::conformance::keys_survive_a_dump_copy(&from, to, |to| async move {
+        drop(to);
+        PgStore::open(&url, 2).await.unwrap()
+    })
+    .await;
+}

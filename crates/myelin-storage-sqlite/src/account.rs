@@ -8,6 +8,7 @@ use ruma::{OwnedDeviceId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::convert::{opt_to_i64, opt_to_u64, parse_id, to_i64, to_u64, Db};
+use crate::keys::record_device_list_change;
 use crate::SqliteStore;
 
 #[async_trait]
@@ -81,16 +82,17 @@ impl AccountStore for SqliteStore {
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
         let user_id = user_id.to_owned();
         self.db
-            .write(move |tx, _| {
+            .write(move |tx, positions| {
                 let user = user_id.as_str();
                 tx.execute(
                     "UPDATE users SET deactivated = 1 WHERE user_id = ?1",
                     [user],
                 )
                 .db()?;
-                tx.execute("DELETE FROM access_tokens WHERE user_id = ?1", [user])
-                    .db()?;
-                tx.execute("DELETE FROM devices WHERE user_id = ?1", [user])
+                if delete_device_rows(tx, user, None, None)? > 0 {
+                    record_device_list_change(tx, positions, user)?;
+                }
+                tx.execute("DELETE FROM cross_signing_keys WHERE user_id = ?1", [user])
                     .db()?;
                 Ok(())
             })
@@ -276,9 +278,14 @@ impl AccountStore for SqliteStore {
     ) -> StorageResult<()> {
         let (user_id, device_ids) = (user_id.to_owned(), device_ids.to_vec());
         self.db
-            .write(move |tx, _| {
+            .write(move |tx, positions| {
+                let mut deleted = 0;
                 for device_id in &device_ids {
-                    delete_device_rows(tx, user_id.as_str(), Some(device_id.as_str()), None)?;
+                    deleted +=
+                        delete_device_rows(tx, user_id.as_str(), Some(device_id.as_str()), None)?;
+                }
+                if deleted > 0 {
+                    record_device_list_change(tx, positions, user_id.as_str())?;
                 }
                 Ok(())
             })
@@ -288,7 +295,12 @@ impl AccountStore for SqliteStore {
     async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StorageResult<()> {
         let (user_id, keep) = (user_id.to_owned(), keep.map(str::to_owned));
         self.db
-            .write(move |tx, _| delete_device_rows(tx, user_id.as_str(), None, keep.as_deref()))
+            .write(move |tx, positions| {
+                if delete_device_rows(tx, user_id.as_str(), None, keep.as_deref())? > 0 {
+                    record_device_list_change(tx, positions, user_id.as_str())?;
+                }
+                Ok(())
+            })
             .await
     }
 
@@ -369,13 +381,14 @@ fn insert_token(
     Ok(())
 }
 
-/// Deletes one device (`only`) or all but `keep`, with their tokens.
+/// Deletes devices with their tokens (their keys and queued to-device messages go by cascade);
+/// returns how many devices were deleted.
 fn delete_device_rows(
     conn: &Connection,
     user_id: &str,
     only: Option<&str>,
     keep: Option<&str>,
-) -> StorageResult<()> {
+) -> StorageResult<usize> {
     let filter =
         "user_id = ?1 AND (?2 IS NULL OR device_id = ?2) AND (?3 IS NULL OR device_id <> ?3)";
     conn.prepare_cached(&format!("DELETE FROM access_tokens WHERE {filter}"))
@@ -385,8 +398,7 @@ fn delete_device_rows(
     conn.prepare_cached(&format!("DELETE FROM devices WHERE {filter}"))
         .db()?
         .execute(params![user_id, only, keep])
-        .db()?;
-    Ok(())
+        .db()
 }
 
 fn token_owner(

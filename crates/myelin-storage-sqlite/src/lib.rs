@@ -10,6 +10,7 @@ mod convert;
 mod dump;
 mod events;
 mod federation;
+mod keys;
 mod meta;
 mod migrations;
 mod persist;

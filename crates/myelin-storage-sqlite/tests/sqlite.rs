@@ -271,3 +271,55 @@ async fn server_name_is_bound_on_first_claim_and_status_reads_it() {
         "status creates nothing"
     );
 }
+
+/// `myelin db copy` copies the tables listed in `dump::TABLES`: every table of the schema must be
+/// there with exactly its columns, or a copy would silently leave data behind.
+#[tokio::test]
+async fn dump_tables_match_the_schema() {
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(&db_path(&dir)).unwrap());
+    let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
+    let tables: BTreeSet<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+             AND name NOT LIKE 'sqlite_%' AND name <> 'schema_version'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let listed: BTreeSet<String> = myelin_storage::dump::TABLES
+        .iter()
+        .map(|t| t.name.to_owned())
+        .collect();
+    assert_eq!(tables, listed);
+    for table in myelin_storage::dump::TABLES {
+        let columns: BTreeSet<String> = conn
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info('{}')",
+                table.name
+            ))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let listed: BTreeSet<String> = table.columns.iter().map(|c| (*c).to_owned()).collect();
+        assert_eq!(columns, listed, "columns of {}", table.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_survive_a_dump_copy() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let from = SqliteStore::open(&db_path(&a)).unwrap();
+    let to = SqliteStore::open(&db_path(&b)).unwrap();
+    let path = db_path(&b);
+    myelin_storage::conformance::keys_survive_a_dump_copy(&from, to, |to| async move {
+        drop(to);
+        SqliteStore::open(&path).unwrap()
+    })
+    .await;
+}

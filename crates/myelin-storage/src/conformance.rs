@@ -52,6 +52,15 @@ macro_rules! storage_conformance_tests {
             resolved_current_state_replaces_current_state,
             outside_memberships,
             backfilled_events_go_before_the_timeline,
+            device_keys_and_claims,
+            cross_signing_keys,
+            device_list_changes,
+            to_device_messages,
+            key_uploads_and_claims_in_detail,
+            cross_signing_keys_per_user_and_kind,
+            device_list_changes_share_the_stream,
+            to_device_batches_and_late_devices,
+            deleting_devices_removes_their_keys,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -78,6 +87,11 @@ macro_rules! storage_conformance_tests {
         )*
     };
 }
+
+mod keys;
+mod keys_in_detail;
+pub use keys::*;
+pub use keys_in_detail::*;
 
 // ---- fixtures ---------------------------------------------------------------------------------
 

@@ -202,6 +202,58 @@ pub const TABLES: &[Table] = &[
         key: &["room_id", "user_id"],
     },
     Table {
+        name: "device_keys",
+        columns: &["user_id", "device_id", "keys_json"],
+        key: &["user_id", "device_id"],
+    },
+    Table {
+        name: "one_time_keys",
+        columns: &[
+            "seq",
+            "user_id",
+            "device_id",
+            "algorithm",
+            "key_id",
+            "key_json",
+        ],
+        key: &["seq"],
+    },
+    Table {
+        name: "fallback_keys",
+        columns: &[
+            "user_id",
+            "device_id",
+            "algorithm",
+            "key_id",
+            "key_json",
+            "used",
+        ],
+        key: &["user_id", "device_id", "algorithm"],
+    },
+    Table {
+        name: "cross_signing_keys",
+        columns: &["user_id", "kind", "key_json"],
+        key: &["user_id", "kind"],
+    },
+    Table {
+        name: "device_list_changes",
+        columns: &["stream_pos", "user_id"],
+        key: &["stream_pos", "user_id"],
+    },
+    Table {
+        name: "to_device_messages",
+        columns: &[
+            "seq",
+            "stream_pos",
+            "recipient",
+            "device_id",
+            "sender",
+            "event_type",
+            "content_json",
+        ],
+        key: &["seq"],
+    },
+    Table {
         name: "room_directory",
         columns: &["room_id", "published_ms"],
         key: &["room_id"],

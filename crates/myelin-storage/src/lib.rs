@@ -12,6 +12,7 @@ pub mod convert;
 pub mod dump;
 mod error;
 mod federation;
+mod keys;
 mod meta;
 mod room;
 mod user_data;
@@ -19,17 +20,26 @@ mod user_data;
 pub use account::*;
 pub use error::{StorageError, StorageResult};
 pub use federation::*;
+pub use keys::*;
 pub use meta::*;
 pub use room::*;
 pub use user_data::*;
 
 /// Everything the service needs from a database.
 pub trait Storage:
-    AccountStore + RoomStore + UserDataStore + FederationStore + Send + Sync + 'static
+    AccountStore + RoomStore + UserDataStore + FederationStore + KeyStore + Send + Sync + 'static
 {
 }
 
-impl<T: AccountStore + RoomStore + UserDataStore + FederationStore + Send + Sync + 'static> Storage
-    for T
+impl<
+        T: AccountStore
+            + RoomStore
+            + UserDataStore
+            + FederationStore
+            + KeyStore
+            + Send
+            + Sync
+            + 'static,
+    > Storage for T
 {
 }

@@ -256,7 +256,7 @@ fn yes() -> bool {
     true
 }
 
-const PASSWORD_FLOWS: &[&[&str]] = &[&[myelin_service::uia::PASSWORD]];
+pub(super) const PASSWORD_FLOWS: &[&[&str]] = &[&[myelin_service::uia::PASSWORD]];
 
 /// POST /_matrix/client/v3/account/password (UIA: m.login.password).
 async fn change_password(

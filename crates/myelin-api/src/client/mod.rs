@@ -4,6 +4,7 @@ mod account;
 mod directory;
 mod discovery;
 mod events;
+mod keys;
 mod push;
 mod rooms;
 mod sync;
@@ -23,6 +24,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(user_data::routes())
         .merge(push::routes())
         .merge(directory::routes())
+        .merge(keys::routes())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

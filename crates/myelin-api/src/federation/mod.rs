@@ -1,6 +1,7 @@
 //! Server-Server API routes (`/_matrix/key/...`, `/_matrix/federation/...`), one module per spec
 //! area, and the `X-Matrix` extractors every authenticated federation endpoint uses.
 
+mod devices;
 mod directory;
 mod events;
 mod extract;
@@ -31,4 +32,5 @@ pub fn routes(enabled: bool) -> Router<SharedState> {
         .merge(membership::routes())
         .merge(well_known::routes())
         .merge(directory::routes())
+        .merge(devices::routes())
 }

@@ -773,6 +773,66 @@ impl Services {
         Ok(())
     }
 
+    /// Withdraws a knock on a room we are not in: through a server of the room (`make_leave`,
+    /// `send_leave`; candidates are the servers of the stripped state the knock returned, then
+    /// the room ID's), else with a leave of our own, as for a rejected invite.
+    pub(crate) async fn withdraw_remote_knock(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let mut servers: Vec<OwnedServerName> = Vec::new();
+        if let Some(stripped) = self.storage.stripped_state(room_id, user_id).await? {
+            let events: Vec<Value> = serde_json::from_str(&stripped).unwrap_or_default();
+            servers.extend(events.iter().filter_map(|e| {
+                let sender = UserId::parse(e.get("sender")?.as_str()?).ok()?;
+                Some(sender.server_name().to_owned())
+            }));
+        }
+        servers.extend(room_id.server_name().map(ToOwned::to_owned));
+        let mut seen = std::collections::HashSet::new();
+        servers.retain(|s| s != self.server_name() && seen.insert(s.clone()));
+        let mut leave = None;
+        for server in &servers {
+            match self.leave_through(user_id, room_id, server, reason).await {
+                Ok(pdu) => {
+                    leave = Some(pdu);
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(%room_id, %server, error = %e, "remote knock withdrawal failed")
+                }
+            }
+        }
+        let leave = match leave {
+            Some(leave) => leave,
+            None => {
+                self.local_leave_after_invite(user_id, room_id, reason)
+                    .await?
+            }
+        };
+        self.storage
+            .persist_outside_membership(leave, user_id, "leave", None)
+            .await?;
+        self.notifier.notify([user_id]);
+        Ok(())
+    }
+
+    /// Whether the user's membership in a room we are not in is a pending knock.
+    pub(crate) async fn has_pending_knock(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> ServiceResult<bool> {
+        Ok(self
+            .storage
+            .memberships_of_user(user_id)
+            .await?
+            .iter()
+            .any(|m| m.room_id == room_id && m.membership == "knock"))
+    }
+
     async fn leave_through(
         &self,
         user_id: &UserId,

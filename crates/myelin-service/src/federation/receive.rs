@@ -31,6 +31,13 @@ pub struct Edu {
     pub content: Value,
 }
 
+/// EDUs handled before a transaction's PDUs.
+const E2EE_EDU_TYPES: &[&str] = &[
+    "m.direct_to_device",
+    "m.device_list_update",
+    "m.signing_key_update",
+];
+
 /// Just enough of a PDU to route it.
 #[derive(Deserialize)]
 struct PduHead {
@@ -67,6 +74,16 @@ impl Services {
                 return Ok(answer);
             }
         }
+        // Keys before messages: to-device messages (room keys) and device-list changes are
+        // applied before the PDUs they may be needed to decrypt, the other EDUs (receipts of
+        // events in this transaction) after them.
+        let (keys_first, edus): (Vec<Edu>, Vec<Edu>) = txn
+            .edus
+            .into_iter()
+            .partition(|e| E2EE_EDU_TYPES.contains(&e.edu_type.as_str()));
+        for edu in keys_first {
+            self.receive_edu_logged(origin, &edu).await;
+        }
         let mut results = BTreeMap::new();
         for raw in &txn.pdus {
             let (event_id, result) = self.receive_pdu(origin, raw).await;
@@ -74,10 +91,8 @@ impl Services {
                 results.insert(event_id.to_string(), result);
             }
         }
-        for edu in txn.edus {
-            if let Err(e) = self.receive_edu(origin, &edu).await {
-                tracing::info!(%origin, edu_type = %edu.edu_type, error = %e, "EDU ignored");
-            }
+        for edu in edus {
+            self.receive_edu_logged(origin, &edu).await;
         }
         let answer = json!({ "pdus": results });
         self.storage
@@ -174,11 +189,22 @@ impl Services {
         Ok(state)
     }
 
-    /// Typing and read receipts of the origin's users; other EDU types are not handled yet.
+    async fn receive_edu_logged(&self, origin: &ServerName, edu: &Edu) {
+        if let Err(e) = self.receive_edu(origin, edu).await {
+            tracing::info!(%origin, edu_type = %edu.edu_type, error = %e, "EDU ignored");
+        }
+    }
+
+    /// An EDU about the origin's users: typing, receipts, presence, device lists, to-device.
     async fn receive_edu(&self, origin: &ServerName, edu: &Edu) -> ServiceResult<()> {
         match edu.edu_type.as_str() {
             "m.typing" => self.receive_typing(origin, &edu.content).await,
             "m.receipt" => self.receive_receipts(origin, &edu.content).await,
+            "m.presence" => self.receive_presence(origin, &edu.content).await,
+            "m.device_list_update" | "m.signing_key_update" => {
+                self.receive_device_change(origin, &edu.content).await
+            }
+            "m.direct_to_device" => self.receive_direct_to_device(origin, &edu.content).await,
             other => {
                 tracing::debug!(%origin, edu_type = other, "EDU type not handled");
                 Ok(())
@@ -307,21 +333,15 @@ impl Services {
     ) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
         let own = self.server_name();
-        let mut servers: Vec<String> = state
+        let servers: std::collections::BTreeSet<_> = state
             .members_with(&["join"])
             .iter()
-            .map(|u| u.server_name())
-            .filter(|s| *s != own && !self.is_blocked_server(s.as_str()))
-            .map(|s| s.to_string())
+            .map(|u| u.server_name().to_owned())
+            .filter(|s| s != own && !self.is_blocked_server(s.as_str()))
             .collect();
-        servers.sort();
-        servers.dedup();
-        if servers.is_empty() || !self.federation.config.enabled {
+        if !self.federation.config.enabled {
             return Ok(());
         }
-        let edu = json!({ "edu_type": edu_type, "content": content }).to_string();
-        self.storage.queue_edu(&servers, edu).await?;
-        self.wake_senders(&servers);
-        Ok(())
+        self.queue_edu_for(servers, edu_type, content).await
     }
 }

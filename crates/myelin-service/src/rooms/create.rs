@@ -165,11 +165,20 @@ impl Services {
                 json!({ "topic": topic, "m.topic": [{ "body": topic, "mimetype": "text/plain" }] }),
             ));
         }
-        for invitee in &req.invite {
+        let invite_content = || {
             let mut content = json!({ "membership": "invite" });
             if req.is_direct {
                 content["is_direct"] = json!(true);
             }
+            content
+        };
+        // Remote invitees are invited once the room exists: their server must co-sign.
+        let (local_invites, remote_invites): (Vec<_>, Vec<_>) = req
+            .invite
+            .iter()
+            .partition(|u| u.server_name() == self.config.server_name);
+        for invitee in local_invites {
+            let mut content = invite_content();
             if let Some(p) = self.storage.get_user(invitee).await? {
                 if let Some(name) = p.displayname {
                     content["displayname"] = json!(name);
@@ -200,6 +209,15 @@ impl Services {
         }
         if req.visibility.as_deref() == Some("public") {
             self.storage.set_room_published(&room_id, true).await?;
+        }
+        for invitee in remote_invites {
+            // The room exists either way; an unreachable invitee is told later by hand.
+            if let Err(e) = self
+                .invite_remote(creator, &room_id, invitee, invite_content())
+                .await
+            {
+                tracing::warn!(%room_id, %invitee, error = %e, "remote invite at room creation failed");
+            }
         }
         Ok(room_id)
     }

@@ -159,6 +159,9 @@ impl Services {
                     .reject_remote_invite(user_id, room_id, &inviter, reason)
                     .await;
             }
+            if self.has_pending_knock(user_id, room_id).await? {
+                return self.withdraw_remote_knock(user_id, room_id, reason).await;
+            }
             if !known {
                 return Err(ServiceError::Forbidden("You are not in this room".into()));
             }

@@ -1,0 +1,153 @@
+//! The server-server side of end-to-end encryption: answering other servers' device and key
+//! queries about our users (`/user/devices`, `/user/keys/query`, `/user/keys/claim`), and the
+//! device-list, signing-key and presence EDUs they send about theirs.
+
+use std::collections::BTreeMap;
+
+use ruma::{OwnedDeviceId, OwnedUserId, ServerName, UserId};
+use serde_json::{json, Value};
+
+use crate::{ServiceError, ServiceResult, Services};
+
+const MAX_PRESENCE_PUSHES: usize = 100;
+
+impl Services {
+    fn require_local_user(&self, user_id: &UserId) -> ServiceResult<()> {
+        if user_id.server_name() != self.server_name() {
+            return Err(ServiceError::InvalidParam(format!(
+                "{user_id} is not a user of this server"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `GET /_matrix/federation/v1/user/devices/{userId}`.
+    pub async fn federation_user_devices(&self, user_id: &UserId) -> ServiceResult<Value> {
+        self.require_local_user(user_id)?;
+        let users = [user_id.to_owned()];
+        let mut with_keys = self
+            .local_device_keys(&users)
+            .await?
+            .remove(user_id)
+            .unwrap_or_default();
+        let devices: Vec<Value> = self
+            .storage
+            .list_devices(user_id)
+            .await?
+            .into_iter()
+            .filter_map(|d| {
+                // A device without identity keys cannot take part in encryption.
+                let keys = with_keys.remove(&d.device_id)?;
+                let mut entry = json!({ "device_id": d.device_id, "keys": keys });
+                if let Some(name) = d.display_name {
+                    entry["device_display_name"] = json!(name);
+                }
+                Some(entry)
+            })
+            .collect();
+        let answer = self
+            .local_keys_answer([(user_id.to_owned(), Vec::new())].into(), None)
+            .await?;
+        let stream_id = self.storage.current_stream_pos().await?.0;
+        let mut body = json!({ "user_id": user_id, "stream_id": stream_id, "devices": devices });
+        if let Some(master) = answer["master_keys"].get(user_id.as_str()) {
+            body["master_key"] = master.clone();
+        }
+        if let Some(self_signing) = answer["self_signing_keys"].get(user_id.as_str()) {
+            body["self_signing_key"] = self_signing.clone();
+        }
+        Ok(body)
+    }
+
+    /// `POST /_matrix/federation/v1/user/keys/query`.
+    pub async fn federation_query_keys(
+        &self,
+        wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> ServiceResult<Value> {
+        let own = self.server_name();
+        let local = wanted
+            .into_iter()
+            .filter(|(u, _)| u.server_name() == own)
+            .collect();
+        self.local_keys_answer(local, None).await
+    }
+
+    /// `POST /_matrix/federation/v1/user/keys/claim`.
+    pub async fn federation_claim_keys(
+        &self,
+        wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
+    ) -> ServiceResult<Value> {
+        let own = self.server_name();
+        let local = wanted
+            .into_iter()
+            .filter(|(u, _)| u.server_name() == own)
+            .collect();
+        Ok(json!({ "one_time_keys": self.claim_local_keys(local).await? }))
+    }
+
+    /// `m.device_list_update` and `m.signing_key_update`: one of the origin's users changed
+    /// their devices or cross-signing keys. Nothing is cached here (queries go to the user's
+    /// server), so the change is recorded for `/sync` and local users sharing a room are woken.
+    pub(crate) async fn receive_device_change(
+        &self,
+        origin: &ServerName,
+        content: &Value,
+    ) -> ServiceResult<()> {
+        let user_id = content
+            .get("user_id")
+            .and_then(Value::as_str)
+            .and_then(|u| UserId::parse(u).ok())
+            .ok_or_else(|| ServiceError::BadJson("the EDU has no valid user_id".into()))?;
+        if user_id.server_name() != origin {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} cannot speak for {user_id}"
+            )));
+        }
+        // Recorded whoever it concerns: `/sync` filters changes by the rooms its user shares,
+        // from full room state, while the membership index has no rows for members that were
+        // only in the state of a room when we joined it.
+        self.storage.mark_device_list_changed(&user_id).await?;
+        self.notify_sharers(&user_id).await?;
+        Ok(())
+    }
+
+    /// `m.presence`: the origin's users' presence, stored like local presence so that `/sync`
+    /// shows it to users who share a room with them.
+    pub(crate) async fn receive_presence(
+        &self,
+        origin: &ServerName,
+        content: &Value,
+    ) -> ServiceResult<()> {
+        let pushes = content
+            .get("push")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ServiceError::BadJson("m.presence has no push list".into()))?;
+        // Bounded work per EDU, whatever the origin sends.
+        for push in pushes.iter().take(MAX_PRESENCE_PUSHES) {
+            let Some(user_id) = push
+                .get("user_id")
+                .and_then(Value::as_str)
+                .and_then(|u| UserId::parse(u).ok())
+            else {
+                continue;
+            };
+            let state = push.get("presence").and_then(Value::as_str).unwrap_or("");
+            if user_id.server_name() != origin
+                || !matches!(state, "online" | "offline" | "unavailable")
+            {
+                continue;
+            }
+            let status = push.get("status_msg").and_then(Value::as_str);
+            let ago = push
+                .get("last_active_ago")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let last_active = self.now_ms().saturating_sub(ago);
+            self.storage
+                .set_presence(&user_id, state, status, last_active)
+                .await?;
+            self.notify_sharers(&user_id).await?;
+        }
+        Ok(())
+    }
+}

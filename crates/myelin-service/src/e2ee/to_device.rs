@@ -1,0 +1,208 @@
+//! To-device messages: `PUT /sendToDevice/{type}/{txnId}`, delivery in `/sync` until the
+//! client acknowledges them, and the `m.direct_to_device` EDU both ways.
+
+use std::collections::BTreeMap;
+
+use myelin_core::StreamPos;
+use myelin_storage::{QueuedToDevice, ToDeviceMessage};
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use serde_json::{json, Map, Value};
+
+use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+
+/// How many to-device messages one `/sync` response carries at most.
+pub const TO_DEVICE_PER_SYNC: usize = 100;
+
+/// user → device ID (or `*`) → content.
+pub type ToDeviceMessages = BTreeMap<OwnedUserId, BTreeMap<String, Value>>;
+
+impl Services {
+    /// `PUT /sendToDevice/{eventType}/{txnId}`: local recipients get the messages queued,
+    /// remote ones through one `m.direct_to_device` EDU per server.
+    pub async fn send_to_device(
+        &self,
+        authed: &Authed,
+        event_type: &str,
+        txn_id: &str,
+        messages: ToDeviceMessages,
+    ) -> ServiceResult<()> {
+        let own = self.server_name().to_owned();
+        let mut remote: BTreeMap<OwnedServerName, ToDeviceMessages> = BTreeMap::new();
+        let mut local = ToDeviceMessages::new();
+        for (user, devices) in messages {
+            if user.server_name() == own {
+                local.insert(user, devices);
+            } else {
+                remote
+                    .entry(user.server_name().to_owned())
+                    .or_default()
+                    .insert(user, devices);
+            }
+        }
+        self.deliver_to_device(&authed.user_id, event_type, local)
+            .await?;
+        if !self.federation.config.enabled {
+            return Ok(());
+        }
+        for (server, messages) in remote {
+            if self.is_blocked_server(server.as_str()) {
+                continue;
+            }
+            // The message ID lets the receiver drop a retried EDU; the sender's device and
+            // transaction ID make it unique per client request.
+            let content = json!({
+                "sender": authed.user_id,
+                "type": event_type,
+                "message_id": format!("{}/{}", authed.device_id, txn_id),
+                "messages": messages,
+            });
+            self.queue_edu_for([server], "m.direct_to_device", content)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Queues messages for local users (`*` meaning every device) and wakes their `/sync`.
+    pub(crate) async fn deliver_to_device(
+        &self,
+        sender: &UserId,
+        event_type: &str,
+        messages: ToDeviceMessages,
+    ) -> ServiceResult<()> {
+        let mut queued = Vec::new();
+        for (recipient, devices) in &messages {
+            for (device, content) in devices {
+                if !content.is_object() {
+                    return Err(ServiceError::BadJson(
+                        "to-device message content must be an object".into(),
+                    ));
+                }
+                let device_ids = if device == "*" {
+                    self.storage
+                        .list_devices(recipient)
+                        .await?
+                        .into_iter()
+                        .map(|d| d.device_id)
+                        .collect()
+                } else {
+                    vec![device.as_str().into()]
+                };
+                for device_id in device_ids {
+                    queued.push(ToDeviceMessage {
+                        recipient: recipient.clone(),
+                        device_id,
+                        sender: sender.to_owned(),
+                        event_type: event_type.to_owned(),
+                        content_json: content.to_string(),
+                    });
+                }
+            }
+        }
+        if queued.is_empty() {
+            return Ok(());
+        }
+        self.storage.queue_to_device(&queued).await?;
+        self.notifier.notify(messages.keys().map(|u| &**u));
+        Ok(())
+    }
+
+    /// The to-device part of a `/sync`: drops what the client acknowledged (everything up to
+    /// `acked`, when this is an incremental sync), then returns the next messages up to `up_to`
+    /// and the position the next token must carry.
+    pub(crate) async fn to_device_for_sync(
+        &self,
+        authed: &Authed,
+        acked: Option<StreamPos>,
+        up_to: StreamPos,
+    ) -> ServiceResult<(Vec<Value>, StreamPos)> {
+        let (user, device) = (&authed.user_id, authed.device_id.as_str());
+        let storage = &self.storage;
+        // One read in the common case; the acknowledging delete (a write) only when the client
+        // did acknowledge something.
+        let mut batch = storage
+            .to_device_messages(user, device, StreamPos::ZERO, up_to, TO_DEVICE_PER_SYNC)
+            .await?;
+        let after = acked.unwrap_or(StreamPos::ZERO);
+        if acked.is_some() && batch.first().is_some_and(|m| m.stream_pos <= after) {
+            storage.delete_to_device(user, device, after).await?;
+            batch = storage
+                .to_device_messages(user, device, after, up_to, TO_DEVICE_PER_SYNC)
+                .await?;
+        }
+        let delivered_up_to = if batch.len() < TO_DEVICE_PER_SYNC {
+            up_to
+        } else {
+            complete_last_position(self, authed, after, &mut batch).await?
+        };
+        let events = batch
+            .into_iter()
+            .map(|m| {
+                let content: Value =
+                    serde_json::from_str(&m.message.content_json).unwrap_or_else(|_| json!({}));
+                json!({ "sender": m.message.sender, "type": m.message.event_type, "content": content })
+            })
+            .collect();
+        Ok((events, delivered_up_to))
+    }
+
+    /// `m.direct_to_device` from `origin`: the sender must be one of its users, recipients ours.
+    pub(crate) async fn receive_direct_to_device(
+        &self,
+        origin: &ruma::ServerName,
+        content: &Value,
+    ) -> ServiceResult<()> {
+        #[derive(serde::Deserialize)]
+        struct DirectToDevice {
+            sender: OwnedUserId,
+            #[serde(rename = "type")]
+            event_type: String,
+            messages: BTreeMap<OwnedUserId, Map<String, Value>>,
+        }
+        let edu: DirectToDevice = serde_json::from_value(content.clone())
+            .map_err(|e| ServiceError::BadJson(format!("m.direct_to_device: {e}")))?;
+        if edu.sender.server_name() != origin {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} cannot send for {}",
+                edu.sender
+            )));
+        }
+        let own = self.server_name();
+        let local: ToDeviceMessages = edu
+            .messages
+            .into_iter()
+            .filter(|(user, _)| user.server_name() == own)
+            .map(|(user, devices)| (user, devices.into_iter().collect()))
+            .collect();
+        self.deliver_to_device(&edu.sender, &edu.event_type, local)
+            .await
+    }
+}
+
+/// A full batch may stop in the middle of the messages queued at its last position (one
+/// request queues them all at one position). The token can only say "up to a position", so
+/// either the batch drops that last position's messages (they come next time) or, when the
+/// batch is that one position alone, it takes all of them.
+async fn complete_last_position(
+    services: &Services,
+    authed: &Authed,
+    after: StreamPos,
+    batch: &mut Vec<QueuedToDevice>,
+) -> ServiceResult<StreamPos> {
+    let last = batch.last().map(|m| m.stream_pos).unwrap_or(after);
+    let first = batch.first().map(|m| m.stream_pos).unwrap_or(after);
+    if first == last {
+        *batch = services
+            .storage
+            .to_device_messages(
+                &authed.user_id,
+                authed.device_id.as_str(),
+                after,
+                last,
+                10_000,
+            )
+            .await?;
+        return Ok(last);
+    }
+    batch.retain(|m| m.stream_pos < last);
+    Ok(StreamPos(last.0 - 1))
+}

@@ -1,0 +1,400 @@
+//! `KeyStore`: end-to-end encryption keys, the device-list change stream and to-device
+//! messages. Rows of a device go with it (foreign keys with `ON DELETE CASCADE`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use myelin_core::StreamPos;
+use myelin_storage::{
+    ClaimedKey, CrossSigningKeyRecord, CrossSigningKind, DeviceKeysRecord, KeyClaim, KeyStore,
+    QueuedToDevice, StorageResult, ToDeviceMessage,
+};
+use ruma::{OwnedUserId, UserId};
+
+use crate::convert::{corrupt, get, limit, parse_id, text_list, to_u64};
+use crate::persist::take_position;
+use crate::pool::Conn;
+use crate::PgStore;
+
+/// Records a device-list change of `user_id` at a new position.
+pub(crate) async fn record_device_list_change(
+    conn: &mut Conn,
+    user_id: &str,
+) -> StorageResult<StreamPos> {
+    let pos = take_position(conn).await?;
+    conn.execute(
+        "INSERT INTO device_list_changes (stream_pos, user_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+        &[&pos.0, &user_id],
+    )
+    .await?;
+    Ok(pos)
+}
+
+async fn device_exists(conn: &mut Conn, user_id: &str, device_id: &str) -> StorageResult<bool> {
+    Ok(conn
+        .query_opt(
+            "SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2",
+            &[&user_id, &device_id],
+        )
+        .await?
+        .is_some())
+}
+
+fn algorithm_of(key_id: &str) -> &str {
+    key_id.split_once(':').map_or(key_id, |(alg, _)| alg)
+}
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn set_device_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys_json: &str,
+    ) -> StorageResult<Option<StreamPos>> {
+        let user = user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            if !device_exists(&mut conn, user, device_id).await? {
+                return Ok(None);
+            }
+            conn.execute(
+                "INSERT INTO device_keys (user_id, device_id, keys_json) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET keys_json = excluded.keys_json",
+                &[&user, &device_id, &keys_json],
+            )
+            .await?;
+            record_device_list_change(&mut conn, user).await.map(Some)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn device_keys(&self, user_ids: &[OwnedUserId]) -> StorageResult<Vec<DeviceKeysRecord>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = text_list(user_ids);
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT k.user_id, k.device_id, k.keys_json, d.display_name
+                 FROM device_keys k JOIN devices d
+                     ON d.user_id = k.user_id AND d.device_id = k.device_id
+                 WHERE k.user_id = ANY($1::TEXT[])
+                 ORDER BY k.user_id, k.device_id",
+                &[&users],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeviceKeysRecord {
+                    user_id: parse_id(get::<String>(row, 0)?, "device keys user")?,
+                    device_id: get::<String>(row, 1)?.into(),
+                    keys_json: get(row, 2)?,
+                    display_name: get(row, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_one_time_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: &[(String, String)],
+    ) -> StorageResult<()> {
+        let user = user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            if !device_exists(&mut conn, user, device_id).await? {
+                return Ok(());
+            }
+            for (key_id, key_json) in keys {
+                conn.execute(
+                    "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[&user, &device_id, &algorithm_of(key_id), key_id, key_json],
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn one_time_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StorageResult<BTreeMap<String, u64>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT algorithm, COUNT(*) FROM one_time_keys
+                 WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm",
+                &[&user_id.as_str(), &device_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((get(row, 0)?, to_u64(get(row, 1)?, "key count")?)))
+            .collect()
+    }
+
+    async fn set_fallback_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: &[(String, String)],
+    ) -> StorageResult<()> {
+        let user = user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            if !device_exists(&mut conn, user, device_id).await? {
+                return Ok(());
+            }
+            for (key_id, key_json) in keys {
+                conn.execute(
+                    "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
+                     VALUES ($1, $2, $3, $4, $5, 0)
+                     ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
+                         key_id = excluded.key_id, key_json = excluded.key_json, used = 0",
+                    &[&user, &device_id, &algorithm_of(key_id), key_id, key_json],
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn unused_fallback_key_types(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StorageResult<Vec<String>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT algorithm FROM fallback_keys
+                 WHERE user_id = $1 AND device_id = $2 AND used = 0 ORDER BY algorithm",
+                &[&user_id.as_str(), &device_id],
+            )
+            .await?;
+        rows.iter().map(|row| get(row, 0)).collect()
+    }
+
+    async fn claim_keys(&self, claims: &[KeyClaim]) -> StorageResult<Vec<ClaimedKey>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let mut claimed = Vec::new();
+            for claim in claims {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [
+                    &claim.user_id.as_str(),
+                    &claim.device_id.as_str(),
+                    &claim.algorithm,
+                ];
+                // The oldest one-time key, removed as it is read; else the fallback key.
+                let mut found = conn
+                    .query_opt(
+                        "DELETE FROM one_time_keys WHERE seq = (
+                             SELECT seq FROM one_time_keys
+                             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                             ORDER BY seq LIMIT 1 FOR UPDATE)
+                         RETURNING key_id, key_json",
+                        &params,
+                    )
+                    .await?;
+                if found.is_none() {
+                    found = conn
+                        .query_opt(
+                            "UPDATE fallback_keys SET used = 1
+                             WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                             RETURNING key_id, key_json",
+                            &params,
+                        )
+                        .await?;
+                }
+                if let Some(row) = found {
+                    claimed.push(ClaimedKey {
+                        user_id: claim.user_id.clone(),
+                        device_id: claim.device_id.clone(),
+                        key_id: get(&row, 0)?,
+                        key_json: get(&row, 1)?,
+                    });
+                }
+            }
+            Ok(claimed)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn set_cross_signing_keys(
+        &self,
+        user_id: &UserId,
+        keys: &[(CrossSigningKind, String)],
+    ) -> StorageResult<StreamPos> {
+        let user = user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            for (kind, key_json) in keys {
+                conn.execute(
+                    "INSERT INTO cross_signing_keys (user_id, kind, key_json) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id, kind) DO UPDATE SET key_json = excluded.key_json",
+                    &[&user, &kind.as_str(), key_json],
+                )
+                .await?;
+            }
+            record_device_list_change(&mut conn, user).await
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn cross_signing_keys(
+        &self,
+        user_ids: &[OwnedUserId],
+    ) -> StorageResult<Vec<CrossSigningKeyRecord>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = text_list(user_ids);
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT user_id, kind, key_json FROM cross_signing_keys
+                 WHERE user_id = ANY($1::TEXT[]) ORDER BY user_id, kind",
+                &[&users],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = get(row, 1)?;
+                Ok(CrossSigningKeyRecord {
+                    user_id: parse_id(get::<String>(row, 0)?, "cross-signing user")?,
+                    kind: CrossSigningKind::parse(&kind)
+                        .ok_or_else(|| corrupt("cross-signing kind", &kind))?,
+                    key_json: get(row, 2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_device_list_changed(&self, user_id: &UserId) -> StorageResult<StreamPos> {
+        let mut conn = self.db.write().await?;
+        let result = record_device_list_change(&mut conn, user_id.as_str()).await;
+        conn.finish(result).await
+    }
+
+    async fn device_list_changes(
+        &self,
+        since: StreamPos,
+        up_to: StreamPos,
+    ) -> StorageResult<Vec<OwnedUserId>> {
+        if up_to <= since {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT DISTINCT user_id FROM device_list_changes
+                 WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY user_id",
+                &[&since.0, &up_to.0],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| parse_id(get::<String>(row, 0)?, "device list change user"))
+            .collect()
+    }
+
+    async fn queue_to_device(&self, messages: &[ToDeviceMessage]) -> StorageResult<StreamPos> {
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let pos = take_position(&mut conn).await?;
+            for m in messages {
+                conn.execute(
+                    "INSERT INTO to_device_messages
+                         (stream_pos, recipient, device_id, sender, event_type, content_json)
+                     SELECT $1, $2, $3, $4, $5, $6
+                     WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)",
+                    &[
+                        &pos.0,
+                        &m.recipient.as_str(),
+                        &m.device_id.as_str(),
+                        &m.sender.as_str(),
+                        &m.event_type,
+                        &m.content_json,
+                    ],
+                )
+                .await?;
+            }
+            Ok(pos)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn to_device_messages(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        after: StreamPos,
+        up_to: StreamPos,
+        max: usize,
+    ) -> StorageResult<Vec<QueuedToDevice>> {
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT stream_pos, sender, event_type, content_json FROM to_device_messages
+                 WHERE recipient = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
+                 ORDER BY stream_pos, seq LIMIT $5",
+                &[
+                    &user_id.as_str(),
+                    &device_id,
+                    &after.0,
+                    &up_to.0,
+                    &limit(max),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueuedToDevice {
+                    stream_pos: StreamPos(get(row, 0)?),
+                    message: ToDeviceMessage {
+                        recipient: user_id.to_owned(),
+                        device_id: device_id.into(),
+                        sender: parse_id(get::<String>(row, 1)?, "to-device sender")?,
+                        event_type: get(row, 2)?,
+                        content_json: get(row, 3)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_to_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        up_to: StreamPos,
+    ) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "DELETE FROM to_device_messages
+                 WHERE recipient = $1 AND device_id = $2 AND stream_pos <= $3",
+                &[&user_id.as_str(), &device_id, &up_to.0],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+}

@@ -1,0 +1,499 @@
+//! `KeyStore`: end-to-end encryption keys, the device-list change stream and to-device
+//! messages. Rows of a device go with it (foreign keys with `ON DELETE CASCADE`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use myelin_core::StreamPos;
+use myelin_storage::{
+    ClaimedKey, CrossSigningKeyRecord, CrossSigningKind, DeviceKeysRecord, KeyClaim, KeyStore,
+    QueuedToDevice, StorageResult, ToDeviceMessage,
+};
+use ruma::{OwnedUserId, UserId};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::convert::{corrupt, json_list, limit, parse_id, to_u64, Db};
+use crate::pool::Positions;
+use crate::SqliteStore;
+
+/// Records a device-list change of `user_id` at this write's position.
+pub(crate) fn record_device_list_change(
+    tx: &Transaction<'_>,
+    positions: &mut Positions,
+    user_id: &str,
+) -> StorageResult<StreamPos> {
+    let pos = positions.take(tx)?;
+    tx.prepare_cached(
+        "INSERT INTO device_list_changes (stream_pos, user_id) VALUES (?1, ?2)
+         ON CONFLICT DO NOTHING",
+    )
+    .db()?
+    .execute(params![pos.0, user_id])
+    .db()?;
+    Ok(pos)
+}
+
+fn device_exists(conn: &Connection, user_id: &str, device_id: &str) -> StorageResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2")
+        .db()?
+        .query_row(params![user_id, device_id], |_| Ok(()))
+        .optional()
+        .db()?
+        .is_some())
+}
+
+fn algorithm_of(key_id: &str) -> &str {
+    key_id.split_once(':').map_or(key_id, |(alg, _)| alg)
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn set_device_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys_json: &str,
+    ) -> StorageResult<Option<StreamPos>> {
+        let (user_id, device_id, keys_json) = (
+            user_id.to_owned(),
+            device_id.to_owned(),
+            keys_json.to_owned(),
+        );
+        self.db
+            .write(move |tx, positions| {
+                if !device_exists(tx, user_id.as_str(), &device_id)? {
+                    return Ok(None);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO device_keys (user_id, device_id, keys_json) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user_id, device_id) DO UPDATE SET keys_json = excluded.keys_json",
+                )
+                .db()?
+                .execute(params![user_id.as_str(), device_id, keys_json])
+                .db()?;
+                record_device_list_change(tx, positions, user_id.as_str()).map(Some)
+            })
+            .await
+    }
+
+    async fn device_keys(&self, user_ids: &[OwnedUserId]) -> StorageResult<Vec<DeviceKeysRecord>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = json_list(user_ids)?;
+        self.db
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT k.user_id, k.device_id, k.keys_json, d.display_name
+                         FROM device_keys k JOIN devices d
+                             ON d.user_id = k.user_id AND d.device_id = k.device_id
+                         WHERE k.user_id IN (SELECT value FROM json_each(?1))
+                         ORDER BY k.user_id, k.device_id",
+                    )
+                    .db()?
+                    .query_map([users], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, Option<String>>(3)?,
+                        ))
+                    })
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                rows.into_iter()
+                    .map(|(user_id, device_id, keys_json, display_name)| {
+                        Ok(DeviceKeysRecord {
+                            user_id: parse_id(user_id, "device keys user")?,
+                            device_id: device_id.into(),
+                            keys_json,
+                            display_name,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn add_one_time_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: &[(String, String)],
+    ) -> StorageResult<()> {
+        let (user_id, device_id, keys) = (user_id.to_owned(), device_id.to_owned(), keys.to_vec());
+        self.db
+            .write(move |tx, _| {
+                if !device_exists(tx, user_id.as_str(), &device_id)? {
+                    return Ok(());
+                }
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    )
+                    .db()?;
+                for (key_id, key_json) in &keys {
+                    insert
+                        .execute(params![
+                            user_id.as_str(),
+                            device_id,
+                            algorithm_of(key_id),
+                            key_id,
+                            key_json
+                        ])
+                        .db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn one_time_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StorageResult<BTreeMap<String, u64>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.db
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT algorithm, COUNT(*) FROM one_time_keys
+                         WHERE user_id = ?1 AND device_id = ?2 GROUP BY algorithm",
+                    )
+                    .db()?
+                    .query_map(params![user_id.as_str(), device_id], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                rows.into_iter()
+                    .map(|(alg, n)| Ok((alg, to_u64(n, "key count")?)))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn set_fallback_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: &[(String, String)],
+    ) -> StorageResult<()> {
+        let (user_id, device_id, keys) = (user_id.to_owned(), device_id.to_owned(), keys.to_vec());
+        self.db
+            .write(move |tx, _| {
+                if !device_exists(tx, user_id.as_str(), &device_id)? {
+                    return Ok(());
+                }
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                         ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
+                             key_id = excluded.key_id, key_json = excluded.key_json, used = 0",
+                    )
+                    .db()?;
+                for (key_id, key_json) in &keys {
+                    upsert
+                        .execute(params![
+                            user_id.as_str(),
+                            device_id,
+                            algorithm_of(key_id),
+                            key_id,
+                            key_json
+                        ])
+                        .db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn unused_fallback_key_types(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StorageResult<Vec<String>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT algorithm FROM fallback_keys
+                     WHERE user_id = ?1 AND device_id = ?2 AND used = 0 ORDER BY algorithm",
+                )
+                .db()?
+                .query_map(params![user_id.as_str(), device_id], |row| row.get(0))
+                .db()?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .db()
+            })
+            .await
+    }
+
+    async fn claim_keys(&self, claims: &[KeyClaim]) -> StorageResult<Vec<ClaimedKey>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claims = claims.to_vec();
+        self.db
+            .write(move |tx, _| {
+                let mut claimed = Vec::new();
+                for claim in &claims {
+                    let (user, device) = (claim.user_id.as_str(), claim.device_id.as_str());
+                    let one_time = tx
+                        .prepare_cached(
+                            "SELECT seq, key_id, key_json FROM one_time_keys
+                             WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
+                             ORDER BY seq LIMIT 1",
+                        )
+                        .db()?
+                        .query_row(params![user, device, claim.algorithm], |row| {
+                            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+                        })
+                        .optional()
+                        .db()?;
+                    let found = match one_time {
+                        Some((seq, key_id, key_json)) => {
+                            tx.prepare_cached("DELETE FROM one_time_keys WHERE seq = ?1")
+                                .db()?
+                                .execute([seq])
+                                .db()?;
+                            Some((key_id, key_json))
+                        }
+                        None => {
+                            let fallback = tx
+                                .prepare_cached(
+                                    "UPDATE fallback_keys SET used = 1
+                                     WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
+                                     RETURNING key_id, key_json",
+                                )
+                                .db()?
+                                .query_row(params![user, device, claim.algorithm], |row| {
+                                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                                })
+                                .optional()
+                                .db()?;
+                            fallback
+                        }
+                    };
+                    if let Some((key_id, key_json)) = found {
+                        claimed.push(ClaimedKey {
+                            user_id: claim.user_id.clone(),
+                            device_id: claim.device_id.clone(),
+                            key_id,
+                            key_json,
+                        });
+                    }
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn set_cross_signing_keys(
+        &self,
+        user_id: &UserId,
+        keys: &[(CrossSigningKind, String)],
+    ) -> StorageResult<StreamPos> {
+        let (user_id, keys) = (user_id.to_owned(), keys.to_vec());
+        self.db
+            .write(move |tx, positions| {
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO cross_signing_keys (user_id, kind, key_json) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (user_id, kind) DO UPDATE SET key_json = excluded.key_json",
+                    )
+                    .db()?;
+                for (kind, key_json) in &keys {
+                    upsert
+                        .execute(params![user_id.as_str(), kind.as_str(), key_json])
+                        .db()?;
+                }
+                record_device_list_change(tx, positions, user_id.as_str())
+            })
+            .await
+    }
+
+    async fn cross_signing_keys(
+        &self,
+        user_ids: &[OwnedUserId],
+    ) -> StorageResult<Vec<CrossSigningKeyRecord>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = json_list(user_ids)?;
+        self.db
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT user_id, kind, key_json FROM cross_signing_keys
+                         WHERE user_id IN (SELECT value FROM json_each(?1)) ORDER BY user_id, kind",
+                    )
+                    .db()?
+                    .query_map([users], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    })
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                rows.into_iter()
+                    .map(|(user_id, kind, key_json)| {
+                        Ok(CrossSigningKeyRecord {
+                            user_id: parse_id(user_id, "cross-signing user")?,
+                            kind: CrossSigningKind::parse(&kind)
+                                .ok_or_else(|| corrupt("cross-signing kind", &kind))?,
+                            key_json,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn mark_device_list_changed(&self, user_id: &UserId) -> StorageResult<StreamPos> {
+        let user_id = user_id.to_owned();
+        self.db
+            .write(move |tx, positions| record_device_list_change(tx, positions, user_id.as_str()))
+            .await
+    }
+
+    async fn device_list_changes(
+        &self,
+        since: StreamPos,
+        up_to: StreamPos,
+    ) -> StorageResult<Vec<OwnedUserId>> {
+        if up_to <= since {
+            return Ok(Vec::new());
+        }
+        self.db
+            .read(move |conn| {
+                let users = conn
+                    .prepare_cached(
+                        "SELECT DISTINCT user_id FROM device_list_changes
+                         WHERE stream_pos > ?1 AND stream_pos <= ?2 ORDER BY user_id",
+                    )
+                    .db()?
+                    .query_map(params![since.0, up_to.0], |row| row.get::<_, String>(0))
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                users
+                    .into_iter()
+                    .map(|u| parse_id(u, "device list change user"))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn queue_to_device(&self, messages: &[ToDeviceMessage]) -> StorageResult<StreamPos> {
+        let messages = messages.to_vec();
+        self.db
+            .write(move |tx, positions| {
+                let pos = positions.take(tx)?;
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO to_device_messages
+                             (stream_pos, recipient, device_id, sender, event_type, content_json)
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                         WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = ?2 AND device_id = ?3)",
+                    )
+                    .db()?;
+                for m in &messages {
+                    insert
+                        .execute(params![
+                            pos.0,
+                            m.recipient.as_str(),
+                            m.device_id.as_str(),
+                            m.sender.as_str(),
+                            m.event_type,
+                            m.content_json
+                        ])
+                        .db()?;
+                }
+                Ok(pos)
+            })
+            .await
+    }
+
+    async fn to_device_messages(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        after: StreamPos,
+        up_to: StreamPos,
+        max: usize,
+    ) -> StorageResult<Vec<QueuedToDevice>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        let max = limit(max);
+        self.db
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT stream_pos, sender, event_type, content_json FROM to_device_messages
+                         WHERE recipient = ?1 AND device_id = ?2 AND stream_pos > ?3 AND stream_pos <= ?4
+                         ORDER BY stream_pos, seq LIMIT ?5",
+                    )
+                    .db()?
+                    .query_map(
+                        params![user_id.as_str(), device_id, after.0, up_to.0, max],
+                        |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, String>(1)?,
+                                row.get::<_, String>(2)?,
+                                row.get::<_, String>(3)?,
+                            ))
+                        },
+                    )
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?;
+                rows.into_iter()
+                    .map(|(pos, sender, event_type, content_json)| {
+                        Ok(QueuedToDevice {
+                            stream_pos: StreamPos(pos),
+                            message: ToDeviceMessage {
+                                recipient: user_id.clone(),
+                                device_id: device_id.as_str().into(),
+                                sender: parse_id(sender, "to-device sender")?,
+                                event_type,
+                                content_json,
+                            },
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn delete_to_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        up_to: StreamPos,
+    ) -> StorageResult<()> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "DELETE FROM to_device_messages
+                     WHERE recipient = ?1 AND device_id = ?2 AND stream_pos <= ?3",
+                )
+                .db()?
+                .execute(params![user_id.as_str(), device_id, up_to.0])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+}
