@@ -541,3 +541,82 @@ async fn kicks_and_bans_cross_with_synapse() {
         "{joined}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_of_old_versions_on_synapse_work_from_myelin() {
+    let Some(synapse_server) = SynapseServer::start().await else {
+        return;
+    };
+    let myelin_server = TestServer::start_federating_tls().await;
+    let (myelin, synapse) = (
+        Server::Myelin(&myelin_server),
+        Server::Synapse(&synapse_server),
+    );
+    let alice = myelin_server.register("alice", PW).await;
+    let alice_token = alice.access_token.as_str();
+    let (_sam, sam_token) = synapse_server.register("sam", PW).await;
+
+    // Room versions 1 and 2 use server-chosen event IDs and `[id, hashes]` references; events
+    // Myelin builds there must be accepted by Synapse, and Synapse's by Myelin.
+    for version in ["1", "2", "5"] {
+        let created = synapse
+            .ok(
+                Method::POST,
+                "/_matrix/client/v3/createRoom",
+                &sam_token,
+                json!({ "preset": "public_chat", "room_version": version }),
+            )
+            .await;
+        let room = created["room_id"].as_str().expect("room_id").to_owned();
+        myelin
+            .ok(
+                Method::POST,
+                &format!(
+                    "/_matrix/client/v3/join/{}?via={}",
+                    enc(&room),
+                    enc(synapse_server.server_name())
+                ),
+                alice_token,
+                json!({}),
+            )
+            .await;
+        let text = format!("hello from myelin in a v{version} room");
+        send(&myelin, alice_token, &room, &format!("old{version}"), &text).await;
+        let wanted = text.clone();
+        synapse
+            .get_until(
+                &sam_token,
+                &room_path(&room, "messages?dir=b&limit=20"),
+                "Myelin's message on Synapse",
+                move |st, b| {
+                    st == StatusCode::OK
+                        && b["chunk"].as_array().is_some_and(|c| {
+                            c.iter().any(|e| e["content"]["body"] == wanted.as_str())
+                        })
+                },
+            )
+            .await;
+        let reply = format!("synapse answers in v{version}");
+        send(
+            &synapse,
+            &sam_token,
+            &room,
+            &format!("reply{version}"),
+            &reply,
+        )
+        .await;
+        myelin
+            .get_until(
+                alice_token,
+                &room_path(&room, "messages?dir=b&limit=20"),
+                "Synapse's reply on Myelin",
+                move |st, b| {
+                    st == StatusCode::OK
+                        && b["chunk"].as_array().is_some_and(|c| {
+                            c.iter().any(|e| e["content"]["body"] == reply.as_str())
+                        })
+                },
+            )
+            .await;
+    }
+}

@@ -4,7 +4,7 @@
 use myelin_core::Pdu;
 use ruma::{
     canonical_json::{to_canonical_value, CanonicalJsonObject, CanonicalJsonValue},
-    room_version_rules::RoomVersionRules,
+    room_version_rules::{EventIdFormatVersion, RoomVersionRules},
     signatures::Ed25519KeyPair,
     OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId,
 };
@@ -57,10 +57,24 @@ pub fn build_pdu(
             "content must be a JSON object".into(),
         ));
     };
+    let v1_ids = ctx.rules.event_id_format == EventIdFormatVersion::V1;
+    // Room versions 1 and 2 reference events as `[id, {"sha256": hash}]` pairs. Receivers use
+    // only the IDs, and the hash of a referenced event is not at hand here, so it is left empty.
     let ids = |ids: &[OwnedEventId]| {
         CanonicalJsonValue::Array(
             ids.iter()
-                .map(|i| CanonicalJsonValue::String(i.to_string()))
+                .map(|i| {
+                    let id = CanonicalJsonValue::String(i.to_string());
+                    if v1_ids {
+                        let hash = CanonicalJsonObject::from([(
+                            "sha256".to_owned(),
+                            CanonicalJsonValue::String(String::new()),
+                        )]);
+                        CanonicalJsonValue::Array(vec![id, CanonicalJsonValue::Object(hash)])
+                    } else {
+                        id
+                    }
+                })
                 .collect(),
         )
     };
@@ -110,6 +124,13 @@ pub fn build_pdu(
         }
     }
 
+    if v1_ids {
+        object.insert(
+            "origin".into(),
+            CanonicalJsonValue::String(key.server_name.to_string()),
+        );
+        insert_v1_event_id(&mut object, &key.server_name)?;
+    }
     ruma::signatures::hash_and_sign_event(
         key.server_name.as_str(),
         &key.key_pair,
@@ -120,9 +141,7 @@ pub fn build_pdu(
         ruma::signatures::JsonError::PduTooLarge => RoomError::TooLarge,
         other => RoomError::Key(other.to_string()),
     })?;
-    let hash =
-        ruma::signatures::reference_hash(&object, ctx.rules).map_err(|_| RoomError::TooLarge)?;
-    let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| invalid(&e))?;
+    let event_id = crate::incoming::received_event_id(&object, ctx.rules)?;
 
     let json = serde_json::to_string(&object).map_err(|e| invalid(&e))?;
     if json.len() > MAX_PDU_BYTES {
@@ -158,12 +177,8 @@ pub fn complete_template(
                 .map_err(|e| invalid(&e))?,
         ),
     );
-    let v1_ids = rules.event_id_format == ruma::room_version_rules::EventIdFormatVersion::V1;
-    if v1_ids {
-        // Old room versions carry a server-chosen ID; the reference hash makes it unique.
-        let hash = ruma::signatures::reference_hash(&object, rules).map_err(|e| invalid(&e))?;
-        let id = format!("${}:{}", &hash[..hash.len().min(24)], key.server_name);
-        object.insert("event_id".into(), CanonicalJsonValue::String(id));
+    if rules.event_id_format == EventIdFormatVersion::V1 {
+        insert_v1_event_id(&mut object, &key.server_name)?;
     }
     ruma::signatures::hash_and_sign_event(
         key.server_name.as_str(),
@@ -177,6 +192,21 @@ pub fn complete_template(
     })?;
     let event_id = crate::incoming::received_event_id(&object, rules)?;
     Pdu::from_canonical(event_id, &object).map_err(|e| invalid(&e))
+}
+
+/// Room versions 1 and 2 carry a server-chosen `event_id` in the event; ours is derived from a
+/// hash of the whole event, content included (so it is unique), and names our server.
+fn insert_v1_event_id(
+    object: &mut CanonicalJsonObject,
+    server: &ruma::ServerName,
+) -> Result<(), RoomError> {
+    let hash = ruma::signatures::content_hash(object)
+        .map_err(|e| RoomError::InvalidEvent(e.to_string()))?
+        .encode()
+        .replace(['+', '/'], "");
+    let id = format!("${}:{server}", &hash[..hash.len().min(24)]);
+    object.insert("event_id".into(), CanonicalJsonValue::String(id));
+    Ok(())
 }
 
 /// Adds our signature to an event another server built (an invite to one of our users, or a
