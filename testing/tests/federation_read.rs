@@ -991,3 +991,82 @@ async fn a_flooding_server_is_rate_limited() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_invite_is_co_signed_and_reaches_the_invitee() {
+    use myelin_federation::ruma::{signatures, CanonicalJsonObject, RoomVersionId};
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let remote = Remote::new(&a, &b).await;
+    let alice = a.register("alice", "correct horse battery").await;
+    let b_name = remote.b_name.as_str();
+    let room_id = format!("!old:{b_name}");
+    let event_id = format!("$invite1:{b_name}");
+
+    // An invite in a version 1 room, built and signed as B: the event carries its own ID and
+    // references events as [id, hashes] pairs; the stripped state rides in `unsigned`.
+    let rules = RoomVersionId::V1.rules().expect("v1 rules");
+    let mut object: CanonicalJsonObject = serde_json::from_value(json!({
+        "event_id": event_id,
+        "room_id": room_id,
+        "sender": format!("@bob:{b_name}"),
+        "origin": b_name,
+        "origin_server_ts": 1_700_000_000_000u64,
+        "type": "m.room.member",
+        "state_key": alice.user_id,
+        "content": { "membership": "invite" },
+        "prev_events": [[format!("$prev:{b_name}"), { "sha256": "" }]],
+        "auth_events": [[format!("$create:{b_name}"), { "sha256": "" }]],
+        "depth": 5,
+    }))
+    .expect("canonical fields");
+    signatures::hash_and_sign_event(b_name, &remote.b_key, &mut object, &rules.redaction)
+        .expect("signs");
+    let mut event = serde_json::to_value(&object).expect("JSON");
+    event["unsigned"] = json!({ "invite_room_state": [{
+        "type": "m.room.name", "state_key": "", "sender": format!("@bob:{b_name}"),
+        "content": { "name": "An old room" },
+    }] });
+
+    let uri = format!(
+        "/_matrix/federation/v1/invite/{}/{}",
+        enc(&room_id),
+        enc(&event_id)
+    );
+    let (status, answer) = remote.send("PUT", &uri, Some(&event), true).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer[0], 200,
+        "the v1 answer is [200, {{event}}]: {answer}"
+    );
+    let signed = &answer[1]["event"];
+    assert_eq!(signed["event_id"], event_id.as_str());
+    assert!(
+        signed["signatures"][a.server_name()].is_object(),
+        "A co-signed the invite: {signed}"
+    );
+
+    let sync = a.sync(alice.token().expect("token"), None, 0).await;
+    let invite_state = &sync["rooms"]["invite"][&room_id]["invite_state"]["events"];
+    assert!(
+        invite_state
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["content"]["name"] == "An old room")),
+        "{sync}"
+    );
+
+    // A body that is not an event is refused.
+    let (status, _) = remote
+        .send(
+            "PUT",
+            &format!(
+                "/_matrix/federation/v1/invite/{}/{}",
+                enc(&room_id),
+                enc("$other:x")
+            ),
+            Some(&json!({ "not": "an event" })),
+            true,
+        )
+        .await;
+    assert!(status.is_client_error(), "garbage is refused: {status}");
+}

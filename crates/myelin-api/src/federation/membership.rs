@@ -45,6 +45,10 @@ pub fn routes() -> Router<SharedState> {
             put(invite),
         )
         .route(
+            "/_matrix/federation/v1/invite/{room_id}/{event_id}",
+            put(invite_v1),
+        )
+        .route(
             "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
             get(make_knock),
         )
@@ -228,4 +232,43 @@ async fn invite(
         )
         .await?;
     Ok(Json(json!({ "event": signed })))
+}
+
+/// PUT /_matrix/federation/v1/invite/{roomId}/{eventId}: the invite of rooms of versions 1 and
+/// 2 (the only ones that use it, and they share an event format), with the stripped state in
+/// the event's `unsigned`; answered `[200, {"event": ...}]`.
+async fn invite_v1(
+    State(state): State<SharedState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    FederationJson { origin, body }: FederationJson<Box<RawJsonValue>>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
+    #[derive(Deserialize, Default)]
+    struct Unsigned {
+        #[serde(default)]
+        invite_room_state: Vec<Value>,
+    }
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        unsigned: Option<Unsigned>,
+    }
+    let stripped = serde_json::from_str::<Head>(body.get())
+        .ok()
+        .and_then(|h| h.unsigned)
+        .unwrap_or_default()
+        .invite_room_state;
+    let signed = state
+        .services
+        .federation_invite(
+            &origin,
+            &room_id,
+            &event_id,
+            &RoomVersionId::V1,
+            &body,
+            stripped,
+        )
+        .await?;
+    Ok(Json(json!([200, { "event": signed }])))
 }
