@@ -12,6 +12,7 @@ pub mod error;
 pub mod federation;
 pub mod filter;
 pub mod format;
+pub mod openid;
 pub mod push_rules;
 pub mod ratelimit;
 pub mod rooms;
@@ -44,6 +45,7 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub(crate) rooms: rooms::RoomCache,
     pub(crate) uia: uia::UiaSessions,
+    pub(crate) openid: openid::OpenIdTokens,
     pub(crate) typing: ephemeral::Typing,
     pub(crate) rate_limiter: ratelimit::RateLimiter,
     /// Bounds concurrent argon2 work (see `accounts::hash_password`).
@@ -97,6 +99,7 @@ impl Services {
             clock,
             rooms: rooms::RoomCache::default(),
             uia: uia::UiaSessions::default(),
+            openid: openid::OpenIdTokens::default(),
             typing,
             rate_limiter,
             password_permits: tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE),

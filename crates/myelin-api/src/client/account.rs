@@ -32,6 +32,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/_matrix/client/v3/logout", post(logout))
         .route("/_matrix/client/v3/logout/all", post(logout_all))
         .route("/_matrix/client/v3/account/whoami", get(whoami))
+        .route(
+            "/_matrix/client/v3/user/{user_id}/openid/request_token",
+            post(openid_request_token),
+        )
         .route("/_matrix/client/v3/account/3pid", get(threepids))
         .route("/_matrix/client/v3/account/password", post(change_password))
         .route("/_matrix/client/v3/account/deactivate", post(deactivate))
@@ -389,4 +393,22 @@ async fn delete_devices(
 /// `m.3pid_changes` capability is off), so every account has none.
 async fn threepids(_auth: Auth) -> Json<Value> {
     Json(json!({ "threepids": [] }))
+}
+
+/// POST /_matrix/client/v3/user/{userId}/openid/request_token.
+async fn openid_request_token(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user_id: ruma::OwnedUserId = crate::extract::parse_id(user_id, "user ID")?;
+    let token = state
+        .services
+        .request_openid_token(&authed.user_id, &user_id)?;
+    Ok(Json(json!({
+        "access_token": token.access_token,
+        "token_type": "Bearer",
+        "matrix_server_name": state.services.server_name(),
+        "expires_in": token.expires_in_ms / 1000,
+    })))
 }

@@ -15,6 +15,10 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_matrix/federation/v1/query/profile", get(profile))
         .route("/_matrix/federation/v1/query/directory", get(directory))
+        .route(
+            "/_matrix/federation/v1/openid/userinfo",
+            get(openid_userinfo),
+        )
 }
 
 #[derive(Deserialize)]
@@ -68,4 +72,19 @@ async fn directory(
     Ok(Json(
         json!({ "room_id": answer.room_id, "servers": answer.servers }),
     ))
+}
+
+#[derive(Deserialize)]
+struct UserInfoQuery {
+    access_token: String,
+}
+
+/// GET /_matrix/federation/v1/openid/userinfo: asked by third parties holding an OpenID token,
+/// not by servers, so it carries no X-Matrix signature.
+async fn openid_userinfo(
+    State(state): State<SharedState>,
+    Query(query): Query<UserInfoQuery>,
+) -> ApiResult<Json<Value>> {
+    let user_id = state.services.openid_userinfo(&query.access_token)?;
+    Ok(Json(json!({ "sub": user_id })))
 }
