@@ -163,3 +163,20 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
             .map_err(|e| ApiError::invalid_param(format!("Invalid query parameter: {e}")))
     }
 }
+
+/// The query of both `timestamp_to_event` endpoints: a time and a direction (`f` or `b`).
+#[derive(serde::Deserialize)]
+pub struct TimestampQuery {
+    pub ts: u64,
+    pub dir: String,
+}
+
+impl TimestampQuery {
+    pub fn direction(&self) -> Result<myelin_storage::Direction, ApiError> {
+        match self.dir.as_str() {
+            "f" => Ok(myelin_storage::Direction::Forward),
+            "b" => Ok(myelin_storage::Direction::Backward),
+            _ => Err(ApiError::invalid_param("dir must be f or b")),
+        }
+    }
+}

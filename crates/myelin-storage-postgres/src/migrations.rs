@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_federation.sql"),
     include_str!("../migrations/0003_room_directory.sql"),
     include_str!("../migrations/0004_e2ee_keys.sql"),
+    include_str!("../migrations/0005_event_timestamps.sql"),
 ];
 
 /// The schema version this build writes.

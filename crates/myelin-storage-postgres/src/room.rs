@@ -9,7 +9,7 @@ use myelin_storage::{
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use tokio_postgres::Row;
 
-use crate::convert::{get, limit, parse_id, text_list};
+use crate::convert::{get, limit, parse_id, text_list, to_i64, to_u64};
 use crate::events::{query_events, stored_events, EVENT_COLUMNS};
 use crate::{persist, state, PgStore};
 
@@ -158,6 +158,36 @@ impl RoomStore for PgStore {
             &[&room_id.as_str(), &from.0, &to, &limit(limit_)],
         )
         .await
+    }
+
+    async fn event_near_timestamp(
+        &self,
+        room_id: &RoomId,
+        ts: u64,
+        dir: Direction,
+    ) -> StorageResult<Option<(OwnedEventId, u64)>> {
+        let ts = to_i64(ts, "timestamp")?;
+        let sql = match dir {
+            Direction::Forward => {
+                "SELECT event_id, origin_server_ts FROM events
+                 WHERE room_id = $1 AND origin_server_ts >= $2 AND NOT rejected
+                 ORDER BY origin_server_ts, stream_pos LIMIT 1"
+            }
+            Direction::Backward => {
+                "SELECT event_id, origin_server_ts FROM events
+                 WHERE room_id = $1 AND origin_server_ts <= $2 AND NOT rejected
+                 ORDER BY origin_server_ts DESC, stream_pos DESC LIMIT 1"
+            }
+        };
+        let mut conn = self.db.read().await?;
+        let row = conn.query_opt(sql, &[&room_id.as_str(), &ts]).await?;
+        row.map(|row| {
+            Ok((
+                parse_id(get::<String>(&row, 0)?, "event ID")?,
+                to_u64(get(&row, 1)?, "timestamp")?,
+            ))
+        })
+        .transpose()
     }
 
     async fn rooms_with_events_between(

@@ -9,7 +9,7 @@ use myelin_storage::{
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::convert::{json_list, limit, parse_id, Db};
+use crate::convert::{json_list, limit, parse_id, to_i64, to_u64, Db};
 use crate::events::{query_events, query_outliers, EVENT_COLUMNS, OUTLIER_COLUMNS};
 use crate::{persist, state, SqliteStore};
 
@@ -201,6 +201,43 @@ impl RoomStore for SqliteStore {
                     &sql,
                     params![room_id.as_str(), from.0, to, limit(limit_)],
                 )
+            })
+            .await
+    }
+
+    async fn event_near_timestamp(
+        &self,
+        room_id: &RoomId,
+        ts: u64,
+        dir: Direction,
+    ) -> StorageResult<Option<(OwnedEventId, u64)>> {
+        let room_id = room_id.to_owned();
+        let ts = to_i64(ts, "timestamp")?;
+        let sql = match dir {
+            Direction::Forward => {
+                "SELECT event_id, origin_server_ts FROM events
+                 WHERE room_id = ?1 AND origin_server_ts >= ?2 AND rejected = 0
+                 ORDER BY origin_server_ts, stream_pos LIMIT 1"
+            }
+            Direction::Backward => {
+                "SELECT event_id, origin_server_ts FROM events
+                 WHERE room_id = ?1 AND origin_server_ts <= ?2 AND rejected = 0
+                 ORDER BY origin_server_ts DESC, stream_pos DESC LIMIT 1"
+            }
+        };
+        self.db
+            .read(move |conn| {
+                let found = conn
+                    .prepare_cached(sql)
+                    .db()?
+                    .query_row(params![room_id.as_str(), ts], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .optional()
+                    .db()?;
+                found
+                    .map(|(id, ts)| Ok((parse_id(id, "event ID")?, to_u64(ts, "timestamp")?)))
+                    .transpose()
             })
             .await
     }

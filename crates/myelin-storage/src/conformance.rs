@@ -52,6 +52,7 @@ macro_rules! storage_conformance_tests {
             resolved_current_state_replaces_current_state,
             outside_memberships,
             backfilled_events_go_before_the_timeline,
+            events_near_a_timestamp,
             device_keys_and_claims,
             cross_signing_keys,
             device_list_changes,
@@ -3031,5 +3032,61 @@ pub async fn readers_never_see_a_gap_in_positions(store: Arc<dyn Storage>) {
     assert_eq!(
         store.current_stream_pos().await.unwrap().0 - start.0,
         i64::try_from(total).unwrap()
+    );
+}
+
+pub async fn events_near_a_timestamp(store: &dyn Storage) {
+    let mut room = TestRoom::create(store, "!time:localhost", "@alice:localhost", "t").await;
+    let (first, _) = room.message(store, "@alice:localhost", "one").await;
+    let first_ts = store
+        .get_event(&first)
+        .await
+        .unwrap()
+        .unwrap()
+        .pdu
+        .origin_server_ts;
+    let first_ts = u64::from(first_ts.get());
+    let (second, _) = room.message(store, "@alice:localhost", "two").await;
+    let room_id = room.room_id.clone();
+    let near = |ts: u64, dir: Direction| {
+        let room_id = room_id.clone();
+        async move { store.event_near_timestamp(&room_id, ts, dir).await.unwrap() }
+    };
+
+    assert_eq!(
+        near(first_ts, Direction::Forward).await,
+        Some((first.clone(), first_ts))
+    );
+    assert_eq!(
+        near(first_ts, Direction::Backward).await,
+        Some((first.clone(), first_ts))
+    );
+    assert_eq!(
+        near(first_ts + 1, Direction::Forward)
+            .await
+            .map(|(id, _)| id),
+        Some(second.clone()),
+        "the first event at or after the time"
+    );
+    assert_eq!(
+        near(first_ts + 1000, Direction::Backward)
+            .await
+            .map(|(id, _)| id),
+        Some(second),
+        "the last event at or before the time"
+    );
+    assert_eq!(near(first_ts + 1000, Direction::Forward).await, None);
+    assert_eq!(near(0, Direction::Backward).await, None);
+    assert_eq!(
+        store
+            .event_near_timestamp(
+                &self::room("!other:localhost"),
+                first_ts,
+                Direction::Forward
+            )
+            .await
+            .unwrap(),
+        None,
+        "only the room's own events"
     );
 }

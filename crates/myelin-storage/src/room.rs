@@ -244,6 +244,16 @@ pub trait RoomStore {
         limit: usize,
     ) -> StorageResult<Vec<EventRecord>>;
 
+    /// The room's timeline event (rejected ones excepted) closest to `ts` by `origin_server_ts`:
+    /// the first at or after it (`Forward`) or the last at or before it (`Backward`), with that
+    /// timestamp.
+    async fn event_near_timestamp(
+        &self,
+        room_id: &RoomId,
+        ts: u64,
+        dir: Direction,
+    ) -> StorageResult<Option<(OwnedEventId, u64)>>;
+
     /// The rooms with at least one event at a stream position in `(after, up_to]`: an incremental
     /// `/sync` asks once instead of once per joined room.
     async fn rooms_with_events_between(

@@ -29,6 +29,10 @@ pub fn routes() -> Router<SharedState> {
         )
         .route("/_matrix/client/v3/rooms/{room}/state", get(all_state))
         .route(
+            "/_matrix/client/v1/rooms/{room}/timestamp_to_event",
+            get(timestamp_to_event),
+        )
+        .route(
             "/_matrix/client/v3/rooms/{room}/state/{kind}",
             get(get_state_empty_key).put(put_state_empty_key),
         )
@@ -330,4 +334,21 @@ async fn redact(
         .redact(&authed, &room_id, &event_id, &txn, body.reason.as_deref())
         .await?;
     Ok(Json(json!({ "event_id": id })))
+}
+
+/// GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event?ts=&dir=.
+async fn timestamp_to_event(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    Query(query): Query<crate::extract::TimestampQuery>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    let (event_id, ts) = state
+        .services
+        .timestamp_to_event(&authed.user_id, &room_id, query.ts, query.direction()?)
+        .await?;
+    Ok(Json(
+        json!({ "event_id": event_id, "origin_server_ts": ts }),
+    ))
 }

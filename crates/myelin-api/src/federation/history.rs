@@ -22,6 +22,10 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_matrix/federation/v1/backfill/{room_id}", get(backfill))
         .route(
+            "/_matrix/federation/v1/timestamp_to_event/{room_id}",
+            get(timestamp_to_event),
+        )
+        .route(
             "/_matrix/federation/v1/get_missing_events/{room_id}",
             post(get_missing_events),
         )
@@ -86,4 +90,21 @@ async fn get_missing_events(
         .federation_missing_events(&request.origin, &room_id, &request.body)
         .await?;
     Ok(Json(MissingEventsResponse { events }))
+}
+
+/// GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=.
+async fn timestamp_to_event(
+    State(state): State<SharedState>,
+    FederationOrigin(origin): FederationOrigin,
+    Path(room_id): Path<String>,
+    crate::extract::Query(query): crate::extract::Query<crate::extract::TimestampQuery>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
+    let (event_id, ts) = state
+        .services
+        .federation_timestamp_to_event(&origin, &room_id, query.ts, query.direction()?)
+        .await?;
+    Ok(axum::Json(
+        serde_json::json!({ "event_id": event_id, "origin_server_ts": ts }),
+    ))
 }

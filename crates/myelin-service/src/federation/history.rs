@@ -7,7 +7,7 @@
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use myelin_storage::EventRecord;
+use myelin_storage::{Direction, EventRecord};
 use ruma::{OwnedEventId, RoomId, ServerName};
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -223,5 +223,27 @@ async fn require_any_visible(
     match events.first() {
         Some(first) => view.require_visible(first).await,
         None => Ok(()),
+    }
+}
+
+impl Services {
+    /// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`: our event nearest `ts` that the
+    /// origin may see.
+    pub async fn federation_timestamp_to_event(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        ts: u64,
+        dir: Direction,
+    ) -> ServiceResult<(OwnedEventId, u64)> {
+        let mut view = self.federation_view(origin, room_id).await?;
+        let (event_id, found_ts) = self
+            .storage
+            .event_near_timestamp(room_id, ts, dir)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("No event found {dir:?} of {ts}")))?;
+        let record = view.event(&event_id).await?;
+        view.require_visible(&record).await?;
+        Ok((event_id, found_ts))
     }
 }

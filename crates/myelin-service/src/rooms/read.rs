@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use myelin_core::StreamPos;
 use myelin_storage::{Direction, EventRecord, MembershipRecord};
-use ruma::{DeviceId, EventId, OwnedUserId, RoomId, UserId};
+use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use super::RoomState;
@@ -494,5 +494,61 @@ pub(crate) fn read_window_of(
         _ => Err(ServiceError::Forbidden(
             "You are not allowed to read this room".into(),
         )),
+    }
+}
+
+impl Services {
+    /// `GET /rooms/{roomId}/timestamp_to_event`: the event nearest `ts` in direction `dir`. When
+    /// we have none, up to three other servers in the room are asked in turn.
+    pub async fn timestamp_to_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        ts: u64,
+        dir: Direction,
+    ) -> ServiceResult<(OwnedEventId, u64)> {
+        let state = self.room_state(room_id).await?;
+        self.read_window(user_id, room_id, &state).await?;
+        if let Some(found) = self.storage.event_near_timestamp(room_id, ts, dir).await? {
+            return Ok(found);
+        }
+        let own = self.server_name();
+        let mut servers: Vec<_> = state
+            .members_with(&["join"])
+            .iter()
+            .map(|u| u.server_name().to_owned())
+            .filter(|s| s != own)
+            .collect();
+        servers.sort();
+        servers.dedup();
+        let dir_param = if dir == Direction::Forward { "f" } else { "b" };
+        let path = format!(
+            "/_matrix/federation/v1/timestamp_to_event/{}?ts={ts}&dir={dir_param}",
+            crate::federation::urlencoding(room_id.as_str())
+        );
+        for server in servers.iter().take(3) {
+            #[derive(serde::Deserialize)]
+            struct Answer {
+                event_id: OwnedEventId,
+                origin_server_ts: u64,
+            }
+            match self
+                .federation_call::<Answer>(myelin_federation::Method::GET, server, &path, None)
+                .await
+            {
+                Ok(a) => return Ok((a.event_id, a.origin_server_ts)),
+                Err(e) => {
+                    tracing::debug!(%room_id, %server, error = %e, "remote timestamp_to_event failed")
+                }
+            }
+        }
+        Err(ServiceError::NotFound(format!(
+            "No event found {} {ts}",
+            if dir == Direction::Forward {
+                "at or after"
+            } else {
+                "at or before"
+            }
+        )))
     }
 }
