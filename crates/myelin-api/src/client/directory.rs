@@ -17,6 +17,7 @@ use crate::{
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
+        .route("/_matrix/client/v1/rooms/{room}/hierarchy", get(hierarchy))
         .route(
             "/_matrix/client/v3/directory/list/room/{room}",
             get(get_visibility).put(set_visibility),
@@ -121,4 +122,35 @@ async fn query_public_rooms(
         .public_rooms(server.as_deref(), None, None, Some(&body))
         .await?;
     Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+struct HierarchyParams {
+    from: Option<String>,
+    limit: Option<usize>,
+    max_depth: Option<usize>,
+    #[serde(default)]
+    suggested_only: bool,
+}
+
+/// GET /_matrix/client/v1/rooms/{roomId}/hierarchy.
+async fn hierarchy(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Path(room): Path<String>,
+    Query(params): Query<HierarchyParams>,
+) -> ApiResult<Json<Value>> {
+    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    let query = myelin_service::rooms::HierarchyQuery {
+        from: params.from,
+        limit: params.limit,
+        max_depth: params.max_depth,
+        suggested_only: params.suggested_only,
+    };
+    Ok(Json(
+        state
+            .services
+            .room_hierarchy(&authed.user_id, &room_id, query)
+            .await?,
+    ))
 }

@@ -13,10 +13,12 @@ use crate::{
 };
 
 pub fn routes() -> Router<SharedState> {
-    Router::new().route(
-        "/_matrix/federation/v1/publicRooms",
-        get(public_rooms).post(query_public_rooms),
-    )
+    Router::new()
+        .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(public_rooms).post(query_public_rooms),
+        )
+        .route("/_matrix/federation/v1/hierarchy/{room}", get(hierarchy))
 }
 
 /// `include_all_networks` and `third_party_instance_id` are accepted and ignored (no bridges).
@@ -54,4 +56,26 @@ async fn query_public_rooms(
         .local_public_rooms(None, None, Some(&request.body))
         .await?;
     Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+struct HierarchyParams {
+    #[serde(default)]
+    suggested_only: bool,
+}
+
+/// GET /_matrix/federation/v1/hierarchy/{roomId}.
+async fn hierarchy(
+    State(state): State<SharedState>,
+    FederationOrigin(origin): FederationOrigin,
+    axum::extract::Path(room): axum::extract::Path<String>,
+    Query(params): Query<HierarchyParams>,
+) -> ApiResult<Json<Value>> {
+    let room_id: ruma::OwnedRoomId = crate::extract::parse_id(room, "room ID")?;
+    Ok(Json(
+        state
+            .services
+            .federation_hierarchy(&origin, &room_id, params.suggested_only)
+            .await?,
+    ))
 }

@@ -65,13 +65,13 @@ fn parse_since(since: Option<&str>) -> ServiceResult<usize> {
 }
 
 /// One room's entry in the directory (a `PublishedRoomsChunk`).
-struct DirectoryEntry {
+pub(crate) struct DirectoryEntry {
     room_id: String,
     joined: usize,
     room_type: Option<String>,
     /// Lowercased texts a search term is matched against.
     searchable: Vec<String>,
-    json: Value,
+    pub(crate) json: Value,
 }
 
 impl Services {
@@ -244,7 +244,7 @@ impl Services {
         Ok(answer)
     }
 
-    async fn directory_entry(&self, room_id: &RoomId) -> ServiceResult<DirectoryEntry> {
+    pub(crate) async fn directory_entry(&self, room_id: &RoomId) -> ServiceResult<DirectoryEntry> {
         let state = self.room_state(room_id).await?;
         let text = |kind: &str, field: &str| {
             state

@@ -4,6 +4,7 @@
 mod aliases;
 mod create;
 mod directory;
+mod hierarchy;
 mod membership;
 mod power;
 mod read;
@@ -28,6 +29,7 @@ use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState};
 use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use create::{CreateRoomRequest, InitialStateEvent};
+pub use hierarchy::HierarchyQuery;
 pub(crate) use read::read_window_of;
 pub use read::{ContextPage, MembersQuery, MessagesPage};
 pub use state::{RoomState, StateEntry};
