@@ -33,6 +33,8 @@ pub enum BenchError {
     Invalid(String),
     #[error("server process: {0}")]
     Server(String),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error("a load task died: {0}")]
     Task(String),
 }

@@ -7,7 +7,13 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use myelin_bench::cli::Sizes;
-use myelin_bench::compare::{myelin, process::Server, synapse, CompareReport};
+use myelin_bench::compare::cluster::Cluster;
+use myelin_bench::compare::pg_sampler::PgSampler;
+use myelin_bench::compare::postgres::{PgAdmin, PgDatabase};
+use myelin_bench::compare::{
+    myelin, process::Server, synapse, Backend, BackendPair, CompareReport, Database,
+};
+use myelin_bench::resources::mib;
 use myelin_bench::runner::{run, Target};
 use myelin_bench::workloads::ALL;
 use myelin_bench::RunReport;
@@ -62,8 +68,8 @@ enum Command {
     Join(TargetArgs),
     /// Every workload, one after the other.
     All(TargetArgs),
-    /// Start Myelin and Synapse in turn on fresh data directories, run the same workloads
-    /// against each, and print the figures side by side.
+    /// Start Myelin and Synapse in turn on fresh data directories (and fresh PostgreSQL
+    /// databases), run the same workloads against each, and print the figures side by side.
     Compare(CompareArgs),
 }
 
@@ -93,6 +99,21 @@ struct CompareArgs {
     /// Only run one server: `myelin` or `synapse`.
     #[arg(long)]
     only: Option<String>,
+    /// The storage backends, comma-separated: sqlite, postgres (default: sqlite, plus postgres
+    /// when a PostgreSQL server is reachable).
+    #[arg(long, value_delimiter = ',')]
+    backends: Vec<Backend>,
+    /// A PostgreSQL server to create the run databases on (a URL whose user may create
+    /// databases); without it, the throwaway cluster of --postgres-script is started (or reused)
+    /// in --postgres-dir.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// The script that starts the throwaway PostgreSQL cluster.
+    #[arg(long, default_value = "scripts/postgres-start")]
+    postgres_script: PathBuf,
+    /// Where the throwaway PostgreSQL cluster lives (stopped at the end if this run started it).
+    #[arg(long, default_value = ".bench/postgres")]
+    postgres_dir: PathBuf,
     /// The workloads, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
@@ -173,12 +194,15 @@ fn machine() -> String {
     )
 }
 
+/// Runs the workloads against a started server, then stops it. On PostgreSQL, also samples
+/// the database's backend processes and measures the database.
 async fn run_server(
     mut server: Server,
     label: &str,
     names: &[String],
     a: &CompareArgs,
     ready: Duration,
+    pg: Option<&PgDatabase>,
 ) -> anyhow::Result<RunReport> {
     eprintln!(
         "[myelin-bench] {label}: waiting for {} (log {})",
@@ -186,21 +210,127 @@ async fn run_server(
         server.log.display()
     );
     server.wait_ready(ready).await?;
+    let sampler = match pg {
+        Some(db) => Some(PgSampler::start(db).await?),
+        None => None,
+    };
     let target = Target {
         label,
         url: &server.url,
         pid: Some(server.pid()),
-        db_path: Some(&server.db_path),
+        db_path: server.db_path.as_deref(),
         setup_concurrency: a.setup_concurrency,
     };
     let report = run(&target, names, &a.sizes.params(), &|n| {
         eprintln!("[myelin-bench] {label}: running {n}")
     })
     .await;
+    let pg_use = match sampler {
+        Some(s) => Some(s.finish().await),
+        None => None,
+    };
+    let pg_size = match pg {
+        Some(db) if report.is_ok() => Some(db.size().await?),
+        _ => None,
+    };
     server.stop();
-    let report = report?;
+    let mut report = report?;
+    if let Some(u) = pg_use {
+        report.resources.pg_peak_pss_mib = u.peak_pss_mib;
+        report.resources.pg_cpu_s = u.cpu_s;
+    }
+    if let Some(bytes) = pg_size {
+        report.resources.db_size_mib = Some(mib(bytes));
+    }
     print!("{}", report.table());
     Ok(report)
+}
+
+/// Which server a run starts.
+enum Which<'a> {
+    Myelin,
+    /// With its version.
+    Synapse(&'a str),
+}
+
+/// Starts Myelin; a build that rejects `[rate_limits]` is restarted without it.
+async fn start_myelin(a: &CompareArgs, dir: &Path, db: Database<'_>) -> anyhow::Result<Server> {
+    let mut server = myelin::start(&a.myelin_bin, dir, db, true)?;
+    if server.wait_ready(Duration::from_secs(60)).await.is_err()
+        && myelin::rejected_rate_limits(&server.log)
+    {
+        eprintln!("[myelin-bench] this Myelin has no [rate_limits] section; starting it without");
+        server.stop();
+        server = myelin::start(&a.myelin_bin, dir, db, false)?;
+    }
+    Ok(server)
+}
+
+/// One server on one backend: a fresh data directory `<work-dir>/<server>-<backend>` and, on
+/// PostgreSQL, a fresh database, dropped afterwards.
+async fn run_on(
+    a: &CompareArgs,
+    which: Which<'_>,
+    backend: Backend,
+    pg: Option<&PgAdmin>,
+    names: &[String],
+) -> anyhow::Result<RunReport> {
+    let (server_name, label, ready) = match which {
+        Which::Myelin => ("myelin", format!("myelin/{backend}"), 60),
+        Which::Synapse(v) => ("synapse", format!("synapse {v}/{backend}"), 180),
+    };
+    let dir = a.work_dir.join(format!("{server_name}-{backend}"));
+    let pg_db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let admin = pg.context("no PostgreSQL server for the postgres backend")?;
+            let db = admin.create_run_database(server_name).await?;
+            eprintln!("[myelin-bench] {label}: fresh database {}", db.name());
+            Some(db)
+        }
+    };
+    let db = pg_db.as_ref().map_or(Database::Sqlite, Database::Postgres);
+    let result = async {
+        let server = match which {
+            Which::Myelin => start_myelin(a, &dir, db).await?,
+            Which::Synapse(_) => synapse::start(&a.synapse_venv, &dir, db)?,
+        };
+        let ready = Duration::from_secs(ready);
+        run_server(server, &label, names, a, ready, pg_db.as_ref()).await
+    }
+    .await;
+    if let Some(db) = pg_db {
+        let name = db.name().to_owned();
+        if let Err(e) = db.drop_database().await {
+            eprintln!("[myelin-bench] warning: could not drop database {name}: {e}");
+        }
+    }
+    result
+}
+
+/// The PostgreSQL server to run on: `--postgres-url`, or the throwaway cluster (started into
+/// `cluster`). Checks that databases can be created, and drops those of dead earlier runs.
+async fn postgres(a: &CompareArgs, cluster: &mut Option<Cluster>) -> anyhow::Result<PgAdmin> {
+    let url = match &a.postgres_url {
+        Some(url) => url.clone(),
+        None => {
+            eprintln!(
+                "[myelin-bench] starting the PostgreSQL cluster in {} ({})",
+                a.postgres_dir.display(),
+                a.postgres_script.display()
+            );
+            let started = Cluster::start(&a.postgres_script, &a.postgres_dir)?;
+            let url = started.url.clone();
+            *cluster = Some(started);
+            url
+        }
+    };
+    let admin = PgAdmin::new(&url)?;
+    admin.check().await?;
+    for name in admin.drop_stale().await? {
+        eprintln!("[myelin-bench] dropped {name}, left behind by an earlier run");
+    }
+    Ok(admin)
 }
 
 async fn compare(a: CompareArgs) -> anyhow::Result<()> {
@@ -218,33 +348,69 @@ async fn compare(a: CompareArgs) -> anyhow::Result<()> {
         Some("synapse") => (false, true),
         Some(other) => bail!("--only takes myelin or synapse, not {other}"),
     };
-    let machine = machine();
-    eprintln!("[myelin-bench] machine: {machine}");
-    let myelin_report = if do_myelin {
-        let dir = a.work_dir.join("myelin");
-        let mut server = myelin::start(&a.myelin_bin, &dir, true)?;
-        if server.wait_ready(Duration::from_secs(60)).await.is_err()
-            && myelin::rejected_rate_limits(&server.log)
-        {
-            eprintln!(
-                "[myelin-bench] this Myelin has no [rate_limits] section; starting it without"
-            );
-            server.stop();
-            server = myelin::start(&a.myelin_bin, &dir, false)?;
+    // Explicit backends must all work; by default PostgreSQL is used when it can be.
+    let explicit = !a.backends.is_empty();
+    let mut cluster = None;
+    let pg = if !explicit || a.backends.contains(&Backend::Postgres) {
+        match postgres(&a, &mut cluster).await {
+            Ok(admin) => Some(admin),
+            Err(e) if !explicit => {
+                eprintln!("[myelin-bench] no PostgreSQL ({e:#}); comparing on SQLite only");
+                None
+            }
+            Err(e) => return Err(e.context("--backends includes postgres")),
         }
-        Some(run_server(server, "myelin", &names, &a, Duration::from_secs(60)).await?)
     } else {
         None
     };
-    let synapse_report = if do_synapse {
-        let version = synapse::version(&a.synapse_venv)?;
-        let server = synapse::start(&a.synapse_venv, &a.work_dir.join("synapse"))?;
-        let label = format!("synapse {version}");
-        Some(run_server(server, &label, &names, &a, Duration::from_secs(180)).await?)
+    let mut backends: Vec<Backend> = Vec::new();
+    let wanted = if explicit {
+        a.backends.clone()
+    } else {
+        let mut b = vec![Backend::Sqlite];
+        b.extend(pg.as_ref().map(|_| Backend::Postgres));
+        b
+    };
+    for b in wanted {
+        if !backends.contains(&b) {
+            backends.push(b);
+        }
+    }
+    let synapse_version = if do_synapse {
+        Some(synapse::version(&a.synapse_venv)?)
     } else {
         None
     };
-    let report = CompareReport::new(machine, myelin_report, synapse_report);
+    let mut machine = machine();
+    if let Some(admin) = &pg {
+        machine = format!("{machine}; {}", admin.describe_server().await?);
+    }
+    eprintln!("[myelin-bench] machine: {machine}");
+    eprintln!(
+        "[myelin-bench] backends: {}",
+        backends
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut pairs = Vec::new();
+    for &backend in &backends {
+        let myelin_report = if do_myelin {
+            Some(run_on(&a, Which::Myelin, backend, pg.as_ref(), &names).await?)
+        } else {
+            None
+        };
+        let synapse_report = match &synapse_version {
+            Some(v) => Some(run_on(&a, Which::Synapse(v), backend, pg.as_ref(), &names).await?),
+            None => None,
+        };
+        pairs.push(BackendPair::new(backend, myelin_report, synapse_report));
+    }
+    if let Some(mut c) = cluster.take() {
+        c.stop();
+    }
+    let report = CompareReport::new(machine, pairs);
     println!("\nMachine: {}\n", report.machine);
     print!("{}", report.table());
     write_json(&a.json, &report)?;

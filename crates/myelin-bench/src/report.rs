@@ -104,6 +104,13 @@ pub struct Resources {
     /// User + system CPU seconds the server used during the run.
     pub server_cpu_s: Option<f64>,
     pub db_size_mib: Option<f64>,
+    /// PostgreSQL only: the peak summed Pss of the backend processes serving the server's
+    /// database (the cluster's shared processes not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_peak_pss_mib: Option<f64>,
+    /// PostgreSQL only: CPU seconds of those backend processes during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_cpu_s: Option<f64>,
     /// User + system CPU seconds of the benchmark process itself.
     pub loader_cpu_s: Option<f64>,
 }
@@ -116,6 +123,8 @@ impl Resources {
             ("final_rss", "MiB", self.final_rss_mib),
             ("server_cpu", "s", self.server_cpu_s),
             ("db_size", "MiB", self.db_size_mib),
+            ("pg_peak_pss", "MiB", self.pg_peak_pss_mib),
+            ("pg_cpu", "s", self.pg_cpu_s),
             ("loader_cpu", "s", self.loader_cpu_s),
         ];
         figures
@@ -211,10 +220,10 @@ pub fn fmt_value(v: f64) -> String {
 }
 
 /// A Markdown-compatible table with right-aligned columns after the first.
-pub fn render<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+pub fn render<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+        for (w, cell) in widths.iter_mut().zip(row.as_ref()) {
             *w = (*w).max(cell.chars().count());
         }
     }
@@ -243,7 +252,7 @@ pub fn render<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Strin
     }
     out.push('\n');
     for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push_str(&line(row.as_ref().iter().map(String::as_str).collect()));
     }
     out
 }

@@ -144,8 +144,7 @@ impl ProcSampler {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             },
-            db_size_mib: None,
-            loader_cpu_s: None,
+            ..Resources::default()
         }
     }
 }

@@ -11,7 +11,8 @@ use crate::error::{BenchError, Result};
 pub struct Server {
     pub child: Child,
     pub url: String,
-    pub db_path: PathBuf,
+    /// The SQLite database file (none on PostgreSQL).
+    pub db_path: Option<PathBuf>,
     pub log: PathBuf,
 }
 
@@ -73,7 +74,12 @@ impl Drop for Server {
 }
 
 /// Spawns `cmd` with its output going to `log`.
-pub fn spawn(mut cmd: Command, log: &Path, url: String, db_path: PathBuf) -> Result<Server> {
+pub fn spawn(
+    mut cmd: Command,
+    log: &Path,
+    url: String,
+    db_path: Option<PathBuf>,
+) -> Result<Server> {
     let out = std::fs::File::create(log).map_err(|e| BenchError::io(log, e))?;
     let err = out.try_clone().map_err(|e| BenchError::io(log, e))?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);

@@ -1,6 +1,6 @@
 //! Starting Synapse from the venv made by `scripts/synapse-venv`: its own generated config,
 //! overridden by a second config file (Synapse merges `-c` files by top-level key) that sets
-//! SQLite, a loopback listener, open registration without verification, quiet logging and
+//! the database (SQLite, or PostgreSQL through psycopg2), a loopback listener, open registration without verification, quiet logging and
 //! rate limits far above anything the benchmark sends.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use std::process::Command;
 
 use crate::error::{BenchError, Result};
 
+use super::backend::Database;
+use super::myelin::PG_POOL_SIZE;
 use super::process::{free_port, fresh_dir, spawn, Server};
 
 /// The rate-limit sections of Synapse's config, all set to `HIGH`.
@@ -36,15 +38,43 @@ const RATE_LIMITS: &[&str] = &[
 /// One rate limit that never triggers.
 const HIGH: &str = "{per_second: 1000000, burst_count: 1000000}";
 
+/// A YAML single-quoted string.
+fn yaml_string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The `database` section: SQLite in `dir`, or psycopg2 with the same pool size as Myelin's.
+fn database_yaml(dir: &Path, db: Database<'_>) -> String {
+    match db {
+        Database::Sqlite => format!(
+            "database:\n  name: sqlite3\n  args:\n    database: {}\n",
+            yaml_string(&dir.join("homeserver.db").display().to_string())
+        ),
+        Database::Postgres(pg) => {
+            let mut out = "database:\n  name: psycopg2\n  args:\n".to_owned();
+            for (key, value) in pg.synapse_args() {
+                let value = if key == "port" {
+                    value
+                } else {
+                    yaml_string(&value)
+                };
+                out.push_str(&format!("    {key}: {value}\n"));
+            }
+            out.push_str(&format!("    cp_min: 5\n    cp_max: {PG_POOL_SIZE}\n"));
+            out
+        }
+    }
+}
+
 /// The overriding config file.
-pub fn overrides_yaml(dir: &Path, port: u16) -> String {
+pub fn overrides_yaml(dir: &Path, port: u16, db: Database<'_>) -> String {
     let mut out = format!(
         "listeners:\n  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: false\n    x_forwarded: false\n    resources:\n      - names: [client]\n        compress: false\n\
-database:\n  name: sqlite3\n  args:\n    database: '{db}'\n\
+{database}\
 enable_registration: true\nenable_registration_without_verification: true\n\
-bcrypt_rounds: 4\nreport_stats: false\nlog_config: '{log}'\n",
-        db = dir.join("homeserver.db").display(),
-        log = dir.join("bench.log.config").display(),
+bcrypt_rounds: 4\nreport_stats: false\nlog_config: {log}\n",
+        database = database_yaml(dir, db),
+        log = yaml_string(&dir.join("bench.log.config").display().to_string()),
     );
     let mut nested: Vec<(&str, Vec<&str>)> = Vec::new();
     for key in RATE_LIMITS {
@@ -107,8 +137,8 @@ pub fn version(venv: &Path) -> Result<String> {
         .to_owned())
 }
 
-/// Generates a config on a fresh `dir` and starts Synapse.
-pub fn start(venv: &Path, dir: &Path) -> Result<Server> {
+/// Generates a config on a fresh `dir` and starts Synapse on `db`.
+pub fn start(venv: &Path, dir: &Path, db: Database<'_>) -> Result<Server> {
     let dir = fresh_dir(dir)?;
     let port = free_port()?;
     let config = dir.join("homeserver.yaml");
@@ -138,7 +168,7 @@ pub fn start(venv: &Path, dir: &Path) -> Result<Server> {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|e| BenchError::io(&path, e))
     };
-    write("bench.yaml", overrides_yaml(&dir, port))?;
+    write("bench.yaml", overrides_yaml(&dir, port, db))?;
     write("bench.log.config", log_config_yaml(&dir))?;
     let mut cmd = Command::new(python(venv));
     cmd.args(["-m", "synapse.app.homeserver", "--config-path"])
@@ -150,17 +180,18 @@ pub fn start(venv: &Path, dir: &Path) -> Result<Server> {
         cmd,
         &dir.join("stdout.log"),
         format!("http://127.0.0.1:{port}"),
-        dir.join("homeserver.db"),
+        matches!(db, Database::Sqlite).then(|| dir.join("homeserver.db")),
     )
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::postgres::PgDatabase;
     use super::*;
 
     #[test]
     fn overrides_cover_limits_and_registration() {
-        let y = overrides_yaml(Path::new("/d"), 9999);
+        let y = overrides_yaml(Path::new("/d"), 9999, Database::Sqlite);
         assert!(y.contains("port: 9999"));
         assert!(y.contains("database: '/d/homeserver.db'"));
         assert!(y.contains("enable_registration_without_verification: true"));
@@ -168,5 +199,19 @@ mod tests {
         assert!(y.contains("rc_login:\n  address: {per_second"));
         assert_eq!(y.matches("rc_joins:\n").count(), 1);
         assert!(y.contains("  remote: {per_second"));
+    }
+
+    #[test]
+    fn postgres_database_section() {
+        let db = PgDatabase::for_tests(
+            "postgres://postgres@127.0.0.1:54329/postgres",
+            "synapse_bench_3",
+        );
+        let y = overrides_yaml(Path::new("/d"), 9999, Database::Postgres(&db));
+        assert!(y.contains(
+            "database:\n  name: psycopg2\n  args:\n    user: 'postgres'\n    database: 'synapse_bench_3'\n    host: '127.0.0.1'\n    port: 54329\n    cp_min: 5\n    cp_max: 10\n"
+        ));
+        assert!(!y.contains("sqlite3"));
+        assert_eq!(yaml_string("it's"), "'it''s'");
     }
 }
