@@ -105,24 +105,14 @@ impl KeyStore for PgStore {
         device_id: &str,
         keys: &[(String, String)],
     ) -> StorageResult<()> {
-        let user = user_id.as_str();
-        let mut conn = self.db.write().await?;
-        let result = async {
-            if !device_exists(&mut conn, user, device_id).await? {
-                return Ok(());
-            }
-            for (key_id, key_json) in keys {
-                conn.execute(
-                    "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[&user, &device_id, &algorithm_of(key_id), key_id, key_json],
-                )
-                .await?;
-            }
-            Ok(())
-        }
-        .await;
-        conn.finish(result).await
+        self.write_device_keys(
+            user_id,
+            device_id,
+            keys,
+            "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .await
     }
 
     async fn one_time_key_counts(
@@ -149,26 +139,16 @@ impl KeyStore for PgStore {
         device_id: &str,
         keys: &[(String, String)],
     ) -> StorageResult<()> {
-        let user = user_id.as_str();
-        let mut conn = self.db.write().await?;
-        let result = async {
-            if !device_exists(&mut conn, user, device_id).await? {
-                return Ok(());
-            }
-            for (key_id, key_json) in keys {
-                conn.execute(
-                    "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
-                     VALUES ($1, $2, $3, $4, $5, 0)
-                     ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
-                         key_id = excluded.key_id, key_json = excluded.key_json, used = 0",
-                    &[&user, &device_id, &algorithm_of(key_id), key_id, key_json],
-                )
-                .await?;
-            }
-            Ok(())
-        }
-        .await;
-        conn.finish(result).await
+        self.write_device_keys(
+            user_id,
+            device_id,
+            keys,
+            "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
+             VALUES ($1, $2, $3, $4, $5, 0)
+             ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
+                 key_id = excluded.key_id, key_json = excluded.key_json, used = 0",
+        )
+        .await
     }
 
     async fn unused_fallback_key_types(
@@ -395,6 +375,36 @@ impl KeyStore for PgStore {
             )
             .await
             .map(drop);
+        conn.finish(result).await
+    }
+}
+
+impl PgStore {
+    /// Runs `sql` (parameters: user, device, algorithm, key ID, key JSON) for each key of an
+    /// existing device, in one transaction; nothing for a device that does not exist.
+    async fn write_device_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: &[(String, String)],
+        sql: &str,
+    ) -> StorageResult<()> {
+        let user = user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            if !device_exists(&mut conn, user, device_id).await? {
+                return Ok(());
+            }
+            for (key_id, key_json) in keys {
+                conn.execute(
+                    sql,
+                    &[&user, &device_id, &algorithm_of(key_id), key_id, key_json],
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
         conn.finish(result).await
     }
 }

@@ -124,32 +124,14 @@ impl KeyStore for SqliteStore {
         device_id: &str,
         keys: &[(String, String)],
     ) -> StorageResult<()> {
-        let (user_id, device_id, keys) = (user_id.to_owned(), device_id.to_owned(), keys.to_vec());
-        self.db
-            .write(move |tx, _| {
-                if !device_exists(tx, user_id.as_str(), &device_id)? {
-                    return Ok(());
-                }
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
-                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                    )
-                    .db()?;
-                for (key_id, key_json) in &keys {
-                    insert
-                        .execute(params![
-                            user_id.as_str(),
-                            device_id,
-                            algorithm_of(key_id),
-                            key_id,
-                            key_json
-                        ])
-                        .db()?;
-                }
-                Ok(())
-            })
-            .await
+        self.write_device_keys(
+            user_id,
+            device_id,
+            keys,
+            "INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )
+        .await
     }
 
     async fn one_time_key_counts(
@@ -185,34 +167,16 @@ impl KeyStore for SqliteStore {
         device_id: &str,
         keys: &[(String, String)],
     ) -> StorageResult<()> {
-        let (user_id, device_id, keys) = (user_id.to_owned(), device_id.to_owned(), keys.to_vec());
-        self.db
-            .write(move |tx, _| {
-                if !device_exists(tx, user_id.as_str(), &device_id)? {
-                    return Ok(());
-                }
-                let mut upsert = tx
-                    .prepare_cached(
-                        "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 0)
-                         ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
-                             key_id = excluded.key_id, key_json = excluded.key_json, used = 0",
-                    )
-                    .db()?;
-                for (key_id, key_json) in &keys {
-                    upsert
-                        .execute(params![
-                            user_id.as_str(),
-                            device_id,
-                            algorithm_of(key_id),
-                            key_id,
-                            key_json
-                        ])
-                        .db()?;
-                }
-                Ok(())
-            })
-            .await
+        self.write_device_keys(
+            user_id,
+            device_id,
+            keys,
+            "INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0)
+             ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
+                 key_id = excluded.key_id, key_json = excluded.key_json, used = 0",
+        )
+        .await
     }
 
     async fn unused_fallback_key_types(
@@ -492,6 +456,40 @@ impl KeyStore for SqliteStore {
                 .db()?
                 .execute(params![user_id.as_str(), device_id, up_to.0])
                 .db()?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs `sql` (parameters: user, device, algorithm, key ID, key JSON) for each key of an
+    /// existing device, in one transaction; nothing for a device that does not exist.
+    async fn write_device_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: &[(String, String)],
+        sql: &'static str,
+    ) -> StorageResult<()> {
+        let (user_id, device_id, keys) = (user_id.to_owned(), device_id.to_owned(), keys.to_vec());
+        self.db
+            .write(move |tx, _| {
+                if !device_exists(tx, user_id.as_str(), &device_id)? {
+                    return Ok(());
+                }
+                let mut statement = tx.prepare_cached(sql).db()?;
+                for (key_id, key_json) in &keys {
+                    statement
+                        .execute(params![
+                            user_id.as_str(),
+                            device_id,
+                            algorithm_of(key_id),
+                            key_id,
+                            key_json
+                        ])
+                        .db()?;
+                }
                 Ok(())
             })
             .await
