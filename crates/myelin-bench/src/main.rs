@@ -112,8 +112,11 @@ struct CompareArgs {
     #[arg(long, default_value = "scripts/postgres-start")]
     postgres_script: PathBuf,
     /// Where the throwaway PostgreSQL cluster lives (stopped at the end if this run started it).
-    #[arg(long, default_value = ".bench/postgres")]
-    postgres_dir: PathBuf,
+    /// Default: a directory of its own under the system's temporary directory, since the
+    /// `postgres` system user must be able to reach it (a checkout under a private home or
+    /// `mktemp -d` directory is not).
+    #[arg(long)]
+    postgres_dir: Option<PathBuf>,
     /// The workloads, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
@@ -314,12 +317,15 @@ async fn postgres(a: &CompareArgs, cluster: &mut Option<Cluster>) -> anyhow::Res
     let url = match &a.postgres_url {
         Some(url) => url.clone(),
         None => {
+            let dir = a.postgres_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("myelin-bench-pg-{}", std::process::id()))
+            });
             eprintln!(
                 "[myelin-bench] starting the PostgreSQL cluster in {} ({})",
-                a.postgres_dir.display(),
+                dir.display(),
                 a.postgres_script.display()
             );
-            let started = Cluster::start(&a.postgres_script, &a.postgres_dir)?;
+            let started = Cluster::start(&a.postgres_script, &dir)?;
             let url = started.url.clone();
             *cluster = Some(started);
             url
