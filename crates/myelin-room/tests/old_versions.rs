@@ -79,8 +79,12 @@ fn events_in_v1_and_v2_rooms_use_the_old_format() {
         assert!(json["prev_events"][0][1]["sha256"].is_string(), "{json}");
         assert_eq!(json["auth_events"][0][0], auth.as_str(), "{json}");
         assert_eq!(json["origin"], "ours.test");
-        assert_eq!(pdu.prev_events, [prev.clone()], "the IDs parse back");
-        assert_eq!(pdu.auth_events, [auth.clone()]);
+        assert_eq!(
+            pdu.prev_events,
+            std::slice::from_ref(&prev),
+            "the IDs parse back"
+        );
+        assert_eq!(pdu.auth_events, std::slice::from_ref(&auth));
         assert_ne!(
             build("another").event_id,
             pdu.event_id,

@@ -171,7 +171,7 @@ impl Services {
         };
         let since_pos = since.map(|s| s.pos);
         let changed_devices = match since_pos {
-            Some(since) => self.changed_device_lists(user_id, since, pos).await?,
+            Some(since) => self.key_changes(user_id, since, pos).await?,
             None => Vec::new(),
         };
         let memberships = self.storage.memberships_of_user(user_id).await?;

@@ -189,6 +189,30 @@ impl Services {
         Ok(Err("Unknown key"))
     }
 
+    /// Adds the user's public cross-signing keys to `body` as `master_key` and
+    /// `self_signing_key` (the user-signing key is the owner's alone), as other servers get them.
+    pub(crate) async fn add_public_signing_keys(
+        &self,
+        user_id: &UserId,
+        body: &mut Value,
+    ) -> ServiceResult<()> {
+        for key in self
+            .storage
+            .cross_signing_keys(&[user_id.to_owned()])
+            .await?
+        {
+            let field = match key.kind {
+                CrossSigningKind::Master => "master_key",
+                CrossSigningKind::SelfSigning => "self_signing_key",
+                CrossSigningKind::UserSigning => continue,
+            };
+            if let Ok(value) = serde_json::from_str::<Value>(&key.key_json) {
+                body[field] = value;
+            }
+        }
+        Ok(())
+    }
+
     /// Tells local users sharing a room and the other servers in those rooms
     /// (`m.signing_key_update`) that the user's cross-signing keys changed.
     async fn announce_signing_keys(&self, user_id: &UserId) -> ServiceResult<()> {
@@ -196,18 +220,8 @@ impl Services {
         if servers.is_empty() {
             return Ok(());
         }
-        let answer = self
-            .local_keys_answer([(user_id.to_owned(), Vec::new())].into(), None)
-            .await?;
         let mut content = json!({ "user_id": user_id });
-        for (field, answer_field) in [
-            ("master_key", "master_keys"),
-            ("self_signing_key", "self_signing_keys"),
-        ] {
-            if let Some(key) = answer[answer_field].get(user_id.as_str()) {
-                content[field] = key.clone();
-            }
-        }
+        self.add_public_signing_keys(user_id, &mut content).await?;
         self.queue_edu_for(servers, "m.signing_key_update", content)
             .await
     }

@@ -98,8 +98,9 @@ impl Services {
         Ok(())
     }
 
-    /// Users sharing a room with `user_id` whose device lists changed in `(since, up_to]`.
-    pub(crate) async fn changed_device_lists(
+    /// Users sharing a room with `user_id` whose device lists changed in `(since, up_to]`:
+    /// `/sync`'s `device_lists.changed` and `GET /keys/changes`.
+    pub async fn key_changes(
         &self,
         user_id: &UserId,
         since: StreamPos,
@@ -114,15 +115,5 @@ impl Services {
             .into_iter()
             .filter(|u| sharing.contains(u))
             .collect())
-    }
-
-    /// `GET /keys/changes`: users whose device lists changed between two sync tokens.
-    pub async fn key_changes(
-        &self,
-        user_id: &UserId,
-        from: StreamPos,
-        to: StreamPos,
-    ) -> ServiceResult<Vec<OwnedUserId>> {
-        self.changed_device_lists(user_id, from, to).await
     }
 }

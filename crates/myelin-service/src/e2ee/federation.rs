@@ -45,17 +45,9 @@ impl Services {
                 Some(entry)
             })
             .collect();
-        let answer = self
-            .local_keys_answer([(user_id.to_owned(), Vec::new())].into(), None)
-            .await?;
         let stream_id = self.storage.current_stream_pos().await?.0;
         let mut body = json!({ "user_id": user_id, "stream_id": stream_id, "devices": devices });
-        if let Some(master) = answer["master_keys"].get(user_id.as_str()) {
-            body["master_key"] = master.clone();
-        }
-        if let Some(self_signing) = answer["self_signing_keys"].get(user_id.as_str()) {
-            body["self_signing_key"] = self_signing.clone();
-        }
+        self.add_public_signing_keys(user_id, &mut body).await?;
         Ok(body)
     }
 

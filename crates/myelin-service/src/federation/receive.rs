@@ -332,13 +332,7 @@ impl Services {
         content: Value,
     ) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
-        let own = self.server_name();
-        let servers: std::collections::BTreeSet<_> = state
-            .members_with(&["join"])
-            .iter()
-            .map(|u| u.server_name().to_owned())
-            .filter(|s| s != own && !self.is_blocked_server(s.as_str()))
-            .collect();
+        let servers = self.other_servers_in(&state);
         if !self.federation.config.enabled {
             return Ok(());
         }

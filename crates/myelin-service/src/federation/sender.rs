@@ -62,25 +62,34 @@ impl Services {
         if !self.federation.config.enabled {
             return Vec::new();
         }
-        let mut servers: Vec<String> = state
-            .members_with(&["join"])
-            .iter()
-            .map(|u| u.server_name().to_string())
-            .collect();
+        let mut servers = self.other_servers_in(state);
         if pdu.kind.to_string() == "m.room.member" {
             if let Some(target) = pdu
                 .state_key
                 .as_deref()
                 .and_then(|k| <&ruma::UserId>::try_from(k).ok())
+                .map(|u| u.server_name())
+                .filter(|s| *s != self.server_name() && !self.is_blocked_server(s.as_str()))
             {
-                servers.push(target.server_name().to_string());
+                servers.insert(target.to_owned());
             }
         }
-        let own = self.server_name().as_str();
-        servers.retain(|s| s != own && !self.is_blocked_server(s));
-        servers.sort();
-        servers.dedup();
-        servers
+        servers.into_iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The other servers with joined members in the room, blocked ones left out, in order.
+    pub(crate) fn other_servers_in(
+        &self,
+        state: &RoomState,
+    ) -> std::collections::BTreeSet<ruma::OwnedServerName> {
+        let own = self.server_name();
+        state
+            .members_with(&["join"])
+            .iter()
+            .map(|u| u.server_name())
+            .filter(|s| *s != own && !self.is_blocked_server(s.as_str()))
+            .map(ToOwned::to_owned)
+            .collect()
     }
 
     /// Whether the configuration refuses this server.

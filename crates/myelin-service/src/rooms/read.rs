@@ -512,15 +512,7 @@ impl Services {
         if let Some(found) = self.storage.event_near_timestamp(room_id, ts, dir).await? {
             return Ok(found);
         }
-        let own = self.server_name();
-        let mut servers: Vec<_> = state
-            .members_with(&["join"])
-            .iter()
-            .map(|u| u.server_name().to_owned())
-            .filter(|s| s != own)
-            .collect();
-        servers.sort();
-        servers.dedup();
+        let servers = self.other_servers_in(&state);
         let dir_param = if dir == Direction::Forward { "f" } else { "b" };
         let path = format!(
             "/_matrix/federation/v1/timestamp_to_event/{}?ts={ts}&dir={dir_param}",
