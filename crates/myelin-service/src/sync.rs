@@ -342,15 +342,15 @@ impl Services {
         let since_pos = ctx.since.map(|s| s.pos);
         let newly = ctx.full_state || since_pos.is_none_or(|s| m.stream_pos > s);
         // The membership record is at hand: no per-room storage read.
-        let window = crate::rooms::read_window_of(Some(m), &state)?;
+        let mut view = self.history_view(&authed.user_id, state.clone(), Some(m));
         let limit = filter
             .room
             .timeline
             .limit
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize);
         let lower = match (newly, since_pos) {
-            (false, Some(s)) => Some(window.after.map_or(s, |a| a.max(s))),
-            _ => window.after,
+            (false, Some(s)) => Some(s),
+            _ => None,
         };
         let mut records = if newly || ctx.has_new_events {
             self.storage
@@ -368,6 +368,7 @@ impl Services {
         let limited = records.len() > limit;
         records.truncate(limit);
         records.reverse();
+        let mut records = view.filter(records).await?;
 
         let typing =
             self.typing
@@ -572,13 +573,31 @@ impl Services {
         let limited = records.len() > limit;
         records.truncate(limit);
         records.reverse();
-        if records.is_empty() {
-            // A rejected invite to a room on another server: the leave is all there is.
-            if let Some(leave) = self.storage.get_event(&m.event_id).await? {
-                if leave.outlier.is_some() {
-                    records.push(leave);
-                }
+        let own_leave = records
+            .iter()
+            .find(|r| r.pdu.event_id == m.event_id)
+            .cloned();
+        let mut records = match self.room_state(&m.room_id).await {
+            Ok(state) => {
+                self.history_view(&authed.user_id, state, Some(m))
+                    .filter(records)
+                    .await?
             }
+            // A room on another server we never joined: nothing of it is ours to show.
+            Err(ServiceError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        // The user always sees their own leave (or ban), which is what tells a client the room
+        // was left; a rejected invite to a remote room has no more than that.
+        if !records.iter().any(|r| r.pdu.event_id == m.event_id) {
+            let leave =
+                match own_leave {
+                    Some(leave) => Some(leave),
+                    None => self.storage.get_event(&m.event_id).await?.filter(|leave| {
+                        leave.outlier == Some(myelin_storage::OutlierStatus::Outlier)
+                    }),
+                };
+            records.extend(leave);
         }
         let prev_batch = records
             .first()

@@ -144,11 +144,12 @@ impl FederationStore for PgStore {
             insert_outliers(&mut conn, [(&event, OutlierStatus::Outlier)]).await?;
             let room_id = event.room_id.as_str();
             conn.execute(
-                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
-                 VALUES ($1, $2, $3, $4, $5, FALSE)
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
+                 VALUES ($1, $2, $3, $4, $5, FALSE, CASE WHEN $3::TEXT = 'join' THEN $5::BIGINT END)
                  ON CONFLICT (room_id, user_id) DO UPDATE SET
                      membership = excluded.membership, event_id = excluded.event_id,
-                     stream_pos = excluded.stream_pos, forgotten = FALSE",
+                     stream_pos = excluded.stream_pos, forgotten = FALSE,
+                     joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
                 &[
                     &room_id,
                     &user_id.as_str(),

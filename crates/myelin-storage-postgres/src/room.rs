@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
-    RoomInfo, RoomStore, SnapshotId, StateMap, StorageResult,
+    RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use tokio_postgres::Row;
@@ -112,6 +112,15 @@ impl RoomStore for PgStore {
         // Snapshots never change once committed, so reading the chain and its entries in two
         // statements is consistent.
         state::load_state(&mut conn, snapshot).await
+    }
+
+    async fn state_entries_at(
+        &self,
+        snapshot: SnapshotId,
+        keys: &[StateKey],
+    ) -> StorageResult<StateMap> {
+        let mut conn = self.db.read().await?;
+        state::load_entries(&mut conn, snapshot, keys).await
     }
 
     async fn forward_extremities(&self, room_id: &RoomId) -> StorageResult<Vec<OwnedEventId>> {
@@ -358,7 +367,7 @@ impl RoomStore for PgStore {
 }
 
 const MEMBERSHIP_SELECT: &str =
-    "SELECT room_id, user_id, membership, event_id, stream_pos, forgotten FROM room_memberships";
+    "SELECT room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos FROM room_memberships";
 
 fn decode_membership(row: &Row) -> StorageResult<MembershipRecord> {
     Ok(MembershipRecord {
@@ -368,5 +377,6 @@ fn decode_membership(row: &Row) -> StorageResult<MembershipRecord> {
         event_id: parse_id(get::<String>(row, 3)?, "membership event")?,
         stream_pos: StreamPos(get(row, 4)?),
         forgotten: get(row, 5)?,
+        joined_pos: get::<Option<i64>>(row, 6)?.map(StreamPos),
     })
 }

@@ -285,3 +285,39 @@ fn columns<'a>(
     }
     (kinds, keys, ids)
 }
+
+/// The entries of `keys` in a snapshot's state: for each key, the entry nearest the snapshot
+/// along its delta chain.
+pub(crate) async fn load_entries(
+    conn: &mut Conn,
+    snapshot: SnapshotId,
+    keys: &[StateKey],
+) -> StorageResult<StateMap> {
+    let mut found = StateMap::new();
+    for (kind, state_key) in keys {
+        let row = conn
+            .query_opt(
+                "WITH RECURSIVE chain (id, base, level) AS (
+                     SELECT snapshot_id, base_id, 0::BIGINT FROM state_snapshots
+                     WHERE snapshot_id = $1
+                     UNION ALL
+                     SELECT s.snapshot_id, s.base_id, chain.level + 1
+                     FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
+                     WHERE chain.level < $2::BIGINT
+                 )
+                 SELECT e.event_id FROM chain
+                 JOIN state_snapshot_entries e
+                   ON e.snapshot_id = chain.id AND e.type = $3 AND e.state_key = $4
+                 ORDER BY chain.level LIMIT 1",
+                &[&snapshot, &(MAX_DELTA_DEPTH + 1), kind, state_key],
+            )
+            .await?;
+        if let Some(row) = row {
+            found.insert(
+                (kind.clone(), state_key.clone()),
+                parse_id(get::<String>(&row, 0)?, "state entry")?,
+            );
+        }
+    }
+    Ok(found)
+}

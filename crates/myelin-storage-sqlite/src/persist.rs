@@ -123,11 +123,12 @@ pub(crate) fn persist_event(
         }
         if let Some(change) = &membership {
             tx.prepare_cached(
-                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, CASE WHEN ?3 = 'join' THEN ?5 END)
                  ON CONFLICT (room_id, user_id) DO UPDATE SET
                      membership = excluded.membership, event_id = excluded.event_id,
-                     stream_pos = excluded.stream_pos, forgotten = 0",
+                     stream_pos = excluded.stream_pos, forgotten = 0,
+                     joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
             )
             .db()?
             .execute(params![

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
-    RoomInfo, RoomStore, SnapshotId, StateMap, StorageResult,
+    RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -148,6 +148,17 @@ impl RoomStore for SqliteStore {
     async fn state_at_snapshot(&self, snapshot: SnapshotId) -> StorageResult<StateMap> {
         self.db
             .read(move |conn| state::load_state(conn, snapshot))
+            .await
+    }
+
+    async fn state_entries_at(
+        &self,
+        snapshot: SnapshotId,
+        keys: &[StateKey],
+    ) -> StorageResult<StateMap> {
+        let keys = keys.to_vec();
+        self.db
+            .read(move |conn| state::load_entries(conn, snapshot, &keys))
             .await
     }
 
@@ -444,7 +455,7 @@ fn query_memberships(
     param: &str,
 ) -> StorageResult<Vec<MembershipRecord>> {
     let sql =
-        format!("SELECT room_id, user_id, membership, event_id, stream_pos, forgotten FROM room_memberships {filter}");
+        format!("SELECT room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos FROM room_memberships {filter}");
     let rows = conn
         .prepare_cached(&sql)
         .db()?
@@ -456,6 +467,7 @@ fn query_memberships(
                 row.get::<_, String>(3)?,
                 row.get::<_, i64>(4)?,
                 row.get::<_, bool>(5)?,
+                row.get::<_, Option<i64>>(6)?,
             ))
         })
         .db()?
@@ -463,7 +475,7 @@ fn query_memberships(
         .db()?;
     rows.into_iter()
         .map(
-            |(room_id, user_id, membership, event_id, stream_pos, forgotten)| {
+            |(room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)| {
                 Ok(MembershipRecord {
                     room_id: parse_id(room_id, "membership room")?,
                     user_id: parse_id(user_id, "membership user")?,
@@ -471,6 +483,7 @@ fn query_memberships(
                     event_id: parse_id(event_id, "membership event")?,
                     stream_pos: StreamPos(stream_pos),
                     forgotten,
+                    joined_pos: joined_pos.map(StreamPos),
                 })
             },
         )

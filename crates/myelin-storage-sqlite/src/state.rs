@@ -260,3 +260,44 @@ pub(crate) fn current_state(conn: &Connection, room_id: &str) -> StorageResult<S
         })
         .collect()
 }
+
+/// The entries of `keys` in a snapshot's state: for each key, the entry nearest the snapshot
+/// along its delta chain.
+pub(crate) fn load_entries(
+    conn: &Connection,
+    snapshot: SnapshotId,
+    keys: &[StateKey],
+) -> StorageResult<StateMap> {
+    let mut lookup = conn
+        .prepare_cached(
+            "WITH RECURSIVE chain (id, base, level) AS (
+                 SELECT snapshot_id, base_id, 0 FROM state_snapshots WHERE snapshot_id = ?1
+                 UNION ALL
+                 SELECT s.snapshot_id, s.base_id, chain.level + 1
+                 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
+                 WHERE chain.level < ?2
+             )
+             SELECT e.event_id FROM chain
+             JOIN state_snapshot_entries e
+               ON e.snapshot_id = chain.id AND e.type = ?3 AND e.state_key = ?4
+             ORDER BY chain.level LIMIT 1",
+        )
+        .db()?;
+    let mut found = StateMap::new();
+    for (kind, state_key) in keys {
+        let event_id = lookup
+            .query_row(
+                rusqlite::params![snapshot, MAX_DELTA_DEPTH + 1, kind, state_key],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .db()?;
+        if let Some(event_id) = event_id {
+            found.insert(
+                (kind.clone(), state_key.clone()),
+                parse_id(event_id, "state entry")?,
+            );
+        }
+    }
+    Ok(found)
+}

@@ -855,6 +855,23 @@ pub async fn snapshot_chains(store: &dyn Storage) {
             state,
             "snapshot {snapshot}"
         );
+        // A few keys, looked up alone, agree with the whole state; absent keys are left out.
+        let keys = [
+            key("m.test", "k0"),
+            key("m.test", "k6"),
+            key("m.room.create", ""),
+            key("m.absent", ""),
+        ];
+        let wanted: StateMap = state
+            .iter()
+            .filter(|(k, _)| keys.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(
+            store.state_entries_at(*snapshot, &keys).await.unwrap(),
+            wanted,
+            "entries of snapshot {snapshot}"
+        );
     }
     assert_eq!(store.current_state(&r.room_id).await.unwrap(), r.state);
 
@@ -1287,13 +1304,19 @@ pub async fn memberships(store: &dyn Storage) {
         ),
         ("invite", &invite_id, invite.stream_pos, false)
     );
+    assert_eq!(m.joined_pos, None, "an invitee has never joined");
 
-    r1.member(store, bob, bob, "join").await;
+    let (_, join) = r1.member(store, bob, bob, "join").await;
     let (leave_id, leave) = r1.member(store, bob, bob, "leave").await;
     let m = bob_in_r1(store.room_members(&r1.room_id).await.unwrap());
     assert_eq!(
         (m.membership.as_str(), &m.event_id, m.stream_pos),
         ("leave", &leave_id, leave.stream_pos)
+    );
+    assert_eq!(
+        m.joined_pos,
+        Some(join.stream_pos),
+        "the last join is kept after leaving"
     );
 
     store.forget_room(&user(bob), &r1.room_id).await.unwrap();
@@ -1314,6 +1337,7 @@ pub async fn memberships(store: &dyn Storage) {
         ),
         ("join", &rejoin_id, rejoin.stream_pos, false)
     );
+    assert_eq!(m.joined_pos, Some(rejoin.stream_pos), "a rejoin moves it");
 
     r2.member(store, alice, bob, "invite").await;
     let mut bob_rooms: Vec<_> = store
@@ -2520,6 +2544,7 @@ pub async fn outside_memberships(store: &dyn Storage) {
         event_id: event(event_id),
         stream_pos,
         forgotten: false,
+        joined_pos: None,
     };
     assert_eq!(
         store.memberships_of_user(&user(alice)).await.unwrap(),

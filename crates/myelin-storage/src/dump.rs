@@ -139,6 +139,7 @@ pub const TABLES: &[Table] = &[
             "event_id",
             "stream_pos",
             "forgotten",
+            "joined_pos",
         ],
         key: &["room_id", "user_id"],
     },

@@ -172,6 +172,9 @@ pub struct MembershipRecord {
     pub event_id: OwnedEventId,
     pub stream_pos: StreamPos,
     pub forgotten: bool,
+    /// Where the user last joined the room, kept after they leave: history visibility `shared`
+    /// lets a user read events sent before a join of theirs.
+    pub joined_pos: Option<StreamPos>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +233,13 @@ pub trait RoomStore {
     /// The room's current state.
     async fn current_state(&self, room_id: &RoomId) -> StorageResult<StateMap>;
     async fn state_at_snapshot(&self, snapshot: SnapshotId) -> StorageResult<StateMap>;
+    /// Only the given keys of a snapshot's state (those it has): a few lookups instead of
+    /// loading a whole big room's state.
+    async fn state_entries_at(
+        &self,
+        snapshot: SnapshotId,
+        keys: &[StateKey],
+    ) -> StorageResult<StateMap>;
     async fn forward_extremities(&self, room_id: &RoomId) -> StorageResult<Vec<OwnedEventId>>;
 
     /// Up to `limit` events of the room from position `from` in direction `dir`, stopping at `to`.

@@ -2,12 +2,11 @@
 //! the requesting server.
 //!
 //! Spec: Server-Server API, "Retrieving events" / "Server ACLs" and Client-Server API, "History
-//! visibility". An event is served to a server when, in the state after that event (which counts
-//! a membership event for its own target):
-//! - `history_visibility` is `world_readable`, or
-//! - a user of the server is joined (or invited, under `invited`), or
-//! - it is `shared` (the default) and a user of the server is joined to the room now: a server
-//!   in the room may read the room's shared history.
+//! visibility". The rule is the clients' one (`rooms/visibility.rs`), read for a server: its
+//! membership at an event is the most joined of its users' in the state after that event (which
+//! counts a membership event for its own target), and it "joined later" when one of its users is
+//! joined to the room now, so a server in the room may read the room's `shared` history. A
+//! change of visibility is judged by the visibility before it too.
 //!
 //! Anything else (including unknown visibility values, treated as `joined`) is withheld: single
 //! events are refused with `Forbidden`, history walks serve the redacted form so that the DAG
@@ -19,7 +18,13 @@ use myelin_storage::{EventRecord, SnapshotId};
 use ruma::{EventId, RoomId, ServerName, UserId};
 use serde_json::value::RawValue as RawJsonValue;
 
-use crate::{rooms::RoomState, ServiceError, ServiceResult, Services};
+use crate::{
+    rooms::{
+        visibility::{self, EventFacts, Membership, Visibility},
+        RoomState,
+    },
+    ServiceError, ServiceResult, Services,
+};
 
 /// One request's view of a room for a remote server: the room's current state (after its ACL let
 /// the server in) and the visibility decisions made so far, per state snapshot.
@@ -27,7 +32,7 @@ pub(crate) struct ServerView<'a> {
     services: &'a Services,
     origin: &'a ServerName,
     pub current: Arc<RoomState>,
-    visible_at: HashMap<SnapshotId, bool>,
+    facts_at: HashMap<SnapshotId, (Visibility, Membership)>,
 }
 
 impl Services {
@@ -43,7 +48,7 @@ impl Services {
             services: self,
             origin,
             current,
-            visible_at: HashMap::new(),
+            facts_at: HashMap::new(),
         })
     }
 }
@@ -92,15 +97,50 @@ impl ServerView<'_> {
         if record.outlier.is_some() {
             return Ok(!record.is_withheld());
         }
-        if let Some(&visible) = self.visible_at.get(&record.state_snapshot) {
-            return Ok(visible);
+        let (visibility, membership) = self.at_snapshot(record.state_snapshot).await?;
+        // A change of visibility is visible if the visibility before it allows it too.
+        let visibility_before = if record.pdu.kind.to_string() == "m.room.history_visibility" {
+            match record.pdu.prev_events.first() {
+                Some(prev) => match self.services.storage.get_event(prev).await? {
+                    Some(prev) if prev.outlier.is_none() => {
+                        Some(self.at_snapshot(prev.state_snapshot).await?.0)
+                    }
+                    _ => None,
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
+        let joined_now = self
+            .current
+            .members_with(&["join"])
+            .iter()
+            .any(|u| u.server_name() == self.origin);
+        Ok(visibility::may_see(EventFacts {
+            visibility,
+            visibility_before,
+            membership,
+            membership_before: None,
+            joined_later: joined_now,
+        }))
+    }
+
+    /// The visibility in a snapshot's state, and the best membership any user of the origin has
+    /// in it (a server sees what its most joined user may see).
+    async fn at_snapshot(
+        &mut self,
+        snapshot: SnapshotId,
+    ) -> ServiceResult<(Visibility, Membership)> {
+        if let Some(&found) = self.facts_at.get(&snapshot) {
+            return Ok(found);
         }
         let storage = &self.services.storage;
-        let state = storage.state_at_snapshot(record.state_snapshot).await?;
-        let mut ids = Vec::new();
-        if let Some(id) = state.get(&("m.room.history_visibility".to_owned(), String::new())) {
-            ids.push(id.clone());
-        }
+        let state = storage.state_at_snapshot(snapshot).await?;
+        let visibility_id = state
+            .get(&("m.room.history_visibility".to_owned(), String::new()))
+            .cloned();
+        let mut ids: Vec<_> = visibility_id.iter().cloned().collect();
         let members = state
             .range(("m.room.member".to_owned(), String::new())..)
             .take_while(|((kind, _), _)| kind == "m.room.member");
@@ -109,37 +149,22 @@ impl ServerView<'_> {
                 .filter(|((_, key), _)| self.is_origin_user(key))
                 .map(|(_, id)| id.clone()),
         );
-
-        let mut visibility = "shared".to_owned();
-        let (mut joined, mut invited) = (false, false);
+        let mut visibility = Visibility::Shared;
+        let mut membership = Membership::Other;
         for event in storage.get_events(&ids).await? {
             let content = event.pdu.content_value();
-            match event.pdu.kind.to_string().as_str() {
-                "m.room.history_visibility" => {
-                    if let Some(v) = content.get("history_visibility").and_then(|v| v.as_str()) {
-                        visibility = v.to_owned();
-                    }
-                }
-                _ => match content.get("membership").and_then(|m| m.as_str()) {
-                    Some("join") => joined = true,
-                    Some("invite") => invited = true,
-                    _ => {}
-                },
+            if Some(&event.pdu.event_id) == visibility_id.as_ref() {
+                visibility = Visibility::of_content(Some(&content));
+                continue;
             }
+            membership = match (membership, Membership::of_content(Some(&content))) {
+                (Membership::Join, _) | (_, Membership::Join) => Membership::Join,
+                (Membership::Invite, _) | (_, Membership::Invite) => Membership::Invite,
+                _ => Membership::Other,
+            };
         }
-        let visible = match visibility.as_str() {
-            "world_readable" => true,
-            _ if joined => true,
-            "invited" => invited,
-            "shared" => self
-                .current
-                .members_with(&["join"])
-                .iter()
-                .any(|u| u.server_name() == self.origin),
-            _ => false,
-        };
-        self.visible_at.insert(record.state_snapshot, visible);
-        Ok(visible)
+        self.facts_at.insert(snapshot, (visibility, membership));
+        Ok((visibility, membership))
     }
 
     fn is_origin_user(&self, state_key: &str) -> bool {

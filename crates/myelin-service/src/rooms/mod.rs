@@ -13,6 +13,7 @@ mod state;
 mod summary;
 mod txn;
 mod upgrade;
+pub(crate) mod visibility;
 
 pub use txn::client_txn_id;
 
@@ -30,7 +31,6 @@ use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, Room
 
 pub use create::{CreateRoomRequest, InitialStateEvent};
 pub use hierarchy::HierarchyQuery;
-pub(crate) use read::read_window_of;
 pub use read::{ContextPage, MembersQuery, MessagesPage};
 pub use state::{RoomState, StateEntry};
 

@@ -1,21 +1,53 @@
 //! Reading rooms: single events, state, members, `/messages` and `/context`, with the history
 //! visibility the reader is entitled to.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use myelin_core::StreamPos;
 use myelin_storage::{Direction, EventRecord, MembershipRecord};
 use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
-use super::RoomState;
+use super::{
+    visibility::{HistoryView, Visibility},
+    RoomState,
+};
 use crate::{filter::RoomEventFilter, format::client_event, ServiceError, ServiceResult, Services};
 
-/// The stream range a user may read in a room: `(after, up_to)`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ReadWindow {
-    pub after: Option<StreamPos>,
-    pub up_to: Option<StreamPos>,
+/// A user's access to a room's history for one request: the room, their membership record in
+/// it (if any), and their [`HistoryView`] that every event read passes through.
+pub(crate) struct ReadAccess<'a> {
+    pub state: Arc<RoomState>,
+    pub member: Option<MembershipRecord>,
+    pub view: HistoryView<'a>,
+}
+
+impl ReadAccess<'_> {
+    /// The newest position the user may read up to: a former member's view ends at their leave
+    /// (or ban, rejection, withdrawn knock), unless the room is open to anyone now.
+    fn read_up_to(&self) -> Option<StreamPos> {
+        match &self.member {
+            Some(m)
+                if matches!(m.membership.as_str(), "leave" | "ban") && !self.world_readable() =>
+            {
+                Some(m.stream_pos)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the room's current state is the user's to read: they are joined, or anyone may.
+    fn reads_current_state(&self) -> bool {
+        self.member.as_ref().is_some_and(|m| m.membership == "join") || self.world_readable()
+    }
+
+    fn world_readable(&self) -> bool {
+        Visibility::of_content(self.state.content("m.room.history_visibility", "").as_ref())
+            == Visibility::WorldReadable
+    }
 }
 
 pub struct MessagesPage {
@@ -43,20 +75,33 @@ pub struct MembersQuery {
 }
 
 impl Services {
-    /// Which part of the room's history `user_id` may read; `Forbidden` if none.
-    pub(crate) async fn read_window(
+    /// Opens `room_id`'s history for `user_id`: `Forbidden` for a room they have no membership
+    /// in and that is not `world_readable` (and for an unknown room, so that room IDs cannot be
+    /// probed). What they may see of it is decided event by event through `view`.
+    pub(crate) async fn read_access(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
-        state: &RoomState,
-    ) -> ServiceResult<ReadWindow> {
+    ) -> ServiceResult<ReadAccess<'_>> {
+        let state = self
+            .room_state(room_id)
+            .await
+            .map_err(not_found_as_forbidden)?;
         let member = self
             .storage
             .memberships_of_user(user_id)
             .await?
             .into_iter()
             .find(|m| m.room_id == room_id);
-        read_window_of(member.as_ref(), state)
+        let access = ReadAccess {
+            view: self.history_view(user_id, state.clone(), member.as_ref()),
+            state,
+            member,
+        };
+        if access.member.is_none() && !access.world_readable() {
+            return Err(forbidden());
+        }
+        Ok(access)
     }
 
     /// Formats events for a client, with `redacted_because` filled in.
@@ -101,75 +146,61 @@ impl Services {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> ServiceResult<Value> {
-        let state = self
-            .room_state(room_id)
-            .await
-            .map_err(not_found_as_forbidden)?;
-        let window = self.read_window(user_id, room_id, &state).await?;
-        let record = self
-            .storage
-            .get_event(event_id)
-            .await?
-            .filter(|r| r.pdu.room_id == room_id && in_window(window, r.stream_pos))
-            .filter(|r| !r.is_withheld());
-        let record = record.ok_or_else(|| ServiceError::NotFound("Event not found".into()))?;
+        let mut access = self.read_access(user_id, room_id).await?;
+        let record = match self.storage.get_event(event_id).await? {
+            Some(r) if access.view.may_see(&r).await? => r,
+            _ => return Err(ServiceError::NotFound("Event not found".into())),
+        };
         Ok(self
             .format_events(&[record], Some((user_id, device)))
             .await?
             .remove(0))
     }
 
-    /// The state events a reader sees: current state for members, state at leave for former ones.
+    /// The state events a reader sees: the current state for members (and anyone in a
+    /// `world_readable` room), else the state at their latest membership event (a leave, an
+    /// invite) if they may see that event; nothing for those who never could (a withdrawn knock,
+    /// a ban as a stranger).
     async fn visible_state(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
     ) -> ServiceResult<Vec<EventRecord>> {
-        let state = self
-            .room_state(room_id)
-            .await
-            .map_err(not_found_as_forbidden)?;
-        let window = self.read_window(user_id, room_id, &state).await?;
-        let ids: Vec<_> = match window.up_to {
-            None => state.entries().map(|e| e.pdu.event_id.clone()).collect(),
-            Some(pos) => {
-                let leave = state
-                    .get("m.room.member", user_id.as_str())
-                    .filter(|e| e.pos == pos);
-                match leave {
-                    Some(e) => match self.storage.get_event(&e.pdu.event_id).await? {
-                        Some(r) => self
-                            .storage
-                            .state_at_snapshot(r.state_snapshot)
-                            .await?
-                            .into_values()
-                            .collect(),
-                        None => Vec::new(),
-                    },
-                    None => state
-                        .entries()
-                        .filter(|e| e.pos <= pos)
-                        .map(|e| e.pdu.event_id.clone())
+        let mut access = self.read_access(user_id, room_id).await?;
+        let ids: Vec<_> = match access.reads_current_state() {
+            true => access
+                .state
+                .entries()
+                .map(|e| e.pdu.event_id.clone())
+                .collect(),
+            false => {
+                let Some(member) = access.member.clone() else {
+                    return Err(forbidden());
+                };
+                match self.storage.get_event(&member.event_id).await? {
+                    // A rejected invite to a remote room: no state of it is ours to show.
+                    Some(r) if r.outlier.is_none() && access.view.may_see(&r).await? => self
+                        .storage
+                        .state_at_snapshot(r.state_snapshot)
+                        .await?
+                        .into_values()
                         .collect(),
+                    _ => return Err(forbidden()),
                 }
             }
         };
         Ok(self.storage.get_events(&ids).await?)
     }
 
-    /// The room state after the last event at or before `at`, clamped to what the user may see.
+    /// The room state after the last event at or before `at`, if the user may see that event.
     async fn state_at_position(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         at: StreamPos,
     ) -> ServiceResult<Vec<EventRecord>> {
-        let state = self
-            .room_state(room_id)
-            .await
-            .map_err(not_found_as_forbidden)?;
-        let window = self.read_window(user_id, room_id, &state).await?;
-        let at = window.up_to.map_or(at, |up_to| at.min(up_to));
+        let mut access = self.read_access(user_id, room_id).await?;
+        let at = access.read_up_to().map_or(at, |up_to| at.min(up_to));
         let Some(last) = self
             .storage
             .room_events(room_id, at, None, Direction::Backward, 1)
@@ -179,6 +210,9 @@ impl Services {
         else {
             return Ok(Vec::new());
         };
+        if !access.view.may_see(&last).await? {
+            return Err(forbidden());
+        }
         let ids: Vec<_> = self
             .storage
             .state_at_snapshot(last.state_snapshot)
@@ -280,11 +314,8 @@ impl Services {
         limit: usize,
         filter: &RoomEventFilter,
     ) -> ServiceResult<MessagesPage> {
-        let state = self
-            .room_state(room_id)
-            .await
-            .map_err(not_found_as_forbidden)?;
-        let window = self.read_window(user_id, room_id, &state).await?;
+        let mut access = self.read_access(user_id, room_id).await?;
+        let up_to = access.read_up_to();
         let current = self.storage.current_stream_pos().await?;
         let mut from = from.unwrap_or(match dir {
             Direction::Backward => current,
@@ -292,22 +323,10 @@ impl Services {
             Direction::Forward => StreamPos(i64::MIN),
         });
         let mut to = to;
-        match dir {
-            Direction::Backward => {
-                if let Some(up) = window.up_to {
-                    from = from.min(up);
-                }
-                if let Some(after) = window.after {
-                    to = Some(to.map_or(after, |t| t.max(after)));
-                }
-            }
-            Direction::Forward => {
-                if let Some(after) = window.after {
-                    from = from.max(after);
-                }
-                if let Some(up) = window.up_to {
-                    to = Some(to.map_or(up, |t| t.min(up)));
-                }
+        if let Some(up) = up_to {
+            match dir {
+                Direction::Backward => from = from.min(up),
+                Direction::Forward => to = Some(to.map_or(up, |t| t.min(up))),
             }
         }
         let limit = limit.clamp(1, 1000);
@@ -340,7 +359,10 @@ impl Services {
             Direction::Backward => StreamPos(last.stream_pos.0 - 1),
             Direction::Forward => last.stream_pos,
         });
-        let visible: Vec<_> = records
+        let visible: Vec<_> = access
+            .view
+            .filter(records)
+            .await?
             .into_iter()
             .filter(|r| filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()))
             .collect();
@@ -353,7 +375,8 @@ impl Services {
             let ids: Vec<_> = senders
                 .iter()
                 .filter_map(|s| {
-                    state
+                    access
+                        .state
                         .get("m.room.member", s.as_str())
                         .map(|e| e.pdu.event_id.clone())
                 })
@@ -380,18 +403,11 @@ impl Services {
         event_id: &EventId,
         limit: usize,
     ) -> ServiceResult<ContextPage> {
-        let state = self
-            .room_state(room_id)
-            .await
-            .map_err(not_found_as_forbidden)?;
-        let window = self.read_window(user_id, room_id, &state).await?;
-        let record = self
-            .storage
-            .get_event(event_id)
-            .await?
-            .filter(|r| r.pdu.room_id == room_id && in_window(window, r.stream_pos))
-            .filter(|r| r.outlier.is_none());
-        let record = record.ok_or_else(|| ServiceError::NotFound("Event not found".into()))?;
+        let mut access = self.read_access(user_id, room_id).await?;
+        let record = match self.storage.get_event(event_id).await? {
+            Some(r) if access.view.may_see(&r).await? => r,
+            _ => return Err(ServiceError::NotFound("Event not found".into())),
+        };
         let limit = limit.min(100);
         let before_n = limit / 2;
         let after_n = limit - before_n;
@@ -403,19 +419,27 @@ impl Services {
                 .room_events(
                     room_id,
                     StreamPos(pos.0 - 1),
-                    window.after,
+                    None,
                     Direction::Backward,
                     before_n,
                 )
                 .await?
         };
+        let before = access.view.filter(before).await?;
         let after = if after_n == 0 {
             Vec::new()
         } else {
             self.storage
-                .room_events(room_id, pos, window.up_to, Direction::Forward, after_n)
+                .room_events(
+                    room_id,
+                    pos,
+                    access.read_up_to(),
+                    Direction::Forward,
+                    after_n,
+                )
                 .await?
         };
+        let after = access.view.filter(after).await?;
         let start = before
             .last()
             .map_or(StreamPos(pos.0 - 1), |r| StreamPos(r.stream_pos.0 - 1));
@@ -442,59 +466,16 @@ impl Services {
     }
 }
 
-fn in_window(window: ReadWindow, pos: StreamPos) -> bool {
-    window.after.is_none_or(|a| pos > a) && window.up_to.is_none_or(|u| pos <= u)
-}
-
 /// An unknown room reads as "not allowed", so room IDs cannot be probed.
 fn not_found_as_forbidden(e: ServiceError) -> ServiceError {
     match e {
-        ServiceError::NotFound(_) => {
-            ServiceError::Forbidden("You are not allowed to read this room".into())
-        }
+        ServiceError::NotFound(_) => forbidden(),
         other => other,
     }
 }
 
-/// Which part of a room's history a user with membership `member` (their latest membership
-/// record in the room, if any) may read, given the room's current state.
-pub(crate) fn read_window_of(
-    member: Option<&MembershipRecord>,
-    state: &RoomState,
-) -> ServiceResult<ReadWindow> {
-    let visibility = state.history_visibility();
-    let after_join = |pos: StreamPos| {
-        if visibility == "shared" || visibility == "world_readable" {
-            None
-        } else {
-            Some(StreamPos(pos.0 - 1))
-        }
-    };
-    match member {
-        Some(m) if m.membership == "join" => Ok(ReadWindow {
-            after: after_join(m.stream_pos),
-            up_to: None,
-        }),
-        Some(m) if m.membership == "leave" || m.membership == "ban" => {
-            if visibility == "world_readable" {
-                return Ok(ReadWindow {
-                    after: None,
-                    up_to: None,
-                });
-            }
-            Ok(ReadWindow {
-                after: None,
-                up_to: Some(m.stream_pos),
-            })
-        }
-        _ if visibility == "world_readable" => Ok(ReadWindow {
-            after: None,
-            up_to: None,
-        }),
-        _ => Err(ServiceError::Forbidden(
-            "You are not allowed to read this room".into(),
-        )),
-    }
+fn forbidden() -> ServiceError {
+    ServiceError::Forbidden("You are not allowed to read this room".into())
 }
 
 impl Services {
@@ -507,12 +488,20 @@ impl Services {
         ts: u64,
         dir: Direction,
     ) -> ServiceResult<(OwnedEventId, u64)> {
-        let state = self.room_state(room_id).await?;
-        self.read_window(user_id, room_id, &state).await?;
-        if let Some(found) = self.storage.event_near_timestamp(room_id, ts, dir).await? {
-            return Ok(found);
+        let mut access = self.read_access(user_id, room_id).await?;
+        if let Some((event_id, found_ts)) =
+            self.storage.event_near_timestamp(room_id, ts, dir).await?
+        {
+            // The nearest event is the answer only if the user may see it: nothing about the
+            // room's history leaks through its timestamps.
+            return match self.storage.get_event(&event_id).await? {
+                Some(r) if access.view.may_see(&r).await? => Ok((event_id, found_ts)),
+                _ => Err(ServiceError::NotFound(
+                    "No event you may see was found near that time".into(),
+                )),
+            };
         }
-        let servers = self.other_servers_in(&state);
+        let servers = self.other_servers_in(&access.state);
         let dir_param = if dir == Direction::Forward { "f" } else { "b" };
         let path = format!(
             "/_matrix/federation/v1/timestamp_to_event/{}?ts={ts}&dir={dir_param}",
