@@ -727,6 +727,138 @@ async fn history_visibility_and_server_acls_refuse_a_remote_server() {
     b.stop().await;
 }
 
+/// Long-polls `who`'s `/sync` on `server` until `user`'s membership in `room_id` is
+/// `membership` (bounded: at most 20 long-polls).
+async fn wait_for_membership(
+    server: &TestServer,
+    token: &str,
+    room_id: &str,
+    user: &str,
+    membership: &str,
+) {
+    let mut since: Option<String> = None;
+    for _ in 0..20 {
+        let sync = server.sync(token, since.as_deref(), 2000).await;
+        let room = &sync["rooms"]["join"][room_id];
+        let events = room["timeline"]["events"]
+            .as_array()
+            .into_iter()
+            .chain(room["state"]["events"].as_array())
+            .flatten();
+        let mut found = false;
+        for e in events {
+            if e["type"] == "m.room.member" && e["state_key"] == user {
+                found = e["content"]["membership"] == membership;
+            }
+        }
+        if found {
+            return;
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+    panic!("{user} never became {membership} in {room_id}");
+}
+
+/// The per-server history-visibility rule, each visibility × a user of B who joins, leaves and
+/// rejoins: B sees what its users were joined for, `shared` history once one of them is joined
+/// again, and everything of a `world_readable` room; a visibility switched later changes nothing
+/// that was sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_server_sees_history_by_the_visibility_at_each_event() {
+    let a = TestServer::start_federating_with(|c| c.rate_limits.enabled = false).await;
+    let b = TestServer::start_federating_with(|c| c.rate_limits.enabled = false).await;
+    let remote = Remote::new(&a, &b).await;
+    let alice = a.register("alice", "hunter2-hunter2").await;
+    let bob = b.register("bob", "hunter2-hunter2").await;
+    let (alice_token, bob_token) = (alice.token().unwrap(), bob.token().unwrap());
+    let visible = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    for visibility in ["world_readable", "shared", "invited", "joined"] {
+        let room_id = a
+            .create_room(
+                alice_token,
+                &json!({
+                    "preset": "public_chat",
+                    "initial_state": [{ "type": "m.room.history_visibility", "state_key": "",
+                                        "content": { "history_visibility": visibility } }],
+                }),
+            )
+            .await;
+        let join_path = format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            enc(&room_id),
+            enc(a.loopback_server_name())
+        );
+        let mut messages = Vec::new();
+        let mut send = |n: usize| {
+            let (a, room_id) = (&a, room_id.clone());
+            async move {
+                let id = a
+                    .send_message(
+                        alice_token,
+                        &room_id,
+                        &format!("{visibility}{n}"),
+                        &format!("m{n}"),
+                    )
+                    .await;
+                (format!("m{n}"), id)
+            }
+        };
+        messages.push(send(1).await);
+        let (status, body) = b.post(&join_path, Some(bob_token), &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "join: {body}");
+        messages.push(send(2).await);
+        b.leave(bob_token, &room_id).await;
+        // B's leave reaches A through B's outbox: wait for A to have it.
+        wait_for_membership(&a, alice_token, &room_id, &bob.user_id, "leave").await;
+        messages.push(send(3).await);
+
+        let seen = |messages: Vec<(String, String)>| {
+            let remote = &remote;
+            async move {
+                let mut seen = BTreeSet::new();
+                for (name, id) in messages {
+                    let (status, body) = remote
+                        .get(&format!("/_matrix/federation/v1/event/{}", enc(&id)))
+                        .await;
+                    match status {
+                        StatusCode::OK => {
+                            assert_eq!(body["pdus"][0]["content"]["body"], *name);
+                            seen.insert(name);
+                        }
+                        _ => assert_eq!(status, StatusCode::FORBIDDEN, "{name}: {body}"),
+                    }
+                }
+                seen
+            }
+        };
+        let expected = match visibility {
+            "world_readable" => visible(&["m1", "m2", "m3"]),
+            _ => visible(&["m2"]),
+        };
+        assert_eq!(
+            seen(messages.clone()).await,
+            expected,
+            "B, whose user left, reading a {visibility} room"
+        );
+
+        // Bob rejoins: under `shared`, B may read all the history again.
+        let (status, body) = b.post(&join_path, Some(bob_token), &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "rejoin: {body}");
+        messages.push(send(4).await);
+        let expected = match visibility {
+            "world_readable" | "shared" => visible(&["m1", "m2", "m3", "m4"]),
+            _ => visible(&["m2", "m4"]),
+        };
+        assert_eq!(
+            seen(messages.clone()).await,
+            expected,
+            "B, whose user rejoined, reading a {visibility} room"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 // ----- hostile transactions -----
 
 /// A PDU of room version 10 built and signed as B: `(event ID, JSON)`.

@@ -211,7 +211,7 @@ impl Services {
             for prev in &prevs {
                 sets.push(self.storage.state_at_snapshot(prev.state_snapshot).await?);
             }
-            self.resolve_states(rules, sets).await?
+            self.resolve_states(rules, sets, None).await?
         } else {
             self.remote_state_before(origin, &pdu, rules).await?
         };
@@ -286,7 +286,10 @@ impl Services {
                 })
                 .collect();
             Some(
-                self.resolve_states(rules, vec![current_ids, state_after.clone()])
+                // The state after the event names the event itself, not stored yet: resolution
+                // must see it, or it would drop it from the conflicted set (a leave sent on a
+                // fork would lose to the join it replaces).
+                self.resolve_states(rules, vec![current_ids, state_after.clone()], Some(&pdu))
                     .await?,
             )
         };
@@ -397,11 +400,12 @@ impl Services {
     }
 
     /// One state from several: the single set as is, several through state resolution over
-    /// their stored auth chains.
+    /// their stored auth chains (and `pending`, an event being stored that the sets name).
     pub(crate) async fn resolve_states(
         &self,
         rules: &RoomVersionRules,
         mut sets: Vec<StateMap>,
+        pending: Option<&Arc<Pdu>>,
     ) -> ServiceResult<StateMap> {
         sets.dedup();
         if sets.len() <= 1 {
@@ -410,10 +414,14 @@ impl Services {
         let starts: Vec<OwnedEventId> = sets
             .iter()
             .flat_map(|s| s.values().cloned())
+            .chain(pending.iter().flat_map(|p| p.auth_events.iter().cloned()))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let events = self.auth_closure(starts).await?;
+        let mut events = self.auth_closure(starts).await?;
+        if let Some(pdu) = pending {
+            events.insert(pdu.event_id.clone(), pdu.clone());
+        }
         let ruma_sets: Vec<ruma::state_res::StateMap<OwnedEventId>> = sets
             .iter()
             .map(|s| {
