@@ -78,13 +78,87 @@ impl Services {
         if self.in_timeline(&received.pdu.event_id).await? {
             return Ok(IngestOutcome::AlreadyKnown);
         }
+        // Everything the event needs from the network is fetched before the room's write lock
+        // is taken, so that local sends never queue behind a remote server, and only from an
+        // origin that is in the room: anyone else gets no call back.
+        let current = self.room_state(room_id).await?;
+        let may_ask = current
+            .members_with(&["join"])
+            .iter()
+            .any(|u| u.server_name() == origin);
+        let missing = if may_ask {
+            self.fetch_missing_prev_events(origin, &current, &received.pdu, &rules)
+                .await
+        } else {
+            Vec::new()
+        };
+        let mut batch = Vec::with_capacity(missing.len() + 1);
+        for event in missing.into_iter().chain([received]) {
+            let prefetched = self
+                .prefetch(origin, &event.pdu, &rules, may_ask, &batch)
+                .await;
+            batch.push((event, prefetched));
+        }
         let slot = self.rooms.slot(room_id);
         let _guard = slot.write.lock().await;
-        let state = self.load_locked(room_id, &slot).await?;
-        self.fetch_missing_prev_events(origin, &slot, &state, &received.pdu, &rules)
-            .await;
-        self.ingest_locked(origin, &slot, received, &rules, false)
-            .await
+        let mut outcome = Ok(IngestOutcome::AlreadyKnown);
+        let last = batch.len() - 1;
+        for (i, (event, prefetched)) in batch.into_iter().enumerate() {
+            let id = event.pdu.event_id.clone();
+            if i < last && self.in_timeline(&id).await.unwrap_or(false) {
+                continue;
+            }
+            outcome = self
+                .ingest_locked(origin, &slot, event, &rules, false, prefetched)
+                .await;
+            if i < last {
+                if let Err(e) = &outcome {
+                    tracing::info!(%origin, event_id = %id, error = %e, "missing event not ingested");
+                }
+            }
+        }
+        outcome
+    }
+
+    /// What a received event needs from the network before it can be checked: its auth chain
+    /// when some auth events are unknown, and the state before it when some prev events are
+    /// neither in the timeline nor earlier in `batch`. Asked of `origin` only when `may_ask`;
+    /// best effort (what stays missing makes the event fail its checks later).
+    async fn prefetch(
+        &self,
+        origin: &ServerName,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        may_ask: bool,
+        batch: &[(Received, Option<StateMap>)],
+    ) -> Option<StateMap> {
+        if !may_ask {
+            return None;
+        }
+        let auth_ids = auth_ids_with_create(rules, pdu);
+        let known = self.known_events(&auth_ids).await.unwrap_or_default();
+        if auth_ids.iter().any(|id| !known.contains_key(id)) {
+            if let Err(e) = self.fetch_auth_chain(origin, pdu, rules).await {
+                tracing::info!(%origin, event_id = %pdu.event_id, error = %e, "event_auth failed");
+            }
+        }
+        let mut prevs_known = true;
+        for prev in &pdu.prev_events {
+            let in_batch = batch.iter().any(|(r, _)| &r.pdu.event_id == prev);
+            if !in_batch && !self.in_timeline(prev).await.unwrap_or(false) {
+                prevs_known = false;
+            }
+        }
+        if prevs_known {
+            return None;
+        }
+        match self.remote_state_before(origin, pdu, rules).await {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::info!(%origin, event_id = %pdu.event_id, error = %e, "remote state failed");
+                None
+            }
+        }
     }
 
     /// Like [`Services::ingest_pdu`] for an event given to us as the resident server
@@ -107,8 +181,9 @@ impl Services {
         }
         let slot = self.rooms.slot(room_id);
         let _guard = slot.write.lock().await;
+        // The event was built on our own template: nothing about it is fetched from its sender.
         let outcome = self
-            .ingest_locked(origin, &slot, received, &rules, true)
+            .ingest_locked(origin, &slot, received, &rules, true, None)
             .await?;
         Ok((outcome, event_id))
     }
@@ -122,17 +197,16 @@ impl Services {
             .is_some_and(|r| r.outlier.is_none()))
     }
 
-    /// Asks `origin` for the events between our forward extremities and `pdu`, and ingests
-    /// what comes back oldest first. Best effort: what stays missing is bridged by asking for the
-    /// state before the event instead.
+    /// Asks `origin` for the events between our forward extremities and `pdu`: those that pass
+    /// the signature and hash checks and are new, oldest first. Best effort: what stays missing
+    /// is bridged by asking for the state before the event instead.
     async fn fetch_missing_prev_events(
         &self,
         origin: &ServerName,
-        slot: &RoomSlot,
         state: &RoomState,
         pdu: &Pdu,
         rules: &RoomVersionRules,
-    ) {
+    ) -> Vec<Received> {
         let mut missing = Vec::new();
         for prev in &pdu.prev_events {
             match self.in_timeline(prev).await {
@@ -141,7 +215,7 @@ impl Services {
             }
         }
         if missing.is_empty() {
-            return;
+            return Vec::new();
         }
         let path = format!(
             "/_matrix/federation/v1/get_missing_events/{}",
@@ -160,32 +234,33 @@ impl Services {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!(%origin, room_id = %pdu.room_id, error = %e, "get_missing_events failed");
-                return;
+                return Vec::new();
             }
         };
         let mut events = Vec::new();
         for raw in answer.events.iter().take(MISSING_EVENTS_LIMIT as usize) {
             match self.verify_remote_pdu(raw, &pdu.room_id, rules).await {
-                Ok(received) => events.push(received),
+                Ok(received) if received.pdu.event_id != pdu.event_id => {
+                    if !self
+                        .in_timeline(&received.pdu.event_id)
+                        .await
+                        .unwrap_or(false)
+                    {
+                        events.push(received);
+                    }
+                }
+                Ok(_) => {}
                 Err(e) => tracing::info!(%origin, error = %e, "missing event refused"),
             }
         }
         events.sort_by_key(|r| r.pdu.depth);
-        for received in events {
-            if let Ok(true) = self.in_timeline(&received.pdu.event_id).await {
-                continue;
-            }
-            let id = received.pdu.event_id.clone();
-            if let Err(e) = self
-                .ingest_locked(origin, slot, received, rules, false)
-                .await
-            {
-                tracing::info!(%origin, event_id = %id, error = %e, "missing event not ingested");
-            }
-        }
+        events.dedup_by(|a, b| a.pdu.event_id == b.pdu.event_id);
+        events
     }
 
     /// Steps 4–6 and persistence, with the room's write lock held.
+    /// Nothing here asks another server: `remote_state_before` is the state before the event as
+    /// fetched beforehand, used when some of its prev events are not in the timeline.
     async fn ingest_locked(
         &self,
         origin: &ServerName,
@@ -193,13 +268,14 @@ impl Services {
         received: Received,
         rules: &RoomVersionRules,
         distribute: bool,
+        remote_state_before: Option<StateMap>,
     ) -> ServiceResult<IngestOutcome> {
         let pdu = Arc::new(received.pdu);
         let room_id = pdu.room_id.clone();
         let current = self.load_locked(&room_id, slot).await?;
 
-        // The state before the event: from its prev events when we have them all, else from
-        // the origin (its answer is checked like any PDU and kept as outliers).
+        // The state before the event: from its prev events when we have them all, else as the
+        // origin gave it (its answer was checked like any PDU and kept as outliers).
         let prevs = self.storage.get_events(&pdu.prev_events).await?;
         let prevs: Vec<_> = prevs.into_iter().filter(|r| r.outlier.is_none()).collect();
         let linear_base = match prevs.as_slice() {
@@ -213,15 +289,23 @@ impl Services {
             }
             self.resolve_states(rules, sets, None).await?
         } else {
-            self.remote_state_before(origin, &pdu, rules).await?
+            remote_state_before.ok_or_else(|| {
+                ServiceError::Forbidden(format!(
+                    "the state before {} is unknown: its prev events are missing",
+                    pdu.event_id
+                ))
+            })?
         };
 
-        // Its auth events, fetched from the origin when unknown.
+        // Its auth events (fetched beforehand when unknown). One still missing leaves the event
+        // undecided rather than rejected: it may come with a later attempt.
         let auth_ids = auth_ids_with_create(rules, &pdu);
-        let mut auth_events = self.known_events(&auth_ids).await?;
-        if auth_ids.iter().any(|id| !auth_events.contains_key(id)) {
-            self.fetch_auth_chain(origin, &pdu, rules).await?;
-            auth_events = self.known_events(&auth_ids).await?;
+        let auth_events = self.known_events(&auth_ids).await?;
+        if let Some(missing) = auth_ids.iter().find(|id| !auth_events.contains_key(*id)) {
+            return Err(ServiceError::Forbidden(format!(
+                "auth event {missing} of {} is unknown",
+                pdu.event_id
+            )));
         }
 
         let before_pdus = self.state_pdus(&state_before).await?;
