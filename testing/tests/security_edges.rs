@@ -78,8 +78,14 @@ async fn wrong_uia_passwords_are_throttled_per_account() {
         assert_eq!(body["errcode"], "M_FORBIDDEN", "{body}");
     }
     let (attempt, retry_ms) = refused.expect("no 429 within 20 wrong passwords");
-    assert!(attempt > 3, "refused before the burst was used: attempt {attempt}");
-    assert!(retry_ms > 0 && retry_ms <= 1_000, "retry_after_ms {retry_ms}");
+    assert!(
+        attempt > 3,
+        "refused before the burst was used: attempt {attempt}"
+    );
+    assert!(
+        retry_ms > 0 && retry_ms <= 1_000,
+        "retry_after_ms {retry_ms}"
+    );
 
     // Another account's budget is its own.
     let (st, body) = delete_devices(&s, &bob, &[], PW).await;
@@ -99,9 +105,17 @@ async fn wrong_uia_passwords_are_throttled_per_account() {
         }
     }
     let (st, body) = deleted.expect("still limited after waiting");
-    assert_eq!(st, StatusCode::OK, "right password after the window: {body}");
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "right password after the window: {body}"
+    );
     let (st, body) = s.get(&format!("{C}/account/whoami"), spare.token()).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "deleted device's token: {body}");
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "deleted device's token: {body}"
+    );
 }
 
 #[tokio::test]
@@ -139,27 +153,38 @@ async fn registration_token_validity_guesses_are_throttled() {
     let (st, body) = s
         .get(&format!("{VALIDITY}?token=the-real-token"), None)
         .await;
-    assert_eq!((st, &body["valid"]), (StatusCode::OK, &json!(true)), "{body}");
+    assert_eq!(
+        (st, &body["valid"]),
+        (StatusCode::OK, &json!(true)),
+        "{body}"
+    );
     let mut refused_at = None;
     for guess in 0..200 {
-        let (st, body) = s.get(&format!("{VALIDITY}?token=guess-{guess}"), None).await;
+        let (st, body) = s
+            .get(&format!("{VALIDITY}?token=guess-{guess}"), None)
+            .await;
         if let Some(retry) = limit_exceeded(st, &body) {
             assert!(retry > 0, "{body}");
             refused_at = Some(guess);
             break;
         }
-        assert_eq!((st, &body["valid"]), (StatusCode::OK, &json!(false)), "{body}");
+        assert_eq!(
+            (st, &body["valid"]),
+            (StatusCode::OK, &json!(false)),
+            "{body}"
+        );
     }
     // One check was spent on the real token; four guesses remain of the burst of five.
-    assert_eq!(refused_at, Some(4), "no 429 for guessing registration tokens");
+    assert_eq!(
+        refused_at,
+        Some(4),
+        "no 429 for guessing registration tokens"
+    );
 }
 
 /// `GET` of the token validity endpoint with an `X-Forwarded-For` header, if any.
 async fn validity_from(s: &TestServer, forwarded_for: Option<&str>) -> StatusCode {
-    let mut request = reqwest::Client::new().get(format!(
-        "{}{VALIDITY}?token=guess",
-        s.base_url()
-    ));
+    let mut request = reqwest::Client::new().get(format!("{}{VALIDITY}?token=guess", s.base_url()));
     if let Some(ip) = forwarded_for {
         request = request.header("X-Forwarded-For", ip);
     }
@@ -184,8 +209,14 @@ fn token_mode_with_validity_burst(c: &mut myelin::Config, burst: u32) {
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     // No trusted proxies (the default): every forged address is the loopback peer's bucket.
     let s = TestServer::start_with(|c| token_mode_with_validity_burst(c, 2)).await;
-    assert_eq!(validity_from(&s, Some("198.51.100.1")).await, StatusCode::OK);
-    assert_eq!(validity_from(&s, Some("198.51.100.2")).await, StatusCode::OK);
+    assert_eq!(
+        validity_from(&s, Some("198.51.100.1")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        validity_from(&s, Some("198.51.100.2")).await,
+        StatusCode::OK
+    );
     assert_eq!(
         validity_from(&s, Some("198.51.100.3")).await,
         StatusCode::TOO_MANY_REQUESTS,
@@ -210,7 +241,10 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
     );
     // Another client behind the same proxy has its own bucket, as does the proxy itself; a
     // client cannot escape by prepending a forged address (the proxy appends the real one).
-    assert_eq!(validity_from(&s, Some("198.51.100.2")).await, StatusCode::OK);
+    assert_eq!(
+        validity_from(&s, Some("198.51.100.2")).await,
+        StatusCode::OK
+    );
     assert_eq!(validity_from(&s, None).await, StatusCode::OK);
     assert_eq!(
         validity_from(&s, Some(&format!("203.0.113.77, {first}"))).await,
@@ -472,7 +506,11 @@ async fn presence_is_visible_to_oneself_and_room_sharers_only() {
     assert_eq!(st, StatusCode::OK, "{body}");
 
     let (st, body) = s.get(&presence, alice.token()).await;
-    assert_eq!((st, &body["status_msg"]), (StatusCode::OK, &json!("at my desk")), "{body}");
+    assert_eq!(
+        (st, &body["status_msg"]),
+        (StatusCode::OK, &json!("at my desk")),
+        "{body}"
+    );
     let (st, body) = s.get(&presence, bob.token()).await;
     assert_eq!(
         (st, body["errcode"].as_str()),
@@ -485,7 +523,11 @@ async fn presence_is_visible_to_oneself_and_room_sharers_only() {
         .await;
     s.join(&bob.access_token, &room).await;
     let (st, body) = s.get(&presence, bob.token()).await;
-    assert_eq!((st, &body["presence"]), (StatusCode::OK, &json!("online")), "{body}");
+    assert_eq!(
+        (st, &body["presence"]),
+        (StatusCode::OK, &json!("online")),
+        "{body}"
+    );
 
     s.leave(&bob.access_token, &room).await;
     let (st, body) = s.get(&presence, bob.token()).await;

@@ -1035,7 +1035,10 @@ mod tests {
     #[test]
     fn http_options() {
         let c = load_env(&[
-            ("MYELIN_HTTP__TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8, fd00::/8"),
+            (
+                "MYELIN_HTTP__TRUSTED_PROXIES",
+                "127.0.0.1, 10.0.0.0/8, fd00::/8",
+            ),
             ("MYELIN_HTTP__HEADER_READ_TIMEOUT_MS", "2000"),
             ("MYELIN_HTTP__MAX_CONNECTIONS", "10"),
         ])
@@ -1062,8 +1065,14 @@ mod tests {
             &|h| h.trusted_proxies = vec!["proxy.local".into()],
             "http.trusted_proxies",
         );
-        check(&|h| h.header_read_timeout_ms = 0, "http.header_read_timeout_ms");
-        check(&|h| h.request_body_timeout_ms = 0, "http.request_body_timeout_ms");
+        check(
+            &|h| h.header_read_timeout_ms = 0,
+            "http.header_read_timeout_ms",
+        );
+        check(
+            &|h| h.request_body_timeout_ms = 0,
+            "http.request_body_timeout_ms",
+        );
         check(&|h| h.idle_timeout_ms = 0, "http.idle_timeout_ms");
         check(&|h| h.max_connections = 0, "http.max_connections");
     }

@@ -63,6 +63,9 @@ pub async fn serve<L>(
     L: Listener<Addr = SocketAddr>,
 {
     let mut connections = JoinSet::new();
+    // Logged once per spell of refusals, not once per refused connection (a flood would flood
+    // the log too).
+    let mut refusing = false;
     loop {
         let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -71,10 +74,14 @@ pub async fn serve<L>(
         // Reap finished connection tasks so the set does not grow with every connection served.
         while connections.try_join_next().is_some() {}
         let Ok(slot) = slots.0.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many open connections ([http] max_connections); closing this one");
+            if !refusing {
+                tracing::warn!(%peer, "too many open connections ([http] max_connections); closing new ones");
+                refusing = true;
+            }
             drop(io);
             continue;
         };
+        refusing = false;
         let router = router.clone();
         let stop = stop.clone();
         connections.spawn(async move {
@@ -114,8 +121,7 @@ async fn serve_connection<I>(
             limits.idle_timeout,
         ))
         .header_read_timeout(limits.header_read_timeout);
-    let connection =
-        builder.serve_connection(TokioIo::new(ActivityIo::new(io, activity)), service);
+    let connection = builder.serve_connection(TokioIo::new(ActivityIo::new(io, activity)), service);
     tokio::pin!(connection);
     let mut stopping = false;
     loop {

@@ -100,10 +100,8 @@ mod tests {
         ))])
         .chain(futures_util::stream::pending());
         let body = DeadlineBody::new(StreamBody::new(frames), Duration::from_millis(20));
-        let error = body.collect().await.err().expect("times out");
-        let io = error
-            .downcast_ref::<std::io::Error>()
-            .expect("an io error");
+        let error = body.collect().await.expect_err("times out");
+        let io = error.downcast_ref::<std::io::Error>().expect("an io error");
         assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
     }
 }

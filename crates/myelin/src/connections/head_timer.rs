@@ -219,7 +219,11 @@ mod tests {
         let before = Instant::now();
         a.record_read();
         let read = a.last_read().expect("a read");
-        assert!(read >= a.started && read <= Instant::now() && read + Duration::from_millis(1) >= before);
+        assert!(
+            read >= a.started
+                && read <= Instant::now()
+                && read + Duration::from_millis(1) >= before
+        );
     }
 
     #[tokio::test]
@@ -248,7 +252,10 @@ mod tests {
         let mut first = first;
         assert_eq!(deadline(&mut first), asked);
         let idle = deadline(&mut second);
-        assert!(idle >= Instant::now() + Duration::from_secs(70), "idle wait");
+        assert!(
+            idle >= Instant::now() + Duration::from_secs(70),
+            "idle wait"
+        );
         // A byte arrives: polling moves the deadline to the header timeout after it.
         activity.record_read();
         let waker = std::task::Waker::noop();
