@@ -77,6 +77,8 @@ impl From<ServiceError> for ApiError {
             E::InvalidUsername(_) => (StatusCode::BAD_REQUEST, "M_INVALID_USERNAME"),
             E::UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE"),
             E::RoomInUse(_) => (StatusCode::BAD_REQUEST, "M_ROOM_IN_USE"),
+            // The spec's status and example errcode (as Synapse answers).
+            E::AliasInUse(_) => (StatusCode::CONFLICT, "M_UNKNOWN"),
             E::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             E::UnknownToken { soft_logout } => {
                 let mut err = ApiError::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", &e);

@@ -110,6 +110,12 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
             || e.to_string().contains("length limit");
         if too_big {
             ApiError::too_large(format!("Request body is larger than {limit} bytes"))
+        } else if timed_out(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "M_UNKNOWN",
+                "The request body was not received in time",
+            )
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -118,6 +124,22 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
             )
         }
     })
+}
+
+/// Whether reading a body failed because the connection's request deadline passed (the server
+/// wraps bodies in a deadline that fails with an `io::ErrorKind::TimedOut` error).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Query parameters with `M_INVALID_PARAM` on a bad value.
@@ -167,8 +189,22 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 /// The query of both `timestamp_to_event` endpoints: a time and a direction (`f` or `b`).
 #[derive(serde::Deserialize)]
 pub struct TimestampQuery {
+    #[serde(deserialize_with = "storable_timestamp")]
     pub ts: u64,
     pub dir: String,
+}
+
+/// A millisecond timestamp the databases can hold (a signed 64-bit integer): larger ones are a
+/// bad parameter, not a storage failure.
+fn storable_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let ts = <u64 as serde::Deserialize>::deserialize(d)?;
+    if i64::try_from(ts).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "ts {ts} is too large (at most {})",
+            i64::MAX
+        )));
+    }
+    Ok(ts)
 }
 
 impl TimestampQuery {

@@ -2,6 +2,7 @@
 //! place where service errors become Matrix errcodes (`error.rs`).
 
 mod client;
+mod client_ip;
 mod error;
 mod extract;
 pub mod federation;
@@ -12,6 +13,7 @@ use axum::{http::StatusCode, response::IntoResponse, Router};
 use myelin_service::Services;
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
 
+pub use client_ip::{ClientIp, TrustedProxies};
 pub use error::ApiError;
 
 /// Options of the HTTP edge itself.
@@ -23,6 +25,8 @@ pub struct ApiOptions {
     pub well_known_client: Option<serde_json::Value>,
     /// Served at `/.well-known/matrix/support` when set.
     pub well_known_support: Option<serde_json::Value>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for per-IP rate limits).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What every handler can reach.

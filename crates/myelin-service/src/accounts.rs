@@ -190,7 +190,11 @@ impl Services {
         if record.as_ref().is_some_and(|r| r.deactivated) {
             return Err(ServiceError::UserDeactivated);
         }
+        // Guesses at one account are throttled wherever they come from (the per-IP login limit
+        // is checked by the caller); refused while the budget is used up, even when right.
+        self.check_password_budget(user_id.as_str())?;
         if !self.verify_password(&user_id, password).await? {
+            self.spend_password_budget(user_id.as_str());
             return Err(ServiceError::Forbidden(
                 "Invalid username or password".into(),
             ));

@@ -241,11 +241,19 @@ impl Services {
         Ok(())
     }
 
-    /// `GET /presence/{userId}/status`: `(presence, status_msg, last_active_ago)`.
+    /// `GET /presence/{userId}/status`: `(presence, status_msg, last_active_ago)`. Only the user
+    /// and those who share a joined room with them may see it (as Synapse), so presence does not
+    /// tell strangers when someone is at their keyboard.
     pub async fn get_presence(
         &self,
+        requester: &UserId,
         user_id: &UserId,
     ) -> ServiceResult<(String, Option<String>, Option<u64>)> {
+        if requester != user_id && !self.share_a_room(requester, user_id).await? {
+            return Err(ServiceError::Forbidden(
+                "You are not allowed to see their presence".into(),
+            ));
+        }
         if self.storage.get_user(user_id).await?.is_none() {
             return Err(ServiceError::NotFound("Unknown user".into()));
         }
@@ -257,5 +265,15 @@ impl Services {
             ),
             None => ("offline".into(), None, None),
         })
+    }
+
+    /// Whether `a` and `b` are both joined to some room.
+    async fn share_a_room(&self, a: &UserId, b: &UserId) -> ServiceResult<bool> {
+        for room_id in self.joined_rooms(a).await? {
+            if self.room_state(&room_id).await?.membership(b).as_deref() == Some("join") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

@@ -25,6 +25,9 @@ pub enum ServiceError {
     UserInUse,
     #[error("{0}")]
     RoomInUse(String),
+    /// `PUT /directory/room/{alias}` for an alias that already names a room.
+    #[error("{0}")]
+    AliasInUse(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("Invalid access token")]

@@ -9,13 +9,18 @@ use std::{collections::HashMap, sync::Mutex};
 
 use ruma::{OwnedUserId, UserId};
 
-use crate::{token::random_alnum, ServiceError, ServiceResult, Services};
+use crate::{
+    token::{hash_token, random_alnum},
+    ServiceError, ServiceResult, Services,
+};
 
 /// How long an OpenID token is valid.
 pub const OPENID_LIFETIME_MS: u64 = 3_600_000;
 /// Outstanding tokens kept at most; the oldest go first.
 const MAX_TOKENS: usize = 10_000;
 
+/// Outstanding tokens by their hash (as access tokens are stored): a lookup never compares the
+/// secret itself, so its timing says nothing about how close a guess came.
 #[derive(Default)]
 pub(crate) struct OpenIdTokens {
     tokens: Mutex<HashMap<String, (OwnedUserId, u64)>>,
@@ -36,7 +41,7 @@ impl OpenIdTokens {
             }
         }
         map.insert(
-            token.clone(),
+            hash_token(&token),
             (user_id.to_owned(), now + OPENID_LIFETIME_MS),
         );
         token
@@ -44,7 +49,7 @@ impl OpenIdTokens {
 
     fn owner(&self, token: &str, now: u64) -> Option<OwnedUserId> {
         let map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(token)
+        map.get(&hash_token(token))
             .filter(|(_, expires)| *expires > now)
             .map(|(user, _)| user.clone())
     }

@@ -18,6 +18,12 @@ pub enum RateAction {
     Login,
     /// Authenticated requests from another server (keyed by its name).
     Federation,
+    /// Wrong passwords, at login or in a UIA `m.login.password` stage (keyed by the user ID the
+    /// password was tried for, so spreading guesses over many addresses does not help).
+    FailedPassword,
+    /// `GET /register/m.login.registration_token/validity` (keyed by client IP): each call is a
+    /// guess at a registration token.
+    TokenValidity,
 }
 
 /// One budget: `burst` requests at once, refilled at `per_minute`.
@@ -37,6 +43,8 @@ pub struct RateLimits {
     pub registration: Rate,
     pub login: Rate,
     pub federation: Rate,
+    pub failed_password: Rate,
+    pub registration_token_validity: Rate,
 }
 
 impl Default for RateLimits {
@@ -59,6 +67,16 @@ impl Default for RateLimits {
                 per_minute: 6_000,
                 burst: 500,
             },
+            // Synapse's `rc_login.failed_attempts`: about one wrong password per 6 s, after 3.
+            failed_password: Rate {
+                per_minute: 10,
+                burst: 3,
+            },
+            // Synapse's `rc_registration_token_validity`: one check per 10 s, after 5.
+            registration_token_validity: Rate {
+                per_minute: 6,
+                burst: 5,
+            },
         }
     }
 }
@@ -70,6 +88,8 @@ impl RateLimits {
             RateAction::Registration => self.registration,
             RateAction::Login => self.login,
             RateAction::Federation => self.federation,
+            RateAction::FailedPassword => self.failed_password,
+            RateAction::TokenValidity => self.registration_token_validity,
         }
     }
 }
@@ -100,6 +120,16 @@ impl RateLimiter {
 
     /// Takes one token from `key`'s bucket for `action`, or says how long to wait for one.
     pub fn check(&self, action: RateAction, key: &str, now_ms: u64) -> Result<(), u64> {
+        self.update(action, key, now_ms, true)
+    }
+
+    /// Whether `key`'s bucket for `action` holds a token, without taking it (or how long to wait
+    /// for one). For budgets spent only by failures: look first, [`RateLimiter::check`] on failure.
+    pub fn peek(&self, action: RateAction, key: &str, now_ms: u64) -> Result<(), u64> {
+        self.update(action, key, now_ms, false)
+    }
+
+    fn update(&self, action: RateAction, key: &str, now_ms: u64, take: bool) -> Result<(), u64> {
         if !self.limits.enabled {
             return Ok(());
         }
@@ -124,7 +154,7 @@ impl RateLimiter {
         let tokens = refill(*bucket, now_ms, per_ms, burst);
         if tokens >= 1.0 {
             *bucket = Bucket {
-                tokens: tokens - 1.0,
+                tokens: if take { tokens - 1.0 } else { tokens },
                 updated_ms: now_ms,
             };
             return Ok(());
@@ -154,6 +184,22 @@ impl Services {
             .check(action, key, self.now_ms())
             .map_err(|retry_after_ms| ServiceError::LimitExceeded { retry_after_ms })
     }
+
+    /// Refuses with `M_LIMIT_EXCEEDED` while too many wrong passwords were tried for `user_id`
+    /// recently; a right password is refused too, or the limit would be an oracle.
+    pub(crate) fn check_password_budget(&self, user_id: &str) -> ServiceResult<()> {
+        self.rate_limiter
+            .peek(RateAction::FailedPassword, user_id, self.now_ms())
+            .map_err(|retry_after_ms| ServiceError::LimitExceeded { retry_after_ms })
+    }
+
+    /// Counts one wrong password tried for `user_id` against [`RateAction::FailedPassword`].
+    pub(crate) fn spend_password_budget(&self, user_id: &str) {
+        // An empty bucket stays empty; the next attempt is refused by the peek.
+        let _ = self
+            .rate_limiter
+            .check(RateAction::FailedPassword, user_id, self.now_ms());
+    }
 }
 
 #[cfg(test)]
@@ -168,6 +214,8 @@ mod tests {
             registration: rate,
             login: rate,
             federation: rate,
+            failed_password: rate,
+            registration_token_validity: rate,
         })
     }
 
@@ -200,6 +248,18 @@ mod tests {
             assert_eq!(l.check(RateAction::Login, "ip", 3_600_000), Ok(()));
         }
         assert!(l.check(RateAction::Login, "ip", 3_600_000).is_err());
+    }
+
+    #[test]
+    fn peek_does_not_take_a_token() {
+        let l = limiter(60, 2);
+        for _ in 0..10 {
+            assert_eq!(l.peek(RateAction::FailedPassword, "@a:x", 0), Ok(()));
+        }
+        assert_eq!(l.check(RateAction::FailedPassword, "@a:x", 0), Ok(()));
+        assert_eq!(l.check(RateAction::FailedPassword, "@a:x", 0), Ok(()));
+        assert_eq!(l.peek(RateAction::FailedPassword, "@a:x", 0), Err(1_000));
+        assert_eq!(l.peek(RateAction::FailedPassword, "@a:x", 1_000), Ok(()));
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::{collections::HashMap, sync::Mutex};
 use ruma::UserId;
 use serde_json::{json, Value};
 
-use crate::{token::random_alnum, ServiceError, ServiceResult, Services};
+use crate::{
+    token::{is_one_of_secrets, random_alnum},
+    RateAction, RegistrationMode, ServiceError, ServiceResult, Services,
+};
 
 /// Stage names this server implements.
 pub const DUMMY: &str = "m.login.dummy";
@@ -82,11 +85,20 @@ impl Services {
         };
         if let Some(stage) = auth.get("type").and_then(Value::as_str) {
             let allowed = flows.iter().any(|f| f.contains(&stage));
+            // Password guessing is throttled per account: refused (429) while the account's
+            // budget of wrong passwords is used up, whatever this attempt's password.
+            let password_for = user.filter(|_| allowed && stage == PASSWORD);
+            if let Some(user) = password_for {
+                self.check_password_budget(user.as_str())?;
+            }
             let outcome = if allowed {
                 self.run_stage(stage, auth, user).await
             } else {
                 Err("Stage not in any flow".to_owned())
             };
+            if let (Some(user), Err(_)) = (password_for, &outcome) {
+                self.spend_password_budget(user.as_str());
+            }
             match outcome {
                 Ok(()) => {
                     if !completed.iter().any(|c| c == stage) {
@@ -130,7 +142,7 @@ impl Services {
                     .get("token")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                if self.config.registration_tokens.iter().any(|t| t == token) {
+                if self.is_registration_token(token) {
                     Ok(())
                 } else {
                     Err("Invalid registration token".into())
@@ -159,6 +171,25 @@ impl Services {
             }
             _ => Err(format!("Unsupported stage {stage}")),
         }
+    }
+}
+
+impl Services {
+    /// Whether `token` is one of the configured registration tokens (compared in constant time).
+    fn is_registration_token(&self, token: &str) -> bool {
+        is_one_of_secrets(token, &self.config.registration_tokens)
+    }
+
+    /// `GET /register/m.login.registration_token/validity`: whether `token` would be accepted.
+    /// Each call is a guess, so calls are limited per client IP.
+    pub fn registration_token_validity(&self, client_ip: &str, token: &str) -> ServiceResult<bool> {
+        if self.config.registration != RegistrationMode::Token {
+            return Err(ServiceError::Forbidden(
+                "Registration tokens are not enabled".into(),
+            ));
+        }
+        self.check_rate(RateAction::TokenValidity, client_ip)?;
+        Ok(self.is_registration_token(token))
     }
 }
 

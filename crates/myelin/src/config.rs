@@ -60,6 +60,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// The TURN server for VoIP calls.
     pub turn: TurnConfig,
+    /// Connection limits and trusted reverse proxies of the HTTP(S) listeners.
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +197,73 @@ impl TlsConfig {
     }
 }
 
+/// What a client may hold of the HTTP(S) listeners, and whom to believe about client addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` header names the
+    /// client, for per-IP rate limits. From any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// How long a client may take to send a request's headers, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request's body after its headers, in milliseconds.
+    pub request_body_timeout_ms: u64,
+    /// How long a keep-alive connection may sit idle between requests, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// The most connections open at once over both listeners; more are closed on arrival.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            trusted_proxies: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            request_body_timeout_ms: 60_000,
+            idle_timeout_ms: 75_000,
+            max_connections: 4096,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The parsed `trusted_proxies`. Fails only if [`Config::validate`] would.
+    pub fn trusted_proxies(&self) -> anyhow::Result<myelin_api::TrustedProxies> {
+        myelin_api::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow!("http.trusted_proxies: {e}"))
+    }
+
+    /// The per-connection limits of the listeners.
+    pub fn connection_limits(&self) -> crate::connections::ConnectionLimits {
+        crate::connections::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            request_body_timeout: std::time::Duration::from_millis(self.request_body_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+
+    /// The configuration problems of the `[http]` section.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.trusted_proxies() {
+            problems.push(e.to_string());
+        }
+        for (key, value) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("request_body_timeout_ms", self.request_body_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("http.{key} must be greater than 0"));
+            }
+        }
+        if self.max_connections == 0 {
+            problems.push("http.max_connections must be at least 1".to_owned());
+        }
+        problems
+    }
+}
+
 /// One entry of `/.well-known/matrix/support`'s `contacts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +292,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             rate_limits: RateLimits::default(),
             turn: TurnConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -459,6 +529,7 @@ impl Config {
         }
         problems.extend(self.federation.problems());
         problems.extend(self.tls.problems(&self.listen));
+        problems.extend(self.http.problems());
         match problems.len() {
             0 => Ok(()),
             1 => bail!("invalid configuration: {}", problems[0]),
@@ -959,6 +1030,51 @@ mod tests {
         let mut c = Config::default();
         c.tls.self_signed = true;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn http_options() {
+        let c = load_env(&[
+            (
+                "MYELIN_HTTP__TRUSTED_PROXIES",
+                "127.0.0.1, 10.0.0.0/8, fd00::/8",
+            ),
+            ("MYELIN_HTTP__HEADER_READ_TIMEOUT_MS", "2000"),
+            ("MYELIN_HTTP__MAX_CONNECTIONS", "10"),
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.http.trusted_proxies,
+            vec!["127.0.0.1", "10.0.0.0/8", "fd00::/8"]
+        );
+        assert_eq!(c.http.header_read_timeout_ms, 2000);
+        assert_eq!(c.http.max_connections, 10);
+        assert_eq!(
+            c.http.connection_limits().idle_timeout,
+            std::time::Duration::from_secs(75)
+        );
+
+        let check = |f: &dyn Fn(&mut HttpConfig), needle: &str| {
+            let mut c = Config::default();
+            f(&mut c.http);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+        };
+        check(
+            &|h| h.trusted_proxies = vec!["proxy.local".into()],
+            "http.trusted_proxies",
+        );
+        check(
+            &|h| h.header_read_timeout_ms = 0,
+            "http.header_read_timeout_ms",
+        );
+        check(
+            &|h| h.request_body_timeout_ms = 0,
+            "http.request_body_timeout_ms",
+        );
+        check(&|h| h.idle_timeout_ms = 0, "http.idle_timeout_ms");
+        check(&|h| h.max_connections = 0, "http.max_connections");
     }
 
     #[test]

@@ -6,17 +6,19 @@
 //! [`run`] directly.
 
 pub mod config;
+pub mod connections;
 pub mod keys;
 pub mod storage;
 pub mod tls;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
+use connections::ConnectionSlots;
 use myelin_service::Services;
 
 pub use config::Config;
@@ -82,6 +84,7 @@ impl Myelin {
             max_request_bytes: config.limits.max_request_bytes,
             well_known_client: config.well_known_client(),
             well_known_support: config.well_known_support(),
+            trusted_proxies: config.http.trusted_proxies()?,
         };
         let router = myelin_api::router(services.clone(), options);
         // Events queued for other servers before a restart are sent now.
@@ -107,38 +110,30 @@ impl Myelin {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let plain = axum::serve(
+        let limits = config.http.connection_limits();
+        // One budget for both listeners: it bounds the server's sockets, not each port's.
+        let slots = ConnectionSlots::new(config.http.max_connections);
+        let plain = connections::serve(
             listener,
-            router
-                .clone()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
+            router.clone(),
+            limits,
+            slots.clone(),
+            stop_rx.clone(),
+        );
         let https_stop = stop_rx.clone();
         let https = async move {
             let Some((listener, addr)) = tls_listener else {
-                return Ok(());
+                return;
             };
             tracing::info!(%addr, "serving the client and federation APIs over TLS");
-            // axum derives `ConnectInfo<SocketAddr>` (the client IP for rate limits) for a
-            // `tap_io` listener with `SocketAddr` addresses, not for other custom listeners.
             let listener = listener.tap_io(|tls| {
                 // Small request/response exchanges should not wait on Nagle's algorithm.
                 let _ = tls.get_ref().0.set_nodelay(true);
             });
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stopped(https_stop))
-            .await
+            connections::serve(listener, router, limits, slots, https_stop).await
         };
         let servers = async {
-            tokio::try_join!(
-                async { plain.await.context("the HTTP server failed") },
-                async { https.await.context("the HTTPS server failed") },
-            )
+            tokio::join!(plain, https);
         };
         let notifier_services = services.clone();
         let grace = async move {
@@ -149,7 +144,7 @@ impl Myelin {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {
-            result = servers => { result?; }
+            () = servers => {}
             () = grace => tracing::warn!(
                 "in-flight requests did not finish within {}s; stopping without them",
                 SHUTDOWN_GRACE.as_secs()

@@ -1,9 +1,7 @@
 //! Accounts: registration, login, logout, tokens, passwords, deactivation, devices.
 
-use std::net::SocketAddr;
-
 use axum::{
-    extract::{ConnectInfo, Path, State},
+    extract::{Path, State},
     routing::{get, post},
     Json, Router,
 };
@@ -14,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
+    client_ip::ClientIp,
     error::{ApiError, ApiResult},
     extract::{Auth, JsonBody, Query},
     SharedState,
@@ -79,7 +78,7 @@ struct KindQuery {
 /// POST /_matrix/client/v3/register — client-server-api/#post_matrixclientv3register.
 async fn register(
     State(state): State<SharedState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     Query(q): Query<KindQuery>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> ApiResult<Json<Value>> {
@@ -87,7 +86,7 @@ async fn register(
     if body.auth.is_some() {
         state
             .services
-            .check_rate(RateAction::Registration, &client.ip().to_string())?;
+            .check_rate(RateAction::Registration, &client.key())?;
     }
     if q.kind.as_deref() == Some("guest") {
         return Err(ApiError::new(
@@ -136,12 +135,12 @@ struct TokenQuery {
 /// GET /_matrix/client/v1/register/m.login.registration_token/validity.
 async fn token_validity(
     State(state): State<SharedState>,
+    client: ClientIp,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Json<Value>> {
-    if state.services.config.registration != myelin_service::RegistrationMode::Token {
-        return Err(ApiError::forbidden("Registration tokens are not enabled"));
-    }
-    let valid = state.services.config.registration_tokens.contains(&q.token);
+    let valid = state
+        .services
+        .registration_token_validity(&client.key(), &q.token)?;
     Ok(Json(json!({ "valid": valid })))
 }
 
@@ -166,12 +165,12 @@ struct LoginBody {
 /// POST /_matrix/client/v3/login — client-server-api/#post_matrixclientv3login.
 async fn login(
     State(state): State<SharedState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    client: ClientIp,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Json<Value>> {
     state
         .services
-        .check_rate(RateAction::Login, &client.ip().to_string())?;
+        .check_rate(RateAction::Login, &client.key())?;
     if body.kind != "m.login.password" {
         return Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,

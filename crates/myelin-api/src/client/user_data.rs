@@ -345,11 +345,14 @@ async fn delete_tag(
 /// GET /_matrix/client/v3/presence/{userId}/status.
 async fn get_presence(
     State(state): State<SharedState>,
-    _auth: Auth,
+    Auth(authed): Auth,
     Path(user): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
-    let (presence, status_msg, ago) = state.services.get_presence(&user_id).await?;
+    let (presence, status_msg, ago) = state
+        .services
+        .get_presence(&authed.user_id, &user_id)
+        .await?;
     let mut body = json!({ "presence": presence, "currently_active": presence == "online" });
     if let Some(msg) = status_msg {
         body["status_msg"] = json!(msg);

@@ -91,9 +91,16 @@ impl Services {
                 "Alias must be on this server".into(),
             ));
         }
-        self.room_state(room_id).await?;
+        // As Synapse's default `require_membership_for_aliases`: otherwise anyone could point
+        // a name of this server at any room, private ones included.
+        let state = self.room_state(room_id).await?;
+        if state.membership(user_id).as_deref() != Some("join") {
+            return Err(ServiceError::Forbidden(
+                "You must be in the room to create an alias for it".into(),
+            ));
+        }
         if !self.storage.create_alias(alias, room_id, user_id).await? {
-            return Err(ServiceError::RoomInUse(format!(
+            return Err(ServiceError::AliasInUse(format!(
                 "Room alias {alias} already exists"
             )));
         }

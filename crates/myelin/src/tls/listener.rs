@@ -1,4 +1,5 @@
-//! A listener that yields only TLS connections whose handshake completed, for `axum::serve`.
+//! A listener that yields only TLS connections whose handshake completed, for
+//! [`crate::connections::serve`].
 //!
 //! Handshakes run in their own tasks, so a slow or silent client cannot hold up the others; a
 //! failed or timed-out handshake drops that one connection (logged at debug: it is the client's
