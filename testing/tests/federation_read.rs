@@ -789,7 +789,7 @@ async fn a_remote_server_sees_history_by_the_visibility_at_each_event() {
             enc(a.loopback_server_name())
         );
         let mut messages = Vec::new();
-        let mut send = |n: usize| {
+        let send = |n: usize| {
             let (a, room_id) = (&a, room_id.clone());
             async move {
                 let id = a

@@ -24,6 +24,10 @@ pub enum RateAction {
     /// `GET /register/m.login.registration_token/validity` (keyed by client IP): each call is a
     /// guess at a registration token.
     TokenValidity,
+    /// Another server asking about our users' devices and keys (`/user/devices`,
+    /// `/user/keys/query`, `/user/keys/claim`; keyed by its name): each answer reads every
+    /// device of the users named, and a claim spends one-time keys.
+    FederationKeyQuery,
 }
 
 /// One budget: `burst` requests at once, refilled at `per_minute`.
@@ -45,6 +49,7 @@ pub struct RateLimits {
     pub federation: Rate,
     pub failed_password: Rate,
     pub registration_token_validity: Rate,
+    pub federation_key_query: Rate,
 }
 
 impl Default for RateLimits {
@@ -77,6 +82,12 @@ impl Default for RateLimits {
                 per_minute: 6,
                 burst: 5,
             },
+            // A server whose users share rooms with ours queries their keys at each device-list
+            // change; a few a second is plenty.
+            federation_key_query: Rate {
+                per_minute: 300,
+                burst: 50,
+            },
         }
     }
 }
@@ -90,6 +101,7 @@ impl RateLimits {
             RateAction::Federation => self.federation,
             RateAction::FailedPassword => self.failed_password,
             RateAction::TokenValidity => self.registration_token_validity,
+            RateAction::FederationKeyQuery => self.federation_key_query,
         }
     }
 }
@@ -216,6 +228,7 @@ mod tests {
             federation: rate,
             failed_password: rate,
             registration_token_validity: rate,
+            federation_key_query: rate,
         })
     }
 

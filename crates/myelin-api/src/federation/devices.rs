@@ -8,6 +8,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use myelin_service::RateAction;
 use ruma::{OwnedDeviceId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,6 +34,9 @@ async fn user_devices(
 ) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user_id, "user ID")?;
     tracing::debug!(%origin, %user_id, "federation device list query");
+    state
+        .services
+        .check_rate(RateAction::FederationKeyQuery, origin.as_str())?;
     Ok(Json(
         state.services.federation_user_devices(&user_id).await?,
     ))
@@ -48,6 +52,9 @@ async fn query_keys(
     State(state): State<SharedState>,
     request: FederationJson<QueryBody>,
 ) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .check_rate(RateAction::FederationKeyQuery, request.origin.as_str())?;
     let wanted = request.body.device_keys;
     Ok(Json(state.services.federation_query_keys(wanted).await?))
 }
@@ -62,6 +69,9 @@ async fn claim_keys(
     State(state): State<SharedState>,
     request: FederationJson<ClaimBody>,
 ) -> ApiResult<Json<Value>> {
+    state
+        .services
+        .check_rate(RateAction::FederationKeyQuery, request.origin.as_str())?;
     let wanted = request.body.one_time_keys;
     Ok(Json(state.services.federation_claim_keys(wanted).await?))
 }

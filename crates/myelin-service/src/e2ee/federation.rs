@@ -56,6 +56,7 @@ impl Services {
         &self,
         wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> ServiceResult<Value> {
+        refuse_too_many_users(wanted.len())?;
         let own = self.server_name();
         let local = wanted
             .into_iter()
@@ -69,6 +70,7 @@ impl Services {
         &self,
         wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
     ) -> ServiceResult<Value> {
+        refuse_too_many_users(wanted.len())?;
         let own = self.server_name();
         let local = wanted
             .into_iter()
@@ -142,4 +144,17 @@ impl Services {
         }
         Ok(())
     }
+}
+
+/// The most users one federation key query or claim may name: a server asks about the users its
+/// own users share rooms with, never about a whole directory at once.
+const MAX_USERS_PER_QUERY: usize = 1_000;
+
+fn refuse_too_many_users(count: usize) -> ServiceResult<()> {
+    if count > MAX_USERS_PER_QUERY {
+        return Err(ServiceError::InvalidParam(format!(
+            "a query may name at most {MAX_USERS_PER_QUERY} users, not {count}"
+        )));
+    }
+    Ok(())
 }
