@@ -12,8 +12,10 @@
 //! set-up steps; the generic `get`/`post`/`put`/`delete` helpers return the
 //! status and body for the test to assert on.
 //!
-//! [`SynapseServer`] runs a real Synapse next to it for interoperability tests.
+//! [`SynapseServer`] runs a real Synapse next to it for interoperability tests;
+//! [`hostile::HostileServer`] is a federation server that lies, for the hardening tests.
 
+pub mod hostile;
 pub mod synapse;
 
 use std::time::Duration;
