@@ -474,6 +474,36 @@ async fn a_leave_for_another_room_is_never_signed_nor_accepted_when_replayed() {
         "the replayed leave is refused: {results}"
     );
     assert_still_joined(&a, &alice, &private, "after the replay").await;
+    // Nor is anything else it sends about that room looked into: Myelin does not call back to
+    // ask it for the missing events or the state.
+    let (stray_id, stray) = hostile.sign_pdu(json!({
+        "type": "m.room.message",
+        "room_id": private,
+        "sender": hostile.user("mallory"),
+        "content": { "msgtype": "m.text", "body": "let me in" },
+        "prev_events": ["$Q7dUnHxv9XkVYgPzq1PvRqOy6m2Xb6qlU2gGZl9z5kQ"],
+        "auth_events": [ids.0[&("m.room.create".to_owned(), String::new())]],
+        "depth": 100,
+        "origin": origin,
+        "origin_server_ts": now_ms(),
+    }));
+    let results = hostile.send_transaction(&a, "stray-1", vec![stray]).await;
+    assert!(
+        results[&stray_id]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no member")),
+        "{results}"
+    );
+    let asked: Vec<Recorded> = hostile
+        .received()
+        .into_iter()
+        .filter(|r| {
+            ["get_missing_events", "/state", "event_auth", "/event/"]
+                .iter()
+                .any(|p| r.path.contains(p))
+        })
+        .collect();
+    assert!(asked.is_empty(), "nothing was asked of it: {asked:?}");
 
     // In a room where the hostile server does have a member, our user's leave that we never
     // made is refused all the same, while its own user's message goes through.
