@@ -18,7 +18,9 @@ use axum::Router;
 use myelin_federation::auth::{sign_request, RequestToSign};
 use myelin_federation::keys::own_server_keys;
 use myelin_federation::ruma::signatures::{self, Ed25519KeyPair};
-use myelin_federation::ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, RoomVersionId};
+use myelin_federation::ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, RoomVersionId,
+};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify};
@@ -221,7 +223,10 @@ impl HostileServer {
                 return value;
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                panic!("the hostile server never received {what}: {:?}", self.received());
+                panic!(
+                    "the hostile server never received {what}: {:?}",
+                    self.received()
+                );
             }
         }
     }
@@ -243,10 +248,8 @@ impl HostileServer {
         uri: &str,
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
-        let destination: OwnedServerName = target
-            .server_name()
-            .try_into()
-            .expect("target server name");
+        let destination: OwnedServerName =
+            target.server_name().try_into().expect("target server name");
         let content: Option<CanonicalJsonValue> =
             body.map(|b| CanonicalJsonValue::try_from(b.clone()).expect("canonical body"));
         let header = sign_request(

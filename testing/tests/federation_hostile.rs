@@ -165,11 +165,12 @@ fn own_room_template(hostile: &HostileServer, user: &str, membership: &str) -> V
 /// of another room, malformed entries and one huge topic.
 fn hostile_stripped_state(hostile: &HostileServer) -> Vec<Value> {
     let sender = hostile.user("mallory");
-    let event = |kind: &str, content: Value| {
-        json!({ "type": kind, "state_key": "", "sender": sender, "content": content })
-    };
+    let event = |kind: &str, content: Value| json!({ "type": kind, "state_key": "", "sender": sender, "content": content });
     let mut state = vec![
-        event("m.room.create", json!({ "room_version": "10", "creator": sender })),
+        event(
+            "m.room.create",
+            json!({ "room_version": "10", "creator": sender }),
+        ),
         event("m.room.name", json!({ "name": "The real name" })),
     ];
     for i in 0..100 {
@@ -184,7 +185,10 @@ fn hostile_stripped_state(hostile: &HostileServer) -> Vec<Value> {
     state.push(elsewhere);
     state.push(json!("not an event"));
     state.push(json!({ "type": "m.room.avatar", "state_key": "", "content": {} }));
-    state.push(event("m.room.topic", json!({ "topic": "t".repeat(80_000) })));
+    state.push(event(
+        "m.room.topic",
+        json!({ "topic": "t".repeat(80_000) }),
+    ));
     state.push(event("m.room.join_rules", json!({ "join_rule": "invite" })));
     state
 }
@@ -279,19 +283,30 @@ async fn templates_for_another_room_user_or_membership_are_never_signed() {
         (
             "alice's knock on her own private room",
             "10",
-            member_fields(&private, &alice.user_id, &alice.user_id, "knock", &ids, &origin),
+            member_fields(
+                &private,
+                &alice.user_id,
+                &alice.user_id,
+                "knock",
+                &ids,
+                &origin,
+            ),
         ),
-        ("bob's knock", "10", own_room_template(&hostile, &bob.user_id, "knock")),
         (
-            "a knock sent by alice about bob",
+            "bob's knock",
             "10",
-            {
-                let mut t = own_room_template(&hostile, &alice.user_id, "knock");
-                t["state_key"] = json!(bob.user_id);
-                t
-            },
+            own_room_template(&hostile, &bob.user_id, "knock"),
         ),
-        ("a leave", "10", own_room_template(&hostile, &alice.user_id, "leave")),
+        ("a knock sent by alice about bob", "10", {
+            let mut t = own_room_template(&hostile, &alice.user_id, "knock");
+            t["state_key"] = json!(bob.user_id);
+            t
+        }),
+        (
+            "a leave",
+            "10",
+            own_room_template(&hostile, &alice.user_id, "leave"),
+        ),
         ("a message", "10", {
             let mut t = own_room_template(&hostile, &alice.user_id, "knock");
             t["type"] = json!("m.room.message");
@@ -313,7 +328,14 @@ async fn templates_for_another_room_user_or_membership_are_never_signed() {
     hostile.set_template(
         "join",
         "10",
-        member_fields(&private, &alice.user_id, &alice.user_id, "join", &ids, &origin),
+        member_fields(
+            &private,
+            &alice.user_id,
+            &alice.user_id,
+            "join",
+            &ids,
+            &origin,
+        ),
     );
     let join_path = format!(
         "/_matrix/client/v3/join/{}?via={}",
@@ -432,7 +454,14 @@ async fn a_leave_for_another_room_is_never_signed_nor_accepted_when_replayed() {
     hostile.set_template(
         "leave",
         "10",
-        member_fields(&private, &alice.user_id, &alice.user_id, "leave", &ids, &origin),
+        member_fields(
+            &private,
+            &alice.user_id,
+            &alice.user_id,
+            "leave",
+            &ids,
+            &origin,
+        ),
     );
     let (status, body) = a
         .post(
@@ -453,7 +482,10 @@ async fn a_leave_for_another_room_is_never_signed_nor_accepted_when_replayed() {
         .into_iter()
         .filter(|r| r.path.contains("/send_"))
         .collect();
-    assert!(sent.is_empty(), "no leave was signed for the private room: {sent:?}");
+    assert!(
+        sent.is_empty(),
+        "no leave was signed for the private room: {sent:?}"
+    );
     assert_still_joined(&a, &alice, &private, "after the rejection").await;
 
     // Had Myelin signed that leave, the hostile server would replay it through /send. It has no
@@ -573,8 +605,7 @@ async fn oversized_invite_state_is_trimmed() {
     let state = hostile_stripped_state(&hostile);
     let given = serde_json::to_string(&state).expect("JSON").len();
     assert!(given > 300_000, "the test sends a lot: {given} bytes");
-    let (_, status, body) =
-        invite_from_hostile(&a, &hostile, &target, &alice.user_id, state).await;
+    let (_, status, body) = invite_from_hostile(&a, &hostile, &target, &alice.user_id, state).await;
     assert_eq!(status, StatusCode::OK, "invite: {body}");
     assert!(
         body["event"]["signatures"][a.server_name()].is_object(),
@@ -611,7 +642,8 @@ async fn the_server_acl_applies_to_invites_and_hierarchy() {
     let (status, body) = hostile.request(&a, "GET", &hierarchy, None).await;
     assert_eq!(status, StatusCode::OK, "hierarchy: {body}");
     assert_eq!(body["room"]["room_id"], room);
-    let (_, status, body) = invite_from_hostile(&a, &hostile, &room, &bob.user_id, Vec::new()).await;
+    let (_, status, body) =
+        invite_from_hostile(&a, &hostile, &room, &bob.user_id, Vec::new()).await;
     assert_eq!(status, StatusCode::OK, "invite: {body}");
 
     // An ACL denying its host (127.0.0.1; ports are not compared) shuts it out of both.
@@ -627,10 +659,19 @@ async fn the_server_acl_applies_to_invites_and_hierarchy() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = hostile.request(&a, "GET", &hierarchy, None).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "hierarchy under the ACL: {body}");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "hierarchy under the ACL: {body}"
+    );
     assert_eq!(body["errcode"], "M_FORBIDDEN");
-    let (_, status, body) = invite_from_hostile(&a, &hostile, &room, &bob.user_id, Vec::new()).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "invite v2 under the ACL: {body}");
+    let (_, status, body) =
+        invite_from_hostile(&a, &hostile, &room, &bob.user_id, Vec::new()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "invite v2 under the ACL: {body}"
+    );
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     // The v1 invite too (its body is the event itself).
     let mut fields = own_room_template(&hostile, &bob.user_id, "invite");
@@ -643,7 +684,11 @@ async fn the_server_acl_applies_to_invites_and_hierarchy() {
         enc(&event_id)
     );
     let (status, body) = hostile.request(&a, "PUT", &uri, Some(&event)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "invite v1 under the ACL: {body}");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "invite v1 under the ACL: {body}"
+    );
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     // Bob was never invited.
     let sync = a.sync(bob.token().expect("token"), None, 0).await;
@@ -684,7 +729,11 @@ async fn a_failed_transaction_is_retried_under_the_same_txn_id() {
     let retried = hostile
         .wait_for("the retry", WAIT, |log| sends(log).get(before + 1).cloned())
         .await;
-    assert_eq!(retried.txn_id(), failed.txn_id(), "the retry keeps its txnId");
+    assert_eq!(
+        retried.txn_id(),
+        failed.txn_id(),
+        "the retry keeps its txnId"
+    );
     assert_eq!(retried.body, failed.body, "and its content");
     let second = hostile
         .wait_for("the second message", WAIT, |log| {

@@ -286,9 +286,13 @@ impl Keyring {
         failures.insert(server.to_owned(), now);
     }
 
-    /// How many fetch failures are remembered (for tests of the bound).
-    pub fn remembered_failures(&self) -> usize {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).len()
+    /// How many fetch failures are remembered.
+    #[cfg(test)]
+    fn remembered_failures(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Responses to relay as a notary for `server` (self-signed by it; the caller adds our
@@ -809,7 +813,10 @@ mod tests {
                 .await
                 .expect("the fetch starts");
         }
-        assert_eq!(net.calls.load(Ordering::SeqCst), MAX_CONCURRENT_NOTARY_FETCHES);
+        assert_eq!(
+            net.calls.load(Ordering::SeqCst),
+            MAX_CONCURRENT_NOTARY_FETCHES
+        );
         // Every permit is taken: further requests are answered from the cache at once.
         for i in 0..4 {
             let mut budget = NotaryBudget::default();
@@ -818,7 +825,10 @@ mod tests {
                 .await;
             assert!(answer.is_empty());
         }
-        assert_eq!(net.calls.load(Ordering::SeqCst), MAX_CONCURRENT_NOTARY_FETCHES);
+        assert_eq!(
+            net.calls.load(Ordering::SeqCst),
+            MAX_CONCURRENT_NOTARY_FETCHES
+        );
         gate.add_permits(MAX_CONCURRENT_NOTARY_FETCHES);
         for task in held {
             task.await.expect("task");

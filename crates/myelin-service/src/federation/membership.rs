@@ -610,8 +610,8 @@ impl Services {
             && self.server_has_joined_member(room_id).await?;
         if !in_room {
             let kept = remote_stripped_state(invite_room_state, room_id, Some(&pdu.sender));
-            let stripped = serde_json::to_string(&kept)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let stripped =
+                serde_json::to_string(&kept).map_err(|e| ServiceError::Internal(e.to_string()))?;
             self.storage
                 .persist_outside_membership(signed.clone(), &invitee, "invite", Some(stripped))
                 .await?;

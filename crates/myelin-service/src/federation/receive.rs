@@ -348,7 +348,11 @@ impl Services {
 /// membership of one of its own users by that user (its join, knock or leave reaching us
 /// before we have seen it in the room). Any other server has no business in the room's DAG,
 /// and answering it would make us fetch state and events from it.
-fn origin_may_send(state: &crate::rooms::RoomState, origin: &ServerName, raw: &RawJsonValue) -> bool {
+fn origin_may_send(
+    state: &crate::rooms::RoomState,
+    origin: &ServerName,
+    raw: &RawJsonValue,
+) -> bool {
     if state
         .members_with(&["join"])
         .iter()

@@ -187,7 +187,10 @@ impl Services {
 
     /// A new transaction of the destination's oldest queued rows, under a new txnId; `None` when
     /// its queue is empty.
-    async fn next_transaction(&self, destination: &ServerName) -> ServiceResult<Option<PendingTxn>> {
+    async fn next_transaction(
+        &self,
+        destination: &ServerName,
+    ) -> ServiceResult<Option<PendingTxn>> {
         let rows = self
             .storage
             .outbox_peek(destination.as_str(), MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN)

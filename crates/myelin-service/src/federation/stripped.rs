@@ -60,8 +60,8 @@ fn stripped_event(event: &Value, room_id: &RoomId, inviter: Option<&UserId>) -> 
         }
     }
     let recommended = crate::sync::STRIPPED_STATE_TYPES.contains(&kind) && state_key.is_empty();
-    let inviters_membership = kind == "m.room.member"
-        && inviter.is_some_and(|u| u.as_str() == state_key && *u == sender);
+    let inviters_membership =
+        kind == "m.room.member" && inviter.is_some_and(|u| u.as_str() == state_key && *u == sender);
     if !recommended && !inviters_membership {
         return None;
     }

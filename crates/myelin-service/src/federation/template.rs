@@ -52,7 +52,9 @@ pub(super) fn checked_template(
     // The spec makes `room_version` optional in old answers, meaning version 1.
     let version = room_version.cloned().unwrap_or(RoomVersionId::V1);
     if !JOINABLE_VERSIONS.contains(&version.as_str()) {
-        return Err(refuse(format!("room version {version}, which we do not join")));
+        return Err(refuse(format!(
+            "room version {version}, which we do not join"
+        )));
     }
     let rules = version
         .rules()
@@ -163,13 +165,23 @@ mod tests {
         })
     }
 
-    fn check(template: serde_json::Value, version: Option<&str>) -> ServiceResult<CanonicalJsonObject> {
+    fn check(
+        template: serde_json::Value,
+        version: Option<&str>,
+    ) -> ServiceResult<CanonicalJsonObject> {
         let server = <&ServerName>::try_from("remote.example").expect("server name");
         let room = <&RoomId>::try_from("!room:remote.example").expect("room ID");
         let user = <&UserId>::try_from("@alice:me.example").expect("user ID");
         let version = version.map(|v| RoomVersionId::try_from(v).expect("version"));
-        checked_template(&raw(template), version.as_ref(), server, room, user, "knock")
-            .map(|(t, _, _)| t)
+        checked_template(
+            &raw(template),
+            version.as_ref(),
+            server,
+            room,
+            user,
+            "knock",
+        )
+        .map(|(t, _, _)| t)
     }
 
     #[test]
@@ -215,8 +227,12 @@ mod tests {
         }))
         .expect("object");
         let mut cosigned = ours.clone();
-        let value = json!({ "me.example": { "ed25519:a": "sig" }, "r.example": { "ed25519:b": "s" } });
-        cosigned.insert("signatures".into(), serde_json::from_value(value).expect("signatures"));
+        let value =
+            json!({ "me.example": { "ed25519:a": "sig" }, "r.example": { "ed25519:b": "s" } });
+        cosigned.insert(
+            "signatures".into(),
+            serde_json::from_value(value).expect("signatures"),
+        );
         assert!(same_event_more_signatures(&ours, &cosigned, server));
         let mut changed = cosigned.clone();
         changed.insert(
