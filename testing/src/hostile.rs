@@ -53,6 +53,59 @@ struct Behaviour {
     failing_sends: usize,
     /// The `knock_room_state` answered to `send_knock`.
     knock_room_state: Vec<Value>,
+    /// How `send_join` is answered; refused (403) when unset.
+    send_join: Option<SendJoinAnswer>,
+}
+
+/// The answer to `send_join` (v2): the room's state and auth chain, and the joining server's
+/// event sent back, changed or not.
+#[derive(Clone, Debug)]
+pub struct SendJoinAnswer {
+    pub state: Vec<Value>,
+    pub auth_chain: Vec<Value>,
+    /// Changes the returned event's `content.displayname` without re-hashing it, as a resident
+    /// server that tampers with the join it "co-signs".
+    pub tamper_with_event: bool,
+}
+
+/// A room of the hostile server, version 10, made of events it signed: the create event,
+/// mallory's join, power levels giving mallory 100, and public join rules.
+#[derive(Clone, Debug)]
+pub struct HostileRoom {
+    pub room_id: String,
+    /// `(event ID, JSON)` of the create, member, power levels and join rules events.
+    pub events: Vec<(String, Value)>,
+}
+
+impl HostileRoom {
+    /// The state events (all of them), as `send_join` answers them.
+    pub fn state(&self) -> Vec<Value> {
+        self.events.iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    fn id(&self, index: usize) -> &str {
+        &self.events[index].0
+    }
+
+    /// A `make_*` template for `user`'s `membership`, on top of the room's last event.
+    pub fn template(&self, origin: &str, user: &str, membership: &str) -> Value {
+        let mut auth = vec![self.id(0), self.id(2)];
+        if ["join", "knock", "invite"].contains(&membership) {
+            auth.push(self.id(3));
+        }
+        json!({
+            "type": "m.room.member",
+            "room_id": self.room_id,
+            "sender": user,
+            "state_key": user,
+            "content": { "membership": membership },
+            "prev_events": [self.id(3)],
+            "auth_events": auth,
+            "depth": 5,
+            "origin": origin,
+            "origin_server_ts": now_ms(),
+        })
+    }
 }
 
 struct Shared {
@@ -61,6 +114,7 @@ struct Shared {
     /// Woken at every recorded request.
     arrived: Notify,
     keys: Value,
+    name: String,
 }
 
 /// The hostile server; stops when dropped.
@@ -130,6 +184,7 @@ impl HostileServer {
             log: Mutex::new(Vec::new()),
             arrived: Notify::new(),
             keys: serde_json::to_value(keys).expect("keys JSON"),
+            name: name.to_string(),
         });
         let app = Router::new().fallback(answer).with_state(shared.clone());
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -181,6 +236,66 @@ impl HostileServer {
     /// Answers the next `count` `/send` transactions with a 500.
     pub fn fail_sends(&self, count: usize) {
         self.behaviour().failing_sends = count;
+    }
+
+    /// Answers `send_join` (v2) so from now on.
+    pub fn set_send_join(&self, answer: SendJoinAnswer) {
+        self.behaviour().send_join = Some(answer);
+    }
+
+    /// Makes a room of this server (see [`HostileRoom`]); nothing is sent anywhere.
+    pub fn make_room(&self, localpart: &str) -> HostileRoom {
+        let room_id = self.room(localpart);
+        let mallory = self.user("mallory");
+        let origin = self.name.as_str();
+        let mut events: Vec<(String, Value)> = Vec::new();
+        let mut event = |kind: &str, state_key: &str, content: Value, auth: Vec<String>| {
+            let prev: Vec<String> = events
+                .last()
+                .map(|(id, _)| id.clone())
+                .into_iter()
+                .collect();
+            let depth = events.len() + 1;
+            let signed = self.sign_pdu(json!({
+                "type": kind,
+                "room_id": room_id,
+                "sender": mallory,
+                "state_key": state_key,
+                "content": content,
+                "prev_events": prev,
+                "auth_events": auth,
+                "depth": depth,
+                "origin": origin,
+                "origin_server_ts": now_ms(),
+            }));
+            events.push(signed.clone());
+            signed.0
+        };
+        let create = event(
+            "m.room.create",
+            "",
+            json!({ "creator": mallory, "room_version": "10" }),
+            vec![],
+        );
+        let join = event(
+            "m.room.member",
+            &mallory,
+            json!({ "membership": "join" }),
+            vec![create.clone()],
+        );
+        let power = event(
+            "m.room.power_levels",
+            "",
+            json!({ "users": { &mallory: 100 } }),
+            vec![create.clone(), join.clone()],
+        );
+        event(
+            "m.room.join_rules",
+            "",
+            json!({ "join_rule": "public" }),
+            vec![create, join, power],
+        );
+        HostileRoom { room_id, events }
     }
 
     /// Answers `send_knock` with this `knock_room_state`.
@@ -337,7 +452,7 @@ async fn answer(
     shared.log.lock().expect("log lock").push(Recorded {
         method: method.to_string(),
         path: path.clone(),
-        body,
+        body: body.clone(),
     });
     shared.arrived.notify_waiters();
     let json = |status: AxumStatus, value: Value| (status, axum::Json(value)).into_response();
@@ -362,6 +477,28 @@ async fn answer(
     if path.starts_with("/_matrix/federation/v1/send_knock/") {
         let state = behaviour.knock_room_state.clone();
         return json(AxumStatus::OK, json!({ "knock_room_state": state }));
+    }
+    if path.starts_with("/_matrix/federation/v2/send_join/") {
+        let Some(answer) = behaviour.send_join.clone() else {
+            return json(
+                AxumStatus::FORBIDDEN,
+                json!({ "errcode": "M_FORBIDDEN", "error": "no joins here" }),
+            );
+        };
+        let mut event = body;
+        if answer.tamper_with_event {
+            event["content"]["displayname"] = json!("tampered");
+        }
+        return json(
+            AxumStatus::OK,
+            json!({
+                "origin": shared.name,
+                "state": answer.state,
+                "auth_chain": answer.auth_chain,
+                "event": event,
+                "members_omitted": false,
+            }),
+        );
     }
     if path.starts_with("/_matrix/federation/v2/send_leave/") {
         return json(AxumStatus::OK, json!({}));

@@ -3,13 +3,14 @@
 //! room, and nothing for another room reaches the hostile server's `send_*`); events of our own
 //! users that we never made are refused when replayed through `/send`, as is anything from a
 //! server with no member in the room; invite and knock stripped state is trimmed; the server ACL
-//! applies to `/invite` and `/hierarchy`; a failed outgoing transaction is retried under the same
+//! applies to `/invite` and `/hierarchy`; a resident server that changes our join or sends the
+//! state of another room is caught; a failed outgoing transaction is retried under the same
 //! txnId with the same content.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use myelin_testing::hostile::{server_key, sign_pdu, HostileServer, Recorded};
+use myelin_testing::hostile::{server_key, sign_pdu, HostileServer, Recorded, SendJoinAnswer};
 use myelin_testing::{enc, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
 
@@ -748,5 +749,89 @@ async fn a_failed_transaction_is_retried_under_the_same_txn_id() {
         })
         .await;
     assert!(!carries(&failed, "second"));
+    a.stop().await;
+}
+
+async fn joined_rooms(server: &TestServer, account: &Account) -> Vec<Value> {
+    let (status, joined) = server
+        .get("/_matrix/client/v3/joined_rooms", account.token())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    joined["joined_rooms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resident_server_that_changes_our_join_or_mixes_in_another_room_is_caught() {
+    let a = TestServer::start_federating().await;
+    let hostile = HostileServer::start().await;
+    let alice = register(&a, "alice").await;
+    let room = hostile.make_room("resident");
+    let other = hostile.make_room("other");
+    let join_path = format!(
+        "/_matrix/client/v3/join/{}?via={}",
+        enc(&room.room_id),
+        enc(hostile.server_name())
+    );
+    let mut state = room.state();
+    state.extend(other.state());
+
+    // Our join comes back with its content changed (so only its redacted form still verifies):
+    // refused, and the user is not in the room.
+    hostile.set_template(
+        "join",
+        "10",
+        room.template(hostile.server_name(), &alice.user_id, "join"),
+    );
+    hostile.set_send_join(SendJoinAnswer {
+        state: state.clone(),
+        auth_chain: room.state(),
+        tamper_with_event: true,
+    });
+    let (status, body) = a.post(&join_path, alice.token(), &json!({})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "tampered join: {body}");
+    assert!(
+        !joined_rooms(&a, &alice)
+            .await
+            .contains(&json!(room.room_id)),
+        "not joined after the tampered answer"
+    );
+
+    // Sent back as it was, the join goes through; the other room's events mixed into the state
+    // are left out.
+    hostile.set_template(
+        "join",
+        "10",
+        room.template(hostile.server_name(), &alice.user_id, "join"),
+    );
+    hostile.set_send_join(SendJoinAnswer {
+        state,
+        auth_chain: room.state(),
+        tamper_with_event: false,
+    });
+    let (status, body) = a.post(&join_path, alice.token(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "join: {body}");
+    assert!(joined_rooms(&a, &alice)
+        .await
+        .contains(&json!(room.room_id)));
+    assert_send_only_for(&hostile, &room.room_id);
+    let (ids, _) = room_ids(&a, &alice, &room.room_id).await;
+    let in_room: Vec<&String> = room.events.iter().map(|(id, _)| id).collect();
+    for ((kind, key), id) in &ids {
+        assert!(
+            in_room.contains(&id) || (kind == "m.room.member" && key == &alice.user_id),
+            "{kind} {key} {id} is an event of the room"
+        );
+    }
+    assert_eq!(ids.len(), room.events.len() + 1, "{ids:?}");
+    let path = format!("/_matrix/client/v3/rooms/{}/state", enc(&other.room_id));
+    let (status, body) = a.get(&path, alice.token()).await;
+    assert_ne!(
+        status,
+        StatusCode::OK,
+        "the other room stays unknown: {body}"
+    );
     a.stop().await;
 }
