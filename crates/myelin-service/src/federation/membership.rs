@@ -515,6 +515,8 @@ impl Services {
                 "not an m.room.member {membership} event of its sender"
             )));
         }
+        // The sender is the origin's own user, so never one of ours (no other server signs
+        // requests as us): an event of our users reaches us here only if we made it.
         let sender_server = sender
             .and_then(|s| <&UserId>::try_from(s).ok())
             .map(|u| u.server_name().to_owned());
