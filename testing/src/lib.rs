@@ -12,8 +12,10 @@
 //! set-up steps; the generic `get`/`post`/`put`/`delete` helpers return the
 //! status and body for the test to assert on.
 //!
-//! [`SynapseServer`] runs a real Synapse next to it for interoperability tests.
+//! [`SynapseServer`] runs a real Synapse next to it for interoperability tests;
+//! [`hostile::HostileServer`] is a federation server that lies, for the hardening tests.
 
+pub mod hostile;
 pub mod synapse;
 
 use std::time::Duration;
@@ -90,6 +92,15 @@ async fn postgres_database(data_dir: &std::path::Path) -> Option<String> {
     Some(url)
 }
 
+/// Points `config` at the data dir's PostgreSQL database when the tests run on PostgreSQL.
+async fn use_test_backend(config: &mut Config, data_dir: &std::path::Path) {
+    if let Some(url) = postgres_database(data_dir).await {
+        config.database.backend = "postgres".to_owned();
+        config.database.url = Some(url);
+        config.database.pool_size = 4;
+    }
+}
+
 /// A Myelin homeserver running in a background tokio task.
 pub struct TestServer {
     base_url: String,
@@ -136,11 +147,7 @@ impl TestServer {
             return Self::relaunch_federating(data_dir, config, configure).await;
         }
         let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
-        if let Some(url) = postgres_database(data_dir.path()).await {
-            config.database.backend = "postgres".to_owned();
-            config.database.url = Some(url);
-            config.database.pool_size = 4;
-        }
+        use_test_backend(&mut config, data_dir.path()).await;
         configure(&mut config);
 
         // Binding before spawning means connections made right away simply
@@ -525,6 +532,7 @@ impl TestServer {
         config.federation.allow_private_destinations = true;
         config.federation.plain_http_servers = vec!["127.0.0.1".to_owned()];
         config.listen = addr.to_string();
+        use_test_backend(&mut config, data_dir.path()).await;
         configure(&mut config);
         save_federating_config(&config);
         Self::spawn(config, data_dir, listener, None)
@@ -553,6 +561,7 @@ impl TestServer {
         config.tls.self_signed = true;
         config.federation.allow_private_destinations = true;
         config.federation.trusted_self_signed = vec!["127.0.0.1".to_owned()];
+        use_test_backend(&mut config, data_dir.path()).await;
         configure(&mut config);
         save_federating_config(&config);
         Self::spawn(config, data_dir, listener, Some(tls_listener))

@@ -21,6 +21,28 @@ pub const FETCH_RETRY_MS: u64 = 30_000;
 /// How many key responses are kept per server (each rotation adds one).
 const RESPONSES_PER_SERVER: usize = 8;
 
+/// How many servers' keys the in-memory store keeps; past it, the server whose keys expire first
+/// makes room (it is fetched again if it is needed).
+pub const MAX_STORED_SERVERS: usize = 10_000;
+
+/// How many recent fetch failures are remembered. Entries older than [`FETCH_RETRY_MS`] mean
+/// nothing and are pruned as new ones come; past the bound the oldest goes.
+pub const MAX_REMEMBERED_FAILURES: usize = 10_000;
+
+/// Key fetches the notary endpoint may have under way at once, over all requests.
+///
+/// `/_matrix/key/v2/query` is unauthenticated and names any servers it likes. Like Synapse we
+/// answer from the cache and fetch what is missing or stale, but bounded: each request may cause
+/// at most [`NOTARY_FETCHES_PER_REQUEST`] fetches (the API also caps the servers per request),
+/// at most this many run at once over all requests (a request that finds none free is answered
+/// from the cache alone rather than waiting), and a server that failed is not asked again for
+/// [`FETCH_RETRY_MS`]. So a flood of queries costs a bounded number of outbound connections,
+/// and keys of servers we already talk to are served from the cache throughout.
+pub const MAX_CONCURRENT_NOTARY_FETCHES: usize = 8;
+
+/// Key fetches one notary request may cause; the rest of its servers are answered from the cache.
+pub const NOTARY_FETCHES_PER_REQUEST: usize = 5;
+
 /// Why a key could not be found.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
@@ -88,6 +110,15 @@ impl KeyStore for MemoryKeyStore {
 
     async fn put(&self, keys: StoredKeys) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if servers.len() >= MAX_STORED_SERVERS && !servers.contains_key(&keys.keys.server_name) {
+            let expires_first = servers
+                .iter()
+                .min_by_key(|(_, list)| list.iter().map(|k| k.trusted_until_ts).max())
+                .map(|(server, _)| server.clone());
+            if let Some(server) = expires_first {
+                servers.remove(&server);
+            }
+        }
         let list = servers.entry(keys.keys.server_name.clone()).or_default();
         list.retain(|k| k.keys.verify_keys.keys().ne(keys.keys.verify_keys.keys()));
         list.insert(0, keys);
@@ -125,9 +156,26 @@ pub struct Keyring {
     source: Arc<dyn KeySource>,
     notaries: Vec<OwnedServerName>,
     clock: Arc<dyn Clock>,
+    /// When fetching each server's keys last failed (recent failures only, bounded).
     failures: Mutex<HashMap<OwnedServerName, u64>>,
     /// One fetch per server at a time: concurrent lookups wait for it, then read the cache.
     in_flight: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Permits for fetches on behalf of the notary endpoint.
+    notary_fetches: Arc<tokio::sync::Semaphore>,
+}
+
+/// What one notary request may still cost: see [`MAX_CONCURRENT_NOTARY_FETCHES`].
+#[derive(Debug)]
+pub struct NotaryBudget {
+    fetches_left: usize,
+}
+
+impl Default for NotaryBudget {
+    fn default() -> Self {
+        NotaryBudget {
+            fetches_left: NOTARY_FETCHES_PER_REQUEST,
+        }
+    }
 }
 
 impl Keyring {
@@ -146,6 +194,7 @@ impl Keyring {
             clock,
             failures: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            notary_fetches: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_NOTARY_FETCHES)),
         }
     }
 
@@ -179,16 +228,10 @@ impl Keyring {
             return Ok(key);
         }
         let now = self.clock.now_ms();
-        {
-            let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            if failures
-                .get(server)
-                .is_some_and(|at| now.saturating_sub(*at) < FETCH_RETRY_MS)
-            {
-                return Err(KeyringError::RecentlyFailed {
-                    server: server.to_string(),
-                });
-            }
+        if self.failed_recently(server) {
+            return Err(KeyringError::RecentlyFailed {
+                server: server.to_string(),
+            });
         }
         let direct = self.fetch_direct(server).await;
         if let Some(key) = self.cached(server, key_id, valid_at_ts).await {
@@ -211,57 +254,83 @@ impl Keyring {
                 }
             }
         }
+        self.record_failure(server, now);
+        Err(last_error.unwrap_or_else(not_found))
+    }
+
+    /// Whether fetching `server`'s keys failed less than [`FETCH_RETRY_MS`] ago.
+    fn failed_recently(&self, server: &ServerName) -> bool {
+        let now = self.clock.now_ms();
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures
+            .get(server)
+            .is_some_and(|at| now.saturating_sub(*at) < FETCH_RETRY_MS)
+    }
+
+    /// Remembers a failed fetch. When the map is full, those too old to matter are forgotten,
+    /// and if it still is, the oldest.
+    fn record_failure(&self, server: &ServerName, now: u64) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= MAX_REMEMBERED_FAILURES {
+            failures.retain(|_, at| now.saturating_sub(*at) < FETCH_RETRY_MS);
+        }
+        if failures.len() >= MAX_REMEMBERED_FAILURES {
+            let oldest = failures
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(s, _)| s.clone());
+            if let Some(oldest) = oldest {
+                failures.remove(&oldest);
+            }
+        }
+        failures.insert(server.to_owned(), now);
+    }
+
+    /// How many fetch failures are remembered.
+    #[cfg(test)]
+    fn remembered_failures(&self) -> usize {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(server.to_owned(), now);
-        Err(last_error.unwrap_or_else(not_found))
+            .len()
     }
 
     /// Responses to relay as a notary for `server` (self-signed by it; the caller adds our
     /// signature). Cached ones are used if they are valid until `minimum_valid_until_ts`; else the
-    /// server is asked, and if it cannot be reached whatever is cached is returned.
+    /// server is asked, within `budget` and the global cap (see
+    /// [`MAX_CONCURRENT_NOTARY_FETCHES`]), and whatever is cached is returned when it is not
+    /// asked or cannot be reached.
     pub async fn notary_responses(
         &self,
         server: &ServerName,
         minimum_valid_until_ts: u64,
+        budget: &mut NotaryBudget,
     ) -> Vec<CanonicalJsonObject> {
         let fresh = |list: &[StoredKeys]| {
             list.iter()
                 .any(|k| k.keys.valid_until_ts >= minimum_valid_until_ts)
         };
+        let raw = |list: Vec<StoredKeys>| list.into_iter().map(|k| k.keys.raw).collect();
         let stored = self.store.get(server).await;
-        if fresh(&stored) {
-            return stored.into_iter().map(|k| k.keys.raw).collect();
+        if fresh(&stored) || budget.fetches_left == 0 || self.failed_recently(server) {
+            return raw(stored);
         }
+        let Ok(_permit) = self.notary_fetches.clone().try_acquire_owned() else {
+            tracing::debug!(%server, "notary: too many key fetches under way; answering from the cache");
+            return raw(stored);
+        };
+        budget.fetches_left -= 1;
         let lock = self.fetch_lock(server);
         let _guard = lock.lock().await;
         let stored = self.store.get(server).await;
-        if fresh(&stored) {
-            return stored.into_iter().map(|k| k.keys.raw).collect();
-        }
-        let recently_failed = {
-            let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            failures
-                .get(server)
-                .is_some_and(|at| self.clock.now_ms().saturating_sub(*at) < FETCH_RETRY_MS)
-        };
-        if recently_failed {
-            return stored.into_iter().map(|k| k.keys.raw).collect();
+        if fresh(&stored) || self.failed_recently(server) {
+            return raw(stored);
         }
         if let Err(e) = self.fetch_direct(server).await {
             tracing::debug!(%server, error = %e, "notary: cannot fetch keys");
-            self.failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(server.to_owned(), self.clock.now_ms());
+            self.record_failure(server, self.clock.now_ms());
         }
-        self.store
-            .get(server)
-            .await
-            .into_iter()
-            .map(|k| k.keys.raw)
-            .collect()
+        raw(self.store.get(server).await)
     }
 
     fn fetch_lock(&self, server: &ServerName) -> Arc<tokio::sync::Mutex<()>> {
@@ -394,6 +463,10 @@ mod tests {
         notary_keys: Mutex<HashMap<String, Arc<Ed25519KeyPair>>>,
         down: Mutex<Vec<String>>,
         calls: AtomicUsize,
+        /// When set, direct fetches wait for a permit of it (to hold them under way).
+        gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+        /// Signalled at every direct fetch.
+        called: tokio::sync::Notify,
     }
 
     #[async_trait]
@@ -403,6 +476,11 @@ mod tests {
             server: &ServerName,
         ) -> Result<CanonicalJsonObject, RequestError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            self.called.notify_waiters();
+            let gate = self.gate.lock().unwrap().clone();
+            if let Some(gate) = gate {
+                let _permit = gate.acquire().await.expect("gate open");
+            }
             tokio::task::yield_now().await;
             if self
                 .down
@@ -667,5 +745,101 @@ mod tests {
         .await
         .expect("refetched");
         assert_eq!(net.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn failures_are_forgotten_when_the_map_is_full() {
+        let net = Arc::new(FakeNet::default());
+        let clock = Arc::new(FixedClock(AtomicU64::new(1_000)));
+        let ring = keyring(net.clone(), clock.clone(), &[]);
+        for i in 0..MAX_REMEMBERED_FAILURES {
+            ring.record_failure(&name(&format!("s{i}.example")), 1_000);
+        }
+        assert_eq!(ring.remembered_failures(), MAX_REMEMBERED_FAILURES);
+        // Full of recent failures: the oldest makes room.
+        ring.record_failure(&name("new.example"), 1_001);
+        assert_eq!(ring.remembered_failures(), MAX_REMEMBERED_FAILURES);
+        assert!(ring.failed_recently(&name("new.example")));
+        // Once they are old, a full map is emptied of them.
+        clock.0.store(1_000 + FETCH_RETRY_MS + 10, Ordering::SeqCst);
+        ring.record_failure(&name("later.example"), 1_000 + FETCH_RETRY_MS + 10);
+        assert_eq!(ring.remembered_failures(), 1);
+        // A real lookup failure is remembered the same way.
+        assert!(ring
+            .public_key(&name("down.example"), "ed25519:x", 1_000)
+            .await
+            .is_err());
+        assert_eq!(ring.remembered_failures(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_notary_request_fetches_only_a_few_servers() {
+        let net = Arc::new(FakeNet::default());
+        let clock = Arc::new(FixedClock(AtomicU64::new(1_000)));
+        let ring = keyring(net.clone(), clock, &[]);
+        let mut budget = NotaryBudget::default();
+        for i in 0..(NOTARY_FETCHES_PER_REQUEST + 10) {
+            let answer = ring
+                .notary_responses(&name(&format!("s{i}.example")), 0, &mut budget)
+                .await;
+            assert!(answer.is_empty());
+        }
+        assert_eq!(net.calls.load(Ordering::SeqCst), NOTARY_FETCHES_PER_REQUEST);
+        // A server that just failed is not fetched again by the next request either.
+        let mut budget = NotaryBudget::default();
+        ring.notary_responses(&name("s0.example"), 0, &mut budget)
+            .await;
+        assert_eq!(net.calls.load(Ordering::SeqCst), NOTARY_FETCHES_PER_REQUEST);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn notary_fetches_under_way_are_capped_over_all_requests() {
+        let net = Arc::new(FakeNet::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *net.gate.lock().unwrap() = Some(gate.clone());
+        let clock = Arc::new(FixedClock(AtomicU64::new(1_000)));
+        let ring = Arc::new(keyring(net.clone(), clock, &[]));
+        let mut held = Vec::new();
+        for i in 0..MAX_CONCURRENT_NOTARY_FETCHES {
+            let called = net.called.notified();
+            let ring = ring.clone();
+            held.push(tokio::spawn(async move {
+                let mut budget = NotaryBudget::default();
+                ring.notary_responses(&name(&format!("held{i}.example")), 0, &mut budget)
+                    .await
+            }));
+            // Each request's fetch is under way before the next starts.
+            tokio::time::timeout(std::time::Duration::from_secs(10), called)
+                .await
+                .expect("the fetch starts");
+        }
+        assert_eq!(
+            net.calls.load(Ordering::SeqCst),
+            MAX_CONCURRENT_NOTARY_FETCHES
+        );
+        // Every permit is taken: further requests are answered from the cache at once.
+        for i in 0..4 {
+            let mut budget = NotaryBudget::default();
+            let answer = ring
+                .notary_responses(&name(&format!("more{i}.example")), 0, &mut budget)
+                .await;
+            assert!(answer.is_empty());
+        }
+        assert_eq!(
+            net.calls.load(Ordering::SeqCst),
+            MAX_CONCURRENT_NOTARY_FETCHES
+        );
+        gate.add_permits(MAX_CONCURRENT_NOTARY_FETCHES);
+        for task in held {
+            task.await.expect("task");
+        }
+        // With the fetches done, a new request may fetch again.
+        let mut budget = NotaryBudget::default();
+        ring.notary_responses(&name("after.example"), 0, &mut budget)
+            .await;
+        assert_eq!(
+            net.calls.load(Ordering::SeqCst),
+            MAX_CONCURRENT_NOTARY_FETCHES + 1
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use myelin_core::{Clock, SystemClock};
 pub use auth::{AuthError, XMatrix};
 pub use client::{FederationClient, RequestError, Signer};
 pub use config::FederationConfig;
-pub use keyring::{KeyStore, Keyring, KeyringError, MemoryKeyStore};
+pub use keyring::{KeyStore, Keyring, KeyringError, MemoryKeyStore, NotaryBudget};
 pub use keys::{KeyError, ServerKeys};
 pub use reqwest::Method;
 pub use resolve::{Destination, Lookup, ResolveError, Resolver};
@@ -100,13 +100,14 @@ impl Federation {
         key: &Ed25519KeyPair,
         server: &ServerName,
         minimum_valid_until_ts: u64,
+        budget: &mut keyring::NotaryBudget,
     ) -> Vec<CanonicalJsonObject> {
         if server == self.server_name {
             return vec![self.own_server_keys(key)];
         }
         let mut responses = self
             .keyring
-            .notary_responses(server, minimum_valid_until_ts)
+            .notary_responses(server, minimum_valid_until_ts, budget)
             .await;
         for response in &mut responses {
             keys::add_signature(response, &self.server_name, key);

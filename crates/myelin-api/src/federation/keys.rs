@@ -7,6 +7,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use myelin_federation::NotaryBudget;
 use ruma::{CanonicalJsonObject, OwnedServerName};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,7 +18,8 @@ use crate::{
     SharedState,
 };
 
-/// The most servers one notary query may ask about (bounded work per request).
+/// The most servers one notary query may ask about (bounded work per request; how many of them
+/// may be fetched rather than answered from the cache is bounded by the keyring).
 const MAX_QUERIED_SERVERS: usize = 50;
 
 pub fn routes() -> Router<SharedState> {
@@ -68,8 +70,9 @@ async fn query_one(
     let minimum = query
         .minimum_valid_until_ts
         .unwrap_or_else(|| federation.now_ms());
+    let mut budget = NotaryBudget::default();
     let keys = federation
-        .notary_server_keys(&state.services.key.key_pair, &server, minimum)
+        .notary_server_keys(&state.services.key.key_pair, &server, minimum, &mut budget)
         .await;
     Ok(Json(json!({ "server_keys": keys })))
 }
@@ -97,6 +100,8 @@ async fn query_many(
     let federation = &state.services.federation;
     let now = federation.now_ms();
     let mut all = Vec::new();
+    // One budget for the whole request: a few fetches, the other servers from the cache.
+    let mut budget = NotaryBudget::default();
     for (server, criteria) in query.server_keys {
         let server: OwnedServerName = parse_id(server, "server name")?;
         // The strictest criterion wins; no criterion means "valid now".
@@ -107,7 +112,7 @@ async fn query_many(
             .unwrap_or(now);
         all.extend(
             federation
-                .notary_server_keys(&state.services.key.key_pair, &server, minimum)
+                .notary_server_keys(&state.services.key.key_pair, &server, minimum, &mut budget)
                 .await,
         );
     }

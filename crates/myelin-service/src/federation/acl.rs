@@ -8,6 +8,13 @@
 use ruma::ServerName;
 use serde_json::Value;
 
+/// Whether the room's server ACL, if it has one, lets `server` take part.
+pub(crate) fn room_allows(state: &crate::rooms::RoomState, server: &ServerName) -> bool {
+    state
+        .content("m.room.server_acl", "")
+        .is_none_or(|content| is_allowed(&content, server))
+}
+
 /// Whether `server` passes the ACL with this `content`. A room without an ACL event allows every
 /// server: callers only ask when the event exists. Entries that are not strings are ignored.
 pub fn is_allowed(content: &Value, server: &ServerName) -> bool {

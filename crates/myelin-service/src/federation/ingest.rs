@@ -78,6 +78,8 @@ impl Services {
         if self.in_timeline(&received.pdu.event_id).await? {
             return Ok(IngestOutcome::AlreadyKnown);
         }
+        // Before anything is fetched for it.
+        self.refuse_unknown_local_event(&received.pdu).await?;
         // Everything the event needs from the network is fetched before the room's write lock
         // is taken, so that local sends never queue behind a remote server, and only from an
         // origin that is in the room: anyone else gets no call back.
@@ -188,6 +190,28 @@ impl Services {
         Ok((outcome, event_id))
     }
 
+    /// Refuses an event of one of our users that we do not have. Only we sign our users'
+    /// events and we store each one as we make it (joins, knocks and leaves through other
+    /// servers included), so such an event was never ours to accept: a membership another
+    /// server got us to sign for some other purpose and now replays (a leave from a rejected
+    /// invite, used to take our user out of a room), or one whose sending failed. Nothing is
+    /// stored for it, so the real event, if it ever is ours, is not shadowed.
+    async fn refuse_unknown_local_event(&self, pdu: &Pdu) -> ServiceResult<()> {
+        // A membership of one of our users that they sent themselves has them as sender too;
+        // a remote sender's kick, ban or invite of our user is the remote server's to make.
+        if pdu.sender.server_name() != self.server_name() {
+            return Ok(());
+        }
+        if self.storage.get_event(&pdu.event_id).await?.is_some() {
+            return Ok(());
+        }
+        tracing::warn!(event_id = %pdu.event_id, sender = %pdu.sender, room_id = %pdu.room_id, "refused an event of one of our users that we never made");
+        Err(ServiceError::Forbidden(format!(
+            "{} is an event of {}, a user of this server, that this server did not make",
+            pdu.event_id, pdu.sender
+        )))
+    }
+
     /// Whether the event is stored in the timeline (not as an outlier).
     pub(crate) async fn in_timeline(&self, event_id: &EventId) -> ServiceResult<bool> {
         Ok(self
@@ -270,6 +294,7 @@ impl Services {
         distribute: bool,
         remote_state_before: Option<StateMap>,
     ) -> ServiceResult<IngestOutcome> {
+        self.refuse_unknown_local_event(&received.pdu).await?;
         let pdu = Arc::new(received.pdu);
         let room_id = pdu.room_id.clone();
         let current = self.load_locked(&room_id, slot).await?;

@@ -16,12 +16,11 @@ use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue, Value};
 
 use super::ingest::{urlencoding, IngestOutcome};
+use super::stripped::remote_stripped_state;
+use super::template::{
+    authorising_user, checked_template, same_event_more_signatures, JOINABLE_VERSIONS,
+};
 use crate::{rooms::RoomState, ServiceError, ServiceResult, Services};
-
-/// Room versions we can join on other servers (the `ver` of `make_join`).
-const JOINABLE_VERSIONS: &[&str] = &[
-    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
-];
 
 #[derive(Deserialize)]
 struct MakeJoinAnswer {
@@ -125,8 +124,14 @@ impl Services {
             .await?;
         let join = match &answer.event {
             Some(signed) => {
+                // Our join with the resident server's signature added, and nothing else changed.
                 let received = self.verify_remote_pdu(signed, room_id, &rules).await?;
-                if received.pdu.event_id != join.event_id {
+                let ours = myelin_room::parse_received(&join.json)?;
+                let returned = myelin_room::parse_received(&received.pdu.json)?;
+                if received.pdu.event_id != join.event_id
+                    || received.redacted
+                    || !same_event_more_signatures(&ours, &returned, self.server_name())
+                {
                     return Err(ServiceError::Remote(format!(
                         "{server} returned a different join event"
                     )));
@@ -179,8 +184,12 @@ impl Services {
         let answer: KnockAnswer = self
             .federation_call(Method::PUT, server, &path, Some(body))
             .await?;
-        let stripped = serde_json::to_string(&answer.knock_room_state)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let stripped = serde_json::to_string(&remote_stripped_state(
+            answer.knock_room_state,
+            room_id,
+            None,
+        ))
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.storage
             .persist_outside_membership(knock, user_id, "knock", Some(stripped))
             .await?;
@@ -215,29 +224,20 @@ impl Services {
         let answer: MakeJoinAnswer = self
             .federation_call(Method::GET, server, &path, None)
             .await?;
-        let version = answer.room_version.unwrap_or(RoomVersionId::V1);
-        let rules = rules_for_received(&version)?;
-        let mut template: CanonicalJsonObject =
-            serde_json::from_str(answer.event.get()).map_err(|e| {
-                ServiceError::Remote(format!("{server} sent a bad {membership} template: {e}"))
-            })?;
-        let wanted_key = CanonicalJsonValue::String(user_id.to_string());
-        if template.get("state_key") != Some(&wanted_key)
-            || template.get("sender") != Some(&wanted_key)
-            || template.get("type") != Some(&CanonicalJsonValue::String("m.room.member".into()))
-        {
-            return Err(ServiceError::Remote(format!(
-                "{server} sent a {membership} template for someone else"
-            )));
-        }
+        let (mut template, version, rules) = checked_template(
+            &answer.event,
+            answer.room_version.as_ref(),
+            server,
+            room_id,
+            user_id,
+            membership,
+        )?;
         let mut content = self.member_content(user_id, membership).await?;
         if let Some(reason) = reason {
             content["reason"] = json!(reason);
         }
-        if let Some(CanonicalJsonValue::Object(given)) = template.get("content") {
-            if let Some(via) = given.get("join_authorised_via_users_server") {
-                content["join_authorised_via_users_server"] = via.clone().into();
-            }
+        if let Some(via) = authorising_user(&template).filter(|_| membership == "join") {
+            content["join_authorised_via_users_server"] = json!(via);
         }
         template.insert(
             "content".into(),
@@ -515,6 +515,8 @@ impl Services {
                 "not an m.room.member {membership} event of its sender"
             )));
         }
+        // The sender is the origin's own user, so never one of ours (no other server signs
+        // requests as us): an event of our users reaches us here only if we made it.
         let sender_server = sender
             .and_then(|s| <&UserId>::try_from(s).ok())
             .map(|u| u.server_name().to_owned());
@@ -550,6 +552,13 @@ impl Services {
         invite_room_state: Vec<Value>,
     ) -> ServiceResult<Box<RawJsonValue>> {
         self.refuse_blocked(origin)?;
+        // A room we know has its server ACL applied; of one we do not, we have no state.
+        if RoomStore::room_info(self.storage.as_ref(), room_id)
+            .await?
+            .is_some()
+        {
+            self.check_server_acl(origin, room_id).await?;
+        }
         let rules = rules_for_received(room_version)?;
         let received = self.verify_remote_pdu(raw, room_id, &rules).await?;
         let pdu = received.pdu;
@@ -602,8 +611,9 @@ impl Services {
             .is_some()
             && self.server_has_joined_member(room_id).await?;
         if !in_room {
-            let stripped = serde_json::to_string(&invite_room_state)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let kept = remote_stripped_state(invite_room_state, room_id, Some(&pdu.sender));
+            let stripped =
+                serde_json::to_string(&kept).map_err(|e| ServiceError::Internal(e.to_string()))?;
             self.storage
                 .persist_outside_membership(signed.clone(), &invitee, "invite", Some(stripped))
                 .await?;
@@ -848,12 +858,14 @@ impl Services {
         let answer: MakeJoinAnswer = self
             .federation_call(Method::GET, server, &path, None)
             .await?;
-        let version = answer.room_version.unwrap_or(RoomVersionId::V1);
-        let rules = rules_for_received(&version)?;
-        let mut template: CanonicalJsonObject =
-            serde_json::from_str(answer.event.get()).map_err(|e| {
-                ServiceError::Remote(format!("{server} sent a bad leave template: {e}"))
-            })?;
+        let (mut template, _, rules) = checked_template(
+            &answer.event,
+            answer.room_version.as_ref(),
+            server,
+            room_id,
+            user_id,
+            "leave",
+        )?;
         let mut content = json!({ "membership": "leave" });
         if let Some(reason) = reason {
             content["reason"] = json!(reason);
@@ -864,11 +876,6 @@ impl Services {
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
         );
         let leave = complete_template(template, &rules, self.now_ms(), &self.key)?;
-        if leave.sender != user_id || leave.state_key.as_deref() != Some(user_id.as_str()) {
-            return Err(ServiceError::Remote(format!(
-                "{server} sent a leave template for someone else"
-            )));
-        }
         let path = format!(
             "/_matrix/federation/v2/send_leave/{}/{}",
             urlencoding(room_id.as_str()),

@@ -13,6 +13,8 @@ mod membership;
 mod receive;
 mod remote;
 pub(crate) mod sender;
+mod stripped;
+mod template;
 
 pub use directory::DirectoryAnswer;
 pub use events::{StateAtEvent, StateIdsAtEvent};

@@ -138,7 +138,12 @@ impl Services {
         room_id: &RoomId,
         raw: &RawJsonValue,
     ) -> ServiceResult<IngestOutcome> {
-        self.check_server_acl(origin, room_id).await?;
+        let state = self.check_server_acl(origin, room_id).await?;
+        if !origin_may_send(&state, origin, raw) {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} has no member in {room_id}"
+            )));
+        }
         self.ingest_pdu(origin, room_id, raw).await
     }
 
@@ -178,13 +183,11 @@ impl Services {
             )));
         }
         let state = self.room_state(room_id).await?;
-        if let Some(content) = state.content("m.room.server_acl", "") {
-            if !acl::is_allowed(&content, origin) {
-                tracing::info!(%origin, %room_id, "refused by the room's server ACL");
-                return Err(ServiceError::Forbidden(format!(
-                    "{origin} is denied by the room's server ACL"
-                )));
-            }
+        if !acl::room_allows(&state, origin) {
+            tracing::info!(%origin, %room_id, "refused by the room's server ACL");
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} is denied by the room's server ACL"
+            )));
         }
         Ok(state)
     }
@@ -338,4 +341,35 @@ impl Services {
         }
         self.queue_edu_for(servers, edu_type, content).await
     }
+}
+
+/// Whether `origin` may hand us this PDU of the room: it has a joined member there (a server in
+/// the room sends its events and relays the joins and leaves it accepted), or the PDU is the
+/// membership of one of its own users by that user (its join, knock or leave reaching us
+/// before we have seen it in the room). Any other server has no business in the room's DAG,
+/// and answering it would make us fetch state and events from it.
+fn origin_may_send(
+    state: &crate::rooms::RoomState,
+    origin: &ServerName,
+    raw: &RawJsonValue,
+) -> bool {
+    if state
+        .members_with(&["join"])
+        .iter()
+        .any(|u| u.server_name() == origin)
+    {
+        return true;
+    }
+    #[derive(Deserialize)]
+    struct Membership {
+        #[serde(rename = "type")]
+        kind: String,
+        sender: OwnedUserId,
+        state_key: Option<String>,
+    }
+    serde_json::from_str::<Membership>(raw.get()).is_ok_and(|m| {
+        m.kind == "m.room.member"
+            && m.sender.server_name() == origin
+            && m.state_key.as_deref() == Some(m.sender.as_str())
+    })
 }

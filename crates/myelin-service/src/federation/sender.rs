@@ -40,6 +40,17 @@ impl Senders {
     }
 }
 
+/// A transaction built from outbox rows that the destination has not accepted yet. A retry sends
+/// it again as it is, under the same txnId, so that a destination that did process it (and only
+/// our side saw the failure) recognises the retry and answers it without processing it twice;
+/// rows queued meanwhile wait for the next transaction. Kept in the worker's memory: after a
+/// restart the rows go out again under a new txnId.
+struct PendingTxn {
+    txn_id: String,
+    body: serde_json::Value,
+    row_ids: Vec<i64>,
+}
+
 #[derive(Default)]
 struct Worker {
     wake: Notify,
@@ -141,26 +152,22 @@ impl Services {
         worker
     }
 
-    /// Sends one transaction of queued rows; `Ok(false)` when the queue was empty.
-    async fn send_one_transaction(&self, destination: &ServerName) -> ServiceResult<bool> {
-        let rows = self
-            .storage
-            .outbox_peek(destination.as_str(), MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN)
-            .await?;
-        let Some(first) = rows.first() else {
+    /// Sends the pending transaction, or one of newly queued rows; `Ok(false)` when there is
+    /// nothing to send. The transaction stays pending until the destination accepts it.
+    async fn send_one_transaction(
+        &self,
+        destination: &ServerName,
+        pending: &mut Option<PendingTxn>,
+    ) -> ServiceResult<bool> {
+        if pending.is_none() {
+            *pending = self.next_transaction(destination).await?;
+        }
+        let Some(txn) = pending.as_ref() else {
             return Ok(false);
         };
-        let (pdus, edus) = self.transaction_body(&rows).await?;
-        let txn_id = format!("{}-{}", self.now_ms(), first.id);
-        let path = format!("/_matrix/federation/v1/send/{txn_id}");
-        let body = json!({
-            "origin": self.server_name(),
-            "origin_server_ts": self.now_ms(),
-            "pdus": pdus,
-            "edus": edus,
-        });
+        let path = format!("/_matrix/federation/v1/send/{}", txn.txn_id);
         let answer = self
-            .federation_request(Method::PUT, destination, &path, Some(body))
+            .federation_request(Method::PUT, destination, &path, Some(txn.body.clone()))
             .await?;
         if let Some(ruma::CanonicalJsonValue::Object(results)) = answer.get("pdus") {
             for (event_id, result) in results {
@@ -171,11 +178,40 @@ impl Services {
                 }
             }
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         self.storage
-            .outbox_remove(destination.as_str(), &ids)
+            .outbox_remove(destination.as_str(), &txn.row_ids)
             .await?;
+        *pending = None;
         Ok(true)
+    }
+
+    /// A new transaction of the destination's oldest queued rows, under a new txnId; `None` when
+    /// its queue is empty.
+    async fn next_transaction(
+        &self,
+        destination: &ServerName,
+    ) -> ServiceResult<Option<PendingTxn>> {
+        let rows = self
+            .storage
+            .outbox_peek(destination.as_str(), MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN)
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let (pdus, edus) = self.transaction_body(&rows).await?;
+        // Unique per origin across restarts: the time and the first row's ID.
+        let txn_id = format!("{}-{}", self.now_ms(), first.id);
+        let body = json!({
+            "origin": self.server_name(),
+            "origin_server_ts": self.now_ms(),
+            "pdus": pdus,
+            "edus": edus,
+        });
+        Ok(Some(PendingTxn {
+            txn_id,
+            body,
+            row_ids: rows.iter().map(|r| r.id).collect(),
+        }))
     }
 
     /// The PDUs (as stored) and EDUs of a batch of outbox rows, in order.
@@ -232,16 +268,18 @@ impl Services {
 async fn run_worker(services: Weak<Services>, destination: OwnedServerName, worker: Arc<Worker>) {
     let mut failures: u32 = 0;
     let mut failing_since: Option<u64> = None;
+    let mut pending: Option<PendingTxn> = None;
     loop {
         let outcome = {
             let Some(s) = services.upgrade() else { return };
-            let outcome = s.send_one_transaction(&destination).await;
+            let outcome = s.send_one_transaction(&destination, &mut pending).await;
             if let Err(e) = &outcome {
                 let now = s.now_ms();
                 let since = *failing_since.get_or_insert(now);
                 tracing::info!(%destination, failures, error = %e, "federation transaction failed");
                 if now.saturating_sub(since) > s.federation.config.give_up_after_ms {
                     s.give_up_on(&destination).await;
+                    pending = None;
                     failing_since = None;
                     failures = 0;
                 }

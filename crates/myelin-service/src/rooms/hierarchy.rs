@@ -279,12 +279,16 @@ impl Services {
         suggested_only: bool,
     ) -> ServiceResult<Value> {
         self.refuse_blocked(origin)?;
+        // The space's server ACL refuses as on every federation endpoint; a child whose ACL
+        // denies the origin is inaccessible to it.
+        self.check_server_acl(origin, room_id).await?;
         let visible = |state: &RoomState| {
-            open_to_all(state)
-                || state
-                    .members_with(&["join"])
-                    .iter()
-                    .any(|u| u.server_name() == origin)
+            crate::federation::acl::room_allows(state, origin)
+                && (open_to_all(state)
+                    || state
+                        .members_with(&["join"])
+                        .iter()
+                        .any(|u| u.server_name() == origin))
         };
         if !self.is_local_room(room_id).await? || !visible(&*self.room_state(room_id).await?) {
             return Err(ServiceError::NotFound(format!(
