@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_room_directory.sql"),
     include_str!("../migrations/0004_e2ee_keys.sql"),
     include_str!("../migrations/0005_event_timestamps.sql"),
+    include_str!("../migrations/0006_to_device_txns.sql"),
 ];
 
 /// The schema version this build writes.

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_room_directory.sql"),
     include_str!("../migrations/0005_e2ee_keys.sql"),
     include_str!("../migrations/0006_event_timestamps.sql"),
+    include_str!("../migrations/0007_to_device_txns.sql"),
 ];
 
 /// The schema version this build writes.
