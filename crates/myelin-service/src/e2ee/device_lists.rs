@@ -7,7 +7,7 @@ use myelin_core::StreamPos;
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::json;
 
-use crate::{ServiceResult, Services};
+use crate::{ServiceError, ServiceResult, Services};
 
 /// The `device_lists` of a `/sync` or `/keys/changes` answer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -152,7 +152,13 @@ impl Services {
             if !joined && !(own_move && matches!(m.membership.as_str(), "leave" | "ban")) {
                 continue;
             }
-            let state = self.room_state(&m.room_id).await?;
+            // Rooms only seen from outside (a rejected invite, a withdrawn knock) have no state
+            // here, and no members shared.
+            let state = match self.room_state(&m.room_id).await {
+                Ok(state) => state,
+                Err(ServiceError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
             if own_move {
                 let members = state.members_with(&["join"]);
                 if joined {
