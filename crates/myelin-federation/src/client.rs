@@ -652,4 +652,17 @@ mod tests {
             );
         }
     }
+
+    /// Addresses come from hickory (no blocking-pool `getaddrinfo`), which reads `/etc/hosts`.
+    #[tokio::test]
+    async fn localhost_resolves_through_the_hosts_file() {
+        let lookup = SystemLookup::new(&FederationConfig::default());
+        assert!(
+            lookup.dns.is_some(),
+            "the system DNS configuration is readable"
+        );
+        let ips = lookup.ips("localhost").await.expect("localhost resolves");
+        assert!(ips.iter().all(|ip| ip.is_loopback()), "{ips:?}");
+        assert!(!ips.is_empty());
+    }
 }

@@ -148,8 +148,9 @@ impl Services {
         for m in self.storage.memberships_of_user(user_id).await? {
             let joined = m.membership == "join";
             let own_move = in_range(m.stream_pos);
-            // A room left before `since` changes nothing for this window.
-            if !joined && !(own_move && matches!(m.membership.as_str(), "leave" | "ban")) {
+            let left_now = own_move && matches!(m.membership.as_str(), "leave" | "ban");
+            // A room left before `since` (or only invited to, knocked on) changes nothing here.
+            if !joined && !left_now {
                 continue;
             }
             // Rooms only seen from outside (a rejected invite, a withdrawn knock) have no state
