@@ -167,15 +167,6 @@ impl Services {
         true
     }
 
-    /// How many destinations have a running worker.
-    pub fn federation_sender_count(&self) -> usize {
-        self.senders
-            .workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
     /// Sends one transaction of queued rows; `Ok(false)` when the queue was empty.
     async fn send_one_transaction(&self, destination: &ServerName) -> ServiceResult<bool> {
         let rows = self
