@@ -353,3 +353,40 @@ fn open_reader(path: &Path) -> StorageResult<Connection> {
     conn.pragma_update(None, "query_only", "ON").db()?;
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read needs no thread of tokio's blocking pool: with that pool's only thread taken by
+    /// a task that waits for the read, the read still completes.
+    #[test]
+    fn reads_do_not_wait_for_the_blocking_pool() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(Db::open(&dir.path().join("test.db")).expect("open"));
+        runtime.block_on(async {
+            let (release, wait) = mpsc::channel::<()>();
+            let blocker = tokio::task::spawn_blocking(move || {
+                let _ = wait.recv();
+            });
+            let read = db.read(|conn| {
+                conn.query_row("SELECT 41 + 1", [], |row| row.get::<_, i64>(0))
+                    .db()
+            });
+            // A guard against hanging, not a timing assertion.
+            let answer = tokio::time::timeout(Duration::from_secs(30), read)
+                .await
+                .expect("the read did not queue behind the blocking pool")
+                .expect("read");
+            assert_eq!(answer, 42);
+            release.send(()).expect("release the blocker");
+            blocker.await.expect("blocker");
+        });
+    }
+}
