@@ -281,22 +281,25 @@ impl KeySource for FederationClient {
     }
 }
 
-/// The production lookups: the system resolver (`getaddrinfo`, so `/etc/hosts` counts) for
-/// addresses, hickory with the system's DNS configuration for SRV records, `.well-known` over
-/// HTTPS.
+/// The production lookups: hickory with the system's DNS configuration (and `/etc/hosts`) for
+/// addresses and SRV records, `.well-known` over HTTPS.
+///
+/// Lookups are asynchronous: `getaddrinfo` would run on tokio's blocking pool, where a flood of
+/// slow lookups of invented names would queue every other blocking task behind it.
 pub struct SystemLookup {
     allow_private: bool,
     trusted_self_signed: Vec<String>,
     timeout: Duration,
-    /// `None` when the system DNS configuration cannot be read; SRV lookups then find nothing.
-    dns: Option<hickory_resolver::TokioResolver>,
+    /// `None` when the system DNS configuration cannot be read; SRV lookups then find nothing
+    /// and addresses come from `getaddrinfo`.
+    dns: Option<Arc<hickory_resolver::TokioResolver>>,
 }
 
 impl SystemLookup {
     pub fn new(config: &FederationConfig) -> SystemLookup {
         let dns = hickory_resolver::TokioResolver::builder_tokio().and_then(|b| b.build());
         let dns = match dns {
-            Ok(dns) => Some(dns),
+            Ok(dns) => Some(Arc::new(dns)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the system DNS configuration; SRV records will not be used");
                 None
@@ -314,15 +317,12 @@ impl SystemLookup {
 #[async_trait]
 impl Lookup for SystemLookup {
     async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        let addrs = tokio::net::lookup_host((host, 0))
+        lookup_ips(self.dns.as_deref(), host)
             .await
-            .map_err(|e| ResolveError::Dns {
+            .map_err(|reason| ResolveError::Dns {
                 name: host.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-        ips.dedup();
-        Ok(ips)
+                reason,
+            })
     }
 
     async fn srv(&self, name: &str) -> Result<Vec<SrvRecord>, ResolveError> {
@@ -369,7 +369,10 @@ impl Lookup for SystemLookup {
             .danger_accept_invalid_certs(
                 <&ServerName>::try_from(host).is_ok_and(|n| listed(&self.trusted_self_signed, n)),
             )
-            .dns_resolver(Arc::new(GuardedDns { allow_private }))
+            .dns_resolver(Arc::new(GuardedDns {
+                allow_private,
+                dns: self.dns.clone(),
+            }))
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 let literal = attempt.url().host_str().and_then(|h| {
                     h.trim_start_matches('[')
@@ -421,19 +424,49 @@ impl Lookup for SystemLookup {
     }
 }
 
+/// The addresses of `host`: through hickory when the system DNS configuration was read, else
+/// through `getaddrinfo` (on the blocking pool).
+async fn lookup_ips(
+    dns: Option<&hickory_resolver::TokioResolver>,
+    host: &str,
+) -> Result<Vec<IpAddr>, String> {
+    let mut ips: Vec<IpAddr> = match dns {
+        Some(dns) => {
+            // Fully qualified, so that search domains are not tried (as for SRV).
+            let fqdn = format!("{}.", host.trim_end_matches('.'));
+            dns.lookup_ip(fqdn.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .collect()
+        }
+        None => tokio::net::lookup_host((host, 0))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    ips.dedup();
+    Ok(ips)
+}
+
 /// DNS for `.well-known` fetches (which may follow redirects): drops non-public addresses.
 struct GuardedDns {
     allow_private: bool,
+    dns: Option<Arc<hickory_resolver::TokioResolver>>,
 }
 
 impl reqwest::dns::Resolve for GuardedDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let allow_private = self.allow_private;
+        let dns = self.dns.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let addrs: Vec<SocketAddr> = lookup_ips(dns.as_deref(), &host)
                 .await?
-                .filter(|a| allow_private || is_public(a.ip()))
+                .into_iter()
+                .filter(|ip| allow_private || is_public(*ip))
+                .map(|ip| SocketAddr::new(ip, 0))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!("{host} has no public address").into());
@@ -618,5 +651,18 @@ mod tests {
                 "{server}: {e}"
             );
         }
+    }
+
+    /// Addresses come from hickory (no blocking-pool `getaddrinfo`), which reads `/etc/hosts`.
+    #[tokio::test]
+    async fn localhost_resolves_through_the_hosts_file() {
+        let lookup = SystemLookup::new(&FederationConfig::default());
+        assert!(
+            lookup.dns.is_some(),
+            "the system DNS configuration is readable"
+        );
+        let ips = lookup.ips("localhost").await.expect("localhost resolves");
+        assert!(ips.iter().all(|ip| ip.is_loopback()), "{ips:?}");
+        assert!(!ips.is_empty());
     }
 }

@@ -3,6 +3,7 @@
 use ruma::{OwnedServerName, RoomVersionId};
 
 use crate::ratelimit::RateLimits;
+use crate::resources::ResourceLimits;
 use crate::voip::TurnConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +33,8 @@ pub struct ServiceConfig {
     pub rate_limits: RateLimits,
     /// The TURN server handed to VoIP clients.
     pub turn: TurnConfig,
+    /// Bounds on fan-out and cached rooms.
+    pub resources: ResourceLimits,
 }
 
 impl ServiceConfig {
@@ -46,6 +49,7 @@ impl ServiceConfig {
             max_typing_timeout_ms: 120_000,
             rate_limits: RateLimits::default(),
             turn: TurnConfig::default(),
+            resources: ResourceLimits::default(),
         }
     }
 }

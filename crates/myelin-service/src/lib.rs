@@ -15,6 +15,7 @@ pub mod format;
 pub mod openid;
 pub mod push_rules;
 pub mod ratelimit;
+pub mod resources;
 pub mod rooms;
 pub mod sync;
 mod token;
@@ -34,6 +35,7 @@ pub use config::{RegistrationMode, ServiceConfig};
 pub use error::{ServiceError, ServiceResult};
 pub use myelin_federation::FederationConfig;
 pub use ratelimit::{Rate, RateAction, RateLimits};
+pub use resources::ResourceLimits;
 pub use voip::TurnConfig;
 
 /// The server context: every use case hangs off this, shared as an `Arc`.
@@ -91,13 +93,14 @@ impl Services {
         ));
         let typing = ephemeral::Typing::new(clock.now_ms());
         let rate_limiter = ratelimit::RateLimiter::new(config.rate_limits.clone());
+        let rooms = rooms::RoomCache::new(config.resources.room_cache_capacity);
         Arc::new_cyclic(|this| Services {
             config,
             storage,
             notifier: Notifier::new(),
             key,
             clock,
-            rooms: rooms::RoomCache::default(),
+            rooms,
             uia: uia::UiaSessions::default(),
             openid: openid::OpenIdTokens::default(),
             typing,

@@ -170,9 +170,9 @@ impl Services {
             to_device: to_device_pos,
         };
         let since_pos = since.map(|s| s.pos);
-        let changed_devices = match since_pos {
-            Some(since) => self.key_changes(user_id, since, pos).await?,
-            None => Vec::new(),
+        let device_lists = match since_pos {
+            Some(since) => self.device_list_changes(user_id, since, pos).await?,
+            None => Default::default(),
         };
         let memberships = self.storage.memberships_of_user(user_id).await?;
         let memberships: Vec<_> = memberships
@@ -292,6 +292,8 @@ impl Services {
         }
 
         let presence: Vec<Value> = if filter.presence.allows("m.presence") {
+            // Rooms without news are not in `join`, yet their members' presence changes count.
+            presence_users.extend(self.users_sharing_rooms(user_id).await?);
             let users: Vec<_> = presence_users.into_iter().collect();
             self.storage
                 .presence_since(&users, since_pos.unwrap_or(StreamPos::ZERO))
@@ -314,7 +316,8 @@ impl Services {
             && presence.is_empty()
             && global_data.is_empty()
             && to_device.is_empty()
-            && changed_devices.is_empty();
+            && device_lists.changed.is_empty()
+            && device_lists.left.is_empty();
         let device = authed.device_id.as_str();
         let response = json!({
             "next_batch": next.to_string(),
@@ -322,7 +325,7 @@ impl Services {
             "presence": { "events": presence },
             "account_data": { "events": global_data },
             "to_device": { "events": to_device },
-            "device_lists": { "changed": changed_devices, "left": [] },
+            "device_lists": { "changed": device_lists.changed, "left": device_lists.left },
             "device_one_time_keys_count": self.one_time_key_counts(authed).await?,
             "device_unused_fallback_key_types":
                 self.storage.unused_fallback_key_types(user_id, device).await?,

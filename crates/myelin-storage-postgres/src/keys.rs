@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::{
     ClaimedKey, CrossSigningKeyRecord, CrossSigningKind, DeviceKeysRecord, KeyClaim, KeyStore,
-    QueuedToDevice, StorageResult, ToDeviceMessage,
+    QueuedToDevice, StorageResult, ToDeviceMessage, ToDeviceTxn,
 };
 use ruma::{OwnedUserId, UserId};
 
-use crate::convert::{corrupt, get, limit, parse_id, text_list, to_u64};
+use crate::convert::{corrupt, get, limit, now_ms, parse_id, text_list, to_u64};
 use crate::persist::take_position;
 use crate::pool::Conn;
 use crate::PgStore;
@@ -298,24 +298,49 @@ impl KeyStore for PgStore {
         let mut conn = self.db.write().await?;
         let result = async {
             let pos = take_position(&mut conn).await?;
-            for m in messages {
-                conn.execute(
-                    "INSERT INTO to_device_messages
-                         (stream_pos, recipient, device_id, sender, event_type, content_json)
-                     SELECT $1, $2, $3, $4, $5, $6
-                     WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)",
+            insert_to_device(&mut conn, pos, messages).await?;
+            Ok(pos)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn queue_to_device_once(
+        &self,
+        txn: &ToDeviceTxn,
+        local: &[ToDeviceMessage],
+        remote: &[(String, String)],
+    ) -> StorageResult<bool> {
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let recorded = conn
+                .execute(
+                    "INSERT INTO to_device_txns (user_id, device_id, event_type, txn_id)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     &[
-                        &pos.0,
-                        &m.recipient.as_str(),
-                        &m.device_id.as_str(),
-                        &m.sender.as_str(),
-                        &m.event_type,
-                        &m.content_json,
+                        &txn.user_id.as_str(),
+                        &txn.device_id.as_str(),
+                        &txn.event_type,
+                        &txn.txn_id,
                     ],
                 )
                 .await?;
+            if recorded == 0 {
+                return Ok(false);
             }
-            Ok(pos)
+            if !local.is_empty() {
+                let pos = take_position(&mut conn).await?;
+                insert_to_device(&mut conn, pos, local).await?;
+            }
+            let now = now_ms();
+            for (destination, edu) in remote {
+                conn.execute(
+                    "INSERT INTO federation_outbox (destination, edu, created_ms) VALUES ($1, $2, $3)",
+                    &[destination, edu, &now],
+                )
+                .await?;
+            }
+            Ok(true)
         }
         .await;
         conn.finish(result).await
@@ -407,4 +432,30 @@ impl PgStore {
         .await;
         conn.finish(result).await
     }
+}
+
+/// Queues to-device messages at `pos`; those for devices that do not exist are dropped.
+async fn insert_to_device(
+    conn: &mut Conn,
+    pos: StreamPos,
+    messages: &[ToDeviceMessage],
+) -> StorageResult<()> {
+    for m in messages {
+        conn.execute(
+            "INSERT INTO to_device_messages
+                 (stream_pos, recipient, device_id, sender, event_type, content_json)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = $2 AND device_id = $3)",
+            &[
+                &pos.0,
+                &m.recipient.as_str(),
+                &m.device_id.as_str(),
+                &m.sender.as_str(),
+                &m.event_type,
+                &m.content_json,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }

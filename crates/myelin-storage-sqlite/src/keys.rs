@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::{
     ClaimedKey, CrossSigningKeyRecord, CrossSigningKind, DeviceKeysRecord, KeyClaim, KeyStore,
-    QueuedToDevice, StorageResult, ToDeviceMessage,
+    QueuedToDevice, StorageResult, ToDeviceMessage, ToDeviceTxn,
 };
 use ruma::{OwnedUserId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::convert::{corrupt, json_list, limit, parse_id, to_u64, Db};
+use crate::convert::{corrupt, json_list, limit, now_ms, parse_id, to_u64, Db};
 use crate::pool::Positions;
 use crate::SqliteStore;
 
@@ -364,27 +364,50 @@ impl KeyStore for SqliteStore {
         self.db
             .write(move |tx, positions| {
                 let pos = positions.take(tx)?;
-                let mut insert = tx
+                insert_to_device(tx, pos, &messages)?;
+                Ok(pos)
+            })
+            .await
+    }
+
+    async fn queue_to_device_once(
+        &self,
+        txn: &ToDeviceTxn,
+        local: &[ToDeviceMessage],
+        remote: &[(String, String)],
+    ) -> StorageResult<bool> {
+        let (txn, local, remote) = (txn.clone(), local.to_vec(), remote.to_vec());
+        self.db
+            .write(move |tx, positions| {
+                let recorded = tx
                     .prepare_cached(
-                        "INSERT INTO to_device_messages
-                             (stream_pos, recipient, device_id, sender, event_type, content_json)
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6
-                         WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = ?2 AND device_id = ?3)",
+                        "INSERT INTO to_device_txns (user_id, device_id, event_type, txn_id)
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![
+                        txn.user_id.as_str(),
+                        txn.device_id.as_str(),
+                        txn.event_type,
+                        txn.txn_id
+                    ])
+                    .db()?;
+                if recorded == 0 {
+                    return Ok(false);
+                }
+                if !local.is_empty() {
+                    insert_to_device(tx, positions.take(tx)?, &local)?;
+                }
+                let mut outbox = tx
+                    .prepare_cached(
+                        "INSERT INTO federation_outbox (destination, edu, created_ms) VALUES (?1, ?2, ?3)",
                     )
                     .db()?;
-                for m in &messages {
-                    insert
-                        .execute(params![
-                            pos.0,
-                            m.recipient.as_str(),
-                            m.device_id.as_str(),
-                            m.sender.as_str(),
-                            m.event_type,
-                            m.content_json
-                        ])
-                        .db()?;
+                let now = now_ms();
+                for (destination, edu) in &remote {
+                    outbox.execute(params![destination, edu, now]).db()?;
                 }
-                Ok(pos)
+                Ok(true)
             })
             .await
     }
@@ -494,4 +517,33 @@ impl SqliteStore {
             })
             .await
     }
+}
+
+/// Queues to-device messages at `pos`; those for devices that do not exist are dropped.
+fn insert_to_device(
+    tx: &Transaction<'_>,
+    pos: StreamPos,
+    messages: &[ToDeviceMessage],
+) -> StorageResult<()> {
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO to_device_messages
+                 (stream_pos, recipient, device_id, sender, event_type, content_json)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE EXISTS (SELECT 1 FROM devices WHERE user_id = ?2 AND device_id = ?3)",
+        )
+        .db()?;
+    for m in messages {
+        insert
+            .execute(params![
+                pos.0,
+                m.recipient.as_str(),
+                m.device_id.as_str(),
+                m.sender.as_str(),
+                m.event_type,
+                m.content_json
+            ])
+            .db()?;
+    }
+    Ok(())
 }

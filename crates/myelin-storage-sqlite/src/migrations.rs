@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_e2ee_keys.sql"),
     include_str!("../migrations/0006_event_timestamps.sql"),
     include_str!("../migrations/0007_membership_joined_pos.sql"),
+    include_str!("../migrations/0008_to_device_txns.sql"),
 ];
 
 /// The schema version this build writes.

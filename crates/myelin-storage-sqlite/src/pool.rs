@@ -1,6 +1,7 @@
 //! Connections: the single writer thread (group commit: concurrent writes share one `BEGIN
-//! IMMEDIATE` transaction, each in its own savepoint; stream position allocation) and the pool of
-//! reader connections, used from `spawn_blocking`.
+//! IMMEDIATE` transaction, each in its own savepoint; stream position allocation) and the reader
+//! threads, each owning one read connection. Reads never run on tokio's blocking pool, so work
+//! that fills that pool (DNS lookups, password hashing) cannot delay them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -10,12 +11,12 @@ use std::time::Duration;
 use myelin_core::StreamPos;
 use myelin_storage::{StorageError, StorageResult};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::convert::Db as _;
 use crate::migrations;
 
-/// Reader connections kept open (and the most used at once).
+/// Reader threads, each with its own connection (and so the most reads run at once).
 const READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -24,8 +25,9 @@ pub(crate) struct Db {
     /// Jobs for the writer thread, which owns the only write connection.
     writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
-    read_permits: Arc<Semaphore>,
+    /// Jobs for the reader threads, which take them in turn from one queue.
+    reads: Mutex<Option<mpsc::Sender<ReadJob>>>,
+    reader_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The last committed stream position; only the writer thread changes it, after a commit.
     pos: Arc<AtomicI64>,
 }
@@ -86,6 +88,21 @@ impl Db {
         let readers = (0..READERS)
             .map(|_| open_reader(path))
             .collect::<StorageResult<Vec<_>>>()?;
+        let (reads, read_queue) = mpsc::channel::<ReadJob>();
+        let read_queue = Arc::new(Mutex::new(read_queue));
+        let reader_threads = readers
+            .into_iter()
+            .enumerate()
+            .map(|(i, conn)| {
+                let queue = read_queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("myelin-sqlite-reader-{i}"))
+                    .spawn(move || reader_loop(conn, &queue))
+                    .map_err(|e| {
+                        StorageError::Backend(format!("cannot start a reader thread: {e}"))
+                    })
+            })
+            .collect::<StorageResult<Vec<_>>>()?;
         let pos = Arc::new(AtomicI64::new(pos));
         let (jobs, queue) = mpsc::channel();
         let thread_pos = pos.clone();
@@ -97,8 +114,8 @@ impl Db {
             path: path.to_owned(),
             writer: Mutex::new(Some(jobs)),
             writer_thread: Mutex::new(Some(writer_thread)),
-            readers: Mutex::new(readers),
-            read_permits: Arc::new(Semaphore::new(READERS)),
+            reads: Mutex::new(Some(reads)),
+            reader_threads: Mutex::new(reader_threads),
             pos,
         })
     }
@@ -144,51 +161,58 @@ impl Db {
             .map_err(|_| StorageError::Backend("the writer thread stopped".into()))?
     }
 
-    /// Runs `f` in one read transaction (a consistent snapshot) on a reader connection.
+    /// Runs `f` in one read transaction (a consistent snapshot) on a reader thread.
     pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StorageResult<T> + Send + 'static,
     {
-        let permit = self
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StorageError::Backend("reader pool closed".into()))?;
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut conn = db.take_reader()?;
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn: &mut Connection| {
             let out = (|| {
                 let tx = conn.transaction().db()?;
                 let out = f(&tx)?;
                 tx.finish().db()?;
                 Ok(out)
             })();
-            db.put_reader(conn);
-            out
-        })
-        .await
-        .map_err(|e| StorageError::Backend(format!("read task failed: {e}")))?
-    }
-
-    fn take_reader(&self) -> StorageResult<Connection> {
-        let pooled = self
-            .readers
-            .lock()
-            .map_err(|_| StorageError::Backend("reader pool poisoned".into()))?
-            .pop();
-        match pooled {
-            Some(conn) => Ok(conn),
-            // Only after a reader was lost to a panic: replace it.
-            None => open_reader(&self.path),
+            // The caller may have gone away (request cancelled).
+            let _ = reply.send(out);
+        });
+        {
+            let reads = self
+                .reads
+                .lock()
+                .map_err(|_| StorageError::Backend("reader queue poisoned".into()))?;
+            let jobs = reads
+                .as_ref()
+                .ok_or_else(|| StorageError::Backend("the database is closed".into()))?;
+            jobs.send(job)
+                .map_err(|_| StorageError::Backend("the reader threads stopped".into()))?;
         }
+        answer
+            .await
+            .map_err(|_| StorageError::Backend("a read failed without an answer".into()))?
     }
+}
 
-    fn put_reader(&self, conn: Connection) {
-        if let Ok(mut readers) = self.readers.lock() {
-            readers.push(conn);
+/// A read for a reader thread: runs on that thread's connection and answers its caller.
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A reader thread: takes the next read from the shared queue until the queue closes. A read
+/// that panics is answered with an error (its reply is dropped) and the thread goes on, its
+/// transaction rolled back by the unwinding.
+fn reader_loop(mut conn: Connection, queue: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        let job = {
+            let Ok(queue) = queue.lock() else { return };
+            match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let run = std::panic::AssertUnwindSafe(|| job(&mut conn));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!("a database read panicked");
         }
     }
 }
@@ -196,6 +220,14 @@ impl Db {
 impl Drop for Db {
     /// Lets the writer finish its queue, commit and close its connection.
     fn drop(&mut self) {
+        if let Ok(mut reads) = self.reads.lock() {
+            reads.take();
+        }
+        if let Ok(mut threads) = self.reader_threads.lock() {
+            for thread in threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
         if let Ok(mut writer) = self.writer.lock() {
             writer.take();
         }
@@ -320,4 +352,41 @@ fn open_reader(path: &Path) -> StorageResult<Connection> {
     configure(&conn)?;
     conn.pragma_update(None, "query_only", "ON").db()?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read needs no thread of tokio's blocking pool: with that pool's only thread taken by
+    /// a task that waits for the read, the read still completes.
+    #[test]
+    fn reads_do_not_wait_for_the_blocking_pool() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(Db::open(&dir.path().join("test.db")).expect("open"));
+        runtime.block_on(async {
+            let (release, wait) = mpsc::channel::<()>();
+            let blocker = tokio::task::spawn_blocking(move || {
+                let _ = wait.recv();
+            });
+            let read = db.read(|conn| {
+                conn.query_row("SELECT 41 + 1", [], |row| row.get::<_, i64>(0))
+                    .db()
+            });
+            // A guard against hanging, not a timing assertion.
+            let answer = tokio::time::timeout(Duration::from_secs(30), read)
+                .await
+                .expect("the read did not queue behind the blocking pool")
+                .expect("read");
+            assert_eq!(answer, 42);
+            release.send(()).expect("release the blocker");
+            blocker.await.expect("blocker");
+        });
+    }
 }

@@ -61,6 +61,7 @@ macro_rules! storage_conformance_tests {
             cross_signing_keys_per_user_and_kind,
             device_list_changes_share_the_stream,
             to_device_batches_and_late_devices,
+            to_device_transactions_run_once,
             deleting_devices_removes_their_keys,
         );
         $crate::storage_conformance_tests!(@by_arc $make;

@@ -255,6 +255,11 @@ pub const TABLES: &[Table] = &[
         key: &["seq"],
     },
     Table {
+        name: "to_device_txns",
+        columns: &["user_id", "device_id", "event_type", "txn_id"],
+        key: &["user_id", "device_id", "event_type", "txn_id"],
+    },
+    Table {
         name: "room_directory",
         columns: &["room_id", "published_ms"],
         key: &["room_id"],

@@ -91,6 +91,16 @@ pub struct ToDeviceMessage {
     pub content_json: String,
 }
 
+/// A client's `PUT /sendToDevice/{event_type}/{txn_id}` from one of its devices: the key that
+/// makes a retried request a no-op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToDeviceTxn {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub event_type: String,
+    pub txn_id: String,
+}
+
 /// A queued to-device message with its stream position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedToDevice {
@@ -172,6 +182,17 @@ pub trait KeyStore {
     /// Queues to-device messages (all at one new stream position, in one transaction); returns
     /// that position. Messages for devices that do not exist are dropped.
     async fn queue_to_device(&self, messages: &[ToDeviceMessage]) -> StorageResult<StreamPos>;
+    /// A client's `sendToDevice` request, once per [`ToDeviceTxn`], in one transaction: records
+    /// the transaction, queues `local` messages (at one new stream position, as
+    /// [`KeyStore::queue_to_device`]) and each `(destination, EDU JSON)` of `remote` in the
+    /// federation outbox. Returns `false`, queueing nothing, when the transaction was already
+    /// recorded.
+    async fn queue_to_device_once(
+        &self,
+        txn: &ToDeviceTxn,
+        local: &[ToDeviceMessage],
+        remote: &[(String, String)],
+    ) -> StorageResult<bool>;
     /// The device's queued messages with positions in `(after, up_to]`, oldest first, at most
     /// `limit`.
     async fn to_device_messages(

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 pub use myelin_service::FederationConfig;
-pub use myelin_service::{Rate, RegistrationMode};
+pub use myelin_service::{Rate, RegistrationMode, ResourceLimits};
 use myelin_service::{RateLimits, ServiceConfig, TurnConfig};
 
 /// The prefix of every configuration environment variable.
@@ -62,6 +62,8 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Connection limits and trusted reverse proxies of the HTTP(S) listeners.
     pub http: HttpConfig,
+    /// Bounds on fan-out to other servers and on rooms cached in memory.
+    pub resources: ResourceLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +295,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             turn: TurnConfig::default(),
             http: HttpConfig::default(),
+            resources: ResourceLimits::default(),
         }
     }
 }
@@ -527,6 +530,12 @@ impl Config {
                 ));
             }
         }
+        if self.resources.max_servers_per_request == 0 {
+            problems.push("resources.max_servers_per_request must be greater than 0".to_owned());
+        }
+        if self.resources.room_cache_capacity == 0 {
+            problems.push("resources.room_cache_capacity must be greater than 0".to_owned());
+        }
         problems.extend(self.federation.problems());
         problems.extend(self.tls.problems(&self.listen));
         problems.extend(self.http.problems());
@@ -572,6 +581,7 @@ impl Config {
         sc.max_typing_timeout_ms = self.limits.max_typing_timeout_ms;
         sc.rate_limits = self.rate_limits.clone();
         sc.turn = self.turn.clone();
+        sc.resources = self.resources.clone();
         sc
     }
 

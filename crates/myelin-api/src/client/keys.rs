@@ -63,10 +63,10 @@ async fn query(
 /// POST /_matrix/client/v3/keys/claim.
 async fn claim(
     State(state): State<SharedState>,
-    Auth(_authed): Auth,
+    Auth(authed): Auth,
     JsonBody(body): JsonBody<ClaimRequest>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(state.services.claim_keys(body).await?))
+    Ok(Json(state.services.claim_keys(&authed, body).await?))
 }
 
 #[derive(Deserialize)]
@@ -87,11 +87,13 @@ async fn changes(
             .ok_or_else(|| ApiError::invalid_param(format!("Invalid {name} token")))
     };
     let (from, to) = (token(&params.from, "from")?, token(&params.to, "to")?);
-    let changed = state
+    let changes = state
         .services
-        .key_changes(&authed.user_id, from, to)
+        .device_list_changes(&authed.user_id, from, to)
         .await?;
-    Ok(Json(json!({ "changed": changed, "left": [] })))
+    Ok(Json(
+        json!({ "changed": changes.changed, "left": changes.left }),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,14 @@ use myelin_core::StreamPos;
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::json;
 
-use crate::{ServiceResult, Services};
+use crate::{ServiceError, ServiceResult, Services};
+
+/// The `device_lists` of a `/sync` or `/keys/changes` answer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeviceListChanges {
+    pub changed: Vec<OwnedUserId>,
+    pub left: Vec<OwnedUserId>,
+}
 
 impl Services {
     /// Everyone who shares a joined room with `user_id`, the user included.
@@ -98,22 +105,90 @@ impl Services {
         Ok(())
     }
 
-    /// Users sharing a room with `user_id` whose device lists changed in `(since, up_to]`:
-    /// `/sync`'s `device_lists.changed` and `GET /keys/changes`.
-    pub async fn key_changes(
+    /// `device_lists` of `/sync` and `GET /keys/changes` for `(since, up_to]`: users sharing a
+    /// room whose devices changed or who came to share one, and users who shared a room then but
+    /// share none now (the client stops tracking their devices).
+    pub async fn device_list_changes(
         &self,
         user_id: &UserId,
         since: StreamPos,
         up_to: StreamPos,
-    ) -> ServiceResult<Vec<OwnedUserId>> {
-        let changed = self.storage.device_list_changes(since, up_to).await?;
-        if changed.is_empty() {
-            return Ok(changed);
-        }
+    ) -> ServiceResult<DeviceListChanges> {
         let sharing = self.users_sharing_rooms(user_id).await?;
-        Ok(changed
+        let mut changed: BTreeSet<OwnedUserId> = self
+            .storage
+            .device_list_changes(since, up_to)
+            .await?
             .into_iter()
             .filter(|u| sharing.contains(u))
-            .collect())
+            .collect();
+        let (came, went) = self.membership_moves(user_id, since, up_to).await?;
+        changed.extend(came.into_iter().filter(|u| sharing.contains(u)));
+        let left: BTreeSet<OwnedUserId> =
+            went.into_iter().filter(|u| !sharing.contains(u)).collect();
+        changed.remove(user_id);
+        Ok(DeviceListChanges {
+            changed: changed.into_iter().collect(),
+            left: left.into_iter().collect(),
+        })
+    }
+
+    /// Users whose sharing of a room with `user_id` may have begun (`came`) or ended (`went`) in
+    /// `(since, up_to]`: members who joined or left one of the user's rooms then, and every member
+    /// of a room the user joined or left then. Read from the rooms' current state, whose entries
+    /// carry their stream positions.
+    async fn membership_moves(
+        &self,
+        user_id: &UserId,
+        since: StreamPos,
+        up_to: StreamPos,
+    ) -> ServiceResult<(HashSet<OwnedUserId>, HashSet<OwnedUserId>)> {
+        let in_range = |pos: StreamPos| pos > since && pos <= up_to;
+        let (mut came, mut went) = (HashSet::new(), HashSet::new());
+        for m in self.storage.memberships_of_user(user_id).await? {
+            let joined = m.membership == "join";
+            let own_move = in_range(m.stream_pos);
+            let left_now = own_move && matches!(m.membership.as_str(), "leave" | "ban");
+            // A room left before `since` (or only invited to, knocked on) changes nothing here.
+            if !joined && !left_now {
+                continue;
+            }
+            // Rooms only seen from outside (a rejected invite, a withdrawn knock) have no state
+            // here, and no members shared.
+            let state = match self.room_state(&m.room_id).await {
+                Ok(state) => state,
+                Err(ServiceError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if own_move {
+                let members = state.members_with(&["join"]);
+                if joined {
+                    came.extend(members)
+                } else {
+                    went.extend(members)
+                }
+            }
+            for entry in state.entries() {
+                if entry.pdu.kind.to_string() != "m.room.member" || !in_range(entry.pos) {
+                    continue;
+                }
+                let Some(member) = entry
+                    .pdu
+                    .state_key
+                    .as_deref()
+                    .and_then(|k| OwnedUserId::try_from(k).ok())
+                else {
+                    continue;
+                };
+                match entry.pdu.content_value()["membership"].as_str() {
+                    Some("join") => came.insert(member),
+                    Some("leave" | "ban") => went.insert(member),
+                    _ => false,
+                };
+            }
+        }
+        came.remove(user_id);
+        went.remove(user_id);
+        Ok((came, went))
     }
 }

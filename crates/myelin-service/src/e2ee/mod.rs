@@ -6,6 +6,7 @@
 
 mod cross_signing;
 mod device_lists;
+mod fan_out;
 mod federation;
 mod query;
 pub mod to_device;
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
 
 pub use cross_signing::SigningKeysUpload;
+pub use device_lists::DeviceListChanges;
 pub use query::{ClaimRequest, KeysQuery};
 
 /// The body of `POST /keys/upload`.

@@ -87,9 +87,11 @@ impl Services {
     pub async fn query_keys(&self, authed: &Authed, query: KeysQuery) -> ServiceResult<Value> {
         let timeout = remote_timeout(query.timeout);
         let (local, remote) = by_server(self.server_name(), query.device_keys);
+        let remote = self.reachable_only(&authed.user_id, remote).await?;
         let mut answer = self.local_keys_answer(local, Some(&authed.user_id)).await?;
-        answer["failures"] = json!({});
+        answer["failures"] = remote.failures;
         let bodies = remote
+            .servers
             .into_iter()
             .map(|(server, users)| (server, json!({ "device_keys": users })));
         let answers = self
@@ -165,14 +167,16 @@ impl Services {
     }
 
     /// `POST /keys/claim`.
-    pub async fn claim_keys(&self, request: ClaimRequest) -> ServiceResult<Value> {
+    pub async fn claim_keys(&self, authed: &Authed, request: ClaimRequest) -> ServiceResult<Value> {
         let timeout = remote_timeout(request.timeout);
         let (local, remote) = by_server(self.server_name(), request.one_time_keys);
+        let remote = self.reachable_only(&authed.user_id, remote).await?;
         let mut answer = json!({
             "one_time_keys": self.claim_local_keys(local).await?,
-            "failures": {},
+            "failures": remote.failures,
         });
         let bodies = remote
+            .servers
             .into_iter()
             .map(|(server, users)| (server, json!({ "one_time_keys": users })));
         let answers = self
@@ -221,7 +225,51 @@ impl Services {
     }
 }
 
+/// The remote part of a key request after [`Services::reachable_only`].
+struct Reachable<T> {
+    servers: BTreeMap<OwnedServerName, T>,
+    /// `failures` entries for the servers left out.
+    failures: Value,
+}
+
 impl Services {
+    /// Checks the number of servers a key request names and keeps those sharing a room with the
+    /// requester; the others are answered as failures without being contacted. With federation
+    /// off, every remote server is such a failure.
+    async fn reachable_only<T>(
+        &self,
+        requester: &UserId,
+        remote: BTreeMap<OwnedServerName, T>,
+    ) -> ServiceResult<Reachable<T>> {
+        self.check_server_count(remote.keys().map(|s| &**s))?;
+        let mut failures = json!({});
+        if remote.is_empty() {
+            return Ok(Reachable {
+                servers: remote,
+                failures,
+            });
+        }
+        let sharing = if self.federation.config.enabled {
+            self.servers_sharing_rooms(requester).await?
+        } else {
+            Default::default()
+        };
+        let mut servers = BTreeMap::new();
+        for (server, users) in remote {
+            if sharing.contains(&server) {
+                servers.insert(server, users);
+            } else {
+                let error = if self.federation.config.enabled {
+                    super::fan_out::no_shared_room(&server)
+                } else {
+                    format!("{server} was not contacted: federation is disabled")
+                };
+                failures[server.as_str()] = json!({ "error": error });
+            }
+        }
+        Ok(Reachable { servers, failures })
+    }
+
     /// POSTs each body to its server, all at once, each bounded by `timeout`.
     async fn ask_servers(
         &self,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use myelin_core::StreamPos;
-use myelin_storage::{QueuedToDevice, ToDeviceMessage};
+use myelin_storage::{QueuedToDevice, ToDeviceMessage, ToDeviceTxn};
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
 
@@ -18,7 +18,13 @@ pub type ToDeviceMessages = BTreeMap<OwnedUserId, BTreeMap<String, Value>>;
 
 impl Services {
     /// `PUT /sendToDevice/{eventType}/{txnId}`: local recipients get the messages queued,
-    /// remote ones through one `m.direct_to_device` EDU per server.
+    /// remote ones through one `m.direct_to_device` EDU per server, all in one transaction that
+    /// also records the txnId, so a retried request delivers nothing twice.
+    ///
+    /// Remote recipients on servers that share no room with the sender are dropped (and logged)
+    /// rather than failing the request: the answer has no per-recipient errors, and refusing the
+    /// whole batch would make the client retry it forever, its local and reachable recipients
+    /// never getting theirs. A request naming more servers than configured is refused whole.
     pub async fn send_to_device(
         &self,
         authed: &Authed,
@@ -26,6 +32,7 @@ impl Services {
         txn_id: &str,
         messages: ToDeviceMessages,
     ) -> ServiceResult<()> {
+        self.check_server_count(messages.keys().map(|u| u.server_name()))?;
         let own = self.server_name().to_owned();
         let mut remote: BTreeMap<OwnedServerName, ToDeviceMessages> = BTreeMap::new();
         let mut local = ToDeviceMessages::new();
@@ -39,13 +46,53 @@ impl Services {
                     .insert(user, devices);
             }
         }
-        self.deliver_to_device(&authed.user_id, event_type, local)
+        let queued = self
+            .expand_to_device(&authed.user_id, event_type, &local)
             .await?;
-        if !self.federation.config.enabled {
+        let edus = self
+            .direct_to_device_edus(authed, event_type, txn_id, remote)
+            .await?;
+        let txn = ToDeviceTxn {
+            user_id: authed.user_id.clone(),
+            device_id: authed.device_id.clone(),
+            event_type: event_type.to_owned(),
+            txn_id: txn_id.to_owned(),
+        };
+        if !self
+            .storage
+            .queue_to_device_once(&txn, &queued, &edus)
+            .await?
+        {
             return Ok(());
         }
+        if !queued.is_empty() {
+            self.notifier.notify(local.keys().map(|u| &**u));
+        }
+        let destinations: Vec<String> = edus.into_iter().map(|(server, _)| server).collect();
+        self.wake_senders(&destinations);
+        Ok(())
+    }
+
+    /// One `(destination, EDU JSON)` per remote server that may hear from the sender.
+    async fn direct_to_device_edus(
+        &self,
+        authed: &Authed,
+        event_type: &str,
+        txn_id: &str,
+        remote: BTreeMap<OwnedServerName, ToDeviceMessages>,
+    ) -> ServiceResult<Vec<(String, String)>> {
+        if remote.is_empty() || !self.federation.config.enabled {
+            return Ok(Vec::new());
+        }
+        let sharing = self.servers_sharing_rooms(&authed.user_id).await?;
+        let mut edus = Vec::new();
         for (server, messages) in remote {
-            if self.is_blocked_server(server.as_str()) {
+            if !sharing.contains(&server) {
+                tracing::info!(
+                    sender = %authed.user_id,
+                    %server,
+                    "dropping to-device messages for a server that shares no room with the sender"
+                );
                 continue;
             }
             // The message ID lets the receiver drop a retried EDU; the sender's device and
@@ -56,10 +103,10 @@ impl Services {
                 "message_id": format!("{}/{}", authed.device_id, txn_id),
                 "messages": messages,
             });
-            self.queue_edu_for([server], "m.direct_to_device", content)
-                .await?;
+            let edu = json!({ "edu_type": "m.direct_to_device", "content": content });
+            edus.push((server.to_string(), edu.to_string()));
         }
-        Ok(())
+        Ok(edus)
     }
 
     /// Queues messages for local users (`*` meaning every device) and wakes their `/sync`.
@@ -69,8 +116,24 @@ impl Services {
         event_type: &str,
         messages: ToDeviceMessages,
     ) -> ServiceResult<()> {
+        let queued = self.expand_to_device(sender, event_type, &messages).await?;
+        if queued.is_empty() {
+            return Ok(());
+        }
+        self.storage.queue_to_device(&queued).await?;
+        self.notifier.notify(messages.keys().map(|u| &**u));
+        Ok(())
+    }
+
+    /// One message per recipient device, `*` expanded to every device of the user.
+    async fn expand_to_device(
+        &self,
+        sender: &UserId,
+        event_type: &str,
+        messages: &ToDeviceMessages,
+    ) -> ServiceResult<Vec<ToDeviceMessage>> {
         let mut queued = Vec::new();
-        for (recipient, devices) in &messages {
+        for (recipient, devices) in messages {
             for (device, content) in devices {
                 if !content.is_object() {
                     return Err(ServiceError::BadJson(
@@ -98,12 +161,7 @@ impl Services {
                 }
             }
         }
-        if queued.is_empty() {
-            return Ok(());
-        }
-        self.storage.queue_to_device(&queued).await?;
-        self.notifier.notify(messages.keys().map(|u| &**u));
-        Ok(())
+        Ok(queued)
     }
 
     /// The to-device part of a `/sync`: drops what the client acknowledged (everything up to

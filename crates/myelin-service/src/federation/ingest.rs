@@ -443,14 +443,20 @@ impl Services {
             },
         };
         let destinations = event.destinations.clone();
+        let redaction = event.redaction.clone();
         let persisted = self.storage.persist_event(event).await?;
         self.wake_senders(&destinations);
         let new_state = if simple {
-            Arc::new((*current).clone().with_event(
+            let mut next = (*current).clone().with_event(
                 pdu.clone(),
                 persisted.stream_pos,
                 persisted.state_snapshot,
-            ))
+            );
+            // Storage now holds the redacted form of the target; so must current state.
+            if let Some((target, redacted)) = redaction {
+                next = next.with_redacted(&target, redacted);
+            }
+            Arc::new(next)
         } else {
             Arc::new(RoomState::load(self.storage.as_ref(), &room_id).await?)
         };

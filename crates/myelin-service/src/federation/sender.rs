@@ -21,10 +21,11 @@ use crate::{rooms::RoomState, ServiceResult, Services};
 pub const MAX_PDUS_PER_TXN: usize = 50;
 /// EDUs per outgoing transaction (the spec's limit).
 pub const MAX_EDUS_PER_TXN: usize = 100;
-/// How long an idle worker waits before checking whether the server still runs.
+/// How long a worker with an empty queue waits for new rows before it ends (the next row
+/// starts a new one), so that idle destinations cost no task.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
-/// The per-destination workers, started on first use.
+/// The per-destination workers, started on first use and ended once idle.
 pub(crate) struct Senders {
     workers: Mutex<HashMap<String, Arc<Worker>>>,
     /// Workers hold a weak reference to the server so that they stop with it.
@@ -115,10 +116,15 @@ impl Services {
         if destinations.is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
+        let mut workers = self
+            .senders
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Woken under the lock, so that an idle worker deciding to end (under the same lock)
+        // either sees this wake-up or is already gone and a new worker starts.
         for destination in destinations {
-            self.worker(destination, &self.senders.services)
-                .wake
-                .notify_one();
+            self.worker(&mut workers, destination).wake.notify_one();
         }
     }
 
@@ -134,12 +140,7 @@ impl Services {
         }
     }
 
-    fn worker(&self, destination: &str, services: &Weak<Services>) -> Arc<Worker> {
-        let mut workers = self
-            .senders
-            .workers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    fn worker(&self, workers: &mut HashMap<String, Arc<Worker>>, destination: &str) -> Arc<Worker> {
         if let Some(worker) = workers.get(destination) {
             return worker.clone();
         }
@@ -148,8 +149,33 @@ impl Services {
         let Ok(server) = OwnedServerName::try_from(destination) else {
             return worker;
         };
-        tokio::spawn(run_worker(services.clone(), server, worker.clone()));
+        tokio::spawn(run_worker(
+            self.senders.services.clone(),
+            server,
+            worker.clone(),
+        ));
         worker
+    }
+
+    /// Ends an idle worker unless it was woken meanwhile; `true` when it should stop.
+    fn retire_if_idle(&self, destination: &ServerName, worker: &Arc<Worker>) -> bool {
+        use futures_util::FutureExt as _;
+        let mut workers = self
+            .senders
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // A wake-up stored since the queue was last found empty means new rows.
+        if worker.wake.notified().now_or_never().is_some() {
+            return false;
+        }
+        if workers
+            .get(destination.as_str())
+            .is_some_and(|w| Arc::ptr_eq(w, worker))
+        {
+            workers.remove(destination.as_str());
+        }
+        true
     }
 
     /// Sends the pending transaction, or one of newly queued rows; `Ok(false)` when there is
@@ -301,9 +327,15 @@ async fn run_worker(services: Weak<Services>, destination: OwnedServerName, work
             Ok(false) => {
                 failures = 0;
                 failing_since = None;
-                tokio::select! {
-                    _ = worker.wake.notified() => {}
-                    _ = tokio::time::sleep(IDLE_CHECK) => {}
+                let idle = tokio::select! {
+                    _ = worker.wake.notified() => false,
+                    _ = tokio::time::sleep(IDLE_CHECK) => true,
+                };
+                if idle {
+                    let Some(s) = services.upgrade() else { return };
+                    if s.retire_if_idle(&destination, &worker) {
+                        return;
+                    }
                 }
             }
             Err(delay_ms) => {

@@ -2,6 +2,7 @@
 //! event takes (build → authorise → persist in one transaction → publish → notify).
 
 mod aliases;
+mod cache;
 mod create;
 mod directory;
 mod hierarchy;
@@ -17,10 +18,7 @@ pub(crate) mod visibility;
 
 pub use txn::client_txn_id;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
-};
+use std::sync::Arc;
 
 use myelin_core::{Pdu, StreamPos};
 use myelin_room::{
@@ -36,26 +34,7 @@ pub use state::{RoomState, StateEntry};
 
 use crate::{ServiceError, ServiceResult, Services};
 
-/// One room's write lock and published current state.
-#[derive(Default)]
-pub(crate) struct RoomSlot {
-    /// Serialises event creation in the room: prev_events and depth come from the state it guards.
-    pub(crate) write: tokio::sync::Mutex<()>,
-    current: RwLock<Option<Arc<RoomState>>>,
-}
-
-/// Current state of the rooms this process has touched.
-#[derive(Default)]
-pub(crate) struct RoomCache {
-    slots: Mutex<HashMap<OwnedRoomId, Arc<RoomSlot>>>,
-}
-
-impl RoomCache {
-    pub(crate) fn slot(&self, room_id: &RoomId) -> Arc<RoomSlot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.entry(room_id.to_owned()).or_default().clone()
-    }
-}
+pub(crate) use cache::{RoomCache, RoomSlot};
 
 /// A new event to append to a room.
 pub(crate) struct Append {
@@ -68,6 +47,12 @@ pub(crate) struct Append {
 }
 
 impl Services {
+    /// How many rooms' current state is cached in memory (at most
+    /// `resources.room_cache_capacity`, and only rooms that exist).
+    pub fn room_cache_len(&self) -> usize {
+        self.rooms.cached_len()
+    }
+
     /// The room's current state, loaded from storage on first use.
     pub async fn room_state(&self, room_id: &RoomId) -> ServiceResult<Arc<RoomState>> {
         let slot = self.rooms.slot(room_id);
@@ -88,6 +73,7 @@ impl Services {
         }
         let state = Arc::new(RoomState::load(self.storage.as_ref(), room_id).await?);
         *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+        self.rooms.keep(room_id);
         Ok(state)
     }
 
@@ -209,7 +195,7 @@ impl Services {
         let mut events = Vec::with_capacity(batch.len());
         for (event, done) in batch.into_iter().zip(persisted) {
             let pdu = Arc::new(event.pdu);
-            final_state = Some(match final_state {
+            let mut next = match final_state {
                 Some(current) => {
                     current.with_event(pdu.clone(), done.stream_pos, done.state_snapshot)
                 }
@@ -218,7 +204,12 @@ impl Services {
                     done.stream_pos,
                     done.state_snapshot,
                 ),
-            });
+            };
+            // Storage now holds the redacted form of the target; so must current state.
+            if let Some((target, redacted)) = event.redaction {
+                next = next.with_redacted(&target, redacted);
+            }
+            final_state = Some(next);
             events.push((pdu, done.stream_pos));
         }
         let final_state =
@@ -323,7 +314,9 @@ impl Services {
                 }
             }
         }
+        let room_id = state.room_id.clone();
         *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
+        self.rooms.keep(&room_id);
         self.notifier.notify(users.iter().map(|u| &**u));
     }
 

@@ -119,6 +119,23 @@ impl RoomState {
         self
     }
 
+    /// The state after `target` was redacted (its redacted JSON stored): a current state event
+    /// keeps its place but loses the content the redaction algorithm strips.
+    pub fn with_redacted(
+        mut self,
+        target: &EventId,
+        redacted: Box<serde_json::value::RawValue>,
+    ) -> RoomState {
+        let Some(entry) = self.state.values_mut().find(|e| e.pdu.event_id == target) else {
+            return self;
+        };
+        match Pdu::from_json(target.to_owned(), redacted) {
+            Ok(pdu) => entry.pdu = Arc::new(pdu),
+            Err(e) => tracing::warn!(%target, error = %e, "the redacted event does not parse"),
+        }
+        self
+    }
+
     pub fn get(&self, kind: &str, state_key: &str) -> Option<&StateEntry> {
         self.state.get(&(kind.to_owned(), state_key.to_owned()))
     }

@@ -4,7 +4,7 @@
 use ruma::OwnedUserId;
 
 use super::{device, new_user, session, user};
-use crate::{CrossSigningKind, KeyClaim, Storage, StorageResult, ToDeviceMessage};
+use crate::{CrossSigningKind, KeyClaim, Storage, StorageResult, ToDeviceMessage, ToDeviceTxn};
 use myelin_core::StreamPos;
 
 async fn user_with_devices(store: &dyn Storage, user_id: &str, devices: &[&str]) {
@@ -406,4 +406,57 @@ pub async fn to_device_messages(store: &dyn Storage) {
     assert!(numbers(store, &alice, "DEV2", start, p3, 10)
         .await
         .is_empty());
+}
+
+/// `sendToDevice` is recorded once per device, event type and txnId: a retry queues nothing, not
+/// even its EDUs for other servers; another txnId, event type or device is a new request.
+pub async fn to_device_transactions_run_once(store: &dyn Storage) {
+    user_with_devices(store, "@alice:localhost", &["DEV1"]).await;
+    user_with_devices(store, "@bob:localhost", &["PHONE"]).await;
+    let (alice, bob) = (user("@alice:localhost"), user("@bob:localhost"));
+    let txn = |device_id: &str, event_type: &str, txn_id: &str| ToDeviceTxn {
+        user_id: bob.clone(),
+        device_id: device(device_id),
+        event_type: event_type.to_owned(),
+        txn_id: txn_id.to_owned(),
+    };
+    let start = store.current_stream_pos().await.unwrap();
+    let remote = [(
+        "remote.example".to_owned(),
+        r#"{"edu_type":"m.direct_to_device"}"#.to_owned(),
+    )];
+    let local = [message("@alice:localhost", "DEV1", 1)];
+    assert!(store
+        .queue_to_device_once(&txn("PHONE", "m.test", "t1"), &local, &remote)
+        .await
+        .unwrap());
+    assert!(!store
+        .queue_to_device_once(&txn("PHONE", "m.test", "t1"), &local, &remote)
+        .await
+        .unwrap());
+    let now = store.current_stream_pos().await.unwrap();
+    assert_eq!(
+        numbers(store, &alice, "DEV1", start, now, 10).await.len(),
+        1
+    );
+    let queued = store.outbox_peek("remote.example", 50, 100).await.unwrap();
+    assert_eq!(queued.len(), 1);
+
+    for other in [txn("PHONE", "m.test", "t2"), txn("PHONE", "m.other", "t1")] {
+        assert!(store
+            .queue_to_device_once(&other, &local, &[])
+            .await
+            .unwrap());
+    }
+    let now = store.current_stream_pos().await.unwrap();
+    assert_eq!(
+        numbers(store, &alice, "DEV1", start, now, 10).await.len(),
+        3
+    );
+    // A request with nothing to deliver locally takes no stream position.
+    assert!(store
+        .queue_to_device_once(&txn("PHONE", "m.test", "t3"), &[], &[])
+        .await
+        .unwrap());
+    assert_eq!(store.current_stream_pos().await.unwrap(), now);
 }

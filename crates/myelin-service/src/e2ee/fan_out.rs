@@ -1,0 +1,59 @@
+//! Which other servers a client's to-device messages and key requests may reach.
+//!
+//! One request could otherwise name thousands of invented servers and make us queue, resolve
+//! and contact every one. Two bounds apply: a cap on the distinct servers one request names
+//! (`resources.max_servers_per_request`), and only servers that share a room with the requesting
+//! user are contacted at all; a client has no business with the devices of a server none of its
+//! rooms involves.
+
+use std::collections::BTreeSet;
+
+use ruma::{OwnedServerName, ServerName, UserId};
+
+use crate::{ServiceError, ServiceResult, Services};
+
+impl Services {
+    /// Refuses a request naming more distinct other servers than configured.
+    pub(crate) fn check_server_count<'a>(
+        &self,
+        servers: impl IntoIterator<Item = &'a ServerName>,
+    ) -> ServiceResult<()> {
+        let own = self.server_name();
+        let named: BTreeSet<&ServerName> = servers.into_iter().filter(|s| *s != own).collect();
+        let cap = self.config.resources.max_servers_per_request;
+        if named.len() > cap {
+            return Err(ServiceError::InvalidParam(format!(
+                "The request names users on {} other servers; at most {cap} are allowed in one request",
+                named.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The other servers with a joined or invited member in a room `user_id` is joined to,
+    /// blocked servers left out: the only ones their to-device messages and key requests reach.
+    pub(crate) async fn servers_sharing_rooms(
+        &self,
+        user_id: &UserId,
+    ) -> ServiceResult<BTreeSet<OwnedServerName>> {
+        let own = self.server_name();
+        let mut servers = BTreeSet::new();
+        for room_id in self.joined_rooms(user_id).await? {
+            let state = self.room_state(&room_id).await?;
+            servers.extend(
+                state
+                    .members_with(&["join", "invite"])
+                    .iter()
+                    .map(|u| u.server_name())
+                    .filter(|s| *s != own && !self.is_blocked_server(s.as_str()))
+                    .map(ToOwned::to_owned),
+            );
+        }
+        Ok(servers)
+    }
+}
+
+/// The `failures` entry of a server that shares no room with the requesting user.
+pub(crate) fn no_shared_room(server: &ServerName) -> String {
+    format!("{server} was not contacted: it shares no room with you")
+}
