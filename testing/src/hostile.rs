@@ -113,6 +113,9 @@ struct Shared {
     log: Mutex<Vec<Recorded>>,
     /// Woken at every recorded request.
     arrived: Notify,
+    /// While true, the fetches a receiving server makes about the room's DAG
+    /// (`get_missing_events`, `/state`, `/state_ids`, `/event_auth`) are held unanswered.
+    fetches_held: tokio::sync::watch::Sender<bool>,
     keys: Value,
     name: String,
 }
@@ -183,6 +186,7 @@ impl HostileServer {
             behaviour: Mutex::new(Behaviour::default()),
             log: Mutex::new(Vec::new()),
             arrived: Notify::new(),
+            fetches_held: tokio::sync::watch::Sender::new(false),
             keys: serde_json::to_value(keys).expect("keys JSON"),
             name: name.to_string(),
         });
@@ -236,6 +240,18 @@ impl HostileServer {
     /// Answers the next `count` `/send` transactions with a 500.
     pub fn fail_sends(&self, count: usize) {
         self.behaviour().failing_sends = count;
+    }
+
+    /// Holds every fetch about the room's DAG (`get_missing_events`, `/state`, `/state_ids`,
+    /// `/event_auth`) unanswered until [`HostileServer::release_fetches`]: a server as slow as
+    /// it may be.
+    pub fn hold_fetches(&self) {
+        self.shared.fetches_held.send_replace(true);
+    }
+
+    /// Answers the held fetches (404) and those to come.
+    pub fn release_fetches(&self) {
+        self.shared.fetches_held.send_replace(false);
     }
 
     /// Answers `send_join` (v2) so from now on.
@@ -461,6 +477,19 @@ async fn answer(
     }
     if path == "/_matrix/federation/v1/version" {
         return json(AxumStatus::OK, json!({ "server": { "name": "hostile" } }));
+    }
+    let dag_fetch = [
+        "/_matrix/federation/v1/get_missing_events/",
+        "/_matrix/federation/v1/state/",
+        "/_matrix/federation/v1/state_ids/",
+        "/_matrix/federation/v1/event_auth/",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix));
+    if dag_fetch {
+        let mut held = shared.fetches_held.subscribe();
+        // Ends when released, or when the server stops (the sender is gone).
+        let _ = held.wait_for(|held| !*held).await;
     }
     let mut behaviour = shared.behaviour.lock().expect("behaviour lock");
     for membership in ["join", "knock", "leave"] {

@@ -835,3 +835,87 @@ async fn a_resident_server_that_changes_our_join_or_mixes_in_another_room_is_cau
     );
     a.stop().await;
 }
+
+/// A member server whose event needs fetches (an unknown prev event) and that never answers
+/// them holds no one up: the fetches happen before the room's write lock is taken, so a local
+/// send into the same room goes through while they are still unanswered. (Were the lock held
+/// across them, the send would wait until our request to the hostile server timed out, and by
+/// then its transaction would have been answered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_member_server_never_holds_the_room_lock() {
+    let a = TestServer::start_federating().await;
+    let hostile = HostileServer::start().await;
+    let alice = register(&a, "alice").await;
+    let room = create_room(&a, &alice, "public_chat").await;
+    hostile.join(&a, &room, "mallory").await;
+    let ids = room_ids(&a, &alice, &room).await;
+    let mallory = hostile.user("mallory");
+    let id = |kind: &str, key: &str| ids.0[&(kind.to_owned(), key.to_owned())].clone();
+    let (message_id, message) = hostile.sign_pdu(json!({
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": mallory,
+        "content": { "msgtype": "m.text", "body": "after a gap" },
+        "prev_events": ["$an-event-we-never-saw"],
+        "auth_events": [
+            id("m.room.create", ""),
+            id("m.room.power_levels", ""),
+            id("m.room.member", &mallory),
+        ],
+        "depth": 100,
+        "origin": hostile.server_name(),
+        "origin_server_ts": now_ms(),
+    }));
+
+    let results = {
+        hostile.hold_fetches();
+        let (a_ref, hostile_ref) = (&a, &hostile);
+        let transaction = async move {
+            hostile_ref
+                .send_transaction(a_ref, "gap-1", vec![message])
+                .await
+        };
+        tokio::pin!(transaction);
+        // Drive the transaction until Myelin asks the hostile server about the gap.
+        let asked = async {
+            hostile
+                .wait_for("get_missing_events", WAIT, |log| {
+                    log.iter()
+                        .any(|r| {
+                            r.path
+                                .starts_with("/_matrix/federation/v1/get_missing_events/")
+                        })
+                        .then_some(())
+                })
+                .await
+        };
+        tokio::select! {
+            _ = asked => {}
+            answer = &mut transaction => panic!("the transaction ended before any fetch: {answer}"),
+        }
+        // The fetch is held: a local send into the same room must not wait for it.
+        let sent = a
+            .send_message(
+                alice.token().unwrap(),
+                &room,
+                "during",
+                "sent during the fetch",
+            )
+            .await;
+        assert!(sent.starts_with('$'));
+        let still_held = futures_util::FutureExt::now_or_never(&mut transaction).is_none();
+        assert!(
+            still_held,
+            "the local send had to wait for the hostile server's fetch to end"
+        );
+        // Released, the transaction ends; the gap stays open (the hostile server answers nothing
+        // useful), so its event is refused without the state before it.
+        hostile.release_fetches();
+        transaction.await
+    };
+    assert!(
+        results[&message_id]["error"].is_string(),
+        "an event after an unbridged gap is not accepted: {results}"
+    );
+    a.stop().await;
+}
