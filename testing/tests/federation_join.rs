@@ -440,3 +440,87 @@ async fn knocking_on_a_remote_room() {
     let sync = b.sync(ellen.token().expect("token"), None, 0).await;
     assert!(sync["rooms"]["knock"].get(&room_id).is_none(), "{sync}");
 }
+
+/// A redaction received over federation redacts the state event it targets in the room's
+/// current state too, not only in storage: the topic bob (on B) set and then redacted reads as
+/// redacted on A right away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_redaction_of_state_redacts_current_state() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let bob_token = bob.token().expect("token");
+    let room_id = b
+        .create_room(bob_token, &json!({ "preset": "public_chat" }))
+        .await;
+    let (status, body) = a
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room_id),
+                enc(b.loopback_server_name())
+            ),
+            alice.token(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "join: {body}");
+    let room = |rest: &str| format!("/_matrix/client/v3/rooms/{}/{rest}", enc(&room_id));
+    let (status, body) = b
+        .put(
+            &room("state/m.room.topic/"),
+            Some(bob_token),
+            &json!({ "topic": "a secret topic" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "topic: {body}");
+    let topic_id = body["event_id"].as_str().expect("event_id").to_owned();
+    sync_until(&a, &alice, "the topic on A", |sync| {
+        timeline(sync, &room_id)
+            .iter()
+            .any(|e| e["event_id"] == topic_id.as_str())
+    })
+    .await;
+    let (status, body) = b
+        .put(
+            &room(&format!("redact/{}/r1", enc(&topic_id))),
+            Some(bob_token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "redact: {body}");
+    let redaction_id = body["event_id"].as_str().expect("event_id").to_owned();
+    sync_until(&a, &alice, "the redaction on A", |sync| {
+        timeline(sync, &room_id)
+            .iter()
+            .any(|e| e["event_id"] == redaction_id.as_str())
+    })
+    .await;
+    let (status, topic) = a.get(&room("state/m.room.topic/"), alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{topic}");
+    assert_eq!(
+        topic,
+        json!({}),
+        "A's current state holds the redacted topic"
+    );
+    let (_, state) = a.get(&room("state"), alice.token()).await;
+    assert!(
+        !state.to_string().contains("a secret topic"),
+        "the redacted topic is gone from A's /state: {state}"
+    );
+    // The summary is read from the in-memory current state.
+    let (status, summary) = a
+        .get(
+            &format!("/_matrix/client/v1/room_summary/{}", enc(&room_id)),
+            alice.token(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{summary}");
+    assert!(
+        summary.get("topic").is_none_or(Value::is_null),
+        "the redacted topic is gone from A's room summary: {summary}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -70,18 +70,7 @@ impl Services {
         let mut found: BTreeMap<OwnedUserId, DirectoryUser> = BTreeMap::new();
         for room_id in self.joined_rooms(searcher).await? {
             let state = self.room_state(&room_id).await?;
-            for entry in state
-                .entries()
-                .filter(|e| e.pdu.kind.to_string() == "m.room.member")
-            {
-                let Some(user_id) = entry
-                    .pdu
-                    .state_key
-                    .as_deref()
-                    .and_then(|k| OwnedUserId::try_from(k).ok())
-                else {
-                    continue;
-                };
+            for (user_id, entry) in state.member_entries() {
                 if found.contains_key(&user_id) {
                     continue;
                 }

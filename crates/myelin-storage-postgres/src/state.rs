@@ -16,6 +16,20 @@ use crate::pool::Conn;
 /// The longest chain of delta snapshots behind a full one.
 pub const MAX_DELTA_DEPTH: i64 = 50;
 
+/// The rows `chain (id, base, level)` of snapshot `$1`'s delta chain, nearest first (`level` 0),
+/// at most `$2` deep; a query goes on with a `SELECT` over `chain`.
+macro_rules! snapshot_chain {
+    () => {
+        "WITH RECURSIVE chain (id, base, level) AS (
+             SELECT snapshot_id, base_id, 0::BIGINT FROM state_snapshots WHERE snapshot_id = $1
+             UNION ALL
+             SELECT s.snapshot_id, s.base_id, chain.level + 1
+             FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
+             WHERE chain.level < $2::BIGINT
+         )"
+    };
+}
+
 /// Stores `base` (or empty) with `changes` applied as a new snapshot of `room_id`.
 pub(crate) async fn create_snapshot(
     conn: &mut Conn,
@@ -88,14 +102,10 @@ pub(crate) async fn create_snapshot(
 pub(crate) async fn load_state(conn: &mut Conn, snapshot: SnapshotId) -> StorageResult<StateMap> {
     let chain = conn
         .query(
-            "WITH RECURSIVE chain (id, base, level) AS (
-                 SELECT snapshot_id, base_id, 0::BIGINT FROM state_snapshots WHERE snapshot_id = $1
-                 UNION ALL
-                 SELECT s.snapshot_id, s.base_id, chain.level + 1
-                 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
-                 WHERE chain.level < $2::BIGINT
-             )
-             SELECT id, base FROM chain ORDER BY level DESC",
+            concat!(
+                snapshot_chain!(),
+                " SELECT id, base FROM chain ORDER BY level DESC"
+            ),
             &[&snapshot, &(MAX_DELTA_DEPTH + 1)],
         )
         .await?;
@@ -297,18 +307,13 @@ pub(crate) async fn load_entries(
     for (kind, state_key) in keys {
         let row = conn
             .query_opt(
-                "WITH RECURSIVE chain (id, base, level) AS (
-                     SELECT snapshot_id, base_id, 0::BIGINT FROM state_snapshots
-                     WHERE snapshot_id = $1
-                     UNION ALL
-                     SELECT s.snapshot_id, s.base_id, chain.level + 1
-                     FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
-                     WHERE chain.level < $2::BIGINT
-                 )
-                 SELECT e.event_id FROM chain
-                 JOIN state_snapshot_entries e
-                   ON e.snapshot_id = chain.id AND e.type = $3 AND e.state_key = $4
-                 ORDER BY chain.level LIMIT 1",
+                concat!(
+                    snapshot_chain!(),
+                    " SELECT e.event_id FROM chain
+                      JOIN state_snapshot_entries e
+                        ON e.snapshot_id = chain.id AND e.type = $3 AND e.state_key = $4
+                      ORDER BY chain.level LIMIT 1"
+                ),
                 &[&snapshot, &(MAX_DELTA_DEPTH + 1), kind, state_key],
             )
             .await?;

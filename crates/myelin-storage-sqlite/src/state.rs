@@ -15,6 +15,20 @@ use crate::convert::{corrupt, parse_id, Db};
 /// The longest chain of delta snapshots behind a full one.
 pub const MAX_DELTA_DEPTH: i64 = 50;
 
+/// The rows `chain (id, base, level)` of snapshot `?1`'s delta chain, nearest first (`level` 0),
+/// at most `?2` deep; a query goes on with a `SELECT` over `chain`.
+macro_rules! snapshot_chain {
+    () => {
+        "WITH RECURSIVE chain (id, base, level) AS (
+             SELECT snapshot_id, base_id, 0 FROM state_snapshots WHERE snapshot_id = ?1
+             UNION ALL
+             SELECT s.snapshot_id, s.base_id, chain.level + 1
+             FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
+             WHERE chain.level < ?2
+         )"
+    };
+}
+
 /// Stores `base` (or empty) with `changes` applied as a new snapshot of `room_id`.
 pub(crate) fn create_snapshot(
     tx: &Transaction<'_>,
@@ -87,16 +101,10 @@ pub(crate) fn create_snapshot(
 /// The full state of a snapshot; an error if the snapshot does not exist.
 pub(crate) fn load_state(conn: &Connection, snapshot: SnapshotId) -> StorageResult<StateMap> {
     let chain = conn
-        .prepare_cached(
-            "WITH RECURSIVE chain (id, base, level) AS (
-                 SELECT snapshot_id, base_id, 0 FROM state_snapshots WHERE snapshot_id = ?1
-                 UNION ALL
-                 SELECT s.snapshot_id, s.base_id, chain.level + 1
-                 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
-                 WHERE chain.level < ?2
-             )
-             SELECT id, base FROM chain ORDER BY level DESC",
-        )
+        .prepare_cached(concat!(
+            snapshot_chain!(),
+            " SELECT id, base FROM chain ORDER BY level DESC"
+        ))
         .db()?
         .query_map(rusqlite::params![snapshot, MAX_DELTA_DEPTH + 1], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
@@ -269,19 +277,13 @@ pub(crate) fn load_entries(
     keys: &[StateKey],
 ) -> StorageResult<StateMap> {
     let mut lookup = conn
-        .prepare_cached(
-            "WITH RECURSIVE chain (id, base, level) AS (
-                 SELECT snapshot_id, base_id, 0 FROM state_snapshots WHERE snapshot_id = ?1
-                 UNION ALL
-                 SELECT s.snapshot_id, s.base_id, chain.level + 1
-                 FROM state_snapshots s JOIN chain ON s.snapshot_id = chain.base
-                 WHERE chain.level < ?2
-             )
-             SELECT e.event_id FROM chain
-             JOIN state_snapshot_entries e
-               ON e.snapshot_id = chain.id AND e.type = ?3 AND e.state_key = ?4
-             ORDER BY chain.level LIMIT 1",
-        )
+        .prepare_cached(concat!(
+            snapshot_chain!(),
+            " SELECT e.event_id FROM chain
+                  JOIN state_snapshot_entries e
+                    ON e.snapshot_id = chain.id AND e.type = ?3 AND e.state_key = ?4
+                  ORDER BY chain.level LIMIT 1"
+        ))
         .db()?;
     let mut found = StateMap::new();
     for (kind, state_key) in keys {

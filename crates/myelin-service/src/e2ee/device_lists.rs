@@ -168,18 +168,10 @@ impl Services {
                     went.extend(members)
                 }
             }
-            for entry in state.entries() {
-                if entry.pdu.kind.to_string() != "m.room.member" || !in_range(entry.pos) {
+            for (member, entry) in state.member_entries() {
+                if !in_range(entry.pos) {
                     continue;
                 }
-                let Some(member) = entry
-                    .pdu
-                    .state_key
-                    .as_deref()
-                    .and_then(|k| OwnedUserId::try_from(k).ok())
-                else {
-                    continue;
-                };
                 match entry.pdu.content_value()["membership"].as_str() {
                     Some("join") => came.insert(member),
                     Some("leave" | "ban") => went.insert(member),

@@ -164,6 +164,14 @@ impl RoomState {
             .map(str::to_owned)
     }
 
+    /// Every `m.room.member` entry with a valid user ID as state key, with that user.
+    pub fn member_entries(&self) -> impl Iterator<Item = (OwnedUserId, &StateEntry)> {
+        self.state
+            .iter()
+            .filter(|((kind, _), _)| kind == "m.room.member")
+            .filter_map(|((_, key), e)| Some((OwnedUserId::try_from(key.as_str()).ok()?, e)))
+    }
+
     /// Users whose membership is one of `memberships`.
     pub fn members_with(&self, memberships: &[&str]) -> Vec<OwnedUserId> {
         self.state
