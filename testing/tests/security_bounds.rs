@@ -623,3 +623,54 @@ async fn concurrent_writes_with_a_one_room_cache_all_land() {
         assert_eq!(bodies, expected, "{page}");
     }
 }
+
+/// The per-request cap cannot be repeated without end: each user has a budget of servers named
+/// over time, and a request that would overdraw it is refused with 429 whole.
+#[tokio::test]
+async fn servers_named_over_time_are_budgeted_per_user() {
+    let server = TestServer::start_federating_with(|c| {
+        c.rate_limits.remote_fan_out = myelin::config::Rate {
+            per_minute: 1,
+            burst: 6,
+        };
+    })
+    .await;
+    let alice = server.register("alice", PW).await;
+    let carol = server.register("carol", PW).await;
+    let naming = |from: usize| -> Value {
+        Value::Object(
+            (from..from + 4)
+                .map(|i| (format!("@u:s{i}.invalid"), json!({ "*": { "n": i } })))
+                .collect(),
+        )
+    };
+    let (status, body) = send_to_device(&server, &alice, "b1", naming(0)).await;
+    assert_eq!(status, StatusCode::OK, "4 of 6: {body}");
+    let (status, body) = send_to_device(&server, &alice, "b2", naming(4)).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "4 more of 2 left: {body}"
+    );
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED", "{body}");
+    assert!(body["retry_after_ms"].as_u64().is_some(), "{body}");
+    // Key queries draw on the same budget; local users cost nothing; others have their own.
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(token(&alice)),
+            &json!({ "device_keys": { "@u:s9.invalid": [], "@u:s10.invalid": [], "@u:s11.invalid": [] } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let (status, body) = server
+        .post(
+            "/_matrix/client/v3/keys/query",
+            Some(token(&alice)),
+            &json!({ "device_keys": { carol.user_id.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a local query: {body}");
+    let (status, body) = send_to_device(&server, &carol, "c1", naming(0)).await;
+    assert_eq!(status, StatusCode::OK, "carol's own budget: {body}");
+}

@@ -28,6 +28,10 @@ pub enum RateAction {
     /// `/user/keys/query`, `/user/keys/claim`; keyed by its name): each answer reads every
     /// device of the users named, and a claim spends one-time keys.
     FederationKeyQuery,
+    /// Other servers a user's to-device messages and key requests reach (keyed by user): a
+    /// request costs one token per server it names, so the per-request cap cannot be repeated
+    /// without end.
+    RemoteFanOut,
 }
 
 /// One budget: `burst` requests at once, refilled at `per_minute`.
@@ -50,6 +54,7 @@ pub struct RateLimits {
     pub failed_password: Rate,
     pub registration_token_validity: Rate,
     pub federation_key_query: Rate,
+    pub remote_fan_out: Rate,
 }
 
 impl Default for RateLimits {
@@ -88,6 +93,11 @@ impl Default for RateLimits {
                 per_minute: 300,
                 burst: 50,
             },
+            // A whole request at the per-request cap (250 servers) fits the burst several times.
+            remote_fan_out: Rate {
+                per_minute: 1_000,
+                burst: 1_000,
+            },
         }
     }
 }
@@ -102,6 +112,7 @@ impl RateLimits {
             RateAction::FailedPassword => self.failed_password,
             RateAction::TokenValidity => self.registration_token_validity,
             RateAction::FederationKeyQuery => self.federation_key_query,
+            RateAction::RemoteFanOut => self.remote_fan_out,
         }
     }
 }
@@ -132,16 +143,29 @@ impl RateLimiter {
 
     /// Takes one token from `key`'s bucket for `action`, or says how long to wait for one.
     pub fn check(&self, action: RateAction, key: &str, now_ms: u64) -> Result<(), u64> {
-        self.update(action, key, now_ms, true)
+        self.update(action, key, now_ms, 1.0)
+    }
+
+    /// Takes `cost` tokens at once (all or none), or says how long to wait for them. A cost above
+    /// the burst can never be paid.
+    pub fn check_cost(
+        &self,
+        action: RateAction,
+        key: &str,
+        now_ms: u64,
+        cost: u32,
+    ) -> Result<(), u64> {
+        self.update(action, key, now_ms, f64::from(cost))
     }
 
     /// Whether `key`'s bucket for `action` holds a token, without taking it (or how long to wait
     /// for one). For budgets spent only by failures: look first, [`RateLimiter::check`] on failure.
     pub fn peek(&self, action: RateAction, key: &str, now_ms: u64) -> Result<(), u64> {
-        self.update(action, key, now_ms, false)
+        self.update(action, key, now_ms, 0.0)
     }
 
-    fn update(&self, action: RateAction, key: &str, now_ms: u64, take: bool) -> Result<(), u64> {
+    /// Takes `cost` tokens if the bucket holds them (and at least one).
+    fn update(&self, action: RateAction, key: &str, now_ms: u64, cost: f64) -> Result<(), u64> {
         if !self.limits.enabled {
             return Ok(());
         }
@@ -164,9 +188,10 @@ impl RateLimiter {
             updated_ms: now_ms,
         });
         let tokens = refill(*bucket, now_ms, per_ms, burst);
-        if tokens >= 1.0 {
+        let needed = cost.max(1.0);
+        if tokens >= needed {
             *bucket = Bucket {
-                tokens: if take { tokens - 1.0 } else { tokens },
+                tokens: tokens - cost,
                 updated_ms: now_ms,
             };
             return Ok(());
@@ -179,7 +204,7 @@ impl RateLimiter {
             return Err(60_000);
         }
         // Round up so that a client retrying after exactly this long succeeds.
-        Err(((1.0 - tokens) / per_ms).ceil() as u64)
+        Err(((needed - tokens) / per_ms).ceil() as u64)
     }
 }
 
@@ -229,6 +254,7 @@ mod tests {
             failed_password: rate,
             registration_token_validity: rate,
             federation_key_query: rate,
+            remote_fan_out: rate,
         })
     }
 
@@ -273,6 +299,26 @@ mod tests {
         assert_eq!(l.check(RateAction::FailedPassword, "@a:x", 0), Ok(()));
         assert_eq!(l.peek(RateAction::FailedPassword, "@a:x", 0), Err(1_000));
         assert_eq!(l.peek(RateAction::FailedPassword, "@a:x", 1_000), Ok(()));
+    }
+
+    #[test]
+    fn a_cost_is_taken_whole_or_not_at_all() {
+        let l = limiter(60, 10); // one token per second
+        assert_eq!(l.check_cost(RateAction::RemoteFanOut, "@a:x", 0, 7), Ok(()));
+        // 3 left: a cost of 4 waits one second, and takes nothing meanwhile.
+        assert_eq!(
+            l.check_cost(RateAction::RemoteFanOut, "@a:x", 0, 4),
+            Err(1_000)
+        );
+        assert_eq!(l.check_cost(RateAction::RemoteFanOut, "@a:x", 0, 3), Ok(()));
+        assert_eq!(
+            l.check_cost(RateAction::RemoteFanOut, "@a:x", 1_000, 1),
+            Ok(())
+        );
+        // More than the burst is never possible.
+        assert!(l
+            .check_cost(RateAction::RemoteFanOut, "@b:x", 0, 11)
+            .is_err());
     }
 
     #[test]

@@ -1,21 +1,24 @@
 //! Which other servers a client's to-device messages and key requests may reach.
 //!
 //! One request could otherwise name thousands of invented servers and make us queue, resolve
-//! and contact every one. Two bounds apply: a cap on the distinct servers one request names
-//! (`resources.max_servers_per_request`), and only servers that share a room with the requesting
-//! user are contacted at all; a client has no business with the devices of a server none of its
-//! rooms involves.
+//! and contact every one. Three bounds apply: a cap on the distinct servers one request names
+//! (`resources.max_servers_per_request`), a budget per user of servers named over time
+//! (`rate_limits.remote_fan_out`), and only servers that share a room with the requesting user
+//! are contacted at all; a client has no business with the devices of a server none of its rooms
+//! involves.
 
 use std::collections::BTreeSet;
 
 use ruma::{OwnedServerName, ServerName, UserId};
 
-use crate::{ServiceError, ServiceResult, Services};
+use crate::{RateAction, ServiceError, ServiceResult, Services};
 
 impl Services {
-    /// Refuses a request naming more distinct other servers than configured.
-    pub(crate) fn check_server_count<'a>(
+    /// Refuses a request of `user_id` naming more distinct other servers than configured, and
+    /// spends one token of their fan-out budget per server it names (429 when it is used up).
+    pub(crate) fn check_fan_out<'a>(
         &self,
+        user_id: &UserId,
         servers: impl IntoIterator<Item = &'a ServerName>,
     ) -> ServiceResult<()> {
         let own = self.server_name();
@@ -27,7 +30,18 @@ impl Services {
                 named.len()
             )));
         }
-        Ok(())
+        if named.is_empty() {
+            return Ok(());
+        }
+        let cost = u32::try_from(named.len()).unwrap_or(u32::MAX);
+        self.rate_limiter
+            .check_cost(
+                RateAction::RemoteFanOut,
+                user_id.as_str(),
+                self.now_ms(),
+                cost,
+            )
+            .map_err(|retry_after_ms| ServiceError::LimitExceeded { retry_after_ms })
     }
 
     /// The other servers with a joined or invited member in a room `user_id` is joined to,

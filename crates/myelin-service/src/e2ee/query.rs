@@ -241,7 +241,7 @@ impl Services {
         requester: &UserId,
         remote: BTreeMap<OwnedServerName, T>,
     ) -> ServiceResult<Reachable<T>> {
-        self.check_server_count(remote.keys().map(|s| &**s))?;
+        self.check_fan_out(requester, remote.keys().map(|s| &**s))?;
         let mut failures = json!({});
         if remote.is_empty() {
             return Ok(Reachable {

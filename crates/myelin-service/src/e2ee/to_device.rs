@@ -32,7 +32,7 @@ impl Services {
         txn_id: &str,
         messages: ToDeviceMessages,
     ) -> ServiceResult<()> {
-        self.check_server_count(messages.keys().map(|u| u.server_name()))?;
+        self.check_fan_out(&authed.user_id, messages.keys().map(|u| u.server_name()))?;
         let own = self.server_name().to_owned();
         let mut remote: BTreeMap<OwnedServerName, ToDeviceMessages> = BTreeMap::new();
         let mut local = ToDeviceMessages::new();
