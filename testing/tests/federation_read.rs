@@ -1124,6 +1124,62 @@ async fn a_flooding_server_is_rate_limited() {
     b.stop().await;
 }
 
+/// Questions about our users' devices and keys have a smaller budget per server than other
+/// requests, and one question may name at most 1,000 users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_queries_are_budgeted_per_server() {
+    let a = TestServer::start_federating_with(|c| {
+        c.rate_limits.federation_key_query = myelin::config::Rate {
+            per_minute: 1,
+            burst: 3,
+        };
+    })
+    .await;
+    let b = TestServer::start_federating().await;
+    let remote = Remote::new(&a, &b).await;
+    let alice = a.register("alice", "hunter2-hunter2").await;
+    let query = json!({ "device_keys": { alice.user_id.clone(): [] } });
+    let uri = "/_matrix/federation/v1/user/keys/query";
+    for _ in 0..3 {
+        let (status, body) = remote.send("POST", uri, Some(&query), true).await;
+        assert_eq!(status, StatusCode::OK, "within the burst: {body}");
+        assert!(body["device_keys"][&alice.user_id].is_object(), "{body}");
+    }
+    let (status, body) = remote.send("POST", uri, Some(&query), true).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED", "{body}");
+    let devices = format!(
+        "/_matrix/federation/v1/user/devices/{}",
+        enc(&alice.user_id)
+    );
+    let (status, body) = remote.get(&devices).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same budget: {body}"
+    );
+    // Other requests have their own budget.
+    let (status, body) = remote
+        .get("/_matrix/federation/v1/query/profile?user_id=%40alice%3Aexample.org")
+        .await;
+    assert_ne!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    a.stop().await;
+
+    // A query naming too many users is refused whole.
+    let a = TestServer::start_federating().await;
+    let remote = Remote::new(&a, &b).await;
+    let many: serde_json::Map<String, Value> = (0..1_001)
+        .map(|i| (format!("@u{i}:{}", a.loopback_server_name()), json!([])))
+        .collect();
+    let (status, body) = remote
+        .send("POST", uri, Some(&json!({ "device_keys": many })), true)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errcode"], "M_INVALID_PARAM", "{body}");
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v1_invite_is_co_signed_and_reaches_the_invitee() {
     use myelin_federation::ruma::{signatures, CanonicalJsonObject, RoomVersionId};
