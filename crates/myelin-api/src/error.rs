@@ -17,8 +17,10 @@ pub struct ApiError {
     retry_after_secs: Option<u64>,
 }
 
+/// Every errcode of an error response is named in this file: handlers and extractors use the
+/// constructors below (or return a `ServiceError`), never an errcode string of their own.
 impl ApiError {
-    pub fn new(status: StatusCode, errcode: &str, error: impl std::fmt::Display) -> Self {
+    fn new(status: StatusCode, errcode: &str, error: impl std::fmt::Display) -> Self {
         ApiError {
             status,
             body: json!({ "errcode": errcode, "error": error.to_string() }),
@@ -57,6 +59,55 @@ impl ApiError {
     pub fn forbidden(error: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", error)
     }
+
+    /// 404 `M_NOT_FOUND`: the thing asked for (a profile field, a well-known document) is not
+    /// there.
+    pub fn not_found(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", error)
+    }
+
+    /// 404 `M_UNRECOGNIZED`: an endpoint this server does not implement.
+    pub fn unrecognized_endpoint() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "M_UNRECOGNIZED",
+            "Unrecognized request",
+        )
+    }
+
+    /// 405 `M_UNRECOGNIZED`: a known endpoint called with a method it does not have.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "M_UNRECOGNIZED",
+            "Method not allowed for this endpoint",
+        )
+    }
+
+    /// 400 `M_UNRECOGNIZED`: a kind of request (a login type, a profile field) this server does
+    /// not know.
+    pub fn unrecognized(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", error)
+    }
+
+    /// 400 `M_UNKNOWN`: a request this server does not support, with no more specific errcode.
+    pub fn unsupported(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", error)
+    }
+
+    /// 403 `M_GUEST_ACCESS_FORBIDDEN`.
+    pub fn guest_access_forbidden(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN", error)
+    }
+
+    /// 408 `M_UNKNOWN`: the request body did not arrive in time.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "M_UNKNOWN",
+            "The request body was not received in time",
+        )
+    }
 }
 
 impl From<ServiceError> for ApiError {
@@ -88,12 +139,21 @@ impl From<ServiceError> for ApiError {
             E::UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
             E::UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             E::GuestAccessForbidden(_) => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
-            E::AuthRequired(body) => {
+            E::AuthRequired {
+                challenge,
+                stage_error,
+            } => {
+                let mut body = challenge.clone();
+                // Spec: a failed stage adds the error to the challenge.
+                if let Some(why) = stage_error {
+                    body["errcode"] = json!("M_FORBIDDEN");
+                    body["error"] = json!(why);
+                }
                 return ApiError {
                     status: StatusCode::UNAUTHORIZED,
-                    body: body.clone(),
+                    body,
                     retry_after_secs: None,
-                }
+                };
             }
             E::IncompatibleRoomVersion(version) => {
                 let mut err =
@@ -149,3 +209,24 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The `failures` of `/keys/signatures/upload`: each refused signature as an
+/// `M_INVALID_SIGNATURE` error object.
+pub fn signature_failures(failures: myelin_service::SignatureFailures) -> Value {
+    failures
+        .into_iter()
+        .map(|(user, keys)| {
+            let keys: serde_json::Map<String, Value> = keys
+                .into_iter()
+                .map(|(key, why)| {
+                    (
+                        key,
+                        json!({ "errcode": "M_INVALID_SIGNATURE", "error": why }),
+                    )
+                })
+                .collect();
+            (user, Value::Object(keys))
+        })
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     body::Body,
     extract::{FromRequest, FromRequestParts, Request},
-    http::{header::AUTHORIZATION, request::Parts, StatusCode},
+    http::{header::AUTHORIZATION, request::Parts},
 };
 use myelin_service::accounts::Authed;
 use serde::de::DeserializeOwned;
@@ -103,7 +103,9 @@ fn contains_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+/// Reads at most `limit` bytes of a request body: `M_TOO_LARGE` past it, 408 when the
+/// connection's body deadline passed. Client and federation requests alike.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_big = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
@@ -111,17 +113,9 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
         if too_big {
             ApiError::too_large(format!("Request body is larger than {limit} bytes"))
         } else if timed_out(&e) {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "M_UNKNOWN",
-                "The request body was not received in time",
-            )
+            ApiError::body_timeout()
         } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "M_UNKNOWN",
-                format!("Could not read body: {e}"),
-            )
+            ApiError::unsupported(format!("Could not read body: {e}"))
         }
     })
 }

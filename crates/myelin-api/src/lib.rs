@@ -9,7 +9,7 @@ pub mod federation;
 
 use std::sync::Arc;
 
-use axum::{http::StatusCode, response::IntoResponse, Router};
+use axum::{response::IntoResponse, Router};
 use myelin_service::Services;
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
 
@@ -75,9 +75,5 @@ async fn refuse_nul_in_path(
 }
 
 async fn unrecognized() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "M_UNRECOGNIZED",
-        "Unrecognized request",
-    )
+    ApiError::unrecognized_endpoint()
 }

@@ -38,9 +38,13 @@ pub enum ServiceError {
     UnsupportedRoomVersion(String),
     #[error("{0}")]
     GuestAccessForbidden(String),
-    /// User-interactive auth must continue; carries the body of the 401 response.
+    /// User-interactive auth must continue: the challenge (flows, params, session, completed
+    /// stages) and, when the stage just tried failed, why.
     #[error("additional authentication required")]
-    AuthRequired(serde_json::Value),
+    AuthRequired {
+        challenge: serde_json::Value,
+        stage_error: Option<String>,
+    },
     /// A remote server asked to join a room whose version it does not support.
     #[error("Your server does not support room version {0}")]
     IncompatibleRoomVersion(String),

@@ -32,6 +32,7 @@ use myelin_room::SigningKey;
 use myelin_storage::Storage;
 
 pub use config::{RegistrationMode, ServiceConfig};
+pub use e2ee::SignatureFailures;
 pub use error::{ServiceError, ServiceResult};
 pub use myelin_federation::FederationConfig;
 pub use ratelimit::{Rate, RateAction, RateLimits};

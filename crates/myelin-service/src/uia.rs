@@ -65,12 +65,7 @@ impl Services {
         let Some(auth) = auth.filter(|a| a.is_object()) else {
             let session = random_alnum(24);
             self.uia.save(&session, Vec::new(), now);
-            return Err(ServiceError::AuthRequired(challenge(
-                flows,
-                &session,
-                &[],
-                None,
-            )));
+            return Err(challenge(flows, &session, &[], None));
         };
         let session = match auth.get("session").and_then(Value::as_str) {
             Some(s) => s.to_owned(),
@@ -107,12 +102,7 @@ impl Services {
                 }
                 Err(message) => {
                     self.uia.save(&session, completed.clone(), now);
-                    return Err(ServiceError::AuthRequired(challenge(
-                        flows,
-                        &session,
-                        &completed,
-                        Some(&message),
-                    )));
+                    return Err(challenge(flows, &session, &completed, Some(message)));
                 }
             }
         }
@@ -124,9 +114,7 @@ impl Services {
             return Ok(());
         }
         self.uia.save(&session, completed.clone(), now);
-        Err(ServiceError::AuthRequired(challenge(
-            flows, &session, &completed, None,
-        )))
+        Err(challenge(flows, &session, &completed, None))
     }
 
     async fn run_stage(
@@ -193,16 +181,20 @@ impl Services {
     }
 }
 
-fn challenge(flows: &[&[&str]], session: &str, completed: &[String], error: Option<&str>) -> Value {
-    let mut body = json!({
-        "flows": flows.iter().map(|f| json!({ "stages": f })).collect::<Vec<_>>(),
-        "params": {},
-        "session": session,
-        "completed": completed,
-    });
-    if let Some(error) = error {
-        body["errcode"] = json!("M_FORBIDDEN");
-        body["error"] = json!(error);
+/// The 401 that continues user-interactive auth.
+fn challenge(
+    flows: &[&[&str]],
+    session: &str,
+    completed: &[String],
+    stage_error: Option<String>,
+) -> ServiceError {
+    ServiceError::AuthRequired {
+        challenge: json!({
+            "flows": flows.iter().map(|f| json!({ "stages": f })).collect::<Vec<_>>(),
+            "params": {},
+            "session": session,
+            "completed": completed,
+        }),
+        stage_error,
     }
-    body
 }

@@ -89,11 +89,7 @@ async fn register(
             .check_rate(RateAction::Registration, &client.key())?;
     }
     if q.kind.as_deref() == Some("guest") {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "M_GUEST_ACCESS_FORBIDDEN",
-            "Guest access is disabled",
-        ));
+        return Err(ApiError::guest_access_forbidden("Guest access is disabled"));
     }
     let req = RegisterRequest {
         username: body.username,
@@ -172,18 +168,15 @@ async fn login(
         .services
         .check_rate(RateAction::Login, &client.key())?;
     if body.kind != "m.login.password" {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "M_UNKNOWN",
-            format!("Unsupported login type {}", body.kind),
-        ));
+        return Err(ApiError::unsupported(format!(
+            "Unsupported login type {}",
+            body.kind
+        )));
     }
     let user = match &body.identifier {
         Some(id) => {
             if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "M_UNKNOWN",
+                return Err(ApiError::unsupported(
                     "Only m.id.user identifiers are supported",
                 ));
             }

@@ -55,13 +55,7 @@ async fn well_known(State(state): State<SharedState>) -> ApiResult<Json<Value>> 
         .well_known_client
         .clone()
         .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "M_NOT_FOUND",
-                "No well-known client configuration",
-            )
-        })
+        .ok_or_else(|| ApiError::not_found("No well-known client configuration"))
 }
 
 /// GET /.well-known/matrix/support (spec: client-server "Getting the support information") —
@@ -72,13 +66,7 @@ async fn well_known_support(State(state): State<SharedState>) -> ApiResult<Json<
         .well_known_support
         .clone()
         .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "M_NOT_FOUND",
-                "No support information configured",
-            )
-        })
+        .ok_or_else(|| ApiError::not_found("No support information configured"))
 }
 
 /// GET /_matrix/client/v3/voip/turnServer (spec: client-server "Voice over IP").

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::account::PASSWORD_FLOWS;
 use crate::{
-    error::{ApiError, ApiResult},
+    error::{signature_failures, ApiError, ApiResult},
     extract::{Auth, JsonBody, Query},
     SharedState,
 };
@@ -126,7 +126,8 @@ async fn upload_signatures(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(state.services.upload_signatures(&authed, body).await?))
+    let failures = state.services.upload_signatures(&authed, body).await?;
+    Ok(Json(json!({ "failures": signature_failures(failures) })))
 }
 
 #[derive(Deserialize)]

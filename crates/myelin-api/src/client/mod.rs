@@ -10,7 +10,7 @@ mod rooms;
 mod sync;
 mod user_data;
 
-use axum::{http::StatusCode, Router};
+use axum::Router;
 
 use crate::{error::ApiError, SharedState};
 
@@ -29,9 +29,5 @@ pub fn routes() -> Router<SharedState> {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "M_UNRECOGNIZED",
-        "Method not allowed for this endpoint",
-    )
+    ApiError::method_not_allowed()
 }

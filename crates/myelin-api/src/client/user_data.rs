@@ -104,13 +104,10 @@ async fn get_profile_field(
 ) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
     let profile = state.services.profile(&user_id).await?;
-    let value = profile.get(&field).cloned().ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "M_NOT_FOUND",
-            "Profile field not set",
-        )
-    })?;
+    let value = profile
+        .get(&field)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("Profile field not set"))?;
     Ok(Json(json!({ field: value })))
 }
 
@@ -122,11 +119,9 @@ async fn delete_profile_field(
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     if field != "displayname" && field != "avatar_url" {
-        return Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "M_NOT_FOUND",
-            format!("Profile field {field} is not supported"),
-        ));
+        return Err(ApiError::not_found(format!(
+            "Profile field {field} is not supported"
+        )));
     }
     state
         .services
@@ -144,11 +139,9 @@ async fn put_profile_field(
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     if field != "displayname" && field != "avatar_url" {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "M_UNRECOGNIZED",
-            format!("Profile field {field} is not supported"),
-        ));
+        return Err(ApiError::unrecognized(format!(
+            "Profile field {field} is not supported"
+        )));
     }
     let value = match body.get(&field) {
         Some(Value::String(s)) => Some(s.as_str()),

@@ -11,7 +11,7 @@ use myelin_federation::AuthError;
 use ruma::{CanonicalJsonValue, OwnedServerName};
 use serde::de::DeserializeOwned;
 
-use crate::{error::ApiError, AppState};
+use crate::{error::ApiError, extract::read_body, AppState};
 
 /// The verified origin server of a request without a body (`GET`, `DELETE`).
 ///
@@ -51,19 +51,6 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for FederationJson<T> {
             .map_err(|e| ApiError::bad_json(format!("Invalid body: {e}")))?;
         Ok(FederationJson { origin, body })
     }
-}
-
-/// Reads at most `limit` bytes of body (`M_TOO_LARGE` past it).
-async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_big = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_big {
-            ApiError::too_large(format!("Request body is larger than {limit} bytes"))
-        } else {
-            ApiError::bad_json(format!("Could not read body: {e}"))
-        }
-    })
 }
 
 async fn authenticate(

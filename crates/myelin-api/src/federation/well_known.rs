@@ -1,7 +1,7 @@
 //! `GET /.well-known/matrix/server` (spec: Server-Server API, "Server discovery" → "GET
 //! /.well-known/matrix/server"): delegation to the configured `federation.well_known_server`.
 
-use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use axum::{extract::State, routing::get, Json, Router};
 use serde_json::{json, Value};
 
 use crate::{
@@ -17,10 +17,6 @@ pub fn routes() -> Router<SharedState> {
 async fn server(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
     match &state.services.federation.config.well_known_server {
         Some(server) => Ok(Json(json!({ "m.server": server }))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "M_NOT_FOUND",
-            "No server delegation is configured",
-        )),
+        None => Err(ApiError::not_found("No server delegation is configured")),
     }
 }

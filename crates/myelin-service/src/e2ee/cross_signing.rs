@@ -75,6 +75,10 @@ fn merge_signatures(stored: &Value, signed: &Value) -> Option<Value> {
     Some(merged)
 }
 
+/// Refused signatures of `/keys/signatures/upload`: user ID → key ID → why.
+pub type SignatureFailures =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
 impl Services {
     /// Whether the user has a master key already (replacing it needs user-interactive auth).
     pub async fn has_master_key(&self, user_id: &UserId) -> ServiceResult<bool> {
@@ -114,13 +118,14 @@ impl Services {
 
     /// `POST /keys/signatures/upload`: signatures of the user's own devices and cross-signing
     /// keys are merged into the stored objects. Signatures of other users' keys are refused
-    /// for now (they would need per-signer storage); each refusal is listed in `failures`.
+    /// for now (they would need per-signer storage). Returns the refusals, by user and key ID,
+    /// with the reason of each (an invalid signature, to the client).
     pub async fn upload_signatures(
         &self,
         authed: &Authed,
         body: Map<String, Value>,
-    ) -> ServiceResult<Value> {
-        let mut failures = json!({});
+    ) -> ServiceResult<SignatureFailures> {
+        let mut failures = SignatureFailures::new();
         let user = &authed.user_id;
         for (user_str, objects) in body {
             let Some(objects) = objects.as_object() else {
@@ -133,12 +138,14 @@ impl Services {
                     Err("Signing other users' keys is not supported yet")
                 };
                 if let Err(why) = outcome {
-                    failures[user_str.as_str()][key_id.as_str()] =
-                        json!({ "errcode": "M_INVALID_SIGNATURE", "error": why });
+                    failures
+                        .entry(user_str.clone())
+                        .or_default()
+                        .insert(key_id.clone(), why.to_owned());
                 }
             }
         }
-        Ok(json!({ "failures": failures }))
+        Ok(failures)
     }
 
     async fn merge_own_signature(

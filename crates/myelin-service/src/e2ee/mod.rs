@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
 
-pub use cross_signing::SigningKeysUpload;
+pub use cross_signing::{SignatureFailures, SigningKeysUpload};
 pub use device_lists::DeviceListChanges;
 pub use query::{ClaimRequest, KeysQuery};
 
