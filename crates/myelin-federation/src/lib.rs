@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod keyring;
 pub mod keys;
+pub mod path;
 pub mod resolve;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use client::{FederationClient, RequestError, Signer};
 pub use config::FederationConfig;
 pub use keyring::{KeyStore, Keyring, KeyringError, MemoryKeyStore, NotaryBudget};
 pub use keys::{KeyError, ServerKeys};
+pub use path::encode_segment;
 pub use reqwest::Method;
 pub use resolve::{Destination, Lookup, ResolveError, Resolver};
 

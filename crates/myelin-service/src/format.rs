@@ -54,6 +54,17 @@ fn base_event(pdu: &Pdu) -> Value {
     event
 }
 
+/// The state types an invitee or knocker sees of a room (the spec's recommended stripped state).
+pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
 /// The stripped state format used for invites.
 pub fn stripped_state(pdu: &Pdu) -> Value {
     json!({

@@ -69,17 +69,6 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// How many joined rooms one `/sync` builds concurrently.
 const ROOMS_AT_ONCE: usize = 8;
 
-/// The state types an invitee or knocker sees of a room (the spec's recommended stripped state).
-pub(crate) const STRIPPED_STATE_TYPES: &[&str] = &[
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-];
-
 impl Services {
     pub async fn sync(&self, authed: &Authed, req: SyncRequest) -> ServiceResult<Value> {
         let since = match &req.since {
@@ -526,7 +515,7 @@ impl Services {
             return self.remote_stripped_state(m).await;
         }
         let state = self.room_state(&m.room_id).await?;
-        let mut events: Vec<Value> = STRIPPED_STATE_TYPES
+        let mut events: Vec<Value> = crate::format::STRIPPED_STATE_TYPES
             .iter()
             .filter_map(|k| state.get(k, ""))
             .map(|e| stripped_state(&e.pdu))

@@ -1,5 +1,6 @@
 //! Account data (global and per room), tags, profiles and stored filters.
 
+use myelin_federation::encode_segment;
 use ruma::{RoomId, UserId};
 use serde_json::{json, Value};
 
@@ -125,7 +126,7 @@ impl Services {
     async fn remote_profile(&self, user_id: &UserId) -> ServiceResult<Value> {
         let path = format!(
             "/_matrix/federation/v1/query/profile?user_id={}",
-            crate::federation::urlencoding(user_id.as_str())
+            encode_segment(user_id.as_str())
         );
         let answer: serde_json::Map<String, Value> = self
             .federation_call(

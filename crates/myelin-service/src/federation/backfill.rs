@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_core::{Pdu, StreamPos};
-use myelin_federation::Method;
+use myelin_federation::{encode_segment, Method};
 use myelin_room::{check_received_auth, AuthVerdict, PduStateMap};
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, NewOutlier, OutlierStatus, SnapshotId,
@@ -25,7 +25,7 @@ use ruma::{events::StateEventType, OwnedEventId, OwnedServerName, RoomId, Server
 use serde::Deserialize;
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::{urlencoding, MAX_BACKFILL};
+use super::MAX_BACKFILL;
 use crate::{rooms::RoomState, ServiceResult, Services};
 
 /// How many servers of the room are asked, one after the other, until one brings something.
@@ -211,12 +211,12 @@ impl Services {
         let room_id = &state.room_id;
         let mut query: Vec<String> = from
             .iter()
-            .map(|id| format!("v={}", urlencoding(id.as_str())))
+            .map(|id| format!("v={}", encode_segment(id.as_str())))
             .collect();
         query.push(format!("limit={limit}"));
         let path = format!(
             "/_matrix/federation/v1/backfill/{}?{}",
-            urlencoding(room_id.as_str()),
+            encode_segment(room_id.as_str()),
             query.join("&")
         );
         let answer: BackfillAnswer = self
@@ -303,8 +303,8 @@ impl Services {
             fetches += 1;
             let path = format!(
                 "/_matrix/federation/v1/event_auth/{}/{}",
-                urlencoding(state.room_id.as_str()),
-                urlencoding(pdu.event_id.as_str())
+                encode_segment(state.room_id.as_str()),
+                encode_segment(pdu.event_id.as_str())
             );
             let answer: AuthAnswer = match self
                 .federation_call(Method::GET, server, &path, None)

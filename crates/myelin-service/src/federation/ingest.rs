@@ -11,7 +11,7 @@ use std::{
 };
 
 use myelin_core::Pdu;
-use myelin_federation::Method;
+use myelin_federation::{encode_segment, Method};
 use myelin_room::{check_received_auth, resolve_state, AuthVerdict, PduStateMap, Received};
 use myelin_storage::{
     NewEvent, NewOutlier, NewState, OutlierStatus, RoomStore, StateKey, StateMap,
@@ -243,7 +243,7 @@ impl Services {
         }
         let path = format!(
             "/_matrix/federation/v1/get_missing_events/{}",
-            urlencoding(pdu.room_id.as_str())
+            encode_segment(pdu.room_id.as_str())
         );
         let body = json!({
             "earliest_events": state.extremities,
@@ -598,8 +598,8 @@ impl Services {
     ) -> ServiceResult<StateMap> {
         let path = format!(
             "/_matrix/federation/v1/state/{}?event_id={}",
-            urlencoding(pdu.room_id.as_str()),
-            urlencoding(pdu.event_id.as_str())
+            encode_segment(pdu.room_id.as_str()),
+            encode_segment(pdu.event_id.as_str())
         );
         let answer: StateAnswer = self
             .federation_call(Method::GET, origin, &path, None)
@@ -624,8 +624,8 @@ impl Services {
     ) -> ServiceResult<()> {
         let path = format!(
             "/_matrix/federation/v1/event_auth/{}/{}",
-            urlencoding(pdu.room_id.as_str()),
-            urlencoding(pdu.event_id.as_str())
+            encode_segment(pdu.room_id.as_str()),
+            encode_segment(pdu.event_id.as_str())
         );
         let answer: AuthAnswer = self
             .federation_call(Method::GET, origin, &path, None)
@@ -768,18 +768,4 @@ fn state_before_matches(current: &RoomState, state: &StateMap) -> bool {
         }
     }
     count == state.len()
-}
-
-/// Percent-encodes a path segment.
-pub(crate) fn urlencoding(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }

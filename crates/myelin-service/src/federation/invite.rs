@@ -3,14 +3,13 @@
 //! inviting remote ones; plus which servers a join may go through.
 
 use myelin_core::Pdu;
-use myelin_federation::Method;
+use myelin_federation::{encode_segment, Method};
 use myelin_room::{rules_for_received, EventTemplate};
 use myelin_storage::RoomStore;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue, Value};
 
-use super::ingest::urlencoding;
 use super::stripped::remote_stripped_state;
 use crate::{rooms::RoomState, ServiceError, ServiceResult, Services};
 
@@ -128,8 +127,8 @@ impl Services {
         let stripped = self.invite_stripped_state(&state);
         let path = format!(
             "/_matrix/federation/v2/invite/{}/{}",
-            urlencoding(room_id.as_str()),
-            urlencoding(pdu.event_id.as_str())
+            encode_segment(room_id.as_str()),
+            encode_segment(pdu.event_id.as_str())
         );
         let event: Value = serde_json::from_str(pdu.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -175,7 +174,7 @@ impl Services {
 
     /// The stripped state sent with an invite.
     pub(super) fn invite_stripped_state(&self, state: &RoomState) -> Vec<Value> {
-        crate::sync::STRIPPED_STATE_TYPES
+        crate::format::STRIPPED_STATE_TYPES
             .iter()
             .filter_map(|k| state.get(k, ""))
             .map(|e| {

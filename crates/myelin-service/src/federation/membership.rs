@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use myelin_core::Pdu;
-use myelin_federation::Method;
+use myelin_federation::{encode_segment, Method};
 use myelin_room::{check_auth, complete_template, rules_for_received, EventTemplate};
 use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState, RoomStore, StateMap};
 use ruma::{
@@ -16,7 +16,7 @@ use ruma::{
 use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue, Value};
 
-use super::ingest::{urlencoding, IngestOutcome};
+use super::ingest::IngestOutcome;
 use super::stripped::remote_stripped_state;
 use super::template::{
     authorising_user, checked_template, same_event_more_signatures, JOINABLE_VERSIONS,
@@ -115,8 +115,8 @@ impl Services {
             .await?;
         let path = format!(
             "/_matrix/federation/v2/send_join/{}/{}",
-            urlencoding(room_id.as_str()),
-            urlencoding(join.event_id.as_str())
+            encode_segment(room_id.as_str()),
+            encode_segment(join.event_id.as_str())
         );
         let body: Value = serde_json::from_str(join.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -172,8 +172,8 @@ impl Services {
             .await?;
         let path = format!(
             "/_matrix/federation/v1/send_knock/{}/{}",
-            urlencoding(room_id.as_str()),
-            urlencoding(knock.event_id.as_str())
+            encode_segment(room_id.as_str()),
+            encode_segment(knock.event_id.as_str())
         );
         let body: Value = serde_json::from_str(knock.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -219,8 +219,8 @@ impl Services {
             .join("&");
         let path = format!(
             "/_matrix/federation/v1/make_{membership}/{}/{}?{vers}",
-            urlencoding(room_id.as_str()),
-            urlencoding(user_id.as_str())
+            encode_segment(room_id.as_str()),
+            encode_segment(user_id.as_str())
         );
         let answer: MakeJoinAnswer = self
             .federation_call(Method::GET, server, &path, None)

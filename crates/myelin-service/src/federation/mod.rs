@@ -21,7 +21,6 @@ mod template;
 pub use directory::DirectoryAnswer;
 pub use events::{StateAtEvent, StateIdsAtEvent};
 pub use history::{MissingEventsRequest, DEFAULT_MISSING_EVENTS, MAX_BACKFILL, MAX_MISSING_EVENTS};
-pub(crate) use ingest::urlencoding;
 pub use ingest::IngestOutcome;
 pub use membership::{JoinTemplate, SendJoinResponse};
 pub use receive::{Edu, IncomingTransaction};

@@ -3,7 +3,7 @@
 //! of our own that only we know of.
 
 use myelin_core::Pdu;
-use myelin_federation::Method;
+use myelin_federation::{encode_segment, Method};
 use myelin_room::{complete_template, rules_for_received};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
@@ -11,7 +11,6 @@ use ruma::{
 };
 use serde_json::{json, Value};
 
-use super::ingest::urlencoding;
 use super::membership::MakeJoinAnswer;
 use super::template::checked_template;
 use crate::{ServiceError, ServiceResult, Services};
@@ -136,8 +135,8 @@ impl Services {
     ) -> ServiceResult<Pdu> {
         let path = format!(
             "/_matrix/federation/v1/make_leave/{}/{}",
-            urlencoding(room_id.as_str()),
-            urlencoding(user_id.as_str())
+            encode_segment(room_id.as_str()),
+            encode_segment(user_id.as_str())
         );
         let answer: MakeJoinAnswer = self
             .federation_call(Method::GET, server, &path, None)
@@ -162,8 +161,8 @@ impl Services {
         let leave = complete_template(template, &rules, self.now_ms(), &self.key)?;
         let path = format!(
             "/_matrix/federation/v2/send_leave/{}/{}",
-            urlencoding(room_id.as_str()),
-            urlencoding(leave.event_id.as_str())
+            encode_segment(room_id.as_str()),
+            encode_segment(leave.event_id.as_str())
         );
         let body: Value = serde_json::from_str(leave.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;

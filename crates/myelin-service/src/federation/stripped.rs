@@ -59,7 +59,7 @@ fn stripped_event(event: &Value, room_id: &RoomId, inviter: Option<&UserId>) -> 
             return None;
         }
     }
-    let recommended = crate::sync::STRIPPED_STATE_TYPES.contains(&kind) && state_key.is_empty();
+    let recommended = crate::format::STRIPPED_STATE_TYPES.contains(&kind) && state_key.is_empty();
     let inviters_membership =
         kind == "m.room.member" && inviter.is_some_and(|u| u.as_str() == state_key && *u == sender);
     if !recommended && !inviters_membership {

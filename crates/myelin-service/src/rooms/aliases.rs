@@ -1,5 +1,6 @@
 //! Room aliases on this server.
 
+use myelin_federation::encode_segment;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, UserId};
 
 use crate::{ServiceError, ServiceResult, Services};
@@ -45,7 +46,7 @@ impl Services {
         }
         let path = format!(
             "/_matrix/federation/v1/query/directory?room_alias={}",
-            crate::federation::urlencoding(alias.as_str())
+            encode_segment(alias.as_str())
         );
         let answer: Answer = self
             .federation_call(

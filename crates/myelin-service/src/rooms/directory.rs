@@ -1,12 +1,12 @@
 //! The public room directory (spec: client-server "Room directory" → "Listing rooms";
 //! server-server "Public Room Directory"): which rooms are published, and the list of them.
 
-use myelin_federation::Method;
+use myelin_federation::{encode_segment, Method};
 use ruma::{RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{federation::urlencoding, ServiceError, ServiceResult, Services};
+use crate::{ServiceError, ServiceResult, Services};
 
 /// What a `/publicRooms` request asks for (client or federation, GET or POST): `limit`,
 /// `since` and `filter` (`generic_search_term`, `room_types`) as the spec's request body has
@@ -168,7 +168,7 @@ impl Services {
                 params.push(format!("limit={limit}"));
             }
             if let Some(since) = &query.since {
-                params.push(format!("since={}", urlencoding(since)));
+                params.push(format!("since={}", encode_segment(since)));
             }
             let full = if params.is_empty() {
                 path.to_owned()

@@ -4,14 +4,12 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use myelin_federation::Method;
+use myelin_federation::{encode_segment, Method};
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, ServerName, UserId};
 use serde_json::{json, Value};
 
 use super::RoomState;
-use crate::{
-    federation::urlencoding, format::stripped_state, ServiceError, ServiceResult, Services,
-};
+use crate::{format::stripped_state, ServiceError, ServiceResult, Services};
 
 /// The most rooms one hierarchy walk visits, whatever the page size.
 const MAX_ROOMS: usize = 500;
@@ -245,7 +243,7 @@ impl Services {
     ) -> Option<Value> {
         let path = format!(
             "/_matrix/federation/v1/hierarchy/{}?suggested_only={suggested_only}",
-            urlencoding(room_id.as_str())
+            encode_segment(room_id.as_str())
         );
         for server in via.iter().filter(|s| *s != self.server_name()).take(3) {
             match self

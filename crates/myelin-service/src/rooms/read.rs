@@ -7,6 +7,7 @@ use std::{
 };
 
 use myelin_core::StreamPos;
+use myelin_federation::encode_segment;
 use myelin_storage::{Direction, EventRecord, MembershipRecord};
 use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
@@ -505,7 +506,7 @@ impl Services {
         let dir_param = if dir == Direction::Forward { "f" } else { "b" };
         let path = format!(
             "/_matrix/federation/v1/timestamp_to_event/{}?ts={ts}&dir={dir_param}",
-            crate::federation::urlencoding(room_id.as_str())
+            encode_segment(room_id.as_str())
         );
         for server in servers.iter().take(3) {
             #[derive(serde::Deserialize)]
