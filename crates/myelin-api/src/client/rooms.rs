@@ -22,10 +22,22 @@ pub fn routes() -> Router<SharedState> {
         .route("/_matrix/client/v3/join/{room}", post(join))
         .route("/_matrix/client/v3/rooms/{room}/join", post(join))
         .route("/_matrix/client/v3/rooms/{room}/leave", post(leave))
-        .route("/_matrix/client/v3/rooms/{room}/invite", post(invite))
-        .route("/_matrix/client/v3/rooms/{room}/kick", post(kick))
-        .route("/_matrix/client/v3/rooms/{room}/ban", post(ban))
-        .route("/_matrix/client/v3/rooms/{room}/unban", post(unban))
+        .route(
+            "/_matrix/client/v3/rooms/{room}/invite",
+            post(on_target(TargetAction::Invite)),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/kick",
+            post(on_target(TargetAction::Kick)),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/ban",
+            post(on_target(TargetAction::Ban)),
+        )
+        .route(
+            "/_matrix/client/v3/rooms/{room}/unban",
+            post(on_target(TargetAction::Unban)),
+        )
         .route("/_matrix/client/v3/rooms/{room}/forget", post(forget))
         .route("/_matrix/client/v3/joined_rooms", get(joined_rooms))
         .route(
@@ -155,84 +167,42 @@ struct TargetBody {
     reason: Option<String>,
 }
 
-/// POST /_matrix/client/v3/rooms/{roomId}/invite.
-async fn invite(
-    State(state): State<SharedState>,
-    Auth(authed): Auth,
-    Path(room): Path<String>,
-    JsonBody(body): JsonBody<TargetBody>,
-) -> ApiResult<Json<Value>> {
-    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state
-        .services
-        .invite(
-            &authed.user_id,
-            &room_id,
-            &body.user_id,
-            body.reason.as_deref(),
-        )
-        .await?;
-    Ok(Json(json!({})))
+/// What a room member does to another user (`POST /rooms/{roomId}/{invite,kick,ban,unban}`).
+#[derive(Clone, Copy)]
+enum TargetAction {
+    Invite,
+    Kick,
+    Ban,
+    Unban,
 }
 
-/// POST /_matrix/client/v3/rooms/{roomId}/kick.
-async fn kick(
-    State(state): State<SharedState>,
-    Auth(authed): Auth,
-    Path(room): Path<String>,
-    JsonBody(body): JsonBody<TargetBody>,
-) -> ApiResult<Json<Value>> {
-    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state
-        .services
-        .kick(
-            &authed.user_id,
-            &room_id,
-            &body.user_id,
-            body.reason.as_deref(),
-        )
-        .await?;
-    Ok(Json(json!({})))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/ban.
-async fn ban(
-    State(state): State<SharedState>,
-    Auth(authed): Auth,
-    Path(room): Path<String>,
-    JsonBody(body): JsonBody<TargetBody>,
-) -> ApiResult<Json<Value>> {
-    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state
-        .services
-        .ban(
-            &authed.user_id,
-            &room_id,
-            &body.user_id,
-            body.reason.as_deref(),
-        )
-        .await?;
-    Ok(Json(json!({})))
-}
-
-/// POST /_matrix/client/v3/rooms/{roomId}/unban.
-async fn unban(
-    State(state): State<SharedState>,
-    Auth(authed): Auth,
-    Path(room): Path<String>,
-    JsonBody(body): JsonBody<TargetBody>,
-) -> ApiResult<Json<Value>> {
-    let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    state
-        .services
-        .unban(
-            &authed.user_id,
-            &room_id,
-            &body.user_id,
-            body.reason.as_deref(),
-        )
-        .await?;
-    Ok(Json(json!({})))
+/// The handler of one [`TargetAction`]: the four endpoints take the same body and answer `{}`.
+fn on_target(
+    action: TargetAction,
+) -> impl Fn(
+    State<SharedState>,
+    Auth,
+    Path<String>,
+    JsonBody<TargetBody>,
+) -> futures_util::future::BoxFuture<'static, ApiResult<Json<Value>>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |State(state), Auth(authed), Path(room), JsonBody(body)| {
+        Box::pin(async move {
+            let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+            let (services, user, target) = (&state.services, &authed.user_id, &body.user_id);
+            let reason = body.reason.as_deref();
+            match action {
+                TargetAction::Invite => services.invite(user, &room_id, target, reason).await?,
+                TargetAction::Kick => services.kick(user, &room_id, target, reason).await?,
+                TargetAction::Ban => services.ban(user, &room_id, target, reason).await?,
+                TargetAction::Unban => services.unban(user, &room_id, target, reason).await?,
+            }
+            Ok(Json(json!({})))
+        })
+    }
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/forget.
