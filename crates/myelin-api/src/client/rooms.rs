@@ -177,6 +177,7 @@ enum TargetAction {
 }
 
 /// The handler of one [`TargetAction`]: the four endpoints take the same body and answer `{}`.
+#[allow(clippy::type_complexity)] // the handler type axum needs, spelled out once
 fn on_target(
     action: TargetAction,
 ) -> impl Fn(
