@@ -1,6 +1,6 @@
 //! Account data (global and per room), tags, profiles and stored filters.
 
-use myelin_federation::encode_segment;
+use myelin_federation::path;
 use ruma::{RoomId, UserId};
 use serde_json::{json, Value};
 
@@ -124,10 +124,7 @@ impl Services {
 
     /// A remote user's profile, asked of their server (`/query/profile`).
     async fn remote_profile(&self, user_id: &UserId) -> ServiceResult<Value> {
-        let path = format!(
-            "/_matrix/federation/v1/query/profile?user_id={}",
-            encode_segment(user_id.as_str())
-        );
+        let path = path::query_profile(user_id, None);
         let answer: serde_json::Map<String, Value> = self
             .federation_call(
                 myelin_federation::Method::GET,

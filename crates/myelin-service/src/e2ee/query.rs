@@ -95,7 +95,7 @@ impl Services {
             .into_iter()
             .map(|(server, users)| (server, json!({ "device_keys": users })));
         let answers = self
-            .ask_servers(bodies, "/_matrix/federation/v1/user/keys/query", timeout)
+            .ask_servers(bodies, myelin_federation::path::USER_KEYS_QUERY, timeout)
             .await;
         for (server, result) in answers {
             match result {
@@ -180,7 +180,7 @@ impl Services {
             .into_iter()
             .map(|(server, users)| (server, json!({ "one_time_keys": users })));
         let answers = self
-            .ask_servers(bodies, "/_matrix/federation/v1/user/keys/claim", timeout)
+            .ask_servers(bodies, myelin_federation::path::USER_KEYS_CLAIM, timeout)
             .await;
         for (server, result) in answers {
             match result {

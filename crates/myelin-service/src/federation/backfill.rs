@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_core::{Pdu, StreamPos};
-use myelin_federation::{encode_segment, Method};
+use myelin_federation::{path, Method};
 use myelin_room::{check_received_auth, AuthVerdict, PduStateMap};
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, NewOutlier, OutlierStatus, SnapshotId,
@@ -209,16 +209,7 @@ impl Services {
         snapshot: SnapshotId,
     ) -> ServiceResult<usize> {
         let room_id = &state.room_id;
-        let mut query: Vec<String> = from
-            .iter()
-            .map(|id| format!("v={}", encode_segment(id.as_str())))
-            .collect();
-        query.push(format!("limit={limit}"));
-        let path = format!(
-            "/_matrix/federation/v1/backfill/{}?{}",
-            encode_segment(room_id.as_str()),
-            query.join("&")
-        );
+        let path = path::backfill(room_id, from.iter().map(|id| &**id), limit);
         let answer: BackfillAnswer = self
             .federation_call(Method::GET, server, &path, None)
             .await?;
@@ -301,11 +292,7 @@ impl Services {
                 break;
             }
             fetches += 1;
-            let path = format!(
-                "/_matrix/federation/v1/event_auth/{}/{}",
-                encode_segment(state.room_id.as_str()),
-                encode_segment(pdu.event_id.as_str())
-            );
+            let path = path::event_auth(&state.room_id, &pdu.event_id);
             let answer: AuthAnswer = match self
                 .federation_call(Method::GET, server, &path, None)
                 .await

@@ -11,7 +11,7 @@ use std::{
 };
 
 use myelin_core::Pdu;
-use myelin_federation::{encode_segment, Method};
+use myelin_federation::{path, Method};
 use myelin_room::{check_received_auth, resolve_state, AuthVerdict, PduStateMap, Received};
 use myelin_storage::{
     NewEvent, NewOutlier, NewState, OutlierStatus, RoomStore, StateKey, StateMap,
@@ -241,10 +241,7 @@ impl Services {
         if missing.is_empty() {
             return Vec::new();
         }
-        let path = format!(
-            "/_matrix/federation/v1/get_missing_events/{}",
-            encode_segment(pdu.room_id.as_str())
-        );
+        let path = path::get_missing_events(&pdu.room_id);
         let body = json!({
             "earliest_events": state.extremities,
             "latest_events": [pdu.event_id],
@@ -596,11 +593,7 @@ impl Services {
         pdu: &Pdu,
         rules: &RoomVersionRules,
     ) -> ServiceResult<StateMap> {
-        let path = format!(
-            "/_matrix/federation/v1/state/{}?event_id={}",
-            encode_segment(pdu.room_id.as_str()),
-            encode_segment(pdu.event_id.as_str())
-        );
+        let path = path::state(&pdu.room_id, &pdu.event_id);
         let answer: StateAnswer = self
             .federation_call(Method::GET, origin, &path, None)
             .await?;
@@ -622,11 +615,7 @@ impl Services {
         pdu: &Pdu,
         rules: &RoomVersionRules,
     ) -> ServiceResult<()> {
-        let path = format!(
-            "/_matrix/federation/v1/event_auth/{}/{}",
-            encode_segment(pdu.room_id.as_str()),
-            encode_segment(pdu.event_id.as_str())
-        );
+        let path = path::event_auth(&pdu.room_id, &pdu.event_id);
         let answer: AuthAnswer = self
             .federation_call(Method::GET, origin, &path, None)
             .await?;

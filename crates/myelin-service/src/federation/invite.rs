@@ -3,7 +3,7 @@
 //! inviting remote ones; plus which servers a join may go through.
 
 use myelin_core::Pdu;
-use myelin_federation::{encode_segment, Method};
+use myelin_federation::{path, Method};
 use myelin_room::{rules_for_received, EventTemplate};
 use myelin_storage::RoomStore;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId};
@@ -125,11 +125,7 @@ impl Services {
         };
         let pdu = self.build_on_current(&state, &sender.to_owned(), template)?;
         let stripped = self.invite_stripped_state(&state);
-        let path = format!(
-            "/_matrix/federation/v2/invite/{}/{}",
-            encode_segment(room_id.as_str()),
-            encode_segment(pdu.event_id.as_str())
-        );
+        let path = path::invite(room_id, &pdu.event_id);
         let event: Value = serde_json::from_str(pdu.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let body = json!({

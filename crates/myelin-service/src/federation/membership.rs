@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use myelin_core::Pdu;
-use myelin_federation::{encode_segment, Method};
+use myelin_federation::{path, Method};
 use myelin_room::{check_auth, complete_template, rules_for_received, EventTemplate};
 use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState, RoomStore, StateMap};
 use ruma::{
@@ -113,11 +113,7 @@ impl Services {
         let (join, version, rules) = self
             .signed_from_template(user_id, room_id, server, "join", reason)
             .await?;
-        let path = format!(
-            "/_matrix/federation/v2/send_join/{}/{}",
-            encode_segment(room_id.as_str()),
-            encode_segment(join.event_id.as_str())
-        );
+        let path = path::send_join(room_id, &join.event_id);
         let body: Value = serde_json::from_str(join.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let answer: SendJoinAnswer = self
@@ -170,11 +166,7 @@ impl Services {
         let (knock, _, _) = self
             .signed_from_template(user_id, room_id, server, "knock", reason)
             .await?;
-        let path = format!(
-            "/_matrix/federation/v1/send_knock/{}/{}",
-            encode_segment(room_id.as_str()),
-            encode_segment(knock.event_id.as_str())
-        );
+        let path = path::send_knock(room_id, &knock.event_id);
         let body: Value = serde_json::from_str(knock.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         #[derive(Deserialize)]
@@ -212,16 +204,7 @@ impl Services {
         RoomVersionId,
         ruma::room_version_rules::RoomVersionRules,
     )> {
-        let vers: String = JOINABLE_VERSIONS
-            .iter()
-            .map(|v| format!("ver={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
-        let path = format!(
-            "/_matrix/federation/v1/make_{membership}/{}/{}?{vers}",
-            encode_segment(room_id.as_str()),
-            encode_segment(user_id.as_str())
-        );
+        let path = path::make_membership(membership, room_id, user_id, JOINABLE_VERSIONS);
         let answer: MakeJoinAnswer = self
             .federation_call(Method::GET, server, &path, None)
             .await?;

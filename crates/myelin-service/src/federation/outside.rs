@@ -3,7 +3,7 @@
 //! of our own that only we know of.
 
 use myelin_core::Pdu;
-use myelin_federation::{encode_segment, Method};
+use myelin_federation::{path, Method};
 use myelin_room::{complete_template, rules_for_received};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
@@ -133,11 +133,7 @@ impl Services {
         server: &ServerName,
         reason: Option<&str>,
     ) -> ServiceResult<Pdu> {
-        let path = format!(
-            "/_matrix/federation/v1/make_leave/{}/{}",
-            encode_segment(room_id.as_str()),
-            encode_segment(user_id.as_str())
-        );
+        let path = path::make_membership("leave", room_id, user_id, &[]);
         let answer: MakeJoinAnswer = self
             .federation_call(Method::GET, server, &path, None)
             .await?;
@@ -159,11 +155,7 @@ impl Services {
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
         );
         let leave = complete_template(template, &rules, self.now_ms(), &self.key)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_leave/{}/{}",
-            encode_segment(room_id.as_str()),
-            encode_segment(leave.event_id.as_str())
-        );
+        let path = path::send_leave(room_id, &leave.event_id);
         let body: Value = serde_json::from_str(leave.json.get())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.federation_request(Method::PUT, server, &path, Some(body))

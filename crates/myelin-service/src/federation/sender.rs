@@ -191,7 +191,7 @@ impl Services {
         let Some(txn) = pending.as_ref() else {
             return Ok(false);
         };
-        let path = format!("/_matrix/federation/v1/send/{}", txn.txn_id);
+        let path = myelin_federation::path::send_transaction(&txn.txn_id);
         let answer = self
             .federation_request(Method::PUT, destination, &path, Some(txn.body.clone()))
             .await?;

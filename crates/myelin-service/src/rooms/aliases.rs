@@ -1,6 +1,6 @@
 //! Room aliases on this server.
 
-use myelin_federation::encode_segment;
+use myelin_federation::path;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, UserId};
 
 use crate::{ServiceError, ServiceResult, Services};
@@ -44,10 +44,7 @@ impl Services {
             #[serde(default)]
             servers: Vec<OwnedServerName>,
         }
-        let path = format!(
-            "/_matrix/federation/v1/query/directory?room_alias={}",
-            encode_segment(alias.as_str())
-        );
+        let path = path::query_directory(alias);
         let answer: Answer = self
             .federation_call(
                 myelin_federation::Method::GET,

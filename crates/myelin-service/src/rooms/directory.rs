@@ -1,7 +1,7 @@
 //! The public room directory (spec: client-server "Room directory" → "Listing rooms";
 //! server-server "Public Room Directory"): which rooms are published, and the list of them.
 
-use myelin_federation::{encode_segment, Method};
+use myelin_federation::{encode_segment, path, Method};
 use ruma::{RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -141,7 +141,7 @@ impl Services {
         server: &ServerName,
         query: &PublicRoomsQuery,
     ) -> ServiceResult<Value> {
-        let path = "/_matrix/federation/v1/publicRooms";
+        let path = path::PUBLIC_ROOMS;
         if query.has_filter() {
             let mut body = json!({});
             if let Some(limit) = query.limit {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use myelin_federation::{encode_segment, Method};
+use myelin_federation::{path, Method};
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, ServerName, UserId};
 use serde_json::{json, Value};
 
@@ -241,10 +241,7 @@ impl Services {
         suggested_only: bool,
         known: &mut HashMap<OwnedRoomId, Value>,
     ) -> Option<Value> {
-        let path = format!(
-            "/_matrix/federation/v1/hierarchy/{}?suggested_only={suggested_only}",
-            encode_segment(room_id.as_str())
-        );
+        let path = path::hierarchy(room_id, suggested_only);
         for server in via.iter().filter(|s| *s != self.server_name()).take(3) {
             match self
                 .federation_call::<Value>(Method::GET, server, &path, None)

@@ -7,7 +7,7 @@ use std::{
 };
 
 use myelin_core::StreamPos;
-use myelin_federation::encode_segment;
+use myelin_federation::path;
 use myelin_storage::{Direction, EventRecord, MembershipRecord};
 use ruma::{DeviceId, EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
@@ -503,11 +503,7 @@ impl Services {
             };
         }
         let servers = self.other_servers_in(&access.state);
-        let dir_param = if dir == Direction::Forward { "f" } else { "b" };
-        let path = format!(
-            "/_matrix/federation/v1/timestamp_to_event/{}?ts={ts}&dir={dir_param}",
-            encode_segment(room_id.as_str())
-        );
+        let path = path::timestamp_to_event(room_id, ts, dir == Direction::Forward);
         for server in servers.iter().take(3) {
             #[derive(serde::Deserialize)]
             struct Answer {
