@@ -156,6 +156,7 @@ async fn to_device_to_invented_servers_is_capped_and_never_queued() {
     let myelin = reopen(dir.path()).await;
     let queued = myelin
         .services()
+        .ctx
         .storage
         .outbox_destinations()
         .await
@@ -317,16 +318,17 @@ async fn only_existing_rooms_are_cached() {
     let services = myelin.services();
     for i in 0..5_000 {
         let room = ruma_room_id(&format!("!random{i}:localhost"));
-        assert!(services.room_state(&room).await.is_err());
+        assert!(services.rooms.room_state(&room).await.is_err());
     }
-    assert_eq!(services.room_cache_len(), 0);
+    assert_eq!(services.rooms.room_cache_len(), 0);
     for room in &rooms {
         services
+            .rooms
             .room_state(&ruma_room_id(room))
             .await
             .expect("an existing room loads");
     }
-    assert_eq!(services.room_cache_len(), rooms.len());
+    assert_eq!(services.rooms.room_cache_len(), rooms.len());
 }
 
 fn ruma_room_id(id: &str) -> myelin_federation::ruma::OwnedRoomId {

@@ -23,7 +23,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
-        let authed = state.services.authenticate(&token).await?;
+        let authed = state.services.accounts.authenticate(&token).await?;
         Ok(Auth(authed))
     }
 }
@@ -41,7 +41,9 @@ impl FromRequestParts<Arc<AppState>> for MaybeAuth {
     ) -> Result<Self, ApiError> {
         match bearer_token(parts) {
             None => Ok(MaybeAuth(None)),
-            Some(token) => Ok(MaybeAuth(Some(state.services.authenticate(&token).await?))),
+            Some(token) => Ok(MaybeAuth(Some(
+                state.services.accounts.authenticate(&token).await?,
+            ))),
         }
     }
 }

@@ -39,7 +39,7 @@ pub type SharedState = Arc<AppState>;
 
 /// The whole HTTP application.
 pub fn router(services: Arc<Services>, options: ApiOptions) -> Router {
-    let federation_enabled = services.federation.config.enabled;
+    let federation_enabled = services.ctx.federation.config.enabled;
     let state = Arc::new(AppState { services, options });
     client::routes()
         .merge(federation::routes(federation_enabled))

@@ -2,9 +2,9 @@
 
 use ruma::{OwnedServerName, RoomVersionId};
 
-use crate::ratelimit::RateLimits;
+use crate::context::RateLimits;
 use crate::resources::ResourceLimits;
-use crate::voip::TurnConfig;
+use crate::users::TurnConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

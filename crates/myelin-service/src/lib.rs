@@ -1,66 +1,79 @@
-//! The use cases of the homeserver. Each public method is one client intent (register, send,
-//! sync...): it loads what it needs, authorises through `myelin-room`, writes through one storage
-//! call (one transaction) and, after the commit, wakes the notifier.
+//! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
+//! (accounts, rooms, membership, history, sync, ephemeral, e2ee, users, and federation's outbox,
+//! ingest, handshakes, inbound and read side), built once in [`Services::new`] with the
+//! subsystems it needs, so the construction order below *is* the dependency graph: nothing calls
+//! back into a subsystem built after it, and nothing holds the whole.
 //!
-//! Dependencies come in through [`Services::new`]; nothing here is global.
+//! Every subsystem gets the shared infrastructure as an `Arc<Context>` (storage, notifier, key,
+//! clock, federation client, rate limiter); nothing here is global.
 
 pub mod accounts;
 pub mod config;
+pub mod context;
 pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod federation;
 pub mod filter;
 pub mod format;
-pub mod openid;
-pub mod push_rules;
-pub mod ratelimit;
+pub mod history;
+pub mod membership;
 pub mod resources;
 pub mod rooms;
 pub mod sync;
-mod token;
-pub mod uia;
-pub mod user_data;
-pub mod user_directory;
-pub mod voip;
+pub mod users;
 
 use std::sync::Arc;
 
 use myelin_core::Clock;
-use myelin_notify::Notifier;
 use myelin_room::SigningKey;
 use myelin_storage::Storage;
 
+pub use accounts::Accounts;
 pub use config::{RegistrationMode, ServiceConfig};
-pub use e2ee::SignatureFailures;
+pub use context::{Context, Rate, RateAction, RateLimits};
+pub use e2ee::{E2ee, SignatureFailures};
+pub use ephemeral::Ephemeral;
 pub use error::{ServiceError, ServiceResult};
+pub use federation::{FederationReads, Handshakes, Inbound, Ingest, Outbox};
+pub use history::History;
+pub use membership::Membership;
 pub use myelin_federation::FederationConfig;
-pub use ratelimit::{Rate, RateAction, RateLimits};
 pub use resources::ResourceLimits;
-pub use voip::TurnConfig;
+pub use rooms::Rooms;
+pub use sync::Syncer;
+pub use users::{TurnConfig, Users};
 
-/// The server context: every use case hangs off this, shared as an `Arc`.
+/// The composition root: one handle per subsystem, built in dependency order.
 pub struct Services {
-    pub config: ServiceConfig,
-    pub storage: Arc<dyn Storage>,
-    pub notifier: Notifier,
-    pub key: SigningKey,
-    pub clock: Arc<dyn Clock>,
-    pub(crate) rooms: rooms::RoomCache,
-    pub(crate) uia: uia::UiaSessions,
-    pub(crate) openid: openid::OpenIdTokens,
-    pub(crate) typing: ephemeral::Typing,
-    pub(crate) rate_limiter: ratelimit::RateLimiter,
-    /// Bounds concurrent argon2 work (see `accounts::hash_password`).
-    pub(crate) password_permits: tokio::sync::Semaphore,
-    /// Federation: keyring, outgoing client, server-server configuration.
-    pub federation: Arc<myelin_federation::Federation>,
-    /// The per-destination federation senders.
-    pub(crate) senders: federation::sender::Senders,
+    pub ctx: Arc<Context>,
+    /// Durable per-destination federation queues and their workers.
+    pub outbox: Arc<Outbox>,
+    /// Room state and the one append path (lock → build/check → commit → publish).
+    pub rooms: Arc<Rooms>,
+    /// PDUs from other servers: checks, state resolution, backfill.
+    pub ingest: Arc<Ingest>,
+    /// What remote servers may read of our rooms.
+    pub federation_reads: Arc<FederationReads>,
+    /// make_/send_ join, knock, leave and invite, both directions.
+    pub handshakes: Arc<Handshakes>,
+    /// Joining, leaving, inviting, creating and upgrading rooms.
+    pub membership: Arc<Membership>,
+    /// Reading a room's history through the visibility check.
+    pub history: Arc<History>,
+    /// Account data, profiles, filters, push rules, user directory, TURN.
+    pub users: Arc<Users>,
+    /// Keys, device lists and to-device messages.
+    pub e2ee: Arc<E2ee>,
+    /// Typing, receipts, read markers and presence.
+    pub ephemeral: Arc<Ephemeral>,
+    /// Incoming federation transactions.
+    pub inbound: Arc<Inbound>,
+    /// Registration, login, sessions, devices, UIA.
+    pub accounts: Arc<Accounts>,
+    /// `/sync`.
+    pub sync: Arc<Syncer>,
 }
-
-/// How many password hashes or verifications run at once.
-pub const PASSWORD_HASHES_AT_ONCE: usize = 2;
 
 impl Services {
     pub fn new(
@@ -69,54 +82,79 @@ impl Services {
         key: SigningKey,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        Self::new_with_federation(
-            config,
-            myelin_federation::FederationConfig::default(),
-            storage,
-            key,
-            clock,
-        )
+        Self::new_with_federation(config, FederationConfig::default(), storage, key, clock)
     }
 
     /// [`Services::new`] with the `[federation]` configuration.
     pub fn new_with_federation(
         config: ServiceConfig,
-        federation: myelin_federation::FederationConfig,
+        federation: FederationConfig,
         storage: Arc<dyn Storage>,
         key: SigningKey,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        let federation = Arc::new(myelin_federation::Federation::new(
-            federation,
-            config.server_name.clone(),
-            &key.key_pair,
-            clock.clone(),
+        let ctx = Arc::new(Context::new(config, federation, storage, key, clock));
+        let outbox = Outbox::new(ctx.clone());
+        let rooms = Arc::new(Rooms::new(ctx.clone(), outbox.clone()));
+        let ingest = Arc::new(Ingest::new(ctx.clone(), rooms.clone(), outbox.clone()));
+        let federation_reads = Arc::new(FederationReads::new(ctx.clone(), rooms.clone()));
+        let handshakes = Arc::new(Handshakes::new(
+            ctx.clone(),
+            rooms.clone(),
+            ingest.clone(),
+            federation_reads.clone(),
         ));
-        let typing = ephemeral::Typing::new(clock.now_ms());
-        let rate_limiter = ratelimit::RateLimiter::new(config.rate_limits.clone());
-        let rooms = rooms::RoomCache::new(config.resources.room_cache_capacity);
-        Arc::new_cyclic(|this| Services {
-            config,
-            storage,
-            notifier: Notifier::new(),
-            key,
-            clock,
+        let membership = Arc::new(Membership::new(
+            ctx.clone(),
+            rooms.clone(),
+            handshakes.clone(),
+        ));
+        let history = Arc::new(History::new(
+            ctx.clone(),
+            rooms.clone(),
+            ingest.clone(),
+            outbox.clone(),
+        ));
+        let users = Arc::new(Users::new(ctx.clone(), rooms.clone()));
+        let e2ee = Arc::new(E2ee::new(ctx.clone(), rooms.clone(), outbox.clone()));
+        let ephemeral = Arc::new(Ephemeral::new(
+            ctx.clone(),
+            rooms.clone(),
+            outbox.clone(),
+            users.clone(),
+        ));
+        let inbound = Arc::new(Inbound::new(
+            ctx.clone(),
+            rooms.clone(),
+            ingest.clone(),
+            outbox.clone(),
+            e2ee.clone(),
+            ephemeral.clone(),
+        ));
+        let accounts = Arc::new(Accounts::new(ctx.clone(), e2ee.clone(), membership.clone()));
+        let sync = Arc::new(Syncer::new(
+            ctx.clone(),
+            rooms.clone(),
+            history.clone(),
+            e2ee.clone(),
+            ephemeral.clone(),
+            users.clone(),
+        ));
+        Arc::new(Services {
+            ctx,
+            outbox,
             rooms,
-            uia: uia::UiaSessions::default(),
-            openid: openid::OpenIdTokens::default(),
-            typing,
-            rate_limiter,
-            password_permits: tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE),
-            federation,
-            senders: federation::sender::Senders::new(this.clone()),
+            ingest,
+            federation_reads,
+            handshakes,
+            membership,
+            history,
+            users,
+            e2ee,
+            ephemeral,
+            inbound,
+            accounts,
+            sync,
         })
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    pub fn server_name(&self) -> &ruma::ServerName {
-        &self.config.server_name
     }
 }

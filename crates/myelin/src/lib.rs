@@ -90,6 +90,7 @@ impl Myelin {
         // Events queued for other servers before a restart are sent now.
         if config.federation.enabled {
             services
+                .outbox
                 .start_federation_sender()
                 .await
                 .context("cannot read the federation outbox")?;
@@ -140,7 +141,7 @@ impl Myelin {
             stopped(stop_rx).await;
             tracing::info!("shutting down; waiting for in-flight requests");
             // Long-polling /sync requests answer now rather than at their timeout.
-            notifier_services.notifier.close();
+            notifier_services.ctx.notifier.close();
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {

@@ -272,6 +272,7 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
             let server = Myelin::open(config).await?;
             let user_id = server
                 .services()
+                .accounts
                 .create_user(&localpart, Some(&password), admin)
                 .await
                 .with_context(|| format!("cannot create user {name}"))?;
@@ -292,6 +293,7 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
             let server = Myelin::open(config).await?;
             server
                 .services()
+                .accounts
                 .set_password(&user_id, &password)
                 .await
                 .with_context(|| format!("cannot reset the password of {user_id}"))?;

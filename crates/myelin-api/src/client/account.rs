@@ -86,6 +86,7 @@ async fn register(
     if body.auth.is_some() {
         state
             .services
+            .ctx
             .check_rate(RateAction::Registration, &client.key())?;
     }
     if q.kind.as_deref() == Some("guest") {
@@ -100,8 +101,8 @@ async fn register(
         refresh_token: body.refresh_token,
         auth: body.auth,
     };
-    let server_name = state.services.server_name().to_string();
-    Ok(Json(match state.services.register(req).await? {
+    let server_name = state.services.ctx.server_name().to_string();
+    Ok(Json(match state.services.accounts.register(req).await? {
         RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
         RegisterOutcome::NoLogin(user_id) => {
             json!({ "user_id": user_id, "home_server": server_name })
@@ -119,7 +120,11 @@ async fn available(
     State(state): State<SharedState>,
     Query(q): Query<UsernameQuery>,
 ) -> ApiResult<Json<Value>> {
-    state.services.check_username_available(&q.username).await?;
+    state
+        .services
+        .accounts
+        .check_username_available(&q.username)
+        .await?;
     Ok(Json(json!({ "available": true })))
 }
 
@@ -136,6 +141,7 @@ async fn token_validity(
 ) -> ApiResult<Json<Value>> {
     let valid = state
         .services
+        .accounts
         .registration_token_validity(&client.key(), &q.token)?;
     Ok(Json(json!({ "valid": valid })))
 }
@@ -166,6 +172,7 @@ async fn login(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .ctx
         .check_rate(RateAction::Login, &client.key())?;
     if body.kind != "m.login.password" {
         return Err(ApiError::unsupported(format!(
@@ -190,6 +197,7 @@ async fn login(
         .ok_or_else(|| ApiError::bad_json("Missing password"))?;
     let session = state
         .services
+        .accounts
         .login_password(
             &user,
             &password,
@@ -200,7 +208,7 @@ async fn login(
         .await?;
     Ok(Json(session_json(
         &session,
-        state.services.server_name().as_str(),
+        state.services.ctx.server_name().as_str(),
     )))
 }
 
@@ -214,7 +222,7 @@ async fn refresh(
     State(state): State<SharedState>,
     JsonBody(body): JsonBody<RefreshBody>,
 ) -> ApiResult<Json<Value>> {
-    let s = state.services.refresh(&body.refresh_token).await?;
+    let s = state.services.accounts.refresh(&body.refresh_token).await?;
     Ok(Json(
         json!({ "access_token": s.access_token, "refresh_token": s.refresh_token, "expires_in_ms": s.expires_in_ms }),
     ))
@@ -222,7 +230,7 @@ async fn refresh(
 
 /// POST /_matrix/client/v3/logout.
 async fn logout(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
-    state.services.logout(&authed).await?;
+    state.services.accounts.logout(&authed).await?;
     Ok(Json(json!({})))
 }
 
@@ -231,7 +239,7 @@ async fn logout_all(
     State(state): State<SharedState>,
     Auth(authed): Auth,
 ) -> ApiResult<Json<Value>> {
-    state.services.logout_all(&authed.user_id).await?;
+    state.services.accounts.logout_all(&authed.user_id).await?;
     Ok(Json(json!({})))
 }
 
@@ -252,7 +260,7 @@ fn yes() -> bool {
     true
 }
 
-pub(super) const PASSWORD_FLOWS: &[&[&str]] = &[&[myelin_service::uia::PASSWORD]];
+pub(super) const PASSWORD_FLOWS: &[&[&str]] = &[&[myelin_service::accounts::uia::PASSWORD]];
 
 /// POST /_matrix/client/v3/account/password (UIA: m.login.password).
 async fn change_password(
@@ -262,10 +270,12 @@ async fn change_password(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .accounts
         .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
         .await?;
     state
         .services
+        .accounts
         .change_password(&authed, &body.new_password, body.logout_devices)
         .await?;
     Ok(Json(json!({})))
@@ -284,9 +294,10 @@ async fn deactivate(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .accounts
         .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
         .await?;
-    state.services.deactivate(&authed.user_id).await?;
+    state.services.accounts.deactivate(&authed.user_id).await?;
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }
 
@@ -299,7 +310,11 @@ async fn list_devices(
     State(state): State<SharedState>,
     Auth(authed): Auth,
 ) -> ApiResult<Json<Value>> {
-    let devices = state.services.list_devices(&authed.user_id).await?;
+    let devices = state
+        .services
+        .accounts
+        .list_devices(&authed.user_id)
+        .await?;
     Ok(Json(
         json!({ "devices": devices.iter().map(device_json).collect::<Vec<_>>() }),
     ))
@@ -314,6 +329,7 @@ async fn get_device(
     Ok(Json(device_json(
         &state
             .services
+            .accounts
             .get_device(&authed.user_id, &device_id)
             .await?,
     )))
@@ -333,6 +349,7 @@ async fn put_device(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .accounts
         .rename_device(&authed.user_id, &device_id, body.display_name.as_deref())
         .await?;
     Ok(Json(json!({})))
@@ -347,14 +364,17 @@ async fn delete_device(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .accounts
         .get_device(&authed.user_id, &device_id)
         .await?;
     state
         .services
+        .accounts
         .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
         .await?;
     state
         .services
+        .accounts
         .delete_devices(&authed.user_id, &[OwnedDeviceId::from(device_id)])
         .await?;
     Ok(Json(json!({})))
@@ -374,10 +394,15 @@ async fn delete_devices(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .accounts
         .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
         .await?;
     let ids: Vec<OwnedDeviceId> = body.devices.into_iter().map(OwnedDeviceId::from).collect();
-    state.services.delete_devices(&authed.user_id, &ids).await?;
+    state
+        .services
+        .accounts
+        .delete_devices(&authed.user_id, &ids)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -396,11 +421,12 @@ async fn openid_request_token(
     let user_id: ruma::OwnedUserId = crate::extract::parse_id(user_id, "user ID")?;
     let token = state
         .services
+        .accounts
         .request_openid_token(&authed.user_id, &user_id)?;
     Ok(Json(json!({
         "access_token": token.access_token,
         "token_type": "Bearer",
-        "matrix_server_name": state.services.server_name(),
+        "matrix_server_name": state.services.ctx.server_name(),
         "expires_in": token.expires_in_ms / 1000,
     })))
 }

@@ -34,7 +34,11 @@ async fn get_visibility(
     Path(room): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-    let visibility = state.services.room_directory_visibility(&room_id).await?;
+    let visibility = state
+        .services
+        .rooms
+        .room_directory_visibility(&room_id)
+        .await?;
     Ok(Json(json!({ "visibility": visibility })))
 }
 
@@ -62,6 +66,7 @@ async fn set_visibility(
     let public = !matches!(body.visibility, Some(Visibility::Private));
     state
         .services
+        .rooms
         .set_room_directory_visibility(&authed.user_id, &room_id, public)
         .await?;
     Ok(Json(json!({})))
@@ -91,6 +96,7 @@ async fn public_rooms(
     let server = server_param(params.server)?;
     let answer = state
         .services
+        .rooms
         .public_rooms(
             server.as_deref(),
             params.limit,
@@ -119,6 +125,7 @@ async fn query_public_rooms(
     let server = server_param(params.server)?;
     let answer = state
         .services
+        .rooms
         .public_rooms(server.as_deref(), None, None, Some(&body))
         .await?;
     Ok(Json(answer))
@@ -150,6 +157,7 @@ async fn hierarchy(
     Ok(Json(
         state
             .services
+            .rooms
             .room_hierarchy(&authed.user_id, &room_id, query)
             .await?,
     ))

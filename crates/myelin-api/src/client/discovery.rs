@@ -38,7 +38,7 @@ async fn capabilities(State(state): State<SharedState>, _auth: Auth) -> Json<Val
         .collect();
     Json(json!({
         "capabilities": {
-            "m.room_versions": { "default": state.services.config.default_room_version.as_str(), "available": available },
+            "m.room_versions": { "default": state.services.ctx.config.default_room_version.as_str(), "available": available },
             "m.change_password": { "enabled": true },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
@@ -71,7 +71,7 @@ async fn well_known_support(State(state): State<SharedState>) -> ApiResult<Json<
 
 /// GET /_matrix/client/v3/voip/turnServer (spec: client-server "Voice over IP").
 async fn turn_server(State(state): State<SharedState>, Auth(authed): Auth) -> Json<Value> {
-    Json(state.services.turn_server(&authed.user_id))
+    Json(state.services.users.turn_server(&authed.user_id))
 }
 
 /// GET /_matrix/client/v3/thirdparty/protocols: the protocols bridged by application services.

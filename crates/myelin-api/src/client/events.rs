@@ -7,7 +7,7 @@ use axum::{
 };
 use myelin_service::{
     filter::RoomEventFilter,
-    rooms::MembersQuery,
+    history::MembersQuery,
     sync::{pagination_token, SyncToken},
 };
 use myelin_storage::Direction;
@@ -74,6 +74,7 @@ async fn send(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let event_id = state
         .services
+        .rooms
         .send_message(&authed, &room_id, &kind, &txn, Value::Object(content))
         .await?;
     Ok(Json(json!({ "event_id": event_id })))
@@ -89,6 +90,7 @@ async fn all_state(
     Ok(Json(Value::Array(
         state
             .services
+            .history
             .room_state_events(&authed.user_id, &room_id)
             .await?,
     )))
@@ -112,6 +114,7 @@ async fn get_state(
     Ok(Json(
         state
             .services
+            .history
             .room_state_event(&authed.user_id, &room_id, &kind, &key)
             .await?,
     ))
@@ -136,6 +139,7 @@ async fn put_state(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let event_id = state
         .services
+        .rooms
         .send_state(&authed, &room_id, &kind, &key, Value::Object(content))
         .await?;
     Ok(Json(json!({ "event_id": event_id })))
@@ -152,6 +156,7 @@ async fn get_event(
     Ok(Json(
         state
             .services
+            .history
             .get_room_event(&authed.user_id, &authed.device_id, &room_id, &event_id)
             .await?,
     ))
@@ -187,7 +192,7 @@ async fn members(
         not_membership: q.not_membership,
     };
     Ok(Json(
-        json!({ "chunk": state.services.room_members(&authed.user_id, &room_id, &query).await? }),
+        json!({ "chunk": state.services.history.room_members(&authed.user_id, &room_id, &query).await? }),
     ))
 }
 
@@ -201,6 +206,7 @@ async fn joined_members(
     Ok(Json(
         state
             .services
+            .history
             .joined_members(&authed.user_id, &room_id)
             .await?,
     ))
@@ -259,6 +265,7 @@ async fn messages(
     let limit = filter.limit.map_or(limit, |l| l as usize).min(limit.max(1));
     let page = state
         .services
+        .history
         .messages(
             &authed.user_id,
             &authed.device_id,
@@ -297,6 +304,7 @@ async fn context(
     let limit = parse_limit(&q.limit, 10)?;
     let page = state
         .services
+        .history
         .context(
             &authed.user_id,
             &authed.device_id,
@@ -331,6 +339,7 @@ async fn redact(
     let event_id: OwnedEventId = parse_id(event, "event ID")?;
     let id = state
         .services
+        .rooms
         .redact(&authed, &room_id, &event_id, &txn, body.reason.as_deref())
         .await?;
     Ok(Json(json!({ "event_id": id })))
@@ -346,6 +355,7 @@ async fn timestamp_to_event(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let (event_id, ts) = state
         .services
+        .history
         .timestamp_to_event(&authed.user_id, &room_id, query.ts, query.direction()?)
         .await?;
     Ok(Json(

@@ -47,7 +47,7 @@ async fn upload(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<KeysUpload>,
 ) -> ApiResult<Json<Value>> {
-    let counts = state.services.upload_keys(&authed, body).await?;
+    let counts = state.services.e2ee.upload_keys(&authed, body).await?;
     Ok(Json(json!({ "one_time_key_counts": counts })))
 }
 
@@ -57,7 +57,7 @@ async fn query(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<KeysQuery>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(state.services.query_keys(&authed, body).await?))
+    Ok(Json(state.services.e2ee.query_keys(&authed, body).await?))
 }
 
 /// POST /_matrix/client/v3/keys/claim.
@@ -66,7 +66,7 @@ async fn claim(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<ClaimRequest>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(state.services.claim_keys(&authed, body).await?))
+    Ok(Json(state.services.e2ee.claim_keys(&authed, body).await?))
 }
 
 #[derive(Deserialize)]
@@ -89,6 +89,7 @@ async fn changes(
     let (from, to) = (token(&params.from, "from")?, token(&params.to, "to")?);
     let changes = state
         .services
+        .e2ee
         .device_list_changes(&authed.user_id, from, to)
         .await?;
     Ok(Json(
@@ -111,12 +112,16 @@ async fn upload_signing_keys(
     JsonBody(body): JsonBody<SigningKeysBody>,
 ) -> ApiResult<Json<Value>> {
     let services = &state.services;
-    if services.has_master_key(&authed.user_id).await? {
+    if services.e2ee.has_master_key(&authed.user_id).await? {
         services
+            .accounts
             .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
             .await?;
     }
-    services.upload_signing_keys(&authed, body.keys).await?;
+    services
+        .e2ee
+        .upload_signing_keys(&authed, body.keys)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -126,7 +131,7 @@ async fn upload_signatures(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
-    let failures = state.services.upload_signatures(&authed, body).await?;
+    let failures = state.services.e2ee.upload_signatures(&authed, body).await?;
     Ok(Json(json!({ "failures": signature_failures(failures) })))
 }
 
@@ -144,6 +149,7 @@ async fn send_to_device(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .e2ee
         .send_to_device(&authed, &event_type, &txn_id, body.messages)
         .await?;
     Ok(Json(json!({})))

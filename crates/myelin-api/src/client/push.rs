@@ -5,7 +5,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use myelin_service::push_rules::{NewRuleBody, Placement};
+use myelin_service::users::push_rules::{NewRuleBody, Placement};
 use ruma::push::Action;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,7 +51,7 @@ fn global_scope(scope: &str) -> ApiResult<()> {
 
 /// GET /_matrix/client/v3/pushrules/.
 async fn all_rules(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
-    let rules = state.services.push_rules(&authed.user_id).await?;
+    let rules = state.services.users.push_rules(&authed.user_id).await?;
     Ok(Json(json!({ "global": rules })))
 }
 
@@ -61,7 +61,7 @@ async fn global_rules(
     Auth(authed): Auth,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(json!(
-        state.services.push_rules(&authed.user_id).await?
+        state.services.users.push_rules(&authed.user_id).await?
     )))
 }
 
@@ -75,6 +75,7 @@ async fn get_rule(
     Ok(Json(
         state
             .services
+            .users
             .push_rule(&authed.user_id, &kind, &rule_id)
             .await?,
     ))
@@ -101,6 +102,7 @@ async fn put_rule(
     };
     state
         .services
+        .users
         .set_push_rule(&authed.user_id, &kind, &rule_id, body, placement)
         .await?;
     Ok(Json(json!({})))
@@ -115,6 +117,7 @@ async fn delete_rule(
     global_scope(&scope)?;
     state
         .services
+        .users
         .delete_push_rule(&authed.user_id, &kind, &rule_id)
         .await?;
     Ok(Json(json!({})))
@@ -129,6 +132,7 @@ async fn get_enabled(
     global_scope(&scope)?;
     let rule = state
         .services
+        .users
         .push_rule(&authed.user_id, &kind, &rule_id)
         .await?;
     Ok(Json(json!({ "enabled": rule["enabled"] })))
@@ -149,6 +153,7 @@ async fn put_enabled(
     global_scope(&scope)?;
     state
         .services
+        .users
         .set_push_rule_enabled(&authed.user_id, &kind, &rule_id, body.enabled)
         .await?;
     Ok(Json(json!({})))
@@ -163,6 +168,7 @@ async fn get_actions(
     global_scope(&scope)?;
     let rule = state
         .services
+        .users
         .push_rule(&authed.user_id, &kind, &rule_id)
         .await?;
     Ok(Json(json!({ "actions": rule["actions"] })))
@@ -183,6 +189,7 @@ async fn put_actions(
     global_scope(&scope)?;
     state
         .services
+        .users
         .set_push_rule_actions(&authed.user_id, &kind, &rule_id, body.actions)
         .await?;
     Ok(Json(json!({})))

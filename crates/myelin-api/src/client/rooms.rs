@@ -5,7 +5,7 @@ use axum::{
     routing::{get, post, put},
     Json, Router,
 };
-use myelin_service::rooms::{CreateRoomRequest, InitialStateEvent};
+use myelin_service::membership::{CreateRoomRequest, InitialStateEvent};
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -111,7 +111,11 @@ async fn create_room(
         is_direct: body.is_direct,
         power_level_content_override: body.power_level_content_override,
     };
-    let room_id = state.services.create_room(&authed.user_id, req).await?;
+    let room_id = state
+        .services
+        .membership
+        .create_room(&authed.user_id, req)
+        .await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 
@@ -141,6 +145,7 @@ async fn join(
     let via = via_servers(&query)?;
     let room_id = state
         .services
+        .membership
         .join_room(&authed.user_id, &room, body.reason.as_deref(), &via)
         .await?;
     Ok(Json(json!({ "room_id": room_id })))
@@ -156,6 +161,7 @@ async fn leave(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     state
         .services
+        .membership
         .leave_room(&authed.user_id, &room_id, body.reason.as_deref())
         .await?;
     Ok(Json(json!({})))
@@ -196,10 +202,30 @@ fn on_target(
             let (services, user, target) = (&state.services, &authed.user_id, &body.user_id);
             let reason = body.reason.as_deref();
             match action {
-                TargetAction::Invite => services.invite(user, &room_id, target, reason).await?,
-                TargetAction::Kick => services.kick(user, &room_id, target, reason).await?,
-                TargetAction::Ban => services.ban(user, &room_id, target, reason).await?,
-                TargetAction::Unban => services.unban(user, &room_id, target, reason).await?,
+                TargetAction::Invite => {
+                    services
+                        .membership
+                        .invite(user, &room_id, target, reason)
+                        .await?
+                }
+                TargetAction::Kick => {
+                    services
+                        .membership
+                        .kick(user, &room_id, target, reason)
+                        .await?
+                }
+                TargetAction::Ban => {
+                    services
+                        .membership
+                        .ban(user, &room_id, target, reason)
+                        .await?
+                }
+                TargetAction::Unban => {
+                    services
+                        .membership
+                        .unban(user, &room_id, target, reason)
+                        .await?
+                }
             }
             Ok(Json(json!({})))
         })
@@ -215,6 +241,7 @@ async fn forget(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     state
         .services
+        .membership
         .forget_room(&authed.user_id, &room_id)
         .await?;
     Ok(Json(json!({})))
@@ -226,7 +253,7 @@ async fn joined_rooms(
     Auth(authed): Auth,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        json!({ "joined_rooms": state.services.joined_rooms(&authed.user_id).await? }),
+        json!({ "joined_rooms": state.services.rooms.joined_rooms(&authed.user_id).await? }),
     ))
 }
 
@@ -245,6 +272,7 @@ async fn put_alias(
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
     state
         .services
+        .rooms
         .put_alias(&authed.user_id, &alias, &body.room_id)
         .await?;
     Ok(Json(json!({})))
@@ -256,9 +284,9 @@ async fn get_alias(
     Path(alias): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
-    let room_id = state.services.get_alias(&alias).await?;
+    let room_id = state.services.rooms.get_alias(&alias).await?;
     Ok(Json(
-        json!({ "room_id": room_id, "servers": [state.services.server_name()] }),
+        json!({ "room_id": room_id, "servers": [state.services.ctx.server_name()] }),
     ))
 }
 
@@ -269,7 +297,11 @@ async fn delete_alias(
     Path(alias): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
-    state.services.delete_alias(&authed.user_id, &alias).await?;
+    state
+        .services
+        .rooms
+        .delete_alias(&authed.user_id, &alias)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -281,7 +313,7 @@ async fn room_aliases(
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     Ok(Json(
-        json!({ "aliases": state.services.room_aliases(&authed.user_id, &room_id).await? }),
+        json!({ "aliases": state.services.rooms.room_aliases(&authed.user_id, &room_id).await? }),
     ))
 }
 
@@ -300,6 +332,7 @@ async fn upgrade_room(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     let replacement = state
         .services
+        .membership
         .upgrade_room(&authed.user_id, &room_id, &body.new_version)
         .await?;
     Ok(Json(json!({ "replacement_room": replacement })))
@@ -321,6 +354,7 @@ async fn knock(
     let via = via_servers(&query)?;
     let room_id = state
         .services
+        .membership
         .knock_room(&authed.user_id, &room, body.reason.as_deref(), &via)
         .await?;
     Ok(Json(json!({ "room_id": room_id })))
@@ -334,7 +368,9 @@ async fn room_summary(
     Path(room): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let viewer = authed.as_ref().map(|a| a.user_id.as_ref());
-    Ok(Json(state.services.room_summary(viewer, &room).await?))
+    Ok(Json(
+        state.services.rooms.room_summary(viewer, &room).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -358,6 +394,10 @@ async fn mutual_rooms(
         .ok_or_else(|| ApiError::invalid_param("user_id is required"))?;
     let other: OwnedUserId = OwnedUserId::try_from(other)
         .map_err(|e| ApiError::invalid_param(format!("Invalid user ID: {e}")))?;
-    let joined = state.services.mutual_rooms(&authed.user_id, &other).await?;
+    let joined = state
+        .services
+        .rooms
+        .mutual_rooms(&authed.user_id, &other)
+        .await?;
     Ok(Json(json!({ "joined": joined, "count": joined.len() })))
 }

@@ -62,7 +62,7 @@ async fn sync(
         filter: q.filter,
         set_presence: q.set_presence,
     };
-    Ok(Json(state.services.sync(&authed, req).await?))
+    Ok(Json(state.services.sync.sync(&authed, req).await?))
 }
 
 pub(crate) fn own_user(
@@ -87,7 +87,7 @@ async fn create_filter(
     if !filter.is_object() {
         return Err(ApiError::bad_json("Filter must be a JSON object"));
     }
-    let id = state.services.create_filter(&user_id, filter).await?;
+    let id = state.services.users.create_filter(&user_id, filter).await?;
     Ok(Json(json!({ "filter_id": id })))
 }
 
@@ -98,5 +98,11 @@ async fn get_filter(
     Path((user, filter_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let user_id = own_user(&authed, user)?;
-    Ok(Json(state.services.get_filter(&user_id, &filter_id).await?))
+    Ok(Json(
+        state
+            .services
+            .users
+            .get_filter(&user_id, &filter_id)
+            .await?,
+    ))
 }

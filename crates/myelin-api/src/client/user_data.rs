@@ -82,6 +82,7 @@ async fn search_user_directory(
 ) -> ApiResult<Json<Value>> {
     let (users, limited) = state
         .services
+        .users
         .search_users(&authed.user_id, &body.search_term, body.limit)
         .await?;
     let results: Vec<Value> = users.iter().map(|u| u.to_json()).collect();
@@ -94,7 +95,7 @@ async fn get_profile(
     Path(user): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
-    Ok(Json(state.services.profile(&user_id).await?))
+    Ok(Json(state.services.users.profile(&user_id).await?))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/{keyName}.
@@ -103,7 +104,7 @@ async fn get_profile_field(
     Path((user, field)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
-    let profile = state.services.profile(&user_id).await?;
+    let profile = state.services.users.profile(&user_id).await?;
     let value = profile
         .get(&field)
         .cloned()
@@ -125,6 +126,7 @@ async fn delete_profile_field(
     }
     state
         .services
+        .membership
         .set_profile_field(&user_id, &field, None)
         .await?;
     Ok(Json(json!({})))
@@ -150,6 +152,7 @@ async fn put_profile_field(
     };
     state
         .services
+        .membership
         .set_profile_field(&user_id, &field, value)
         .await?;
     Ok(Json(json!({})))
@@ -172,6 +175,7 @@ async fn typing(
     let user_id = require_own_user(&authed, user)?;
     state
         .services
+        .ephemeral
         .set_typing(&user_id, &room_id, body.typing, body.timeout)
         .await?;
     Ok(Json(json!({})))
@@ -193,6 +197,7 @@ async fn receipt(
     let event_id: OwnedEventId = parse_id(event, "event ID")?;
     state
         .services
+        .ephemeral
         .set_receipt(&authed, &room_id, &receipt_type, &event_id, body.thread_id)
         .await?;
     Ok(Json(json!({})))
@@ -218,6 +223,7 @@ async fn read_markers(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     state
         .services
+        .ephemeral
         .set_read_markers(
             &authed,
             &room_id,
@@ -239,6 +245,7 @@ async fn get_account_data(
     Ok(Json(
         state
             .services
+            .users
             .get_account_data(&user_id, None, &kind)
             .await?,
     ))
@@ -254,6 +261,7 @@ async fn put_account_data(
     let user_id = require_own_user(&authed, user)?;
     state
         .services
+        .users
         .set_account_data(&user_id, None, &kind, Value::Object(content))
         .await?;
     Ok(Json(json!({})))
@@ -270,6 +278,7 @@ async fn get_room_account_data(
     Ok(Json(
         state
             .services
+            .users
             .get_account_data(&user_id, Some(&room_id), &kind)
             .await?,
     ))
@@ -286,6 +295,7 @@ async fn put_room_account_data(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     state
         .services
+        .users
         .set_account_data(&user_id, Some(&room_id), &kind, Value::Object(content))
         .await?;
     Ok(Json(json!({})))
@@ -300,7 +310,7 @@ async fn get_tags(
     let user_id = require_own_user(&authed, user)?;
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     Ok(Json(
-        json!({ "tags": state.services.tags(&user_id, &room_id).await? }),
+        json!({ "tags": state.services.users.tags(&user_id, &room_id).await? }),
     ))
 }
 
@@ -315,6 +325,7 @@ async fn put_tag(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     state
         .services
+        .users
         .set_tag(&user_id, &room_id, &tag, Some(Value::Object(content)))
         .await?;
     Ok(Json(json!({})))
@@ -330,6 +341,7 @@ async fn delete_tag(
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
     state
         .services
+        .users
         .set_tag(&user_id, &room_id, &tag, None)
         .await?;
     Ok(Json(json!({})))
@@ -344,6 +356,7 @@ async fn get_presence(
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
     let (presence, status_msg, ago) = state
         .services
+        .ephemeral
         .get_presence(&authed.user_id, &user_id)
         .await?;
     let mut body = json!({ "presence": presence, "currently_active": presence == "online" });
@@ -372,6 +385,7 @@ async fn put_presence(
     let user_id = require_own_user(&authed, user)?;
     state
         .services
+        .ephemeral
         .set_presence(&user_id, &body.presence, body.status_msg.as_deref())
         .await?;
     Ok(Json(json!({})))

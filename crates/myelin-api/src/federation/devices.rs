@@ -36,9 +36,14 @@ async fn user_devices(
     tracing::debug!(%origin, %user_id, "federation device list query");
     state
         .services
+        .ctx
         .check_rate(RateAction::FederationKeyQuery, origin.as_str())?;
     Ok(Json(
-        state.services.federation_user_devices(&user_id).await?,
+        state
+            .services
+            .e2ee
+            .federation_user_devices(&user_id)
+            .await?,
     ))
 }
 
@@ -54,9 +59,12 @@ async fn query_keys(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .ctx
         .check_rate(RateAction::FederationKeyQuery, request.origin.as_str())?;
     let wanted = request.body.device_keys;
-    Ok(Json(state.services.federation_query_keys(wanted).await?))
+    Ok(Json(
+        state.services.e2ee.federation_query_keys(wanted).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -71,7 +79,10 @@ async fn claim_keys(
 ) -> ApiResult<Json<Value>> {
     state
         .services
+        .ctx
         .check_rate(RateAction::FederationKeyQuery, request.origin.as_str())?;
     let wanted = request.body.one_time_keys;
-    Ok(Json(state.services.federation_claim_keys(wanted).await?))
+    Ok(Json(
+        state.services.e2ee.federation_claim_keys(wanted).await?,
+    ))
 }

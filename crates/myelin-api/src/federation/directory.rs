@@ -37,6 +37,7 @@ async fn public_rooms(
     tracing::debug!(%origin, "federation public rooms");
     let answer = state
         .services
+        .rooms
         .local_public_rooms(params.limit, params.since.as_deref(), None)
         .await?;
     Ok(Json(answer))
@@ -53,6 +54,7 @@ async fn query_public_rooms(
     tracing::debug!(origin = %request.origin, "federation public rooms query");
     let answer = state
         .services
+        .rooms
         .local_public_rooms(None, None, Some(&request.body))
         .await?;
     Ok(Json(answer))
@@ -75,6 +77,7 @@ async fn hierarchy(
     Ok(Json(
         state
             .services
+            .rooms
             .federation_hierarchy(&origin, &room_id, params.suggested_only)
             .await?,
     ))

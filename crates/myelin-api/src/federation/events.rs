@@ -40,8 +40,8 @@ impl PduTransaction {
     pub fn new(state: &SharedState, pdus: Vec<Box<RawJsonValue>>) -> Self {
         let services = &state.services;
         PduTransaction {
-            origin: services.server_name().to_owned(),
-            origin_server_ts: services.now_ms(),
+            origin: services.ctx.server_name().to_owned(),
+            origin_server_ts: services.ctx.now_ms(),
             pdus,
         }
     }
@@ -55,7 +55,11 @@ async fn event(
     Path(event_id): Path<String>,
 ) -> ApiResult<Json<PduTransaction>> {
     let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
-    let pdu = state.services.federation_event(&origin, &event_id).await?;
+    let pdu = state
+        .services
+        .federation_reads
+        .federation_event(&origin, &event_id)
+        .await?;
     Ok(Json(PduTransaction::new(&state, vec![pdu])))
 }
 
@@ -82,6 +86,7 @@ async fn state(
     let event_id: OwnedEventId = parse_id(query.event_id, "event_id")?;
     let found = state
         .services
+        .federation_reads
         .federation_state(&origin, &room_id, &event_id)
         .await?;
     Ok(Json(StateResponse {
@@ -108,6 +113,7 @@ async fn state_ids(
     let event_id: OwnedEventId = parse_id(query.event_id, "event_id")?;
     let found = state
         .services
+        .federation_reads
         .federation_state_ids(&origin, &room_id, &event_id)
         .await?;
     Ok(Json(StateIdsResponse {
@@ -132,6 +138,7 @@ async fn event_auth(
     let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
     let auth_chain = state
         .services
+        .federation_reads
         .federation_event_auth(&origin, &room_id, &event_id)
         .await?;
     Ok(Json(EventAuthResponse { auth_chain }))

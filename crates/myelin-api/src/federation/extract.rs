@@ -77,6 +77,7 @@ async fn authenticate(
         });
     let result = state
         .services
+        .ctx
         .federation
         .authenticate(header, parts.method.as_str(), path_and_query, content)
         .await;
@@ -85,7 +86,7 @@ async fn authenticate(
             // Every authenticated request spends from its origin's budget; a flooding server
             // is told to back off (429) before any work is done for it.
             state
-                .services
+                .services.ctx
                 .check_rate(myelin_service::RateAction::Federation, origin.as_str())
                 .inspect_err(|_| tracing::info!(%origin, uri = path_and_query, "federation request rate-limited"))?;
             Ok(origin)

@@ -66,6 +66,7 @@ async fn backfill(
     }
     let pdus = state
         .services
+        .federation_reads
         .federation_backfill(&origin, &room_id, &from, limit)
         .await?;
     Ok(Json(PduTransaction::new(&state, pdus)))
@@ -87,6 +88,7 @@ async fn get_missing_events(
     let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
     let events = state
         .services
+        .federation_reads
         .federation_missing_events(&request.origin, &room_id, &request.body)
         .await?;
     Ok(Json(MissingEventsResponse { events }))
@@ -102,6 +104,7 @@ async fn timestamp_to_event(
     let room_id: OwnedRoomId = parse_id(room_id, "room ID")?;
     let (event_id, ts) = state
         .services
+        .federation_reads
         .federation_timestamp_to_event(&origin, &room_id, query.ts, query.direction()?)
         .await?;
     Ok(axum::Json(

@@ -35,8 +35,9 @@ async fn server_keys(State(state): State<SharedState>) -> Json<CanonicalJsonObje
     Json(
         state
             .services
+            .ctx
             .federation
-            .own_server_keys(&state.services.key.key_pair),
+            .own_server_keys(&state.services.ctx.key.key_pair),
     )
 }
 
@@ -48,8 +49,9 @@ async fn server_keys_by_id(
     Json(
         state
             .services
+            .ctx
             .federation
-            .own_server_keys(&state.services.key.key_pair),
+            .own_server_keys(&state.services.ctx.key.key_pair),
     )
 }
 
@@ -66,13 +68,18 @@ async fn query_one(
     Query(query): Query<MinimumValidUntil>,
 ) -> ApiResult<Json<Value>> {
     let server: OwnedServerName = parse_id(server, "server name")?;
-    let federation = &state.services.federation;
+    let federation = &state.services.ctx.federation;
     let minimum = query
         .minimum_valid_until_ts
         .unwrap_or_else(|| federation.now_ms());
     let mut budget = NotaryBudget::default();
     let keys = federation
-        .notary_server_keys(&state.services.key.key_pair, &server, minimum, &mut budget)
+        .notary_server_keys(
+            &state.services.ctx.key.key_pair,
+            &server,
+            minimum,
+            &mut budget,
+        )
         .await;
     Ok(Json(json!({ "server_keys": keys })))
 }
@@ -97,7 +104,7 @@ async fn query_many(
             "At most {MAX_QUERIED_SERVERS} servers per query"
         )));
     }
-    let federation = &state.services.federation;
+    let federation = &state.services.ctx.federation;
     let now = federation.now_ms();
     let mut all = Vec::new();
     // One budget for the whole request: a few fetches, the other servers from the cache.
@@ -112,7 +119,12 @@ async fn query_many(
             .unwrap_or(now);
         all.extend(
             federation
-                .notary_server_keys(&state.services.key.key_pair, &server, minimum, &mut budget)
+                .notary_server_keys(
+                    &state.services.ctx.key.key_pair,
+                    &server,
+                    minimum,
+                    &mut budget,
+                )
                 .await,
         );
     }

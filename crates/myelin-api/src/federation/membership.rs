@@ -75,6 +75,7 @@ async fn send_transaction(
 ) -> ApiResult<Json<Value>> {
     let answer = state
         .services
+        .inbound
         .federation_receive_transaction(&origin, &txn_id, body)
         .await?;
     Ok(Json(answer))
@@ -91,6 +92,7 @@ async fn make_join(
     let user_id: OwnedUserId = parse_id(user_id, "user ID")?;
     let template = state
         .services
+        .handshakes
         .federation_make_join(&origin, &room_id, &user_id, &query.all("ver"))
         .await?;
     Ok(Json(
@@ -108,6 +110,7 @@ async fn make_leave(
     let user_id: OwnedUserId = parse_id(user_id, "user ID")?;
     let template = state
         .services
+        .handshakes
         .federation_make_leave(&origin, &room_id, &user_id)
         .await?;
     Ok(Json(
@@ -126,6 +129,7 @@ async fn make_knock(
     let user_id: OwnedUserId = parse_id(user_id, "user ID")?;
     let template = state
         .services
+        .handshakes
         .federation_make_knock(&origin, &room_id, &user_id, &query.all("ver"))
         .await?;
     Ok(Json(
@@ -143,6 +147,7 @@ async fn send_knock(
     let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
     let stripped = state
         .services
+        .handshakes
         .federation_send_knock(&origin, &room_id, &event_id, &body)
         .await?;
     Ok(Json(json!({ "knock_room_state": stripped })))
@@ -178,10 +183,11 @@ async fn send_join(
     let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
     let answer = state
         .services
+        .handshakes
         .federation_send_join(&origin, &room_id, &event_id, &body)
         .await?;
     Ok(Json(json!({
-        "origin": state.services.server_name(),
+        "origin": state.services.ctx.server_name(),
         "state": answer.state,
         "auth_chain": answer.auth_chain,
         "event": answer.event,
@@ -199,6 +205,7 @@ async fn send_leave(
     let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
     state
         .services
+        .handshakes
         .federation_send_leave(&origin, &room_id, &event_id, &body)
         .await?;
     Ok(Json(json!({})))
@@ -222,6 +229,7 @@ async fn invite(
     let event_id: OwnedEventId = parse_id(event_id, "event ID")?;
     let signed = state
         .services
+        .handshakes
         .federation_invite(
             &origin,
             &room_id,
@@ -261,6 +269,7 @@ async fn invite_v1(
         .invite_room_state;
     let signed = state
         .services
+        .handshakes
         .federation_invite(
             &origin,
             &room_id,

@@ -34,13 +34,13 @@ async fn profile(
     Query(query): Query<ProfileQuery>,
 ) -> ApiResult<Json<Value>> {
     let user_id: ruma::OwnedUserId = parse_id(query.user_id, "user_id")?;
-    if user_id.server_name() != state.services.server_name() {
+    if user_id.server_name() != state.services.ctx.server_name() {
         return Err(ApiError::invalid_param(
             "user_id is not a user of this server",
         ));
     }
     tracing::debug!(%origin, %user_id, "federation profile query");
-    let mut profile = state.services.profile(&user_id).await?;
+    let mut profile = state.services.users.profile(&user_id).await?;
     if let Some(field) = query.field {
         let value = profile.get(&field).cloned();
         profile = serde_json::json!({});
@@ -67,6 +67,7 @@ async fn directory(
     let alias: ruma::OwnedRoomAliasId = parse_id(query.room_alias, "room_alias")?;
     let answer = state
         .services
+        .federation_reads
         .federation_query_directory(&origin, &alias)
         .await?;
     Ok(Json(
@@ -85,6 +86,9 @@ async fn openid_userinfo(
     State(state): State<SharedState>,
     Query(query): Query<UserInfoQuery>,
 ) -> ApiResult<Json<Value>> {
-    let user_id = state.services.openid_userinfo(&query.access_token)?;
+    let user_id = state
+        .services
+        .accounts
+        .openid_userinfo(&query.access_token)?;
     Ok(Json(json!({ "sub": user_id })))
 }

@@ -15,7 +15,7 @@ pub fn routes() -> Router<SharedState> {
 
 /// GET /.well-known/matrix/server: `{"m.server": ...}`, or 404 `M_NOT_FOUND` when not configured.
 async fn server(State(state): State<SharedState>) -> ApiResult<Json<Value>> {
-    match &state.services.federation.config.well_known_server {
+    match &state.services.ctx.federation.config.well_known_server {
         Some(server) => Ok(Json(json!({ "m.server": server }))),
         None => Err(ApiError::not_found("No server delegation is configured")),
     }

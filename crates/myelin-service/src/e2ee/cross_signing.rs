@@ -4,7 +4,7 @@ use myelin_storage::CrossSigningKind;
 use ruma::{OwnedDeviceId, UserId};
 use serde_json::{json, Map, Value};
 
-use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+use crate::{accounts::Authed, E2ee, ServiceError, ServiceResult};
 
 /// The keys of `POST /keys/device_signing/upload`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -79,10 +79,11 @@ fn merge_signatures(stored: &Value, signed: &Value) -> Option<Value> {
 pub type SignatureFailures =
     std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
-impl Services {
+impl E2ee {
     /// Whether the user has a master key already (replacing it needs user-interactive auth).
     pub async fn has_master_key(&self, user_id: &UserId) -> ServiceResult<bool> {
         Ok(self
+            .ctx
             .storage
             .cross_signing_keys(&[user_id.to_owned()])
             .await?
@@ -110,7 +111,8 @@ impl Services {
         if keys.is_empty() {
             return Ok(());
         }
-        self.storage
+        self.ctx
+            .storage
             .set_cross_signing_keys(&authed.user_id, &keys)
             .await?;
         self.announce_signing_keys(&authed.user_id).await
@@ -157,6 +159,7 @@ impl Services {
         let device_id = OwnedDeviceId::from(key_id);
         let users = [user_id.to_owned()];
         if let Some(stored) = self
+            .ctx
             .storage
             .device_keys(&users)
             .await?
@@ -169,6 +172,7 @@ impl Services {
                 return Ok(Err("The signed object does not match the device's keys"));
             };
             if let Some(pos) = self
+                .ctx
                 .storage
                 .set_device_keys(user_id, key_id, &merged.to_string())
                 .await?
@@ -178,7 +182,7 @@ impl Services {
             }
             return Ok(Ok(()));
         }
-        for key in self.storage.cross_signing_keys(&users).await? {
+        for key in self.ctx.storage.cross_signing_keys(&users).await? {
             let stored: Value = serde_json::from_str(&key.key_json)
                 .map_err(|e| ServiceError::Internal(format!("stored signing key: {e}")))?;
             if public_key(&stored).as_deref() != Some(key_id) {
@@ -187,7 +191,8 @@ impl Services {
             let Some(merged) = merge_signatures(&stored, signed) else {
                 return Ok(Err("The signed object does not match the stored key"));
             };
-            self.storage
+            self.ctx
+                .storage
                 .set_cross_signing_keys(user_id, &[(key.kind, merged.to_string())])
                 .await?;
             self.announce_signing_keys(user_id).await?;
@@ -204,6 +209,7 @@ impl Services {
         body: &mut Value,
     ) -> ServiceResult<()> {
         for key in self
+            .ctx
             .storage
             .cross_signing_keys(&[user_id.to_owned()])
             .await?
@@ -223,13 +229,14 @@ impl Services {
     /// Tells local users sharing a room and the other servers in those rooms
     /// (`m.signing_key_update`) that the user's cross-signing keys changed.
     async fn announce_signing_keys(&self, user_id: &UserId) -> ServiceResult<()> {
-        let servers = self.notify_sharers(user_id).await?;
+        let servers = self.rooms.notify_sharers(user_id).await?;
         if servers.is_empty() {
             return Ok(());
         }
         let mut content = json!({ "user_id": user_id });
         self.add_public_signing_keys(user_id, &mut content).await?;
-        self.queue_edu_for(servers, "m.signing_key_update", content)
+        self.outbox
+            .queue_edu_for(servers, "m.signing_key_update", content)
             .await
     }
 }

@@ -4,10 +4,10 @@
 use std::collections::{BTreeSet, HashSet};
 
 use myelin_core::StreamPos;
-use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::json;
 
-use crate::{ServiceError, ServiceResult, Services};
+use crate::{E2ee, ServiceError, ServiceResult};
 
 /// The `device_lists` of a `/sync` or `/keys/changes` answer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -16,43 +16,7 @@ pub struct DeviceListChanges {
     pub left: Vec<OwnedUserId>,
 }
 
-impl Services {
-    /// Everyone who shares a joined room with `user_id`, the user included.
-    pub(crate) async fn users_sharing_rooms(
-        &self,
-        user_id: &UserId,
-    ) -> ServiceResult<HashSet<OwnedUserId>> {
-        let mut users = HashSet::from([user_id.to_owned()]);
-        for room_id in self.joined_rooms(user_id).await? {
-            users.extend(self.room_state(&room_id).await?.members_with(&["join"]));
-        }
-        Ok(users)
-    }
-
-    /// Wakes the `/sync` of local users who share a room with `user_id`; returns the other
-    /// servers in those rooms (none when federation is off).
-    pub(crate) async fn notify_sharers(
-        &self,
-        user_id: &UserId,
-    ) -> ServiceResult<BTreeSet<OwnedServerName>> {
-        let sharing = self.users_sharing_rooms(user_id).await?;
-        let own = self.server_name();
-        self.notifier.notify(
-            sharing
-                .iter()
-                .filter(|u| u.server_name() == own)
-                .map(|u| &**u),
-        );
-        if !self.federation.config.enabled {
-            return Ok(BTreeSet::new());
-        }
-        Ok(sharing
-            .iter()
-            .map(|u| u.server_name().to_owned())
-            .filter(|s| s != own && !self.is_blocked_server(s.as_str()))
-            .collect())
-    }
-
+impl E2ee {
     /// After a committed change to a local user's devices or keys: wakes the `/sync` of local
     /// users who share a room with them and tells the other servers in those rooms.
     pub(crate) async fn announce_device_change(
@@ -62,7 +26,7 @@ impl Services {
         deleted: bool,
         pos: StreamPos,
     ) -> ServiceResult<()> {
-        let servers = self.notify_sharers(user_id).await?;
+        let servers = self.rooms.notify_sharers(user_id).await?;
         if servers.is_empty() {
             return Ok(());
         }
@@ -84,25 +48,9 @@ impl Services {
                 }
             }
         }
-        self.queue_edu_for(servers, "m.device_list_update", content)
+        self.outbox
+            .queue_edu_for(servers, "m.device_list_update", content)
             .await
-    }
-
-    /// Queues one EDU for each server and wakes their senders.
-    pub(crate) async fn queue_edu_for(
-        &self,
-        servers: impl IntoIterator<Item = OwnedServerName>,
-        edu_type: &str,
-        content: serde_json::Value,
-    ) -> ServiceResult<()> {
-        let servers: Vec<String> = servers.into_iter().map(|s| s.to_string()).collect();
-        if servers.is_empty() {
-            return Ok(());
-        }
-        let edu = json!({ "edu_type": edu_type, "content": content }).to_string();
-        self.storage.queue_edu(&servers, edu).await?;
-        self.wake_senders(&servers);
-        Ok(())
     }
 
     /// `device_lists` of `/sync` and `GET /keys/changes` for `(since, up_to]`: users sharing a
@@ -114,8 +62,9 @@ impl Services {
         since: StreamPos,
         up_to: StreamPos,
     ) -> ServiceResult<DeviceListChanges> {
-        let sharing = self.users_sharing_rooms(user_id).await?;
+        let sharing = self.rooms.users_sharing_rooms(user_id).await?;
         let mut changed: BTreeSet<OwnedUserId> = self
+            .ctx
             .storage
             .device_list_changes(since, up_to)
             .await?
@@ -145,7 +94,7 @@ impl Services {
     ) -> ServiceResult<(HashSet<OwnedUserId>, HashSet<OwnedUserId>)> {
         let in_range = |pos: StreamPos| pos > since && pos <= up_to;
         let (mut came, mut went) = (HashSet::new(), HashSet::new());
-        for m in self.storage.memberships_of_user(user_id).await? {
+        for m in self.ctx.storage.memberships_of_user(user_id).await? {
             let joined = m.membership == "join";
             let own_move = in_range(m.stream_pos);
             let left_now = own_move && matches!(m.membership.as_str(), "leave" | "ban");
@@ -155,7 +104,7 @@ impl Services {
             }
             // Rooms only seen from outside (a rejected invite, a withdrawn knock) have no state
             // here, and no members shared.
-            let state = match self.room_state(&m.room_id).await {
+            let state = match self.rooms.room_state(&m.room_id).await {
                 Ok(state) => state,
                 Err(ServiceError::NotFound(_)) => continue,
                 Err(e) => return Err(e),

@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 
 use ruma::{OwnedServerName, ServerName, UserId};
 
-use crate::{RateAction, ServiceError, ServiceResult, Services};
+use crate::{E2ee, RateAction, ServiceError, ServiceResult};
 
-impl Services {
+impl E2ee {
     /// Refuses a request of `user_id` naming more distinct other servers than configured, and
     /// spends one token of their fan-out budget per server it names (429 when it is used up).
     pub(crate) fn check_fan_out<'a>(
@@ -21,9 +21,9 @@ impl Services {
         user_id: &UserId,
         servers: impl IntoIterator<Item = &'a ServerName>,
     ) -> ServiceResult<()> {
-        let own = self.server_name();
+        let own = self.ctx.server_name();
         let named: BTreeSet<&ServerName> = servers.into_iter().filter(|s| *s != own).collect();
-        let cap = self.config.resources.max_servers_per_request;
+        let cap = self.ctx.config.resources.max_servers_per_request;
         if named.len() > cap {
             return Err(ServiceError::InvalidParam(format!(
                 "The request names users on {} other servers; at most {cap} are allowed in one request",
@@ -34,11 +34,12 @@ impl Services {
             return Ok(());
         }
         let cost = u32::try_from(named.len()).unwrap_or(u32::MAX);
-        self.rate_limiter
+        self.ctx
+            .rate_limiter
             .check_cost(
                 RateAction::RemoteFanOut,
                 user_id.as_str(),
-                self.now_ms(),
+                self.ctx.now_ms(),
                 cost,
             )
             .map_err(|retry_after_ms| ServiceError::LimitExceeded { retry_after_ms })
@@ -50,16 +51,16 @@ impl Services {
         &self,
         user_id: &UserId,
     ) -> ServiceResult<BTreeSet<OwnedServerName>> {
-        let own = self.server_name();
+        let own = self.ctx.server_name();
         let mut servers = BTreeSet::new();
-        for room_id in self.joined_rooms(user_id).await? {
-            let state = self.room_state(&room_id).await?;
+        for room_id in self.rooms.joined_rooms(user_id).await? {
+            let state = self.rooms.room_state(&room_id).await?;
             servers.extend(
                 state
                     .members_with(&["join", "invite"])
                     .iter()
                     .map(|u| u.server_name())
-                    .filter(|s| *s != own && !self.is_blocked_server(s.as_str()))
+                    .filter(|s| *s != own && !self.ctx.is_blocked_server(s.as_str()))
                     .map(ToOwned::to_owned),
             );
         }

@@ -7,13 +7,11 @@ use std::collections::BTreeMap;
 use ruma::{OwnedDeviceId, OwnedUserId, ServerName, UserId};
 use serde_json::{json, Value};
 
-use crate::{ServiceError, ServiceResult, Services};
+use crate::{E2ee, ServiceError, ServiceResult};
 
-const MAX_PRESENCE_PUSHES: usize = 100;
-
-impl Services {
+impl E2ee {
     fn require_local_user(&self, user_id: &UserId) -> ServiceResult<()> {
-        if user_id.server_name() != self.server_name() {
+        if user_id.server_name() != self.ctx.server_name() {
             return Err(ServiceError::InvalidParam(format!(
                 "{user_id} is not a user of this server"
             )));
@@ -31,6 +29,7 @@ impl Services {
             .remove(user_id)
             .unwrap_or_default();
         let devices: Vec<Value> = self
+            .ctx
             .storage
             .list_devices(user_id)
             .await?
@@ -45,7 +44,7 @@ impl Services {
                 Some(entry)
             })
             .collect();
-        let stream_id = self.storage.current_stream_pos().await?.0;
+        let stream_id = self.ctx.storage.current_stream_pos().await?.0;
         let mut body = json!({ "user_id": user_id, "stream_id": stream_id, "devices": devices });
         self.add_public_signing_keys(user_id, &mut body).await?;
         Ok(body)
@@ -57,7 +56,7 @@ impl Services {
         wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> ServiceResult<Value> {
         refuse_too_many_users(wanted.len())?;
-        let own = self.server_name();
+        let own = self.ctx.server_name();
         let local = wanted
             .into_iter()
             .filter(|(u, _)| u.server_name() == own)
@@ -71,7 +70,7 @@ impl Services {
         wanted: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
     ) -> ServiceResult<Value> {
         refuse_too_many_users(wanted.len())?;
-        let own = self.server_name();
+        let own = self.ctx.server_name();
         let local = wanted
             .into_iter()
             .filter(|(u, _)| u.server_name() == own)
@@ -100,48 +99,8 @@ impl Services {
         // Recorded whoever it concerns: `/sync` filters changes by the rooms its user shares,
         // from full room state, while the membership index has no rows for members that were
         // only in the state of a room when we joined it.
-        self.storage.mark_device_list_changed(&user_id).await?;
-        self.notify_sharers(&user_id).await?;
-        Ok(())
-    }
-
-    /// `m.presence`: the origin's users' presence, stored like local presence so that `/sync`
-    /// shows it to users who share a room with them.
-    pub(crate) async fn receive_presence(
-        &self,
-        origin: &ServerName,
-        content: &Value,
-    ) -> ServiceResult<()> {
-        let pushes = content
-            .get("push")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ServiceError::BadJson("m.presence has no push list".into()))?;
-        // Bounded work per EDU, whatever the origin sends.
-        for push in pushes.iter().take(MAX_PRESENCE_PUSHES) {
-            let Some(user_id) = push
-                .get("user_id")
-                .and_then(Value::as_str)
-                .and_then(|u| UserId::parse(u).ok())
-            else {
-                continue;
-            };
-            let state = push.get("presence").and_then(Value::as_str).unwrap_or("");
-            if user_id.server_name() != origin
-                || !matches!(state, "online" | "offline" | "unavailable")
-            {
-                continue;
-            }
-            let status = push.get("status_msg").and_then(Value::as_str);
-            let ago = push
-                .get("last_active_ago")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let last_active = self.now_ms().saturating_sub(ago);
-            self.storage
-                .set_presence(&user_id, state, status, last_active)
-                .await?;
-            self.notify_sharers(&user_id).await?;
-        }
+        self.ctx.storage.mark_device_list_changed(&user_id).await?;
+        self.rooms.notify_sharers(&user_id).await?;
         Ok(())
     }
 }

@@ -16,7 +16,21 @@ use std::collections::BTreeMap;
 use ruma::{OwnedDeviceId, OwnedUserId};
 use serde_json::{Map, Value};
 
-use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+use std::sync::Arc;
+
+use crate::{accounts::Authed, federation::Outbox, Context, Rooms, ServiceError, ServiceResult};
+
+pub struct E2ee {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) outbox: Arc<Outbox>,
+}
+
+impl E2ee {
+    pub fn new(ctx: Arc<Context>, rooms: Arc<Rooms>, outbox: Arc<Outbox>) -> E2ee {
+        E2ee { ctx, rooms, outbox }
+    }
+}
 
 pub use cross_signing::{SignatureFailures, SigningKeysUpload};
 pub use device_lists::DeviceListChanges;
@@ -54,7 +68,7 @@ fn key_pairs(keys: &Map<String, Value>) -> ServiceResult<Vec<(String, String)>> 
         .collect()
 }
 
-impl Services {
+impl E2ee {
     /// `POST /keys/upload`: stores the device's identity, one-time and fallback keys and
     /// answers with the one-time key counts.
     pub async fn upload_keys(
@@ -67,13 +81,15 @@ impl Services {
         }
         let one_time = key_pairs(&upload.one_time_keys)?;
         if !one_time.is_empty() {
-            self.storage
+            self.ctx
+                .storage
                 .add_one_time_keys(&authed.user_id, authed.device_id.as_str(), &one_time)
                 .await?;
         }
         let fallback = key_pairs(&upload.fallback_keys)?;
         if !fallback.is_empty() {
-            self.storage
+            self.ctx
+                .storage
                 .set_fallback_keys(&authed.user_id, authed.device_id.as_str(), &fallback)
                 .await?;
         }
@@ -87,6 +103,7 @@ impl Services {
         authed: &Authed,
     ) -> ServiceResult<BTreeMap<String, u64>> {
         let mut counts = self
+            .ctx
             .storage
             .one_time_key_counts(&authed.user_id, authed.device_id.as_str())
             .await?;
@@ -115,6 +132,7 @@ impl Services {
         }
         let json = Value::Object(device_keys).to_string();
         let stored = self
+            .ctx
             .storage
             .device_keys(std::slice::from_ref(&authed.user_id))
             .await?
@@ -125,6 +143,7 @@ impl Services {
             return Ok(());
         }
         let pos = self
+            .ctx
             .storage
             .set_device_keys(&authed.user_id, authed.device_id.as_str(), &json)
             .await?
@@ -140,7 +159,7 @@ impl Services {
         user_ids: &[OwnedUserId],
     ) -> ServiceResult<BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Value>>> {
         let mut out: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Value>> = BTreeMap::new();
-        for record in self.storage.device_keys(user_ids).await? {
+        for record in self.ctx.storage.device_keys(user_ids).await? {
             let Ok(mut keys) = serde_json::from_str::<Value>(&record.keys_json) else {
                 continue;
             };

@@ -10,7 +10,7 @@ use myelin_storage::KeyClaim;
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
 
-use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+use crate::{accounts::Authed, E2ee, ServiceError, ServiceResult};
 
 /// The body of `POST /keys/query`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -82,11 +82,11 @@ fn merge_into(target: &mut Value, field: &str, entries: Map<String, Value>) {
     }
 }
 
-impl Services {
+impl E2ee {
     /// `POST /keys/query`.
     pub async fn query_keys(&self, authed: &Authed, query: KeysQuery) -> ServiceResult<Value> {
         let timeout = remote_timeout(query.timeout);
-        let (local, remote) = by_server(self.server_name(), query.device_keys);
+        let (local, remote) = by_server(self.ctx.server_name(), query.device_keys);
         let remote = self.reachable_only(&authed.user_id, remote).await?;
         let mut answer = self.local_keys_answer(local, Some(&authed.user_id)).await?;
         answer["failures"] = remote.failures;
@@ -147,7 +147,7 @@ impl Services {
         if requester.is_some() {
             answer["user_signing_keys"] = json!({});
         }
-        for key in self.storage.cross_signing_keys(&users).await? {
+        for key in self.ctx.storage.cross_signing_keys(&users).await? {
             let field = match key.kind {
                 myelin_storage::CrossSigningKind::Master => "master_keys",
                 myelin_storage::CrossSigningKind::SelfSigning => "self_signing_keys",
@@ -169,7 +169,7 @@ impl Services {
     /// `POST /keys/claim`.
     pub async fn claim_keys(&self, authed: &Authed, request: ClaimRequest) -> ServiceResult<Value> {
         let timeout = remote_timeout(request.timeout);
-        let (local, remote) = by_server(self.server_name(), request.one_time_keys);
+        let (local, remote) = by_server(self.ctx.server_name(), request.one_time_keys);
         let remote = self.reachable_only(&authed.user_id, remote).await?;
         let mut answer = json!({
             "one_time_keys": self.claim_local_keys(local).await?,
@@ -216,7 +216,7 @@ impl Services {
             })
             .collect();
         let mut out = json!({});
-        for key in self.storage.claim_keys(&claims).await? {
+        for key in self.ctx.storage.claim_keys(&claims).await? {
             let value = serde_json::from_str::<Value>(&key.key_json)
                 .map_err(|e| ServiceError::Internal(format!("stored key: {e}")))?;
             out[key.user_id.as_str()][key.device_id.as_str()][key.key_id] = value;
@@ -232,7 +232,7 @@ struct Reachable<T> {
     failures: Value,
 }
 
-impl Services {
+impl E2ee {
     /// Checks the number of servers a key request names and keeps those sharing a room with the
     /// requester; the others are answered as failures without being contacted. With federation
     /// off, every remote server is such a failure.
@@ -249,7 +249,7 @@ impl Services {
                 failures,
             });
         }
-        let sharing = if self.federation.config.enabled {
+        let sharing = if self.ctx.federation.config.enabled {
             self.servers_sharing_rooms(requester).await?
         } else {
             Default::default()
@@ -259,7 +259,7 @@ impl Services {
             if sharing.contains(&server) {
                 servers.insert(server, users);
             } else {
-                let error = if self.federation.config.enabled {
+                let error = if self.ctx.federation.config.enabled {
                     super::fan_out::no_shared_room(&server)
                 } else {
                     format!("{server} was not contacted: federation is disabled")
@@ -278,7 +278,9 @@ impl Services {
         timeout: Duration,
     ) -> Vec<(OwnedServerName, ServiceResult<Value>)> {
         let asks = bodies.map(|(server, body)| async move {
-            let call = self.federation_request(Method::POST, &server, path, Some(body));
+            let call = self
+                .ctx
+                .federation_request(Method::POST, &server, path, Some(body));
             let answer = match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(object)) => Ok(Value::Object(
                     object.into_iter().map(|(k, v)| (k, v.into())).collect(),

@@ -8,7 +8,7 @@ use myelin_storage::{QueuedToDevice, ToDeviceMessage, ToDeviceTxn};
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
 
-use crate::{accounts::Authed, ServiceError, ServiceResult, Services};
+use crate::{accounts::Authed, E2ee, ServiceError, ServiceResult};
 
 /// How many to-device messages one `/sync` response carries at most.
 pub const TO_DEVICE_PER_SYNC: usize = 100;
@@ -16,7 +16,7 @@ pub const TO_DEVICE_PER_SYNC: usize = 100;
 /// user → device ID (or `*`) → content.
 pub type ToDeviceMessages = BTreeMap<OwnedUserId, BTreeMap<String, Value>>;
 
-impl Services {
+impl E2ee {
     /// `PUT /sendToDevice/{eventType}/{txnId}`: local recipients get the messages queued,
     /// remote ones through one `m.direct_to_device` EDU per server, all in one transaction that
     /// also records the txnId, so a retried request delivers nothing twice.
@@ -33,7 +33,7 @@ impl Services {
         messages: ToDeviceMessages,
     ) -> ServiceResult<()> {
         self.check_fan_out(&authed.user_id, messages.keys().map(|u| u.server_name()))?;
-        let own = self.server_name().to_owned();
+        let own = self.ctx.server_name().to_owned();
         let mut remote: BTreeMap<OwnedServerName, ToDeviceMessages> = BTreeMap::new();
         let mut local = ToDeviceMessages::new();
         for (user, devices) in messages {
@@ -59,6 +59,7 @@ impl Services {
             txn_id: txn_id.to_owned(),
         };
         if !self
+            .ctx
             .storage
             .queue_to_device_once(&txn, &queued, &edus)
             .await?
@@ -66,10 +67,10 @@ impl Services {
             return Ok(());
         }
         if !queued.is_empty() {
-            self.notifier.notify(local.keys().map(|u| &**u));
+            self.ctx.notifier.notify(local.keys().map(|u| &**u));
         }
         let destinations: Vec<String> = edus.into_iter().map(|(server, _)| server).collect();
-        self.wake_senders(&destinations);
+        self.outbox.wake_senders(&destinations);
         Ok(())
     }
 
@@ -81,7 +82,7 @@ impl Services {
         txn_id: &str,
         remote: BTreeMap<OwnedServerName, ToDeviceMessages>,
     ) -> ServiceResult<Vec<(String, String)>> {
-        if remote.is_empty() || !self.federation.config.enabled {
+        if remote.is_empty() || !self.ctx.federation.config.enabled {
             return Ok(Vec::new());
         }
         let sharing = self.servers_sharing_rooms(&authed.user_id).await?;
@@ -120,8 +121,8 @@ impl Services {
         if queued.is_empty() {
             return Ok(());
         }
-        self.storage.queue_to_device(&queued).await?;
-        self.notifier.notify(messages.keys().map(|u| &**u));
+        self.ctx.storage.queue_to_device(&queued).await?;
+        self.ctx.notifier.notify(messages.keys().map(|u| &**u));
         Ok(())
     }
 
@@ -141,7 +142,8 @@ impl Services {
                     ));
                 }
                 let device_ids = if device == "*" {
-                    self.storage
+                    self.ctx
+                        .storage
                         .list_devices(recipient)
                         .await?
                         .into_iter()
@@ -174,7 +176,7 @@ impl Services {
         up_to: StreamPos,
     ) -> ServiceResult<(Vec<Value>, StreamPos)> {
         let (user, device) = (&authed.user_id, authed.device_id.as_str());
-        let storage = &self.storage;
+        let storage = &self.ctx.storage;
         // One read in the common case; the acknowledging delete (a write) only when the client
         // did acknowledge something.
         let mut batch = storage
@@ -190,7 +192,7 @@ impl Services {
         let delivered_up_to = if batch.len() < TO_DEVICE_PER_SYNC {
             up_to
         } else {
-            complete_last_position(self, authed, after, &mut batch).await?
+            complete_last_position(self.ctx.storage.as_ref(), authed, after, &mut batch).await?
         };
         let events = batch
             .into_iter()
@@ -224,7 +226,7 @@ impl Services {
                 edu.sender
             )));
         }
-        let own = self.server_name();
+        let own = self.ctx.server_name();
         let local: ToDeviceMessages = edu
             .messages
             .into_iter()
@@ -241,7 +243,7 @@ impl Services {
 /// either the batch drops that last position's messages (they come next time) or, when the
 /// batch is that one position alone, it takes all of them.
 async fn complete_last_position(
-    services: &Services,
+    storage: &dyn myelin_storage::Storage,
     authed: &Authed,
     after: StreamPos,
     batch: &mut Vec<QueuedToDevice>,
@@ -249,8 +251,7 @@ async fn complete_last_position(
     let last = batch.last().map(|m| m.stream_pos).unwrap_or(after);
     let first = batch.first().map(|m| m.stream_pos).unwrap_or(after);
     if first == last {
-        *batch = services
-            .storage
+        *batch = storage
             .to_device_messages(
                 &authed.user_id,
                 authed.device_id.as_str(),

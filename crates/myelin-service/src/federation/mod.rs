@@ -1,26 +1,21 @@
-//! The read side of the server-server API as use cases: what a remote server may fetch from our
-//! rooms (single events, the state at an event, auth chains, history) and alias queries, with
-//! each room's server ACL and history visibility applied to the requesting server.
+//! Federation as four subsystems, one folder each: the outbox (durable per-destination queues
+//! and their workers), ingest (PDUs from other servers: checks, state resolution, backfill),
+//! handshakes (the make_/send_ join, knock, leave and invite exchanges, both directions),
+//! inbound (transactions and their EDUs) and the read side (what remote servers may fetch).
+//! `acl` is the pure server-ACL check they share.
 
-mod access;
 pub mod acl;
-mod backfill;
-mod directory;
-mod events;
-mod history;
-mod ingest;
-mod invite;
-mod membership;
-mod outside;
-mod receive;
-mod remote;
-pub(crate) mod sender;
-mod stripped;
-mod template;
+pub mod handshakes;
+pub mod inbound;
+pub mod ingest;
+pub mod outbox;
+pub mod read;
 
-pub use directory::DirectoryAnswer;
-pub use events::{StateAtEvent, StateIdsAtEvent};
-pub use history::{MissingEventsRequest, DEFAULT_MISSING_EVENTS, MAX_BACKFILL, MAX_MISSING_EVENTS};
-pub use ingest::IngestOutcome;
-pub use membership::{JoinTemplate, SendJoinResponse};
-pub use receive::{Edu, IncomingTransaction};
+pub use handshakes::{Handshakes, JoinTemplate, SendJoinResponse};
+pub use inbound::{Edu, Inbound, IncomingTransaction};
+pub use ingest::{Ingest, IngestOutcome};
+pub use outbox::Outbox;
+pub use read::{
+    DirectoryAnswer, FederationReads, MissingEventsRequest, StateAtEvent, StateIdsAtEvent,
+    DEFAULT_MISSING_EVENTS, MAX_BACKFILL, MAX_MISSING_EVENTS,
+};

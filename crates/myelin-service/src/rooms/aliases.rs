@@ -3,9 +3,9 @@
 use myelin_federation::path;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, UserId};
 
-use crate::{ServiceError, ServiceResult, Services};
+use crate::{Rooms, ServiceError, ServiceResult};
 
-impl Services {
+impl Rooms {
     /// A room ID, or an alias resolved to one.
     pub async fn resolve_room(&self, room_id_or_alias: &str) -> ServiceResult<OwnedRoomId> {
         if room_id_or_alias.starts_with('#') {
@@ -26,7 +26,7 @@ impl Services {
         if room_id_or_alias.starts_with('#') {
             let alias = OwnedRoomAliasId::try_from(room_id_or_alias)
                 .map_err(|e| ServiceError::InvalidParam(e.to_string()))?;
-            if alias.server_name() != self.config.server_name {
+            if alias.server_name() != self.ctx.config.server_name {
                 return self.remote_alias(&alias).await;
             }
         }
@@ -46,6 +46,7 @@ impl Services {
         }
         let path = path::query_directory(alias);
         let answer: Answer = self
+            .ctx
             .federation_call(
                 myelin_federation::Method::GET,
                 alias.server_name(),
@@ -66,10 +67,11 @@ impl Services {
 
     /// `GET /directory/room/{alias}`.
     pub async fn get_alias(&self, alias: &RoomAliasId) -> ServiceResult<OwnedRoomId> {
-        if alias.server_name() != self.config.server_name {
+        if alias.server_name() != self.ctx.config.server_name {
             return Ok(self.remote_alias(alias).await?.0);
         }
         let (room_id, _) = self
+            .ctx
             .storage
             .resolve_alias(alias)
             .await?
@@ -84,7 +86,7 @@ impl Services {
         alias: &RoomAliasId,
         room_id: &RoomId,
     ) -> ServiceResult<()> {
-        if alias.server_name() != self.config.server_name {
+        if alias.server_name() != self.ctx.config.server_name {
             return Err(ServiceError::InvalidParam(
                 "Alias must be on this server".into(),
             ));
@@ -97,7 +99,12 @@ impl Services {
                 "You must be in the room to create an alias for it".into(),
             ));
         }
-        if !self.storage.create_alias(alias, room_id, user_id).await? {
+        if !self
+            .ctx
+            .storage
+            .create_alias(alias, room_id, user_id)
+            .await?
+        {
             return Err(ServiceError::AliasInUse(format!(
                 "Room alias {alias} already exists"
             )));
@@ -108,6 +115,7 @@ impl Services {
     /// `DELETE /directory/room/{alias}`: the creator or a room moderator may delete it.
     pub async fn delete_alias(&self, user_id: &UserId, alias: &RoomAliasId) -> ServiceResult<()> {
         let (room_id, creator) = self
+            .ctx
             .storage
             .resolve_alias(alias)
             .await?
@@ -124,7 +132,7 @@ impl Services {
                 ));
             }
         }
-        self.storage.delete_alias(alias).await?;
+        self.ctx.storage.delete_alias(alias).await?;
         Ok(())
     }
 
@@ -140,6 +148,6 @@ impl Services {
         {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
-        Ok(self.storage.aliases_of_room(room_id).await?)
+        Ok(self.ctx.storage.aliases_of_room(room_id).await?)
     }
 }

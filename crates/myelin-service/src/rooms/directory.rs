@@ -6,7 +6,7 @@ use ruma::{RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{ServiceError, ServiceResult, Services};
+use crate::{Rooms, ServiceError, ServiceResult};
 
 /// What a `/publicRooms` request asks for (client or federation, GET or POST): `limit`,
 /// `since` and `filter` (`generic_search_term`, `room_types`) as the spec's request body has
@@ -74,13 +74,13 @@ pub(crate) struct DirectoryEntry {
     pub(crate) json: Value,
 }
 
-impl Services {
+impl Rooms {
     /// `GET /directory/list/room/{roomId}`: `public` or `private`; unknown rooms are not found.
     pub async fn room_directory_visibility(&self, room_id: &RoomId) -> ServiceResult<&'static str> {
-        if self.storage.room_info(room_id).await?.is_none() {
+        if self.ctx.storage.room_info(room_id).await?.is_none() {
             return Err(ServiceError::NotFound("Room not found".into()));
         }
-        Ok(if self.storage.is_room_published(room_id).await? {
+        Ok(if self.ctx.storage.is_room_published(room_id).await? {
             "public"
         } else {
             "private"
@@ -95,7 +95,7 @@ impl Services {
         room_id: &RoomId,
         public: bool,
     ) -> ServiceResult<()> {
-        if self.storage.room_info(room_id).await?.is_none() {
+        if self.ctx.storage.room_info(room_id).await?.is_none() {
             return Err(ServiceError::NotFound("Room not found".into()));
         }
         let state = self.room_state(room_id).await?;
@@ -103,6 +103,7 @@ impl Services {
             && state.user_power(user_id) >= state.state_event_level("m.room.canonical_alias");
         if !allowed {
             let admin = self
+                .ctx
                 .storage
                 .get_user(user_id)
                 .await?
@@ -113,7 +114,7 @@ impl Services {
                 ));
             }
         }
-        self.storage.set_room_published(room_id, public).await?;
+        self.ctx.storage.set_room_published(room_id, public).await?;
         Ok(())
     }
 
@@ -129,7 +130,7 @@ impl Services {
     ) -> ServiceResult<Value> {
         let query = &PublicRoomsQuery::new(limit, since, body)?;
         match server {
-            Some(server) if server != self.server_name() => {
+            Some(server) if server != self.ctx.server_name() => {
                 self.remote_public_rooms(server, query).await
             }
             _ => self.list_public_rooms(query).await,
@@ -160,7 +161,8 @@ impl Services {
                 }
                 body["filter"] = f;
             }
-            self.federation_call(Method::POST, server, path, Some(body))
+            self.ctx
+                .federation_call(Method::POST, server, path, Some(body))
                 .await
         } else {
             let mut params = Vec::new();
@@ -175,7 +177,9 @@ impl Services {
             } else {
                 format!("{path}?{}", params.join("&"))
             };
-            self.federation_call(Method::GET, server, &full, None).await
+            self.ctx
+                .federation_call(Method::GET, server, &full, None)
+                .await
         }
     }
 
@@ -208,7 +212,7 @@ impl Services {
             .filter(|t| !t.is_empty());
 
         let mut entries = Vec::new();
-        for room_id in self.storage.published_rooms().await? {
+        for room_id in self.ctx.storage.published_rooms().await? {
             match self.directory_entry(&room_id).await {
                 Ok(entry) => entries.push(entry),
                 Err(e) => tracing::debug!(%room_id, error = %e, "published room left out"),

@@ -9,7 +9,7 @@ use ruma::{OwnedRoomId, OwnedServerName, RoomId, ServerName, UserId};
 use serde_json::{json, Value};
 
 use super::RoomState;
-use crate::{format::stripped_state, ServiceError, ServiceResult, Services};
+use crate::{format::stripped_state, Rooms, ServiceError, ServiceResult};
 
 /// The most rooms one hierarchy walk visits, whatever the page size.
 const MAX_ROOMS: usize = 500;
@@ -106,7 +106,7 @@ fn open_to_all(state: &RoomState) -> bool {
     ) || state.history_visibility() == "world_readable"
 }
 
-impl Services {
+impl Rooms {
     /// A local room's summary for a hierarchy: the directory fields, `room_version`, and its
     /// `children_state`.
     async fn hierarchy_chunk(&self, room_id: &RoomId) -> ServiceResult<(Value, Vec<Value>)> {
@@ -139,7 +139,7 @@ impl Services {
                 else {
                     continue;
                 };
-                if self.storage.room_info(&room).await?.is_some()
+                if self.ctx.storage.room_info(&room).await?.is_some()
                     && self.room_state(&room).await?.membership(user_id).as_deref() == Some("join")
                 {
                     return Ok(true);
@@ -151,7 +151,7 @@ impl Services {
 
     /// Whether this server takes part in the room (it has its state and a joined member).
     async fn is_local_room(&self, room_id: &RoomId) -> ServiceResult<bool> {
-        Ok(self.storage.room_info(room_id).await?.is_some()
+        Ok(self.ctx.storage.room_info(room_id).await?.is_some()
             && self.server_has_joined_member(room_id).await?)
     }
 
@@ -242,8 +242,9 @@ impl Services {
         known: &mut HashMap<OwnedRoomId, Value>,
     ) -> Option<Value> {
         let path = path::hierarchy(room_id, suggested_only);
-        for server in via.iter().filter(|s| *s != self.server_name()).take(3) {
+        for server in via.iter().filter(|s| *s != self.ctx.server_name()).take(3) {
             match self
+                .ctx
                 .federation_call::<Value>(Method::GET, server, &path, None)
                 .await
             {
@@ -273,7 +274,7 @@ impl Services {
         room_id: &RoomId,
         suggested_only: bool,
     ) -> ServiceResult<Value> {
-        self.refuse_blocked(origin)?;
+        self.ctx.refuse_blocked(origin)?;
         // The space's server ACL refuses as on every federation endpoint; a child whose ACL
         // denies the origin is inaccessible to it.
         self.check_server_acl(origin, room_id).await?;

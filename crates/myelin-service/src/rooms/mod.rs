@@ -3,17 +3,14 @@
 
 mod aliases;
 mod cache;
-mod create;
 mod directory;
 mod hierarchy;
-mod membership;
+mod members;
 mod power;
-mod read;
 mod send;
 mod state;
 mod summary;
 mod txn;
-mod upgrade;
 pub(crate) mod visibility;
 
 pub use txn::client_txn_id;
@@ -27,14 +24,20 @@ use myelin_room::{
 use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState};
 use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-pub use create::{CreateRoomRequest, InitialStateEvent};
 pub use hierarchy::HierarchyQuery;
-pub use read::{ContextPage, MembersQuery, MessagesPage};
 pub use state::{RoomState, StateEntry};
 
-use crate::{ServiceError, ServiceResult, Services};
+use crate::{federation::Outbox, Context, ServiceError, ServiceResult};
 
 pub(crate) use cache::{RoomCache, RoomSlot};
+
+/// Rooms: each room's current state (cached, loaded on first use) and the one path every new
+/// event of a room takes, local or from federation: lock → build/check → commit → publish.
+pub struct Rooms {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) cache: RoomCache,
+}
 
 /// A new event to append to a room.
 pub(crate) struct Append {
@@ -46,16 +49,21 @@ pub(crate) struct Append {
     pub prebuilt: Option<Pdu>,
 }
 
-impl Services {
+impl Rooms {
+    pub fn new(ctx: Arc<Context>, outbox: Arc<Outbox>) -> Rooms {
+        let cache = RoomCache::new(ctx.config.resources.room_cache_capacity);
+        Rooms { ctx, outbox, cache }
+    }
+
     /// How many rooms' current state is cached in memory (at most
     /// `resources.room_cache_capacity`, and only rooms that exist).
     pub fn room_cache_len(&self) -> usize {
-        self.rooms.cached_len()
+        self.cache.cached_len()
     }
 
     /// The room's current state, loaded from storage on first use.
     pub async fn room_state(&self, room_id: &RoomId) -> ServiceResult<Arc<RoomState>> {
-        let slot = self.rooms.slot(room_id);
+        let slot = self.cache.slot(room_id);
         if let Some(state) = read_current(&slot) {
             return Ok(state);
         }
@@ -71,9 +79,9 @@ impl Services {
         if let Some(state) = read_current(slot) {
             return Ok(state);
         }
-        let state = Arc::new(RoomState::load(self.storage.as_ref(), room_id).await?);
+        let state = Arc::new(RoomState::load(self.ctx.storage.as_ref(), room_id).await?);
         *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
-        self.rooms.keep(room_id);
+        self.cache.keep(room_id);
         Ok(state)
     }
 
@@ -83,12 +91,28 @@ impl Services {
         room_id: &RoomId,
         appends: Vec<Append>,
     ) -> ServiceResult<Vec<(Arc<Pdu>, StreamPos)>> {
-        let slot = self.rooms.slot(room_id);
+        let slot = self.cache.slot(room_id);
         let _guard = slot.write.lock().await;
         let state = self.load_locked(room_id, &slot).await?;
         let (new_state, events) = self.persist_appends(Some(state), None, appends).await?;
         self.publish(&slot, new_state, &events);
         Ok(events)
+    }
+
+    /// Creates a room from its first events (`m.room.create` first) in one transaction, then
+    /// publishes its state.
+    pub(crate) async fn append_new_room(
+        &self,
+        room_id: OwnedRoomId,
+        new_room: NewRoom,
+        appends: Vec<Append>,
+    ) -> ServiceResult<Arc<RoomState>> {
+        let (state, events) = self
+            .persist_appends(None, Some((room_id, new_room)), appends)
+            .await?;
+        let slot = self.cache.slot(&state.room_id);
+        self.publish(&slot, state.clone(), &events);
+        Ok(state)
     }
 
     /// Appends one event; the common case.
@@ -115,7 +139,7 @@ impl Services {
         let mut state_changes = Vec::new();
         let mut batch = Vec::with_capacity(appends.len());
         let mut new_room = new_room;
-        let now = self.now_ms();
+        let now = self.ctx.now_ms();
 
         for append in appends {
             let pdu = match (&working, append.prebuilt.clone()) {
@@ -176,7 +200,7 @@ impl Services {
                 resolved_current_state: None,
                 destinations: working
                     .as_ref()
-                    .map(|w| self.destinations_of(w, &pdu))
+                    .map(|w| self.outbox.destinations_of(w, &pdu))
                     .unwrap_or_default(),
             });
             working = Some(match working {
@@ -187,9 +211,9 @@ impl Services {
             });
         }
 
-        let persisted = self.storage.persist_events(batch.clone()).await?;
+        let persisted = self.ctx.storage.persist_events(batch.clone()).await?;
         for event in &batch {
-            self.wake_senders(&event.destinations);
+            self.outbox.wake_senders(&event.destinations);
         }
         let mut final_state = state.as_deref().cloned();
         let mut events = Vec::with_capacity(batch.len());
@@ -246,7 +270,7 @@ impl Services {
             auth_events,
             depth: current.depth + 1,
         };
-        let pdu = build_pdu(t.clone(), ctx, &self.key)?;
+        let pdu = build_pdu(t.clone(), ctx, &self.ctx.key)?;
         check_auth(
             &current.rules,
             &pdu,
@@ -275,7 +299,7 @@ impl Services {
             auth_events: Vec::new(),
             depth: 1,
         };
-        let pdu = build_pdu(append.template.clone(), ctx, &self.key)?;
+        let pdu = build_pdu(append.template.clone(), ctx, &self.ctx.key)?;
         check_auth(&rules, &pdu, |_| None, |_: &StateEventType, _: &str| None)?;
         Ok(pdu)
     }
@@ -287,7 +311,7 @@ impl Services {
         redaction: &Pdu,
         target: &ruma::EventId,
     ) -> ServiceResult<Option<(ruma::OwnedEventId, Box<serde_json::value::RawValue>)>> {
-        let Some(record) = self.storage.get_event(target).await? else {
+        let Some(record) = self.ctx.storage.get_event(target).await? else {
             return Ok(None);
         };
         if record.pdu.room_id != redaction.room_id || record.redacted_by.is_some() {
@@ -316,21 +340,15 @@ impl Services {
         }
         let room_id = state.room_id.clone();
         *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
-        self.rooms.keep(&room_id);
-        self.notifier.notify(users.iter().map(|u| &**u));
-    }
-
-    /// Registers a brand-new room's state after its first batch.
-    pub(crate) fn publish_new_room(&self, state: Arc<RoomState>, events: &[(Arc<Pdu>, StreamPos)]) {
-        let slot = self.rooms.slot(&state.room_id);
-        self.publish(&slot, state, events);
+        self.cache.keep(&room_id);
+        self.ctx.notifier.notify(users.iter().map(|u| &**u));
     }
 
     /// Wakes the joined members of a room (ephemeral changes: typing, receipts).
     pub(crate) async fn notify_room(&self, room_id: &RoomId) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
         let members = state.members_with(&["join"]);
-        self.notifier.notify(members.iter().map(|u| &**u));
+        self.ctx.notifier.notify(members.iter().map(|u| &**u));
         Ok(())
     }
 

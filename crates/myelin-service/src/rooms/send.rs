@@ -6,9 +6,9 @@ use serde_json::{json, Value};
 
 use super::txn::TxnEndpoint;
 use super::Append;
-use crate::{accounts::Authed, RateAction, ServiceError, ServiceResult, Services};
+use crate::{accounts::Authed, RateAction, Rooms, ServiceError, ServiceResult};
 
-impl Services {
+impl Rooms {
     /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`: idempotent per device and txnId.
     pub async fn send_message(
         &self,
@@ -20,13 +20,15 @@ impl Services {
     ) -> ServiceResult<OwnedEventId> {
         let txn_key = TxnEndpoint::Send.key(txn_id);
         if let Some(id) = self
+            .ctx
             .storage
             .event_for_txn(&authed.user_id, authed.device_id.as_str(), &txn_key)
             .await?
         {
             return Ok(id);
         }
-        self.check_rate(RateAction::Message, authed.user_id.as_str())?;
+        self.ctx
+            .check_rate(RateAction::Message, authed.user_id.as_str())?;
         if kind == "m.room.redaction" {
             let target = content
                 .get("redacts")
@@ -68,7 +70,8 @@ impl Services {
                 "m.room.create cannot be changed".into(),
             ));
         }
-        self.check_rate(RateAction::Message, authed.user_id.as_str())?;
+        self.ctx
+            .check_rate(RateAction::Message, authed.user_id.as_str())?;
         let template = EventTemplate {
             kind: kind.into(),
             state_key: Some(state_key.into()),
@@ -95,13 +98,15 @@ impl Services {
     ) -> ServiceResult<OwnedEventId> {
         let txn_key = TxnEndpoint::Redact.key(txn_id);
         if let Some(id) = self
+            .ctx
             .storage
             .event_for_txn(&authed.user_id, authed.device_id.as_str(), &txn_key)
             .await?
         {
             return Ok(id);
         }
-        self.check_rate(RateAction::Message, authed.user_id.as_str())?;
+        self.ctx
+            .check_rate(RateAction::Message, authed.user_id.as_str())?;
         self.redact_with_txn(authed, room_id, target, &txn_key, reason)
             .await
     }
@@ -116,6 +121,7 @@ impl Services {
         reason: Option<&str>,
     ) -> ServiceResult<OwnedEventId> {
         if let Some(id) = self
+            .ctx
             .storage
             .event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_key)
             .await?
@@ -124,6 +130,7 @@ impl Services {
         }
         let state = self.room_state(room_id).await?;
         let record = self
+            .ctx
             .storage
             .get_event(target)
             .await?
@@ -174,6 +181,7 @@ impl Services {
             Err(e @ ServiceError::Storage(_)) => {
                 // A concurrent request with the same txnId may have won the unique constraint.
                 match self
+                    .ctx
                     .storage
                     .event_for_txn(&authed.user_id, authed.device_id.as_str(), txn_key)
                     .await?

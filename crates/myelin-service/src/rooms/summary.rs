@@ -3,9 +3,9 @@
 use ruma::{OwnedRoomId, UserId};
 use serde_json::{json, Value};
 
-use crate::{ServiceError, ServiceResult, Services};
+use crate::{Rooms, ServiceError, ServiceResult};
 
-impl Services {
+impl Rooms {
     /// `GET /room_summary/{roomIdOrAlias}`: for members (of any kind), and for anyone when the
     /// room is public, knockable or world-readable. Other rooms are "not found", so that the
     /// endpoint does not reveal that they exist.

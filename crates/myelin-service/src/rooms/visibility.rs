@@ -26,7 +26,7 @@ use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
 use super::RoomState;
-use crate::{ServiceResult, Services};
+use crate::{Rooms, ServiceResult};
 
 const VISIBILITY_TYPE: &str = "m.room.history_visibility";
 const MEMBER_TYPE: &str = "m.room.member";
@@ -116,7 +116,7 @@ pub fn may_see(facts: EventFacts) -> bool {
 /// One local user's view of one room's history, for one request: the membership record at hand
 /// and the visibility and membership found at each state snapshot so far.
 pub(crate) struct HistoryView<'a> {
-    services: &'a Services,
+    storage: &'a dyn myelin_storage::Storage,
     room: Arc<RoomState>,
     user_id: OwnedUserId,
     /// Where the user last joined the room, if ever.
@@ -124,7 +124,7 @@ pub(crate) struct HistoryView<'a> {
     at_snapshot: HashMap<SnapshotId, (Visibility, Membership)>,
 }
 
-impl Services {
+impl Rooms {
     /// `user_id`'s view of the room whose current state is `room`; `member` is their membership
     /// record in it, if any (callers often have it at hand already).
     pub(crate) fn history_view(
@@ -134,7 +134,7 @@ impl Services {
         member: Option<&MembershipRecord>,
     ) -> HistoryView<'_> {
         HistoryView {
-            services: self,
+            storage: self.ctx.storage.as_ref(),
             room,
             user_id: user_id.to_owned(),
             joined_pos: member.and_then(|m| m.joined_pos),
@@ -197,7 +197,7 @@ impl HistoryView<'_> {
         let Some(prev) = record.pdu.prev_events.first() else {
             return Ok(None);
         };
-        let prev = self.services.storage.get_event(prev).await?;
+        let prev = self.storage.get_event(prev).await?;
         match prev {
             Some(prev) if prev.outlier.is_none() && prev.pdu.room_id == self.room.room_id => {
                 Ok(Some(self.at_snapshot(prev.state_snapshot).await?))
@@ -225,7 +225,7 @@ impl HistoryView<'_> {
                 ),
             )
         } else {
-            let storage = &self.services.storage;
+            let storage = &self.storage;
             let visibility_key: StateKey = (VISIBILITY_TYPE.to_owned(), String::new());
             let member_key: StateKey = (MEMBER_TYPE.to_owned(), self.user_id.to_string());
             let entries = storage

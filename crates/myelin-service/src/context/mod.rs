@@ -1,0 +1,83 @@
+//! The shared infrastructure every subsystem is handed: configuration, storage, the notifier,
+//! the signing key, the clock, the federation client and the rate limiter, with the few
+//! questions they answer alone (the time, our name, whether a server is blocked, remote calls).
+//! It knows no use case and calls no subsystem.
+
+mod ratelimit;
+mod remote;
+
+use std::sync::Arc;
+
+use myelin_core::Clock;
+use myelin_federation::{Federation, FederationConfig};
+use myelin_notify::Notifier;
+use myelin_room::SigningKey;
+use myelin_storage::Storage;
+use ruma::ServerName;
+
+pub use ratelimit::{Rate, RateAction, RateLimiter, RateLimits};
+
+use crate::{ServiceConfig, ServiceError, ServiceResult};
+
+pub struct Context {
+    pub config: ServiceConfig,
+    pub storage: Arc<dyn Storage>,
+    /// Wakes `/sync` waiters after a commit.
+    pub notifier: Notifier,
+    pub key: SigningKey,
+    pub clock: Arc<dyn Clock>,
+    /// Federation: keyring, outgoing client, server-server configuration.
+    pub federation: Arc<Federation>,
+    pub rate_limiter: RateLimiter,
+}
+
+impl Context {
+    pub fn new(
+        config: ServiceConfig,
+        federation: FederationConfig,
+        storage: Arc<dyn Storage>,
+        key: SigningKey,
+        clock: Arc<dyn Clock>,
+    ) -> Context {
+        let federation = Arc::new(Federation::new(
+            federation,
+            config.server_name.clone(),
+            &key.key_pair,
+            clock.clone(),
+        ));
+        let rate_limiter = RateLimiter::new(config.rate_limits.clone());
+        Context {
+            config,
+            storage,
+            notifier: Notifier::new(),
+            key,
+            clock,
+            federation,
+            rate_limiter,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.config.server_name
+    }
+
+    /// Whether the configuration refuses this server.
+    pub fn is_blocked_server(&self, server: &str) -> bool {
+        <&ServerName>::try_from(server).is_ok_and(|s| {
+            myelin_federation::client::listed(&self.federation.config.blocked_servers, s)
+        })
+    }
+
+    /// Refuses servers on the configured block list.
+    pub(crate) fn refuse_blocked(&self, origin: &ServerName) -> ServiceResult<()> {
+        if self.is_blocked_server(origin.as_str()) {
+            tracing::info!(%origin, "request from a blocked server refused");
+            return Err(ServiceError::Forbidden(format!("{origin} is blocked here")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! `PUT /_matrix/federation/v1/send/{txnId}`: a transaction of PDUs and EDUs from another
+//! server. Each PDU gets its own result (one bad PDU never poisons the others); the response is
+//! stored, so a retried transaction is answered the same without being processed again.
+
+use std::collections::BTreeMap;
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue as RawJsonValue, Value};
+
+use crate::federation::IngestOutcome;
+use crate::{Inbound, ServiceError, ServiceResult};
+
+/// The body of an incoming transaction.
+#[derive(Debug, Deserialize)]
+pub struct IncomingTransaction {
+    pub origin: String,
+    #[serde(default)]
+    pub origin_server_ts: u64,
+    #[serde(default)]
+    pub pdus: Vec<Box<RawJsonValue>>,
+    #[serde(default)]
+    pub edus: Vec<Edu>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Edu {
+    pub edu_type: String,
+    #[serde(default)]
+    pub content: Value,
+}
+
+/// EDUs handled before a transaction's PDUs.
+const E2EE_EDU_TYPES: &[&str] = &[
+    "m.direct_to_device",
+    "m.device_list_update",
+    "m.signing_key_update",
+];
+
+/// Just enough of a PDU to route it.
+#[derive(Deserialize)]
+struct PduHead {
+    room_id: Option<OwnedRoomId>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+impl Inbound {
+    /// Processes a transaction from `origin` and returns its response body.
+    pub async fn federation_receive_transaction(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        txn: IncomingTransaction,
+    ) -> ServiceResult<Value> {
+        self.ctx.refuse_blocked(origin)?;
+        if txn.origin != origin.as_str() {
+            return Err(ServiceError::Forbidden(format!(
+                "the transaction says it is from {}, but {origin} signed it",
+                txn.origin
+            )));
+        }
+        let config = &self.ctx.federation.config;
+        if txn.pdus.len() > config.max_pdus_per_txn || txn.edus.len() > config.max_edus_per_txn {
+            return Err(ServiceError::BadJson(format!(
+                "a transaction carries at most {} PDUs and {} EDUs",
+                config.max_pdus_per_txn, config.max_edus_per_txn
+            )));
+        }
+        self.outbox.destination_back_online(origin);
+        if let Some(stored) = self
+            .ctx
+            .storage
+            .received_txn(origin.as_str(), txn_id)
+            .await?
+        {
+            if let Ok(answer) = serde_json::from_str(&stored) {
+                return Ok(answer);
+            }
+        }
+        // Keys before messages: to-device messages (room keys) and device-list changes are
+        // applied before the PDUs they may be needed to decrypt, the other EDUs (receipts of
+        // events in this transaction) after them.
+        let (keys_first, edus): (Vec<Edu>, Vec<Edu>) = txn
+            .edus
+            .into_iter()
+            .partition(|e| E2EE_EDU_TYPES.contains(&e.edu_type.as_str()));
+        for edu in keys_first {
+            self.receive_edu_logged(origin, &edu).await;
+        }
+        let mut results = BTreeMap::new();
+        for raw in &txn.pdus {
+            let (event_id, result) = self.receive_pdu(origin, raw).await;
+            if let Some(event_id) = event_id {
+                results.insert(event_id.to_string(), result);
+            }
+        }
+        for edu in edus {
+            self.receive_edu_logged(origin, &edu).await;
+        }
+        let answer = json!({ "pdus": results });
+        self.ctx
+            .storage
+            .record_received_txn(
+                origin.as_str(),
+                txn_id,
+                answer.to_string(),
+                self.ctx.now_ms(),
+            )
+            .await?;
+        Ok(answer)
+    }
+
+    /// One PDU of a transaction: its event ID (if it can be told) and its result.
+    async fn receive_pdu(
+        &self,
+        origin: &ServerName,
+        raw: &RawJsonValue,
+    ) -> (Option<OwnedEventId>, Value) {
+        let head: PduHead = match serde_json::from_str(raw.get()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::info!(%origin, error = %e, "unreadable PDU in a transaction");
+                return (None, Value::Null);
+            }
+        };
+        let Some(room_id) = head.room_id else {
+            tracing::info!(%origin, kind = ?head.kind, "PDU without a room ID in a transaction");
+            return (None, Value::Null);
+        };
+        let event_id = self.event_id_of(&room_id, raw).await;
+        let result = match self.receive_room_pdu(origin, &room_id, raw).await {
+            Ok(IngestOutcome::Accepted | IngestOutcome::AlreadyKnown) => json!({}),
+            // A soft-failed event is not an error for the sender.
+            Ok(IngestOutcome::SoftFailed(_)) => json!({}),
+            Ok(IngestOutcome::Rejected(why)) => json!({ "error": why }),
+            Err(e) => {
+                tracing::info!(%origin, %room_id, error = %e, "PDU refused");
+                json!({ "error": e.to_string() })
+            }
+        };
+        (event_id, result)
+    }
+
+    async fn receive_room_pdu(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        raw: &RawJsonValue,
+    ) -> ServiceResult<IngestOutcome> {
+        let state = self.rooms.check_server_acl(origin, room_id).await?;
+        if !origin_may_send(&state, origin, raw) {
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} has no member in {room_id}"
+            )));
+        }
+        self.ingest.ingest_pdu(origin, room_id, raw).await
+    }
+
+    /// The event ID of a PDU of a room we know (for the per-PDU results).
+    async fn event_id_of(&self, room_id: &RoomId, raw: &RawJsonValue) -> Option<OwnedEventId> {
+        let info = myelin_storage::RoomStore::room_info(self.ctx.storage.as_ref(), room_id)
+            .await
+            .ok()??;
+        let rules = myelin_room::rules_for_received(&info.version).ok()?;
+        let object = myelin_room::parse_received(raw).ok()?;
+        myelin_room::received_event_id(&object, &rules).ok()
+    }
+
+    async fn receive_edu_logged(&self, origin: &ServerName, edu: &Edu) {
+        if let Err(e) = self.receive_edu(origin, edu).await {
+            tracing::info!(%origin, edu_type = %edu.edu_type, error = %e, "EDU ignored");
+        }
+    }
+
+    /// An EDU about the origin's users: typing, receipts, presence, device lists, to-device.
+    async fn receive_edu(&self, origin: &ServerName, edu: &Edu) -> ServiceResult<()> {
+        match edu.edu_type.as_str() {
+            "m.typing" => self.ephemeral.receive_typing(origin, &edu.content).await,
+            "m.receipt" => self.ephemeral.receive_receipts(origin, &edu.content).await,
+            "m.presence" => self.ephemeral.receive_presence(origin, &edu.content).await,
+            "m.device_list_update" | "m.signing_key_update" => {
+                self.e2ee.receive_device_change(origin, &edu.content).await
+            }
+            "m.direct_to_device" => {
+                self.e2ee
+                    .receive_direct_to_device(origin, &edu.content)
+                    .await
+            }
+            other => {
+                tracing::debug!(%origin, edu_type = other, "EDU type not handled");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether `origin` may hand us this PDU of the room: it has a joined member there (a server in
+/// the room sends its events and relays the joins and leaves it accepted), or the PDU is the
+/// membership of one of its own users by that user (its join, knock or leave reaching us
+/// before we have seen it in the room). Any other server has no business in the room's DAG,
+/// and answering it would make us fetch state and events from it.
+fn origin_may_send(
+    state: &crate::rooms::RoomState,
+    origin: &ServerName,
+    raw: &RawJsonValue,
+) -> bool {
+    if state
+        .members_with(&["join"])
+        .iter()
+        .any(|u| u.server_name() == origin)
+    {
+        return true;
+    }
+    #[derive(Deserialize)]
+    struct Membership {
+        #[serde(rename = "type")]
+        kind: String,
+        sender: OwnedUserId,
+        state_key: Option<String>,
+    }
+    serde_json::from_str::<Membership>(raw.get()).is_ok_and(|m| {
+        m.kind == "m.room.member"
+            && m.sender.server_name() == origin
+            && m.state_key.as_deref() == Some(m.sender.as_str())
+    })
+}

@@ -1,0 +1,38 @@
+//! Reading a room's history: `/messages`, `/context`, `/event`, `/state`, `/members` and
+//! `timestamp_to_event`, each through the one history-visibility check
+//! ([`crate::rooms::visibility`]), with backfill from other servers when a reader reaches the
+//! start of what we hold.
+
+mod read;
+
+use std::sync::Arc;
+
+pub use read::{ContextPage, MembersQuery, MessagesPage};
+
+use crate::{
+    federation::{Ingest, Outbox},
+    Context, Rooms,
+};
+
+pub struct History {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) rooms: Arc<Rooms>,
+    pub(crate) ingest: Arc<Ingest>,
+    pub(crate) outbox: Arc<Outbox>,
+}
+
+impl History {
+    pub fn new(
+        ctx: Arc<Context>,
+        rooms: Arc<Rooms>,
+        ingest: Arc<Ingest>,
+        outbox: Arc<Outbox>,
+    ) -> History {
+        History {
+            ctx,
+            rooms,
+            ingest,
+            outbox,
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Membership changes: join, leave, invite, kick, ban, unban, forget; profile propagation.
+
+use myelin_room::EventTemplate;
+use myelin_storage::RoomStore;
+use ruma::{OwnedRoomId, OwnedServerName, RoomId, UserId};
+use serde_json::{json, Value};
+
+use crate::rooms::Append;
+use crate::{Membership, ServiceError, ServiceResult};
+
+impl Membership {
+    /// Sends an `m.room.member` event for `target` by `sender`.
+    async fn send_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        mut content: Value,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        let append = Append {
+            sender: sender.to_owned(),
+            template: EventTemplate {
+                kind: "m.room.member".into(),
+                state_key: Some(target.to_string()),
+                content,
+                redacts: None,
+            },
+            txn: None,
+            prebuilt: None,
+        };
+        self.rooms.append_event(room_id, append).await?;
+        Ok(())
+    }
+
+    /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`.
+    pub async fn join_room(
+        &self,
+        user_id: &UserId,
+        room_id_or_alias: &str,
+        reason: Option<&str>,
+        via: &[OwnedServerName],
+    ) -> ServiceResult<OwnedRoomId> {
+        let (room_id, alias_servers) = self
+            .rooms
+            .resolve_room_with_servers(room_id_or_alias)
+            .await?;
+        let known = RoomStore::room_info(self.ctx.storage.as_ref(), &room_id)
+            .await?
+            .is_some();
+        // A room we are in is joined locally; any other goes through a server that is in it.
+        if !known || !self.rooms.server_has_joined_member(&room_id).await? {
+            let invite_sender = self
+                .handshakes
+                .pending_invite_sender(user_id, &room_id)
+                .await?;
+            let mut given = via.to_vec();
+            given.extend(alias_servers);
+            let servers =
+                self.handshakes
+                    .join_candidates(&room_id, &given, invite_sender.as_deref());
+            if !known && servers.iter().all(|s| s == self.ctx.server_name()) {
+                return Err(ServiceError::NotFound(format!("Room {room_id} not found")));
+            }
+            if servers.iter().any(|s| s != self.ctx.server_name()) {
+                self.handshakes
+                    .join_remote(user_id, &room_id, &servers, reason)
+                    .await?;
+                return Ok(room_id);
+            }
+        }
+        let state = self.rooms.room_state(&room_id).await?;
+        if state.membership(user_id).as_deref() == Some("join") {
+            return Ok(room_id);
+        }
+        let content = self.rooms.member_content(user_id, "join").await?;
+        self.send_membership(&room_id, user_id, user_id, content, reason)
+            .await?;
+        Ok(room_id)
+    }
+
+    /// `POST /knock/{roomIdOrAlias}`: asks to be let into a room whose join rule is `knock`
+    /// (the auth rules refuse other rooms and room versions before 7).
+    pub async fn knock_room(
+        &self,
+        user_id: &UserId,
+        room_id_or_alias: &str,
+        reason: Option<&str>,
+        via: &[OwnedServerName],
+    ) -> ServiceResult<OwnedRoomId> {
+        let (room_id, alias_servers) = self
+            .rooms
+            .resolve_room_with_servers(room_id_or_alias)
+            .await?;
+        let known = RoomStore::room_info(self.ctx.storage.as_ref(), &room_id)
+            .await?
+            .is_some();
+        if !known || !self.rooms.server_has_joined_member(&room_id).await? {
+            let mut given = via.to_vec();
+            given.extend(alias_servers);
+            let servers = self.handshakes.join_candidates(&room_id, &given, None);
+            if servers.iter().any(|s| s != self.ctx.server_name()) {
+                self.handshakes
+                    .knock_remote(user_id, &room_id, &servers, reason)
+                    .await?;
+                return Ok(room_id);
+            }
+            if !known {
+                return Err(ServiceError::NotFound(format!("Room {room_id} not found")));
+            }
+        }
+        let state = self.rooms.room_state(&room_id).await?;
+        match state.membership(user_id).as_deref() {
+            Some("join") => {
+                return Err(ServiceError::Forbidden(
+                    "You are already in this room".into(),
+                ))
+            }
+            Some("invite") => {
+                return Err(ServiceError::Forbidden(
+                    "You are already invited to this room".into(),
+                ))
+            }
+            Some("ban") => {
+                return Err(ServiceError::Forbidden(
+                    "You are banned from this room".into(),
+                ))
+            }
+            _ => {}
+        }
+        let content = self.rooms.member_content(user_id, "knock").await?;
+        self.send_membership(&room_id, user_id, user_id, content, reason)
+            .await?;
+        Ok(room_id)
+    }
+
+    /// `POST /rooms/{roomId}/leave` (also rejects invites and withdraws knocks).
+    pub async fn leave_room(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let known = RoomStore::room_info(self.ctx.storage.as_ref(), room_id)
+            .await?
+            .is_some();
+        if !known || !self.rooms.server_has_joined_member(room_id).await? {
+            // An invite to a room we are not in is rejected through the inviting server.
+            if let Some(inviter) = self
+                .handshakes
+                .pending_invite_sender(user_id, room_id)
+                .await?
+            {
+                return self
+                    .handshakes
+                    .reject_remote_invite(user_id, room_id, &inviter, reason)
+                    .await;
+            }
+            if self.handshakes.has_pending_knock(user_id, room_id).await? {
+                return self
+                    .handshakes
+                    .withdraw_remote_knock(user_id, room_id, reason)
+                    .await;
+            }
+            if !known {
+                return Err(ServiceError::Forbidden("You are not in this room".into()));
+            }
+        }
+        let state = self.rooms.room_state(room_id).await?;
+        match state.membership(user_id).as_deref() {
+            Some("join") | Some("invite") | Some("knock") => {}
+            _ => return Err(ServiceError::Forbidden("You are not in this room".into())),
+        }
+        self.send_membership(
+            room_id,
+            user_id,
+            user_id,
+            json!({ "membership": "leave" }),
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /rooms/{roomId}/invite`.
+    pub async fn invite(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        if target.server_name() != self.ctx.config.server_name {
+            let state = self.rooms.room_state(room_id).await?;
+            match state.membership(target).as_deref() {
+                Some("join") => {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{target} is already in the room"
+                    )))
+                }
+                Some("ban") => {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{target} is banned from the room"
+                    )))
+                }
+                _ => {}
+            }
+            let mut content = json!({ "membership": "invite" });
+            if let Some(reason) = reason {
+                content["reason"] = json!(reason);
+            }
+            return self
+                .handshakes
+                .invite_remote(sender, room_id, target, content)
+                .await;
+        }
+        if self
+            .ctx
+            .storage
+            .get_user(target)
+            .await?
+            .is_none_or(|u| u.deactivated)
+        {
+            return Err(ServiceError::NotFound(format!("Unknown user {target}")));
+        }
+        let state = self.rooms.room_state(room_id).await?;
+        match state.membership(target).as_deref() {
+            Some("join") => {
+                return Err(ServiceError::Forbidden(format!(
+                    "{target} is already in the room"
+                )))
+            }
+            Some("ban") => {
+                return Err(ServiceError::Forbidden(format!(
+                    "{target} is banned from the room"
+                )))
+            }
+            Some("invite") => return Ok(()),
+            _ => {}
+        }
+        let mut content = json!({ "membership": "invite" });
+        if let Some(p) = self.ctx.storage.get_user(target).await? {
+            if let Some(name) = p.displayname {
+                content["displayname"] = json!(name);
+            }
+        }
+        self.send_membership(room_id, sender, target, content, reason)
+            .await
+    }
+
+    /// `POST /rooms/{roomId}/kick`.
+    pub async fn kick(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let state = self.rooms.room_state(room_id).await?;
+        if !matches!(
+            state.membership(target).as_deref(),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Err(ServiceError::Forbidden(format!(
+                "{target} is not in the room"
+            )));
+        }
+        self.send_membership(
+            room_id,
+            sender,
+            target,
+            json!({ "membership": "leave" }),
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /rooms/{roomId}/ban`.
+    pub async fn ban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        self.send_membership(
+            room_id,
+            sender,
+            target,
+            json!({ "membership": "ban" }),
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /rooms/{roomId}/unban`.
+    pub async fn unban(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        target: &UserId,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let state = self.rooms.room_state(room_id).await?;
+        if state.membership(target).as_deref() != Some("ban") {
+            return Err(ServiceError::Forbidden(format!("{target} is not banned")));
+        }
+        self.send_membership(
+            room_id,
+            sender,
+            target,
+            json!({ "membership": "leave" }),
+            reason,
+        )
+        .await
+    }
+
+    /// `POST /rooms/{roomId}/forget`.
+    pub async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> ServiceResult<()> {
+        let state = self.rooms.room_state(room_id).await?;
+        if matches!(
+            state.membership(user_id).as_deref(),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Err(ServiceError::InvalidParam(
+                "You must leave the room before forgetting it".into(),
+            ));
+        }
+        Ok(self.ctx.storage.forget_room(user_id, room_id).await?)
+    }
+
+    /// Sets a profile field and updates the member event in every joined room.
+    pub async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: Option<&str>,
+    ) -> ServiceResult<()> {
+        match field {
+            "displayname" => self.ctx.storage.set_displayname(user_id, value).await?,
+            "avatar_url" => self.ctx.storage.set_avatar_url(user_id, value).await?,
+            _ => {
+                return Err(ServiceError::NotFound(format!(
+                    "Profile field {field} is not supported"
+                )))
+            }
+        }
+        for room_id in self.rooms.joined_rooms(user_id).await? {
+            let content = self.rooms.member_content(user_id, "join").await?;
+            if let Err(e) = self
+                .send_membership(&room_id, user_id, user_id, content, None)
+                .await
+            {
+                tracing::warn!(%room_id, %user_id, error = %e, "profile update in room failed");
+            }
+        }
+        Ok(())
+    }
+}

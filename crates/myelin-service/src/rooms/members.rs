@@ -1,0 +1,110 @@
+//! Who is in a room, as questions other subsystems ask: a user's joined rooms, the users and
+//! servers sharing rooms with someone, whether a server has a member, its ACL, member content.
+
+use std::collections::{BTreeSet, HashSet};
+
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
+use serde_json::{json, Value};
+
+use crate::{Rooms, ServiceError, ServiceResult};
+
+impl Rooms {
+    /// The room's current state, unless the room is unknown (`NotFound`) or its server ACL
+    /// denies `origin` (`Forbidden`).
+    pub(crate) async fn check_server_acl(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+    ) -> ServiceResult<std::sync::Arc<crate::rooms::RoomState>> {
+        // Checked before `room_state`, which would keep a cache slot for any room ID asked for.
+        if myelin_storage::RoomStore::room_info(self.ctx.storage.as_ref(), room_id)
+            .await?
+            .is_none()
+        {
+            return Err(ServiceError::NotFound(format!(
+                "This server is not in {room_id}"
+            )));
+        }
+        let state = self.room_state(room_id).await?;
+        if !crate::federation::acl::room_allows(&state, origin) {
+            tracing::info!(%origin, %room_id, "refused by the room's server ACL");
+            return Err(ServiceError::Forbidden(format!(
+                "{origin} is denied by the room's server ACL"
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Whether a user of this server is joined to the room.
+    pub(crate) async fn server_has_joined_member(&self, room_id: &RoomId) -> ServiceResult<bool> {
+        let state = self.room_state(room_id).await?;
+        Ok(state
+            .members_with(&["join"])
+            .iter()
+            .any(|u| u.server_name() == self.ctx.server_name()))
+    }
+
+    /// The member content for a user joining: membership plus their profile.
+    pub(crate) async fn member_content(
+        &self,
+        user_id: &UserId,
+        membership: &str,
+    ) -> ServiceResult<Value> {
+        let mut content = json!({ "membership": membership });
+        if let Some(p) = self.ctx.storage.get_user(user_id).await? {
+            if let Some(name) = p.displayname {
+                content["displayname"] = json!(name);
+            }
+            if let Some(url) = p.avatar_url {
+                content["avatar_url"] = json!(url);
+            }
+        }
+        Ok(content)
+    }
+
+    /// `GET /joined_rooms`.
+    pub async fn joined_rooms(&self, user_id: &UserId) -> ServiceResult<Vec<OwnedRoomId>> {
+        let memberships = self.ctx.storage.memberships_of_user(user_id).await?;
+        Ok(memberships
+            .into_iter()
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id)
+            .collect())
+    }
+
+    /// Everyone who shares a joined room with `user_id`, the user included.
+    pub(crate) async fn users_sharing_rooms(
+        &self,
+        user_id: &UserId,
+    ) -> ServiceResult<HashSet<OwnedUserId>> {
+        let mut users = HashSet::from([user_id.to_owned()]);
+        for room_id in self.joined_rooms(user_id).await? {
+            users.extend(self.room_state(&room_id).await?.members_with(&["join"]));
+        }
+        Ok(users)
+    }
+
+    /// Wakes the `/sync` of local users who share a room with `user_id`; returns the other
+    /// servers in those rooms (none when federation is off).
+    pub(crate) async fn notify_sharers(
+        &self,
+        user_id: &UserId,
+    ) -> ServiceResult<BTreeSet<OwnedServerName>> {
+        let sharing = self.users_sharing_rooms(user_id).await?;
+        let own = self.ctx.server_name();
+        self.ctx.notifier.notify(
+            sharing
+                .iter()
+                .filter(|u| u.server_name() == own)
+                .map(|u| &**u),
+        );
+        if !self.ctx.federation.config.enabled {
+            return Ok(BTreeSet::new());
+        }
+        Ok(sharing
+            .iter()
+            .map(|u| u.server_name().to_owned())
+            .filter(|s| s != own && !self.ctx.is_blocked_server(s.as_str()))
+            .collect())
+    }
+}

@@ -1,0 +1,172 @@
+//! Account data (global and per room), tags, profiles and stored filters.
+
+use myelin_federation::path;
+use ruma::{RoomId, UserId};
+use serde_json::{json, Value};
+
+use crate::{filter::Filter, ServiceError, ServiceResult, Users};
+
+impl Users {
+    /// `PUT /user/{userId}/account_data/{type}` and the per-room variant.
+    pub async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: Value,
+    ) -> ServiceResult<()> {
+        if !content.is_object() {
+            return Err(ServiceError::BadJson(
+                "Account data must be a JSON object".into(),
+            ));
+        }
+        // The server owns these: read markers go through /read_markers, push rules through /pushrules.
+        if matches!(data_type, "m.fully_read" | "m.push_rules") {
+            return Err(ServiceError::ServerControlled(format!(
+                "Cannot set {data_type} through this API"
+            )));
+        }
+        self.store_account_data(user_id, room_id, data_type, content)
+            .await
+    }
+
+    /// Writes account data without the client-facing checks, for types the server owns.
+    pub(crate) async fn store_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: Value,
+    ) -> ServiceResult<()> {
+        self.ctx
+            .storage
+            .set_account_data(user_id, room_id, data_type, &content)
+            .await?;
+        self.ctx.notifier.notify([user_id]);
+        Ok(())
+    }
+
+    pub async fn get_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> ServiceResult<Value> {
+        self.ctx
+            .storage
+            .get_account_data(user_id, room_id, data_type)
+            .await?
+            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+            .ok_or_else(|| ServiceError::NotFound("Account data not found".into()))
+    }
+
+    /// `GET /user/{userId}/rooms/{roomId}/tags`.
+    pub async fn tags(&self, user_id: &UserId, room_id: &RoomId) -> ServiceResult<Value> {
+        let data = self
+            .ctx
+            .storage
+            .get_account_data(user_id, Some(room_id), "m.tag")
+            .await?;
+        Ok(data
+            .and_then(|d| d.get("tags").cloned())
+            .unwrap_or_else(|| json!({})))
+    }
+
+    /// `PUT` or (with `None`) `DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`.
+    pub async fn set_tag(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        tag: &str,
+        content: Option<Value>,
+    ) -> ServiceResult<()> {
+        let mut tags = self.tags(user_id, room_id).await?;
+        let map = tags
+            .as_object_mut()
+            .ok_or_else(|| ServiceError::Internal("tags is not an object".into()))?;
+        match content {
+            Some(c) => {
+                if !c.is_object() {
+                    return Err(ServiceError::BadJson(
+                        "Tag content must be an object".into(),
+                    ));
+                }
+                map.insert(tag.to_owned(), c);
+            }
+            None => {
+                map.remove(tag);
+            }
+        }
+        self.ctx
+            .storage
+            .set_account_data(user_id, Some(room_id), "m.tag", &json!({ "tags": tags }))
+            .await?;
+        self.ctx.notifier.notify([user_id]);
+        Ok(())
+    }
+
+    /// `GET /profile/{userId}`: `displayname` and `avatar_url` of a local user.
+    pub async fn profile(&self, user_id: &UserId) -> ServiceResult<Value> {
+        if user_id.server_name() != self.ctx.server_name() {
+            return self.remote_profile(user_id).await;
+        }
+        let user = self
+            .ctx
+            .storage
+            .get_user(user_id)
+            .await?
+            .filter(|u| !u.deactivated);
+        let user = user.ok_or_else(|| ServiceError::NotFound("Profile not found".into()))?;
+        let mut profile = json!({});
+        if let Some(name) = user.displayname {
+            profile["displayname"] = json!(name);
+        }
+        if let Some(url) = user.avatar_url {
+            profile["avatar_url"] = json!(url);
+        }
+        Ok(profile)
+    }
+
+    /// A remote user's profile, asked of their server (`/query/profile`).
+    async fn remote_profile(&self, user_id: &UserId) -> ServiceResult<Value> {
+        let path = path::query_profile(user_id, None);
+        let answer: serde_json::Map<String, Value> = self
+            .ctx
+            .federation_call(
+                myelin_federation::Method::GET,
+                user_id.server_name(),
+                &path,
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                ServiceError::Remote(m) if m.contains("404") => {
+                    ServiceError::NotFound("Profile not found".into())
+                }
+                other => other,
+            })?;
+        let mut profile = json!({});
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = answer.get(field).filter(|v| v.is_string()) {
+                profile[field] = value.clone();
+            }
+        }
+        Ok(profile)
+    }
+
+    /// `POST /user/{userId}/filter`.
+    pub async fn create_filter(&self, user_id: &UserId, filter: Value) -> ServiceResult<String> {
+        Filter::from_json(&filter)
+            .map_err(|e| ServiceError::BadJson(format!("Invalid filter: {e}")))?;
+        Ok(self.ctx.storage.create_filter(user_id, &filter).await?)
+    }
+
+    /// `GET /user/{userId}/filter/{filterId}`.
+    pub async fn get_filter(&self, user_id: &UserId, filter_id: &str) -> ServiceResult<Value> {
+        self.ctx
+            .storage
+            .get_filter(user_id, filter_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("Filter not found".into()))
+    }
+}
