@@ -37,7 +37,7 @@ pub use ephemeral::Ephemeral;
 pub use error::{ServiceError, ServiceResult};
 pub use federation::{FederationReads, Handshakes, Inbound, Ingest, Outbox};
 pub use history::History;
-pub use membership::Membership;
+pub use membership::Memberships;
 pub use myelin_federation::FederationConfig;
 pub use resources::ResourceLimits;
 pub use rooms::Rooms;
@@ -58,7 +58,7 @@ pub struct Services {
     /// make_/send_ join, knock, leave and invite, both directions.
     pub handshakes: Arc<Handshakes>,
     /// Joining, leaving, inviting, creating and upgrading rooms.
-    pub membership: Arc<Membership>,
+    pub membership: Arc<Memberships>,
     /// Reading a room's history through the visibility check.
     pub history: Arc<History>,
     /// Account data, profiles, filters, push rules, user directory, TURN.
@@ -104,7 +104,7 @@ impl Services {
             ingest.clone(),
             federation_reads.clone(),
         ));
-        let membership = Arc::new(Membership::new(
+        let membership = Arc::new(Memberships::new(
             ctx.clone(),
             rooms.clone(),
             handshakes.clone(),

@@ -11,7 +11,9 @@ pub mod uia;
 
 use std::sync::Arc;
 
-use crate::{Context, E2ee, Membership, RateAction, RegistrationMode, ServiceError, ServiceResult};
+use crate::{
+    Context, E2ee, Memberships, RateAction, RegistrationMode, ServiceError, ServiceResult,
+};
 use token::{hash_token, random_alnum, random_secret};
 
 /// How many password hashes or verifications run at once.
@@ -22,7 +24,7 @@ pub const PASSWORD_HASHES_AT_ONCE: usize = 2;
 pub struct Accounts {
     pub(crate) ctx: Arc<Context>,
     pub(crate) e2ee: Arc<E2ee>,
-    pub(crate) membership: Arc<Membership>,
+    pub(crate) membership: Arc<Memberships>,
     pub(crate) uia: uia::UiaSessions,
     pub(crate) openid: openid::OpenIdTokens,
     /// Bounds concurrent argon2 work (see `hash_password`).
@@ -30,7 +32,7 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(ctx: Arc<Context>, e2ee: Arc<E2ee>, membership: Arc<Membership>) -> Accounts {
+    pub fn new(ctx: Arc<Context>, e2ee: Arc<E2ee>, membership: Arc<Memberships>) -> Accounts {
         Accounts {
             ctx,
             e2ee,

@@ -1,6 +1,7 @@
 //! Device-list tracking: who must hear that a user's devices changed, locally (`/sync`
 //! `device_lists.changed`, `/keys/changes`) and over federation (`m.device_list_update`).
 
+use crate::rooms::Membership;
 use std::collections::{BTreeSet, HashSet};
 
 use myelin_core::StreamPos;
@@ -110,7 +111,7 @@ impl E2ee {
                 Err(e) => return Err(e),
             };
             if own_move {
-                let members = state.members_with(&["join"]);
+                let members = state.joined_members();
                 if joined {
                     came.extend(members)
                 } else {
@@ -121,9 +122,9 @@ impl E2ee {
                 if !in_range(entry.pos) {
                     continue;
                 }
-                match entry.pdu.content_value()["membership"].as_str() {
-                    Some("join") => came.insert(member),
-                    Some("leave" | "ban") => went.insert(member),
+                match entry.membership() {
+                    Some(Membership::Join) => came.insert(member.to_owned()),
+                    Some(Membership::Leave | Membership::Ban) => went.insert(member.to_owned()),
                     _ => false,
                 };
             }

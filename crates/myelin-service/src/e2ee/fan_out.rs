@@ -7,6 +7,7 @@
 //! are contacted at all; a client has no business with the devices of a server none of its rooms
 //! involves.
 
+use crate::rooms::Membership;
 use std::collections::BTreeSet;
 
 use ruma::{OwnedServerName, ServerName, UserId};
@@ -57,7 +58,7 @@ impl E2ee {
             let state = self.rooms.room_state(&room_id).await?;
             servers.extend(
                 state
-                    .members_with(&["join", "invite"])
+                    .members_with(&[Membership::Join, Membership::Invite])
                     .iter()
                     .map(|u| u.server_name())
                     .filter(|s| *s != own && !self.ctx.is_blocked_server(s.as_str()))

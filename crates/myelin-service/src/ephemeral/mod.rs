@@ -3,6 +3,7 @@
 
 mod remote;
 
+use crate::rooms::Membership;
 use std::{collections::HashMap, sync::Mutex};
 
 use myelin_storage::ReceiptRecord;
@@ -146,7 +147,7 @@ impl Ephemeral {
         timeout_ms: Option<u64>,
     ) -> ServiceResult<()> {
         let state = self.rooms.room_state(room_id).await?;
-        if state.membership(user_id).as_deref() != Some("join") {
+        if state.membership(user_id) != Some(Membership::Join) {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
         let now = self.ctx.now_ms();
@@ -182,7 +183,7 @@ impl Ephemeral {
             )));
         }
         let state = self.rooms.room_state(room_id).await?;
-        if state.membership(&authed.user_id).as_deref() != Some("join") {
+        if state.membership(&authed.user_id) != Some(Membership::Join) {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
         let exists = self
@@ -276,12 +277,7 @@ impl Ephemeral {
             .await?;
         let mut users = vec![user_id.to_owned()];
         for room_id in self.rooms.joined_rooms(user_id).await? {
-            users.extend(
-                self.rooms
-                    .room_state(&room_id)
-                    .await?
-                    .members_with(&["join"]),
-            );
+            users.extend(self.rooms.room_state(&room_id).await?.joined_members());
         }
         self.ctx.notifier.notify(users.iter().map(|u| &**u));
         Ok(())
@@ -316,14 +312,7 @@ impl Ephemeral {
     /// Whether `a` and `b` are both joined to some room.
     async fn share_a_room(&self, a: &UserId, b: &UserId) -> ServiceResult<bool> {
         for room_id in self.rooms.joined_rooms(a).await? {
-            if self
-                .rooms
-                .room_state(&room_id)
-                .await?
-                .membership(b)
-                .as_deref()
-                == Some("join")
-            {
+            if self.rooms.room_state(&room_id).await?.is_joined(b) {
                 return Ok(true);
             }
         }

@@ -1,6 +1,7 @@
 //! Typing, receipts and presence from other servers (`m.typing`, `m.receipt`, `m.presence`
 //! EDUs), each accepted only for users of the origin who are in the room.
 
+use crate::rooms::Membership;
 use myelin_storage::ReceiptRecord;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId};
 use serde::Deserialize;
@@ -126,7 +127,7 @@ impl Ephemeral {
         }
         self.rooms.check_server_acl(origin, room_id).await?;
         let state = self.rooms.room_state(room_id).await?;
-        if state.membership(user_id).as_deref() != Some("join") {
+        if state.membership(user_id) != Some(Membership::Join) {
             return Err(ServiceError::Forbidden(format!(
                 "{user_id} is not in {room_id}"
             )));

@@ -5,13 +5,14 @@
 //! server matching a `deny` glob is refused; otherwise it must match an `allow` glob (a missing
 //! `allow` list allows nobody). Globs use `*` (any run of characters) and `?` (one character).
 
+use ruma::events::StateEventType;
 use ruma::ServerName;
 use serde_json::Value;
 
 /// Whether the room's server ACL, if it has one, lets `server` take part.
 pub(crate) fn room_allows(state: &crate::rooms::RoomState, server: &ServerName) -> bool {
     state
-        .content("m.room.server_acl", "")
+        .content(&StateEventType::RoomServerAcl, "")
         .is_none_or(|content| is_allowed(&content, server))
 }
 

@@ -1,6 +1,8 @@
 //! Reading rooms: single events, state, members, `/messages` and `/context`, with the history
 //! visibility the reader is entitled to.
 
+use crate::rooms::Membership;
+use ruma::events::StateEventType;
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -46,8 +48,11 @@ impl ReadAccess<'_> {
     }
 
     fn world_readable(&self) -> bool {
-        Visibility::of_content(self.state.content("m.room.history_visibility", "").as_ref())
-            == Visibility::WorldReadable
+        Visibility::of_content(
+            self.state
+                .content(&StateEventType::RoomHistoryVisibility, "")
+                .as_ref(),
+        ) == Visibility::WorldReadable
     }
 }
 
@@ -295,13 +300,13 @@ impl History {
             .room_state(room_id)
             .await
             .map_err(not_found_as_forbidden)?;
-        if state.membership(user_id).as_deref() != Some("join") {
+        if state.membership(user_id) != Some(Membership::Join) {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
         let mut joined = serde_json::Map::new();
-        for member in state.members_with(&["join"]) {
+        for member in state.joined_members() {
             let content = state
-                .content("m.room.member", member.as_str())
+                .content(&StateEventType::RoomMember, member.as_str())
                 .unwrap_or_default();
             joined.insert(
                 member.to_string(),
@@ -389,7 +394,7 @@ impl History {
                 .filter_map(|s| {
                     access
                         .state
-                        .get("m.room.member", s.as_str())
+                        .get(&StateEventType::RoomMember, s.as_str())
                         .map(|e| e.pdu.event_id.clone())
                 })
                 .collect();

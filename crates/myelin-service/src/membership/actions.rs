@@ -1,14 +1,15 @@
-//! Membership changes: join, leave, invite, kick, ban, unban, forget; profile propagation.
+//! Memberships changes: join, leave, invite, kick, ban, unban, forget; profile propagation.
 
+use crate::rooms::Membership;
 use myelin_room::EventTemplate;
 use myelin_storage::RoomStore;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, UserId};
 use serde_json::{json, Value};
 
 use crate::rooms::Append;
-use crate::{Membership, ServiceError, ServiceResult};
+use crate::{Memberships, ServiceError, ServiceResult};
 
-impl Membership {
+impl Memberships {
     /// Sends an `m.room.member` event for `target` by `sender`.
     async fn send_membership(
         &self,
@@ -73,7 +74,7 @@ impl Membership {
             }
         }
         let state = self.rooms.room_state(&room_id).await?;
-        if state.membership(user_id).as_deref() == Some("join") {
+        if state.membership(user_id) == Some(Membership::Join) {
             return Ok(room_id);
         }
         let content = self.rooms.member_content(user_id, "join").await?;
@@ -113,18 +114,18 @@ impl Membership {
             }
         }
         let state = self.rooms.room_state(&room_id).await?;
-        match state.membership(user_id).as_deref() {
-            Some("join") => {
+        match state.membership(user_id) {
+            Some(Membership::Join) => {
                 return Err(ServiceError::Forbidden(
                     "You are already in this room".into(),
                 ))
             }
-            Some("invite") => {
+            Some(Membership::Invite) => {
                 return Err(ServiceError::Forbidden(
                     "You are already invited to this room".into(),
                 ))
             }
-            Some("ban") => {
+            Some(Membership::Ban) => {
                 return Err(ServiceError::Forbidden(
                     "You are banned from this room".into(),
                 ))
@@ -170,8 +171,8 @@ impl Membership {
             }
         }
         let state = self.rooms.room_state(room_id).await?;
-        match state.membership(user_id).as_deref() {
-            Some("join") | Some("invite") | Some("knock") => {}
+        match state.membership(user_id) {
+            Some(Membership::Join) | Some(Membership::Invite) | Some(Membership::Knock) => {}
             _ => return Err(ServiceError::Forbidden("You are not in this room".into())),
         }
         self.send_membership(
@@ -194,13 +195,13 @@ impl Membership {
     ) -> ServiceResult<()> {
         if target.server_name() != self.ctx.config.server_name {
             let state = self.rooms.room_state(room_id).await?;
-            match state.membership(target).as_deref() {
-                Some("join") => {
+            match state.membership(target) {
+                Some(Membership::Join) => {
                     return Err(ServiceError::Forbidden(format!(
                         "{target} is already in the room"
                     )))
                 }
-                Some("ban") => {
+                Some(Membership::Ban) => {
                     return Err(ServiceError::Forbidden(format!(
                         "{target} is banned from the room"
                     )))
@@ -226,18 +227,18 @@ impl Membership {
             return Err(ServiceError::NotFound(format!("Unknown user {target}")));
         }
         let state = self.rooms.room_state(room_id).await?;
-        match state.membership(target).as_deref() {
-            Some("join") => {
+        match state.membership(target) {
+            Some(Membership::Join) => {
                 return Err(ServiceError::Forbidden(format!(
                     "{target} is already in the room"
                 )))
             }
-            Some("ban") => {
+            Some(Membership::Ban) => {
                 return Err(ServiceError::Forbidden(format!(
                     "{target} is banned from the room"
                 )))
             }
-            Some("invite") => return Ok(()),
+            Some(Membership::Invite) => return Ok(()),
             _ => {}
         }
         let mut content = json!({ "membership": "invite" });
@@ -260,8 +261,8 @@ impl Membership {
     ) -> ServiceResult<()> {
         let state = self.rooms.room_state(room_id).await?;
         if !matches!(
-            state.membership(target).as_deref(),
-            Some("join" | "invite" | "knock")
+            state.membership(target),
+            Some(Membership::Join | Membership::Invite | Membership::Knock)
         ) {
             return Err(ServiceError::Forbidden(format!(
                 "{target} is not in the room"
@@ -304,7 +305,7 @@ impl Membership {
         reason: Option<&str>,
     ) -> ServiceResult<()> {
         let state = self.rooms.room_state(room_id).await?;
-        if state.membership(target).as_deref() != Some("ban") {
+        if state.membership(target) != Some(Membership::Ban) {
             return Err(ServiceError::Forbidden(format!("{target} is not banned")));
         }
         self.send_membership(
@@ -321,8 +322,8 @@ impl Membership {
     pub async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> ServiceResult<()> {
         let state = self.rooms.room_state(room_id).await?;
         if matches!(
-            state.membership(user_id).as_deref(),
-            Some("join" | "invite" | "knock")
+            state.membership(user_id),
+            Some(Membership::Join | Membership::Invite | Membership::Knock)
         ) {
             return Err(ServiceError::InvalidParam(
                 "You must leave the room before forgetting it".into(),

@@ -6,7 +6,7 @@ use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomVersionId, UserId};
 use serde_json::{json, Map, Value};
 
 use crate::rooms::Append;
-use crate::{accounts::token::random_alnum, Membership, ServiceError, ServiceResult};
+use crate::{accounts::token::random_alnum, Memberships, ServiceError, ServiceResult};
 
 #[derive(Debug, Clone, Default)]
 pub struct InitialStateEvent {
@@ -30,7 +30,7 @@ pub struct CreateRoomRequest {
     pub power_level_content_override: Option<Map<String, Value>>,
 }
 
-impl Membership {
+impl Memberships {
     pub async fn create_room(
         &self,
         creator: &UserId,

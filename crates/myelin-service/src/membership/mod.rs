@@ -13,15 +13,15 @@ pub use create::{CreateRoomRequest, InitialStateEvent};
 
 use crate::{federation::Handshakes, Context, Rooms};
 
-pub struct Membership {
+pub struct Memberships {
     pub(crate) ctx: Arc<Context>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) handshakes: Arc<Handshakes>,
 }
 
-impl Membership {
-    pub fn new(ctx: Arc<Context>, rooms: Arc<Rooms>, handshakes: Arc<Handshakes>) -> Membership {
-        Membership {
+impl Memberships {
+    pub fn new(ctx: Arc<Context>, rooms: Arc<Rooms>, handshakes: Arc<Handshakes>) -> Memberships {
+        Memberships {
             ctx,
             rooms,
             handshakes,

@@ -4,13 +4,15 @@
 //! `m.room.tombstone` pointing at it and is restricted so that only moderators can talk there;
 //! local aliases move to the new room.
 
+use crate::rooms::Membership;
 use myelin_room::EventTemplate;
+use ruma::events::StateEventType;
 use ruma::{OwnedRoomId, RoomId, RoomVersionId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::create::{CreateRoomRequest, InitialStateEvent};
 use crate::rooms::Append;
-use crate::{Membership, ServiceError, ServiceResult};
+use crate::{Memberships, ServiceError, ServiceResult};
 
 /// State copied as-is to the replacement room.
 const TRANSFERABLE_STATE: &[&str] = &[
@@ -24,7 +26,7 @@ const TRANSFERABLE_STATE: &[&str] = &[
     "m.room.join_rules",
 ];
 
-impl Membership {
+impl Memberships {
     /// Upgrades `room_id` to `new_version`; returns the replacement room's ID.
     pub async fn upgrade_room(
         &self,
@@ -37,7 +39,7 @@ impl Membership {
         })?;
         let rules = myelin_room::rules_for(&version)?;
         let old = self.rooms.room_state(room_id).await?;
-        if old.membership(user_id).as_deref() != Some("join") {
+        if old.membership(user_id) != Some(Membership::Join) {
             return Err(ServiceError::Forbidden("You are not in this room".into()));
         }
         if old.user_power(user_id) < old.state_event_level("m.room.tombstone") {
@@ -47,7 +49,7 @@ impl Membership {
         }
 
         let old_create = old
-            .content("m.room.create", "")
+            .content(&StateEventType::RoomCreate, "")
             .unwrap_or_else(|| json!({}));
         let mut creation_content = Map::new();
         for field in ["m.federate", "type"] {
@@ -58,7 +60,7 @@ impl Membership {
         creation_content.insert("predecessor".into(), json!({ "room_id": room_id }));
 
         let mut power = old
-            .content("m.room.power_levels", "")
+            .content(&StateEventType::RoomPowerLevels, "")
             .unwrap_or_else(|| json!({}));
         let users = power.get_mut("users").and_then(Value::as_object_mut);
         let mut users = users.map(std::mem::take).unwrap_or_default();
@@ -77,11 +79,12 @@ impl Membership {
         let initial_state = TRANSFERABLE_STATE
             .iter()
             .filter_map(|kind| {
-                old.content(kind, "").map(|content| InitialStateEvent {
-                    kind: (*kind).into(),
-                    state_key: String::new(),
-                    content,
-                })
+                old.content(&(*kind).into(), "")
+                    .map(|content| InitialStateEvent {
+                        kind: (*kind).into(),
+                        state_key: String::new(),
+                        content,
+                    })
             })
             .collect();
         let preset = if old.join_rule() == "public" {
@@ -141,7 +144,7 @@ impl Membership {
             return;
         };
         let mut power = state
-            .content("m.room.power_levels", "")
+            .content(&StateEventType::RoomPowerLevels, "")
             .unwrap_or_else(|| json!({}));
         let users_default = power
             .get("users_default")
@@ -171,7 +174,7 @@ impl Membership {
             .rooms
             .room_state(old)
             .await?
-            .content("m.room.canonical_alias", "");
+            .content(&StateEventType::RoomCanonicalAlias, "");
         if let Some(canonical) = canonical.filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
         {
             if let Err(e) = self

@@ -1,6 +1,8 @@
 //! Room aliases on this server.
 
+use crate::rooms::Membership;
 use myelin_federation::path;
+use ruma::events::StateEventType;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, UserId};
 
 use crate::{Rooms, ServiceError, ServiceResult};
@@ -94,7 +96,7 @@ impl Rooms {
         // As Synapse's default `require_membership_for_aliases`: otherwise anyone could point
         // a name of this server at any room, private ones included.
         let state = self.room_state(room_id).await?;
-        if state.membership(user_id).as_deref() != Some("join") {
+        if state.membership(user_id) != Some(Membership::Join) {
             return Err(ServiceError::Forbidden(
                 "You must be in the room to create an alias for it".into(),
             ));
@@ -123,7 +125,7 @@ impl Rooms {
         if creator != user_id {
             let state = self.room_state(&room_id).await?;
             let needed = state
-                .content("m.room.power_levels", "")
+                .content(&StateEventType::RoomPowerLevels, "")
                 .and_then(|p| p.get("state_default").and_then(|v| v.as_i64()))
                 .unwrap_or(50);
             if state.user_power(user_id) < needed {
@@ -143,7 +145,7 @@ impl Rooms {
         room_id: &RoomId,
     ) -> ServiceResult<Vec<String>> {
         let state = self.room_state(room_id).await?;
-        if state.membership(user_id).as_deref() != Some("join")
+        if state.membership(user_id) != Some(Membership::Join)
             && state.history_visibility() != "world_readable"
         {
             return Err(ServiceError::Forbidden("You are not in this room".into()));

@@ -1,7 +1,9 @@
 //! The public room directory (spec: client-server "Room directory" → "Listing rooms";
 //! server-server "Public Room Directory"): which rooms are published, and the list of them.
 
+use crate::rooms::Membership;
 use myelin_federation::{encode_segment, path, Method};
+use ruma::events::StateEventType;
 use ruma::{RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -99,7 +101,7 @@ impl Rooms {
             return Err(ServiceError::NotFound("Room not found".into()));
         }
         let state = self.room_state(room_id).await?;
-        let allowed = state.membership(user_id).as_deref() == Some("join")
+        let allowed = state.membership(user_id) == Some(Membership::Join)
             && state.user_power(user_id) >= state.state_event_level("m.room.canonical_alias");
         if !allowed {
             let admin = self
@@ -252,14 +254,14 @@ impl Rooms {
         let state = self.room_state(room_id).await?;
         let text = |kind: &str, field: &str| {
             state
-                .content(kind, "")
+                .content(&kind.into(), "")
                 .and_then(|c| c.get(field).and_then(Value::as_str).map(str::to_owned))
                 .filter(|s| !s.is_empty())
         };
         let room_type = state
-            .content("m.room.create", "")
+            .content(&StateEventType::RoomCreate, "")
             .and_then(|c| c.get("type").and_then(Value::as_str).map(str::to_owned));
-        let joined = state.members_with(&["join"]).len();
+        let joined = state.joined_members().len();
         let name = text("m.room.name", "name");
         let topic = text("m.room.topic", "topic");
         let alias = text("m.room.canonical_alias", "alias");

@@ -2,6 +2,8 @@
 //! under a space, found breadth-first through its `m.space.child` state events. Rooms we are
 //! not in are summarised by a server in them (`/_matrix/federation/v1/hierarchy`).
 
+use crate::rooms::Membership;
+use ruma::events::StateEventType;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use myelin_federation::{path, Method};
@@ -122,8 +124,8 @@ impl Rooms {
     async fn user_may_see(&self, user_id: &UserId, state: &RoomState) -> ServiceResult<bool> {
         if open_to_all(state)
             || matches!(
-                state.membership(user_id).as_deref(),
-                Some("join" | "invite" | "knock")
+                state.membership(user_id),
+                Some(Membership::Join | Membership::Invite | Membership::Knock)
             )
         {
             return Ok(true);
@@ -133,14 +135,16 @@ impl Rooms {
             state.join_rule().as_str(),
             "restricted" | "knock_restricted"
         ) {
-            let allow = state.content("m.room.join_rules", "").unwrap_or_default();
+            let allow = state
+                .content(&StateEventType::RoomJoinRules, "")
+                .unwrap_or_default();
             for rule in allow["allow"].as_array().into_iter().flatten() {
                 let Some(room) = rule["room_id"].as_str().and_then(|r| RoomId::parse(r).ok())
                 else {
                     continue;
                 };
                 if self.ctx.storage.room_info(&room).await?.is_some()
-                    && self.room_state(&room).await?.membership(user_id).as_deref() == Some("join")
+                    && self.room_state(&room).await?.membership(user_id) == Some(Membership::Join)
                 {
                     return Ok(true);
                 }
@@ -282,7 +286,7 @@ impl Rooms {
             crate::federation::acl::room_allows(state, origin)
                 && (open_to_all(state)
                     || state
-                        .members_with(&["join"])
+                        .joined_members()
                         .iter()
                         .any(|u| u.server_name() == origin))
         };

@@ -39,7 +39,7 @@ impl Rooms {
     pub(crate) async fn server_has_joined_member(&self, room_id: &RoomId) -> ServiceResult<bool> {
         let state = self.room_state(room_id).await?;
         Ok(state
-            .members_with(&["join"])
+            .joined_members()
             .iter()
             .any(|u| u.server_name() == self.ctx.server_name()))
     }
@@ -79,7 +79,7 @@ impl Rooms {
     ) -> ServiceResult<HashSet<OwnedUserId>> {
         let mut users = HashSet::from([user_id.to_owned()]);
         for room_id in self.joined_rooms(user_id).await? {
-            users.extend(self.room_state(&room_id).await?.members_with(&["join"]));
+            users.extend(self.room_state(&room_id).await?.joined_members());
         }
         Ok(users)
     }

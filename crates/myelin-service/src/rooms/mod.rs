@@ -25,7 +25,7 @@ use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState};
 use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 pub use hierarchy::HierarchyQuery;
-pub use state::{RoomState, StateEntry};
+pub use state::{Membership, RoomState, StateEntry};
 
 use crate::{federation::Outbox, Context, ServiceError, ServiceResult};
 
@@ -148,9 +148,7 @@ impl Rooms {
                         &current.rules,
                         &pdu,
                         |id| current.by_event_id(id),
-                        |ty: &StateEventType, key| {
-                            current.get(&ty.to_string(), key).map(|e| e.pdu.clone())
-                        },
+                        |ty: &StateEventType, key| current.get(ty, key).map(|e| e.pdu.clone()),
                     )?;
                     pdu
                 }
@@ -255,11 +253,7 @@ impl Rooms {
             &append.sender,
             t.state_key.as_deref(),
             &t.content,
-            |ty, key| {
-                current
-                    .get(&ty.to_string(), key)
-                    .map(|e| e.pdu.event_id.clone())
-            },
+            |ty, key| current.get(ty, key).map(|e| e.pdu.event_id.clone()),
         )?;
         let ctx = PduContext {
             rules: &current.rules,
@@ -275,7 +269,7 @@ impl Rooms {
             &current.rules,
             &pdu,
             |id| current.by_event_id(id),
-            |ty: &StateEventType, key| current.get(&ty.to_string(), key).map(|e| e.pdu.clone()),
+            |ty: &StateEventType, key| current.get(ty, key).map(|e| e.pdu.clone()),
         )?;
         Ok(pdu)
     }
@@ -330,7 +324,7 @@ impl Rooms {
         state: Arc<RoomState>,
         events: &[(Arc<Pdu>, StreamPos)],
     ) {
-        let mut users: Vec<OwnedUserId> = state.members_with(&["join"]).into_iter().collect();
+        let mut users: Vec<OwnedUserId> = state.joined_members().into_iter().collect();
         for (pdu, _) in events {
             if let (Some(key), true) = (&pdu.state_key, pdu.kind.to_string() == "m.room.member") {
                 if let Ok(user) = OwnedUserId::try_from(key.as_str()) {
@@ -347,7 +341,7 @@ impl Rooms {
     /// Wakes the joined members of a room (ephemeral changes: typing, receipts).
     pub(crate) async fn notify_room(&self, room_id: &RoomId) -> ServiceResult<()> {
         let state = self.room_state(room_id).await?;
-        let members = state.members_with(&["join"]);
+        let members = state.joined_members();
         self.ctx.notifier.notify(members.iter().map(|u| &**u));
         Ok(())
     }
@@ -357,7 +351,7 @@ impl Rooms {
         &self,
         room_id: &RoomId,
         user_id: &UserId,
-    ) -> ServiceResult<Option<String>> {
+    ) -> ServiceResult<Option<Membership>> {
         let state = self.room_state(room_id).await?;
         Ok(state.membership(user_id))
     }

@@ -1,5 +1,6 @@
 //! Power levels as the client-server API reads them (the auth rules do the rest).
 
+use ruma::events::StateEventType;
 use ruma::UserId;
 use serde_json::Value;
 
@@ -11,7 +12,7 @@ impl RoomState {
         if self.rules.authorization.explicitly_privilege_room_creators && self.is_creator(user_id) {
             return i64::MAX;
         }
-        let Some(pl) = self.content("m.room.power_levels", "") else {
+        let Some(pl) = self.content(&StateEventType::RoomPowerLevels, "") else {
             // Without power levels, the creator has 100 and everyone else 0.
             return if self.is_creator(user_id) { 100 } else { 0 };
         };
@@ -25,14 +26,14 @@ impl RoomState {
     /// The level a named action (`redact`, `kick`, `ban`, `invite`) needs.
     pub fn action_level(&self, action: &str) -> i64 {
         let default = if action == "invite" { 0 } else { 50 };
-        self.content("m.room.power_levels", "")
+        self.content(&StateEventType::RoomPowerLevels, "")
             .and_then(|pl| pl.get(action).and_then(as_int))
             .unwrap_or(default)
     }
 
     /// The level needed to send a state event of type `kind`.
     pub fn state_event_level(&self, kind: &str) -> i64 {
-        let Some(pl) = self.content("m.room.power_levels", "") else {
+        let Some(pl) = self.content(&StateEventType::RoomPowerLevels, "") else {
             return 50;
         };
         pl.get("events")
@@ -43,7 +44,7 @@ impl RoomState {
     }
 
     fn is_creator(&self, user_id: &UserId) -> bool {
-        let Some(create) = self.get("m.room.create", "") else {
+        let Some(create) = self.get(&StateEventType::RoomCreate, "") else {
             return false;
         };
         if create.pdu.sender == user_id {

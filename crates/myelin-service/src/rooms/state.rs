@@ -5,17 +5,77 @@ use std::{collections::HashMap, sync::Arc};
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{RoomStore, SnapshotId, Storage};
 use ruma::{
-    room_version_rules::RoomVersionRules, EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
-    RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
 };
 
 use crate::{ServiceError, ServiceResult};
+
+/// A room member's membership (`m.room.member` `content.membership`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Membership {
+    Join,
+    Invite,
+    Knock,
+    Leave,
+    Ban,
+}
+
+impl Membership {
+    /// The membership a content names; `None` for a missing or unknown value.
+    pub fn of_content(content: &serde_json::Value) -> Option<Membership> {
+        Membership::parse(content.get("membership")?.as_str()?)
+    }
+
+    pub fn parse(value: &str) -> Option<Membership> {
+        Some(match value {
+            "join" => Membership::Join,
+            "invite" => Membership::Invite,
+            "knock" => Membership::Knock,
+            "leave" => Membership::Leave,
+            "ban" => Membership::Ban,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Join => "join",
+            Membership::Invite => "invite",
+            Membership::Knock => "knock",
+            Membership::Leave => "leave",
+            Membership::Ban => "ban",
+        }
+    }
+}
 
 /// A current state event and where it sits in the stream.
 #[derive(Debug, Clone)]
 pub struct StateEntry {
     pub pdu: Arc<Pdu>,
     pub pos: StreamPos,
+    /// For an `m.room.member` event with a user ID as state key: that user and their
+    /// membership, parsed once when the event enters the state, so that membership questions
+    /// (asked on every send, for its destinations and whom to wake) read no JSON.
+    pub member: Option<(OwnedUserId, Option<Membership>)>,
+}
+
+impl StateEntry {
+    pub fn new(pdu: Arc<Pdu>, pos: StreamPos) -> StateEntry {
+        let member = (pdu.kind == TimelineEventType::RoomMember)
+            .then(|| {
+                let user = OwnedUserId::try_from(pdu.state_key.as_deref()?).ok()?;
+                Some((user, Membership::of_content(&pdu.content_value())))
+            })
+            .flatten();
+        StateEntry { pdu, pos, member }
+    }
+
+    /// The member's membership, for a member event.
+    pub fn membership(&self) -> Option<Membership> {
+        self.member.as_ref().and_then(|(_, m)| *m)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -24,7 +84,7 @@ pub struct RoomState {
     pub version: RoomVersionId,
     pub rules: RoomVersionRules,
     /// `(type, state_key)` → event.
-    state: HashMap<(String, String), StateEntry>,
+    state: HashMap<(StateEventType, String), StateEntry>,
     /// The snapshot ID of the current state.
     pub snapshot: SnapshotId,
     pub extremities: Vec<OwnedEventId>,
@@ -46,15 +106,12 @@ impl RoomState {
         let mut state = HashMap::with_capacity(ids.len());
         for record in storage.get_events(&ids).await? {
             let key = (
-                record.pdu.kind.to_string(),
+                StateEventType::from(record.pdu.kind.to_string()),
                 record.pdu.state_key.clone().unwrap_or_default(),
             );
             state.insert(
                 key,
-                StateEntry {
-                    pos: record.stream_pos,
-                    pdu: Arc::new(record.pdu),
-                },
+                StateEntry::new(Arc::new(record.pdu), record.stream_pos),
             );
         }
         let extremities = storage.forward_extremities(room_id).await?;
@@ -105,11 +162,8 @@ impl RoomState {
     pub fn with_event(mut self, pdu: Arc<Pdu>, pos: StreamPos, snapshot: SnapshotId) -> RoomState {
         if let Some(key) = &pdu.state_key {
             self.state.insert(
-                (pdu.kind.to_string(), key.clone()),
-                StateEntry {
-                    pdu: pdu.clone(),
-                    pos,
-                },
+                (StateEventType::from(pdu.kind.to_string()), key.clone()),
+                StateEntry::new(pdu.clone(), pos),
             );
         }
         self.snapshot = snapshot;
@@ -130,14 +184,14 @@ impl RoomState {
             return self;
         };
         match Pdu::from_json(target.to_owned(), redacted) {
-            Ok(pdu) => entry.pdu = Arc::new(pdu),
+            Ok(pdu) => *entry = StateEntry::new(Arc::new(pdu), entry.pos),
             Err(e) => tracing::warn!(%target, error = %e, "the redacted event does not parse"),
         }
         self
     }
 
-    pub fn get(&self, kind: &str, state_key: &str) -> Option<&StateEntry> {
-        self.state.get(&(kind.to_owned(), state_key.to_owned()))
+    pub fn get(&self, kind: &StateEventType, state_key: &str) -> Option<&StateEntry> {
+        self.state.get(&(kind.clone(), state_key.to_owned()))
     }
 
     /// A state event by ID (auth events of new events are always current state).
@@ -153,44 +207,43 @@ impl RoomState {
     }
 
     /// `content` of a state event as JSON.
-    pub fn content(&self, kind: &str, state_key: &str) -> Option<serde_json::Value> {
+    pub fn content(&self, kind: &StateEventType, state_key: &str) -> Option<serde_json::Value> {
         self.get(kind, state_key).map(|e| e.pdu.content_value())
     }
 
-    pub fn membership(&self, user_id: &UserId) -> Option<String> {
-        self.content("m.room.member", user_id.as_str())?
-            .get("membership")?
-            .as_str()
-            .map(str::to_owned)
+    pub fn membership(&self, user_id: &UserId) -> Option<Membership> {
+        self.get(&StateEventType::RoomMember, user_id.as_str())?
+            .membership()
+    }
+
+    /// Whether the user is joined.
+    pub fn is_joined(&self, user_id: &UserId) -> bool {
+        self.membership(user_id) == Some(Membership::Join)
     }
 
     /// Every `m.room.member` entry with a valid user ID as state key, with that user.
-    pub fn member_entries(&self) -> impl Iterator<Item = (OwnedUserId, &StateEntry)> {
+    pub fn member_entries(&self) -> impl Iterator<Item = (&UserId, &StateEntry)> {
         self.state
-            .iter()
-            .filter(|((kind, _), _)| kind == "m.room.member")
-            .filter_map(|((_, key), e)| Some((OwnedUserId::try_from(key.as_str()).ok()?, e)))
+            .values()
+            .filter_map(|e| Some((&*e.member.as_ref()?.0, e)))
     }
 
     /// Users whose membership is one of `memberships`.
-    pub fn members_with(&self, memberships: &[&str]) -> Vec<OwnedUserId> {
-        self.state
-            .iter()
-            .filter(|((kind, _), _)| kind == "m.room.member")
-            .filter(|(_, e)| {
-                let content = e.pdu.content_value();
-                content
-                    .get("membership")
-                    .and_then(|m| m.as_str())
-                    .is_some_and(|m| memberships.contains(&m))
-            })
-            .filter_map(|((_, key), _)| OwnedUserId::try_from(key.as_str()).ok())
+    pub fn members_with(&self, memberships: &[Membership]) -> Vec<OwnedUserId> {
+        self.member_entries()
+            .filter(|(_, e)| e.membership().is_some_and(|m| memberships.contains(&m)))
+            .map(|(user, _)| user.to_owned())
             .collect()
+    }
+
+    /// The joined members.
+    pub fn joined_members(&self) -> Vec<OwnedUserId> {
+        self.members_with(&[Membership::Join])
     }
 
     /// `m.room.history_visibility`, defaulting to `shared`.
     pub fn history_visibility(&self) -> String {
-        self.content("m.room.history_visibility", "")
+        self.content(&StateEventType::RoomHistoryVisibility, "")
             .and_then(|c| {
                 c.get("history_visibility")
                     .and_then(|v| v.as_str())
@@ -200,7 +253,7 @@ impl RoomState {
     }
 
     pub fn join_rule(&self) -> String {
-        self.content("m.room.join_rules", "")
+        self.content(&StateEventType::RoomJoinRules, "")
             .and_then(|c| {
                 c.get("join_rule")
                     .and_then(|v| v.as_str())

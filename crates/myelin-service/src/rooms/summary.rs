@@ -1,5 +1,7 @@
 //! Room summaries (`/room_summary`) and the rooms two users share (`/mutual_rooms`).
 
+use crate::rooms::Membership;
+use ruma::events::StateEventType;
 use ruma::{OwnedRoomId, UserId};
 use serde_json::{json, Value};
 
@@ -22,21 +24,24 @@ impl Rooms {
         let world_readable = state.history_visibility() == "world_readable";
         let open =
             matches!(join_rule.as_str(), "public" | "knock" | "knock_restricted") || world_readable;
-        let member = matches!(membership.as_deref(), Some("join" | "invite" | "knock"));
+        let member = matches!(
+            membership,
+            Some(Membership::Join | Membership::Invite | Membership::Knock)
+        );
         if !open && !member {
             return Err(not_found());
         }
         let text = |kind: &str, field: &str| {
             state
-                .content(kind, "")
+                .content(&kind.into(), "")
                 .and_then(|c| c.get(field).and_then(Value::as_str).map(str::to_owned))
         };
         let create = state
-            .content("m.room.create", "")
+            .content(&StateEventType::RoomCreate, "")
             .unwrap_or_else(|| json!({}));
         let mut summary = json!({
             "room_id": room_id,
-            "num_joined_members": state.members_with(&["join"]).len(),
+            "num_joined_members": state.joined_members().len(),
             "join_rule": join_rule,
             "world_readable": world_readable,
             "guest_can_join": text("m.room.guest_access", "guest_access").as_deref() == Some("can_join"),
@@ -55,7 +60,7 @@ impl Rooms {
                     .and_then(Value::as_str)
                     .map(str::to_owned),
             ),
-            ("membership", membership),
+            ("membership", membership.map(|m| m.as_str().to_owned())),
         ];
         for (field, value) in optional {
             if let Some(value) = value {

@@ -54,25 +54,25 @@ impl Visibility {
     }
 }
 
-/// A reader's membership at an event.
+/// A reader's standing at an event: their membership, as far as visibility cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Membership {
+pub enum Standing {
     Join,
     Invite,
     /// `knock`, `leave`, `ban`, or no membership at all: none of them grants anything.
     Other,
 }
 
-impl Membership {
+impl Standing {
     /// From an `m.room.member` content (`None`: no membership event).
-    pub fn of_content(content: Option<&Value>) -> Membership {
+    pub fn of_content(content: Option<&Value>) -> Standing {
         match content
             .and_then(|c| c.get("membership"))
             .and_then(Value::as_str)
         {
-            Some("join") => Membership::Join,
-            Some("invite") => Membership::Invite,
-            _ => Membership::Other,
+            Some("join") => Standing::Join,
+            Some("invite") => Standing::Invite,
+            _ => Standing::Other,
         }
     }
 }
@@ -83,19 +83,19 @@ pub struct EventFacts {
     pub visibility: Visibility,
     /// For an `m.room.history_visibility` event: the visibility before it.
     pub visibility_before: Option<Visibility>,
-    pub membership: Membership,
+    pub membership: Standing,
     /// For the reader's own membership event: their membership before it.
-    pub membership_before: Option<Membership>,
+    pub membership_before: Option<Standing>,
     /// Whether the reader joined the room at some point after the event.
     pub joined_later: bool,
 }
 
 /// The spec's rule for one visibility and one membership.
-fn allowed(visibility: Visibility, membership: Membership, joined_later: bool) -> bool {
+fn allowed(visibility: Visibility, membership: Standing, joined_later: bool) -> bool {
     match (visibility, membership) {
-        (Visibility::WorldReadable, _) | (_, Membership::Join) => true,
+        (Visibility::WorldReadable, _) | (_, Standing::Join) => true,
         (Visibility::Shared, _) => joined_later,
-        (Visibility::Invited, Membership::Invite) => true,
+        (Visibility::Invited, Standing::Invite) => true,
         _ => false,
     }
 }
@@ -121,7 +121,7 @@ pub(crate) struct HistoryView<'a> {
     user_id: OwnedUserId,
     /// Where the user last joined the room, if ever.
     joined_pos: Option<StreamPos>,
-    at_snapshot: HashMap<SnapshotId, (Visibility, Membership)>,
+    at_snapshot: HashMap<SnapshotId, (Visibility, Standing)>,
 }
 
 impl Rooms {
@@ -156,7 +156,7 @@ impl HistoryView<'_> {
         // state is borrowed from our oldest event and would claim otherwise.
         let backfilled = record.stream_pos < StreamPos::ZERO;
         if backfilled {
-            membership = Membership::Other;
+            membership = Standing::Other;
         }
         let kind = record.pdu.kind.to_string();
         let own_membership = kind == MEMBER_TYPE
@@ -193,7 +193,7 @@ impl HistoryView<'_> {
     async fn before(
         &mut self,
         record: &EventRecord,
-    ) -> ServiceResult<Option<(Visibility, Membership)>> {
+    ) -> ServiceResult<Option<(Visibility, Standing)>> {
         let Some(prev) = record.pdu.prev_events.first() else {
             return Ok(None);
         };
@@ -208,19 +208,16 @@ impl HistoryView<'_> {
 
     /// The visibility and the user's membership in a snapshot's state: from the room's current
     /// state in memory when the snapshot is the current one, else two keyed lookups.
-    async fn at_snapshot(
-        &mut self,
-        snapshot: SnapshotId,
-    ) -> ServiceResult<(Visibility, Membership)> {
+    async fn at_snapshot(&mut self, snapshot: SnapshotId) -> ServiceResult<(Visibility, Standing)> {
         if let Some(&found) = self.at_snapshot.get(&snapshot) {
             return Ok(found);
         }
         let found = if snapshot != 0 && snapshot == self.room.snapshot {
             (
-                Visibility::of_content(self.room.content(VISIBILITY_TYPE, "").as_ref()),
-                Membership::of_content(
+                Visibility::of_content(self.room.content(&VISIBILITY_TYPE.into(), "").as_ref()),
+                Standing::of_content(
                     self.room
-                        .content(MEMBER_TYPE, self.user_id.as_str())
+                        .content(&MEMBER_TYPE.into(), self.user_id.as_str())
                         .as_ref(),
                 ),
             )
@@ -242,7 +239,7 @@ impl HistoryView<'_> {
             };
             (
                 Visibility::of_content(content_of(&visibility_key).as_ref()),
-                Membership::of_content(content_of(&member_key).as_ref()),
+                Standing::of_content(content_of(&member_key).as_ref()),
             )
         };
         self.at_snapshot.insert(snapshot, found);
@@ -254,7 +251,7 @@ impl HistoryView<'_> {
 mod tests {
     use super::*;
 
-    fn facts(visibility: Visibility, membership: Membership, joined_later: bool) -> EventFacts {
+    fn facts(visibility: Visibility, membership: Standing, joined_later: bool) -> EventFacts {
         EventFacts {
             visibility,
             visibility_before: None,
@@ -266,7 +263,7 @@ mod tests {
 
     #[test]
     fn the_spec_rules() {
-        use Membership::*;
+        use Standing::*;
         use Visibility::*;
         // (visibility, membership at the event, joined later) → visible
         let table = [
@@ -290,7 +287,7 @@ mod tests {
 
     #[test]
     fn before_or_after_for_visibility_and_own_membership() {
-        use Membership::*;
+        use Standing::*;
         use Visibility::*;
         // A switch from `invited` to `joined` is seen by an invitee.
         let mut f = facts(Joined, Invite, false);
@@ -316,9 +313,9 @@ mod tests {
             Visibility::Joined
         );
         assert_eq!(
-            Membership::of_content(Some(&json!({"membership": "ban"}))),
-            Membership::Other
+            Standing::of_content(Some(&json!({"membership": "ban"}))),
+            Standing::Other
         );
-        assert_eq!(Membership::of_content(None), Membership::Other);
+        assert_eq!(Standing::of_content(None), Standing::Other);
     }
 }

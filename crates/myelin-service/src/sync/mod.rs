@@ -1,5 +1,7 @@
 //! `GET /sync`: initial and incremental, with long-polling woken by the notifier.
 
+use crate::rooms::Membership;
+use ruma::events::StateEventType;
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     time::Duration,
@@ -481,7 +483,7 @@ impl Syncer {
                 .filter(|s| !have.contains(s))
                 .filter_map(|s| {
                     state
-                        .get("m.room.member", &s)
+                        .get(&StateEventType::RoomMember, &s)
                         .map(|e| e.pdu.event_id.clone())
                 })
                 .filter(|id| !timeline_ids.contains(id))
@@ -497,8 +499,8 @@ impl Syncer {
                 .allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str())
         });
 
-        let joined = state.members_with(&["join"]);
-        let invited = state.members_with(&["invite"]);
+        let joined = state.joined_members();
+        let invited = state.members_with(&[Membership::Invite]);
         let mut heroes: Vec<_> = joined
             .iter()
             .chain(invited.iter())
@@ -564,7 +566,7 @@ impl Syncer {
         let state = self.rooms.room_state(&m.room_id).await?;
         let mut events: Vec<Value> = crate::format::STRIPPED_STATE_TYPES
             .iter()
-            .filter_map(|k| state.get(k, ""))
+            .filter_map(|k| state.get(&(*k).into(), ""))
             .map(|e| stripped_state(&e.pdu))
             .collect();
         if let Some(member) = self.ctx.storage.get_event(&m.event_id).await? {

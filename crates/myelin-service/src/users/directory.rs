@@ -3,6 +3,7 @@
 //! Like Synapse's default (`search_all_users = false`), only users visible through a joined room
 //! are found; names come from their member events, which track their profiles.
 
+use crate::rooms::Membership;
 use std::collections::BTreeMap;
 
 use ruma::{OwnedUserId, UserId};
@@ -71,13 +72,10 @@ impl Users {
         for room_id in self.rooms.joined_rooms(searcher).await? {
             let state = self.rooms.room_state(&room_id).await?;
             for (user_id, entry) in state.member_entries() {
-                if found.contains_key(&user_id) {
+                if found.contains_key(user_id) || entry.membership() != Some(Membership::Join) {
                     continue;
                 }
                 let content = entry.pdu.content_value();
-                if content.get("membership").and_then(Value::as_str) != Some("join") {
-                    continue;
-                }
                 let text = |field: &str| {
                     content
                         .get(field)
@@ -87,10 +85,10 @@ impl Users {
                 let user = DirectoryUser {
                     display_name: text("displayname"),
                     avatar_url: text("avatar_url"),
-                    user_id: user_id.clone(),
+                    user_id: user_id.to_owned(),
                 };
                 if user.matches(&words) {
-                    found.insert(user_id, user);
+                    found.insert(user_id.to_owned(), user);
                 }
             }
         }

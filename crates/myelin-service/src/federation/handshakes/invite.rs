@@ -168,7 +168,7 @@ impl Handshakes {
     pub(super) fn invite_stripped_state(&self, state: &RoomState) -> Vec<Value> {
         crate::format::STRIPPED_STATE_TYPES
             .iter()
-            .filter_map(|k| state.get(k, ""))
+            .filter_map(|k| state.get(&(*k).into(), ""))
             .map(|e| {
                 let pdu = &e.pdu;
                 json!({

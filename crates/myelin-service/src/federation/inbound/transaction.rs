@@ -206,7 +206,7 @@ fn origin_may_send(
     raw: &RawJsonValue,
 ) -> bool {
     if state
-        .members_with(&["join"])
+        .joined_members()
         .iter()
         .any(|u| u.server_name() == origin)
     {

@@ -183,7 +183,7 @@ impl Ingest {
     /// first (it created the room, so it likely holds all of it), then the most members first.
     fn backfill_servers(&self, state: &RoomState) -> Vec<OwnedServerName> {
         let mut counts: HashMap<OwnedServerName, usize> = HashMap::new();
-        for user in state.members_with(&["join"]) {
+        for user in state.joined_members() {
             let server = user.server_name();
             if server != self.ctx.server_name() && !self.ctx.is_blocked_server(server.as_str()) {
                 *counts.entry(server.to_owned()).or_default() += 1;
@@ -361,7 +361,9 @@ impl Ingest {
             .map(|r| (r.pdu.event_id.clone(), Arc::new(r.pdu)))
             .collect();
         // From room version 12 the create event is implied by the room ID, not listed.
-        let create = state.get("m.room.create", "").map(|e| e.pdu.clone());
+        let create = state
+            .get(&StateEventType::RoomCreate, "")
+            .map(|e| e.pdu.clone());
         if let Some(create) = &create {
             pool.entry(create.event_id.clone())
                 .or_insert_with(|| create.clone());

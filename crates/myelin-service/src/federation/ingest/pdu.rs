@@ -85,7 +85,7 @@ impl Ingest {
         // origin that is in the room: anyone else gets no call back.
         let current = self.rooms.room_state(room_id).await?;
         let may_ask = current
-            .members_with(&["join"])
+            .joined_members()
             .iter()
             .any(|u| u.server_name() == origin);
         let missing = if may_ask {

@@ -70,7 +70,7 @@ impl Outbox {
     ) -> std::collections::BTreeSet<ruma::OwnedServerName> {
         let own = self.ctx.server_name();
         state
-            .members_with(&["join"])
+            .joined_members()
             .iter()
             .map(|u| u.server_name())
             .filter(|s| *s != own && !self.ctx.is_blocked_server(s.as_str()))

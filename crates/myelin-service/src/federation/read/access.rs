@@ -20,7 +20,7 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use crate::{
     rooms::{
-        visibility::{self, EventFacts, Membership, Visibility},
+        visibility::{self, EventFacts, Standing, Visibility},
         RoomState,
     },
     FederationReads, ServiceError, ServiceResult,
@@ -32,7 +32,7 @@ pub(crate) struct ServerView<'a> {
     storage: &'a dyn myelin_storage::Storage,
     origin: &'a ServerName,
     pub current: Arc<RoomState>,
-    facts_at: HashMap<SnapshotId, (Visibility, Membership)>,
+    facts_at: HashMap<SnapshotId, (Visibility, Standing)>,
 }
 
 impl FederationReads {
@@ -114,7 +114,7 @@ impl ServerView<'_> {
         };
         let joined_now = self
             .current
-            .members_with(&["join"])
+            .joined_members()
             .iter()
             .any(|u| u.server_name() == self.origin);
         Ok(visibility::may_see(EventFacts {
@@ -128,10 +128,7 @@ impl ServerView<'_> {
 
     /// The visibility in a snapshot's state, and the best membership any user of the origin has
     /// in it (a server sees what its most joined user may see).
-    async fn at_snapshot(
-        &mut self,
-        snapshot: SnapshotId,
-    ) -> ServiceResult<(Visibility, Membership)> {
+    async fn at_snapshot(&mut self, snapshot: SnapshotId) -> ServiceResult<(Visibility, Standing)> {
         if let Some(&found) = self.facts_at.get(&snapshot) {
             return Ok(found);
         }
@@ -150,17 +147,17 @@ impl ServerView<'_> {
                 .map(|(_, id)| id.clone()),
         );
         let mut visibility = Visibility::Shared;
-        let mut membership = Membership::Other;
+        let mut membership = Standing::Other;
         for event in storage.get_events(&ids).await? {
             let content = event.pdu.content_value();
             if Some(&event.pdu.event_id) == visibility_id.as_ref() {
                 visibility = Visibility::of_content(Some(&content));
                 continue;
             }
-            membership = match (membership, Membership::of_content(Some(&content))) {
-                (Membership::Join, _) | (_, Membership::Join) => Membership::Join,
-                (Membership::Invite, _) | (_, Membership::Invite) => Membership::Invite,
-                _ => Membership::Other,
+            membership = match (membership, Standing::of_content(Some(&content))) {
+                (Standing::Join, _) | (_, Standing::Join) => Standing::Join,
+                (Standing::Invite, _) | (_, Standing::Invite) => Standing::Invite,
+                _ => Standing::Other,
             };
         }
         self.facts_at.insert(snapshot, (visibility, membership));

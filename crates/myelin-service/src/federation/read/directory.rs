@@ -34,7 +34,7 @@ impl FederationReads {
         tracing::debug!(%origin, %alias, %room_id, "federation directory query");
         let state = self.rooms.room_state(&room_id).await?;
         let mut others: Vec<OwnedServerName> = state
-            .members_with(&["join"])
+            .joined_members()
             .iter()
             .map(|user| user.server_name().to_owned())
             .filter(|server| server != self.ctx.server_name())
