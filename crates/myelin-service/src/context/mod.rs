@@ -6,6 +6,8 @@
 mod ratelimit;
 mod remote;
 
+pub(crate) use remote::parse_remote_pdu;
+
 use std::sync::Arc;
 
 use myelin_core::Clock;

@@ -72,10 +72,17 @@ impl Context {
         room_id: &RoomId,
         rules: &RoomVersionRules,
     ) -> ServiceResult<Received> {
-        if raw.get().len() > myelin_room::MAX_PDU_BYTES {
-            return Err(ServiceError::TooLarge("PDU larger than 65536 bytes".into()));
-        }
-        let object = parse_received(raw)?;
+        let object = parse_remote_pdu(raw)?;
+        self.verify_parsed_pdu(object, room_id, rules).await
+    }
+
+    /// [`Context::verify_remote_pdu`] for a PDU already parsed with [`parse_remote_pdu`].
+    pub(crate) async fn verify_parsed_pdu(
+        &self,
+        object: CanonicalJsonObject,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+    ) -> ServiceResult<Received> {
         let keys = self.signing_keys_for(&object, rules).await?;
         Ok(verify_received(object, room_id, rules, &keys)?)
     }
@@ -129,4 +136,12 @@ impl Context {
         }
         Ok(map)
     }
+}
+
+/// A PDU from another server as a canonical JSON object, refused above the spec's size limit.
+pub(crate) fn parse_remote_pdu(raw: &RawJsonValue) -> ServiceResult<CanonicalJsonObject> {
+    if raw.get().len() > myelin_room::MAX_PDU_BYTES {
+        return Err(ServiceError::TooLarge("PDU larger than 65536 bytes".into()));
+    }
+    Ok(parse_received(raw)?)
 }

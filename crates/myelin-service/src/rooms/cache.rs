@@ -20,7 +20,7 @@ use super::RoomState;
 #[derive(Default)]
 pub(crate) struct RoomSlot {
     /// Serialises event creation in the room: prev_events and depth come from the state it guards.
-    pub(crate) write: tokio::sync::Mutex<()>,
+    pub(super) write: Arc<tokio::sync::Mutex<()>>,
     pub(super) current: RwLock<Option<Arc<RoomState>>>,
 }
 

@@ -16,7 +16,17 @@ impl Rooms {
         origin: &ServerName,
         room_id: &RoomId,
     ) -> ServiceResult<std::sync::Arc<crate::rooms::RoomState>> {
-        // Checked before `room_state`, which would keep a cache slot for any room ID asked for.
+        let state = self.known_room_state(room_id).await?;
+        acl_allows(&state, origin)?;
+        Ok(state)
+    }
+
+    /// The room's current state, or `NotFound` for a room this server does not have. For room
+    /// IDs from other servers: it never keeps a cache slot for a room that does not exist.
+    pub(crate) async fn known_room_state(
+        &self,
+        room_id: &RoomId,
+    ) -> ServiceResult<std::sync::Arc<crate::rooms::RoomState>> {
         if myelin_storage::RoomStore::room_info(self.ctx.storage.as_ref(), room_id)
             .await?
             .is_none()
@@ -25,14 +35,7 @@ impl Rooms {
                 "This server is not in {room_id}"
             )));
         }
-        let state = self.room_state(room_id).await?;
-        if !crate::federation::acl::room_allows(&state, origin) {
-            tracing::info!(%origin, %room_id, "refused by the room's server ACL");
-            return Err(ServiceError::Forbidden(format!(
-                "{origin} is denied by the room's server ACL"
-            )));
-        }
-        Ok(state)
+        self.room_state(room_id).await
     }
 
     /// Whether a user of this server is joined to the room.
@@ -107,4 +110,18 @@ impl Rooms {
             .filter(|s| s != own && !self.ctx.is_blocked_server(s.as_str()))
             .collect())
     }
+}
+
+/// `Forbidden` when the room's server ACL denies `origin`.
+pub(crate) fn acl_allows(
+    state: &crate::rooms::RoomState,
+    origin: &ServerName,
+) -> ServiceResult<()> {
+    if crate::federation::acl::room_allows(state, origin) {
+        return Ok(());
+    }
+    tracing::info!(%origin, room_id = %state.room_id, "refused by the room's server ACL");
+    Err(ServiceError::Forbidden(format!(
+        "{origin} is denied by the room's server ACL"
+    )))
 }

@@ -6,6 +6,8 @@ mod cache;
 mod directory;
 mod hierarchy;
 mod members;
+
+pub(crate) use members::acl_allows;
 mod power;
 mod send;
 mod state;
@@ -39,6 +41,13 @@ pub struct Rooms {
     pub(crate) cache: RoomCache,
 }
 
+/// A room's write lock, from [`Rooms::lock`]; released when dropped.
+pub(crate) struct LockedRoom {
+    room_id: OwnedRoomId,
+    slot: Arc<RoomSlot>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// A new event to append to a room.
 pub(crate) struct Append {
     pub sender: OwnedUserId,
@@ -67,21 +76,30 @@ impl Rooms {
         if let Some(state) = read_current(&slot) {
             return Ok(state);
         }
-        let _guard = slot.write.lock().await;
-        self.load_locked(room_id, &slot).await
+        let room = self.lock(room_id).await;
+        self.current(&room).await
     }
 
-    pub(crate) async fn load_locked(
-        &self,
-        room_id: &RoomId,
-        slot: &RoomSlot,
-    ) -> ServiceResult<Arc<RoomState>> {
-        if let Some(state) = read_current(slot) {
+    /// Takes the room's write lock: every new event of a room, local or from another server,
+    /// is built on the state read under it and committed and published before it is released.
+    pub(crate) async fn lock(&self, room_id: &RoomId) -> LockedRoom {
+        let slot = self.cache.slot(room_id);
+        let guard = slot.write.clone().lock_owned().await;
+        LockedRoom {
+            room_id: room_id.to_owned(),
+            slot,
+            _guard: guard,
+        }
+    }
+
+    /// The current state of a locked room (loaded from storage on first use).
+    pub(crate) async fn current(&self, room: &LockedRoom) -> ServiceResult<Arc<RoomState>> {
+        if let Some(state) = read_current(&room.slot) {
             return Ok(state);
         }
-        let state = Arc::new(RoomState::load(self.ctx.storage.as_ref(), room_id).await?);
-        *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
-        self.cache.keep(room_id);
+        let state = Arc::new(RoomState::load(self.ctx.storage.as_ref(), &room.room_id).await?);
+        *room.slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+        self.cache.keep(&room.room_id);
         Ok(state)
     }
 
@@ -91,11 +109,10 @@ impl Rooms {
         room_id: &RoomId,
         appends: Vec<Append>,
     ) -> ServiceResult<Vec<(Arc<Pdu>, StreamPos)>> {
-        let slot = self.cache.slot(room_id);
-        let _guard = slot.write.lock().await;
-        let state = self.load_locked(room_id, &slot).await?;
+        let room = self.lock(room_id).await;
+        let state = self.current(&room).await?;
         let (new_state, events) = self.persist_appends(Some(state), None, appends).await?;
-        self.publish(&slot, new_state, &events);
+        self.publish(&room, new_state, &events);
         Ok(events)
     }
 
@@ -110,8 +127,8 @@ impl Rooms {
         let (state, events) = self
             .persist_appends(None, Some((room_id, new_room)), appends)
             .await?;
-        let slot = self.cache.slot(&state.room_id);
-        self.publish(&slot, state.clone(), &events);
+        let room = self.lock(&state.room_id).await;
+        self.publish(&room, state.clone(), &events);
         Ok(state)
     }
 
@@ -317,10 +334,11 @@ impl Rooms {
         )))
     }
 
-    /// Publishes the new state and wakes everyone the events concern.
+    /// Publishes the new state of a locked room (after its commit) and wakes everyone the
+    /// events concern.
     pub(crate) fn publish(
         &self,
-        slot: &RoomSlot,
+        room: &LockedRoom,
         state: Arc<RoomState>,
         events: &[(Arc<Pdu>, StreamPos)],
     ) {
@@ -332,9 +350,8 @@ impl Rooms {
                 }
             }
         }
-        let room_id = state.room_id.clone();
-        *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
-        self.cache.keep(&room_id);
+        *room.slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
+        self.cache.keep(&room.room_id);
         self.ctx.notifier.notify(users.iter().map(|u| &**u));
     }
 

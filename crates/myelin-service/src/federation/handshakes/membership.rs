@@ -246,8 +246,7 @@ impl Handshakes {
         auth_chain: &[Box<RawJsonValue>],
     ) -> ServiceResult<()> {
         let rules = rules_for_received(version)?;
-        let slot = self.rooms.cache.slot(room_id);
-        let _guard = slot.write.lock().await;
+        let room = self.rooms.lock(room_id).await;
         let state = self
             .ingest
             .store_remote_events(room_id, &rules, state, auth_chain)
@@ -321,7 +320,7 @@ impl Handshakes {
         // Remote members' memberships are not in `room_memberships` (only the join's is); the
         // in-memory state has them all, which is what sync and sending read.
         self.rooms
-            .publish(&slot, loaded, &[(Arc::new(join), persisted.stream_pos)]);
+            .publish(&room, loaded, &[(Arc::new(join), persisted.stream_pos)]);
         Ok(())
     }
 

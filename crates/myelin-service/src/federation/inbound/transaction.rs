@@ -4,11 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName};
+use std::sync::Arc;
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, ServerName, UserId,
+};
 use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue, Value};
 
 use crate::federation::IngestOutcome;
+use crate::rooms::{Membership, RoomState};
 use crate::{Inbound, ServiceError, ServiceResult};
 
 /// The body of an incoming transaction.
@@ -128,8 +133,21 @@ impl Inbound {
             tracing::info!(%origin, kind = ?head.kind, "PDU without a room ID in a transaction");
             return (None, Value::Null);
         };
-        let event_id = self.event_id_of(&room_id, raw).await;
-        let result = match self.receive_room_pdu(origin, &room_id, raw).await {
+        // The room first: one lookup gives its existence, ACL, rules and membership. PDUs of
+        // rooms we are not in get no result, as they have no event ID we could compute.
+        let current = match self.rooms.known_room_state(&room_id).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::info!(%origin, %room_id, error = %e, "PDU refused");
+                return (None, Value::Null);
+            }
+        };
+        let object = match crate::context::parse_remote_pdu(raw) {
+            Ok(object) => object,
+            Err(e) => return (None, json!({ "error": e.to_string() })),
+        };
+        let event_id = myelin_room::received_event_id(&object, &current.rules).ok();
+        let result = match self.receive_room_pdu(origin, current, object).await {
             Ok(IngestOutcome::Accepted | IngestOutcome::AlreadyKnown) => json!({}),
             // A soft-failed event is not an error for the sender.
             Ok(IngestOutcome::SoftFailed(_)) => json!({}),
@@ -145,26 +163,17 @@ impl Inbound {
     async fn receive_room_pdu(
         &self,
         origin: &ServerName,
-        room_id: &RoomId,
-        raw: &RawJsonValue,
+        current: Arc<RoomState>,
+        object: CanonicalJsonObject,
     ) -> ServiceResult<IngestOutcome> {
-        let state = self.rooms.check_server_acl(origin, room_id).await?;
-        if !origin_may_send(&state, origin, raw) {
+        crate::rooms::acl_allows(&current, origin)?;
+        if !origin_may_send(&current, origin, &object) {
             return Err(ServiceError::Forbidden(format!(
-                "{origin} has no member in {room_id}"
+                "{origin} has no member in {}",
+                current.room_id
             )));
         }
-        self.ingest.ingest_pdu(origin, room_id, raw).await
-    }
-
-    /// The event ID of a PDU of a room we know (for the per-PDU results).
-    async fn event_id_of(&self, room_id: &RoomId, raw: &RawJsonValue) -> Option<OwnedEventId> {
-        let info = myelin_storage::RoomStore::room_info(self.ctx.storage.as_ref(), room_id)
-            .await
-            .ok()??;
-        let rules = myelin_room::rules_for_received(&info.version).ok()?;
-        let object = myelin_room::parse_received(raw).ok()?;
-        myelin_room::received_event_id(&object, &rules).ok()
+        self.ingest.ingest_pdu(origin, current, object).await
     }
 
     async fn receive_edu_logged(&self, origin: &ServerName, edu: &Edu) {
@@ -200,28 +209,19 @@ impl Inbound {
 /// membership of one of its own users by that user (its join, knock or leave reaching us
 /// before we have seen it in the room). Any other server has no business in the room's DAG,
 /// and answering it would make us fetch state and events from it.
-fn origin_may_send(
-    state: &crate::rooms::RoomState,
-    origin: &ServerName,
-    raw: &RawJsonValue,
-) -> bool {
-    if state
-        .joined_members()
-        .iter()
-        .any(|u| u.server_name() == origin)
+fn origin_may_send(current: &RoomState, origin: &ServerName, pdu: &CanonicalJsonObject) -> bool {
+    if current
+        .member_entries()
+        .any(|(u, e)| u.server_name() == origin && e.membership() == Some(Membership::Join))
     {
         return true;
     }
-    #[derive(Deserialize)]
-    struct Membership {
-        #[serde(rename = "type")]
-        kind: String,
-        sender: OwnedUserId,
-        state_key: Option<String>,
-    }
-    serde_json::from_str::<Membership>(raw.get()).is_ok_and(|m| {
-        m.kind == "m.room.member"
-            && m.sender.server_name() == origin
-            && m.state_key.as_deref() == Some(m.sender.as_str())
-    })
+    let text = |field: &str| match pdu.get(field) {
+        Some(CanonicalJsonValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let sender = text("sender").and_then(|s| <&UserId>::try_from(s).ok());
+    text("type") == Some("m.room.member")
+        && sender
+            .is_some_and(|s| s.server_name() == origin && text("state_key") == Some(s.as_str()))
 }

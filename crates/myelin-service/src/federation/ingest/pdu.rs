@@ -17,14 +17,14 @@ use myelin_storage::{
     NewEvent, NewOutlier, NewState, OutlierStatus, RoomStore, StateKey, StateMap,
 };
 use ruma::{
-    events::StateEventType, room_version_rules::RoomVersionRules, EventId, OwnedEventId, RoomId,
-    ServerName,
+    events::StateEventType, room_version_rules::RoomVersionRules, CanonicalJsonObject, EventId,
+    OwnedEventId, RoomId, ServerName,
 };
 use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue};
 
 use crate::{
-    rooms::{membership_change, RoomSlot, RoomState},
+    rooms::{membership_change, LockedRoom, RoomState},
     Ingest, ServiceError, ServiceResult,
 };
 
@@ -63,18 +63,17 @@ struct AuthAnswer {
 }
 
 impl Ingest {
-    /// Receives one PDU of `room_id` that `origin` sent (a transaction, or a fetch of ours).
+    /// Receives one PDU (parsed, not yet verified) that `origin` sent in a transaction, for the
+    /// room whose current state is `current`.
     pub async fn ingest_pdu(
         &self,
         origin: &ServerName,
-        room_id: &RoomId,
-        raw: &RawJsonValue,
+        current: Arc<RoomState>,
+        object: CanonicalJsonObject,
     ) -> ServiceResult<IngestOutcome> {
-        let info = RoomStore::room_info(self.ctx.storage.as_ref(), room_id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("This server is not in {room_id}")))?;
-        let rules = myelin_room::rules_for_received(&info.version)?;
-        let received = self.ctx.verify_remote_pdu(raw, room_id, &rules).await?;
+        let room_id = &current.room_id;
+        let rules = current.rules.clone();
+        let received = self.ctx.verify_parsed_pdu(object, room_id, &rules).await?;
         if self.in_timeline(&received.pdu.event_id).await? {
             return Ok(IngestOutcome::AlreadyKnown);
         }
@@ -83,7 +82,6 @@ impl Ingest {
         // Everything the event needs from the network is fetched before the room's write lock
         // is taken, so that local sends never queue behind a remote server, and only from an
         // origin that is in the room: anyone else gets no call back.
-        let current = self.rooms.room_state(room_id).await?;
         let may_ask = current
             .joined_members()
             .iter()
@@ -101,8 +99,7 @@ impl Ingest {
                 .await;
             batch.push((event, prefetched));
         }
-        let slot = self.rooms.cache.slot(room_id);
-        let _guard = slot.write.lock().await;
+        let room = self.rooms.lock(room_id).await;
         let mut outcome = Ok(IngestOutcome::AlreadyKnown);
         let last = batch.len() - 1;
         for (i, (event, prefetched)) in batch.into_iter().enumerate() {
@@ -111,7 +108,7 @@ impl Ingest {
                 continue;
             }
             outcome = self
-                .ingest_locked(origin, &slot, event, &rules, false, prefetched)
+                .ingest_locked(origin, &room, event, &rules, false, prefetched)
                 .await;
             if i < last {
                 if let Err(e) = &outcome {
@@ -181,11 +178,10 @@ impl Ingest {
         if self.in_timeline(&event_id).await? {
             return Ok((IngestOutcome::AlreadyKnown, event_id));
         }
-        let slot = self.rooms.cache.slot(room_id);
-        let _guard = slot.write.lock().await;
+        let room = self.rooms.lock(room_id).await;
         // The event was built on our own template: nothing about it is fetched from its sender.
         let outcome = self
-            .ingest_locked(origin, &slot, received, &rules, true, None)
+            .ingest_locked(origin, &room, received, &rules, true, None)
             .await?;
         Ok((outcome, event_id))
     }
@@ -287,7 +283,7 @@ impl Ingest {
     async fn ingest_locked(
         &self,
         origin: &ServerName,
-        slot: &RoomSlot,
+        room: &LockedRoom,
         received: Received,
         rules: &RoomVersionRules,
         distribute: bool,
@@ -296,7 +292,7 @@ impl Ingest {
         self.refuse_unknown_local_event(&received.pdu).await?;
         let pdu = Arc::new(received.pdu);
         let room_id = pdu.room_id.clone();
-        let current = self.rooms.load_locked(&room_id, slot).await?;
+        let current = self.rooms.current(room).await?;
 
         // The state before the event: from its prev events when we have them all, else as the
         // origin gave it (its answer was checked like any PDU and kept as outliers).
@@ -466,7 +462,7 @@ impl Ingest {
             Arc::new(RoomState::load(self.ctx.storage.as_ref(), &room_id).await?)
         };
         self.rooms
-            .publish(slot, new_state, &[(pdu, persisted.stream_pos)]);
+            .publish(room, new_state, &[(pdu, persisted.stream_pos)]);
         Ok(IngestOutcome::Accepted)
     }
 
