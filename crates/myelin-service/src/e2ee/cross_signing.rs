@@ -1,5 +1,6 @@
 //! Cross-signing: `POST /keys/device_signing/upload` and `POST /keys/signatures/upload`.
 
+use crate::federation::EduKind;
 use myelin_storage::CrossSigningKind;
 use ruma::{OwnedDeviceId, UserId};
 use serde_json::{json, Map, Value};
@@ -236,7 +237,7 @@ impl E2ee {
         let mut content = json!({ "user_id": user_id });
         self.add_public_signing_keys(user_id, &mut content).await?;
         self.outbox
-            .queue_edu_for(servers, "m.signing_key_update", content)
+            .queue_edu_for(servers, EduKind::SigningKeyUpdate, content)
             .await
     }
 }

@@ -1,6 +1,7 @@
 //! Device-list tracking: who must hear that a user's devices changed, locally (`/sync`
 //! `device_lists.changed`, `/keys/changes`) and over federation (`m.device_list_update`).
 
+use crate::federation::EduKind;
 use crate::rooms::Membership;
 use std::collections::{BTreeSet, HashSet};
 
@@ -50,7 +51,7 @@ impl E2ee {
             }
         }
         self.outbox
-            .queue_edu_for(servers, "m.device_list_update", content)
+            .queue_edu_for(servers, EduKind::DeviceListUpdate, content)
             .await
     }
 

@@ -1,6 +1,7 @@
 //! To-device messages: `PUT /sendToDevice/{type}/{txnId}`, delivery in `/sync` until the
 //! client acknowledges them, and the `m.direct_to_device` EDU both ways.
 
+use crate::federation::EduKind;
 use std::collections::BTreeMap;
 
 use myelin_core::StreamPos;
@@ -104,8 +105,7 @@ impl E2ee {
                 "message_id": format!("{}/{}", authed.device_id, txn_id),
                 "messages": messages,
             });
-            let edu = json!({ "edu_type": "m.direct_to_device", "content": content });
-            edus.push((server.to_string(), edu.to_string()));
+            edus.push((server.to_string(), EduKind::DirectToDevice.wire(content)));
         }
         Ok(edus)
     }

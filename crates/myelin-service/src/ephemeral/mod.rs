@@ -3,6 +3,7 @@
 
 mod remote;
 
+use crate::federation::EduKind;
 use crate::rooms::Membership;
 use std::{collections::HashMap, sync::Mutex};
 
@@ -162,7 +163,7 @@ impl Ephemeral {
                 "room_id": room_id, "user_id": user_id, "typing": typing,
             });
             self.outbox
-                .send_edu_to_room(&state, "m.typing", content)
+                .send_edu_to_room(&state, EduKind::Typing, content)
                 .await?;
         }
         Ok(())
@@ -224,7 +225,7 @@ impl Ephemeral {
                 authed.user_id.as_str(): { "event_ids": [event_id], "data": data },
             } } });
             self.outbox
-                .send_edu_to_room(&state, "m.receipt", content)
+                .send_edu_to_room(&state, EduKind::Receipt, content)
                 .await?;
         }
         if receipt_type == "m.read.private" {

@@ -5,12 +5,14 @@
 //! `acl` is the pure server-ACL check they share.
 
 pub mod acl;
+pub mod edu;
 pub mod handshakes;
 pub mod inbound;
 pub mod ingest;
 pub mod outbox;
 pub mod read;
 
+pub use edu::EduKind;
 pub use handshakes::{Handshakes, JoinTemplate, SendJoinResponse};
 pub use inbound::{Edu, Inbound, IncomingTransaction};
 pub use ingest::{Ingest, IngestOutcome};

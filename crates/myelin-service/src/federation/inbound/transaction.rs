@@ -12,7 +12,7 @@ use ruma::{
 use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue, Value};
 
-use crate::federation::IngestOutcome;
+use crate::federation::{EduKind, IngestOutcome};
 use crate::rooms::{Membership, RoomState};
 use crate::{Inbound, ServiceError, ServiceResult};
 
@@ -34,13 +34,6 @@ pub struct Edu {
     #[serde(default)]
     pub content: Value,
 }
-
-/// EDUs handled before a transaction's PDUs.
-const E2EE_EDU_TYPES: &[&str] = &[
-    "m.direct_to_device",
-    "m.device_list_update",
-    "m.signing_key_update",
-];
 
 /// Just enough of a PDU to route it.
 #[derive(Deserialize)]
@@ -89,7 +82,7 @@ impl Inbound {
         let (keys_first, edus): (Vec<Edu>, Vec<Edu>) = txn
             .edus
             .into_iter()
-            .partition(|e| E2EE_EDU_TYPES.contains(&e.edu_type.as_str()));
+            .partition(|e| EduKind::parse(&e.edu_type).is_some_and(EduKind::goes_before_pdus));
         for edu in keys_first {
             self.receive_edu_logged(origin, &edu).await;
         }
@@ -184,22 +177,19 @@ impl Inbound {
 
     /// An EDU about the origin's users: typing, receipts, presence, device lists, to-device.
     async fn receive_edu(&self, origin: &ServerName, edu: &Edu) -> ServiceResult<()> {
-        match edu.edu_type.as_str() {
-            "m.typing" => self.ephemeral.receive_typing(origin, &edu.content).await,
-            "m.receipt" => self.ephemeral.receive_receipts(origin, &edu.content).await,
-            "m.presence" => self.ephemeral.receive_presence(origin, &edu.content).await,
-            "m.device_list_update" | "m.signing_key_update" => {
-                self.e2ee.receive_device_change(origin, &edu.content).await
+        let Some(kind) = EduKind::parse(&edu.edu_type) else {
+            tracing::debug!(%origin, edu_type = %edu.edu_type, "EDU type not handled");
+            return Ok(());
+        };
+        let content = &edu.content;
+        match kind {
+            EduKind::Typing => self.ephemeral.receive_typing(origin, content).await,
+            EduKind::Receipt => self.ephemeral.receive_receipts(origin, content).await,
+            EduKind::Presence => self.ephemeral.receive_presence(origin, content).await,
+            EduKind::DeviceListUpdate | EduKind::SigningKeyUpdate => {
+                self.e2ee.receive_device_change(origin, content).await
             }
-            "m.direct_to_device" => {
-                self.e2ee
-                    .receive_direct_to_device(origin, &edu.content)
-                    .await
-            }
-            other => {
-                tracing::debug!(%origin, edu_type = other, "EDU type not handled");
-                Ok(())
-            }
+            EduKind::DirectToDevice => self.e2ee.receive_direct_to_device(origin, content).await,
         }
     }
 }

@@ -11,11 +11,10 @@ use std::{
 };
 
 use ruma::{OwnedServerName, ServerName};
-use serde_json::json;
 
 pub use worker::{MAX_EDUS_PER_TXN, MAX_PDUS_PER_TXN};
 
-use crate::{rooms::RoomState, Context, ServiceResult};
+use crate::{federation::EduKind, rooms::RoomState, Context, ServiceResult};
 
 pub struct Outbox {
     pub(crate) ctx: Arc<Context>,
@@ -103,15 +102,17 @@ impl Outbox {
     pub(crate) async fn queue_edu_for(
         &self,
         servers: impl IntoIterator<Item = OwnedServerName>,
-        edu_type: &str,
+        kind: EduKind,
         content: serde_json::Value,
     ) -> ServiceResult<()> {
         let servers: Vec<String> = servers.into_iter().map(|s| s.to_string()).collect();
         if servers.is_empty() {
             return Ok(());
         }
-        let edu = json!({ "edu_type": edu_type, "content": content }).to_string();
-        self.ctx.storage.queue_edu(&servers, edu).await?;
+        self.ctx
+            .storage
+            .queue_edu(&servers, kind.wire(content))
+            .await?;
         self.wake_senders(&servers);
         Ok(())
     }
@@ -120,13 +121,13 @@ impl Outbox {
     pub(crate) async fn send_edu_to_room(
         &self,
         state: &RoomState,
-        edu_type: &str,
+        kind: EduKind,
         content: serde_json::Value,
     ) -> ServiceResult<()> {
         if !self.ctx.federation.config.enabled {
             return Ok(());
         }
-        self.queue_edu_for(self.other_servers_in(state), edu_type, content)
+        self.queue_edu_for(self.other_servers_in(state), kind, content)
             .await
     }
 }
