@@ -23,6 +23,9 @@ pub mod rooms;
 pub mod sync;
 pub mod users;
 
+#[cfg(test)]
+mod test_support;
+
 use std::sync::Arc;
 
 use myelin_core::Clock;

@@ -286,7 +286,7 @@ impl Accounts {
         .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
-    async fn start_session(
+    pub(crate) async fn start_session(
         &self,
         user_id: &UserId,
         device_id: Option<&str>,
@@ -508,3 +508,6 @@ impl Accounts {
             .check(RateAction::FailedPassword, user_id, self.ctx.now_ms());
     }
 }
+
+#[cfg(test)]
+mod tests;

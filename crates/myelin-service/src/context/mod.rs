@@ -6,7 +6,7 @@
 mod ratelimit;
 mod remote;
 
-pub(crate) use remote::parse_remote_pdu;
+pub(crate) use remote::check_pdu_size;
 
 use std::sync::Arc;
 

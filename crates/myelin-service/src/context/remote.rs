@@ -72,7 +72,8 @@ impl Context {
         room_id: &RoomId,
         rules: &RoomVersionRules,
     ) -> ServiceResult<Received> {
-        let object = parse_remote_pdu(raw)?;
+        check_pdu_size(raw)?;
+        let object = parse_received(raw)?;
         self.verify_parsed_pdu(object, room_id, rules).await
     }
 
@@ -138,10 +139,10 @@ impl Context {
     }
 }
 
-/// A PDU from another server as a canonical JSON object, refused above the spec's size limit.
-pub(crate) fn parse_remote_pdu(raw: &RawJsonValue) -> ServiceResult<CanonicalJsonObject> {
+/// Refuses a PDU above the spec's size limit (65,536 bytes).
+pub(crate) fn check_pdu_size(raw: &RawJsonValue) -> ServiceResult<()> {
     if raw.get().len() > myelin_room::MAX_PDU_BYTES {
         return Err(ServiceError::TooLarge("PDU larger than 65536 bytes".into()));
     }
-    Ok(parse_received(raw)?)
+    Ok(())
 }

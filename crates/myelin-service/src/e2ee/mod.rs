@@ -176,3 +176,6 @@ impl E2ee {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;

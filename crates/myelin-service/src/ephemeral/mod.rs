@@ -322,3 +322,6 @@ impl Ephemeral {
 }
 
 impl Ephemeral {}
+
+#[cfg(test)]
+mod tests;

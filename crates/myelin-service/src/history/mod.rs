@@ -36,3 +36,6 @@ impl History {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

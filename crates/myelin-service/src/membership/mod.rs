@@ -28,3 +28,6 @@ impl Memberships {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -413,3 +413,6 @@ pub(crate) fn membership_change(pdu: &Pdu) -> Option<MembershipChange> {
         membership,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,3 +22,6 @@ impl Users {
         Users { ctx, rooms }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -135,12 +135,17 @@ impl Inbound {
                 return (None, Value::Null);
             }
         };
-        let object = match crate::context::parse_remote_pdu(raw) {
+        // Parsed whole even when over the size limit, so that the refusal names the event.
+        let object = match myelin_room::parse_received(raw) {
             Ok(object) => object,
             Err(e) => return (None, json!({ "error": e.to_string() })),
         };
         let event_id = myelin_room::received_event_id(&object, &current.rules).ok();
-        let result = match self.receive_room_pdu(origin, current, object).await {
+        let outcome = match crate::context::check_pdu_size(raw) {
+            Ok(()) => self.receive_room_pdu(origin, current, object).await,
+            Err(e) => Err(e),
+        };
+        let result = match outcome {
             Ok(IngestOutcome::Accepted | IngestOutcome::AlreadyKnown) => json!({}),
             // A soft-failed event is not an error for the sender.
             Ok(IngestOutcome::SoftFailed(_)) => json!({}),

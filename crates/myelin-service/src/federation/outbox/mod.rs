@@ -131,3 +131,6 @@ impl Outbox {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests;
