@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use crate::federation::now_ms;
 use crate::{enc, StatusCode, TestServer, REQUEST_TIMEOUT};
 
 /// One request the hostile server received.
@@ -566,11 +567,4 @@ fn percent_decode(path: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

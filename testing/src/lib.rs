@@ -14,8 +14,11 @@
 //!
 //! [`SynapseServer`] runs a real Synapse next to it for interoperability tests;
 //! [`hostile::HostileServer`] is a federation server that lies, for the hardening tests.
+//! [`http`] and [`federation`] hold the small helpers the test files share.
 
+pub mod federation;
 pub mod hostile;
+pub mod http;
 pub mod synapse;
 
 use std::time::Duration;

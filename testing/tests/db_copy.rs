@@ -7,10 +7,9 @@
 use myelin::storage::copy::copy;
 use myelin::storage::postgres_testing::TestDatabase;
 use myelin::storage::Backend;
+use myelin_testing::http::C;
 use myelin_testing::{enc, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
-
-const C: &str = "/_matrix/client/v3";
 
 async fn get_ok(server: &TestServer, path: &str, account: &Account) -> Value {
     let (status, body) = server.get(path, account.token()).await;

@@ -14,10 +14,9 @@ use matrix_sdk::{
     sync::SyncResponse,
     Client,
 };
+use myelin_testing::http::PW;
 use myelin_testing::{Account, StatusCode, SynapseServer, TestServer};
 use serde_json::{json, Value};
-
-const PW: &str = "correct horse battery staple";
 
 async fn sdk_login(base_url: &str, username: &str) -> Client {
     let client = Client::builder()

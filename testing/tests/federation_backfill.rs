@@ -5,15 +5,12 @@
 
 use std::time::{Duration, Instant};
 
+use myelin_testing::http::register;
 use myelin_testing::{enc, message_bodies, timeline, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
 
 const MESSAGES: usize = 100;
 const PAGE: usize = 30;
-
-async fn register(server: &TestServer, name: &str) -> Account {
-    server.register(name, "correct horse battery").await
-}
 
 /// One `/messages` page, backward from `from` (or from the newest event).
 async fn page_back(

@@ -8,25 +8,16 @@
 //! txnId with the same content.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use myelin_testing::federation::now_ms;
 use myelin_testing::hostile::{server_key, sign_pdu, HostileServer, Recorded, SendJoinAnswer};
+use myelin_testing::http::{register, sync_until};
 use myelin_testing::{enc, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
 
 /// How long the hostile server waits for Myelin to contact it.
 const WAIT: Duration = Duration::from_secs(20);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-async fn register(server: &TestServer, name: &str) -> Account {
-    server.register(name, "correct horse battery").await
-}
 
 /// A room of version 10 (the version the hostile server signs) with this preset.
 async fn create_room(server: &TestServer, account: &Account, preset: &str) -> String {
@@ -227,27 +218,6 @@ fn assert_trimmed(events: &[Value], what: &str) {
     assert!(events.iter().any(|e| e["type"] == "m.room.join_rules"));
     let bytes: usize = events.iter().map(|e| e.to_string().len()).sum();
     assert!(bytes <= 70 * 1024, "{what}: {bytes} bytes kept");
-}
-
-/// Long-polls until `check` holds for a sync response, or panics after 20 s.
-async fn sync_until(
-    server: &TestServer,
-    account: &Account,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut since: Option<String> = None;
-    loop {
-        let sync = server
-            .sync(account.token().expect("token"), since.as_deref(), 2_000)
-            .await;
-        if check(&sync) {
-            return sync;
-        }
-        since = sync["next_batch"].as_str().map(str::to_owned);
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-    }
 }
 
 /// Every `send_*` request the hostile server received is for its own room.

@@ -3,49 +3,9 @@
 //! and `/send`, invites to remote users are accepted and rejected, kicks reach the kicked
 //! user's server, and a server that was down receives everything queued for it, in order.
 
-use std::time::{Duration, Instant};
-
+use myelin_testing::http::{register, sync_from_until, sync_until};
 use myelin_testing::{enc, message_bodies, timeline, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
-
-/// Long-polls `server` until `check` holds for some sync response, or panics after 20 s.
-async fn sync_until(
-    server: &TestServer,
-    account: &Account,
-    what: &str,
-    check: impl FnMut(&Value) -> bool,
-) -> Value {
-    sync_from_until(server, account, None, what, check).await
-}
-
-/// [`sync_until`] starting from a `since` token.
-async fn sync_from_until(
-    server: &TestServer,
-    account: &Account,
-    since: Option<String>,
-    what: &str,
-    mut check: impl FnMut(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut since = since;
-    let mut seen = Vec::new();
-    loop {
-        let sync = server
-            .sync(account.token().expect("token"), since.as_deref(), 2_000)
-            .await;
-        if check(&sync) {
-            return sync;
-        }
-        seen.push(sync.clone());
-        since = sync["next_batch"].as_str().map(str::to_owned);
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}; last sync: {}",
-                seen.last().map(Value::to_string).unwrap_or_default()
-            );
-        }
-    }
-}
 
 /// Every timeline message body of `room_id` seen by `account` from an initial sync on.
 async fn wait_for_messages(
@@ -65,10 +25,6 @@ async fn wait_for_messages(
 
 fn user_id(account: &Account) -> String {
     account.user_id.clone()
-}
-
-async fn register(server: &TestServer, name: &str) -> Account {
-    server.register(name, "correct horse battery").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +261,7 @@ async fn remote_invites_are_accepted_and_rejected() {
         })
     })
     .await;
-    sync_from_until(&b, &dave, since, "dave's leave", |sync| {
+    sync_from_until(&b, &dave, since.as_deref(), "dave's leave", |sync| {
         sync["rooms"]["leave"][&room_id].is_object()
     })
     .await;
@@ -432,7 +388,7 @@ async fn knocking_on_a_remote_room() {
     sync_from_until(
         &b,
         &ellen,
-        since,
+        since.as_deref(),
         "the withdrawn knock under leave",
         |sync| sync["rooms"]["leave"].get(&room_id).is_some(),
     )

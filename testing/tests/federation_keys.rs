@@ -9,32 +9,12 @@ use std::sync::Arc;
 use myelin_federation::auth::{sign_request, RequestToSign};
 use myelin_federation::client::Signer;
 use myelin_federation::keys::{verify_server_keys, verify_signature};
-use myelin_federation::ruma::{CanonicalJsonObject, OwnedServerName};
+use myelin_federation::ruma::OwnedServerName;
 use myelin_federation::{FederationClient, FederationConfig, RequestError};
+use myelin_testing::federation::{name, now_ms, object};
+use myelin_testing::hostile::server_key;
 use myelin_testing::{enc, StatusCode, TestServer};
 use serde_json::{json, Value};
-
-fn name(s: &str) -> OwnedServerName {
-    s.try_into().expect("valid server name")
-}
-
-fn object(value: &Value) -> CanonicalJsonObject {
-    serde_json::from_value(value.clone()).expect("canonical JSON object")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-/// The server's signing key, read from its data directory (the server has started: it answered).
-fn signing_key(server: &TestServer) -> myelin_federation::ruma::signatures::Ed25519KeyPair {
-    myelin::keys::load_or_generate(server.data_dir(), name(server.loopback_server_name()))
-        .expect("signing key")
-        .key_pair
-}
 
 /// A federation client that may reach test servers on loopback.
 fn loopback_client() -> FederationClient {
@@ -80,7 +60,7 @@ async fn keys_are_published_fetched_and_notarised() {
     let a_keys = verify_server_keys(&a_name, object(&a_keys)).expect("A's keys are self-signed");
     let (a_key_id, a_public) = a_keys.verify_keys.iter().next().expect("one key");
     assert_eq!(
-        myelin_federation::keys::public_key_base64(&signing_key(&a)),
+        myelin_federation::keys::public_key_base64(&server_key(&a)),
         *a_public,
         "the published key is the one in the data directory"
     );
@@ -157,7 +137,7 @@ async fn x_matrix_requests_are_verified_against_fetched_keys() {
     // A has answered, so its key file exists and is only read here.
     let (status, _) = a.get("/_matrix/federation/v1/version", None).await;
     assert_eq!(status, StatusCode::OK);
-    let a_key = signing_key(&a);
+    let a_key = server_key(&a);
 
     // A (through the production client: resolution, pinning, signing) asks B for Bob's profile;
     // B fetches A's key from A to check the signature.

@@ -11,19 +11,10 @@ use myelin_federation::client::Signer;
 use myelin_federation::ruma::signatures::Ed25519KeyPair;
 use myelin_federation::ruma::{CanonicalJsonValue, OwnedServerName};
 use myelin_federation::{FederationClient, FederationConfig};
+use myelin_testing::federation::name;
+use myelin_testing::hostile::server_key;
 use myelin_testing::{enc, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
-
-fn name(s: &str) -> OwnedServerName {
-    s.try_into().expect("valid server name")
-}
-
-/// The server's signing key, read from its data directory (the server must have answered once).
-fn signing_key(server: &TestServer) -> Ed25519KeyPair {
-    myelin::keys::load_or_generate(server.data_dir(), name(server.loopback_server_name()))
-        .expect("signing key")
-        .key_pair
-}
 
 /// Server B as seen by server A: signs its requests with B's key.
 struct Remote {
@@ -43,7 +34,7 @@ impl Remote {
             a_url: a.base_url().to_owned(),
             a_name: name(a.loopback_server_name()),
             b_name: name(b.loopback_server_name()),
-            b_key: signing_key(b),
+            b_key: server_key(b),
             http: reqwest::Client::new(),
         }
     }

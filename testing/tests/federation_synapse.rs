@@ -10,21 +10,12 @@ use std::sync::Arc;
 use myelin_federation::client::{Signer, SystemLookup};
 use myelin_federation::keyring::KeySource;
 use myelin_federation::keys::verify_server_keys;
-use myelin_federation::ruma::{CanonicalJsonObject, OwnedServerName};
 use myelin_federation::{FederationClient, FederationConfig};
+use myelin_testing::federation::{name, now_ms, object};
+use myelin_testing::http::PW;
 use myelin_testing::{enc, StatusCode, SynapseServer, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-const PW: &str = "correct horse battery staple";
-
-fn name(s: &str) -> OwnedServerName {
-    s.try_into().expect("valid server name")
-}
-
-fn object(value: &Value) -> CanonicalJsonObject {
-    serde_json::from_value(value.clone()).expect("canonical JSON object")
-}
 
 /// A federation client configured like the Myelin under test (HTTPS, self-signed certificates
 /// of 127.0.0.1 accepted, loopback allowed), to see what Myelin's own requests run into.
@@ -36,13 +27,6 @@ fn myelin_like_client() -> FederationClient {
     };
     let lookup = Arc::new(SystemLookup::new(&config));
     FederationClient::new(&config, lookup, Arc::new(myelin_federation::SystemClock))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
 }
 
 /// The keys `server` publishes itself, checked for its self-signature.

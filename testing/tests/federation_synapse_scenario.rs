@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use myelin_testing::http::{ephemeral, room_path, PW};
 use myelin_testing::{enc, StatusCode, SynapseServer, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const PW: &str = "correct horse battery staple";
 const HISTORY: usize = 30;
 
 /// Either server's client API, so one helper drives both.
@@ -139,10 +139,6 @@ impl Server<'_> {
     }
 }
 
-fn room_path(room: &str, rest: &str) -> String {
-    format!("/_matrix/client/v3/rooms/{}/{rest}", enc(room))
-}
-
 async fn send(server: &Server<'_>, token: &str, room: &str, txn: &str, body: &str) -> String {
     let answer = server
         .ok(
@@ -153,14 +149,6 @@ async fn send(server: &Server<'_>, token: &str, room: &str, txn: &str, body: &st
         )
         .await;
     answer["event_id"].as_str().expect("event_id").to_owned()
-}
-
-/// The ephemeral events of `room` in a sync response.
-fn ephemeral<'a>(sync: &'a Value, room: &str) -> Vec<&'a Value> {
-    sync["rooms"]["join"][room]["ephemeral"]["events"]
-        .as_array()
-        .map(|e| e.iter().collect())
-        .unwrap_or_default()
 }
 
 fn is_typing(sync: &Value, room: &str, user: &str) -> bool {

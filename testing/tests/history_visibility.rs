@@ -10,11 +10,9 @@
 
 use std::collections::BTreeSet;
 
+use myelin_testing::http::{room_path, C, PW};
 use myelin_testing::{enc, message_bodies, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
-
-const PW: &str = "correct horse battery staple";
-const C: &str = "/_matrix/client/v3";
 
 const VISIBILITIES: [&str; 4] = ["world_readable", "shared", "invited", "joined"];
 
@@ -98,10 +96,6 @@ struct Room {
 async fn post_ok(server: &TestServer, who: &Account, path: &str, body: Value) {
     let (status, resp) = server.post(path, who.token(), &body).await;
     assert_eq!(status, StatusCode::OK, "POST {path} {body}: {resp}");
-}
-
-fn room_path(room_id: &str, rest: &str) -> String {
-    format!("{C}/rooms/{}/{rest}", enc(room_id))
 }
 
 /// Plays the scenario of the module documentation in a new room of `visibility`.

@@ -2,30 +2,9 @@
 //! `PUT /directory/list/room/{roomId}`), who may do so, and `/publicRooms` — locally with
 //! pagination and filters, and from another server over federation.
 
-use myelin_testing::{enc, StatusCode, TestServer};
+use myelin_testing::http::{assert_err, assert_ok, C, PW};
+use myelin_testing::{enc, TestServer};
 use serde_json::{json, Value};
-
-const PW: &str = "correct horse battery staple";
-const C: &str = "/_matrix/client/v3";
-
-fn errcode(body: &Value) -> &str {
-    body["errcode"].as_str().unwrap_or("<no errcode>")
-}
-
-#[track_caller]
-fn assert_err(resp: &(StatusCode, Value), status: u16, code: &str, what: &str) {
-    let (actual_status, body) = resp;
-    assert_eq!(
-        (actual_status.as_u16(), errcode(body)),
-        (status, code),
-        "{what}: unexpected response {actual_status} {body}"
-    );
-}
-
-#[track_caller]
-fn assert_ok(resp: &(StatusCode, Value), what: &str) {
-    assert_eq!(resp.0, StatusCode::OK, "{what}: {}", resp.1);
-}
 
 fn list_path(room_id: &str) -> String {
     format!("{C}/directory/list/room/{}", enc(room_id))

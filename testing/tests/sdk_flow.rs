@@ -19,10 +19,9 @@ use matrix_sdk::{
     sync::SyncResponse,
     Client, Room, RoomMemberships, RoomState,
 };
+use myelin_testing::http::PW;
 use myelin_testing::TestServer;
 use serde_json::Value;
-
-const PW: &str = "correct horse battery staple";
 
 /// Long-poll timeout of each SDK sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(3);

@@ -5,13 +5,11 @@
 //! (redacted state in memory, `device_lists.left`, presence changes reaching other members).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use futures_util::{stream, StreamExt};
+use myelin_testing::http::{sync_from_until, PW};
 use myelin_testing::{enc, timeline, Account, Config, StatusCode, TestServer};
 use serde_json::{json, Value};
-
-const PW: &str = "correct horse battery staple";
 
 /// The configuration a stopped test server ran with: the saved one of a federating server, else
 /// the default for its data dir (on the PostgreSQL database named in the dir, if any).
@@ -69,26 +67,6 @@ fn next_batch(sync: &Value) -> String {
     sync["next_batch"].as_str().expect("next_batch").to_owned()
 }
 
-/// Syncs from `since` until `check` holds for a response, for at most 20 s.
-async fn sync_until(
-    server: &TestServer,
-    account: &Account,
-    since: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut since = since.to_owned();
-    while Instant::now() < deadline {
-        let sync = server.sync(token(account), Some(&since), 2_000).await;
-        if check(&sync) {
-            return sync;
-        }
-        since = next_batch(&sync);
-    }
-    panic!("no sync of {} showed {what} within 20 s", account.user_id);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_device_to_invented_servers_is_capped_and_never_queued() {
     let server = TestServer::start_federating_with(|c| {
@@ -127,7 +105,7 @@ async fn to_device_to_invented_servers_is_capped_and_never_queued() {
         .get("/_matrix/client/v3/account/whoami", Some(token(&alice)))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let sync = sync_until(&server, &bob, &bob_since, "alice's message", |s| {
+    let sync = sync_from_until(&server, &bob, Some(&bob_since), "alice's message", |s| {
         !to_device_events(s).is_empty()
     })
     .await;
@@ -495,17 +473,23 @@ async fn device_lists_report_users_who_stop_or_start_sharing_a_room() {
 
     // Carol comes to share a room with alice: she is news for alice's device tracking.
     server.join(token(&carol), &room).await;
-    let sync = sync_until(&server, &alice, &alice_since, "carol in changed", |s| {
-        s["device_lists"]["changed"]
-            .as_array()
-            .is_some_and(|c| c.contains(&json!(carol.user_id)))
-    })
+    let sync = sync_from_until(
+        &server,
+        &alice,
+        Some(&alice_since),
+        "carol in changed",
+        |s| {
+            s["device_lists"]["changed"]
+                .as_array()
+                .is_some_and(|c| c.contains(&json!(carol.user_id)))
+        },
+    )
     .await;
     let alice_since = next_batch(&sync);
 
     // Alice leaves the only room she shares with bob: each hears the other left.
     server.leave(token(&alice), &room).await;
-    let sync = sync_until(&server, &bob, &bob_since, "alice in left", |s| {
+    let sync = sync_from_until(&server, &bob, Some(&bob_since), "alice in left", |s| {
         s["device_lists"]["left"]
             .as_array()
             .is_some_and(|l| l.contains(&json!(alice.user_id)))
@@ -519,10 +503,10 @@ async fn device_lists_report_users_who_stop_or_start_sharing_a_room() {
             .contains(&json!(carol.user_id)),
         "{sync}"
     );
-    sync_until(
+    sync_from_until(
         &server,
         &alice,
-        &alice_since,
+        Some(&alice_since),
         "bob and carol in left",
         |s| {
             let left = s["device_lists"]["left"]
@@ -554,7 +538,7 @@ async fn presence_unavailable_reaches_the_other_member() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let sync = sync_until(&server, &bob, &since, "alice unavailable", |s| {
+    let sync = sync_from_until(&server, &bob, Some(&since), "alice unavailable", |s| {
         s["presence"]["events"].as_array().is_some_and(|events| {
             events.iter().any(|e| {
                 e["sender"] == alice.user_id.as_str() && e["content"]["presence"] == "unavailable"

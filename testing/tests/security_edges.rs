@@ -7,23 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use myelin::config::{Rate, RegistrationMode};
+use myelin::config::RegistrationMode;
+use myelin_testing::http::{password_auth, rate, C, PW};
 use myelin_testing::{enc, Account, StatusCode, TestServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PW: &str = "correct horse battery staple";
-const C: &str = "/_matrix/client/v3";
 const VALIDITY: &str = "/_matrix/client/v1/register/m.login.registration_token/validity";
 
 /// How long any single wait for the server may take before the test fails. Far above every
 /// configured timeout: the server is expected to act long before.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn rate(per_minute: u32, burst: u32) -> Rate {
-    Rate { per_minute, burst }
-}
 
 /// The `retry_after_ms` of a 429 `M_LIMIT_EXCEEDED`, or `None` for any other answer.
 fn limit_exceeded(status: StatusCode, body: &Value) -> Option<u64> {
@@ -32,14 +27,6 @@ fn limit_exceeded(status: StatusCode, body: &Value) -> Option<u64> {
     }
     assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED", "{body}");
     Some(body["retry_after_ms"].as_u64().expect("retry_after_ms"))
-}
-
-fn password_auth(user: &Account, password: &str) -> Value {
-    json!({
-        "type": "m.login.password",
-        "identifier": { "type": "m.id.user", "user": user.user_id },
-        "password": password,
-    })
 }
 
 /// `POST /delete_devices` of `devices` with a password stage.
@@ -52,7 +39,7 @@ async fn delete_devices(
     s.post(
         &format!("{C}/delete_devices"),
         user.token(),
-        &json!({ "devices": devices, "auth": password_auth(user, password) }),
+        &json!({ "devices": devices, "auth": password_auth(&user.user_id, password, None) }),
     )
     .await
 }
