@@ -1,12 +1,11 @@
-//! Transactions and membership over federation (spec: Server-Server API, "Transactions",
-//! "Joining Rooms", "Leaving Rooms", "Inviting to a room").
+//! Membership over federation (spec: Server-Server API, "Joining Rooms", "Leaving Rooms",
+//! "Inviting to a room", knocking): the make_/send_ handshakes, answered by `Handshakes`.
 
 use axum::{
     extract::{Path, State},
     routing::{get, put},
     Json, Router,
 };
-use myelin_service::federation::IncomingTransaction;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 use serde::Deserialize;
 use serde_json::{json, value::RawValue as RawJsonValue, Value};
@@ -20,10 +19,6 @@ use crate::{
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
-        .route(
-            "/_matrix/federation/v1/send/{txn_id}",
-            put(send_transaction),
-        )
         .route(
             "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
             get(make_join),
@@ -65,20 +60,6 @@ pub fn routes() -> Router<SharedState> {
             "/_matrix/federation/v1/send_leave/{room_id}/{event_id}",
             put(send_leave_v1),
         )
-}
-
-/// PUT /_matrix/federation/v1/send/{txnId}.
-async fn send_transaction(
-    State(state): State<SharedState>,
-    Path(txn_id): Path<String>,
-    FederationJson { origin, body }: FederationJson<IncomingTransaction>,
-) -> ApiResult<Json<Value>> {
-    let answer = state
-        .services
-        .inbound
-        .federation_receive_transaction(&origin, &txn_id, body)
-        .await?;
-    Ok(Json(answer))
 }
 
 /// GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=...

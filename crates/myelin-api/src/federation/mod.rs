@@ -9,6 +9,7 @@ mod history;
 mod keys;
 mod membership;
 mod query;
+mod transactions;
 mod version;
 mod well_known;
 
@@ -30,6 +31,7 @@ pub fn routes(enabled: bool) -> Router<SharedState> {
         .merge(events::routes())
         .merge(history::routes())
         .merge(membership::routes())
+        .merge(transactions::routes())
         .merge(well_known::routes())
         .merge(directory::routes())
         .merge(devices::routes())

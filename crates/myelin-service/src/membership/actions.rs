@@ -37,6 +37,48 @@ impl Memberships {
         Ok(())
     }
 
+    /// Where a join or knock goes: a room we are in is joined locally; any other goes through
+    /// the servers that may be in it (those given, the alias's, an inviter's for a join).
+    async fn route(
+        &self,
+        user_id: &UserId,
+        room_id_or_alias: &str,
+        via: &[OwnedServerName],
+        handshake: Handshake,
+    ) -> ServiceResult<Route> {
+        let (room_id, alias_servers) = self
+            .rooms
+            .resolve_room_with_servers(room_id_or_alias)
+            .await?;
+        let known = RoomStore::room_info(self.ctx.storage.as_ref(), &room_id)
+            .await?
+            .is_some();
+        if known && self.rooms.server_has_joined_member(&room_id).await? {
+            return Ok(Route::Local(room_id));
+        }
+        let invite_sender = match handshake {
+            Handshake::Join => {
+                self.handshakes
+                    .pending_invite_sender(user_id, &room_id)
+                    .await?
+            }
+            Handshake::Knock => None,
+        };
+        let mut given = via.to_vec();
+        given.extend(alias_servers);
+        let servers = self
+            .handshakes
+            .join_candidates(&room_id, &given, invite_sender.as_deref());
+        let own = self.ctx.server_name();
+        if servers.iter().any(|s| s != own) {
+            return Ok(Route::Remote(room_id, servers));
+        }
+        if !known {
+            return Err(ServiceError::NotFound(format!("Room {room_id} not found")));
+        }
+        Ok(Route::Local(room_id))
+    }
+
     /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`.
     pub async fn join_room(
         &self,
@@ -45,34 +87,18 @@ impl Memberships {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> ServiceResult<OwnedRoomId> {
-        let (room_id, alias_servers) = self
-            .rooms
-            .resolve_room_with_servers(room_id_or_alias)
-            .await?;
-        let known = RoomStore::room_info(self.ctx.storage.as_ref(), &room_id)
+        let room_id = match self
+            .route(user_id, room_id_or_alias, via, Handshake::Join)
             .await?
-            .is_some();
-        // A room we are in is joined locally; any other goes through a server that is in it.
-        if !known || !self.rooms.server_has_joined_member(&room_id).await? {
-            let invite_sender = self
-                .handshakes
-                .pending_invite_sender(user_id, &room_id)
-                .await?;
-            let mut given = via.to_vec();
-            given.extend(alias_servers);
-            let servers =
-                self.handshakes
-                    .join_candidates(&room_id, &given, invite_sender.as_deref());
-            if !known && servers.iter().all(|s| s == self.ctx.server_name()) {
-                return Err(ServiceError::NotFound(format!("Room {room_id} not found")));
-            }
-            if servers.iter().any(|s| s != self.ctx.server_name()) {
+        {
+            Route::Local(room_id) => room_id,
+            Route::Remote(room_id, servers) => {
                 self.handshakes
                     .join_remote(user_id, &room_id, &servers, reason)
                     .await?;
                 return Ok(room_id);
             }
-        }
+        };
         let state = self.rooms.room_state(&room_id).await?;
         if state.membership(user_id) == Some(Membership::Join) {
             return Ok(room_id);
@@ -92,27 +118,18 @@ impl Memberships {
         reason: Option<&str>,
         via: &[OwnedServerName],
     ) -> ServiceResult<OwnedRoomId> {
-        let (room_id, alias_servers) = self
-            .rooms
-            .resolve_room_with_servers(room_id_or_alias)
-            .await?;
-        let known = RoomStore::room_info(self.ctx.storage.as_ref(), &room_id)
+        let room_id = match self
+            .route(user_id, room_id_or_alias, via, Handshake::Knock)
             .await?
-            .is_some();
-        if !known || !self.rooms.server_has_joined_member(&room_id).await? {
-            let mut given = via.to_vec();
-            given.extend(alias_servers);
-            let servers = self.handshakes.join_candidates(&room_id, &given, None);
-            if servers.iter().any(|s| s != self.ctx.server_name()) {
+        {
+            Route::Local(room_id) => room_id,
+            Route::Remote(room_id, servers) => {
                 self.handshakes
                     .knock_remote(user_id, &room_id, &servers, reason)
                     .await?;
                 return Ok(room_id);
             }
-            if !known {
-                return Err(ServiceError::NotFound(format!("Room {room_id} not found")));
-            }
-        }
+        };
         let state = self.rooms.room_state(&room_id).await?;
         match state.membership(user_id) {
             Some(Membership::Join) => {
@@ -359,4 +376,18 @@ impl Memberships {
         }
         Ok(())
     }
+}
+
+/// Which handshake a [`Memberships::route`] is for.
+#[derive(Clone, Copy)]
+enum Handshake {
+    Join,
+    Knock,
+}
+
+/// Where a join or knock is made.
+enum Route {
+    Local(OwnedRoomId),
+    /// Through one of these servers, in order.
+    Remote(OwnedRoomId, Vec<OwnedServerName>),
 }
