@@ -8,7 +8,7 @@ use ruma::{RoomId, UserId};
 use tokio_postgres::Row;
 
 use crate::convert::{corrupt, get, limit, now_ms, parse_id, to_i64, to_u64};
-use crate::persist::{insert_outliers, take_position};
+use crate::persist::{insert_outliers, take_position, upsert_membership};
 use crate::PgStore;
 
 #[async_trait]
@@ -143,22 +143,9 @@ impl FederationStore for PgStore {
             let pos = take_position(&mut conn).await?;
             insert_outliers(&mut conn, [(&event, OutlierStatus::Outlier)]).await?;
             let room_id = event.room_id.as_str();
-            conn.execute(
-                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
-                 VALUES ($1, $2, $3, $4, $5, FALSE, CASE WHEN $3::TEXT = 'join' THEN $5::BIGINT END)
-                 ON CONFLICT (room_id, user_id) DO UPDATE SET
-                     membership = excluded.membership, event_id = excluded.event_id,
-                     stream_pos = excluded.stream_pos, forgotten = FALSE,
-                     joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
-                &[
-                    &room_id,
-                    &user_id.as_str(),
-                    &membership,
-                    &event.event_id.as_str(),
-                    &pos.0,
-                ],
-            )
-            .await?;
+            let event_id = event.event_id.as_str();
+            upsert_membership(&mut conn, room_id, user_id.as_str(), membership, event_id, pos)
+                .await?;
             if let Some(stripped_state) = &stripped_state {
                 conn.execute(
                     "INSERT INTO remote_invite_state (room_id, user_id, stripped_state) VALUES ($1, $2, $3)

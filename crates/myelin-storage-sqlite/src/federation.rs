@@ -182,23 +182,14 @@ impl FederationStore for SqliteStore {
                 let pos = positions.take(tx)?;
                 persist::insert_outlier(tx, &event, OutlierStatus::Outlier)?;
                 let room_id = event.room_id.as_str();
-                tx.prepare_cached(
-                    "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, CASE WHEN ?3 = 'join' THEN ?5 END)
-                     ON CONFLICT (room_id, user_id) DO UPDATE SET
-                         membership = excluded.membership, event_id = excluded.event_id,
-                         stream_pos = excluded.stream_pos, forgotten = 0,
-                         joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
-                )
-                .db()?
-                .execute(params![
+                persist::upsert_membership(
+                    tx,
                     room_id,
                     user_id.as_str(),
-                    membership,
+                    &membership,
                     event.event_id.as_str(),
-                    pos.0
-                ])
-                .db()?;
+                    pos,
+                )?;
                 if let Some(stripped_state) = &stripped_state {
                     tx.prepare_cached(
                         "INSERT INTO remote_invite_state (room_id, user_id, stripped_state) VALUES (?1, ?2, ?3)
