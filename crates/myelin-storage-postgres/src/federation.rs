@@ -3,11 +3,11 @@
 
 use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
-use myelin_storage::{FederationStore, OutboxContent, OutboxEntry, OutlierStatus, StorageResult};
+use myelin_storage::rows::{self, OUTBOX_COLUMNS};
+use myelin_storage::{FederationStore, OutboxEntry, OutlierStatus, StorageResult};
 use ruma::{RoomId, UserId};
-use tokio_postgres::Row;
 
-use crate::convert::{corrupt, get, limit, now_ms, parse_id, to_i64, to_u64};
+use crate::convert::{get, limit, now_ms, to_i64, PgRow};
 use crate::persist::{insert_outliers, take_position, upsert_membership};
 use crate::PgStore;
 
@@ -49,29 +49,18 @@ impl FederationStore for PgStore {
         // No answer can hold more rows than both limits together.
         let most = limit(max_pdus.saturating_add(max_edus));
         let mut conn = self.db.read().await?;
-        let rows = conn
+        let found = conn
             .query(
-                "SELECT id, destination, event_id, edu, created_ms FROM federation_outbox
-                 WHERE destination = $1 ORDER BY id LIMIT $2",
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM federation_outbox
+                     WHERE destination = $1 ORDER BY id LIMIT $2"
+                ),
                 &[&destination, &most],
             )
             .await?;
-        let (mut pdus, mut edus) = (0, 0);
-        let mut out = Vec::new();
-        for row in &rows {
-            let entry = decode_entry(row)?;
-            let (count, max) = match entry.content {
-                OutboxContent::Pdu(_) => (&mut pdus, max_pdus),
-                OutboxContent::Edu(_) => (&mut edus, max_edus),
-            };
-            // Stop rather than skip: rows go out in order.
-            if *count == max {
-                break;
-            }
-            *count += 1;
-            out.push(entry);
-        }
-        Ok(out)
+        // Decoded one by one: rows past the limits are never looked at.
+        let entries = found.iter().map(|row| rows::outbox_entry(&PgRow(row)));
+        rows::outbox_batch(entries, max_pdus, max_edus)
     }
 
     async fn outbox_remove(&self, destination: &str, ids: &[i64]) -> StorageResult<()> {
@@ -174,27 +163,4 @@ impl FederationStore for PgStore {
             .await?;
         row.map(|row| get(&row, 0)).transpose()
     }
-}
-
-fn decode_entry(row: &Row) -> StorageResult<OutboxEntry> {
-    let id: i64 = get(row, 0)?;
-    let content = match (
-        get::<Option<String>>(row, 2)?,
-        get::<Option<String>>(row, 3)?,
-    ) {
-        (Some(event_id), None) => OutboxContent::Pdu(parse_id(event_id, "outbox event ID")?),
-        (None, Some(edu)) => OutboxContent::Edu(edu),
-        _ => {
-            return Err(corrupt(
-                "outbox row",
-                format!("row {id} must carry exactly one of a PDU and an EDU"),
-            ))
-        }
-    };
-    Ok(OutboxEntry {
-        id,
-        destination: get(row, 1)?,
-        content,
-        created_ms: to_u64(get(row, 4)?, "outbox created_ms")?,
-    })
 }

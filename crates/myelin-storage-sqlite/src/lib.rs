@@ -26,7 +26,7 @@ use myelin_storage::StorageResult;
 
 pub use meta::status;
 pub use migrations::SCHEMA_VERSION;
-pub use state::MAX_DELTA_DEPTH;
+pub use myelin_storage::MAX_DELTA_DEPTH;
 
 /// A Myelin database in one SQLite file. Cheap to clone; clones share the connections.
 #[derive(Clone)]

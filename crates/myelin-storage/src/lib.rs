@@ -15,6 +15,8 @@ mod federation;
 mod keys;
 mod meta;
 mod room;
+pub mod rows;
+pub mod snapshot;
 mod user_data;
 
 pub use account::*;
@@ -23,6 +25,7 @@ pub use federation::*;
 pub use keys::*;
 pub use meta::*;
 pub use room::*;
+pub use snapshot::MAX_DELTA_DEPTH;
 pub use user_data::*;
 
 /// Everything the service needs from a database.
