@@ -18,6 +18,7 @@ mod persist;
 mod pool;
 mod room;
 mod state;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod user_data;
 
