@@ -1,5 +1,7 @@
 //! Stream positions: one global, strictly increasing counter orders every persisted change
-//! (events, account data, receipts, presence), so a single number is a complete `/sync` cursor.
+//! (events, account data, receipts, presence, device-list changes, to-device messages), so a
+//! single number is a complete `/sync` cursor. History fetched from other servers is placed
+//! below 0 instead, out of the counter's way.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,13 +1,13 @@
 //! `AccountStore`: users, devices and access/refresh tokens (stored as hashes only).
 
 use async_trait::async_trait;
+use myelin_storage::rows::{self, DEVICE_COLUMNS, USER_COLUMNS};
 use myelin_storage::{
     AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord,
 };
 use ruma::{OwnedDeviceId, UserId};
-use tokio_postgres::Row;
 
-use crate::convert::{get, opt_to_i64, opt_to_u64, parse_id, to_i64, to_u64};
+use crate::convert::{get, opt_to_i64, to_i64};
 use crate::keys::record_device_list_change;
 use crate::pool::Conn;
 use crate::PgStore;
@@ -36,25 +36,11 @@ impl AccountStore for PgStore {
 
     async fn get_user(&self, user_id: &UserId) -> StorageResult<Option<UserRecord>> {
         let mut conn = self.db.read().await?;
-        let row = conn
-            .query_opt(
-                "SELECT password_hash, is_admin, deactivated, created_ms, displayname, avatar_url
-                 FROM users WHERE user_id = $1",
-                &[&user_id.as_str()],
-            )
-            .await?;
-        row.map(|row| {
-            Ok(UserRecord {
-                user_id: user_id.to_owned(),
-                password_hash: get(&row, 0)?,
-                is_admin: get(&row, 1)?,
-                deactivated: get(&row, 2)?,
-                created_ms: to_u64(get(&row, 3)?, "created_ms")?,
-                displayname: get(&row, 4)?,
-                avatar_url: get(&row, 5)?,
-            })
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
+        conn.query_opt_decode(&sql, &[&user_id.as_str()], |row| {
+            rows::user(user_id.to_owned(), row)
         })
-        .transpose()
+        .await
     }
 
     async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StorageResult<()> {
@@ -125,14 +111,12 @@ impl AccountStore for PgStore {
 
     async fn find_access_token(&self, token_hash: &str) -> StorageResult<Option<TokenOwner>> {
         let mut conn = self.db.read().await?;
-        let row = conn
-            .query_opt(
-                "SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = $1",
-                &[&token_hash],
-            )
-            .await?;
-        row.map(|row| token_owner(get(&row, 0)?, get(&row, 1)?, get(&row, 2)?))
-            .transpose()
+        conn.query_opt_decode(
+            "SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = $1",
+            &[&token_hash],
+            |row| rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?),
+        )
+        .await
     }
 
     async fn refresh_session(
@@ -172,7 +156,7 @@ impl AccountStore for PgStore {
                 created_ms,
             )
             .await?;
-            token_owner(user_id, device_id, expires).map(Some)
+            rows::token_owner(user_id, device_id, expires).map(Some)
         }
         .await;
         conn.finish(result).await
@@ -180,13 +164,11 @@ impl AccountStore for PgStore {
 
     async fn list_devices(&self, user_id: &UserId) -> StorageResult<Vec<DeviceRecord>> {
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY device_id COLLATE \"C\""),
-                &[&user_id.as_str()],
-            )
-            .await?;
-        rows.iter().map(decode_device).collect()
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY device_id COLLATE \"C\""
+        );
+        conn.query_decode(&sql, &[&user_id.as_str()], rows::device)
+            .await
     }
 
     async fn get_device(
@@ -195,15 +177,10 @@ impl AccountStore for PgStore {
         device_id: &str,
     ) -> StorageResult<Option<DeviceRecord>> {
         let mut conn = self.db.read().await?;
-        let row = conn
-            .query_opt(
-                &format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 AND device_id = $2"
-                ),
-                &[&user_id.as_str(), &device_id],
-            )
-            .await?;
-        row.as_ref().map(decode_device).transpose()
+        let sql =
+            format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 AND device_id = $2");
+        conn.query_opt_decode(&sql, &[&user_id.as_str(), &device_id], rows::device)
+            .await
     }
 
     async fn set_device_display_name(
@@ -342,28 +319,4 @@ async fn delete_device_rows(
         &[&user_id, &only, &keep],
     )
     .await
-}
-
-fn token_owner(
-    user_id: String,
-    device_id: String,
-    expires_at_ms: Option<i64>,
-) -> StorageResult<TokenOwner> {
-    Ok(TokenOwner {
-        user_id: parse_id(user_id, "token user")?,
-        device_id: device_id.into(),
-        expires_at_ms: opt_to_u64(expires_at_ms, "expires_at_ms")?,
-    })
-}
-
-const DEVICE_COLUMNS: &str = "user_id, device_id, display_name, last_seen_ms, last_seen_ip";
-
-fn decode_device(row: &Row) -> StorageResult<DeviceRecord> {
-    Ok(DeviceRecord {
-        user_id: parse_id(get::<String>(row, 0)?, "device user")?,
-        device_id: get::<String>(row, 1)?.into(),
-        display_name: get(row, 2)?,
-        last_seen_ms: opt_to_u64(get(row, 3)?, "last_seen_ms")?,
-        last_seen_ip: get(row, 4)?,
-    })
 }

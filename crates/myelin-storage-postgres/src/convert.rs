@@ -1,9 +1,11 @@
-//! Conversions between PostgreSQL values and errors and the storage types.
+//! Conversions between PostgreSQL values and errors and the storage types, and reading rows
+//! through [`myelin_storage::rows::Row`].
 
+use myelin_storage::rows::Row;
 use myelin_storage::{StorageError, StorageResult};
 
 pub(crate) use myelin_storage::convert::{
-    corrupt, limit, opt_to_i64, opt_to_u64, parse_id, parse_json, parse_opt_id, to_i64, to_u64,
+    corrupt, limit, now_ms, opt_to_i64, parse_id, parse_json, to_i64, to_u64,
 };
 
 /// Maps a driver error to [`StorageError::Backend`], keeping the server's message.
@@ -48,11 +50,27 @@ pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
         .map_err(|e| corrupt("column", describe(&e)))
 }
 
-/// The current time in milliseconds since the Unix epoch, for rows that record when they were
-/// written (the traits pass no time for those).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// A driver row read through [`Row`]; a column of another type is corrupt data, as with [`get`].
+pub(crate) struct PgRow<'a>(pub(crate) &'a tokio_postgres::Row);
+
+impl Row for PgRow<'_> {
+    fn text(&self, idx: usize) -> StorageResult<String> {
+        get(self.0, idx)
+    }
+
+    fn opt_text(&self, idx: usize) -> StorageResult<Option<String>> {
+        get(self.0, idx)
+    }
+
+    fn int(&self, idx: usize) -> StorageResult<i64> {
+        get(self.0, idx)
+    }
+
+    fn opt_int(&self, idx: usize) -> StorageResult<Option<i64>> {
+        get(self.0, idx)
+    }
+
+    fn flag(&self, idx: usize) -> StorageResult<bool> {
+        get(self.0, idx)
+    }
 }

@@ -2,7 +2,9 @@
 //! travel as integers.
 
 use async_trait::async_trait;
-use myelin_storage::dump::{select_sql, Dump, DumpValue, Table, STREAM_COUNTER};
+use myelin_storage::dump::{
+    count_sql, insert_sql, select_sql, Dump, DumpValue, Table, STREAM_COUNTER,
+};
 use myelin_storage::{StorageError, StorageResult};
 use tokio_postgres::types::{ToSql, Type};
 
@@ -21,9 +23,7 @@ const GENERATED_IDS: &[(&str, &str)] = &[
 impl Dump for PgStore {
     async fn count_rows(&self, table: &Table) -> StorageResult<u64> {
         let mut conn = self.db.read().await?;
-        let row = conn
-            .query_one(&format!("SELECT COUNT(*) FROM {}", table.name), &[])
-            .await?;
+        let row = conn.query_one(&count_sql(table), &[]).await?;
         Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
     }
 
@@ -66,14 +66,7 @@ impl Dump for PgStore {
     }
 
     async fn write_rows(&self, table: &Table, rows: Vec<Vec<DumpValue>>) -> StorageResult<()> {
-        let placeholders: Vec<String> =
-            (1..=table.columns.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            table.name,
-            table.columns.join(", "),
-            placeholders.join(", ")
-        );
+        let sql = insert_sql(table, |i| format!("${i}"));
         let mut conn = self.db.write().await?;
         let result = async {
             if table.name == STREAM_COUNTER {

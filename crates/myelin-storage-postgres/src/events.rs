@@ -1,38 +1,11 @@
 //! Reading event rows (timeline events and outliers) back into `EventRecord`s.
 
-use myelin_core::{Pdu, StreamPos};
-use myelin_storage::{EventRecord, OutlierStatus, StorageResult};
-use serde_json::value::RawValue;
-use tokio_postgres::Row;
+use myelin_storage::rows::{self, Row};
+use myelin_storage::{EventRecord, StorageResult};
 
-use crate::convert::{corrupt, get, parse_id, parse_opt_id};
 use crate::pool::{Conn, Params};
 
-/// The columns [`decode`] reads, in order.
-pub(crate) const EVENT_COLUMNS: &str =
-    "event_id, json, rejected, stream_pos, state_snapshot, txn_device, txn_id, redacted_by";
-
-fn decode(row: &Row) -> StorageResult<EventRecord> {
-    let event_id = parse_id(get::<String>(row, 0)?, "event ID")?;
-    let json = RawValue::from_string(get(row, 1)?).map_err(|e| corrupt("event JSON", e))?;
-    let mut pdu = Pdu::from_json(event_id, json).map_err(|e| corrupt("event", e))?;
-    pdu.rejected = get(row, 2)?;
-    let txn = match (
-        get::<Option<String>>(row, 5)?,
-        get::<Option<String>>(row, 6)?,
-    ) {
-        (Some(device), Some(txn_id)) => Some((device.into(), txn_id)),
-        _ => None,
-    };
-    Ok(EventRecord {
-        pdu,
-        stream_pos: StreamPos(get(row, 3)?),
-        state_snapshot: get(row, 4)?,
-        txn,
-        redacted_by: parse_opt_id(get(row, 7)?, "redacted_by")?,
-        outlier: None,
-    })
-}
+pub(crate) use myelin_storage::rows::EVENT_COLUMNS;
 
 /// Timeline events and outliers in one statement (so one snapshot: an event that moves from the
 /// outliers into the timeline meanwhile is seen exactly once). Outlier rows fill the timeline
@@ -50,31 +23,13 @@ pub(crate) async fn stored_events(
     conn: &mut Conn,
     ids: &[&str],
 ) -> StorageResult<Vec<EventRecord>> {
-    let rows = conn.query(STORED_EVENTS, &[&ids]).await?;
-    rows.iter()
-        .map(|row| match get::<Option<String>>(row, 8)? {
-            None => decode(row),
-            Some(status) => decode_outlier(row, &status),
-        })
-        .collect()
-}
-
-/// An outlier row of [`STORED_EVENTS`]: no place in the stream, no snapshot.
-fn decode_outlier(row: &Row, status: &str) -> StorageResult<EventRecord> {
-    let status = OutlierStatus::parse(status)
-        .ok_or_else(|| corrupt("outlier status", format!("unknown status {status:?}")))?;
-    let event_id = parse_id(get::<String>(row, 0)?, "event ID")?;
-    let json = RawValue::from_string(get(row, 1)?).map_err(|e| corrupt("event JSON", e))?;
-    let mut pdu = Pdu::from_json(event_id, json).map_err(|e| corrupt("event", e))?;
-    pdu.rejected = status == OutlierStatus::Rejected;
-    Ok(EventRecord {
-        pdu,
-        stream_pos: StreamPos::ZERO,
-        state_snapshot: 0,
-        txn: None,
-        redacted_by: None,
-        outlier: Some(status),
+    conn.query_decode(STORED_EVENTS, &[&ids], |row: &dyn Row| {
+        match row.opt_text(8)? {
+            None => rows::event(row),
+            Some(status) => rows::outlier(row, &status),
+        }
     })
+    .await
 }
 
 /// Runs `SELECT {EVENT_COLUMNS} ...` (the caller's `sql` must select exactly those columns) and
@@ -84,5 +39,5 @@ pub(crate) async fn query_events(
     sql: &str,
     params: Params<'_>,
 ) -> StorageResult<Vec<EventRecord>> {
-    conn.query(sql, params).await?.iter().map(decode).collect()
+    conn.query_decode(sql, params, rows::event).await
 }

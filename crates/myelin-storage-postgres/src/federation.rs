@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
-use myelin_storage::{FederationStore, OutboxContent, OutboxEntry, OutlierStatus, StorageResult};
+use myelin_storage::rows::{self, OUTBOX_COLUMNS};
+use myelin_storage::{FederationStore, OutboxEntry, OutlierStatus, StorageResult};
 use ruma::{RoomId, UserId};
-use tokio_postgres::Row;
 
-use crate::convert::{corrupt, get, limit, now_ms, parse_id, to_i64, to_u64};
-use crate::persist::{insert_outliers, take_position};
+use crate::convert::{get, limit, now_ms, to_i64, PgRow};
+use crate::persist::{insert_outliers, take_position, upsert_membership};
 use crate::PgStore;
 
 #[async_trait]
@@ -49,29 +49,18 @@ impl FederationStore for PgStore {
         // No answer can hold more rows than both limits together.
         let most = limit(max_pdus.saturating_add(max_edus));
         let mut conn = self.db.read().await?;
-        let rows = conn
+        let found = conn
             .query(
-                "SELECT id, destination, event_id, edu, created_ms FROM federation_outbox
-                 WHERE destination = $1 ORDER BY id LIMIT $2",
+                &format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM federation_outbox
+                     WHERE destination = $1 ORDER BY id LIMIT $2"
+                ),
                 &[&destination, &most],
             )
             .await?;
-        let (mut pdus, mut edus) = (0, 0);
-        let mut out = Vec::new();
-        for row in &rows {
-            let entry = decode_entry(row)?;
-            let (count, max) = match entry.content {
-                OutboxContent::Pdu(_) => (&mut pdus, max_pdus),
-                OutboxContent::Edu(_) => (&mut edus, max_edus),
-            };
-            // Stop rather than skip: rows go out in order.
-            if *count == max {
-                break;
-            }
-            *count += 1;
-            out.push(entry);
-        }
-        Ok(out)
+        // Decoded one by one: rows past the limits are never looked at.
+        let entries = found.iter().map(|row| rows::outbox_entry(&PgRow(row)));
+        rows::outbox_batch(entries, max_pdus, max_edus)
     }
 
     async fn outbox_remove(&self, destination: &str, ids: &[i64]) -> StorageResult<()> {
@@ -143,22 +132,9 @@ impl FederationStore for PgStore {
             let pos = take_position(&mut conn).await?;
             insert_outliers(&mut conn, [(&event, OutlierStatus::Outlier)]).await?;
             let room_id = event.room_id.as_str();
-            conn.execute(
-                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
-                 VALUES ($1, $2, $3, $4, $5, FALSE, CASE WHEN $3::TEXT = 'join' THEN $5::BIGINT END)
-                 ON CONFLICT (room_id, user_id) DO UPDATE SET
-                     membership = excluded.membership, event_id = excluded.event_id,
-                     stream_pos = excluded.stream_pos, forgotten = FALSE,
-                     joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
-                &[
-                    &room_id,
-                    &user_id.as_str(),
-                    &membership,
-                    &event.event_id.as_str(),
-                    &pos.0,
-                ],
-            )
-            .await?;
+            let event_id = event.event_id.as_str();
+            upsert_membership(&mut conn, room_id, user_id.as_str(), membership, event_id, pos)
+                .await?;
             if let Some(stripped_state) = &stripped_state {
                 conn.execute(
                     "INSERT INTO remote_invite_state (room_id, user_id, stripped_state) VALUES ($1, $2, $3)
@@ -187,27 +163,4 @@ impl FederationStore for PgStore {
             .await?;
         row.map(|row| get(&row, 0)).transpose()
     }
-}
-
-fn decode_entry(row: &Row) -> StorageResult<OutboxEntry> {
-    let id: i64 = get(row, 0)?;
-    let content = match (
-        get::<Option<String>>(row, 2)?,
-        get::<Option<String>>(row, 3)?,
-    ) {
-        (Some(event_id), None) => OutboxContent::Pdu(parse_id(event_id, "outbox event ID")?),
-        (None, Some(edu)) => OutboxContent::Edu(edu),
-        _ => {
-            return Err(corrupt(
-                "outbox row",
-                format!("row {id} must carry exactly one of a PDU and an EDU"),
-            ))
-        }
-    };
-    Ok(OutboxEntry {
-        id,
-        destination: get(row, 1)?,
-        content,
-        created_ms: to_u64(get(row, 4)?, "outbox created_ms")?,
-    })
 }

@@ -5,15 +5,16 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
+use myelin_storage::rows::{self, CROSS_SIGNING_COLUMNS, DEVICE_KEYS_COLUMNS, TO_DEVICE_COLUMNS};
 use myelin_storage::{
     ClaimedKey, CrossSigningKeyRecord, CrossSigningKind, DeviceKeysRecord, KeyClaim, KeyStore,
     QueuedToDevice, StorageResult, ToDeviceMessage, ToDeviceTxn,
 };
 use ruma::{OwnedUserId, UserId};
 
-use crate::convert::{corrupt, get, limit, now_ms, parse_id, text_list, to_u64};
+use crate::convert::{get, limit, now_ms, parse_id, text_list};
 use crate::persist::take_position;
-use crate::pool::Conn;
+use crate::pool::{Conn, Params};
 use crate::PgStore;
 
 /// Records a device-list change of `user_id` at a new position.
@@ -39,10 +40,6 @@ async fn device_exists(conn: &mut Conn, user_id: &str, device_id: &str) -> Stora
         )
         .await?
         .is_some())
-}
-
-fn algorithm_of(key_id: &str) -> &str {
-    key_id.split_once(':').map_or(key_id, |(alg, _)| alg)
 }
 
 #[async_trait]
@@ -77,26 +74,14 @@ impl KeyStore for PgStore {
         }
         let users = text_list(user_ids);
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                "SELECT k.user_id, k.device_id, k.keys_json, d.display_name
-                 FROM device_keys k JOIN devices d
-                     ON d.user_id = k.user_id AND d.device_id = k.device_id
-                 WHERE k.user_id = ANY($1::TEXT[])
-                 ORDER BY k.user_id, k.device_id",
-                &[&users],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeviceKeysRecord {
-                    user_id: parse_id(get::<String>(row, 0)?, "device keys user")?,
-                    device_id: get::<String>(row, 1)?.into(),
-                    keys_json: get(row, 2)?,
-                    display_name: get(row, 3)?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {DEVICE_KEYS_COLUMNS}
+             FROM device_keys k JOIN devices d
+                 ON d.user_id = k.user_id AND d.device_id = k.device_id
+             WHERE k.user_id = ANY($1::TEXT[])
+             ORDER BY k.user_id, k.device_id"
+        );
+        conn.query_decode(&sql, &[&users], rows::device_keys).await
     }
 
     async fn add_one_time_keys(
@@ -121,16 +106,15 @@ impl KeyStore for PgStore {
         device_id: &str,
     ) -> StorageResult<BTreeMap<String, u64>> {
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
+        let counts = conn
+            .query_decode(
                 "SELECT algorithm, COUNT(*) FROM one_time_keys
                  WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm",
                 &[&user_id.as_str(), &device_id],
+                rows::key_count,
             )
             .await?;
-        rows.iter()
-            .map(|row| Ok((get(row, 0)?, to_u64(get(row, 1)?, "key count")?)))
-            .collect()
+        Ok(counts.into_iter().collect())
     }
 
     async fn set_fallback_keys(
@@ -247,24 +231,12 @@ impl KeyStore for PgStore {
         }
         let users = text_list(user_ids);
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                "SELECT user_id, kind, key_json FROM cross_signing_keys
-                 WHERE user_id = ANY($1::TEXT[]) ORDER BY user_id, kind",
-                &[&users],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = get(row, 1)?;
-                Ok(CrossSigningKeyRecord {
-                    user_id: parse_id(get::<String>(row, 0)?, "cross-signing user")?,
-                    kind: CrossSigningKind::parse(&kind)
-                        .ok_or_else(|| corrupt("cross-signing kind", &kind))?,
-                    key_json: get(row, 2)?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {CROSS_SIGNING_COLUMNS} FROM cross_signing_keys
+             WHERE user_id = ANY($1::TEXT[]) ORDER BY user_id, kind"
+        );
+        conn.query_decode(&sql, &[&users], rows::cross_signing_key)
+            .await
     }
 
     async fn mark_device_list_changed(&self, user_id: &UserId) -> StorageResult<StreamPos> {
@@ -355,34 +327,20 @@ impl KeyStore for PgStore {
         max: usize,
     ) -> StorageResult<Vec<QueuedToDevice>> {
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                "SELECT stream_pos, sender, event_type, content_json FROM to_device_messages
-                 WHERE recipient = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
-                 ORDER BY stream_pos, seq LIMIT $5",
-                &[
-                    &user_id.as_str(),
-                    &device_id,
-                    &after.0,
-                    &up_to.0,
-                    &limit(max),
-                ],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueuedToDevice {
-                    stream_pos: StreamPos(get(row, 0)?),
-                    message: ToDeviceMessage {
-                        recipient: user_id.to_owned(),
-                        device_id: device_id.into(),
-                        sender: parse_id(get::<String>(row, 1)?, "to-device sender")?,
-                        event_type: get(row, 2)?,
-                        content_json: get(row, 3)?,
-                    },
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {TO_DEVICE_COLUMNS} FROM to_device_messages
+             WHERE recipient = $1 AND device_id = $2 AND stream_pos > $3 AND stream_pos <= $4
+             ORDER BY stream_pos, seq LIMIT $5"
+        );
+        let params: Params<'_> = &[
+            &user_id.as_str(),
+            &device_id,
+            &after.0,
+            &up_to.0,
+            &limit(max),
+        ];
+        conn.query_decode(&sql, params, |row| rows::to_device(user_id, device_id, row))
+            .await
     }
 
     async fn delete_to_device(
@@ -423,7 +381,13 @@ impl PgStore {
             for (key_id, key_json) in keys {
                 conn.execute(
                     sql,
-                    &[&user, &device_id, &algorithm_of(key_id), key_id, key_json],
+                    &[
+                        &user,
+                        &device_id,
+                        &rows::key_algorithm(key_id),
+                        key_id,
+                        key_json,
+                    ],
                 )
                 .await?;
             }

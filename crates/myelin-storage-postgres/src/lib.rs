@@ -18,6 +18,7 @@ mod persist;
 mod pool;
 mod room;
 mod state;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod user_data;
 
@@ -27,7 +28,7 @@ use myelin_storage::{DbStatus, StorageResult};
 
 pub use error::PgError;
 pub use migrations::SCHEMA_VERSION;
-pub use state::MAX_DELTA_DEPTH;
+pub use myelin_storage::MAX_DELTA_DEPTH;
 
 /// The pool size used when the configuration gives none.
 pub const DEFAULT_POOL_SIZE: usize = 10;

@@ -1,6 +1,6 @@
 //! Numbered schema migrations, embedded from `migrations/*.sql` and tracked in `schema_version`.
 
-use myelin_storage::{StorageError, StorageResult};
+use myelin_storage::{newer_schema, StorageResult};
 
 use crate::convert::{get, now_ms};
 use crate::pool::Conn;
@@ -53,9 +53,7 @@ async fn apply_pending(conn: &mut Conn) -> StorageResult<()> {
     .await?;
     let current = current_version(conn).await?;
     if current > SCHEMA_VERSION {
-        return Err(StorageError::Incompatible(format!(
-            "database schema version {current} is newer than the newest this build knows ({SCHEMA_VERSION})"
-        )));
+        return Err(newer_schema(current, SCHEMA_VERSION));
     }
     for (index, sql) in MIGRATIONS
         .iter()

@@ -3,8 +3,11 @@
 
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{
-    BackfilledEvent, NewEvent, NewState, OutlierStatus, Persisted, StorageResult,
+    BackfilledEvent, NewEvent, NewRoom, NewState, OutlierStatus, Persisted, SnapshotId,
+    StorageResult,
 };
+use ruma::OwnedEventId;
+use serde_json::value::RawValue;
 
 use crate::convert::{get, now_ms, to_i64};
 use crate::pool::Conn;
@@ -39,52 +42,109 @@ pub(crate) async fn persist_events(
 /// A rejected event is stored (with its snapshot) but changes neither current state, nor
 /// memberships, nor the event it claims to redact.
 pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageResult<Persisted> {
-    let NewEvent {
-        pdu,
-        room,
-        state: new_state,
-        updates_current_state,
-        membership,
-        txn,
-        redaction,
-        forward_extremities,
-        resolved_current_state,
-        destinations,
-    } = event;
+    let pdu = &event.pdu;
     let room_id = pdu.room_id.as_str();
     let stream_pos = take_position(conn).await?;
+    if let Some(room) = &event.room {
+        insert_room(conn, room).await?;
+    }
+    let snapshot = store_snapshot(conn, room_id, &event.state).await?;
+    let txn = event
+        .txn
+        .as_ref()
+        .map(|(device, txn_id)| (device.as_str(), txn_id.as_str()));
+    insert_event(conn, pdu, stream_pos, snapshot, txn).await?;
+    if let Some((device, txn_id)) = txn {
+        record_txn(conn, pdu, device, txn_id).await?;
+    }
+    if !pdu.rejected {
+        apply_to_room(conn, &event, stream_pos, snapshot).await?;
+    }
+    replace_forward_extremities(conn, room_id, &event.forward_extremities).await?;
+    queue_pdu(conn, pdu.event_id.as_str(), &event.destinations).await?;
+    Ok(Persisted {
+        stream_pos,
+        state_snapshot: snapshot,
+    })
+}
 
-    if let Some(room) = &room {
-        conn.execute(
-            "INSERT INTO rooms (room_id, version, creator, created_ms) VALUES ($1, $2, $3, $4)",
-            &[
-                &room.room_id.as_str(),
-                &room.version.as_str(),
-                &room.creator.as_str(),
-                &to_i64(room.created_ms, "created_ms")?,
-            ],
+/// What an accepted event changes in its room: the current state, a membership, the event it
+/// redacts.
+async fn apply_to_room(
+    conn: &mut Conn,
+    event: &NewEvent,
+    stream_pos: StreamPos,
+    snapshot: SnapshotId,
+) -> StorageResult<()> {
+    let (room_id, event_id) = (event.pdu.room_id.as_str(), event.pdu.event_id.as_str());
+    if event.updates_current_state {
+        match &event.resolved_current_state {
+            Some(resolved) => state::replace_current_state(conn, room_id, resolved).await?,
+            None => state::move_current_state(conn, room_id, snapshot, &event.state).await?,
+        }
+    }
+    if let Some(change) = &event.membership {
+        let user_id = change.user_id.as_str();
+        upsert_membership(
+            conn,
+            room_id,
+            user_id,
+            &change.membership,
+            event_id,
+            stream_pos,
         )
         .await?;
     }
+    if let Some((target, redacted_json)) = &event.redaction {
+        redact(conn, room_id, target.as_str(), redacted_json, event_id).await?;
+    }
+    Ok(())
+}
 
-    let snapshot = match &new_state {
-        NewState::Same(id) => *id,
+async fn insert_room(conn: &mut Conn, room: &NewRoom) -> StorageResult<()> {
+    conn.execute(
+        "INSERT INTO rooms (room_id, version, creator, created_ms) VALUES ($1, $2, $3, $4)",
+        &[
+            &room.room_id.as_str(),
+            &room.version.as_str(),
+            &room.creator.as_str(),
+            &to_i64(room.created_ms, "created_ms")?,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The snapshot of the state after the event: the given one, or a new one.
+async fn store_snapshot(
+    conn: &mut Conn,
+    room_id: &str,
+    new_state: &NewState,
+) -> StorageResult<SnapshotId> {
+    match new_state {
+        NewState::Same(id) => Ok(*id),
         NewState::Changed { base, changes } => {
-            state::create_snapshot(conn, room_id, *base, changes).await?
+            state::create_snapshot(conn, room_id, *base, changes).await
         }
-    };
+    }
+}
 
-    let (txn_device, txn_id) = match &txn {
-        Some((device, txn_id)) => (Some(device.as_str()), Some(txn_id.as_str())),
-        None => (None, None),
-    };
+/// Writes the event row at `stream_pos` (`txn`: the `(device, txn_id)` of the client request
+/// that sent it) and takes the event out of the outliers: it is now in the timeline.
+async fn insert_event(
+    conn: &mut Conn,
+    pdu: &Pdu,
+    stream_pos: StreamPos,
+    snapshot: SnapshotId,
+    txn: Option<(&str, &str)>,
+) -> StorageResult<()> {
     conn.execute(
         "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
                              origin_server_ts, json, rejected, state_snapshot, txn_device, txn_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             &pdu.event_id.as_str(),
-            &room_id,
+            &pdu.room_id.as_str(),
             &stream_pos.0,
             &to_i64(pdu.depth, "depth")?,
             &pdu.kind.to_string(),
@@ -94,91 +154,105 @@ pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageRe
             &pdu.json.get(),
             &pdu.rejected,
             &snapshot,
-            &txn_device,
-            &txn_id,
+            &txn.map(|(device, _)| device),
+            &txn.map(|(_, txn_id)| txn_id),
         ],
     )
     .await?;
-    // Now in the timeline: no longer an outlier.
     conn.execute(
         "DELETE FROM event_outliers WHERE event_id = $1",
         &[&pdu.event_id.as_str()],
     )
     .await?;
+    Ok(())
+}
 
-    if let (Some(device), Some(txn_id)) = (txn_device, txn_id) {
-        conn.execute(
-            "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
-            &[
-                &pdu.sender.as_str(),
-                &device,
-                &txn_id,
-                &pdu.event_id.as_str(),
-            ],
-        )
-        .await?;
-    }
+/// Maps the client request `(sender, device, txn_id)` to the event, for `event_for_txn`.
+async fn record_txn(conn: &mut Conn, pdu: &Pdu, device: &str, txn_id: &str) -> StorageResult<()> {
+    conn.execute(
+        "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
+        &[
+            &pdu.sender.as_str(),
+            &device,
+            &txn_id,
+            &pdu.event_id.as_str(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
 
-    if !pdu.rejected {
-        if updates_current_state {
-            match &resolved_current_state {
-                Some(resolved) => state::replace_current_state(conn, room_id, resolved).await?,
-                None => state::move_current_state(conn, room_id, snapshot, &new_state).await?,
-            }
-        }
-        if let Some(change) = &membership {
-            conn.execute(
-                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
-                 VALUES ($1, $2, $3, $4, $5, FALSE, CASE WHEN $3::TEXT = 'join' THEN $5::BIGINT END)
-                 ON CONFLICT (room_id, user_id) DO UPDATE SET
-                     membership = excluded.membership, event_id = excluded.event_id,
-                     stream_pos = excluded.stream_pos, forgotten = FALSE,
-                     joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
-                &[
-                    &room_id,
-                    &change.user_id.as_str(),
-                    &change.membership,
-                    &pdu.event_id.as_str(),
-                    &stream_pos.0,
-                ],
-            )
-            .await?;
-        }
-        if let Some((target, redacted_json)) = &redaction {
-            conn.execute(
-                "UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1 AND room_id = $4",
-                &[&target.as_str(), &redacted_json.get(), &pdu.event_id.as_str(), &room_id],
-            )
-            .await?;
-        }
-    }
+/// Sets the user's membership in the room to the one `event_id` carries, at `stream_pos`; a join
+/// also records where the user joined.
+pub(crate) async fn upsert_membership(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    event_id: &str,
+    stream_pos: StreamPos,
+) -> StorageResult<()> {
+    conn.execute(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
+         VALUES ($1, $2, $3, $4, $5, FALSE, CASE WHEN $3::TEXT = 'join' THEN $5::BIGINT END)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET
+             membership = excluded.membership, event_id = excluded.event_id,
+             stream_pos = excluded.stream_pos, forgotten = FALSE,
+             joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
+        &[&room_id, &user_id, &membership, &event_id, &stream_pos.0],
+    )
+    .await?;
+    Ok(())
+}
 
+/// Replaces the JSON of the room's event `target` with its redacted form.
+async fn redact(
+    conn: &mut Conn,
+    room_id: &str,
+    target: &str,
+    redacted_json: &RawValue,
+    redacted_by: &str,
+) -> StorageResult<()> {
+    conn.execute(
+        "UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1 AND room_id = $4",
+        &[&target, &redacted_json.get(), &redacted_by, &room_id],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn replace_forward_extremities(
+    conn: &mut Conn,
+    room_id: &str,
+    extremities: &[OwnedEventId],
+) -> StorageResult<()> {
     conn.execute(
         "DELETE FROM forward_extremities WHERE room_id = $1",
         &[&room_id],
     )
     .await?;
-    let extremities: Vec<&str> = forward_extremities.iter().map(|id| id.as_str()).collect();
+    let extremities: Vec<&str> = extremities.iter().map(|id| id.as_str()).collect();
     conn.execute(
         "INSERT INTO forward_extremities (room_id, event_id) SELECT $1, e FROM UNNEST($2::TEXT[]) AS e
          ON CONFLICT DO NOTHING",
         &[&room_id, &extremities],
     )
     .await?;
+    Ok(())
+}
 
-    if !destinations.is_empty() {
-        conn.execute(
-            "INSERT INTO federation_outbox (destination, event_id, created_ms)
-             SELECT d, $2, $3 FROM UNNEST($1::TEXT[]) AS d",
-            &[&destinations, &pdu.event_id.as_str(), &now_ms()],
-        )
-        .await?;
+/// Queues the PDU for each destination in the federation outbox.
+async fn queue_pdu(conn: &mut Conn, event_id: &str, destinations: &[String]) -> StorageResult<()> {
+    if destinations.is_empty() {
+        return Ok(());
     }
-
-    Ok(Persisted {
-        stream_pos,
-        state_snapshot: snapshot,
-    })
+    conn.execute(
+        "INSERT INTO federation_outbox (destination, event_id, created_ms)
+         SELECT d, $2, $3 FROM UNNEST($1::TEXT[]) AS d",
+        &[&destinations, &event_id, &now_ms()],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Places backfilled history below every stored position (see
@@ -212,31 +286,7 @@ pub(crate) async fn persist_backfilled(
             out.push(StreamPos(get(&row, 0)?));
             continue;
         }
-        conn.execute(
-            "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
-                                 origin_server_ts, json, rejected, state_snapshot)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &pdu.event_id.as_str(),
-                &pdu.room_id.as_str(),
-                &next,
-                &to_i64(pdu.depth, "depth")?,
-                &pdu.kind.to_string(),
-                &pdu.state_key.as_deref(),
-                &pdu.sender.as_str(),
-                &to_i64(u64::from(pdu.origin_server_ts.get()), "origin_server_ts")?,
-                &pdu.json.get(),
-                &pdu.rejected,
-                &state_snapshot,
-            ],
-        )
-        .await?;
-        // Now in the timeline: no longer an outlier.
-        conn.execute(
-            "DELETE FROM event_outliers WHERE event_id = $1",
-            &[&pdu.event_id.as_str()],
-        )
-        .await?;
+        insert_event(conn, &pdu, StreamPos(next), state_snapshot, None).await?;
         out.push(StreamPos(next));
         next -= 1;
     }

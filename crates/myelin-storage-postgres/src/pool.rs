@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use myelin_storage::rows::Row as DecodeRow;
 use myelin_storage::{StorageError, StorageResult};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 
-use crate::convert::{describe, Db};
+use crate::convert::{describe, Db, PgRow};
 use crate::error::PgError;
 
 /// The advisory lock every write transaction holds (`"myelinwr"` in ASCII).
@@ -198,6 +199,28 @@ impl Conn {
             .query_one(&statement, params)
             .await
             .db()
+    }
+
+    /// Runs a query and decodes every row with `decode`, in the query's order.
+    pub(crate) async fn query_decode<T>(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+        decode: impl Fn(&dyn DecodeRow) -> StorageResult<T>,
+    ) -> StorageResult<Vec<T>> {
+        let rows = self.query(sql, params).await?;
+        rows.iter().map(|row| decode(&PgRow(row))).collect()
+    }
+
+    /// Runs a query that returns at most one row and decodes it with `decode`.
+    pub(crate) async fn query_opt_decode<T>(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+        decode: impl FnOnce(&dyn DecodeRow) -> StorageResult<T>,
+    ) -> StorageResult<Option<T>> {
+        let row = self.query_opt(sql, params).await?;
+        row.map(|row| decode(&PgRow(&row))).transpose()
     }
 
     /// Runs a statement; returns the number of rows it changed.

@@ -2,14 +2,14 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
+use myelin_storage::rows::{self, MEMBERSHIP_COLUMNS, ROOM_INFO_COLUMNS};
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
     RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
-use tokio_postgres::Row;
 
-use crate::convert::{get, limit, parse_id, text_list, to_i64, to_u64};
+use crate::convert::{get, limit, now_ms, parse_id, text_list, to_i64, to_u64};
 use crate::events::{query_events, stored_events, EVENT_COLUMNS};
 use crate::{persist, state, PgStore};
 
@@ -54,21 +54,11 @@ impl RoomStore for PgStore {
 
     async fn room_info(&self, room_id: &RoomId) -> StorageResult<Option<RoomInfo>> {
         let mut conn = self.db.read().await?;
-        let row = conn
-            .query_opt(
-                "SELECT version, creator, current_snapshot FROM rooms WHERE room_id = $1",
-                &[&room_id.as_str()],
-            )
-            .await?;
-        row.map(|row| {
-            Ok(RoomInfo {
-                room_id: room_id.to_owned(),
-                version: parse_id(get::<String>(&row, 0)?, "room version")?,
-                creator: parse_id(get::<String>(&row, 1)?, "room creator")?,
-                current_snapshot: get::<Option<i64>>(&row, 2)?,
-            })
+        let sql = format!("SELECT {ROOM_INFO_COLUMNS} FROM rooms WHERE room_id = $1");
+        conn.query_opt_decode(&sql, &[&room_id.as_str()], |row| {
+            rows::room_info(room_id.to_owned(), row)
         })
-        .transpose()
+        .await
     }
 
     async fn get_event(&self, event_id: &EventId) -> StorageResult<Option<EventRecord>> {
@@ -218,24 +208,21 @@ impl RoomStore for PgStore {
 
     async fn memberships_of_user(&self, user_id: &UserId) -> StorageResult<Vec<MembershipRecord>> {
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                &format!("{MEMBERSHIP_SELECT} WHERE user_id = $1 ORDER BY stream_pos"),
-                &[&user_id.as_str()],
-            )
-            .await?;
-        rows.iter().map(decode_membership).collect()
+        let sql = format!(
+            "SELECT {MEMBERSHIP_COLUMNS} FROM room_memberships WHERE user_id = $1 ORDER BY stream_pos"
+        );
+        conn.query_decode(&sql, &[&user_id.as_str()], rows::membership)
+            .await
     }
 
     async fn room_members(&self, room_id: &RoomId) -> StorageResult<Vec<MembershipRecord>> {
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                &format!("{MEMBERSHIP_SELECT} WHERE room_id = $1 ORDER BY user_id COLLATE \"C\""),
-                &[&room_id.as_str()],
-            )
-            .await?;
-        rows.iter().map(decode_membership).collect()
+        let sql = format!(
+            "SELECT {MEMBERSHIP_COLUMNS} FROM room_memberships
+             WHERE room_id = $1 ORDER BY user_id COLLATE \"C\""
+        );
+        conn.query_decode(&sql, &[&room_id.as_str()], rows::membership)
+            .await
     }
 
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StorageResult<()> {
@@ -317,7 +304,7 @@ impl RoomStore for PgStore {
             conn.execute(
                 "INSERT INTO room_directory (room_id, published_ms) VALUES ($1, $2)
                  ON CONFLICT (room_id) DO NOTHING",
-                &[&room_id.as_str(), &crate::convert::now_ms()],
+                &[&room_id.as_str(), &now_ms()],
             )
             .await
         } else {
@@ -364,19 +351,4 @@ impl RoomStore for PgStore {
             .await?;
         Ok(StreamPos(get(&row, 0)?))
     }
-}
-
-const MEMBERSHIP_SELECT: &str =
-    "SELECT room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos FROM room_memberships";
-
-fn decode_membership(row: &Row) -> StorageResult<MembershipRecord> {
-    Ok(MembershipRecord {
-        room_id: parse_id(get::<String>(row, 0)?, "membership room")?,
-        user_id: parse_id(get::<String>(row, 1)?, "membership user")?,
-        membership: get(row, 2)?,
-        event_id: parse_id(get::<String>(row, 3)?, "membership event")?,
-        stream_pos: StreamPos(get(row, 4)?),
-        forgotten: get(row, 5)?,
-        joined_pos: get::<Option<i64>>(row, 6)?.map(StreamPos),
-    })
 }

@@ -1,20 +1,18 @@
-//! State snapshots (delta-compressed chains) and the rooms' current state.
-//!
-//! A snapshot row names a base snapshot and stores only the keys it changes; reading one walks
-//! the chain to its root and applies entries oldest first. Chains are cut at
-//! [`MAX_DELTA_DEPTH`]: a snapshot that would be deeper is written in full (no base). Same
-//! layout as the SQLite backend.
+//! State snapshots and the rooms' current state, in PostgreSQL. The layout of snapshot chains
+//! (what a new snapshot stores, when a chain is broken) is [`myelin_storage::snapshot`]'s, the
+//! same as in the SQLite backend.
 
 use std::collections::{BTreeMap, HashMap};
 
-use myelin_storage::{NewState, SnapshotId, StateKey, StateMap, StorageError, StorageResult};
+use myelin_storage::rows;
+use myelin_storage::snapshot::{
+    check_chain, unknown_base, CurrentStateMove, SnapshotRows, MAX_DELTA_DEPTH,
+};
+use myelin_storage::{NewState, SnapshotId, StateKey, StateMap, StorageResult};
 use ruma::OwnedEventId;
 
-use crate::convert::{corrupt, get, parse_id};
+use crate::convert::{get, parse_id, PgRow};
 use crate::pool::Conn;
-
-/// The longest chain of delta snapshots behind a full one.
-pub const MAX_DELTA_DEPTH: i64 = 50;
 
 /// The rows `chain (id, base, level)` of snapshot `$1`'s delta chain, nearest first (`level` 0),
 /// at most `$2` deep; a query goes on with a `SELECT` over `chain`.
@@ -37,55 +35,22 @@ pub(crate) async fn create_snapshot(
     base: Option<SnapshotId>,
     changes: &[(StateKey, OwnedEventId)],
 ) -> StorageResult<SnapshotId> {
-    let base_depth = match base {
-        Some(id) => {
-            let row = conn
-                .query_opt(
-                    "SELECT depth FROM state_snapshots WHERE snapshot_id = $1",
-                    &[&id],
-                )
-                .await?
-                .ok_or_else(|| {
-                    StorageError::Backend(format!("unknown base state snapshot {id}"))
-                })?;
-            Some(get::<i64>(&row, 0)?)
-        }
-        None => None,
+    let new = match base {
+        Some(base) => match SnapshotRows::delta(base, base_depth(conn, base).await?, changes) {
+            Some(delta) => delta,
+            None => SnapshotRows::full(load_state(conn, base).await?, changes),
+        },
+        None => SnapshotRows::full(StateMap::new(), changes),
     };
-    let changes: BTreeMap<&StateKey, &OwnedEventId> = changes.iter().map(|(k, v)| (k, v)).collect();
-    let (base_id, depth, entries): (Option<SnapshotId>, i64, Vec<(StateKey, OwnedEventId)>) =
-        match (base, base_depth) {
-            (Some(id), Some(d)) if d < MAX_DELTA_DEPTH => (
-                Some(id),
-                d + 1,
-                changes
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            (Some(id), _) => {
-                let mut full = load_state(conn, id).await?;
-                full.extend(changes.into_iter().map(|(k, v)| (k.clone(), v.clone())));
-                (None, 0, full.into_iter().collect())
-            }
-            (None, _) => (
-                None,
-                0,
-                changes
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-        };
     let row = conn
         .query_one(
             "INSERT INTO state_snapshots (room_id, base_id, depth) VALUES ($1, $2, $3) RETURNING snapshot_id",
-            &[&room_id, &base_id, &depth],
+            &[&room_id, &new.base, &new.depth],
         )
         .await?;
     let snapshot: SnapshotId = get(&row, 0)?;
     let (kinds, keys, ids) = columns(
-        entries
+        new.entries
             .iter()
             .map(|((k, s), e)| (k.as_str(), s.as_str(), e.as_str())),
     );
@@ -96,6 +61,18 @@ pub(crate) async fn create_snapshot(
     )
     .await?;
     Ok(snapshot)
+}
+
+/// The depth of an existing snapshot.
+async fn base_depth(conn: &mut Conn, base: SnapshotId) -> StorageResult<i64> {
+    let row = conn
+        .query_opt(
+            "SELECT depth FROM state_snapshots WHERE snapshot_id = $1",
+            &[&base],
+        )
+        .await?
+        .ok_or_else(|| unknown_base(base))?;
+    get(&row, 0)
 }
 
 /// The full state of a snapshot; an error if the snapshot does not exist.
@@ -113,42 +90,24 @@ pub(crate) async fn load_state(conn: &mut Conn, snapshot: SnapshotId) -> Storage
         .iter()
         .map(|row| Ok((get(row, 0)?, get(row, 1)?)))
         .collect::<StorageResult<_>>()?;
-    match chain.first() {
-        None => {
-            return Err(StorageError::Backend(format!(
-                "unknown state snapshot {snapshot}"
-            )))
-        }
-        Some((_, Some(_))) => {
-            return Err(corrupt(
-                "state snapshot",
-                format!("chain of snapshot {snapshot} is broken or too long"),
-            ))
-        }
-        Some((_, None)) => {}
-    }
+    check_chain(snapshot, &chain)?;
     let ids: Vec<i64> = chain.iter().map(|(id, _)| *id).collect();
-    let rows = conn
+    let entries = conn
         .query(
-            "SELECT snapshot_id, type, state_key, event_id FROM state_snapshot_entries
+            "SELECT type, state_key, event_id, snapshot_id FROM state_snapshot_entries
              WHERE snapshot_id = ANY($1::BIGINT[])",
             &[&ids],
         )
         .await?;
-    let mut by_snapshot: HashMap<i64, Vec<(String, String, String)>> = HashMap::new();
-    for row in &rows {
-        by_snapshot.entry(get(row, 0)?).or_default().push((
-            get(row, 1)?,
-            get(row, 2)?,
-            get(row, 3)?,
-        ));
+    let mut by_snapshot: HashMap<i64, Vec<_>> = HashMap::new();
+    for row in &entries {
+        let entry = rows::state_entry(&PgRow(row))?;
+        by_snapshot.entry(get(row, 3)?).or_default().push(entry);
     }
     let mut state = StateMap::new();
     // Oldest first, so that newer entries override.
     for id in ids {
-        for (kind, state_key, event_id) in by_snapshot.remove(&id).unwrap_or_default() {
-            state.insert((kind, state_key), parse_id(event_id, "state event ID")?);
-        }
+        state.extend(by_snapshot.remove(&id).unwrap_or_default());
     }
     Ok(state)
 }
@@ -171,21 +130,15 @@ pub(crate) async fn move_current_state(
         Some(row) => get(&row, 0)?,
         None => None,
     };
-    if current == Some(snapshot) {
-        return Ok(());
-    }
-    match state {
-        NewState::Changed {
-            base: Some(base),
-            changes,
-        } if current == Some(*base) => {
+    match CurrentStateMove::new(current, snapshot, state) {
+        CurrentStateMove::Stay => return Ok(()),
+        CurrentStateMove::Delta(changes) => {
             let upserts = changes.iter().map(|((kind, state_key), event_id)| {
                 (kind.as_str(), state_key.as_str(), event_id.as_str())
             });
             upsert_current_state(conn, room_id, upserts).await?;
         }
-        // Also when the room has no current snapshot (NULL: after a resolved current state).
-        _ => {
+        CurrentStateMove::Full => {
             let target = load_state(conn, snapshot).await?;
             rewrite_current_state(conn, room_id, &target).await?;
         }
@@ -267,20 +220,14 @@ async fn set_current_snapshot(
 }
 
 pub(crate) async fn current_state(conn: &mut Conn, room_id: &str) -> StorageResult<StateMap> {
-    let rows = conn
-        .query(
+    let entries = conn
+        .query_decode(
             "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1",
             &[&room_id],
+            rows::state_entry,
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                (get(row, 0)?, get(row, 1)?),
-                parse_id(get::<String>(row, 2)?, "state event ID")?,
-            ))
-        })
-        .collect()
+    Ok(entries.into_iter().collect())
 }
 
 /// Splits `(type, state_key, event_id)` triples into three columns for `UNNEST`.

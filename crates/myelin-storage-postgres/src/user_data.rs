@@ -2,13 +2,13 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
+use myelin_storage::rows::{self, ACCOUNT_DATA_COLUMNS, PRESENCE_COLUMNS, RECEIPT_COLUMNS};
 use myelin_storage::{
     AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore,
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use tokio_postgres::Row;
 
-use crate::convert::{get, parse_id, parse_json, text_list, to_i64, to_u64};
+use crate::convert::{get, parse_json, text_list, to_i64};
 use crate::persist::take_position;
 use crate::PgStore;
 
@@ -21,7 +21,7 @@ impl UserDataStore for PgStore {
         data_type: &str,
         content: &serde_json::Value,
     ) -> StorageResult<StreamPos> {
-        let room_id = room_id.map(RoomId::as_str).unwrap_or_default();
+        let room_id = rows::account_data_room(room_id);
         let content = content.to_string();
         let mut conn = self.db.write().await?;
         let result = async {
@@ -45,7 +45,7 @@ impl UserDataStore for PgStore {
         room_id: Option<&RoomId>,
         data_type: &str,
     ) -> StorageResult<Option<serde_json::Value>> {
-        let room_id = room_id.map(RoomId::as_str).unwrap_or_default();
+        let room_id = rows::account_data_room(room_id);
         let mut conn = self.db.read().await?;
         let row = conn
             .query_opt(
@@ -63,28 +63,12 @@ impl UserDataStore for PgStore {
         since: StreamPos,
     ) -> StorageResult<Vec<AccountDataRecord>> {
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                "SELECT room_id, type, content, stream_pos FROM account_data
-                 WHERE user_id = $1 AND stream_pos > $2 ORDER BY stream_pos",
-                &[&user_id.as_str(), &since.0],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let room_id: String = get(row, 0)?;
-                Ok(AccountDataRecord {
-                    room_id: if room_id.is_empty() {
-                        None
-                    } else {
-                        Some(parse_id(room_id, "account data room")?)
-                    },
-                    data_type: get(row, 1)?,
-                    content: parse_json(&get::<String>(row, 2)?, "account data")?,
-                    stream_pos: StreamPos(get(row, 3)?),
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {ACCOUNT_DATA_COLUMNS} FROM account_data
+             WHERE user_id = $1 AND stream_pos > $2 ORDER BY stream_pos"
+        );
+        conn.query_decode(&sql, &[&user_id.as_str(), &since.0], rows::account_data)
+            .await
     }
 
     async fn set_receipt(&self, receipt: ReceiptRecord) -> StorageResult<StreamPos> {
@@ -101,7 +85,7 @@ impl UserDataStore for PgStore {
                     &receipt.room_id.as_str(),
                     &receipt.receipt_type,
                     &receipt.user_id.as_str(),
-                    &receipt.thread_id.as_deref().unwrap_or(""),
+                    &rows::receipt_thread(receipt.thread_id.as_deref()),
                     &receipt.event_id.as_str(),
                     &ts,
                     &pos.0,
@@ -124,32 +108,13 @@ impl UserDataStore for PgStore {
         }
         let rooms = text_list(room_ids);
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
-                 WHERE room_id = ANY($1::TEXT[]) AND stream_pos > $2
-                 ORDER BY stream_pos",
-                &[&rooms, &since.0],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let thread_id: String = get(row, 3)?;
-                Ok(ReceiptRecord {
-                    room_id: parse_id(get::<String>(row, 0)?, "receipt room")?,
-                    receipt_type: get(row, 1)?,
-                    user_id: parse_id(get::<String>(row, 2)?, "receipt user")?,
-                    thread_id: if thread_id.is_empty() {
-                        None
-                    } else {
-                        Some(thread_id)
-                    },
-                    event_id: parse_id(get::<String>(row, 4)?, "receipt event")?,
-                    ts: to_u64(get(row, 5)?, "receipt ts")?,
-                    stream_pos: StreamPos(get(row, 6)?),
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts
+             WHERE room_id = ANY($1::TEXT[]) AND stream_pos > $2
+             ORDER BY stream_pos"
+        );
+        conn.query_decode(&sql, &[&rooms, &since.0], rows::receipt)
+            .await
     }
 
     async fn set_presence(
@@ -179,13 +144,9 @@ impl UserDataStore for PgStore {
 
     async fn get_presence(&self, user_id: &UserId) -> StorageResult<Option<PresenceRecord>> {
         let mut conn = self.db.read().await?;
-        let row = conn
-            .query_opt(
-                &format!("{PRESENCE_SELECT} WHERE user_id = $1"),
-                &[&user_id.as_str()],
-            )
-            .await?;
-        row.as_ref().map(decode_presence).transpose()
+        let sql = format!("SELECT {PRESENCE_COLUMNS} FROM presence WHERE user_id = $1");
+        conn.query_opt_decode(&sql, &[&user_id.as_str()], rows::presence)
+            .await
     }
 
     async fn presence_since(
@@ -198,13 +159,12 @@ impl UserDataStore for PgStore {
         }
         let users = text_list(user_ids);
         let mut conn = self.db.read().await?;
-        let rows = conn
-            .query(
-                &format!("{PRESENCE_SELECT} WHERE user_id = ANY($1::TEXT[]) AND stream_pos > $2 ORDER BY stream_pos"),
-                &[&users, &since.0],
-            )
-            .await?;
-        rows.iter().map(decode_presence).collect()
+        let sql = format!(
+            "SELECT {PRESENCE_COLUMNS} FROM presence
+             WHERE user_id = ANY($1::TEXT[]) AND stream_pos > $2 ORDER BY stream_pos"
+        );
+        conn.query_decode(&sql, &[&users, &since.0], rows::presence)
+            .await
     }
 
     async fn create_filter(
@@ -239,12 +199,7 @@ impl UserDataStore for PgStore {
         user_id: &UserId,
         filter_id: &str,
     ) -> StorageResult<Option<serde_json::Value>> {
-        // Only canonical decimal IDs exist ("01" or "+1" are not IDs we handed out).
-        let Some(id) = filter_id
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id >= 0 && id.to_string() == filter_id)
-        else {
+        let Some(id) = rows::filter_id(filter_id) else {
             return Ok(None);
         };
         let mut conn = self.db.read().await?;
@@ -257,17 +212,4 @@ impl UserDataStore for PgStore {
         row.map(|row| parse_json(&get::<String>(&row, 0)?, "filter"))
             .transpose()
     }
-}
-
-const PRESENCE_SELECT: &str =
-    "SELECT user_id, state, status_msg, last_active_ms, stream_pos FROM presence";
-
-fn decode_presence(row: &Row) -> StorageResult<PresenceRecord> {
-    Ok(PresenceRecord {
-        user_id: parse_id(get::<String>(row, 0)?, "presence user")?,
-        state: get(row, 1)?,
-        status_msg: get(row, 2)?,
-        last_active_ms: to_u64(get(row, 3)?, "last_active_ms")?,
-        stream_pos: StreamPos(get(row, 4)?),
-    })
 }

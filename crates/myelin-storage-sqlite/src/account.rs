@@ -1,13 +1,14 @@
 //! `AccountStore`: users, devices and access/refresh tokens (stored as hashes only).
 
 use async_trait::async_trait;
+use myelin_storage::rows::{self, DEVICE_COLUMNS, USER_COLUMNS};
 use myelin_storage::{
     AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord,
 };
 use ruma::{OwnedDeviceId, UserId};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::convert::{opt_to_i64, opt_to_u64, parse_id, to_i64, to_u64, Db};
+use crate::convert::{opt_to_i64, query_all, query_first, to_i64, Db};
 use crate::keys::record_device_list_change;
 use crate::SqliteStore;
 
@@ -39,38 +40,10 @@ impl AccountStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.db
             .read(move |conn| {
-                let row = conn
-                    .prepare_cached(
-                        "SELECT password_hash, is_admin, deactivated, created_ms, displayname, avatar_url
-                         FROM users WHERE user_id = ?1",
-                    )
-                    .db()?
-                    .query_row([user_id.as_str()], |row| {
-                        Ok((
-                            row.get::<_, Option<String>>(0)?,
-                            row.get::<_, bool>(1)?,
-                            row.get::<_, bool>(2)?,
-                            row.get::<_, i64>(3)?,
-                            row.get::<_, Option<String>>(4)?,
-                            row.get::<_, Option<String>>(5)?,
-                        ))
-                    })
-                    .optional()
-                    .db()?;
-                row.map(
-                    |(password_hash, is_admin, deactivated, created_ms, displayname, avatar_url)| {
-                        Ok(UserRecord {
-                            user_id,
-                            password_hash,
-                            is_admin,
-                            deactivated,
-                            created_ms: to_u64(created_ms, "created_ms")?,
-                            displayname,
-                            avatar_url,
-                        })
-                    },
-                )
-                .transpose()
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = ?1");
+                query_first(conn, &sql, [user_id.as_str()], |row| {
+                    rows::user(user_id.clone(), row)
+                })
             })
             .await
     }
@@ -140,19 +113,12 @@ impl AccountStore for SqliteStore {
         let token_hash = token_hash.to_owned();
         self.db
             .read(move |conn| {
-                let row = conn
-                    .prepare_cached("SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = ?1")
-                    .db()?
-                    .query_row([token_hash], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, Option<i64>>(2)?,
-                        ))
-                    })
-                    .optional()
-                    .db()?;
-                row.map(token_owner).transpose()
+                query_first(
+                    conn,
+                    "SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = ?1",
+                    [token_hash],
+                    |row| rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?),
+                )
             })
             .await
     }
@@ -204,7 +170,7 @@ impl AccountStore for SqliteStore {
                     expires,
                     created_ms,
                 )?;
-                token_owner((user_id, device_id, expires)).map(Some)
+                rows::token_owner(user_id, device_id, expires).map(Some)
             })
             .await
     }
@@ -213,16 +179,10 @@ impl AccountStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.db
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(&format!(
-                        "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 ORDER BY device_id"
-                    ))
-                    .db()?
-                    .query_map([user_id.as_str()], RawDevice::from_row)
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()?;
-                rows.into_iter().map(RawDevice::decode).collect()
+                let sql = format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 ORDER BY device_id"
+                );
+                query_all(conn, &sql, [user_id.as_str()], rows::device)
             })
             .await
     }
@@ -235,15 +195,10 @@ impl AccountStore for SqliteStore {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         self.db
             .read(move |conn| {
-                let row = conn
-                    .prepare_cached(&format!(
-                        "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 AND device_id = ?2"
-                    ))
-                    .db()?
-                    .query_row([user_id.as_str(), &device_id], RawDevice::from_row)
-                    .optional()
-                    .db()?;
-                row.map(RawDevice::decode).transpose()
+                let sql = format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 AND device_id = ?2"
+                );
+                query_first(conn, &sql, [user_id.as_str(), &device_id], rows::device)
             })
             .await
     }
@@ -399,41 +354,4 @@ fn delete_device_rows(
         .db()?
         .execute(params![user_id, only, keep])
         .db()
-}
-
-fn token_owner(
-    (user_id, device_id, expires_at_ms): (String, String, Option<i64>),
-) -> StorageResult<TokenOwner> {
-    Ok(TokenOwner {
-        user_id: parse_id(user_id, "token user")?,
-        device_id: device_id.into(),
-        expires_at_ms: opt_to_u64(expires_at_ms, "expires_at_ms")?,
-    })
-}
-
-const DEVICE_COLUMNS: &str = "user_id, device_id, display_name, last_seen_ms, last_seen_ip";
-
-struct RawDevice(String, String, Option<String>, Option<i64>, Option<String>);
-
-impl RawDevice {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawDevice> {
-        Ok(RawDevice(
-            row.get(0)?,
-            row.get(1)?,
-            row.get(2)?,
-            row.get(3)?,
-            row.get(4)?,
-        ))
-    }
-
-    fn decode(self) -> StorageResult<DeviceRecord> {
-        let RawDevice(user_id, device_id, display_name, last_seen_ms, last_seen_ip) = self;
-        Ok(DeviceRecord {
-            user_id: parse_id(user_id, "device user")?,
-            device_id: device_id.into(),
-            display_name,
-            last_seen_ms: opt_to_u64(last_seen_ms, "last_seen_ms")?,
-            last_seen_ip,
-        })
-    }
 }

@@ -1,7 +1,9 @@
 //! `Dump`: raw rows of every table, for `myelin db copy`.
 
 use async_trait::async_trait;
-use myelin_storage::dump::{select_sql, Dump, DumpValue, Table, STREAM_COUNTER};
+use myelin_storage::dump::{
+    count_sql, insert_sql, select_sql, Dump, DumpValue, Table, STREAM_COUNTER,
+};
 use myelin_storage::{StorageError, StorageResult};
 use rusqlite::types::{Value, ValueRef};
 
@@ -11,7 +13,7 @@ use crate::SqliteStore;
 #[async_trait]
 impl Dump for SqliteStore {
     async fn count_rows(&self, table: &Table) -> StorageResult<u64> {
-        let sql = format!("SELECT COUNT(*) FROM {}", table.name);
+        let sql = count_sql(table);
         self.db
             .read(move |conn| {
                 let n: i64 = conn.query_row(&sql, [], |row| row.get(0)).db()?;
@@ -61,14 +63,7 @@ impl Dump for SqliteStore {
     }
 
     async fn write_rows(&self, table: &Table, rows: Vec<Vec<DumpValue>>) -> StorageResult<()> {
-        let placeholders: Vec<String> =
-            (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            table.name,
-            table.columns.join(", "),
-            placeholders.join(", ")
-        );
+        let sql = insert_sql(table, |i| format!("?{i}"));
         let replace_counter = table.name == STREAM_COUNTER;
         self.db
             .write(move |tx, _| {

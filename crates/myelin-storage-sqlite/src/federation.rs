@@ -3,11 +3,12 @@
 
 use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
-use myelin_storage::{FederationStore, OutboxContent, OutboxEntry, OutlierStatus, StorageResult};
+use myelin_storage::rows::{self, OUTBOX_COLUMNS};
+use myelin_storage::{FederationStore, OutboxEntry, OutlierStatus, StorageResult};
 use ruma::{RoomId, UserId};
 use rusqlite::{params, OptionalExtension};
 
-use crate::convert::{corrupt, limit, now_ms, parse_id, to_i64, to_u64, Db};
+use crate::convert::{limit, now_ms, to_i64, Db, SqlRow};
 use crate::{persist, SqliteStore};
 
 #[async_trait]
@@ -57,44 +58,23 @@ impl FederationStore for SqliteStore {
         let destination = destination.to_owned();
         // No answer can hold more rows than both limits together.
         let most = limit(max_pdus.saturating_add(max_edus));
-        let rows = self
-            .db
+        self.db
             .read(move |conn| {
-                conn.prepare_cached(
-                    "SELECT id, destination, event_id, edu, created_ms FROM federation_outbox
-                     WHERE destination = ?1 ORDER BY id LIMIT ?2",
-                )
-                .db()?
-                .query_map(params![destination, most], |row| {
-                    Ok(RawEntry {
-                        id: row.get(0)?,
-                        destination: row.get(1)?,
-                        event_id: row.get(2)?,
-                        edu: row.get(3)?,
-                        created_ms: row.get(4)?,
-                    })
-                })
-                .db()?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .db()
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM federation_outbox
+                         WHERE destination = ?1 ORDER BY id LIMIT ?2"
+                    ))
+                    .db()?;
+                let mut found = stmt.query(params![destination, most]).db()?;
+                // Decoded one by one: rows past the limits are never looked at.
+                let entries = std::iter::from_fn(|| match found.next().db() {
+                    Ok(row) => row.map(|row| rows::outbox_entry(&SqlRow(row))),
+                    Err(e) => Some(Err(e)),
+                });
+                rows::outbox_batch(entries, max_pdus, max_edus)
             })
-            .await?;
-        let (mut pdus, mut edus) = (0, 0);
-        let mut out = Vec::new();
-        for row in rows {
-            let entry = row.decode()?;
-            let (count, max) = match entry.content {
-                OutboxContent::Pdu(_) => (&mut pdus, max_pdus),
-                OutboxContent::Edu(_) => (&mut edus, max_edus),
-            };
-            // Stop rather than skip: rows go out in order.
-            if *count == max {
-                break;
-            }
-            *count += 1;
-            out.push(entry);
-        }
-        Ok(out)
+            .await
     }
 
     async fn outbox_remove(&self, destination: &str, ids: &[i64]) -> StorageResult<()> {
@@ -182,23 +162,14 @@ impl FederationStore for SqliteStore {
                 let pos = positions.take(tx)?;
                 persist::insert_outlier(tx, &event, OutlierStatus::Outlier)?;
                 let room_id = event.room_id.as_str();
-                tx.prepare_cached(
-                    "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, CASE WHEN ?3 = 'join' THEN ?5 END)
-                     ON CONFLICT (room_id, user_id) DO UPDATE SET
-                         membership = excluded.membership, event_id = excluded.event_id,
-                         stream_pos = excluded.stream_pos, forgotten = 0,
-                         joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
-                )
-                .db()?
-                .execute(params![
+                persist::upsert_membership(
+                    tx,
                     room_id,
                     user_id.as_str(),
-                    membership,
+                    &membership,
                     event.event_id.as_str(),
-                    pos.0
-                ])
-                .db()?;
+                    pos,
+                )?;
                 if let Some(stripped_state) = &stripped_state {
                     tx.prepare_cached(
                         "INSERT INTO remote_invite_state (room_id, user_id, stripped_state) VALUES (?1, ?2, ?3)
@@ -230,35 +201,5 @@ impl FederationStore for SqliteStore {
                 .db()
             })
             .await
-    }
-}
-
-/// An outbox row as stored, before decoding.
-struct RawEntry {
-    id: i64,
-    destination: String,
-    event_id: Option<String>,
-    edu: Option<String>,
-    created_ms: i64,
-}
-
-impl RawEntry {
-    fn decode(self) -> StorageResult<OutboxEntry> {
-        let content = match (self.event_id, self.edu) {
-            (Some(event_id), None) => OutboxContent::Pdu(parse_id(event_id, "outbox event ID")?),
-            (None, Some(edu)) => OutboxContent::Edu(edu),
-            _ => {
-                return Err(corrupt(
-                    "outbox row",
-                    format!("row {} must carry exactly one of a PDU and an EDU", self.id),
-                ))
-            }
-        };
-        Ok(OutboxEntry {
-            id: self.id,
-            destination: self.destination,
-            content,
-            created_ms: to_u64(self.created_ms, "outbox created_ms")?,
-        })
     }
 }

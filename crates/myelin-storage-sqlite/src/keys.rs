@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
+use myelin_storage::rows::{self, CROSS_SIGNING_COLUMNS, DEVICE_KEYS_COLUMNS, TO_DEVICE_COLUMNS};
 use myelin_storage::{
     ClaimedKey, CrossSigningKeyRecord, CrossSigningKind, DeviceKeysRecord, KeyClaim, KeyStore,
     QueuedToDevice, StorageResult, ToDeviceMessage, ToDeviceTxn,
@@ -12,7 +13,7 @@ use myelin_storage::{
 use ruma::{OwnedUserId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::convert::{corrupt, json_list, limit, now_ms, parse_id, to_u64, Db};
+use crate::convert::{json_list, limit, now_ms, parse_id, query_all, Db};
 use crate::pool::Positions;
 use crate::SqliteStore;
 
@@ -41,10 +42,6 @@ fn device_exists(conn: &Connection, user_id: &str, device_id: &str) -> StorageRe
         .optional()
         .db()?
         .is_some())
-}
-
-fn algorithm_of(key_id: &str) -> &str {
-    key_id.split_once(':').map_or(key_id, |(alg, _)| alg)
 }
 
 #[async_trait]
@@ -84,36 +81,14 @@ impl KeyStore for SqliteStore {
         let users = json_list(user_ids)?;
         self.db
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT k.user_id, k.device_id, k.keys_json, d.display_name
-                         FROM device_keys k JOIN devices d
-                             ON d.user_id = k.user_id AND d.device_id = k.device_id
-                         WHERE k.user_id IN (SELECT value FROM json_each(?1))
-                         ORDER BY k.user_id, k.device_id",
-                    )
-                    .db()?
-                    .query_map([users], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, Option<String>>(3)?,
-                        ))
-                    })
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()?;
-                rows.into_iter()
-                    .map(|(user_id, device_id, keys_json, display_name)| {
-                        Ok(DeviceKeysRecord {
-                            user_id: parse_id(user_id, "device keys user")?,
-                            device_id: device_id.into(),
-                            keys_json,
-                            display_name,
-                        })
-                    })
-                    .collect()
+                let sql = format!(
+                    "SELECT {DEVICE_KEYS_COLUMNS}
+                     FROM device_keys k JOIN devices d
+                         ON d.user_id = k.user_id AND d.device_id = k.device_id
+                     WHERE k.user_id IN (SELECT value FROM json_each(?1))
+                     ORDER BY k.user_id, k.device_id"
+                );
+                query_all(conn, &sql, [users], rows::device_keys)
             })
             .await
     }
@@ -142,21 +117,14 @@ impl KeyStore for SqliteStore {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         self.db
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT algorithm, COUNT(*) FROM one_time_keys
-                         WHERE user_id = ?1 AND device_id = ?2 GROUP BY algorithm",
-                    )
-                    .db()?
-                    .query_map(params![user_id.as_str(), device_id], |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                    })
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()?;
-                rows.into_iter()
-                    .map(|(alg, n)| Ok((alg, to_u64(n, "key count")?)))
-                    .collect()
+                let counts = query_all(
+                    conn,
+                    "SELECT algorithm, COUNT(*) FROM one_time_keys
+                     WHERE user_id = ?1 AND device_id = ?2 GROUP BY algorithm",
+                    params![user_id.as_str(), device_id],
+                    rows::key_count,
+                )?;
+                Ok(counts.into_iter().collect())
             })
             .await
     }
@@ -294,32 +262,11 @@ impl KeyStore for SqliteStore {
         let users = json_list(user_ids)?;
         self.db
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT user_id, kind, key_json FROM cross_signing_keys
-                         WHERE user_id IN (SELECT value FROM json_each(?1)) ORDER BY user_id, kind",
-                    )
-                    .db()?
-                    .query_map([users], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                        ))
-                    })
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()?;
-                rows.into_iter()
-                    .map(|(user_id, kind, key_json)| {
-                        Ok(CrossSigningKeyRecord {
-                            user_id: parse_id(user_id, "cross-signing user")?,
-                            kind: CrossSigningKind::parse(&kind)
-                                .ok_or_else(|| corrupt("cross-signing kind", &kind))?,
-                            key_json,
-                        })
-                    })
-                    .collect()
+                let sql = format!(
+                    "SELECT {CROSS_SIGNING_COLUMNS} FROM cross_signing_keys
+                     WHERE user_id IN (SELECT value FROM json_each(?1)) ORDER BY user_id, kind"
+                );
+                query_all(conn, &sql, [users], rows::cross_signing_key)
             })
             .await
     }
@@ -424,41 +371,15 @@ impl KeyStore for SqliteStore {
         let max = limit(max);
         self.db
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT stream_pos, sender, event_type, content_json FROM to_device_messages
-                         WHERE recipient = ?1 AND device_id = ?2 AND stream_pos > ?3 AND stream_pos <= ?4
-                         ORDER BY stream_pos, seq LIMIT ?5",
-                    )
-                    .db()?
-                    .query_map(
-                        params![user_id.as_str(), device_id, after.0, up_to.0, max],
-                        |row| {
-                            Ok((
-                                row.get::<_, i64>(0)?,
-                                row.get::<_, String>(1)?,
-                                row.get::<_, String>(2)?,
-                                row.get::<_, String>(3)?,
-                            ))
-                        },
-                    )
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()?;
-                rows.into_iter()
-                    .map(|(pos, sender, event_type, content_json)| {
-                        Ok(QueuedToDevice {
-                            stream_pos: StreamPos(pos),
-                            message: ToDeviceMessage {
-                                recipient: user_id.clone(),
-                                device_id: device_id.as_str().into(),
-                                sender: parse_id(sender, "to-device sender")?,
-                                event_type,
-                                content_json,
-                            },
-                        })
-                    })
-                    .collect()
+                let sql = format!(
+                    "SELECT {TO_DEVICE_COLUMNS} FROM to_device_messages
+                     WHERE recipient = ?1 AND device_id = ?2 AND stream_pos > ?3 AND stream_pos <= ?4
+                     ORDER BY stream_pos, seq LIMIT ?5"
+                );
+                let params = params![user_id.as_str(), device_id, after.0, up_to.0, max];
+                query_all(conn, &sql, params, |row| {
+                    rows::to_device(&user_id, &device_id, row)
+                })
             })
             .await
     }
@@ -507,7 +428,7 @@ impl SqliteStore {
                         .execute(params![
                             user_id.as_str(),
                             device_id,
-                            algorithm_of(key_id),
+                            rows::key_algorithm(key_id),
                             key_id,
                             key_json
                         ])

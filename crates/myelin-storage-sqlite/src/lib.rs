@@ -1,9 +1,12 @@
-//! SQLite backend for the Myelin storage traits: one serialized writer connection, a small pool
-//! of reader connections, numbered embedded migrations and an in-memory stream counter.
+//! SQLite backend for the Myelin storage traits: one writer thread with the only write
+//! connection, reader threads with a read connection each, numbered embedded migrations and an
+//! in-memory copy of the stream counter.
 //!
-//! Every trait write is one `BEGIN IMMEDIATE` transaction on the writer; stream positions are
-//! assigned inside that transaction while the writer is held, so commit order equals position
-//! order and [`myelin_storage::RoomStore::current_stream_pos`] only ever reports committed work.
+//! Every trait write runs on the writer thread inside a `BEGIN IMMEDIATE` transaction, in a
+//! savepoint of its own (concurrent writes share the transaction and its one commit: group
+//! commit). Stream positions are assigned inside it while the writer is held, so commit order
+//! equals position order and [`myelin_storage::RoomStore::current_stream_pos`] only ever reports
+//! committed work.
 
 mod account;
 mod convert;
@@ -26,7 +29,7 @@ use myelin_storage::StorageResult;
 
 pub use meta::status;
 pub use migrations::SCHEMA_VERSION;
-pub use state::MAX_DELTA_DEPTH;
+pub use myelin_storage::MAX_DELTA_DEPTH;
 
 /// A Myelin database in one SQLite file. Cheap to clone; clones share the connections.
 #[derive(Clone)]

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use myelin_storage::{StorageError, StorageResult};
+use myelin_storage::{newer_schema, StorageResult};
 
 use crate::convert::{now_ms, Db};
 
@@ -33,9 +33,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> StorageResult<()> {
     .db()?;
     let current = current_version(conn)?;
     if current > SCHEMA_VERSION {
-        return Err(StorageError::Incompatible(format!(
-            "database schema version {current} is newer than the newest this build knows ({SCHEMA_VERSION})"
-        )));
+        return Err(newer_schema(current, SCHEMA_VERSION));
     }
     for (index, sql) in MIGRATIONS
         .iter()

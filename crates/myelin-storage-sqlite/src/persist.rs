@@ -3,9 +3,12 @@
 
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{
-    BackfilledEvent, NewEvent, NewOutlier, NewState, OutlierStatus, Persisted, StorageResult,
+    BackfilledEvent, NewEvent, NewOutlier, NewRoom, NewState, OutlierStatus, Persisted, SnapshotId,
+    StorageResult,
 };
+use ruma::OwnedEventId;
 use rusqlite::{params, OptionalExtension, Transaction};
+use serde_json::value::RawValue;
 
 use crate::convert::{now_ms, to_i64, Db};
 use crate::pool::Positions;
@@ -34,44 +37,100 @@ pub(crate) fn persist_event(
     positions: &mut Positions,
     event: NewEvent,
 ) -> StorageResult<Persisted> {
-    let NewEvent {
-        pdu,
-        room,
-        state: new_state,
-        updates_current_state,
-        membership,
-        txn,
-        redaction,
-        forward_extremities,
-        resolved_current_state,
-        destinations,
-    } = event;
+    let pdu = &event.pdu;
     let room_id = pdu.room_id.as_str();
     let stream_pos = positions.take(tx)?;
-
-    if let Some(room) = &room {
-        tx.prepare_cached(
-            "INSERT INTO rooms (room_id, version, creator, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .db()?
-        .execute(params![
-            room.room_id.as_str(),
-            room.version.as_str(),
-            room.creator.as_str(),
-            to_i64(room.created_ms, "created_ms")?
-        ])
-        .db()?;
+    if let Some(room) = &event.room {
+        insert_room(tx, room)?;
     }
+    let snapshot = store_snapshot(tx, room_id, &event.state)?;
+    let txn = event
+        .txn
+        .as_ref()
+        .map(|(device, txn_id)| (device.as_str(), txn_id.as_str()));
+    insert_event(tx, pdu, stream_pos, snapshot, txn)?;
+    if let Some((device, txn_id)) = txn {
+        record_txn(tx, pdu, device, txn_id)?;
+    }
+    if !pdu.rejected {
+        apply_to_room(tx, &event, stream_pos, snapshot)?;
+    }
+    replace_forward_extremities(tx, room_id, &event.forward_extremities)?;
+    queue_pdu(tx, pdu.event_id.as_str(), &event.destinations)?;
+    Ok(Persisted {
+        stream_pos,
+        state_snapshot: snapshot,
+    })
+}
 
-    let snapshot = match &new_state {
-        NewState::Same(id) => *id,
-        NewState::Changed { base, changes } => state::create_snapshot(tx, room_id, *base, changes)?,
-    };
+/// What an accepted event changes in its room: the current state, a membership, the event it
+/// redacts.
+fn apply_to_room(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    stream_pos: StreamPos,
+    snapshot: SnapshotId,
+) -> StorageResult<()> {
+    let (room_id, event_id) = (event.pdu.room_id.as_str(), event.pdu.event_id.as_str());
+    if event.updates_current_state {
+        match &event.resolved_current_state {
+            Some(resolved) => state::replace_current_state(tx, room_id, resolved)?,
+            None => state::move_current_state(tx, room_id, snapshot, &event.state)?,
+        }
+    }
+    if let Some(change) = &event.membership {
+        let user_id = change.user_id.as_str();
+        upsert_membership(
+            tx,
+            room_id,
+            user_id,
+            &change.membership,
+            event_id,
+            stream_pos,
+        )?;
+    }
+    if let Some((target, redacted_json)) = &event.redaction {
+        redact(tx, room_id, target.as_str(), redacted_json, event_id)?;
+    }
+    Ok(())
+}
 
-    let (txn_device, txn_id) = match &txn {
-        Some((device, txn_id)) => (Some(device.as_str()), Some(txn_id.as_str())),
-        None => (None, None),
-    };
+fn insert_room(tx: &Transaction<'_>, room: &NewRoom) -> StorageResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO rooms (room_id, version, creator, created_ms) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .db()?
+    .execute(params![
+        room.room_id.as_str(),
+        room.version.as_str(),
+        room.creator.as_str(),
+        to_i64(room.created_ms, "created_ms")?
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// The snapshot of the state after the event: the given one, or a new one.
+fn store_snapshot(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    new_state: &NewState,
+) -> StorageResult<SnapshotId> {
+    match new_state {
+        NewState::Same(id) => Ok(*id),
+        NewState::Changed { base, changes } => state::create_snapshot(tx, room_id, *base, changes),
+    }
+}
+
+/// Writes the event row at `stream_pos` (`txn`: the `(device, txn_id)` of the client request
+/// that sent it) and takes the event out of the outliers: it is now in the timeline.
+fn insert_event(
+    tx: &Transaction<'_>,
+    pdu: &Pdu,
+    stream_pos: StreamPos,
+    snapshot: SnapshotId,
+    txn: Option<(&str, &str)>,
+) -> StorageResult<()> {
     tx.prepare_cached(
         "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
                              origin_server_ts, json, rejected, state_snapshot, txn_device, txn_id)
@@ -80,7 +139,7 @@ pub(crate) fn persist_event(
     .db()?
     .execute(params![
         pdu.event_id.as_str(),
-        room_id,
+        pdu.room_id.as_str(),
         stream_pos.0,
         to_i64(pdu.depth, "depth")?,
         pdu.kind.to_string(),
@@ -90,69 +149,79 @@ pub(crate) fn persist_event(
         pdu.json.get(),
         pdu.rejected,
         snapshot,
-        txn_device,
-        txn_id,
+        txn.map(|(device, _)| device),
+        txn.map(|(_, txn_id)| txn_id),
     ])
     .db()?;
-    // Now in the timeline: no longer an outlier.
     tx.prepare_cached("DELETE FROM event_outliers WHERE event_id = ?1")
         .db()?
         .execute([pdu.event_id.as_str()])
         .db()?;
+    Ok(())
+}
 
-    if let (Some(device), Some(txn_id)) = (txn_device, txn_id) {
-        tx.prepare_cached(
-            "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .db()?
-        .execute(params![
-            pdu.sender.as_str(),
-            device,
-            txn_id,
-            pdu.event_id.as_str()
-        ])
-        .db()?;
-    }
+/// Maps the client request `(sender, device, txn_id)` to the event, for `event_for_txn`.
+fn record_txn(tx: &Transaction<'_>, pdu: &Pdu, device: &str, txn_id: &str) -> StorageResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .db()?
+    .execute(params![
+        pdu.sender.as_str(),
+        device,
+        txn_id,
+        pdu.event_id.as_str()
+    ])
+    .db()?;
+    Ok(())
+}
 
-    if !pdu.rejected {
-        if updates_current_state {
-            match &resolved_current_state {
-                Some(resolved) => state::replace_current_state(tx, room_id, resolved)?,
-                None => state::move_current_state(tx, room_id, snapshot, &new_state)?,
-            }
-        }
-        if let Some(change) = &membership {
-            tx.prepare_cached(
-                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, CASE WHEN ?3 = 'join' THEN ?5 END)
-                 ON CONFLICT (room_id, user_id) DO UPDATE SET
-                     membership = excluded.membership, event_id = excluded.event_id,
-                     stream_pos = excluded.stream_pos, forgotten = 0,
-                     joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
-            )
-            .db()?
-            .execute(params![
-                room_id,
-                change.user_id.as_str(),
-                change.membership,
-                pdu.event_id.as_str(),
-                stream_pos.0
-            ])
-            .db()?;
-        }
-        if let Some((target, redacted_json)) = &redaction {
-            tx.prepare_cached("UPDATE events SET json = ?2, redacted_by = ?3 WHERE event_id = ?1 AND room_id = ?4")
-                .db()?
-                .execute(params![
-                    target.as_str(),
-                    redacted_json.get(),
-                    pdu.event_id.as_str(),
-                    room_id
-                ])
-                .db()?;
-        }
-    }
+/// Sets the user's membership in the room to the one `event_id` carries, at `stream_pos`; a join
+/// also records where the user joined.
+pub(crate) fn upsert_membership(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    event_id: &str,
+    stream_pos: StreamPos,
+) -> StorageResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, CASE WHEN ?3 = 'join' THEN ?5 END)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET
+             membership = excluded.membership, event_id = excluded.event_id,
+             stream_pos = excluded.stream_pos, forgotten = 0,
+             joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
+    )
+    .db()?
+    .execute(params![room_id, user_id, membership, event_id, stream_pos.0])
+    .db()?;
+    Ok(())
+}
 
+/// Replaces the JSON of the room's event `target` with its redacted form.
+fn redact(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    target: &str,
+    redacted_json: &RawValue,
+    redacted_by: &str,
+) -> StorageResult<()> {
+    tx.prepare_cached(
+        "UPDATE events SET json = ?2, redacted_by = ?3 WHERE event_id = ?1 AND room_id = ?4",
+    )
+    .db()?
+    .execute(params![target, redacted_json.get(), redacted_by, room_id])
+    .db()?;
+    Ok(())
+}
+
+fn replace_forward_extremities(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    extremities: &[OwnedEventId],
+) -> StorageResult<()> {
     tx.prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1")
         .db()?
         .execute([room_id])
@@ -162,28 +231,27 @@ pub(crate) fn persist_event(
             "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
         )
         .db()?;
-    for event_id in &forward_extremities {
+    for event_id in extremities {
         insert.execute(params![room_id, event_id.as_str()]).db()?;
     }
+    Ok(())
+}
 
-    if !destinations.is_empty() {
-        let mut queue = tx
-            .prepare_cached(
-                "INSERT INTO federation_outbox (destination, event_id, created_ms) VALUES (?1, ?2, ?3)",
-            )
-            .db()?;
-        let now = now_ms();
-        for destination in &destinations {
-            queue
-                .execute(params![destination, pdu.event_id.as_str(), now])
-                .db()?;
-        }
+/// Queues the PDU for each destination in the federation outbox.
+fn queue_pdu(tx: &Transaction<'_>, event_id: &str, destinations: &[String]) -> StorageResult<()> {
+    if destinations.is_empty() {
+        return Ok(());
     }
-
-    Ok(Persisted {
-        stream_pos,
-        state_snapshot: snapshot,
-    })
+    let mut queue = tx
+        .prepare_cached(
+            "INSERT INTO federation_outbox (destination, event_id, created_ms) VALUES (?1, ?2, ?3)",
+        )
+        .db()?;
+    let now = now_ms();
+    for destination in destinations {
+        queue.execute(params![destination, event_id, now]).db()?;
+    }
+    Ok(())
 }
 
 /// Places backfilled history below every stored position (see
@@ -217,31 +285,7 @@ pub(crate) fn persist_backfilled(
             out.push(StreamPos(pos));
             continue;
         }
-        tx.prepare_cached(
-            "INSERT INTO events (event_id, room_id, stream_pos, depth, type, state_key, sender,
-                                 origin_server_ts, json, rejected, state_snapshot)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .db()?
-        .execute(params![
-            pdu.event_id.as_str(),
-            pdu.room_id.as_str(),
-            next,
-            to_i64(pdu.depth, "depth")?,
-            pdu.kind.to_string(),
-            pdu.state_key.as_deref(),
-            pdu.sender.as_str(),
-            to_i64(u64::from(pdu.origin_server_ts.get()), "origin_server_ts")?,
-            pdu.json.get(),
-            pdu.rejected,
-            state_snapshot,
-        ])
-        .db()?;
-        // Now in the timeline: no longer an outlier.
-        tx.prepare_cached("DELETE FROM event_outliers WHERE event_id = ?1")
-            .db()?
-            .execute([pdu.event_id.as_str()])
-            .db()?;
+        insert_event(tx, &pdu, StreamPos(next), state_snapshot, None)?;
         out.push(StreamPos(next));
         next -= 1;
     }

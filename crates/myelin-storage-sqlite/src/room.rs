@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
+use myelin_storage::rows::{self, MEMBERSHIP_COLUMNS, ROOM_INFO_COLUMNS};
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
     RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult,
@@ -9,7 +10,9 @@ use myelin_storage::{
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::convert::{json_list, limit, parse_id, to_i64, to_u64, Db};
+use crate::convert::{
+    json_list, limit, now_ms, parse_id, query_all, query_first, to_i64, to_u64, Db,
+};
 use crate::events::{query_events, query_outliers, EVENT_COLUMNS, OUTLIER_COLUMNS};
 use crate::{persist, state, SqliteStore};
 
@@ -54,29 +57,10 @@ impl RoomStore for SqliteStore {
         let room_id = room_id.to_owned();
         self.db
             .read(move |conn| {
-                let row = conn
-                    .prepare_cached(
-                        "SELECT version, creator, current_snapshot FROM rooms WHERE room_id = ?1",
-                    )
-                    .db()?
-                    .query_row([room_id.as_str()], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, Option<i64>>(2)?,
-                        ))
-                    })
-                    .optional()
-                    .db()?;
-                row.map(|(version, creator, current_snapshot)| {
-                    Ok(RoomInfo {
-                        room_id,
-                        version: parse_id(version, "room version")?,
-                        creator: parse_id(creator, "room creator")?,
-                        current_snapshot,
-                    })
+                let sql = format!("SELECT {ROOM_INFO_COLUMNS} FROM rooms WHERE room_id = ?1");
+                query_first(conn, &sql, [room_id.as_str()], |row| {
+                    rows::room_info(room_id.clone(), row)
                 })
-                .transpose()
             })
             .await
     }
@@ -398,7 +382,7 @@ impl RoomStore for SqliteStore {
                          ON CONFLICT (room_id) DO NOTHING",
                     )
                     .db()?
-                    .execute(params![room_id.as_str(), crate::convert::now_ms()])
+                    .execute(params![room_id.as_str(), now_ms()])
                     .db()?;
                 } else {
                     tx.prepare_cached("DELETE FROM room_directory WHERE room_id = ?1")
@@ -454,38 +438,6 @@ fn query_memberships(
     filter: &str,
     param: &str,
 ) -> StorageResult<Vec<MembershipRecord>> {
-    let sql =
-        format!("SELECT room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos FROM room_memberships {filter}");
-    let rows = conn
-        .prepare_cached(&sql)
-        .db()?
-        .query_map([param], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, bool>(5)?,
-                row.get::<_, Option<i64>>(6)?,
-            ))
-        })
-        .db()?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .db()?;
-    rows.into_iter()
-        .map(
-            |(room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)| {
-                Ok(MembershipRecord {
-                    room_id: parse_id(room_id, "membership room")?,
-                    user_id: parse_id(user_id, "membership user")?,
-                    membership,
-                    event_id: parse_id(event_id, "membership event")?,
-                    stream_pos: StreamPos(stream_pos),
-                    forgotten,
-                    joined_pos: joined_pos.map(StreamPos),
-                })
-            },
-        )
-        .collect()
+    let sql = format!("SELECT {MEMBERSHIP_COLUMNS} FROM room_memberships {filter}");
+    query_all(conn, &sql, [param], rows::membership)
 }

@@ -1,19 +1,15 @@
-//! State snapshots (delta-compressed chains) and the rooms' current state.
-//!
-//! A snapshot row names a base snapshot and stores only the keys it changes; reading one walks
-//! the chain to its root and applies entries oldest first. Chains are cut at
-//! [`MAX_DELTA_DEPTH`]: a snapshot that would be deeper is written in full (no base).
+//! State snapshots and the rooms' current state, in SQLite. The layout of snapshot chains (what
+//! a new snapshot stores, when a chain is broken) is [`myelin_storage::snapshot`]'s.
 
-use std::collections::BTreeMap;
-
-use myelin_storage::{NewState, SnapshotId, StateKey, StateMap, StorageError, StorageResult};
+use myelin_storage::rows;
+use myelin_storage::snapshot::{
+    check_chain, unknown_base, CurrentStateMove, SnapshotRows, MAX_DELTA_DEPTH,
+};
+use myelin_storage::{NewState, SnapshotId, StateKey, StateMap, StorageResult};
 use ruma::OwnedEventId;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use crate::convert::{corrupt, parse_id, Db};
-
-/// The longest chain of delta snapshots behind a full one.
-pub const MAX_DELTA_DEPTH: i64 = 50;
+use crate::convert::{parse_id, query_all, Db};
 
 /// The rows `chain (id, base, level)` of snapshot `?1`'s delta chain, nearest first (`level` 0),
 /// at most `?2` deep; a query goes on with a `SELECT` over `chain`.
@@ -36,47 +32,16 @@ pub(crate) fn create_snapshot(
     base: Option<SnapshotId>,
     changes: &[(StateKey, OwnedEventId)],
 ) -> StorageResult<SnapshotId> {
-    let base_depth = match base {
-        Some(id) => Some(
-            tx.prepare_cached("SELECT depth FROM state_snapshots WHERE snapshot_id = ?1")
-                .db()?
-                .query_row([id], |row| row.get::<_, i64>(0))
-                .optional()
-                .db()?
-                .ok_or_else(|| {
-                    StorageError::Backend(format!("unknown base state snapshot {id}"))
-                })?,
-        ),
-        None => None,
+    let new = match base {
+        Some(base) => match SnapshotRows::delta(base, base_depth(tx, base)?, changes) {
+            Some(delta) => delta,
+            None => SnapshotRows::full(load_state(tx, base)?, changes),
+        },
+        None => SnapshotRows::full(StateMap::new(), changes),
     };
-    let changes: BTreeMap<&StateKey, &OwnedEventId> = changes.iter().map(|(k, v)| (k, v)).collect();
-    let (base_id, depth, entries): (Option<SnapshotId>, i64, Vec<(StateKey, OwnedEventId)>) =
-        match (base, base_depth) {
-            (Some(id), Some(d)) if d < MAX_DELTA_DEPTH => (
-                Some(id),
-                d + 1,
-                changes
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            (Some(id), _) => {
-                let mut full = load_state(tx, id)?;
-                full.extend(changes.into_iter().map(|(k, v)| (k.clone(), v.clone())));
-                (None, 0, full.into_iter().collect())
-            }
-            (None, _) => (
-                None,
-                0,
-                changes
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-        };
     tx.prepare_cached("INSERT INTO state_snapshots (room_id, base_id, depth) VALUES (?1, ?2, ?3)")
         .db()?
-        .execute(rusqlite::params![room_id, base_id, depth])
+        .execute(rusqlite::params![room_id, new.base, new.depth])
         .db()?;
     let snapshot = tx.last_insert_rowid();
     let mut insert = tx
@@ -85,7 +50,7 @@ pub(crate) fn create_snapshot(
              VALUES (?1, ?2, ?3, ?4)",
         )
         .db()?;
-    for ((kind, state_key), event_id) in &entries {
+    for ((kind, state_key), event_id) in &new.entries {
         insert
             .execute(rusqlite::params![
                 snapshot,
@@ -96,6 +61,16 @@ pub(crate) fn create_snapshot(
             .db()?;
     }
     Ok(snapshot)
+}
+
+/// The depth of an existing snapshot.
+fn base_depth(tx: &Transaction<'_>, base: SnapshotId) -> StorageResult<i64> {
+    tx.prepare_cached("SELECT depth FROM state_snapshots WHERE snapshot_id = ?1")
+        .db()?
+        .query_row([base], |row| row.get::<_, i64>(0))
+        .optional()
+        .db()?
+        .ok_or_else(|| unknown_base(base))
 }
 
 /// The full state of a snapshot; an error if the snapshot does not exist.
@@ -112,42 +87,16 @@ pub(crate) fn load_state(conn: &Connection, snapshot: SnapshotId) -> StorageResu
         .db()?
         .collect::<rusqlite::Result<Vec<_>>>()
         .db()?;
-    match chain.first() {
-        None => {
-            return Err(StorageError::Backend(format!(
-                "unknown state snapshot {snapshot}"
-            )))
-        }
-        Some((_, Some(_))) => {
-            return Err(corrupt(
-                "state snapshot",
-                format!("chain of snapshot {snapshot} is broken or too long"),
-            ))
-        }
-        Some((_, None)) => {}
-    }
-    let mut entries = conn
-        .prepare_cached(
-            "SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = ?1",
-        )
-        .db()?;
+    check_chain(snapshot, &chain)?;
     let mut state = StateMap::new();
     // Oldest first, so that newer entries override.
     for (id, _) in chain {
-        let rows = entries
-            .query_map([id], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .db()?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .db()?;
-        for (kind, state_key, event_id) in rows {
-            state.insert((kind, state_key), parse_id(event_id, "state event ID")?);
-        }
+        state.extend(query_all(
+            conn,
+            "SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = ?1",
+            [id],
+            rows::state_entry,
+        )?);
     }
     Ok(state)
 }
@@ -167,14 +116,9 @@ pub(crate) fn move_current_state(
         .optional()
         .db()?
         .flatten();
-    if current == Some(snapshot) {
-        return Ok(());
-    }
-    match state {
-        NewState::Changed {
-            base: Some(base),
-            changes,
-        } if current == Some(*base) => {
+    match CurrentStateMove::new(current, snapshot, state) {
+        CurrentStateMove::Stay => return Ok(()),
+        CurrentStateMove::Delta(changes) => {
             let mut upsert = tx.prepare_cached(UPSERT_CURRENT_STATE).db()?;
             for ((kind, state_key), event_id) in changes {
                 upsert
@@ -187,8 +131,9 @@ pub(crate) fn move_current_state(
                     .db()?;
             }
         }
-        // Also when the room has no current snapshot (NULL: after a resolved current state).
-        _ => rewrite_current_state(tx, room_id, &load_state(tx, snapshot)?)?,
+        CurrentStateMove::Full => {
+            rewrite_current_state(tx, room_id, &load_state(tx, snapshot)?)?;
+        }
     }
     set_current_snapshot(tx, room_id, Some(snapshot))
 }
@@ -249,24 +194,13 @@ const UPSERT_CURRENT_STATE: &str =
      ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id";
 
 pub(crate) fn current_state(conn: &Connection, room_id: &str) -> StorageResult<StateMap> {
-    let rows = conn
-        .prepare_cached("SELECT type, state_key, event_id FROM current_state WHERE room_id = ?1")
-        .db()?
-        .query_map([room_id], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })
-        .db()?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .db()?;
-    rows.into_iter()
-        .map(|(kind, state_key, event_id)| {
-            Ok(((kind, state_key), parse_id(event_id, "state event ID")?))
-        })
-        .collect()
+    let entries = query_all(
+        conn,
+        "SELECT type, state_key, event_id FROM current_state WHERE room_id = ?1",
+        [room_id],
+        rows::state_entry,
+    )?;
+    Ok(entries.into_iter().collect())
 }
 
 /// The entries of `keys` in a snapshot's state: for each key, the entry nearest the snapshot

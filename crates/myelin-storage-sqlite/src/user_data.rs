@@ -2,13 +2,14 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
+use myelin_storage::rows::{self, ACCOUNT_DATA_COLUMNS, PRESENCE_COLUMNS, RECEIPT_COLUMNS};
 use myelin_storage::{
     AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore,
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
-use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+use rusqlite::{params, Connection, OptionalExtension, Params};
 
-use crate::convert::{json_list, parse_id, parse_json, to_i64, to_u64, Db};
+use crate::convert::{json_list, parse_json, query_all, to_i64, Db};
 use crate::SqliteStore;
 
 #[async_trait]
@@ -21,7 +22,7 @@ impl UserDataStore for SqliteStore {
         content: &serde_json::Value,
     ) -> StorageResult<StreamPos> {
         let user_id = user_id.to_owned();
-        let room_id = room_id.map(|r| r.to_string()).unwrap_or_default();
+        let room_id = rows::account_data_room(room_id).to_owned();
         let data_type = data_type.to_owned();
         let content = content.to_string();
         self.db
@@ -47,7 +48,7 @@ impl UserDataStore for SqliteStore {
         data_type: &str,
     ) -> StorageResult<Option<serde_json::Value>> {
         let user_id = user_id.to_owned();
-        let room_id = room_id.map(|r| r.to_string()).unwrap_or_default();
+        let room_id = rows::account_data_room(room_id).to_owned();
         let data_type = data_type.to_owned();
         self.db
             .read(move |conn| {
@@ -74,37 +75,16 @@ impl UserDataStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.db
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT room_id, type, content, stream_pos FROM account_data
-                         WHERE user_id = ?1 AND stream_pos > ?2 ORDER BY stream_pos",
-                    )
-                    .db()?
-                    .query_map(params![user_id.as_str(), since.0], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, i64>(3)?,
-                        ))
-                    })
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()?;
-                rows.into_iter()
-                    .map(|(room_id, data_type, content, pos)| {
-                        Ok(AccountDataRecord {
-                            room_id: if room_id.is_empty() {
-                                None
-                            } else {
-                                Some(parse_id(room_id, "account data room")?)
-                            },
-                            data_type,
-                            content: parse_json(&content, "account data")?,
-                            stream_pos: StreamPos(pos),
-                        })
-                    })
-                    .collect()
+                let sql = format!(
+                    "SELECT {ACCOUNT_DATA_COLUMNS} FROM account_data
+                     WHERE user_id = ?1 AND stream_pos > ?2 ORDER BY stream_pos"
+                );
+                query_all(
+                    conn,
+                    &sql,
+                    params![user_id.as_str(), since.0],
+                    rows::account_data,
+                )
             })
             .await
     }
@@ -125,7 +105,7 @@ impl UserDataStore for SqliteStore {
                     receipt.room_id.as_str(),
                     receipt.receipt_type,
                     receipt.user_id.as_str(),
-                    receipt.thread_id.as_deref().unwrap_or(""),
+                    rows::receipt_thread(receipt.thread_id.as_deref()),
                     receipt.event_id.as_str(),
                     ts,
                     pos.0
@@ -147,40 +127,12 @@ impl UserDataStore for SqliteStore {
         let rooms = json_list(room_ids)?;
         self.db
             .read(move |conn| {
-                let rows = conn
-                    .prepare_cached(
-                        "SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos FROM receipts
-                         WHERE room_id IN (SELECT value FROM json_each(?1)) AND stream_pos > ?2
-                         ORDER BY stream_pos",
-                    )
-                    .db()?
-                    .query_map(params![rooms, since.0], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                            row.get::<_, String>(3)?,
-                            row.get::<_, String>(4)?,
-                            row.get::<_, i64>(5)?,
-                            row.get::<_, i64>(6)?,
-                        ))
-                    })
-                    .db()?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .db()?;
-                rows.into_iter()
-                    .map(|(room_id, receipt_type, user_id, thread_id, event_id, ts, pos)| {
-                        Ok(ReceiptRecord {
-                            room_id: parse_id(room_id, "receipt room")?,
-                            receipt_type,
-                            user_id: parse_id(user_id, "receipt user")?,
-                            thread_id: if thread_id.is_empty() { None } else { Some(thread_id) },
-                            event_id: parse_id(event_id, "receipt event")?,
-                            ts: to_u64(ts, "receipt ts")?,
-                            stream_pos: StreamPos(pos),
-                        })
-                    })
-                    .collect()
+                let sql = format!(
+                    "SELECT {RECEIPT_COLUMNS} FROM receipts
+                     WHERE room_id IN (SELECT value FROM json_each(?1)) AND stream_pos > ?2
+                     ORDER BY stream_pos"
+                );
+                query_all(conn, &sql, params![rooms, since.0], rows::receipt)
             })
             .await
     }
@@ -279,12 +231,7 @@ impl UserDataStore for SqliteStore {
         user_id: &UserId,
         filter_id: &str,
     ) -> StorageResult<Option<serde_json::Value>> {
-        // Only canonical decimal IDs exist ("01" or "+1" are not IDs we handed out).
-        let Some(id) = filter_id
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id >= 0 && id.to_string() == filter_id)
-        else {
+        let Some(id) = rows::filter_id(filter_id) else {
             return Ok(None);
         };
         let user_id = user_id.to_owned();
@@ -309,33 +256,6 @@ fn query_presence<P: Params>(
     filter: &str,
     params: P,
 ) -> StorageResult<Vec<PresenceRecord>> {
-    let sql = format!(
-        "SELECT user_id, state, status_msg, last_active_ms, stream_pos FROM presence {filter}"
-    );
-    let rows = conn
-        .prepare_cached(&sql)
-        .db()?
-        .query_map(params, |row: &Row<'_>| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Option<String>>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-            ))
-        })
-        .db()?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .db()?;
-    rows.into_iter()
-        .map(|(user_id, state, status_msg, last_active_ms, pos)| {
-            Ok(PresenceRecord {
-                user_id: parse_id(user_id, "presence user")?,
-                state,
-                status_msg,
-                last_active_ms: to_u64(last_active_ms, "last_active_ms")?,
-                stream_pos: StreamPos(pos),
-            })
-        })
-        .collect()
+    let sql = format!("SELECT {PRESENCE_COLUMNS} FROM presence {filter}");
+    query_all(conn, &sql, params, rows::presence)
 }

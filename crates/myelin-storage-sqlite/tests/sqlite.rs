@@ -152,55 +152,11 @@ async fn snapshot_chains_are_cut_into_full_snapshots() {
 async fn group_commit_isolates_failed_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&db_path(&dir)).unwrap();
-    let new_user = |name: String| NewUser {
-        user_id: user(&format!("@{name}:localhost")),
-        password_hash: None,
-        is_admin: false,
-        created_ms: 1,
-        displayname: None,
-    };
-    store.create_user(new_user("taken".into())).await.unwrap();
-    let session = |device: String| NewSession {
-        user_id: user("@taken:localhost"),
-        device_id: device.as_str().into(),
-        device_display_name: None,
-        access_token_hash: "same-token-hash".into(),
-        refresh_token_hash: None,
-        expires_at_ms: None,
-        created_ms: 1,
-    };
-    store.create_session(session("FIRST".into())).await.unwrap();
+    store.create_user(new_user("taken")).await.unwrap();
+    store.create_session(taken_session("FIRST")).await.unwrap();
     let start = store.current_stream_pos().await.unwrap();
 
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let alice = user(&format!("@u{i}:localhost"));
-            if i % 10 == 5 {
-                // Fails on the unique token hash, after inserting its device.
-                return (
-                    i,
-                    store.create_session(session(format!("D{i}"))).await.is_ok(),
-                    None,
-                );
-            }
-            store.create_user(new_user(format!("u{i}"))).await.unwrap();
-            let pos = store
-                .set_account_data(&alice, None, "m.x", &json!({ "i": i }))
-                .await
-                .unwrap();
-            (i, true, Some(pos))
-        }));
-    }
-    let mut positions = Vec::new();
-    for task in tasks {
-        let (i, ok, pos) = task.await.unwrap();
-        assert_eq!(ok, i % 10 != 5, "write {i}");
-        positions.extend(pos);
-    }
-    positions.sort();
-    positions.dedup();
+    let positions = concurrent_writes(&store).await;
     assert_eq!(
         positions.len(),
         180,
@@ -214,8 +170,44 @@ async fn group_commit_isolates_failed_writes() {
     drop(store);
 
     let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    assert_only_successful_writes_stored(&store).await;
+}
+
+/// Writes 0 to 199 at once: write `i` creates user `@u{i}` and sets account data, except when
+/// `i % 10 == 5`, where it creates a session that fails (on the unique token hash, after
+/// inserting its device). Returns the successful writes' positions, sorted and deduplicated.
+async fn concurrent_writes(store: &SqliteStore) -> Vec<StreamPos> {
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 10 == 5 {
+                let created = store.create_session(taken_session(&format!("D{i}"))).await;
+                return (i, created.is_ok(), None);
+            }
+            store.create_user(new_user(&format!("u{i}"))).await.unwrap();
+            let pos = store
+                .set_account_data(&numbered(i), None, "m.x", &json!({ "i": i }))
+                .await
+                .unwrap();
+            (i, true, Some(pos))
+        }));
+    }
+    let mut positions = Vec::new();
+    for task in tasks {
+        let (i, ok, pos) = task.await.unwrap();
+        assert_eq!(ok, i % 10 != 5, "write {i}");
+        positions.extend(pos);
+    }
+    positions.sort();
+    positions.dedup();
+    positions
+}
+
+/// After [`concurrent_writes`]: every successful write is there, no trace of a failed one.
+async fn assert_only_successful_writes_stored(store: &SqliteStore) {
     for i in (0..200).filter(|i| i % 10 != 5) {
-        let alice = user(&format!("@u{i}:localhost"));
+        let alice = numbered(i);
         assert!(
             store.get_user(&alice).await.unwrap().is_some(),
             "user {i} durable"
@@ -225,24 +217,42 @@ async fn group_commit_isolates_failed_writes() {
             Some(json!({ "i": i }))
         );
     }
-    assert!(store
-        .get_user(&user("@u5:localhost"))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(store.get_user(&numbered(5)).await.unwrap().is_none());
+    let taken = user("@taken:localhost");
     assert_eq!(
-        store
-            .get_device(&user("@taken:localhost"), "D5")
-            .await
-            .unwrap(),
+        store.get_device(&taken, "D5").await.unwrap(),
         None,
         "failed write rolled back"
     );
-    assert!(store
-        .get_device(&user("@taken:localhost"), "FIRST")
-        .await
-        .unwrap()
-        .is_some());
+    assert!(store.get_device(&taken, "FIRST").await.unwrap().is_some());
+}
+
+fn numbered(i: u32) -> ruma::OwnedUserId {
+    user(&format!("@u{i}:localhost"))
+}
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        user_id: user(&format!("@{name}:localhost")),
+        password_hash: None,
+        is_admin: false,
+        created_ms: 1,
+        displayname: None,
+    }
+}
+
+/// A session of `@taken` on `device`; all of them share one token hash, so only the first
+/// can be stored.
+fn taken_session(device: &str) -> NewSession {
+    NewSession {
+        user_id: user("@taken:localhost"),
+        device_id: device.into(),
+        device_display_name: None,
+        access_token_hash: "same-token-hash".into(),
+        refresh_token_hash: None,
+        expires_at_ms: None,
+        created_ms: 1,
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Conversions every backend needs between stored values and the storage types: parsing stored
-//! identifiers and JSON (a failure means corrupt data), and integer range checks.
+//! identifiers and JSON (a failure means corrupt data), integer range checks, and the time rows
+//! are stamped with.
 
 use std::fmt::Display;
 
@@ -52,4 +53,13 @@ pub fn opt_to_u64(value: Option<i64>, what: &str) -> StorageResult<Option<u64>> 
 /// A `usize` limit as a database integer (saturating).
 pub fn limit(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The current time in milliseconds since the Unix epoch, for rows that record when they were
+/// written (the traits pass no time for those).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

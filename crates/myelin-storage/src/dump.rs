@@ -294,3 +294,20 @@ pub fn select_sql(table: &Table) -> String {
         table.key.join(", ")
     )
 }
+
+/// `INSERT INTO <table> (<columns>) VALUES (<placeholders>)`, `placeholder(i)` naming the
+/// dialect's parameter `i` (from 1).
+pub fn insert_sql(table: &Table, placeholder: impl Fn(usize) -> String) -> String {
+    let placeholders: Vec<String> = (1..=table.columns.len()).map(placeholder).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        table.name,
+        table.columns.join(", "),
+        placeholders.join(", ")
+    )
+}
+
+/// `SELECT COUNT(*) FROM <table>`.
+pub fn count_sql(table: &Table) -> String {
+    format!("SELECT COUNT(*) FROM {}", table.name)
+}

@@ -1,9 +1,12 @@
 //! Storage traits, grouped by aggregate, and the records they exchange.
 //!
 //! Every method is one transaction: a method that writes several tables commits all of them or
-//! none. The traits do no IO themselves; backends (`myelin-storage-sqlite`, later PostgreSQL)
-//! implement them. Stream positions come from one global counter that every write bumps, and a
-//! write's position is visible to readers only once everything before it has committed.
+//! none. The traits do no IO themselves; the backends (`myelin-storage-sqlite`,
+//! `myelin-storage-postgres`) implement them, and share here what does not depend on the SQL
+//! dialect: decoding rows ([`rows`]), the layout of state snapshots ([`snapshot`]), value
+//! conversions ([`convert`]) and the tables a copy moves ([`dump`]). Stream positions come from
+//! one global counter that every write bumps, and a write's position is visible to readers only
+//! once everything before it has committed.
 
 mod account;
 #[cfg(feature = "conformance")]
@@ -15,6 +18,8 @@ mod federation;
 mod keys;
 mod meta;
 mod room;
+pub mod rows;
+pub mod snapshot;
 mod user_data;
 
 pub use account::*;
@@ -23,6 +28,7 @@ pub use federation::*;
 pub use keys::*;
 pub use meta::*;
 pub use room::*;
+pub use snapshot::MAX_DELTA_DEPTH;
 pub use user_data::*;
 
 /// Everything the service needs from a database.

@@ -37,3 +37,10 @@ pub fn server_name_mismatch(stored: &str, wanted: &str) -> crate::StorageError {
          a server name cannot change once the database exists"
     ))
 }
+
+/// The error for a database at schema version `current`, newer than the newest this build knows.
+pub fn newer_schema(current: i64, known: i64) -> crate::StorageError {
+    crate::StorageError::Incompatible(format!(
+        "database schema version {current} is newer than the newest this build knows ({known})"
+    ))
+}
