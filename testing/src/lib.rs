@@ -87,7 +87,7 @@ async fn postgres_database(data_dir: &std::path::Path) -> Option<String> {
     if let Ok(url) = std::fs::read_to_string(&marker) {
         return Some(url);
     }
-    let db = myelin::storage::postgres_testing::TestDatabase::create()
+    let db = myelin_storage_postgres::testing::TestDatabase::create()
         .await
         .unwrap_or_else(|| panic!("{BACKEND_VAR}=postgres needs MYELIN_TEST_POSTGRES_URL"));
     let url = db.keep();

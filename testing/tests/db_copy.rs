@@ -5,7 +5,7 @@
 //! Needs `MYELIN_TEST_POSTGRES_URL` (skipped loudly without it).
 
 use myelin::storage::copy::copy;
-use myelin::storage::postgres_testing::TestDatabase;
+use myelin_storage_postgres::testing::TestDatabase;
 use myelin::storage::Backend;
 use myelin_testing::http::C;
 use myelin_testing::{enc, Account, StatusCode, TestServer};

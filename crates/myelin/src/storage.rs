@@ -14,9 +14,6 @@ use myelin_storage_sqlite::SqliteStore;
 
 use crate::Config;
 
-/// Throwaway PostgreSQL databases for tests (`MYELIN_TEST_POSTGRES_URL`).
-pub use myelin_storage_postgres::testing as postgres_testing;
-
 /// Where a database is: what `[database]` (or a `db copy` argument) points at.
 #[derive(Clone)]
 pub enum Backend {
