@@ -5,8 +5,8 @@
 //! Needs `MYELIN_TEST_POSTGRES_URL` (skipped loudly without it).
 
 use myelin::storage::copy::copy;
-use myelin_storage_postgres::testing::TestDatabase;
 use myelin::storage::Backend;
+use myelin_storage_postgres::testing::TestDatabase;
 use myelin_testing::http::C;
 use myelin_testing::{enc, Account, StatusCode, TestServer};
 use serde_json::{json, Value};

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::rows::{self, OUTBOX_COLUMNS};
 use myelin_storage::{FederationStore, OutboxEntry, OutlierStatus, StorageResult};
-use ruma::{RoomId, UserId};
+use ruma::{OwnedServerName, RoomId, ServerName, UserId};
 
 use crate::convert::{get, limit, now_ms, to_i64, PgRow};
 use crate::persist::{insert_outliers, take_position, upsert_membership};
@@ -13,7 +13,11 @@ use crate::PgStore;
 
 #[async_trait]
 impl FederationStore for PgStore {
-    async fn queue_edu(&self, destinations: &[String], edu_json: String) -> StorageResult<()> {
+    async fn queue_edu(
+        &self,
+        destinations: &[OwnedServerName],
+        edu_json: String,
+    ) -> StorageResult<()> {
         if destinations.is_empty() {
             return Ok(());
         }
@@ -22,14 +26,14 @@ impl FederationStore for PgStore {
             .execute(
                 "INSERT INTO federation_outbox (destination, edu, created_ms)
                  SELECT d, $2, $3 FROM UNNEST($1::TEXT[]) AS d",
-                &[&destinations, &edu_json, &now_ms()],
+                &[&as_strs(destinations), &edu_json, &now_ms()],
             )
             .await
             .map(drop);
         conn.finish(result).await
     }
 
-    async fn outbox_destinations(&self) -> StorageResult<Vec<String>> {
+    async fn outbox_destinations(&self) -> StorageResult<Vec<OwnedServerName>> {
         let mut conn = self.db.read().await?;
         let rows = conn
             .query(
@@ -37,12 +41,16 @@ impl FederationStore for PgStore {
                 &[],
             )
             .await?;
-        rows.iter().map(|row| get(row, 0)).collect()
+        let stored = rows
+            .iter()
+            .map(|row| get(row, 0))
+            .collect::<StorageResult<_>>()?;
+        Ok(rows::server_names(stored))
     }
 
     async fn outbox_peek(
         &self,
-        destination: &str,
+        destination: &ServerName,
         max_pdus: usize,
         max_edus: usize,
     ) -> StorageResult<Vec<OutboxEntry>> {
@@ -55,7 +63,7 @@ impl FederationStore for PgStore {
                     "SELECT {OUTBOX_COLUMNS} FROM federation_outbox
                      WHERE destination = $1 ORDER BY id LIMIT $2"
                 ),
-                &[&destination, &most],
+                &[&destination.as_str(), &most],
             )
             .await?;
         // Decoded one by one: rows past the limits are never looked at.
@@ -63,7 +71,7 @@ impl FederationStore for PgStore {
         rows::outbox_batch(entries, max_pdus, max_edus)
     }
 
-    async fn outbox_remove(&self, destination: &str, ids: &[i64]) -> StorageResult<()> {
+    async fn outbox_remove(&self, destination: &ServerName, ids: &[i64]) -> StorageResult<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -71,19 +79,19 @@ impl FederationStore for PgStore {
         let result = conn
             .execute(
                 "DELETE FROM federation_outbox WHERE destination = $1 AND id = ANY($2::BIGINT[])",
-                &[&destination, &ids],
+                &[&destination.as_str(), &ids],
             )
             .await
             .map(drop);
         conn.finish(result).await
     }
 
-    async fn outbox_drop(&self, destination: &str) -> StorageResult<u64> {
+    async fn outbox_drop(&self, destination: &ServerName) -> StorageResult<u64> {
         let mut conn = self.db.write().await?;
         let result = conn
             .execute(
                 "DELETE FROM federation_outbox WHERE destination = $1",
-                &[&destination],
+                &[&destination.as_str()],
             )
             .await;
         conn.finish(result).await
@@ -163,4 +171,9 @@ impl FederationStore for PgStore {
             .await?;
         row.map(|row| get(&row, 0)).transpose()
     }
+}
+
+/// Server names as the text the outbox stores.
+pub(crate) fn as_strs(names: &[OwnedServerName]) -> Vec<&str> {
+    names.iter().map(|n| n.as_str()).collect()
 }

@@ -281,7 +281,7 @@ impl KeyStore for PgStore {
         &self,
         txn: &ToDeviceTxn,
         local: &[ToDeviceMessage],
-        remote: &[(String, String)],
+        remote: &[(ruma::OwnedServerName, String)],
     ) -> StorageResult<bool> {
         let mut conn = self.db.write().await?;
         let result = async {
@@ -308,7 +308,7 @@ impl KeyStore for PgStore {
             for (destination, edu) in remote {
                 conn.execute(
                     "INSERT INTO federation_outbox (destination, edu, created_ms) VALUES ($1, $2, $3)",
-                    &[destination, edu, &now],
+                    &[&destination.as_str(), edu, &now],
                 )
                 .await?;
             }

@@ -242,14 +242,22 @@ async fn replace_forward_extremities(
 }
 
 /// Queues the PDU for each destination in the federation outbox.
-async fn queue_pdu(conn: &mut Conn, event_id: &str, destinations: &[String]) -> StorageResult<()> {
+async fn queue_pdu(
+    conn: &mut Conn,
+    event_id: &str,
+    destinations: &[ruma::OwnedServerName],
+) -> StorageResult<()> {
     if destinations.is_empty() {
         return Ok(());
     }
     conn.execute(
         "INSERT INTO federation_outbox (destination, event_id, created_ms)
          SELECT d, $2, $3 FROM UNNEST($1::TEXT[]) AS d",
-        &[&destinations, &event_id, &now_ms()],
+        &[
+            &crate::federation::as_strs(destinations),
+            &event_id,
+            &now_ms(),
+        ],
     )
     .await?;
     Ok(())

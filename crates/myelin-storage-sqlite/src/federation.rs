@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::rows::{self, OUTBOX_COLUMNS};
 use myelin_storage::{FederationStore, OutboxEntry, OutlierStatus, StorageResult};
-use ruma::{RoomId, UserId};
+use ruma::{OwnedServerName, RoomId, ServerName, UserId};
 use rusqlite::{params, OptionalExtension};
 
 use crate::convert::{limit, now_ms, to_i64, Db, SqlRow};
@@ -13,7 +13,11 @@ use crate::{persist, SqliteStore};
 
 #[async_trait]
 impl FederationStore for SqliteStore {
-    async fn queue_edu(&self, destinations: &[String], edu_json: String) -> StorageResult<()> {
+    async fn queue_edu(
+        &self,
+        destinations: &[OwnedServerName],
+        edu_json: String,
+    ) -> StorageResult<()> {
         if destinations.is_empty() {
             return Ok(());
         }
@@ -27,14 +31,16 @@ impl FederationStore for SqliteStore {
                     .db()?;
                 let now = now_ms();
                 for destination in &destinations {
-                    insert.execute(params![destination, edu_json, now]).db()?;
+                    insert
+                        .execute(params![destination.as_str(), edu_json, now])
+                        .db()?;
                 }
                 Ok(())
             })
             .await
     }
 
-    async fn outbox_destinations(&self) -> StorageResult<Vec<String>> {
+    async fn outbox_destinations(&self) -> StorageResult<Vec<OwnedServerName>> {
         self.db
             .read(|conn| {
                 conn.prepare_cached(
@@ -47,15 +53,16 @@ impl FederationStore for SqliteStore {
                 .db()
             })
             .await
+            .map(rows::server_names)
     }
 
     async fn outbox_peek(
         &self,
-        destination: &str,
+        destination: &ServerName,
         max_pdus: usize,
         max_edus: usize,
     ) -> StorageResult<Vec<OutboxEntry>> {
-        let destination = destination.to_owned();
+        let destination = destination.to_string();
         // No answer can hold more rows than both limits together.
         let most = limit(max_pdus.saturating_add(max_edus));
         self.db
@@ -77,11 +84,11 @@ impl FederationStore for SqliteStore {
             .await
     }
 
-    async fn outbox_remove(&self, destination: &str, ids: &[i64]) -> StorageResult<()> {
+    async fn outbox_remove(&self, destination: &ServerName, ids: &[i64]) -> StorageResult<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let (destination, ids) = (destination.to_owned(), ids.to_vec());
+        let (destination, ids) = (destination.to_string(), ids.to_vec());
         self.db
             .write(move |tx, _| {
                 let mut delete = tx
@@ -97,8 +104,8 @@ impl FederationStore for SqliteStore {
             .await
     }
 
-    async fn outbox_drop(&self, destination: &str) -> StorageResult<u64> {
-        let destination = destination.to_owned();
+    async fn outbox_drop(&self, destination: &ServerName) -> StorageResult<u64> {
+        let destination = destination.to_string();
         self.db
             .write(move |tx, _| {
                 let dropped = tx

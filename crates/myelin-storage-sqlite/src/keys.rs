@@ -321,7 +321,7 @@ impl KeyStore for SqliteStore {
         &self,
         txn: &ToDeviceTxn,
         local: &[ToDeviceMessage],
-        remote: &[(String, String)],
+        remote: &[(ruma::OwnedServerName, String)],
     ) -> StorageResult<bool> {
         let (txn, local, remote) = (txn.clone(), local.to_vec(), remote.to_vec());
         self.db
@@ -352,7 +352,9 @@ impl KeyStore for SqliteStore {
                     .db()?;
                 let now = now_ms();
                 for (destination, edu) in &remote {
-                    outbox.execute(params![destination, edu, now]).db()?;
+                    outbox
+                        .execute(params![destination.as_str(), edu, now])
+                        .db()?;
                 }
                 Ok(true)
             })

@@ -238,7 +238,11 @@ fn replace_forward_extremities(
 }
 
 /// Queues the PDU for each destination in the federation outbox.
-fn queue_pdu(tx: &Transaction<'_>, event_id: &str, destinations: &[String]) -> StorageResult<()> {
+fn queue_pdu(
+    tx: &Transaction<'_>,
+    event_id: &str,
+    destinations: &[ruma::OwnedServerName],
+) -> StorageResult<()> {
     if destinations.is_empty() {
         return Ok(());
     }
@@ -249,7 +253,9 @@ fn queue_pdu(tx: &Transaction<'_>, event_id: &str, destinations: &[String]) -> S
         .db()?;
     let now = now_ms();
     for destination in destinations {
-        queue.execute(params![destination, event_id, now]).db()?;
+        queue
+            .execute(params![destination.as_str(), event_id, now])
+            .db()?;
     }
     Ok(())
 }

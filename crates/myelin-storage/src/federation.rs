@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
-use ruma::{OwnedEventId, RoomId, UserId};
+use ruma::{OwnedEventId, OwnedServerName, RoomId, ServerName, UserId};
 
 use crate::StorageResult;
 
@@ -29,21 +29,25 @@ pub struct OutboxEntry {
 #[async_trait]
 pub trait FederationStore {
     /// Queues an EDU for each destination, in one transaction.
-    async fn queue_edu(&self, destinations: &[String], edu_json: String) -> StorageResult<()>;
+    async fn queue_edu(
+        &self,
+        destinations: &[OwnedServerName],
+        edu_json: String,
+    ) -> StorageResult<()>;
     /// Destinations with at least one queued row (to restart their senders after a restart).
-    async fn outbox_destinations(&self) -> StorageResult<Vec<String>>;
+    async fn outbox_destinations(&self) -> StorageResult<Vec<OwnedServerName>>;
     /// The oldest queued rows of a destination: at most `max_pdus` PDUs and `max_edus` EDUs,
     /// in id order, stopping before the first row that would exceed either limit.
     async fn outbox_peek(
         &self,
-        destination: &str,
+        destination: &ServerName,
         max_pdus: usize,
         max_edus: usize,
     ) -> StorageResult<Vec<OutboxEntry>>;
     /// Removes delivered rows.
-    async fn outbox_remove(&self, destination: &str, ids: &[i64]) -> StorageResult<()>;
+    async fn outbox_remove(&self, destination: &ServerName, ids: &[i64]) -> StorageResult<()>;
     /// Drops every queued row of a destination (a peer gone for good); returns how many.
-    async fn outbox_drop(&self, destination: &str) -> StorageResult<u64>;
+    async fn outbox_drop(&self, destination: &ServerName) -> StorageResult<u64>;
 
     /// The response given to a transaction already processed, if any.
     async fn received_txn(&self, origin: &str, txn_id: &str) -> StorageResult<Option<String>>;

@@ -191,7 +191,7 @@ pub trait KeyStore {
         &self,
         txn: &ToDeviceTxn,
         local: &[ToDeviceMessage],
-        remote: &[(String, String)],
+        remote: &[(ruma::OwnedServerName, String)],
     ) -> StorageResult<bool>;
     /// The device's queued messages with positions in `(after, up_to]`, oldest first, at most
     /// `limit`.

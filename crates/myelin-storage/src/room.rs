@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use myelin_core::{Pdu, StreamPos};
 use ruma::{
-    EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
-    RoomVersionId, UserId,
+    EventId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomAliasId,
+    RoomId, RoomVersionId, UserId,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -134,7 +134,7 @@ pub struct NewEvent {
     /// current snapshot. Only read when `updates_current_state` is true.
     pub resolved_current_state: Option<StateMap>,
     /// Remote servers this event must be sent to: one outbox row each, in the same transaction.
-    pub destinations: Vec<String>,
+    pub destinations: Vec<OwnedServerName>,
 }
 
 /// An event of the room's history fetched from another server (`/backfill`), to be placed before

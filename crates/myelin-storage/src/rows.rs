@@ -329,6 +329,15 @@ pub fn to_device(
     })
 }
 
+/// Destinations read back from the outbox. They were written from typed server names, so a
+/// value that no longer parses can only be damage; it is left out rather than sent to.
+pub fn server_names(stored: Vec<String>) -> Vec<ruma::OwnedServerName> {
+    stored
+        .into_iter()
+        .filter_map(|s| ruma::OwnedServerName::try_from(s).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

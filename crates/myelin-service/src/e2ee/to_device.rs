@@ -70,7 +70,8 @@ impl E2ee {
         if !queued.is_empty() {
             self.ctx.notifier.notify(local.keys().map(|u| &**u));
         }
-        let destinations: Vec<String> = edus.into_iter().map(|(server, _)| server).collect();
+        let destinations: Vec<OwnedServerName> =
+            edus.into_iter().map(|(server, _)| server).collect();
         self.outbox.wake_senders(&destinations);
         Ok(())
     }
@@ -82,7 +83,7 @@ impl E2ee {
         event_type: &str,
         txn_id: &str,
         remote: BTreeMap<OwnedServerName, ToDeviceMessages>,
-    ) -> ServiceResult<Vec<(String, String)>> {
+    ) -> ServiceResult<Vec<(OwnedServerName, String)>> {
         if remote.is_empty() || !self.ctx.federation.config.enabled {
             return Ok(Vec::new());
         }
@@ -105,7 +106,7 @@ impl E2ee {
                 "message_id": format!("{}/{}", authed.device_id, txn_id),
                 "messages": messages,
             });
-            edus.push((server.to_string(), EduKind::DirectToDevice.wire(content)));
+            edus.push((server.clone(), EduKind::DirectToDevice.wire(content)));
         }
         Ok(edus)
     }

@@ -423,7 +423,7 @@ fn contents(entries: &[OutboxEntry]) -> Vec<OutboxContent> {
     entries.iter().map(|e| e.content.clone()).collect()
 }
 
-async fn destinations(store: &dyn Storage) -> Vec<String> {
+async fn destinations(store: &dyn Storage) -> Vec<ruma::OwnedServerName> {
     let mut destinations = store.outbox_destinations().await.unwrap();
     destinations.sort();
     destinations
@@ -434,7 +434,13 @@ async fn destinations(store: &dyn Storage) -> Vec<String> {
 pub async fn federation_outbox(store: &dyn Storage) {
     use OutboxContent::{Edu, Pdu};
     let alice = "@alice:localhost";
-    let (a, b, c) = ("a.example", "b.example", "c.example");
+    let server = |name: &str| ruma::OwnedServerName::try_from(name).unwrap();
+    let (a, b, c) = (
+        server("a.example"),
+        server("b.example"),
+        server("c.example"),
+    );
+    let (a, b, c) = (&*a, &*b, &*c);
     let mut r = TestRoom::create(store, "!fo:localhost", alice, "fo").await;
     assert!(store.outbox_destinations().await.unwrap().is_empty());
     assert!(store.outbox_peek(a, 10, 10).await.unwrap().is_empty());
@@ -468,7 +474,9 @@ pub async fn federation_outbox(store: &dyn Storage) {
         ]
     );
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "IDs increase");
-    assert!(all.iter().all(|e| e.destination == a && e.created_ms > 0));
+    assert!(all
+        .iter()
+        .all(|e| e.destination == a.as_str() && e.created_ms > 0));
     assert_eq!(
         contents(&store.outbox_peek(b, 10, 10).await.unwrap()),
         [Pdu(first_id.clone())]
@@ -505,7 +513,13 @@ pub async fn federation_outbox(store: &dyn Storage) {
     assert_eq!(store.outbox_peek(a, 10, 10).await.unwrap(), all[2..]);
 
     assert_eq!(store.outbox_drop(b).await.unwrap(), 1);
-    assert_eq!(store.outbox_drop("nowhere.example").await.unwrap(), 0);
+    assert_eq!(
+        store
+            .outbox_drop(ruma::server_name!("nowhere.example"))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(destinations(store).await, [a, c]);
     assert!(store.outbox_peek(b, 10, 10).await.unwrap().is_empty());
 
@@ -517,7 +531,7 @@ pub async fn federation_outbox(store: &dyn Storage) {
 
     // The rows are written in the event's transaction: a failed batch queues nothing.
     let mut queued = loose_message("$fook", &r.room_id, r.snapshot, 20);
-    queued.destinations = vec!["d.example".to_owned()];
+    queued.destinations = vec![ruma::server_name!("d.example").to_owned()];
     let broken = NewEvent {
         state: NewState::Changed {
             base: Some(SnapshotId::MAX),
@@ -527,7 +541,7 @@ pub async fn federation_outbox(store: &dyn Storage) {
     };
     assert!(store.persist_events(vec![queued, broken]).await.is_err());
     assert!(store
-        .outbox_peek("d.example", 10, 10)
+        .outbox_peek(ruma::server_name!("d.example"), 10, 10)
         .await
         .unwrap()
         .is_empty());

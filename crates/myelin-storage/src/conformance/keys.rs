@@ -422,7 +422,7 @@ pub async fn to_device_transactions_run_once(store: &dyn Storage) {
     };
     let start = store.current_stream_pos().await.unwrap();
     let remote = [(
-        "remote.example".to_owned(),
+        ruma::server_name!("remote.example").to_owned(),
         r#"{"edu_type":"m.direct_to_device"}"#.to_owned(),
     )];
     let local = [message("@alice:localhost", "DEV1", 1)];
@@ -439,7 +439,10 @@ pub async fn to_device_transactions_run_once(store: &dyn Storage) {
         numbers(store, &alice, "DEV1", start, now, 10).await.len(),
         1
     );
-    let queued = store.outbox_peek("remote.example", 50, 100).await.unwrap();
+    let queued = store
+        .outbox_peek(ruma::server_name!("remote.example"), 50, 100)
+        .await
+        .unwrap();
     assert_eq!(queued.len(), 1);
 
     for other in [txn("PHONE", "m.test", "t2"), txn("PHONE", "m.other", "t1")] {

@@ -437,7 +437,7 @@ impl Ingest {
             resolved_current_state,
             destinations: if distribute {
                 let mut servers = self.outbox.destinations_of(&current, &pdu);
-                servers.retain(|s| s != origin.as_str());
+                servers.retain(|s| s != origin);
                 servers
             } else {
                 Vec::new()

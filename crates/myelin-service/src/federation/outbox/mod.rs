@@ -19,7 +19,7 @@ use crate::{federation::EduKind, rooms::RoomState, Context, ServiceResult};
 pub struct Outbox {
     pub(crate) ctx: Arc<Context>,
     /// The per-destination workers, started on first use and ended once idle.
-    workers: Mutex<HashMap<String, Arc<worker::Worker>>>,
+    workers: Mutex<HashMap<OwnedServerName, Arc<worker::Worker>>>,
     /// Handed to workers, so that they end with the server.
     this: Weak<Outbox>,
 }
@@ -43,7 +43,11 @@ impl Outbox {
 
     /// The remote servers a new event of the room goes to: those with joined members, and the
     /// server of a member event's target (a kicked or banned user's server hears of it).
-    pub(crate) fn destinations_of(&self, state: &RoomState, pdu: &myelin_core::Pdu) -> Vec<String> {
+    pub(crate) fn destinations_of(
+        &self,
+        state: &RoomState,
+        pdu: &myelin_core::Pdu,
+    ) -> Vec<OwnedServerName> {
         if !self.ctx.federation.config.enabled {
             return Vec::new();
         }
@@ -59,7 +63,7 @@ impl Outbox {
                 servers.insert(target.to_owned());
             }
         }
-        servers.into_iter().map(|s| s.to_string()).collect()
+        servers.into_iter().collect()
     }
 
     /// The other servers with joined members in the room, blocked ones left out, in order.
@@ -78,7 +82,7 @@ impl Outbox {
     }
 
     /// Wakes (starting if needed) the workers of `destinations`.
-    pub(crate) fn wake_senders(&self, destinations: &[String]) {
+    pub(crate) fn wake_senders(&self, destinations: &[OwnedServerName]) {
         if destinations.is_empty() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
@@ -93,7 +97,7 @@ impl Outbox {
     /// A request from `origin` arrived: it is reachable, so stop waiting out its backoff.
     pub(crate) fn destination_back_online(&self, origin: &ServerName) {
         let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(worker) = workers.get(origin.as_str()) {
+        if let Some(worker) = workers.get(origin) {
             worker.back_online.notify_one();
         }
     }
@@ -105,7 +109,7 @@ impl Outbox {
         kind: EduKind,
         content: serde_json::Value,
     ) -> ServiceResult<()> {
-        let servers: Vec<String> = servers.into_iter().map(|s| s.to_string()).collect();
+        let servers: Vec<OwnedServerName> = servers.into_iter().collect();
         if servers.is_empty() {
             return Ok(());
         }

@@ -46,18 +46,19 @@ pub(super) struct Worker {
 impl Outbox {
     pub(super) fn worker(
         &self,
-        workers: &mut HashMap<String, Arc<Worker>>,
-        destination: &str,
+        workers: &mut HashMap<OwnedServerName, Arc<Worker>>,
+        destination: &ServerName,
     ) -> Arc<Worker> {
         if let Some(worker) = workers.get(destination) {
             return worker.clone();
         }
         let worker = Arc::new(Worker::default());
         workers.insert(destination.to_owned(), worker.clone());
-        let Ok(server) = OwnedServerName::try_from(destination) else {
-            return worker;
-        };
-        tokio::spawn(run_worker(self.this.clone(), server, worker.clone()));
+        tokio::spawn(run_worker(
+            self.this.clone(),
+            destination.to_owned(),
+            worker.clone(),
+        ));
         worker
     }
 
@@ -70,10 +71,10 @@ impl Outbox {
             return false;
         }
         if workers
-            .get(destination.as_str())
+            .get(destination)
             .is_some_and(|w| Arc::ptr_eq(w, worker))
         {
-            workers.remove(destination.as_str());
+            workers.remove(destination);
         }
         true
     }
@@ -107,7 +108,7 @@ impl Outbox {
         }
         self.ctx
             .storage
-            .outbox_remove(destination.as_str(), &txn.row_ids)
+            .outbox_remove(destination, &txn.row_ids)
             .await?;
         *pending = None;
         Ok(true)
@@ -122,7 +123,7 @@ impl Outbox {
         let rows = self
             .ctx
             .storage
-            .outbox_peek(destination.as_str(), MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN)
+            .outbox_peek(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN)
             .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
@@ -183,7 +184,7 @@ impl Outbox {
 
     /// Drops the queue of a destination that has failed for too long.
     async fn give_up_on(&self, destination: &ServerName) {
-        match self.ctx.storage.outbox_drop(destination.as_str()).await {
+        match self.ctx.storage.outbox_drop(destination).await {
             Ok(n) => {
                 tracing::warn!(%destination, dropped = n, "destination unreachable for too long; its queue was dropped")
             }
