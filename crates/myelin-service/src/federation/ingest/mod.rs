@@ -4,7 +4,9 @@
 //! same commit → publish path as local events. Backfill fills history for readers.
 
 mod backfill;
+mod fetch;
 mod pdu;
+mod state;
 
 use std::sync::Arc;
 

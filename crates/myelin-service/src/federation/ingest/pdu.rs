@@ -1,37 +1,31 @@
 //! Remote PDUs into a room this server takes part in (spec: Server-Server API, "Checks performed
-//! on receipt of a PDU"): format, signatures and hash; missing prev events fetched from the
-//! origin (bounded); the state before the event resolved across its prev events (or asked of the
-//! origin when the gap cannot be closed); auth against the event's auth events, the state before
-//! it and the current state; then the event is stored in the timeline, soft-failed or rejected,
-//! and the room's current state and forward extremities move on, all in one transaction.
+//! on receipt of a PDU"): the entry points and the flow of one event. Format, signatures and
+//! hash are checked; what the event needs from the origin is fetched before the room is locked
+//! (`fetch`); then, under the lock, the state before it (`state`), auth against its auth events,
+//! the state before it and the current state, and the event is stored in the timeline,
+//! soft-failed or rejected, the room's current state (resolved when the event forks) and
+//! forward extremities moving on in the same transaction, and published.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use myelin_core::Pdu;
-use myelin_federation::{path, Method};
-use myelin_room::{check_received_auth, resolve_state, AuthVerdict, PduStateMap, Received};
+use myelin_room::{check_received_auth, AuthVerdict, Received};
 use myelin_storage::{
-    NewEvent, NewOutlier, NewState, OutlierStatus, RoomStore, StateKey, StateMap,
+    NewEvent, NewOutlier, NewState, OutlierStatus, RoomStore, SnapshotId, StateKey, StateMap,
 };
 use ruma::{
-    events::StateEventType, room_version_rules::RoomVersionRules, CanonicalJsonObject, EventId,
-    OwnedEventId, RoomId, ServerName,
+    room_version_rules::RoomVersionRules, CanonicalJsonObject, EventId, OwnedEventId, RoomId,
+    ServerName,
 };
-use serde::Deserialize;
-use serde_json::{json, value::RawValue as RawJsonValue};
+use serde_json::value::RawValue as RawJsonValue;
 
+use super::state::{
+    auth_ids_with_create, current_state_ids, current_state_pdus, state_before_matches, StateBefore,
+};
 use crate::{
     rooms::{membership_change, LockedRoom, RoomState},
     Ingest, ServiceError, ServiceResult,
 };
-
-/// How many missing prev events one `/get_missing_events` call asks for.
-const MISSING_EVENTS_LIMIT: u64 = 20;
-/// The most events (state plus auth chain) accepted from one `/state` answer.
-const MAX_REMOTE_STATE: usize = 20_000;
 
 /// What became of one received PDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,24 +36,18 @@ pub enum IngestOutcome {
     Rejected(String),
 }
 
-#[derive(Deserialize)]
-struct EventsAnswer {
-    #[serde(default)]
-    events: Vec<Box<RawJsonValue>>,
-}
-
-#[derive(Deserialize)]
-struct StateAnswer {
-    #[serde(default)]
-    pdus: Vec<Box<RawJsonValue>>,
-    #[serde(default)]
-    auth_chain: Vec<Box<RawJsonValue>>,
-}
-
-#[derive(Deserialize)]
-struct AuthAnswer {
-    #[serde(default)]
-    auth_chain: Vec<Box<RawJsonValue>>,
+/// Where the room goes with an accepted event.
+struct Advance {
+    /// How storage records the state after the event.
+    state: NewState,
+    /// The room's new current state when the event does not build on every forward
+    /// extremity (it forks); `None`: the state after the event becomes the current state.
+    resolved_current_state: Option<StateMap>,
+    forward_extremities: Vec<OwnedEventId>,
+    /// The event follows the current state directly (its one prev event is the only forward
+    /// extremity, and the state before it is the current state): the new current state is the
+    /// old one plus the event, not reloaded from storage.
+    extends_current: bool,
 }
 
 impl Ingest {
@@ -119,48 +107,7 @@ impl Ingest {
         outcome
     }
 
-    /// What a received event needs from the network before it can be checked: its auth chain
-    /// when some auth events are unknown, and the state before it when some prev events are
-    /// neither in the timeline nor earlier in `batch`. Asked of `origin` only when `may_ask`;
-    /// best effort (what stays missing makes the event fail its checks later).
-    async fn prefetch(
-        &self,
-        origin: &ServerName,
-        pdu: &Pdu,
-        rules: &RoomVersionRules,
-        may_ask: bool,
-        batch: &[(Received, Option<StateMap>)],
-    ) -> Option<StateMap> {
-        if !may_ask {
-            return None;
-        }
-        let auth_ids = auth_ids_with_create(rules, pdu);
-        let known = self.known_events(&auth_ids).await.unwrap_or_default();
-        if auth_ids.iter().any(|id| !known.contains_key(id)) {
-            if let Err(e) = self.fetch_auth_chain(origin, pdu, rules).await {
-                tracing::info!(%origin, event_id = %pdu.event_id, error = %e, "event_auth failed");
-            }
-        }
-        let mut prevs_known = true;
-        for prev in &pdu.prev_events {
-            let in_batch = batch.iter().any(|(r, _)| &r.pdu.event_id == prev);
-            if !in_batch && !self.in_timeline(prev).await.unwrap_or(false) {
-                prevs_known = false;
-            }
-        }
-        if prevs_known {
-            return None;
-        }
-        match self.remote_state_before(origin, pdu, rules).await {
-            Ok(state) => Some(state),
-            Err(e) => {
-                tracing::info!(%origin, event_id = %pdu.event_id, error = %e, "remote state failed");
-                None
-            }
-        }
-    }
-
-    /// Like [`Services::ingest_pdu`] for an event given to us as the resident server
+    /// Like [`Ingest::ingest_pdu`] for an event given to us as the resident server
     /// (`send_join`, `send_leave`): we also send it on to the other servers in the room.
     /// Returns the outcome and the event ID.
     pub(crate) async fn ingest_distributed(
@@ -218,68 +165,10 @@ impl Ingest {
             .is_some_and(|r| r.outlier.is_none()))
     }
 
-    /// Asks `origin` for the events between our forward extremities and `pdu`: those that pass
-    /// the signature and hash checks and are new, oldest first. Best effort: what stays missing
-    /// is bridged by asking for the state before the event instead.
-    async fn fetch_missing_prev_events(
-        &self,
-        origin: &ServerName,
-        state: &RoomState,
-        pdu: &Pdu,
-        rules: &RoomVersionRules,
-    ) -> Vec<Received> {
-        let mut missing = Vec::new();
-        for prev in &pdu.prev_events {
-            match self.in_timeline(prev).await {
-                Ok(true) => {}
-                _ => missing.push(prev.clone()),
-            }
-        }
-        if missing.is_empty() {
-            return Vec::new();
-        }
-        let path = path::get_missing_events(&pdu.room_id);
-        let body = json!({
-            "earliest_events": state.extremities,
-            "latest_events": [pdu.event_id],
-            "limit": MISSING_EVENTS_LIMIT,
-            "min_depth": state.depth.saturating_sub(MISSING_EVENTS_LIMIT * 5),
-        });
-        let answer: EventsAnswer = match self
-            .ctx
-            .federation_call(Method::POST, origin, &path, Some(body))
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::info!(%origin, room_id = %pdu.room_id, error = %e, "get_missing_events failed");
-                return Vec::new();
-            }
-        };
-        let mut events = Vec::new();
-        for raw in answer.events.iter().take(MISSING_EVENTS_LIMIT as usize) {
-            match self.ctx.verify_remote_pdu(raw, &pdu.room_id, rules).await {
-                Ok(received) if received.pdu.event_id != pdu.event_id => {
-                    if !self
-                        .in_timeline(&received.pdu.event_id)
-                        .await
-                        .unwrap_or(false)
-                    {
-                        events.push(received);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::info!(%origin, error = %e, "missing event refused"),
-            }
-        }
-        events.sort_by_key(|r| r.pdu.depth);
-        events.dedup_by(|a, b| a.pdu.event_id == b.pdu.event_id);
-        events
-    }
-
-    /// Steps 4–6 and persistence, with the room's write lock held.
-    /// Nothing here asks another server: `remote_state_before` is the state before the event as
-    /// fetched beforehand, used when some of its prev events are not in the timeline.
+    /// Steps 4–6 and persistence, with the room's write lock held: the state before the event,
+    /// the auth checks, then for an accepted event the room's new state, the storage batch and
+    /// publishing. Nothing here asks another server: `remote_state_before` is the state before
+    /// the event as fetched beforehand, used when some of its prev events are not in the timeline.
     async fn ingest_locked(
         &self,
         origin: &ServerName,
@@ -291,40 +180,45 @@ impl Ingest {
     ) -> ServiceResult<IngestOutcome> {
         self.refuse_unknown_local_event(&received.pdu).await?;
         let pdu = Arc::new(received.pdu);
-        let room_id = pdu.room_id.clone();
         let current = self.rooms.current(room).await?;
-
-        // The state before the event: from its prev events when we have them all, else as the
-        // origin gave it (its answer was checked like any PDU and kept as outliers).
-        let prevs = self.ctx.storage.get_events(&pdu.prev_events).await?;
-        let prevs: Vec<_> = prevs.into_iter().filter(|r| r.outlier.is_none()).collect();
-        let linear_base = match prevs.as_slice() {
-            [prev] if pdu.prev_events.len() == 1 => Some(prev.state_snapshot),
-            _ => None,
-        };
-        let state_before: StateMap = if prevs.len() == pdu.prev_events.len() {
-            let mut sets = Vec::with_capacity(prevs.len());
-            for prev in &prevs {
-                sets.push(
-                    self.ctx
-                        .storage
-                        .state_at_snapshot(prev.state_snapshot)
-                        .await?,
-                );
+        let before = self.state_before(rules, &pdu, remote_state_before).await?;
+        match self
+            .auth_verdict(rules, &pdu, &before.state, &current)
+            .await?
+        {
+            AuthVerdict::Accepted => {}
+            AuthVerdict::Rejected(why) => {
+                return self
+                    .store_not_applied(origin, &pdu, OutlierStatus::Rejected, why)
+                    .await;
             }
-            self.resolve_states(rules, sets, None).await?
-        } else {
-            remote_state_before.ok_or_else(|| {
-                ServiceError::Forbidden(format!(
-                    "the state before {} is unknown: its prev events are missing",
-                    pdu.event_id
-                ))
-            })?
-        };
+            AuthVerdict::SoftFailed(why) => {
+                return self
+                    .store_not_applied(origin, &pdu, OutlierStatus::SoftFailed, why)
+                    .await;
+            }
+        }
+        let advance = self.advance(rules, &pdu, &current, &before).await?;
+        let extends_current = advance.extends_current;
+        let event = self
+            .accepted_event(origin, &current, &pdu, advance, distribute)
+            .await?;
+        self.commit_accepted(room, &current, pdu, event, extends_current)
+            .await?;
+        Ok(IngestOutcome::Accepted)
+    }
 
-        // Its auth events (fetched beforehand when unknown). One still missing leaves the event
-        // undecided rather than rejected: it may come with a later attempt.
-        let auth_ids = auth_ids_with_create(rules, &pdu);
+    /// Checks `pdu` against its auth events, the state before it and the room's current state.
+    /// One of its auth events still unknown (they were fetched beforehand) leaves the event
+    /// undecided rather than rejected: it may come with a later attempt.
+    async fn auth_verdict(
+        &self,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+        state_before: &StateMap,
+        current: &RoomState,
+    ) -> ServiceResult<AuthVerdict> {
+        let auth_ids = auth_ids_with_create(rules, pdu);
         let auth_events = self.known_events(&auth_ids).await?;
         if let Some(missing) = auth_ids.iter().find(|id| !auth_events.contains_key(*id)) {
             return Err(ServiceError::Forbidden(format!(
@@ -332,50 +226,58 @@ impl Ingest {
                 pdu.event_id
             )));
         }
+        let before_pdus = self.state_pdus(state_before).await?;
+        let current_pdus = current_state_pdus(current);
+        Ok(check_received_auth(
+            rules,
+            pdu,
+            &auth_events,
+            &before_pdus,
+            &current_pdus,
+        ))
+    }
 
-        let before_pdus = self.state_pdus(&state_before).await?;
-        let current_pdus: PduStateMap = current
-            .entries()
-            .filter_map(|e| {
-                let key = e.pdu.state_key.clone()?;
-                Some((
-                    (StateEventType::from(e.pdu.kind.to_string()), key),
-                    e.pdu.clone(),
-                ))
-            })
-            .collect();
-        let verdict = check_received_auth(rules, &pdu, &auth_events, &before_pdus, &current_pdus);
-        let status = match &verdict {
-            AuthVerdict::Accepted => None,
-            AuthVerdict::Rejected(why) => Some((OutlierStatus::Rejected, why.clone())),
-            AuthVerdict::SoftFailed(why) => Some((OutlierStatus::SoftFailed, why.clone())),
-        };
-        if let Some((status, why)) = status {
-            tracing::info!(%origin, event_id = %pdu.event_id, status = status.as_str(), reason = %why, "received PDU not applied");
-            let mut stored = (*pdu).clone();
-            stored.rejected = status == OutlierStatus::Rejected;
-            self.ctx
-                .storage
-                .persist_with_outliers(
-                    vec![NewOutlier {
-                        pdu: stored,
-                        status,
-                    }],
-                    Vec::new(),
-                )
-                .await?;
-            return Ok(match status {
-                OutlierStatus::Rejected => IngestOutcome::Rejected(why),
-                _ => IngestOutcome::SoftFailed(why),
-            });
-        }
+    /// Keeps a rejected or soft-failed event as an outlier, out of the timeline and the state.
+    async fn store_not_applied(
+        &self,
+        origin: &ServerName,
+        pdu: &Pdu,
+        status: OutlierStatus,
+        why: String,
+    ) -> ServiceResult<IngestOutcome> {
+        tracing::info!(%origin, event_id = %pdu.event_id, status = status.as_str(), reason = %why, "received PDU not applied");
+        let mut stored = pdu.clone();
+        stored.rejected = status == OutlierStatus::Rejected;
+        self.ctx
+            .storage
+            .persist_with_outliers(
+                vec![NewOutlier {
+                    pdu: stored,
+                    status,
+                }],
+                Vec::new(),
+            )
+            .await?;
+        Ok(match status {
+            OutlierStatus::Rejected => IngestOutcome::Rejected(why),
+            _ => IngestOutcome::SoftFailed(why),
+        })
+    }
 
-        // Accepted: the state after it, the room's new current state and extremities.
-        let mut state_after = state_before.clone();
+    /// The state after an accepted event, the room's new current state (resolved with the
+    /// state after the event when it forks) and forward extremities.
+    async fn advance(
+        &self,
+        rules: &RoomVersionRules,
+        pdu: &Arc<Pdu>,
+        current: &RoomState,
+        before: &StateBefore,
+    ) -> ServiceResult<Advance> {
         let own_change: Option<(StateKey, OwnedEventId)> = pdu
             .state_key
             .clone()
             .map(|k| ((pdu.kind.to_string(), k), pdu.event_id.clone()));
+        let mut state_after = before.state.clone();
         if let Some((key, id)) = &own_change {
             state_after.insert(key.clone(), id.clone());
         }
@@ -386,69 +288,72 @@ impl Ingest {
         let resolved_current_state = if covers_tips {
             None
         } else {
-            let current_ids: StateMap = current
-                .entries()
-                .filter_map(|e| {
-                    Some((
-                        (e.pdu.kind.to_string(), e.pdu.state_key.clone()?),
-                        e.pdu.event_id.clone(),
-                    ))
-                })
-                .collect();
-            Some(
-                // The state after the event names the event itself, not stored yet: resolution
-                // must see it, or it would drop it from the conflicted set (a leave sent on a
-                // fork would lose to the join it replaces).
-                self.resolve_states(rules, vec![current_ids, state_after.clone()], Some(&pdu))
-                    .await?,
-            )
+            // The state after the event names the event itself, not stored yet: resolution must
+            // see it, or it would drop it from the conflicted set (a leave sent on a fork would
+            // lose to the join it replaces).
+            let sets = vec![current_state_ids(current), state_after.clone()];
+            Some(self.resolve_states(rules, sets, Some(pdu)).await?)
         };
-        let mut extremities: Vec<OwnedEventId> = current
-            .extremities
-            .iter()
-            .filter(|tip| !pdu.prev_events.contains(tip))
-            .cloned()
-            .collect();
-        extremities.push(pdu.event_id.clone());
-        let new_state = match (linear_base, &own_change) {
-            (Some(base), None) => NewState::Same(base),
-            (Some(base), Some(change)) => NewState::Changed {
-                base: Some(base),
-                changes: vec![change.clone()],
-            },
-            (None, _) => NewState::Changed {
-                base: None,
-                changes: state_after.clone().into_iter().collect(),
-            },
-        };
-        let simple = resolved_current_state.is_none()
-            && linear_base.is_some()
+        let extends_current = resolved_current_state.is_none()
+            && before.linear_base.is_some()
             && current.extremities == pdu.prev_events
-            && state_before_matches(&current, &state_before);
-        let event = NewEvent {
-            pdu: (*pdu).clone(),
-            room: None,
-            state: new_state,
-            updates_current_state: true,
-            membership: membership_change(&pdu),
-            txn: None,
-            redaction: self.remote_redaction(&current, &pdu).await?,
-            forward_extremities: extremities,
+            && state_before_matches(current, &before.state);
+        Ok(Advance {
+            state: recorded_state(before.linear_base, own_change, state_after),
             resolved_current_state,
+            forward_extremities: forward_extremities(current, pdu),
+            extends_current,
+        })
+    }
+
+    /// The storage batch for an accepted event: the event with its state, the room's new
+    /// current state and extremities, the redaction it applies, and, when we are the resident
+    /// server `distribute`ing it, the other servers to send it on to.
+    async fn accepted_event(
+        &self,
+        origin: &ServerName,
+        current: &RoomState,
+        pdu: &Pdu,
+        advance: Advance,
+        distribute: bool,
+    ) -> ServiceResult<NewEvent> {
+        Ok(NewEvent {
+            pdu: pdu.clone(),
+            room: None,
+            state: advance.state,
+            updates_current_state: true,
+            membership: membership_change(pdu),
+            txn: None,
+            redaction: self.remote_redaction(current, pdu).await?,
+            forward_extremities: advance.forward_extremities,
+            resolved_current_state: advance.resolved_current_state,
             destinations: if distribute {
-                let mut servers = self.outbox.destinations_of(&current, &pdu);
+                let mut servers = self.outbox.destinations_of(current, pdu);
                 servers.retain(|s| s != origin);
                 servers
             } else {
                 Vec::new()
             },
-        };
+        })
+    }
+
+    /// Stores the batch in one transaction, wakes the senders it queued for, and publishes the
+    /// room's new current state: the old one plus the event when it `extends_current`, else
+    /// reloaded from storage.
+    async fn commit_accepted(
+        &self,
+        room: &LockedRoom,
+        current: &RoomState,
+        pdu: Arc<Pdu>,
+        event: NewEvent,
+        extends_current: bool,
+    ) -> ServiceResult<()> {
         let destinations = event.destinations.clone();
         let redaction = event.redaction.clone();
         let persisted = self.ctx.storage.persist_event(event).await?;
         self.outbox.wake_senders(&destinations);
-        let new_state = if simple {
-            let mut next = (*current).clone().with_event(
+        let new_state = if extends_current {
+            let mut next = current.clone().with_event(
                 pdu.clone(),
                 persisted.stream_pos,
                 persisted.state_snapshot,
@@ -459,11 +364,11 @@ impl Ingest {
             }
             Arc::new(next)
         } else {
-            Arc::new(RoomState::load(self.ctx.storage.as_ref(), &room_id).await?)
+            Arc::new(RoomState::load(self.ctx.storage.as_ref(), &pdu.room_id).await?)
         };
         self.rooms
             .publish(room, new_state, &[(pdu, persisted.stream_pos)]);
-        Ok(IngestOutcome::Accepted)
+        Ok(())
     }
 
     /// The redacted JSON of the event a received redaction targets, when the redaction may
@@ -489,282 +394,36 @@ impl Ingest {
             .is_some_and(|r| r.pdu.sender.server_name() == pdu.sender.server_name());
         Ok((power_ok || same_server).then_some(redaction))
     }
+}
 
-    /// Stored events (timeline or outliers) by ID.
-    async fn known_events(
-        &self,
-        ids: &[OwnedEventId],
-    ) -> ServiceResult<HashMap<OwnedEventId, Arc<Pdu>>> {
-        Ok(self
-            .ctx
-            .storage
-            .get_events(ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.pdu.event_id.clone(), Arc::new(r.pdu)))
-            .collect())
-    }
-
-    /// The PDUs of a state map (entries whose event is unknown are left out).
-    pub(crate) async fn state_pdus(&self, state: &StateMap) -> ServiceResult<PduStateMap> {
-        let ids: Vec<OwnedEventId> = state.values().cloned().collect();
-        let events = self.known_events(&ids).await?;
-        Ok(state
-            .iter()
-            .filter_map(|((kind, key), id)| {
-                let pdu = events.get(id)?.clone();
-                Some(((StateEventType::from(kind.as_str()), key.clone()), pdu))
-            })
-            .collect())
-    }
-
-    /// One state from several: the single set as is, several through state resolution over
-    /// their stored auth chains (and `pending`, an event being stored that the sets name).
-    pub(crate) async fn resolve_states(
-        &self,
-        rules: &RoomVersionRules,
-        mut sets: Vec<StateMap>,
-        pending: Option<&Arc<Pdu>>,
-    ) -> ServiceResult<StateMap> {
-        sets.dedup();
-        if sets.len() <= 1 {
-            return Ok(sets.pop().unwrap_or_default());
-        }
-        let starts: Vec<OwnedEventId> = sets
-            .iter()
-            .flat_map(|s| s.values().cloned())
-            .chain(pending.iter().flat_map(|p| p.auth_events.iter().cloned()))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut events = self.auth_closure(starts).await?;
-        if let Some(pdu) = pending {
-            events.insert(pdu.event_id.clone(), pdu.clone());
-        }
-        let ruma_sets: Vec<ruma::state_res::StateMap<OwnedEventId>> = sets
-            .iter()
-            .map(|s| {
-                s.iter()
-                    .map(|((k, sk), id)| {
-                        ((StateEventType::from(k.as_str()), sk.clone()), id.clone())
-                    })
-                    .collect()
-            })
-            .collect();
-        let resolved = resolve_state(rules, &ruma_sets, |id| events.get(id).cloned())?;
-        Ok(resolved
-            .into_iter()
-            .map(|((k, sk), id)| ((k.to_string(), sk), id))
-            .collect())
-    }
-
-    /// `starts` and everything reachable from them through `auth_events`, loaded from storage
-    /// one layer at a time; bounded by [`myelin_room::MAX_WALK`].
-    async fn auth_closure(
-        &self,
-        starts: Vec<OwnedEventId>,
-    ) -> ServiceResult<HashMap<OwnedEventId, Arc<Pdu>>> {
-        let mut loaded: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
-        let mut asked: HashSet<OwnedEventId> = starts.iter().cloned().collect();
-        let mut frontier = starts;
-        while !frontier.is_empty() {
-            if asked.len() > myelin_room::MAX_WALK {
-                return Err(ServiceError::Forbidden(
-                    "the room's auth DAG is too large to resolve".into(),
-                ));
-            }
-            let mut next = Vec::new();
-            for chunk in frontier.chunks(500) {
-                for record in self.ctx.storage.get_events(chunk).await? {
-                    next.extend(
-                        record
-                            .pdu
-                            .auth_events
-                            .iter()
-                            .filter(|a| asked.insert((*a).clone()))
-                            .cloned(),
-                    );
-                    loaded.insert(record.pdu.event_id.clone(), Arc::new(record.pdu));
-                }
-            }
-            frontier = next;
-        }
-        Ok(loaded)
-    }
-
-    /// Asks `origin` for the state before `pdu` (`/state`), checks every event of the answer,
-    /// stores the new ones as outliers and returns the state as IDs.
-    async fn remote_state_before(
-        &self,
-        origin: &ServerName,
-        pdu: &Pdu,
-        rules: &RoomVersionRules,
-    ) -> ServiceResult<StateMap> {
-        let path = path::state(&pdu.room_id, &pdu.event_id);
-        let answer: StateAnswer = self
-            .ctx
-            .federation_call(Method::GET, origin, &path, None)
-            .await?;
-        if answer.pdus.len() + answer.auth_chain.len() > MAX_REMOTE_STATE {
-            return Err(ServiceError::Remote(format!(
-                "{origin} sent more than {MAX_REMOTE_STATE} state events"
-            )));
-        }
-        let state = self
-            .store_remote_events(&pdu.room_id, rules, &answer.pdus, &answer.auth_chain)
-            .await?;
-        Ok(state)
-    }
-
-    /// Asks `origin` for the auth chain of `pdu` (`/event_auth`) and stores what is new.
-    async fn fetch_auth_chain(
-        &self,
-        origin: &ServerName,
-        pdu: &Pdu,
-        rules: &RoomVersionRules,
-    ) -> ServiceResult<()> {
-        let path = path::event_auth(&pdu.room_id, &pdu.event_id);
-        let answer: AuthAnswer = self
-            .ctx
-            .federation_call(Method::GET, origin, &path, None)
-            .await?;
-        if answer.auth_chain.len() > MAX_REMOTE_STATE {
-            return Err(ServiceError::Remote(format!(
-                "{origin} sent an auth chain of more than {MAX_REMOTE_STATE} events"
-            )));
-        }
-        self.store_remote_events(&pdu.room_id, rules, &[], &answer.auth_chain)
-            .await?;
-        Ok(())
-    }
-
-    /// Checks remote state and auth-chain events (signatures and hashes; auth against their own
-    /// auth events, oldest first), stores those not yet known as outliers (or rejected), and
-    /// returns `state` as a state map of the events that passed.
-    pub(crate) async fn store_remote_events(
-        &self,
-        room_id: &RoomId,
-        rules: &RoomVersionRules,
-        state: &[Box<RawJsonValue>],
-        auth_chain: &[Box<RawJsonValue>],
-    ) -> ServiceResult<StateMap> {
-        let mut verified: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
-        let mut state_ids = Vec::new();
-        for (raw, is_state) in auth_chain
-            .iter()
-            .map(|r| (r, false))
-            .chain(state.iter().map(|r| (r, true)))
-        {
-            match self.ctx.verify_remote_pdu(raw, room_id, rules).await {
-                Ok(received) => {
-                    if is_state {
-                        state_ids.push(received.pdu.event_id.clone());
-                    }
-                    verified.insert(received.pdu.event_id.clone(), Arc::new(received.pdu));
-                }
-                Err(e) => tracing::info!(%room_id, error = %e, "remote state event refused"),
-            }
-        }
-        let mut known = self
-            .known_events(&verified.keys().cloned().collect::<Vec<_>>())
-            .await?;
-        // Auth each new event against its own auth events, oldest first.
-        let mut order: Vec<Arc<Pdu>> = verified
-            .values()
-            .filter(|p| !known.contains_key(&p.event_id))
-            .cloned()
-            .collect();
-        order.sort_by(|a, b| {
-            a.depth
-                .cmp(&b.depth)
-                .then_with(|| a.event_id.cmp(&b.event_id))
-        });
-        let mut outliers = Vec::with_capacity(order.len());
-        let mut rejected = HashSet::new();
-        for pdu in order {
-            let mut auth: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
-            for id in &auth_ids_with_create(rules, &pdu) {
-                if let Some(e) = known.get(id).or_else(|| verified.get(id)) {
-                    let mut e = (**e).clone();
-                    e.rejected = e.rejected || rejected.contains(id);
-                    auth.insert(id.clone(), Arc::new(e));
-                }
-            }
-            let own: PduStateMap = auth
-                .values()
-                .filter_map(|e| {
-                    Some((
-                        (
-                            StateEventType::from(e.kind.to_string()),
-                            e.state_key.clone()?,
-                        ),
-                        e.clone(),
-                    ))
-                })
-                .collect();
-            let verdict = check_received_auth(rules, &pdu, &auth, &own, &own);
-            let status = match verdict {
-                AuthVerdict::Rejected(why) => {
-                    tracing::info!(%room_id, event_id = %pdu.event_id, reason = %why, "remote state event rejected");
-                    rejected.insert(pdu.event_id.clone());
-                    OutlierStatus::Rejected
-                }
-                _ => OutlierStatus::Outlier,
-            };
-            let mut stored = (*pdu).clone();
-            stored.rejected = status == OutlierStatus::Rejected;
-            known.insert(pdu.event_id.clone(), Arc::new(stored.clone()));
-            outliers.push(NewOutlier {
-                pdu: stored,
-                status,
-            });
-        }
-        if !outliers.is_empty() {
-            self.ctx
-                .storage
-                .persist_with_outliers(outliers, Vec::new())
-                .await?;
-        }
-        Ok(state_ids
-            .into_iter()
-            .filter(|id| !rejected.contains(id))
-            .filter_map(|id| {
-                let pdu = verified.get(&id)?;
-                Some(((pdu.kind.to_string(), pdu.state_key.clone()?), id))
-            })
-            .collect())
+/// How storage records the state after an event: as its own change (if any) to the snapshot of
+/// its single prev event when there is one, else whole.
+fn recorded_state(
+    linear_base: Option<SnapshotId>,
+    own_change: Option<(StateKey, OwnedEventId)>,
+    state_after: StateMap,
+) -> NewState {
+    match (linear_base, own_change) {
+        (Some(base), None) => NewState::Same(base),
+        (Some(base), Some(change)) => NewState::Changed {
+            base: Some(base),
+            changes: vec![change],
+        },
+        (None, _) => NewState::Changed {
+            base: None,
+            changes: state_after.into_iter().collect(),
+        },
     }
 }
 
-/// The event's auth events, plus the create event where the room version implies it by the
-/// room ID (version 12) instead of listing it.
-fn auth_ids_with_create(rules: &RoomVersionRules, pdu: &Pdu) -> Vec<OwnedEventId> {
-    let mut ids = pdu.auth_events.clone();
-    if rules.authorization.room_create_event_id_as_room_id
-        && pdu.kind.to_string() != "m.room.create"
-    {
-        if let Ok(id) =
-            OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
-        {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-    }
-    ids
-}
-
-/// Whether `state` is exactly the room's current state.
-fn state_before_matches(current: &RoomState, state: &StateMap) -> bool {
-    let mut count = 0;
-    for entry in current.entries() {
-        count += 1;
-        let Some(key) = &entry.pdu.state_key else {
-            return false;
-        };
-        if state.get(&(entry.pdu.kind.to_string(), key.clone())) != Some(&entry.pdu.event_id) {
-            return false;
-        }
-    }
-    count == state.len()
+/// The room's forward extremities once `pdu` is in: those it does not build on, and itself.
+fn forward_extremities(current: &RoomState, pdu: &Pdu) -> Vec<OwnedEventId> {
+    let mut extremities: Vec<OwnedEventId> = current
+        .extremities
+        .iter()
+        .filter(|tip| !pdu.prev_events.contains(tip))
+        .cloned()
+        .collect();
+    extremities.push(pdu.event_id.clone());
+    extremities
 }
