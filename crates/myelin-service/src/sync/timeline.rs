@@ -1,0 +1,67 @@
+//! The `timeline` section shared by joined and left rooms: the latest events up to a position,
+//! whether older ones were cut off, and the token to paginate back from.
+
+use myelin_core::StreamPos;
+use myelin_storage::{Direction, EventRecord};
+use ruma::RoomId;
+use serde_json::{json, Value};
+
+use super::{pagination_token, Syncer};
+use crate::{accounts::Authed, filter::Filter, ServiceResult};
+
+/// Events per room timeline when the filter sets no limit.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+
+/// How many events a room timeline holds under `filter`.
+pub(super) fn timeline_limit(filter: &Filter) -> usize {
+    filter
+        .room
+        .timeline
+        .limit
+        .map_or(DEFAULT_TIMELINE_LIMIT, |l| l.clamp(1, 100) as usize)
+}
+
+/// Where `prev_batch` points: just before the first timeline event, or `end` if there is none.
+pub(super) fn prev_batch(timeline: &[EventRecord], end: StreamPos) -> StreamPos {
+    timeline
+        .first()
+        .map_or(end, |r| StreamPos(r.stream_pos.0 - 1))
+}
+
+impl Syncer {
+    /// The latest `limit` events of a room in `(after, up_to]`, oldest first, and whether
+    /// there were more.
+    pub(super) async fn latest_events(
+        &self,
+        room_id: &RoomId,
+        up_to: StreamPos,
+        after: Option<StreamPos>,
+        limit: usize,
+    ) -> ServiceResult<(Vec<EventRecord>, bool)> {
+        let mut records = self
+            .ctx
+            .storage
+            .room_events(room_id, up_to, after, Direction::Backward, limit + 1)
+            .await?;
+        let limited = records.len() > limit;
+        records.truncate(limit);
+        records.reverse();
+        Ok((records, limited))
+    }
+
+    /// The `timeline` object of a room, its events formatted for the syncing device.
+    pub(super) async fn timeline_section(
+        &self,
+        authed: &Authed,
+        records: &[EventRecord],
+        limited: bool,
+        prev_batch: StreamPos,
+    ) -> ServiceResult<Value> {
+        let viewer = Some((&*authed.user_id, &*authed.device_id));
+        Ok(json!({
+            "events": self.history.format_events(records, viewer).await?,
+            "limited": limited,
+            "prev_batch": pagination_token(prev_batch),
+        }))
+    }
+}
