@@ -49,7 +49,7 @@ impl Context {
             .await?)
     }
 
-    /// Like [`Services::federation_request`], deserialising the answer.
+    /// Like [`Context::federation_request`], deserialising the answer.
     pub(crate) async fn federation_call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,

@@ -225,7 +225,7 @@ impl E2ee {
     }
 }
 
-/// The remote part of a key request after [`Services::reachable_only`].
+/// The remote part of a key request after [`E2ee::reachable_only`].
 struct Reachable<T> {
     servers: BTreeMap<OwnedServerName, T>,
     /// `failures` entries for the servers left out.

@@ -1,6 +1,6 @@
 //! Reading a room's history: `/messages`, `/context`, `/event`, `/state`, `/members` and
 //! `timestamp_to_event`, each through the one history-visibility check
-//! ([`crate::rooms::visibility`]), with backfill from other servers when a reader reaches the
+//! (`rooms/visibility.rs`), with backfill from other servers when a reader reaches the
 //! start of what we hold.
 
 mod read;

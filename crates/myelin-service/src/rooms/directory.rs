@@ -186,7 +186,7 @@ impl Rooms {
     }
 
     /// Our own directory, for a client or another server (same arguments as
-    /// [`Services::public_rooms`]).
+    /// [`Rooms::public_rooms`]).
     pub async fn local_public_rooms(
         &self,
         limit: Option<u64>,

@@ -54,7 +54,7 @@ struct AuthAnswer {
 }
 
 impl Ingest {
-    /// [`Services::backfill_room`] for a reader waiting on `/messages`: bounded in time and
+    /// [`Ingest::backfill_room`] for a reader waiting on `/messages`: bounded in time and
     /// never an error, since the reader can always be given what we hold. Whether anything was
     /// stored.
     pub(crate) async fn backfill_for_reader(&self, room_id: &RoomId, limit: usize) -> bool {
@@ -265,7 +265,7 @@ impl Ingest {
 
     /// Fetches (`/event_auth`) and stores the auth chains of received events whose auth events
     /// we lack, for a few of them, oldest first (their chains likely cover the newer ones').
-    /// Events still lacking auth events are rejected by [`Services::check_backfilled`].
+    /// Events still lacking auth events are rejected by [`Ingest::check_backfilled`].
     async fn fetch_backfill_auth(
         &self,
         server: &ServerName,
