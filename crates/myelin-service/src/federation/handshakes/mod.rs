@@ -4,15 +4,16 @@
 //! server that is in them, and inviting remote users. `template.rs` checks that what a peer asks
 //! us to sign is what we meant; `stripped.rs` bounds the stripped state we hand out.
 
+mod inbound;
 mod invite;
-mod membership;
+mod outbound;
 mod outside;
 mod stripped;
 mod template;
 
 use std::sync::Arc;
 
-pub use membership::{JoinTemplate, SendJoinResponse};
+pub use inbound::{JoinTemplate, SendJoinResponse};
 
 use crate::{
     federation::{FederationReads, Ingest},

@@ -11,7 +11,7 @@ use ruma::{
 };
 use serde_json::{json, Value};
 
-use super::membership::MakeJoinAnswer;
+use super::outbound::MakeJoinAnswer;
 use super::template::checked_template;
 use crate::{Handshakes, ServiceError, ServiceResult};
 
