@@ -7,6 +7,7 @@ use myelin_storage::{
 };
 use ruma::{OwnedDeviceId, UserId};
 
+use crate::backup::delete_user_backups;
 use crate::convert::{get, opt_to_i64, to_i64};
 use crate::keys::record_device_list_change;
 use crate::pool::Conn;
@@ -64,7 +65,7 @@ impl AccountStore for PgStore {
                 &[&user],
             )
             .await?;
-            Ok(())
+            delete_user_backups(&mut conn, user).await
         }
         .await;
         conn.finish(result).await

@@ -8,6 +8,7 @@ use myelin_storage::{
 use ruma::{OwnedDeviceId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::backup::delete_user_backups;
 use crate::convert::{opt_to_i64, query_all, query_first, to_i64, Db};
 use crate::keys::record_device_list_change;
 use crate::SqliteStore;
@@ -67,7 +68,7 @@ impl AccountStore for SqliteStore {
                 }
                 tx.execute("DELETE FROM cross_signing_keys WHERE user_id = ?1", [user])
                     .db()?;
-                Ok(())
+                delete_user_backups(tx, user)
             })
             .await
     }

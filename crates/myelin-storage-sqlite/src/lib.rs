@@ -9,6 +9,7 @@
 //! committed work.
 
 mod account;
+mod backup;
 mod convert;
 mod dump;
 mod events;

@@ -63,7 +63,8 @@ pub trait AccountStore {
     async fn create_user(&self, user: NewUser) -> StorageResult<bool>;
     async fn get_user(&self, user_id: &UserId) -> StorageResult<Option<UserRecord>>;
     async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StorageResult<()>;
-    /// Marks the user deactivated and removes all devices and tokens, in one transaction.
+    /// Marks the user deactivated and removes all devices and tokens, the user's keys and key
+    /// backups, in one transaction.
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()>;
     async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StorageResult<()>;
     async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StorageResult<()>;

@@ -63,6 +63,10 @@ macro_rules! storage_conformance_tests {
             to_device_batches_and_late_devices,
             to_device_transactions_run_once,
             deleting_devices_removes_their_keys,
+            backup_versions_are_numbered_per_user,
+            backup_keys_keep_the_better_key,
+            backup_keys_by_room_and_session,
+            deactivation_removes_backups,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -91,6 +95,7 @@ macro_rules! storage_conformance_tests {
 }
 
 mod accounts;
+mod backup;
 mod federation;
 mod keys;
 mod keys_in_detail;
@@ -100,6 +105,10 @@ mod state;
 mod user_data;
 mod writes;
 pub use accounts::*;
+pub use backup::{
+    backup_keys_by_room_and_session, backup_keys_keep_the_better_key,
+    backup_versions_are_numbered_per_user, deactivation_removes_backups,
+};
 pub use federation::*;
 pub use keys::*;
 pub use keys_in_detail::*;

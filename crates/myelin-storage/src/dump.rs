@@ -264,6 +264,32 @@ pub const TABLES: &[Table] = &[
         columns: &["room_id", "published_ms"],
         key: &["room_id"],
     },
+    Table {
+        name: "key_backup_versions",
+        columns: &[
+            "user_id",
+            "version",
+            "algorithm",
+            "auth_data",
+            "etag",
+            "deleted",
+        ],
+        key: &["user_id", "version"],
+    },
+    Table {
+        name: "key_backup_keys",
+        columns: &[
+            "user_id",
+            "version",
+            "room_id",
+            "session_id",
+            "first_message_index",
+            "forwarded_count",
+            "is_verified",
+            "session_data",
+        ],
+        key: &["user_id", "version", "room_id", "session_id"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

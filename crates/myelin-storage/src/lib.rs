@@ -9,6 +9,7 @@
 //! once everything before it has committed.
 
 mod account;
+mod backup;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod convert;
@@ -23,6 +24,7 @@ pub mod snapshot;
 mod user_data;
 
 pub use account::*;
+pub use backup::*;
 pub use error::{StorageError, StorageResult};
 pub use federation::*;
 pub use keys::*;
@@ -33,7 +35,15 @@ pub use user_data::*;
 
 /// Everything the service needs from a database.
 pub trait Storage:
-    AccountStore + RoomStore + UserDataStore + FederationStore + KeyStore + Send + Sync + 'static
+    AccountStore
+    + RoomStore
+    + UserDataStore
+    + FederationStore
+    + KeyStore
+    + BackupStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -43,6 +53,7 @@ impl<
             + UserDataStore
             + FederationStore
             + KeyStore
+            + BackupStore
             + Send
             + Sync
             + 'static,

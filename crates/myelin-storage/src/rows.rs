@@ -12,10 +12,10 @@ use serde_json::value::RawValue;
 
 use crate::convert::{corrupt, opt_to_u64, parse_id, parse_json, parse_opt_id, to_u64};
 use crate::{
-    AccountDataRecord, CrossSigningKeyRecord, CrossSigningKind, DeviceKeysRecord, DeviceRecord,
-    EventRecord, MembershipRecord, OutboxContent, OutboxEntry, OutlierStatus, PresenceRecord,
-    QueuedToDevice, ReceiptRecord, RoomInfo, StateKey, StorageResult, ToDeviceMessage, TokenOwner,
-    UserRecord,
+    AccountDataRecord, BackedUpKey, BackupVersionRecord, CrossSigningKeyRecord, CrossSigningKind,
+    DeviceKeysRecord, DeviceRecord, EventRecord, MembershipRecord, OutboxContent, OutboxEntry,
+    OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord, RoomInfo, StateKey,
+    StorageResult, ToDeviceMessage, TokenOwner, UserRecord,
 };
 
 /// Typed access to the columns of one result row, by index. Each backend implements it for its
@@ -222,6 +222,36 @@ pub fn filter_id(filter_id: &str) -> Option<i64> {
         .parse::<i64>()
         .ok()
         .filter(|id| *id >= 0 && id.to_string() == filter_id)
+}
+
+/// The columns of `key_backup_versions v` that [`backup_version`] reads, in order, with the
+/// version's key count.
+pub const BACKUP_VERSION_COLUMNS: &str = "v.version, v.algorithm, v.auth_data, v.etag,
+     (SELECT COUNT(*) FROM key_backup_keys k WHERE k.user_id = v.user_id AND k.version = v.version)";
+
+pub fn backup_version(row: &dyn Row) -> StorageResult<BackupVersionRecord> {
+    Ok(BackupVersionRecord {
+        version: to_u64(row.int(0)?, "backup version")?,
+        algorithm: row.text(1)?,
+        auth_data: row.text(2)?,
+        etag: to_u64(row.int(3)?, "backup etag")?,
+        count: to_u64(row.int(4)?, "backup key count")?,
+    })
+}
+
+/// The `key_backup_keys` columns [`backed_up_key`] reads, in order.
+pub const BACKED_UP_KEY_COLUMNS: &str =
+    "room_id, session_id, first_message_index, forwarded_count, is_verified, session_data";
+
+pub fn backed_up_key(row: &dyn Row) -> StorageResult<BackedUpKey> {
+    Ok(BackedUpKey {
+        room_id: parse_id(row.text(0)?, "backed-up key room ID")?,
+        session_id: row.text(1)?,
+        first_message_index: to_u64(row.int(2)?, "first_message_index")?,
+        forwarded_count: to_u64(row.int(3)?, "forwarded_count")?,
+        is_verified: row.flag(4)?,
+        session_data: row.text(5)?,
+    })
 }
 
 /// The `federation_outbox` columns [`outbox_entry`] reads, in order.

@@ -1,6 +1,6 @@
 //! Conformance tests of [`KeyStore`](crate::KeyStore) over a device's life: to-device messages
 //! across batches and for devices created late, what deleting devices or deactivating a user
-//! leaves behind, and keys surviving a dump copy.
+//! leaves behind, and keys (and key backups) surviving a dump copy.
 
 use myelin_core::StreamPos;
 use serde_json::Value;
@@ -456,12 +456,14 @@ where
     from.claim_keys(&[claim("@alice:localhost", "DEV2", "signed_curve25519")])
         .await
         .unwrap();
+    super::backup::fill_backups(from).await;
     let last = from.mark_device_list_changed(&remote).await.unwrap();
 
     dump_copy(from, &to).await;
     let to = reopen(to).await;
 
     assert_eq!(to.current_stream_pos().await.unwrap(), last);
+    super::backup::assert_backups_copied(from, &to).await;
     assert_eq!(
         to.device_keys(std::slice::from_ref(&alice)).await.unwrap(),
         from.device_keys(std::slice::from_ref(&alice))
