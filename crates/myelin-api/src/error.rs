@@ -44,6 +44,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", error)
     }
 
+    /// 400 `M_MISSING_PARAM`: a required query parameter is absent.
+    pub fn missing_param(error: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "M_MISSING_PARAM", error)
+    }
+
     pub fn missing_token() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -154,6 +159,11 @@ impl From<ServiceError> for ApiError {
                     body,
                     retry_after_secs: None,
                 };
+            }
+            E::WrongRoomKeysVersion { current_version } => {
+                let mut err = ApiError::new(StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION", &e);
+                err.body["current_version"] = json!(current_version);
+                return err;
             }
             E::IncompatibleRoomVersion(version) => {
                 let mut err =

@@ -45,6 +45,9 @@ pub enum ServiceError {
         challenge: serde_json::Value,
         stage_error: Option<String>,
     },
+    /// Keys uploaded to a backup version that is not the user's current one.
+    #[error("Wrong backup version; the current version is {current_version}")]
+    WrongRoomKeysVersion { current_version: String },
     /// A remote server asked to join a room whose version it does not support.
     #[error("Your server does not support room version {0}")]
     IncompatibleRoomVersion(String),

@@ -1,13 +1,15 @@
 //! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
-//! (accounts, rooms, membership, history, sync, ephemeral, e2ee, users, and federation's outbox,
-//! ingest, handshakes, inbound and read side), built once in [`Services::new`] with the
-//! subsystems it needs, so the construction order below *is* the dependency graph: nothing calls
-//! back into a subsystem built after it, and nothing holds the whole.
+//! (accounts, rooms, membership, history, sync, ephemeral, e2ee, key backup, users, and
+//! federation's outbox, ingest, handshakes, inbound and read side), built once in
+//! [`Services::new`] with the subsystems it needs, so the construction order below *is* the
+//! dependency graph: nothing calls back into a subsystem built after it, and nothing holds the
+//! whole.
 //!
 //! Every subsystem gets the shared infrastructure as an `Arc<Context>` (storage, notifier, key,
 //! clock, federation client, rate limiter); nothing here is global.
 
 pub mod accounts;
+pub mod backup;
 pub mod config;
 pub mod context;
 pub mod e2ee;
@@ -33,6 +35,7 @@ use myelin_room::SigningKey;
 use myelin_storage::Storage;
 
 pub use accounts::Accounts;
+pub use backup::KeyBackup;
 pub use config::{RegistrationMode, ServiceConfig};
 pub use context::{Context, Rate, RateAction, RateLimits};
 pub use e2ee::{E2ee, SignatureFailures};
@@ -68,6 +71,8 @@ pub struct Services {
     pub users: Arc<Users>,
     /// Keys, device lists and to-device messages.
     pub e2ee: Arc<E2ee>,
+    /// Server-side key backups.
+    pub backup: Arc<KeyBackup>,
     /// Typing, receipts, read markers and presence.
     pub ephemeral: Arc<Ephemeral>,
     /// Incoming federation transactions.
@@ -120,6 +125,7 @@ impl Services {
         ));
         let users = Arc::new(Users::new(ctx.clone(), rooms.clone()));
         let e2ee = Arc::new(E2ee::new(ctx.clone(), rooms.clone(), outbox.clone()));
+        let backup = Arc::new(KeyBackup::new(ctx.clone()));
         let ephemeral = Arc::new(Ephemeral::new(
             ctx.clone(),
             rooms.clone(),
@@ -154,6 +160,7 @@ impl Services {
             history,
             users,
             e2ee,
+            backup,
             ephemeral,
             inbound,
             accounts,

@@ -4,6 +4,7 @@ mod account;
 mod directory;
 mod discovery;
 mod events;
+mod key_backup;
 mod keys;
 mod push;
 mod rooms;
@@ -25,6 +26,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(push::routes())
         .merge(directory::routes())
         .merge(keys::routes())
+        .merge(key_backup::routes())
         .method_not_allowed_fallback(method_not_allowed)
 }
 
