@@ -31,3 +31,6 @@ impl Memberships {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod versions_tests;
