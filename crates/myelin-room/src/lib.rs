@@ -7,6 +7,7 @@ mod error;
 mod incoming;
 mod redact;
 mod resolve;
+mod resolve_v1;
 mod versions;
 
 pub use auth::{auth_event_ids, check_auth};
@@ -20,4 +21,5 @@ pub use incoming::{
 };
 pub use redact::redact_pdu_json;
 pub use resolve::{auth_chain, conflicted_subgraph, resolve_state, MAX_WALK};
+pub use resolve_v1::resolve_state_v1;
 pub use versions::{rules_for, SUPPORTED_VERSIONS};

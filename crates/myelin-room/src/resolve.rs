@@ -22,9 +22,7 @@ pub fn resolve_state(
     fetch_event: impl Fn(&EventId) -> Option<Arc<Pdu>>,
 ) -> Result<StateMap<OwnedEventId>, RoomError> {
     let StateResolutionVersion::V2(res_rules) = &rules.state_res else {
-        return Err(RoomError::UnsupportedVersion(
-            "state resolution v1 (room version 1)".into(),
-        ));
+        return crate::resolve_state_v1(rules, state_sets, fetch_event);
     };
     let auth_chains = state_sets
         .iter()
