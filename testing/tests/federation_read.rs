@@ -1014,8 +1014,8 @@ async fn hostile_pdus_are_refused_and_change_nothing() {
         "bad signature: {results}"
     );
     assert!(
-        results[&power_id]["error"].is_string(),
-        "power grab: {results}"
+        results[&power_id] == json!({}),
+        "power grab: processed (and rejected, as below): {results}"
     );
     assert!(
         results[&too_large_id]["error"].is_string(),
@@ -1048,6 +1048,53 @@ async fn hostile_pdus_are_refused_and_change_nothing() {
         state,
         "state unchanged by hostile PDUs"
     );
+
+    // A redaction naming an event of another room: processed, rejected, and that event keeps
+    // its content.
+    let other = a
+        .create_room(
+            alice.token().expect("token"),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let elsewhere = a
+        .send_message(
+            alice.token().expect("token"),
+            &other,
+            "elsewhere",
+            "keep me",
+        )
+        .await;
+    let (redaction_id, redaction) = b_pdu(
+        &remote,
+        json!({
+            "type": "m.room.redaction",
+            "room_id": room,
+            "sender": bob.user_id,
+            "redacts": elsewhere,
+            "origin_server_ts": 1_700_000_000_005u64,
+            "content": {},
+            "prev_events": [good_id],
+            "auth_events": [create, power, bob_member],
+            "depth": depth + 2,
+        }),
+    );
+    let results = send_transaction(&remote, "txn-cross-room", vec![redaction]).await;
+    assert_eq!(results[&redaction_id], json!({}), "{results}");
+    let (status, _) = a.get(&event_path(&redaction_id), alice.token()).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the cross-room redaction is rejected"
+    );
+    let other_event = format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        enc(&other),
+        enc(&elsewhere)
+    );
+    let (status, kept) = a.get(&other_event, alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["content"]["body"], "keep me", "{kept}");
 
     // The same transaction ID again gets the stored answer, not a second processing.
     let again = send_transaction(&remote, "txn-good", vec![]).await;

@@ -149,7 +149,12 @@ impl Inbound {
             Ok(IngestOutcome::Accepted | IngestOutcome::AlreadyKnown) => json!({}),
             // A soft-failed event is not an error for the sender.
             Ok(IngestOutcome::SoftFailed(_)) => json!({}),
-            Ok(IngestOutcome::Rejected(why)) => json!({ "error": why }),
+            // Rejected by the auth rules is still processed (kept as rejected, as Synapse answers);
+            // only a PDU we could not process carries an error.
+            Ok(IngestOutcome::Rejected(why)) => {
+                tracing::info!(%origin, %room_id, %why, "PDU rejected by the auth rules");
+                json!({})
+            }
             Err(e) => {
                 tracing::info!(%origin, %room_id, error = %e, "PDU refused");
                 json!({ "error": e.to_string() })

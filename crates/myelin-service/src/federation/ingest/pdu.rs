@@ -226,6 +226,9 @@ impl Ingest {
                 pdu.event_id
             )));
         }
+        if let Some(why) = self.redacts_elsewhere(pdu).await? {
+            return Ok(AuthVerdict::Rejected(why));
+        }
         let before_pdus = self.state_pdus(state_before).await?;
         let current_pdus = current_state_pdus(current);
         Ok(check_received_auth(
@@ -235,6 +238,21 @@ impl Ingest {
             &before_pdus,
             &current_pdus,
         ))
+    }
+
+    /// Why a redaction is refused when it names an event we hold in another room: a room's
+    /// events may only redact that room's events.
+    async fn redacts_elsewhere(&self, pdu: &Pdu) -> ServiceResult<Option<String>> {
+        let Some(target) = &pdu.redacts else {
+            return Ok(None);
+        };
+        let elsewhere = self
+            .ctx
+            .storage
+            .get_event(target)
+            .await?
+            .is_some_and(|r| r.pdu.room_id != pdu.room_id);
+        Ok(elsewhere.then(|| format!("it redacts {target}, an event of another room")))
     }
 
     /// Keeps a rejected or soft-failed event as an outlier, out of the timeline and the state.
