@@ -117,13 +117,14 @@ impl Services {
             rooms.clone(),
             handshakes.clone(),
         ));
+        let users = Arc::new(Users::new(ctx.clone(), rooms.clone()));
         let history = Arc::new(History::new(
             ctx.clone(),
             rooms.clone(),
             ingest.clone(),
             outbox.clone(),
+            users.clone(),
         ));
-        let users = Arc::new(Users::new(ctx.clone(), rooms.clone()));
         let e2ee = Arc::new(E2ee::new(ctx.clone(), rooms.clone(), outbox.clone()));
         let backup = Arc::new(KeyBackup::new(ctx.clone()));
         let ephemeral = Arc::new(Ephemeral::new(

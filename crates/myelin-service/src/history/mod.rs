@@ -11,7 +11,7 @@ pub use read::{ContextPage, MembersQuery, MessagesPage};
 
 use crate::{
     federation::{Ingest, Outbox},
-    Context, Rooms,
+    Context, Rooms, Users,
 };
 
 pub struct History {
@@ -19,6 +19,8 @@ pub struct History {
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) ingest: Arc<Ingest>,
     pub(crate) outbox: Arc<Outbox>,
+    /// For the reader's ignore list.
+    pub(crate) users: Arc<Users>,
 }
 
 impl History {
@@ -27,12 +29,14 @@ impl History {
         rooms: Arc<Rooms>,
         ingest: Arc<Ingest>,
         outbox: Arc<Outbox>,
+        users: Arc<Users>,
     ) -> History {
         History {
             ctx,
             rooms,
             ingest,
             outbox,
+            users,
         }
     }
 }

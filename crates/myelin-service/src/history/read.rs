@@ -104,7 +104,8 @@ impl History {
         let access = ReadAccess {
             view: self
                 .rooms
-                .history_view(user_id, state.clone(), member.as_ref()),
+                .history_view(user_id, state.clone(), member.as_ref())
+                .ignoring(self.users.ignored_users(user_id).await?),
             state,
             member,
         };

@@ -18,7 +18,10 @@
 //! any other event equals the state before it), not from the room's current state: switching a
 //! room to `shared` opens nothing sent under `joined`.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use myelin_core::StreamPos;
 use myelin_storage::{EventRecord, MembershipRecord, SnapshotId, StateKey};
@@ -122,6 +125,8 @@ pub(crate) struct HistoryView<'a> {
     /// Where the user last joined the room, if ever.
     joined_pos: Option<StreamPos>,
     at_snapshot: HashMap<SnapshotId, (Visibility, Standing)>,
+    /// Users whose non-state events this reader ignores (`m.ignored_user_list`).
+    ignored: Arc<HashSet<OwnedUserId>>,
 }
 
 impl Rooms {
@@ -139,15 +144,26 @@ impl Rooms {
             user_id: user_id.to_owned(),
             joined_pos: member.and_then(|m| m.joined_pos),
             at_snapshot: HashMap::new(),
+            ignored: Arc::default(),
         }
     }
 }
 
 impl HistoryView<'_> {
+    /// The same view, hiding the messages (not the state) of the users the reader ignores.
+    pub fn ignoring(mut self, ignored: Arc<HashSet<OwnedUserId>>) -> Self {
+        self.ignored = ignored;
+        self
+    }
+
     /// Whether the user may see `record` (see the module documentation). Events outside the
-    /// timeline (outliers, rejected, soft-failed) are never shown.
+    /// timeline (outliers, rejected, soft-failed) are never shown, nor the messages of users the
+    /// reader ignores.
     pub async fn may_see(&mut self, record: &EventRecord) -> ServiceResult<bool> {
         if record.outlier.is_some() || record.pdu.room_id != self.room.room_id {
+            return Ok(false);
+        }
+        if record.pdu.state_key.is_none() && self.ignored.contains(&record.pdu.sender) {
             return Ok(false);
         }
         let (visibility, mut membership) = self.at_snapshot(record.state_snapshot).await?;

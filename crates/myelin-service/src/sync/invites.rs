@@ -22,7 +22,7 @@ impl Syncer {
         for m in memberships {
             let changed = pass.since_pos().is_none_or(|s| m.stream_pos > s);
             match m.membership.as_str() {
-                "invite" if changed => {
+                "invite" if changed && !self.invited_by_ignored(pass, m).await? => {
                     let events = self.stripped_room_state(m).await?;
                     invite.insert(
                         m.room_id.to_string(),
@@ -40,6 +40,15 @@ impl Syncer {
             }
         }
         Ok((invite, knock))
+    }
+
+    /// Whether the membership event (an invite) was sent by a user this user ignores.
+    async fn invited_by_ignored(&self, pass: &Pass<'_>, m: &MembershipRecord) -> ServiceResult<bool> {
+        if pass.ignored.is_empty() {
+            return Ok(false);
+        }
+        let sender = self.ctx.storage.get_event(&m.event_id).await?;
+        Ok(sender.is_some_and(|r| pass.ignored.contains(&r.pdu.sender)))
     }
 
     /// The room's stripped state plus the membership event.

@@ -145,7 +145,8 @@ impl Syncer {
         // The membership record is at hand: no per-room storage read.
         let mut view = self
             .rooms
-            .history_view(&pass.authed.user_id, state.clone(), Some(m));
+            .history_view(&pass.authed.user_id, state.clone(), Some(m))
+            .ignoring(pass.ignored.clone());
         let after = match (newly, pass.since_pos()) {
             (false, Some(s)) => Some(s),
             _ => None,

@@ -78,6 +78,7 @@ impl Syncer {
             Ok(state) => {
                 self.rooms
                     .history_view(&pass.authed.user_id, state, Some(m))
+                    .ignoring(pass.ignored.clone())
                     .filter(records)
                     .await
             }

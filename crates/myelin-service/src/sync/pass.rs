@@ -1,11 +1,11 @@
 //! One pass of `/sync`: reads everything that changed between the token and now, section by
 //! section, and assembles the response body.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use myelin_core::StreamPos;
 use myelin_storage::MembershipRecord;
-use ruma::OwnedRoomId;
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde_json::{json, Map, Value};
 
 use super::{account::AccountData, SyncToken, Syncer};
@@ -18,6 +18,8 @@ pub(super) struct Pass<'a> {
     pub next: SyncToken,
     pub filter: &'a Filter,
     pub full_state: bool,
+    /// The users whose messages and invites this user ignores.
+    pub ignored: Arc<HashSet<OwnedUserId>>,
 }
 
 impl Pass<'_> {
@@ -81,6 +83,7 @@ impl Syncer {
             next,
             filter,
             full_state,
+            ignored: self.users.ignored_users(user_id).await?,
         };
         let device_lists = match pass.since_pos() {
             Some(since) => self.e2ee.device_list_changes(user_id, since, pos).await?,

@@ -1,7 +1,9 @@
 //! Account data (global and per room), tags, profiles and stored filters.
 
 use myelin_federation::path;
-use ruma::{RoomId, UserId};
+use std::{collections::HashSet, sync::Arc};
+
+use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{json, Value};
 
 use crate::{filter::Filter, ServiceError, ServiceResult, Users};
@@ -169,4 +171,37 @@ impl Users {
             .await?
             .ok_or_else(|| ServiceError::NotFound("Filter not found".into()))
     }
+}
+
+impl Users {
+    /// The users `user_id` ignores (`m.ignored_user_list`): their events and invites are hidden
+    /// from `user_id`'s reads from the next request on.
+    pub async fn ignored_users(
+        &self,
+        user_id: &UserId,
+    ) -> ServiceResult<Arc<HashSet<OwnedUserId>>> {
+        let list = self
+            .ctx
+            .storage
+            .get_account_data(user_id, None, IGNORED_USER_LIST)
+            .await?;
+        Ok(Arc::new(list.as_ref().map(ignored_in).unwrap_or_default()))
+    }
+}
+
+/// The account data type of the ignore list.
+pub const IGNORED_USER_LIST: &str = "m.ignored_user_list";
+
+/// The user IDs of an `m.ignored_user_list` content (keys that are not user IDs are skipped).
+pub fn ignored_in(content: &Value) -> HashSet<OwnedUserId> {
+    content
+        .get("ignored_users")
+        .and_then(Value::as_object)
+        .map(|users| {
+            users
+                .keys()
+                .filter_map(|u| OwnedUserId::try_from(u.as_str()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

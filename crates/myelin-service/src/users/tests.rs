@@ -96,3 +96,15 @@ async fn a_filter_is_checked_then_kept_for_its_owner() {
         "{not_bobs:?}"
     );
 }
+
+#[test]
+fn the_ignore_list_is_read_from_its_keys() {
+    let list = super::data::ignored_in(&json!({
+        "ignored_users": { "@a:x": {}, "not a user": {}, "@b:y": { "why": "noise" } }
+    }));
+    let mut ids: Vec<_> = list.iter().map(|u| u.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["@a:x", "@b:y"]);
+    assert!(super::data::ignored_in(&json!({ "ignored_users": [] })).is_empty());
+    assert!(super::data::ignored_in(&json!({})).is_empty());
+}
