@@ -144,6 +144,11 @@ impl Rooms {
 }
 
 impl HistoryView<'_> {
+    /// The room this is a view of.
+    pub fn room_id(&self) -> &ruma::RoomId {
+        &self.room.room_id
+    }
+
     /// Whether the user may see `record` (see the module documentation). Events outside the
     /// timeline (outliers, rejected, soft-failed) are never shown.
     pub async fn may_see(&mut self, record: &EventRecord) -> ServiceResult<bool> {
