@@ -85,22 +85,13 @@ impl History {
             .limit
             .unwrap_or(RELATIONS_DEFAULT_LIMIT)
             .clamp(1, RELATIONS_MAX_LIMIT);
-        let (mut from, mut to) = (req.from, req.to);
-        if let Some(up) = up_to {
-            match req.dir {
-                Direction::Backward => from = Some(from.map_or(up, |f| f.min(up))),
-                Direction::Forward => to = Some(to.map_or(up, |t| t.min(up))),
-            }
-        }
+        let (from, to) = bounds(&req, up_to);
         let query = RelationsQuery {
             room_id: room_id.to_owned(),
             parent: parent_id.to_owned(),
             rel_type: req.rel_type,
             event_type: req.event_type,
-            from: from.unwrap_or(match req.dir {
-                Direction::Backward => StreamPos(i64::MAX),
-                Direction::Forward => StreamPos(i64::MIN),
-            }),
+            from,
             to,
             dir: req.dir,
             // One more than asked for tells whether there is a next page.
@@ -197,6 +188,23 @@ impl History {
         records.retain(|r| related.contains(&r.pdu.event_id));
         Ok(records)
     }
+}
+
+/// Where a `/relations` page starts and stops: the request's `from` and `to`, kept within what
+/// the reader may read (`up_to`); without a `from`, the newest (backward) or oldest event.
+fn bounds(req: &RelationsRequest, up_to: Option<StreamPos>) -> (StreamPos, Option<StreamPos>) {
+    let (mut from, mut to) = (req.from, req.to);
+    if let Some(up) = up_to {
+        match req.dir {
+            Direction::Backward => from = Some(from.map_or(up, |f| f.min(up))),
+            Direction::Forward => to = Some(to.map_or(up, |t| t.min(up))),
+        }
+    }
+    let from = from.unwrap_or(match req.dir {
+        Direction::Backward => StreamPos(i64::MAX),
+        Direction::Forward => StreamPos(i64::MIN),
+    });
+    (from, to)
 }
 
 /// Cuts a page fetched with one extra event down to `limit`; the next page's `from` if the
