@@ -1,11 +1,11 @@
 //! Event relationships and threads (spec: Client-Server API, "Event relationships" and
 //! "Threading"): `GET /relations` and `GET /threads`, and the bundled aggregations
-//! (`unsigned["m.relations"]`, [`bundle`]) of every timeline event served to a client.
+//! (`unsigned["m.relations"]`, `bundle.rs`) of every timeline event served to a client.
 //!
 //! They live in the history subsystem because they are reads of a room's history: every event
 //! they show (parent, children, thread roots, latest replies, edits) passes the reader's
-//! [`HistoryView`](crate::rooms::visibility::HistoryView) through
-//! [`History::read_access`], and the formatting they extend is History's, which `/sync` uses.
+//! `HistoryView` (`rooms/visibility.rs`) through `History::read_access`, and the formatting they
+//! extend is History's, which `/sync` uses.
 
 mod bundle;
 
