@@ -422,3 +422,63 @@ async fn who_may_not_see_the_history_gets_nothing() {
     let (status, _) = server.get(&hidden, room.carol.token()).await;
     assert_eq!(status, StatusCode::OK, "a member then sees it");
 }
+
+/// Replies from other servers are indexed as they arrive, and so is history backfilled from
+/// them: both servers hold the same thread, with a reply from before the second one joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_over_federation_and_backfill_join_the_thread() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let room = a
+        .create_room(&alice.access_token, &json!({ "preset": "public_chat" }))
+        .await;
+    let root = a
+        .send_message(&alice.access_token, &room, "root", "root")
+        .await;
+    let early = send(
+        &a,
+        &alice,
+        &room,
+        "m.room.message",
+        reply(&root, "before b"),
+    )
+    .await;
+    let join = format!("{C}/join/{}?via={}", enc(&room), enc(a.server_name()));
+    assert_ok(
+        &b.post(&join, bob.token(), &json!({})).await,
+        "bob joins over federation",
+    );
+    // Paging back on B fetches the history from before its join from A.
+    let back = get_ok(&b, &bob, &room_path(&room, "messages?dir=b&limit=50")).await;
+    assert!(ids(&back).contains(&early), "{back}");
+    let remote = send(&b, &bob, &room, "m.room.message", reply(&root, "from b")).await;
+    let local = send(&a, &alice, &room, "m.room.message", reply(&root, "from a")).await;
+
+    let mut expected = vec![early, remote, local];
+    expected.sort();
+    let thread = v1(&room, &format!("relations/{}/m.thread", enc(&root)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut on_a = ids(&get_ok(&a, &alice, &thread).await);
+        let mut on_b = ids(&get_ok(&b, &bob, &thread).await);
+        on_a.sort();
+        on_b.sort();
+        if on_a == expected && on_b == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A: {on_a:?} B: {on_b:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let listed = get_ok(&b, &bob, &v1(&room, "threads?include=participated")).await;
+    let summary = thread_of(listed["chunk"].as_array().unwrap(), &root);
+    let count_and_mine = (
+        summary["count"].clone(),
+        summary["current_user_participated"].clone(),
+    );
+    assert_eq!(count_and_mine, (json!(3), json!(true)));
+}
