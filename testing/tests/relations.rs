@@ -1,7 +1,8 @@
 //! Event relationships and threads over raw HTTP (spec: Client-Server API, "Event
 //! relationships", "Threading"): `/relations` with each filter and pagination both ways,
 //! `/threads` for everyone and for participants, the bundled aggregations of `/messages`,
-//! `/event`, `/context` and `/sync`, a redacted reply leaving, and readers who may not see.
+//! `/event`, `/context` and `/sync`, a redacted reply leaving, readers who may not see, and
+//! replies arriving over federation or through backfill.
 
 use myelin_testing::http::{assert_err, assert_ok, register, room_path, C};
 use myelin_testing::{enc, Account, StatusCode, TestServer};
