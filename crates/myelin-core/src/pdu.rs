@@ -153,6 +153,44 @@ impl Pdu {
     }
 }
 
+/// The relationship an event declares in `content["m.relates_to"]` (spec: Client-Server API,
+/// "Forming relationships between events"): the parent event and the relationship type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub event_id: OwnedEventId,
+    pub rel_type: String,
+}
+
+/// The longest `rel_type` a relation is recognised with. Types are short namespaced names; the
+/// bound keeps a hostile event from putting a huge key into the relations index.
+pub const MAX_REL_TYPE_LEN: usize = 255;
+
+impl Pdu {
+    /// The relation this event declares: `m.relates_to` with a valid `event_id` and a string
+    /// `rel_type`. A rich reply alone (`m.in_reply_to`, no `rel_type`) is not a relation, and
+    /// neither is anything malformed.
+    pub fn relation(&self) -> Option<Relation> {
+        #[derive(Deserialize)]
+        struct Content {
+            #[serde(rename = "m.relates_to")]
+            relates_to: Option<RelatesTo>,
+        }
+        #[derive(Deserialize)]
+        struct RelatesTo {
+            event_id: Option<OwnedEventId>,
+            rel_type: Option<String>,
+        }
+        let relates_to = self.content_as::<Content>().ok()?.relates_to?;
+        let rel_type = relates_to
+            .rel_type
+            .filter(|t| t.len() <= MAX_REL_TYPE_LEN)?;
+        Some(Relation {
+            event_id: relates_to.event_id?,
+            rel_type,
+        })
+    }
+}
+
 impl ruma::state_res::Event for Pdu {
     type Id = OwnedEventId;
 
@@ -204,4 +242,45 @@ impl ruma::state_res::Event for Pdu {
 /// Lets `&EventId` lookups work on maps keyed by owned IDs.
 pub fn event_id_str(id: &EventId) -> &str {
     id.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_content(content: serde_json::Value) -> Pdu {
+        let json = serde_json::json!({
+            "type": "m.room.message", "sender": "@a:x", "room_id": "!r:x",
+            "origin_server_ts": 1, "content": content, "depth": 1,
+            "prev_events": [], "auth_events": [],
+        });
+        let raw = serde_json::value::to_raw_value(&json).expect("serializable");
+        Pdu::from_json(OwnedEventId::try_from("$e").expect("id"), raw).expect("valid PDU")
+    }
+
+    #[test]
+    fn a_relation_needs_an_event_id_and_a_rel_type() {
+        let thread = with_content(serde_json::json!({
+            "m.relates_to": { "rel_type": "m.thread", "event_id": "$root",
+                              "m.in_reply_to": { "event_id": "$other" } }
+        }));
+        assert_eq!(
+            thread.relation(),
+            Some(Relation {
+                event_id: OwnedEventId::try_from("$root").expect("id"),
+                rel_type: "m.thread".into(),
+            })
+        );
+        for not_one in [
+            serde_json::json!({ "body": "plain" }),
+            serde_json::json!({ "m.relates_to": { "m.in_reply_to": { "event_id": "$x" } } }),
+            serde_json::json!({ "m.relates_to": { "rel_type": "m.thread" } }),
+            serde_json::json!({ "m.relates_to": { "rel_type": 5, "event_id": "$x" } }),
+            serde_json::json!({ "m.relates_to": { "rel_type": "m.thread", "event_id": "nope" } }),
+            serde_json::json!({ "m.relates_to": "$x" }),
+            serde_json::json!({ "m.relates_to": { "rel_type": "x".repeat(256), "event_id": "$x" } }),
+        ] {
+            assert_eq!(with_content(not_one.clone()).relation(), None, "{not_one}");
+        }
+    }
 }

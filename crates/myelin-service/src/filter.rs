@@ -20,6 +20,11 @@ pub struct RoomEventFilter {
     pub lazy_load_members: bool,
     #[serde(default)]
     pub include_redundant_members: bool,
+    /// Only events with a relation from one of these senders (spec: "Filtering" in
+    /// "Threading").
+    pub related_by_senders: Option<Vec<String>>,
+    /// Only events with a relation of one of these types.
+    pub related_by_rel_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -89,6 +94,11 @@ impl RoomEventFilter {
                 .rooms
                 .as_ref()
                 .is_none_or(|r| r.iter().any(|x| x == room_id))
+    }
+
+    /// Whether the filter keeps only events that have certain relations.
+    pub fn filters_relations(&self) -> bool {
+        self.related_by_senders.is_some() || self.related_by_rel_types.is_some()
     }
 }
 

@@ -17,6 +17,7 @@ mod meta;
 mod migrations;
 mod persist;
 mod pool;
+mod relations;
 mod room;
 mod state;
 #[cfg(feature = "testing")]

@@ -164,6 +164,32 @@ async fn insert_event(
         &[&pdu.event_id.as_str()],
     )
     .await?;
+    if !pdu.rejected {
+        index_relation(conn, pdu, stream_pos).await?;
+    }
+    Ok(())
+}
+
+/// Adds the event's relation (if it declares one) to the relations index.
+async fn index_relation(conn: &mut Conn, pdu: &Pdu, stream_pos: StreamPos) -> StorageResult<()> {
+    let Some(relation) = pdu.relation() else {
+        return Ok(());
+    };
+    conn.execute(
+        "INSERT INTO event_relations
+             (event_id, room_id, parent_id, rel_type, event_type, sender, stream_pos)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &pdu.event_id.as_str(),
+            &pdu.room_id.as_str(),
+            &relation.event_id.as_str(),
+            &relation.rel_type,
+            &pdu.kind.to_string(),
+            &pdu.sender.as_str(),
+            &stream_pos.0,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -205,7 +231,8 @@ pub(crate) async fn upsert_membership(
     Ok(())
 }
 
-/// Replaces the JSON of the room's event `target` with its redacted form.
+/// Replaces the JSON of the room's event `target` with its redacted form, which has lost its
+/// relation too.
 async fn redact(
     conn: &mut Conn,
     room_id: &str,
@@ -216,6 +243,11 @@ async fn redact(
     conn.execute(
         "UPDATE events SET json = $2, redacted_by = $3 WHERE event_id = $1 AND room_id = $4",
         &[&target, &redacted_json.get(), &redacted_by, &room_id],
+    )
+    .await?;
+    conn.execute(
+        "DELETE FROM event_relations WHERE event_id = $1 AND room_id = $2",
+        &[&target, &room_id],
     )
     .await?;
     Ok(())

@@ -19,6 +19,7 @@ mod meta;
 mod migrations;
 mod persist;
 mod pool;
+mod relations;
 mod room;
 mod state;
 mod user_data;

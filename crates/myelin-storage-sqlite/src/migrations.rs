@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_membership_joined_pos.sql"),
     include_str!("../migrations/0008_to_device_txns.sql"),
     include_str!("../migrations/0009_key_backup.sql"),
+    include_str!("../migrations/0010_relations.sql"),
 ];
 
 /// The schema version this build writes.

@@ -157,6 +157,33 @@ fn insert_event(
         .db()?
         .execute([pdu.event_id.as_str()])
         .db()?;
+    if !pdu.rejected {
+        index_relation(tx, pdu, stream_pos)?;
+    }
+    Ok(())
+}
+
+/// Adds the event's relation (if it declares one) to the relations index.
+fn index_relation(tx: &Transaction<'_>, pdu: &Pdu, stream_pos: StreamPos) -> StorageResult<()> {
+    let Some(relation) = pdu.relation() else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO event_relations
+             (event_id, room_id, parent_id, rel_type, event_type, sender, stream_pos)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .db()?
+    .execute(params![
+        pdu.event_id.as_str(),
+        pdu.room_id.as_str(),
+        relation.event_id.as_str(),
+        relation.rel_type,
+        pdu.kind.to_string(),
+        pdu.sender.as_str(),
+        stream_pos.0,
+    ])
+    .db()?;
     Ok(())
 }
 
@@ -200,7 +227,8 @@ pub(crate) fn upsert_membership(
     Ok(())
 }
 
-/// Replaces the JSON of the room's event `target` with its redacted form.
+/// Replaces the JSON of the room's event `target` with its redacted form, which has lost its
+/// relation too.
 fn redact(
     tx: &Transaction<'_>,
     room_id: &str,
@@ -214,6 +242,10 @@ fn redact(
     .db()?
     .execute(params![target, redacted_json.get(), redacted_by, room_id])
     .db()?;
+    tx.prepare_cached("DELETE FROM event_relations WHERE event_id = ?1 AND room_id = ?2")
+        .db()?
+        .execute(params![target, room_id])
+        .db()?;
     Ok(())
 }
 

@@ -67,6 +67,10 @@ macro_rules! storage_conformance_tests {
             backup_keys_keep_the_better_key,
             backup_keys_by_room_and_session,
             deactivation_removes_backups,
+            relations_are_indexed_and_paged,
+            thread_summaries_edits_and_references,
+            threads_are_listed_by_latest_reply,
+            redaction_rejection_and_backfill_in_the_relations_index,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -100,6 +104,7 @@ mod federation;
 mod keys;
 mod keys_in_detail;
 mod keys_lifecycle;
+mod relations;
 mod rooms;
 mod state;
 mod user_data;
@@ -113,6 +118,7 @@ pub use federation::*;
 pub use keys::*;
 pub use keys_in_detail::*;
 pub use keys_lifecycle::*;
+pub use relations::*;
 pub use rooms::*;
 pub use state::*;
 pub use user_data::*;

@@ -116,6 +116,19 @@ pub const TABLES: &[Table] = &[
         key: &["stream_pos"],
     },
     Table {
+        name: "event_relations",
+        columns: &[
+            "event_id",
+            "room_id",
+            "parent_id",
+            "rel_type",
+            "event_type",
+            "sender",
+            "stream_pos",
+        ],
+        key: &["event_id"],
+    },
+    Table {
         name: "event_txns",
         columns: &["user_id", "device_id", "txn_id", "event_id"],
         key: &["user_id", "device_id", "txn_id"],

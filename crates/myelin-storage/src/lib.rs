@@ -18,6 +18,7 @@ mod error;
 mod federation;
 mod keys;
 mod meta;
+mod relations;
 mod room;
 pub mod rows;
 pub mod snapshot;
@@ -29,6 +30,7 @@ pub use error::{StorageError, StorageResult};
 pub use federation::*;
 pub use keys::*;
 pub use meta::*;
+pub use relations::*;
 pub use room::*;
 pub use snapshot::MAX_DELTA_DEPTH;
 pub use user_data::*;
@@ -37,6 +39,7 @@ pub use user_data::*;
 pub trait Storage:
     AccountStore
     + RoomStore
+    + RelationStore
     + UserDataStore
     + FederationStore
     + KeyStore
@@ -50,6 +53,7 @@ pub trait Storage:
 impl<
         T: AccountStore
             + RoomStore
+            + RelationStore
             + UserDataStore
             + FederationStore
             + KeyStore

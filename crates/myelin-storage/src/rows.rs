@@ -7,7 +7,7 @@
 //! only the SQL around these columns differs.
 
 use myelin_core::{Pdu, StreamPos};
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::value::RawValue;
 
 use crate::convert::{corrupt, opt_to_u64, parse_id, parse_json, parse_opt_id, to_u64};
@@ -15,7 +15,7 @@ use crate::{
     AccountDataRecord, BackedUpKey, BackupVersionRecord, CrossSigningKeyRecord, CrossSigningKind,
     DeviceKeysRecord, DeviceRecord, EventRecord, MembershipRecord, OutboxContent, OutboxEntry,
     OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord, RoomInfo, StateKey,
-    StorageResult, ToDeviceMessage, TokenOwner, UserRecord,
+    StorageResult, ThreadEntry, ThreadSummary, ToDeviceMessage, TokenOwner, UserRecord,
 };
 
 /// Typed access to the columns of one result row, by index. Each backend implements it for its
@@ -81,6 +81,37 @@ pub fn state_entry(row: &dyn Row) -> StorageResult<(StateKey, ruma::OwnedEventId
         (row.text(0)?, row.text(1)?),
         parse_id(row.text(2)?, "state event ID")?,
     ))
+}
+
+/// A row of [`EVENT_COLUMNS`] followed by the ID of the event it relates to (column 8).
+pub fn with_parent(row: &dyn Row) -> StorageResult<(OwnedEventId, EventRecord)> {
+    Ok((parse_id(row.text(8)?, "relation parent")?, event(row)?))
+}
+
+/// A `parent_id, event_id` row of the relations index.
+pub fn parent_and_child(row: &dyn Row) -> StorageResult<(OwnedEventId, OwnedEventId)> {
+    Ok((
+        parse_id(row.text(0)?, "relation parent")?,
+        parse_id(row.text(1)?, "relating event")?,
+    ))
+}
+
+/// A `root, reply count, newest reply, whether the user replied (0/1)` row.
+pub fn thread_summary(row: &dyn Row) -> StorageResult<ThreadSummary> {
+    Ok(ThreadSummary {
+        root: parse_id(row.text(0)?, "thread root")?,
+        count: to_u64(row.int(1)?, "thread reply count")?,
+        latest: parse_id(row.text(2)?, "latest thread reply")?,
+        participated: row.int(3)? != 0,
+    })
+}
+
+/// A `root, position of the newest reply` row.
+pub fn thread_entry(row: &dyn Row) -> StorageResult<ThreadEntry> {
+    Ok(ThreadEntry {
+        root: parse_id(row.text(0)?, "thread root")?,
+        latest_pos: StreamPos(row.int(1)?),
+    })
 }
 
 /// The `rooms` columns [`room_info`] reads, in order.

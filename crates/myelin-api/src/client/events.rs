@@ -221,7 +221,7 @@ struct MessagesParams {
     filter: Option<String>,
 }
 
-fn parse_token(token: &Option<String>) -> ApiResult<Option<myelin_core::StreamPos>> {
+pub(super) fn parse_token(token: &Option<String>) -> ApiResult<Option<myelin_core::StreamPos>> {
     token
         .as_deref()
         .map(|t| {
@@ -232,7 +232,7 @@ fn parse_token(token: &Option<String>) -> ApiResult<Option<myelin_core::StreamPo
         .transpose()
 }
 
-fn parse_limit(limit: &Option<String>, default: usize) -> ApiResult<usize> {
+pub(super) fn parse_limit(limit: &Option<String>, default: usize) -> ApiResult<usize> {
     match limit {
         None => Ok(default),
         Some(l) => l

@@ -7,6 +7,7 @@ mod events;
 mod key_backup;
 mod keys;
 mod push;
+mod relations;
 mod rooms;
 mod sync;
 mod user_data;
@@ -21,6 +22,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(account::routes())
         .merge(rooms::routes())
         .merge(events::routes())
+        .merge(relations::routes())
         .merge(sync::routes())
         .merge(user_data::routes())
         .merge(push::routes())

@@ -1,9 +1,10 @@
-//! Reading a room's history: `/messages`, `/context`, `/event`, `/state`, `/members` and
-//! `timestamp_to_event`, each through the one history-visibility check
-//! (`rooms/visibility.rs`), with backfill from other servers when a reader reaches the
-//! start of what we hold.
+//! Reading a room's history: `/messages`, `/context`, `/event`, `/state`, `/members`,
+//! `timestamp_to_event`, `/relations` and `/threads`, each through the one history-visibility
+//! check (`rooms/visibility.rs`), with backfill from other servers when a reader reaches the
+//! start of what we hold; timeline events carry their bundled aggregations (`relations/`).
 
 mod read;
+pub mod relations;
 
 use std::sync::Arc;
 

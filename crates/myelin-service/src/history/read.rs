@@ -31,7 +31,7 @@ pub(crate) struct ReadAccess<'a> {
 impl ReadAccess<'_> {
     /// The newest position the user may read up to: a former member's view ends at their leave
     /// (or ban, rejection, withdrawn knock), unless the room is open to anyone now.
-    fn read_up_to(&self) -> Option<StreamPos> {
+    pub(super) fn read_up_to(&self) -> Option<StreamPos> {
         match &self.member {
             Some(m)
                 if matches!(m.membership.as_str(), "leave" | "ban") && !self.world_readable() =>
@@ -163,8 +163,9 @@ impl History {
             Some(r) if access.view.may_see(&r).await? => r,
             _ => return Err(ServiceError::NotFound("Event not found".into())),
         };
+        let up_to = access.read_up_to();
         Ok(self
-            .format_events(&[record], Some((user_id, device)))
+            .format_timeline(&[record], (user_id, device), &mut access.view, up_to)
             .await?
             .remove(0))
     }
@@ -384,8 +385,9 @@ impl History {
             .into_iter()
             .filter(|r| filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()))
             .collect();
+        let visible = self.related_by(room_id, visible, filter).await?;
         let chunk = self
-            .format_events(&visible, Some((user_id, device)))
+            .format_timeline(&visible, (user_id, device), &mut access.view, up_to)
             .await?;
         let state_events = if filter.lazy_load_members {
             let senders: HashSet<OwnedUserId> =
@@ -474,13 +476,20 @@ impl History {
             .storage
             .get_events(&state_records.into_values().collect::<Vec<_>>())
             .await?;
+        // One formatting of the three parts, so their aggregations take one set of queries.
+        let (before_n, after_n) = (before.len(), after.len());
+        let all: Vec<EventRecord> = before.into_iter().chain([record]).chain(after).collect();
+        let up_to = access.read_up_to();
+        let mut all = self
+            .format_timeline(&all, (user_id, device), &mut access.view, up_to)
+            .await?;
+        let after = all.split_off(before_n + 1);
+        let event = all.pop().unwrap_or_default();
+        debug_assert_eq!(after.len(), after_n);
         Ok(ContextPage {
-            event: self
-                .format_events(std::slice::from_ref(&record), Some((user_id, device)))
-                .await?
-                .remove(0),
-            before: self.format_events(&before, Some((user_id, device))).await?,
-            after: self.format_events(&after, Some((user_id, device))).await?,
+            event,
+            before: all,
+            after,
             start,
             end,
             state: self.format_events(&state_events, None).await?,

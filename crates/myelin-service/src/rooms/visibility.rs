@@ -156,6 +156,11 @@ impl HistoryView<'_> {
         self
     }
 
+    /// The room this is a view of.
+    pub fn room_id(&self) -> &ruma::RoomId {
+        &self.room.room_id
+    }
+
     /// Whether the user may see `record` (see the module documentation). Events outside the
     /// timeline (outliers, rejected, soft-failed) are never shown, nor the messages of users the
     /// reader ignores.

@@ -120,10 +120,17 @@ impl Syncer {
         // went by the whole visible timeline.
         let timeline_filter = &pass.filter.room.timeline;
         records.retain(|r| timeline_filter.allows(&r.pdu.kind.to_string(), r.pdu.sender.as_str()));
+        let records = self
+            .history
+            .related_by(&m.room_id, records, timeline_filter)
+            .await?;
         let (summary, joined) = summary(&state, &pass.authed.user_id);
+        let timeline = self
+            .timeline_section(pass.authed, m, &records, (limited, prev_batch), None)
+            .await?;
 
         let room = json!({
-            "timeline": self.timeline_section(pass.authed, &records, limited, prev_batch).await?,
+            "timeline": timeline,
             "state": { "events": self.history.format_events(&state_records, None).await? },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": news.account_data },

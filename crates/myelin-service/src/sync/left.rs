@@ -60,8 +60,18 @@ impl Syncer {
             records.extend(leave);
         }
         let prev_batch = prev_batch(&records, m.stream_pos);
+        // Aggregations as they were when the user left.
+        let timeline = self
+            .timeline_section(
+                pass.authed,
+                m,
+                &records,
+                (limited, prev_batch),
+                Some(m.stream_pos),
+            )
+            .await?;
         Ok(json!({
-            "timeline": self.timeline_section(pass.authed, &records, limited, prev_batch).await?,
+            "timeline": timeline,
             "state": { "events": [] },
             "account_data": { "events": [] },
         }))

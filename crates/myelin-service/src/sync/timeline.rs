@@ -2,12 +2,12 @@
 //! whether older ones were cut off, and the token to paginate back from.
 
 use myelin_core::StreamPos;
-use myelin_storage::{Direction, EventRecord};
+use myelin_storage::{Direction, EventRecord, MembershipRecord};
 use ruma::RoomId;
 use serde_json::{json, Value};
 
 use super::{pagination_token, Syncer};
-use crate::{accounts::Authed, filter::Filter, ServiceResult};
+use crate::{accounts::Authed, filter::Filter, ServiceError, ServiceResult};
 
 /// Events per room timeline when the filter sets no limit.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -49,17 +49,32 @@ impl Syncer {
         Ok((records, limited))
     }
 
-    /// The `timeline` object of a room, its events formatted for the syncing device.
+    /// The `timeline` object of a room whose membership is `m`, its events formatted for the
+    /// syncing device with their bundled aggregations as of `up_to` (a former member's leave).
     pub(super) async fn timeline_section(
         &self,
         authed: &Authed,
+        m: &MembershipRecord,
         records: &[EventRecord],
-        limited: bool,
-        prev_batch: StreamPos,
+        (limited, prev_batch): (bool, StreamPos),
+        up_to: Option<StreamPos>,
     ) -> ServiceResult<Value> {
-        let viewer = Some((&*authed.user_id, &*authed.device_id));
+        let viewer = (&*authed.user_id, &*authed.device_id);
+        let events = match self.rooms.room_state(&m.room_id).await {
+            Ok(state) => {
+                let mut view = self.rooms.history_view(&authed.user_id, state, Some(m));
+                self.history
+                    .format_timeline(records, viewer, &mut view, up_to)
+                    .await?
+            }
+            // A room on another server we never joined: nothing to aggregate.
+            Err(ServiceError::NotFound(_)) => {
+                self.history.format_events(records, Some(viewer)).await?
+            }
+            Err(e) => return Err(e),
+        };
         Ok(json!({
-            "events": self.history.format_events(records, viewer).await?,
+            "events": events,
             "limited": limited,
             "prev_batch": pagination_token(prev_batch),
         }))
