@@ -20,6 +20,7 @@ pub mod filter;
 pub mod format;
 pub mod history;
 pub mod membership;
+pub mod reports;
 pub mod resources;
 pub mod rooms;
 pub mod sync;
@@ -45,6 +46,7 @@ pub use federation::{FederationReads, Handshakes, Inbound, Ingest, Outbox};
 pub use history::History;
 pub use membership::Memberships;
 pub use myelin_federation::FederationConfig;
+pub use reports::Reports;
 pub use resources::ResourceLimits;
 pub use rooms::Rooms;
 pub use sync::Syncer;
@@ -81,6 +83,8 @@ pub struct Services {
     pub accounts: Arc<Accounts>,
     /// `/sync`.
     pub sync: Arc<Syncer>,
+    /// Reports of content to the administrators.
+    pub reports: Arc<Reports>,
 }
 
 impl Services {
@@ -150,6 +154,7 @@ impl Services {
             ephemeral.clone(),
             users.clone(),
         ));
+        let reports = Arc::new(Reports::new(ctx.clone(), rooms.clone(), history.clone()));
         Arc::new(Services {
             ctx,
             outbox,
@@ -166,6 +171,7 @@ impl Services {
             inbound,
             accounts,
             sync,
+            reports,
         })
     }
 }

@@ -17,6 +17,7 @@ const GENERATED_IDS: &[(&str, &str)] = &[
     ("federation_outbox", "id"),
     ("one_time_keys", "seq"),
     ("to_device_messages", "seq"),
+    ("reports", "id"),
 ];
 
 #[async_trait]

@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
-use myelin_storage::rows::{self, ACCOUNT_DATA_COLUMNS, PRESENCE_COLUMNS, RECEIPT_COLUMNS};
+use myelin_storage::rows::{
+    self, ACCOUNT_DATA_COLUMNS, PRESENCE_COLUMNS, RECEIPT_COLUMNS, REPORT_COLUMNS,
+};
 use myelin_storage::{
-    AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore,
+    AccountDataRecord, PresenceRecord, ReceiptRecord, ReportRecord, StorageResult, UserDataStore,
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
@@ -211,5 +213,36 @@ impl UserDataStore for PgStore {
             .await?;
         row.map(|row| parse_json(&get::<String>(&row, 0)?, "filter"))
             .transpose()
+    }
+
+    async fn add_report(&self, report: ReportRecord) -> StorageResult<()> {
+        let (room_id, event_id, target_user) = rows::report_target_columns(&report.target);
+        let created = to_i64(report.created_ms, "created_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO reports
+                     (reporter, room_id, event_id, target_user, reason, score, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &report.reporter.as_str(),
+                    &room_id,
+                    &event_id,
+                    &target_user,
+                    &report.reason,
+                    &report.score,
+                    &created,
+                ],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn reports(&self, limit: usize) -> StorageResult<Vec<ReportRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.db.read().await?;
+        let sql = format!("SELECT {REPORT_COLUMNS} FROM reports ORDER BY id DESC LIMIT $1");
+        conn.query_decode(&sql, &[&limit], rows::report).await
     }
 }

@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
-use myelin_storage::rows::{self, ACCOUNT_DATA_COLUMNS, PRESENCE_COLUMNS, RECEIPT_COLUMNS};
+use myelin_storage::rows::{
+    self, ACCOUNT_DATA_COLUMNS, PRESENCE_COLUMNS, RECEIPT_COLUMNS, REPORT_COLUMNS,
+};
 use myelin_storage::{
-    AccountDataRecord, PresenceRecord, ReceiptRecord, StorageResult, UserDataStore,
+    AccountDataRecord, PresenceRecord, ReceiptRecord, ReportRecord, StorageResult, UserDataStore,
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, Params};
@@ -246,6 +248,41 @@ impl UserDataStore for SqliteStore {
                     .optional()
                     .db()?;
                 filter.map(|f| parse_json(&f, "filter")).transpose()
+            })
+            .await
+    }
+
+    async fn add_report(&self, report: ReportRecord) -> StorageResult<()> {
+        self.db
+            .write(move |tx, _| {
+                let (room_id, event_id, target_user) = rows::report_target_columns(&report.target);
+                tx.prepare_cached(
+                    "INSERT INTO reports
+                         (reporter, room_id, event_id, target_user, reason, score, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .db()?
+                .execute(params![
+                    report.reporter.as_str(),
+                    room_id,
+                    event_id,
+                    target_user,
+                    report.reason,
+                    report.score,
+                    to_i64(report.created_ms, "created_ms")?,
+                ])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn reports(&self, limit: usize) -> StorageResult<Vec<ReportRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .read(move |conn| {
+                let sql = format!("SELECT {REPORT_COLUMNS} FROM reports ORDER BY id DESC LIMIT ?1");
+                query_all(conn, &sql, params![limit], rows::report)
             })
             .await
     }

@@ -45,6 +45,7 @@ macro_rules! storage_conformance_tests {
             receipts,
             presence,
             filters,
+            reports,
             failed_writes_roll_back,
             outliers_stay_out_of_the_timeline,
             federation_outbox,

@@ -278,6 +278,20 @@ pub const TABLES: &[Table] = &[
         key: &["room_id"],
     },
     Table {
+        name: "reports",
+        columns: &[
+            "id",
+            "reporter",
+            "room_id",
+            "event_id",
+            "target_user",
+            "reason",
+            "score",
+            "created_ms",
+        ],
+        key: &["id"],
+    },
+    Table {
         name: "key_backup_versions",
         columns: &[
             "user_id",

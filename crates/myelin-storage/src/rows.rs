@@ -14,8 +14,9 @@ use crate::convert::{corrupt, opt_to_u64, parse_id, parse_json, parse_opt_id, to
 use crate::{
     AccountDataRecord, BackedUpKey, BackupVersionRecord, CrossSigningKeyRecord, CrossSigningKind,
     DeviceKeysRecord, DeviceRecord, EventRecord, MembershipRecord, OutboxContent, OutboxEntry,
-    OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord, RoomInfo, StateKey,
-    StorageResult, ThreadEntry, ThreadSummary, ToDeviceMessage, TokenOwner, UserRecord,
+    OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord, ReportRecord, ReportTarget,
+    RoomInfo, StateKey, StorageResult, ThreadEntry, ThreadSummary, ToDeviceMessage, TokenOwner,
+    UserRecord,
 };
 
 /// Typed access to the columns of one result row, by index. Each backend implements it for its
@@ -253,6 +254,47 @@ pub fn filter_id(filter_id: &str) -> Option<i64> {
         .parse::<i64>()
         .ok()
         .filter(|id| *id >= 0 && id.to_string() == filter_id)
+}
+
+/// The `reports` columns [`report`] reads, in order.
+pub const REPORT_COLUMNS: &str =
+    "reporter, room_id, event_id, target_user, reason, score, created_ms";
+
+/// A `reports` row ([`REPORT_COLUMNS`]).
+pub fn report(row: &dyn Row) -> StorageResult<ReportRecord> {
+    let target = match (row.opt_text(1)?, row.opt_text(2)?, row.opt_text(3)?) {
+        (Some(room), Some(event), _) => ReportTarget::Event {
+            room_id: parse_id(room, "reported room")?,
+            event_id: parse_id(event, "reported event")?,
+        },
+        (Some(room), None, _) => ReportTarget::Room(parse_id(room, "reported room")?),
+        (None, _, Some(user)) => ReportTarget::User(parse_id(user, "reported user")?),
+        _ => {
+            return Err(crate::StorageError::Corrupt(
+                "a report without a target".into(),
+            ))
+        }
+    };
+    Ok(ReportRecord {
+        reporter: parse_id(row.text(0)?, "reporter")?,
+        target,
+        reason: row.opt_text(4)?,
+        score: row.opt_int(5)?,
+        created_ms: to_u64(row.int(6)?, "created_ms")?,
+    })
+}
+
+/// The `(room_id, event_id, target_user)` columns of a report's target.
+pub fn report_target_columns(
+    target: &ReportTarget,
+) -> (Option<String>, Option<String>, Option<String>) {
+    match target {
+        ReportTarget::Event { room_id, event_id } => {
+            (Some(room_id.to_string()), Some(event_id.to_string()), None)
+        }
+        ReportTarget::Room(room_id) => (Some(room_id.to_string()), None, None),
+        ReportTarget::User(user_id) => (None, None, Some(user_id.to_string())),
+    }
 }
 
 /// The columns of `key_backup_versions v` that [`backup_version`] reads, in order, with the

@@ -38,6 +38,28 @@ pub struct PresenceRecord {
     pub stream_pos: StreamPos,
 }
 
+/// What a report is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportTarget {
+    Event {
+        room_id: OwnedRoomId,
+        event_id: OwnedEventId,
+    },
+    Room(OwnedRoomId),
+    User(OwnedUserId),
+}
+
+/// A user's report of content, for the server's administrators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRecord {
+    pub reporter: OwnedUserId,
+    pub target: ReportTarget,
+    pub reason: Option<String>,
+    /// `-100` (most offensive) to `0`, for event reports that give one.
+    pub score: Option<i64>,
+    pub created_ms: u64,
+}
+
 #[async_trait]
 pub trait UserDataStore {
     /// Sets account data (an empty object deletes it, as the spec allows); returns its position.
@@ -96,4 +118,8 @@ pub trait UserDataStore {
         user_id: &UserId,
         filter_id: &str,
     ) -> StorageResult<Option<serde_json::Value>>;
+    /// Keeps a report.
+    async fn add_report(&self, report: ReportRecord) -> StorageResult<()>;
+    /// The newest reports first, at most `limit`.
+    async fn reports(&self, limit: usize) -> StorageResult<Vec<ReportRecord>>;
 }

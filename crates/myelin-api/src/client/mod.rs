@@ -8,6 +8,7 @@ mod key_backup;
 mod keys;
 mod push;
 mod relations;
+mod reports;
 mod rooms;
 mod sync;
 mod user_data;
@@ -23,6 +24,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(rooms::routes())
         .merge(events::routes())
         .merge(relations::routes())
+        .merge(reports::routes())
         .merge(sync::routes())
         .merge(user_data::routes())
         .merge(push::routes())

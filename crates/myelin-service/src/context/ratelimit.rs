@@ -32,6 +32,8 @@ pub enum RateAction {
     /// request costs one token per server it names, so the per-request cap cannot be repeated
     /// without end.
     RemoteFanOut,
+    /// Reports of events, rooms and users (keyed by user).
+    Report,
 }
 
 /// One budget: `burst` requests at once, refilled at `per_minute`.
@@ -55,6 +57,7 @@ pub struct RateLimits {
     pub registration_token_validity: Rate,
     pub federation_key_query: Rate,
     pub remote_fan_out: Rate,
+    pub report: Rate,
 }
 
 impl Default for RateLimits {
@@ -98,6 +101,11 @@ impl Default for RateLimits {
                 per_minute: 1_000,
                 burst: 1_000,
             },
+            // Reports reach administrators: a handful at once, a few a minute.
+            report: Rate {
+                per_minute: 5,
+                burst: 10,
+            },
         }
     }
 }
@@ -113,6 +121,7 @@ impl RateLimits {
             RateAction::TokenValidity => self.registration_token_validity,
             RateAction::FederationKeyQuery => self.federation_key_query,
             RateAction::RemoteFanOut => self.remote_fan_out,
+            RateAction::Report => self.report,
         }
     }
 }

@@ -170,6 +170,31 @@ impl History {
             .remove(0))
     }
 
+    /// Whether the user may see this event of the room by its history visibility (their ignore
+    /// list aside: one may report what one ignores). `false` for an unknown room or event.
+    pub(crate) async fn may_read_event(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> ServiceResult<bool> {
+        let state = self.rooms.known_room_state(room_id).await?;
+        let Some(record) = self.ctx.storage.get_event(event_id).await? else {
+            return Ok(false);
+        };
+        let member = self
+            .ctx
+            .storage
+            .memberships_of_user(user_id)
+            .await?
+            .into_iter()
+            .find(|m| m.room_id == room_id);
+        self.rooms
+            .history_view(user_id, state, member.as_ref())
+            .may_see(&record)
+            .await
+    }
+
     /// The state events a reader sees: the current state for members (and anyone in a
     /// `world_readable` room), else the state at their latest membership event (a leave, an
     /// invite) if they may see that event; nothing for those who never could (a withdrawn knock,

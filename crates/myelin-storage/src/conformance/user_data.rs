@@ -1,7 +1,8 @@
 //! Conformance tests of [`UserDataStore`](crate::UserDataStore): account data, receipts,
-//! presence and filters.
+//! presence, filters and reports.
 
 use super::*;
+use crate::{ReportRecord, ReportTarget};
 
 pub async fn account_data(store: &dyn Storage) {
     let alice = user("@alice:localhost");
@@ -342,4 +343,42 @@ pub async fn filters(store: &dyn Storage) {
         Some(f1),
         "bob's filter did not overwrite alice's"
     );
+}
+
+/// Reports of events, rooms and users come back newest first, with their target, reason and
+/// score as given.
+pub async fn reports(store: &dyn Storage) {
+    assert!(store.reports(10).await.unwrap().is_empty());
+    let event_report = ReportRecord {
+        reporter: user("@alice:localhost"),
+        target: ReportTarget::Event {
+            room_id: room("!r:localhost"),
+            event_id: event("$e"),
+        },
+        reason: Some("spam".into()),
+        score: Some(-100),
+        created_ms: 1,
+    };
+    let room_report = ReportRecord {
+        reporter: user("@bob:localhost"),
+        target: ReportTarget::Room(room("!r:localhost")),
+        reason: None,
+        score: None,
+        created_ms: 2,
+    };
+    let user_report = ReportRecord {
+        reporter: user("@alice:localhost"),
+        target: ReportTarget::User(user("@mallory:remote.example")),
+        reason: Some("rude".into()),
+        score: None,
+        created_ms: 3,
+    };
+    for report in [&event_report, &room_report, &user_report] {
+        store.add_report(report.clone()).await.unwrap();
+    }
+    assert_eq!(
+        store.reports(10).await.unwrap(),
+        vec![user_report.clone(), room_report, event_report]
+    );
+    assert_eq!(store.reports(1).await.unwrap(), vec![user_report]);
 }

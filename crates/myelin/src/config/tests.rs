@@ -209,7 +209,7 @@ fn validation_errors() {
     check(&|c| c.server_name = String::new(), "server_name");
     check(&|c| c.listen = "localhost:http".into(), "listen");
     check(
-        &|c| c.rooms.default_version = "9".into(),
+        &|c| c.rooms.default_version = "13".into(),
         "rooms.default_version",
     );
     check(

@@ -1,0 +1,14 @@
+-- Myelin PostgreSQL schema, version 10: content reports (events, rooms, users) kept for the
+-- server's administrators. Exactly one of the targets is set per row: an event (with its room),
+-- a room, or a user.
+CREATE TABLE reports (
+    id          BIGSERIAL PRIMARY KEY,
+    reporter    TEXT NOT NULL,
+    room_id     TEXT,
+    event_id    TEXT,
+    target_user TEXT,
+    reason      TEXT,
+    score       BIGINT,
+    created_ms  BIGINT NOT NULL
+);
+CREATE INDEX reports_by_time ON reports (created_ms);
