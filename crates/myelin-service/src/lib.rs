@@ -1,6 +1,6 @@
 //! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
-//! (accounts, rooms, membership, history, sync, ephemeral, e2ee, key backup, users, and
-//! federation's outbox, ingest, handshakes, inbound and read side), built once in
+//! (accounts, rooms, membership, history, sync, sliding sync, ephemeral, e2ee, key backup,
+//! users, and federation's outbox, ingest, handshakes, inbound and read side), built once in
 //! [`Services::new`] with the subsystems it needs, so the construction order below *is* the
 //! dependency graph: nothing calls back into a subsystem built after it, and nothing holds the
 //! whole.
@@ -22,6 +22,7 @@ pub mod history;
 pub mod membership;
 pub mod resources;
 pub mod rooms;
+pub mod sliding_sync;
 pub mod sync;
 pub mod users;
 
@@ -47,6 +48,7 @@ pub use membership::Memberships;
 pub use myelin_federation::FederationConfig;
 pub use resources::ResourceLimits;
 pub use rooms::Rooms;
+pub use sliding_sync::SlidingSync;
 pub use sync::Syncer;
 pub use users::{TurnConfig, Users};
 
@@ -81,6 +83,8 @@ pub struct Services {
     pub accounts: Arc<Accounts>,
     /// `/sync`.
     pub sync: Arc<Syncer>,
+    /// Simplified sliding sync (MSC4186).
+    pub sliding_sync: Arc<SlidingSync>,
 }
 
 impl Services {
@@ -150,6 +154,14 @@ impl Services {
             ephemeral.clone(),
             users.clone(),
         ));
+        let sliding_sync = Arc::new(SlidingSync::new(
+            ctx.clone(),
+            rooms.clone(),
+            history.clone(),
+            e2ee.clone(),
+            ephemeral.clone(),
+            users.clone(),
+        ));
         Arc::new(Services {
             ctx,
             outbox,
@@ -166,6 +178,7 @@ impl Services {
             inbound,
             accounts,
             sync,
+            sliding_sync,
         })
     }
 }
