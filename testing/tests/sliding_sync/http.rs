@@ -1,6 +1,6 @@
-//! Simplified sliding sync (MSC4186) over raw HTTP: lists and ranges, incremental responses,
-//! positions (`M_UNKNOWN_POS`, two connections of one device), long-polling, invites, and the
-//! to-device, E2EE, account data, receipt and typing extensions.
+//! Sliding sync over raw HTTP: lists and ranges, incremental responses, positions
+//! (`M_UNKNOWN_POS`, two connections of one device), long-polling, invites, and the to-device,
+//! E2EE, account data, receipt and typing extensions.
 
 use std::time::{Duration, Instant};
 
