@@ -17,17 +17,21 @@ use myelin_core::StreamPos;
 use rand::{distributions::Alphanumeric, Rng};
 use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 
-use super::{lru::Lru, request::RoomConfig};
-use crate::{ServiceError, ServiceResult};
+use super::lru::Lru;
+use crate::{rooms::Membership, ServiceError, ServiceResult};
 
-/// What one room was last sent with on a connection.
+/// What one room was last sent with on a connection. Kept small: a connection holds one per
+/// room it ever sent.
 #[derive(Debug, Clone)]
 pub(super) struct RoomSent {
     /// Every update of the room up to here was sent.
     pub pos: StreamPos,
-    /// The configuration the client has the room with: the timeline it holds at least, and
-    /// the state entries it asked for.
-    pub config: RoomConfig,
+    /// The user's membership then: a join after anything else sends the room afresh.
+    pub membership: Membership,
+    /// The timeline the client holds of the room, at least.
+    pub timeline_limit: u64,
+    /// Which `required_state` it was sent with ([`RoomConfig::state_fingerprint`]).
+    pub required_state: u64,
     /// Members whose `m.room.member` event went out for `$LAZY` and has not changed since.
     pub lazy_members: HashSet<OwnedUserId>,
 }
@@ -108,8 +112,8 @@ impl Default for StoreLimits {
     fn default() -> Self {
         StoreLimits {
             per_device: 10,
-            total: 20_000,
-            versions: 8,
+            total: 10_000,
+            versions: 4,
         }
     }
 }

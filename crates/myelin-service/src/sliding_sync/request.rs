@@ -2,7 +2,10 @@
 //! `ruma-client-api`'s `sync_events::v5` (what matrix-sdk sends), and the bounds a request
 //! must keep.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    hash::{Hash, Hasher},
+};
 
 use ruma::OwnedRoomId;
 use serde::Deserialize;
@@ -79,6 +82,13 @@ impl RoomConfig {
     /// The timeline limit, bounded.
     pub(super) fn timeline_limit(&self) -> usize {
         self.timeline_limit.min(MAX_TIMELINE_LIMIT) as usize
+    }
+
+    /// Tells `required_state` lists apart (in this process) without keeping them.
+    pub(super) fn state_fingerprint(&self) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.required_state.hash(&mut hasher);
+        hasher.finish()
     }
 }
 

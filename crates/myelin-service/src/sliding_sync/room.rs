@@ -26,8 +26,8 @@ use crate::{
 };
 
 /// Most members remembered per room as already sent for `$LAZY`; past it the memory starts
-/// over (and a few member events are sent again).
-const MAX_LAZY_MEMBERS: usize = 100;
+/// over (and a few member events are sent again). Bounds a connection's memory per room.
+const MAX_LAZY_MEMBERS: usize = 50;
 /// Most heroes of a room.
 const MAX_HEROES: usize = 5;
 
@@ -97,7 +97,8 @@ impl SlidingSync {
         } = job;
         let moved = sent.is_some_and(|s| entry.record.stream_pos > s.pos);
         let joined = entry.facts.membership == Membership::Join;
-        let initial = sent.is_none() || (joined && moved);
+        // A profile change is a new member event too, but only a join is a new start.
+        let initial = sent.is_none_or(|s| joined && s.membership != Membership::Join);
         if matches!(
             entry.facts.membership,
             Membership::Invite | Membership::Knock
@@ -117,9 +118,8 @@ impl SlidingSync {
                 self.outside_leave(entry, config, pass, initial).await?,
             ));
         };
-        let expanded =
-            !initial && sent.is_some_and(|s| s.config.timeline_limit < config.timeline_limit);
-        let reconfigured = sent.is_some_and(|s| s.config.required_state != config.required_state);
+        let expanded = !initial && sent.is_some_and(|s| s.timeline_limit < config.timeline_limit);
+        let reconfigured = sent.is_some_and(|s| s.required_state != config.state_fingerprint());
         let up_to = if joined {
             pass.now
         } else {
@@ -169,19 +169,17 @@ impl SlidingSync {
         let changed = if mode.initial { Changed::ALL } else { changed };
         let state_records = self.ctx.storage.get_events(&state_ids).await?;
         let lazy_members = remember_lazy(sent, &mode, state, &state_records, sent.map(|s| s.pos));
+        // Without a gap, the client still holds the longer timeline it had.
+        let timeline_limit = match sent {
+            Some(s) if !mode.initial && !timeline.limited => {
+                s.timeline_limit.max(config.timeline_limit)
+            }
+            _ => config.timeline_limit,
+        };
         let sent = RoomSent {
-            pos: pass.now,
-            config: RoomConfig {
-                timeline_limit: if mode.initial || timeline.limited {
-                    config.timeline_limit
-                } else {
-                    sent.map_or(config.timeline_limit, |s| {
-                        s.config.timeline_limit.max(config.timeline_limit)
-                    })
-                },
-                required_state: config.required_state.clone(),
-            },
+            timeline_limit,
             lazy_members,
+            ..fresh_sent(pass, entry, config)
         };
         let viewer = Some((&*pass.authed.user_id, &*pass.authed.device_id));
         let mut response = describe(entry, state, me, changed, &mode);
@@ -312,7 +310,7 @@ impl SlidingSync {
         };
         Ok(RoomUpdate {
             response,
-            sent: fresh_sent(pass, config),
+            sent: fresh_sent(pass, entry, config),
             timeline_ids: Vec::new(),
             afresh: initial,
         })
@@ -344,17 +342,20 @@ impl SlidingSync {
         };
         Ok(RoomUpdate {
             response,
-            sent: fresh_sent(pass, config),
+            sent: fresh_sent(pass, entry, config),
             timeline_ids: Vec::new(),
             afresh: initial,
         })
     }
 }
 
-fn fresh_sent(pass: &Pass<'_>, config: &RoomConfig) -> RoomSent {
+/// What the connection holds of a room just sent with `config`.
+fn fresh_sent(pass: &Pass<'_>, entry: &RoomEntry, config: &RoomConfig) -> RoomSent {
     RoomSent {
         pos: pass.now,
-        config: config.clone(),
+        membership: entry.facts.membership,
+        timeline_limit: config.timeline_limit,
+        required_state: config.state_fingerprint(),
         lazy_members: HashSet::new(),
     }
 }

@@ -402,3 +402,48 @@ async fn dm_filter_reads_m_direct() {
     assert_eq!(response.rooms[&dm].is_dm, Some(true));
     assert!(!response.rooms.contains_key(&group));
 }
+
+#[tokio::test]
+async fn a_profile_change_is_no_new_start_but_a_join_after_an_invite_is() {
+    let h = harness();
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    let room = h.room(&alice, "private_chat").await;
+    let first = sync(&h, &alice, None, list_request((0, 9), 1))
+        .await
+        .unwrap();
+    assert_eq!(first.rooms[&room].initial, Some(true));
+
+    let membership = &h.services.membership;
+    membership
+        .set_profile_field(&alice.user_id, "displayname", Some("Alice"))
+        .await
+        .unwrap();
+    let renamed = sync(&h, &alice, Some(&first.pos), list_request((0, 9), 1))
+        .await
+        .unwrap();
+    let update = &renamed.rooms[&room];
+    assert_eq!(update.initial, None, "a new displayname is no new start");
+    assert!(update
+        .required_state
+        .iter()
+        .any(|e| e["content"]["displayname"] == "Alice"));
+
+    // Bob, invited, then joined: the room comes afresh.
+    let bobs = sync(&h, &bob, None, list_request((0, 9), 1)).await.unwrap();
+    membership
+        .invite(&alice.user_id, &room, &bob.user_id, None)
+        .await
+        .unwrap();
+    let invited = sync(&h, &bob, Some(&bobs.pos), list_request((0, 9), 1))
+        .await
+        .unwrap();
+    assert!(invited.rooms[&room].invite_state.is_some());
+    h.join(&bob, &room).await.unwrap();
+    let joined = sync(&h, &bob, Some(&invited.pos), list_request((0, 9), 1))
+        .await
+        .unwrap();
+    let update = &joined.rooms[&room];
+    assert_eq!(update.initial, Some(true));
+    assert!(update.invite_state.is_none());
+    assert_eq!(update.joined_count, Some(2));
+}
