@@ -1,16 +1,24 @@
 //! Room lists: each list's filters over the user's rooms, the order (latest bump first), the
-//! count, and the rooms its ranges select; then every room to look at, with the configuration
-//! its lists and subscriptions combine to.
+//! count, and the rooms its ranges select; then every room to look at, with the plan its lists
+//! and subscriptions combine to.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
 
 use ruma::OwnedRoomId;
 
 use super::{
     candidates::RoomFacts,
     request::{ListConfig, ListFilters, RoomConfig},
+    required_state::RequiredState,
 };
 use crate::rooms::Membership;
+
+/// Timeline events per room at most, whatever `timeline_limit` asks.
+const MAX_TIMELINE_LIMIT: u64 = 100;
 
 /// What the lists came to.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -89,38 +97,80 @@ pub(super) fn compute(
     out
 }
 
-/// The rooms to look at (those in the lists' ranges and those subscribed to that the user has
-/// a membership in), each with the combined configuration of every list and subscription it
-/// is in.
+/// What to send of one room: the combination of every list and subscription it is in,
+/// shared by the rooms with the same combination.
+#[derive(Debug)]
+pub(super) struct RoomPlan {
+    /// The longest timeline asked for.
+    pub timeline_limit: u64,
+    /// Every state entry any of them names.
+    pub required_state: RequiredState,
+    /// Tells combinations apart (in this process) without keeping them per room.
+    pub fingerprint: u64,
+}
+
+impl RoomPlan {
+    fn of<'a>(configs: impl IntoIterator<Item = &'a RoomConfig>) -> RoomPlan {
+        let mut timeline_limit = 0;
+        let mut entries: Vec<&(String, String)> = Vec::new();
+        for config in configs {
+            timeline_limit = timeline_limit.max(config.timeline_limit);
+            entries.extend(&config.required_state);
+        }
+        entries.sort();
+        entries.dedup();
+        let mut hasher = std::hash::DefaultHasher::new();
+        entries.hash(&mut hasher);
+        RoomPlan {
+            timeline_limit,
+            required_state: RequiredState::new(entries.iter().copied()),
+            fingerprint: hasher.finish(),
+        }
+    }
+
+    /// The timeline limit, bounded.
+    pub(super) fn timeline_limit(&self) -> usize {
+        self.timeline_limit.min(MAX_TIMELINE_LIMIT) as usize
+    }
+}
+
+/// The rooms to look at (those in the lists' ranges, and those subscribed to that the user has
+/// a membership in), each with its plan.
 pub(super) fn relevant(
     lists: &BTreeMap<String, ListConfig>,
     selected: &Lists,
     subscriptions: &BTreeMap<OwnedRoomId, RoomConfig>,
     known: &HashSet<&OwnedRoomId>,
-) -> BTreeMap<OwnedRoomId, RoomConfig> {
-    let mut out: BTreeMap<OwnedRoomId, RoomConfig> = BTreeMap::new();
-    let mut add = |room: &OwnedRoomId, config: &RoomConfig| match out.get_mut(room) {
-        Some(existing) => existing.combine(config),
-        None => {
-            out.insert(room.clone(), config.clone());
-        }
-    };
+) -> BTreeMap<OwnedRoomId, Arc<RoomPlan>> {
+    let mut in_lists: BTreeMap<&OwnedRoomId, Vec<&str>> = BTreeMap::new();
     for (name, rooms) in &selected.rooms {
-        if let Some(list) = lists.get(name) {
-            for room in rooms {
-                add(room, &list.room);
-            }
+        for room in rooms {
+            in_lists.entry(room).or_default().push(name);
         }
     }
-    for (room, config) in subscriptions {
+    let configs_of = |names: &[&str]| -> Vec<&RoomConfig> {
+        names
+            .iter()
+            .filter_map(|n| lists.get(*n))
+            .map(|l| &l.room)
+            .collect()
+    };
+    // Rooms in the same lists share one plan.
+    let mut shared: HashMap<Vec<&str>, Arc<RoomPlan>> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for (room, names) in &in_lists {
+        let plan = shared
+            .entry(names.clone())
+            .or_insert_with(|| Arc::new(RoomPlan::of(configs_of(names))))
+            .clone();
+        out.insert((*room).clone(), plan);
+    }
+    for (room, subscription) in subscriptions {
         if known.contains(room) {
-            add(room, config);
+            let mut configs = in_lists.get(room).map_or_else(Vec::new, |n| configs_of(n));
+            configs.push(subscription);
+            out.insert(room.clone(), Arc::new(RoomPlan::of(configs)));
         }
-    }
-    // One order, so that a configuration compares equal to the same one sent again.
-    for config in out.values_mut() {
-        config.required_state.sort();
-        config.required_state.dedup();
     }
     out
 }

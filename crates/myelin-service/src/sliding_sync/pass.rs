@@ -15,8 +15,8 @@ use super::{
     candidates::RoomEntry,
     connection::{ConnState, StateEdit, Version},
     extensions::Scope,
-    lists,
-    request::{RoomConfig, SlidingSyncRequest},
+    lists::{self, RoomPlan},
+    request::SlidingSyncRequest,
     response::SlidingSyncResponse,
     room::{RoomJob, RoomUpdate},
     SlidingSync,
@@ -98,7 +98,7 @@ impl SlidingSync {
             if update.afresh {
                 afresh.insert(room_id.clone(), update.timeline_ids);
             }
-            if update.response.has_news() || prev.is_none() {
+            if update.response.has_news() {
                 response.rooms.insert(room_id.clone(), update.response);
             }
             state.edit().rooms.insert(room_id, update.sent);
@@ -124,7 +124,7 @@ impl SlidingSync {
         &self,
         pass: &Pass<'_>,
         entries: &[RoomEntry],
-        relevant: &BTreeMap<OwnedRoomId, RoomConfig>,
+        relevant: &BTreeMap<OwnedRoomId, Arc<RoomPlan>>,
         state: &StateEdit,
     ) -> ServiceResult<Vec<(OwnedRoomId, RoomUpdate)>> {
         let by_id: HashMap<&OwnedRoomId, &RoomEntry> =
@@ -132,13 +132,13 @@ impl SlidingSync {
         let sent = &state.get().rooms;
         // Futures gathered in a loop (not a closure), so that the whole stays `Send`.
         let mut jobs = Vec::new();
-        for (room_id, config) in relevant {
+        for (room_id, plan) in relevant {
             let Some(entry) = by_id.get(room_id).copied() else {
                 continue;
             };
             let job = RoomJob {
                 entry,
-                config,
+                plan,
                 sent: sent.get(room_id),
             };
             let update = self.room_update(pass, job);

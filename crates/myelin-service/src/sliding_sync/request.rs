@@ -2,10 +2,7 @@
 //! `ruma-client-api`'s `sync_events::v5` (what matrix-sdk sends), and the bounds a request
 //! must keep.
 
-use std::{
-    collections::BTreeMap,
-    hash::{Hash, Hasher},
-};
+use std::collections::BTreeMap;
 
 use ruma::OwnedRoomId;
 use serde::Deserialize;
@@ -17,13 +14,13 @@ const MAX_LISTS: usize = 100;
 /// Most ranges of one list.
 const MAX_RANGES: usize = 100;
 /// Most rooms one request may subscribe to.
-const MAX_SUBSCRIPTIONS: usize = 1_000;
-/// Most `required_state` entries of one list or subscription.
-const MAX_REQUIRED_STATE: usize = 200;
+const MAX_SUBSCRIPTIONS: usize = 500;
+/// Most `required_state` entries of one list or subscription (Element X asks for about 20).
+const MAX_REQUIRED_STATE: usize = 100;
+/// Most `required_state` entries of all lists together: a room in every list combines them.
+const MAX_LIST_REQUIRED_STATE: usize = 500;
 /// Longest `conn_id` (clients use short names such as `room-list` and `encryption`).
 const MAX_CONN_ID: usize = 64;
-/// Timeline events per room at most, whatever `timeline_limit` asks.
-pub(super) const MAX_TIMELINE_LIMIT: u64 = 100;
 
 /// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`: the body. The client
 /// sends the whole request every time; nothing of it is remembered between requests.
@@ -65,31 +62,6 @@ pub struct RoomConfig {
     pub required_state: Vec<(String, String)>,
     #[serde(default)]
     pub timeline_limit: u64,
-}
-
-impl RoomConfig {
-    /// The configuration covering both: the longer timeline and every state entry either
-    /// names (a room in two lists, or in a list and subscribed to).
-    pub(super) fn combine(&mut self, other: &RoomConfig) {
-        self.timeline_limit = self.timeline_limit.max(other.timeline_limit);
-        for entry in &other.required_state {
-            if !self.required_state.contains(entry) {
-                self.required_state.push(entry.clone());
-            }
-        }
-    }
-
-    /// The timeline limit, bounded.
-    pub(super) fn timeline_limit(&self) -> usize {
-        self.timeline_limit.min(MAX_TIMELINE_LIMIT) as usize
-    }
-
-    /// Tells `required_state` lists apart (in this process) without keeping them.
-    pub(super) fn state_fingerprint(&self) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
-        self.required_state.hash(&mut hasher);
-        hasher.finish()
-    }
 }
 
 /// Filters of a list; all that are set must hold (absent means no filter, not `false`).
@@ -201,6 +173,14 @@ impl SlidingSyncRequest {
             if config.required_state.len() > MAX_REQUIRED_STATE {
                 return invalid("Too many required_state entries");
             }
+        }
+        let in_lists: usize = self
+            .lists
+            .values()
+            .map(|l| l.room.required_state.len())
+            .sum();
+        if in_lists > MAX_LIST_REQUIRED_STATE {
+            return invalid("Too many required_state entries over all lists");
         }
         Ok(())
     }

@@ -27,9 +27,9 @@ pub(super) struct RequiredState {
 }
 
 impl RequiredState {
-    pub(super) fn new(spec: &[(String, String)]) -> RequiredState {
+    pub(super) fn new<'a>(spec: impl IntoIterator<Item = &'a (String, String)>) -> RequiredState {
         let entries = spec
-            .iter()
+            .into_iter()
             .map(|(kind, key)| {
                 let kind = (kind != WILDCARD).then(|| kind.clone());
                 let key = match key.as_str() {

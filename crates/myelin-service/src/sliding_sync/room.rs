@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::{
     candidates::RoomEntry,
     connection::RoomSent,
+    lists::RoomPlan,
     pass::Pass,
-    request::RoomConfig,
     required_state::{timeline_members, RequiredState},
     response::{Hero, RoomResponse},
     SlidingSync,
@@ -31,10 +31,10 @@ const MAX_LAZY_MEMBERS: usize = 50;
 /// Most heroes of a room.
 const MAX_HEROES: usize = 5;
 
-/// A room to look at, with its combined configuration and what was last sent of it.
+/// A room to look at, with its plan and what was last sent of it.
 pub(super) struct RoomJob<'a> {
     pub entry: &'a RoomEntry,
-    pub config: &'a RoomConfig,
+    pub plan: &'a RoomPlan,
     pub sent: Option<&'a RoomSent>,
 }
 
@@ -90,11 +90,7 @@ impl SlidingSync {
         pass: &Pass<'_>,
         job: RoomJob<'_>,
     ) -> ServiceResult<Option<RoomUpdate>> {
-        let RoomJob {
-            entry,
-            config,
-            sent,
-        } = job;
+        let RoomJob { entry, plan, sent } = job;
         let moved = sent.is_some_and(|s| entry.record.stream_pos > s.pos);
         let joined = entry.facts.membership == Membership::Join;
         // A profile change is a new member event too, but only a join is a new start.
@@ -106,20 +102,16 @@ impl SlidingSync {
             if !initial && !moved {
                 return Ok(None);
             }
-            return Ok(Some(
-                self.invite_update(pass, entry, config, initial).await?,
-            ));
+            return Ok(Some(self.invite_update(pass, entry, plan, initial).await?));
         }
         let Some(state) = &entry.state else {
             if !initial && !moved {
                 return Ok(None);
             }
-            return Ok(Some(
-                self.outside_leave(entry, config, pass, initial).await?,
-            ));
+            return Ok(Some(self.outside_leave(entry, plan, pass, initial).await?));
         };
-        let expanded = !initial && sent.is_some_and(|s| s.timeline_limit < config.timeline_limit);
-        let reconfigured = sent.is_some_and(|s| s.required_state != config.state_fingerprint());
+        let expanded = !initial && sent.is_some_and(|s| s.timeline_limit < plan.timeline_limit);
+        let reconfigured = sent.is_some_and(|s| s.required_state != plan.fingerprint);
         let up_to = if joined {
             pass.now
         } else {
@@ -135,7 +127,7 @@ impl SlidingSync {
             expanded,
             full_state: initial || reconfigured || !joined,
         };
-        self.member_update(pass, (entry, config, sent), state, up_to, mode)
+        self.member_update(pass, (entry, plan, sent), state, up_to, mode)
             .await
             .map(Some)
     }
@@ -144,7 +136,7 @@ impl SlidingSync {
     async fn member_update(
         &self,
         pass: &Pass<'_>,
-        (entry, config, sent): (&RoomEntry, &RoomConfig, Option<&RoomSent>),
+        (entry, plan, sent): (&RoomEntry, &RoomPlan, Option<&RoomSent>),
         state: &Arc<RoomState>,
         up_to: StreamPos,
         mode: Mode,
@@ -153,18 +145,18 @@ impl SlidingSync {
             .then(|| sent.map(|s| s.pos))
             .flatten();
         let timeline = self
-            .timeline(pass, entry, state, config.timeline_limit(), up_to, after)
+            .timeline(pass, entry, state, plan.timeline_limit(), up_to, after)
             .await?;
-        let spec = RequiredState::new(&config.required_state);
+        let spec = &plan.required_state;
         let me = &pass.authed.user_id;
         let lazy = timeline_members(&timeline.records);
         let (state_ids, changed) = if mode.full_state {
-            let ids = self.full_state_ids(entry, state, &spec, me, &lazy).await?;
+            let ids = self.full_state_ids(entry, state, spec, me, &lazy).await?;
             (ids, Changed::ALL)
         } else {
             let since = sent.map_or(StreamPos::ZERO, |s| s.pos);
             let known = sent.map(|s| &s.lazy_members);
-            delta_state_ids(state, since, &spec, me, &lazy, timeline.limited, known)
+            delta_state_ids(state, since, spec, me, &lazy, timeline.limited, known)
         };
         let changed = if mode.initial { Changed::ALL } else { changed };
         let state_records = self.ctx.storage.get_events(&state_ids).await?;
@@ -172,14 +164,14 @@ impl SlidingSync {
         // Without a gap, the client still holds the longer timeline it had.
         let timeline_limit = match sent {
             Some(s) if !mode.initial && !timeline.limited => {
-                s.timeline_limit.max(config.timeline_limit)
+                s.timeline_limit.max(plan.timeline_limit)
             }
-            _ => config.timeline_limit,
+            _ => plan.timeline_limit,
         };
         let sent = RoomSent {
             timeline_limit,
             lazy_members,
-            ..fresh_sent(pass, entry, config)
+            ..fresh_sent(pass, entry, plan)
         };
         let viewer = Some((&*pass.authed.user_id, &*pass.authed.device_id));
         let mut response = describe(entry, state, me, changed, &mode);
@@ -290,7 +282,7 @@ impl SlidingSync {
         &self,
         pass: &Pass<'_>,
         entry: &RoomEntry,
-        config: &RoomConfig,
+        plan: &RoomPlan,
         initial: bool,
     ) -> ServiceResult<RoomUpdate> {
         let invite_state = stripped_room_state(&self.ctx, &self.rooms, &entry.record).await?;
@@ -310,7 +302,7 @@ impl SlidingSync {
         };
         Ok(RoomUpdate {
             response,
-            sent: fresh_sent(pass, entry, config),
+            sent: fresh_sent(pass, entry, plan),
             timeline_ids: Vec::new(),
             afresh: initial,
         })
@@ -321,7 +313,7 @@ impl SlidingSync {
     async fn outside_leave(
         &self,
         entry: &RoomEntry,
-        config: &RoomConfig,
+        plan: &RoomPlan,
         pass: &Pass<'_>,
         initial: bool,
     ) -> ServiceResult<RoomUpdate> {
@@ -342,20 +334,20 @@ impl SlidingSync {
         };
         Ok(RoomUpdate {
             response,
-            sent: fresh_sent(pass, entry, config),
+            sent: fresh_sent(pass, entry, plan),
             timeline_ids: Vec::new(),
             afresh: initial,
         })
     }
 }
 
-/// What the connection holds of a room just sent with `config`.
-fn fresh_sent(pass: &Pass<'_>, entry: &RoomEntry, config: &RoomConfig) -> RoomSent {
+/// What the connection holds of a room just sent by `plan`.
+fn fresh_sent(pass: &Pass<'_>, entry: &RoomEntry, plan: &RoomPlan) -> RoomSent {
     RoomSent {
         pos: pass.now,
         membership: entry.facts.membership,
-        timeline_limit: config.timeline_limit,
-        required_state: config.state_fingerprint(),
+        timeline_limit: plan.timeline_limit,
+        required_state: plan.fingerprint,
         lazy_members: HashSet::new(),
     }
 }

@@ -130,6 +130,46 @@ fn filters_all_must_hold() {
 }
 
 #[test]
+fn plans_combine_lists_and_subscriptions() {
+    let req = request(json!({
+        "lists": {
+            "a": { "ranges": [[0, 1]], "timeline_limit": 1, "required_state": [["m.room.name", ""]] },
+            "b": { "ranges": [[0, 0]], "timeline_limit": 5, "required_state": [["m.room.topic", ""], ["m.room.name", ""]] },
+        },
+        "room_subscriptions": {
+            "!r3:test.local": { "timeline_limit": 20, "required_state": [["m.room.pinned_events", ""]] },
+            "!unknown:test.local": { "timeline_limit": 20 },
+        },
+    }));
+    let rooms = [facts(1, 3), facts(2, 2), facts(3, 1)];
+    let refs: Vec<&RoomFacts> = rooms.iter().collect();
+    let selected = lists::compute(&req.lists, &refs, &HashSet::new());
+    assert_eq!(selected.rooms["a"], vec![room_id(1), room_id(2)]);
+    assert_eq!(selected.rooms["b"], vec![room_id(1)]);
+    let (r1, r2, r3) = (room_id(1), room_id(2), room_id(3));
+    let known: HashSet<&OwnedRoomId> = [&r1, &r2, &r3].into();
+    let plans = lists::relevant(&req.lists, &selected, &req.room_subscriptions, &known);
+    // A subscription to a room without a membership is not looked at.
+    assert_eq!(plans.len(), 3);
+    let none = HashSet::new();
+    let wants = |r: &OwnedRoomId, t: &str| plans[r].required_state.wants(t, "", "@a:x", &none);
+    assert_eq!(plans[&r1].timeline_limit, 5);
+    assert!(wants(&r1, "m.room.name") && wants(&r1, "m.room.topic"));
+    assert_eq!(plans[&r2].timeline_limit, 1);
+    assert!(wants(&r2, "m.room.name") && !wants(&r2, "m.room.topic"));
+    assert_eq!(plans[&r3].timeline_limit, 20);
+    assert!(wants(&r3, "m.room.pinned_events") && !wants(&r3, "m.room.name"));
+    // The same combination, sent again in another order, is the same plan.
+    assert_ne!(plans[&r1].fingerprint, plans[&r2].fingerprint);
+    let reordered = request(json!({
+        "lists": { "a": { "ranges": [[0, 0]], "timeline_limit": 5, "required_state": [["m.room.name", ""], ["m.room.topic", ""]] } },
+    }));
+    let again = lists::compute(&reordered.lists, &refs, &HashSet::new());
+    let again = lists::relevant(&reordered.lists, &again, &Default::default(), &known);
+    assert_eq!(again[&r1].fingerprint, plans[&r1].fingerprint);
+}
+
+#[test]
 fn direct_rooms_come_from_m_direct_and_skip_garbage() {
     let content = json!({
         "@bob:test.local": ["!a:test.local", 5, "not a room"],
