@@ -220,6 +220,57 @@ async fn positions_unknown_and_per_connection() {
 }
 
 #[tokio::test]
+async fn hostile_requests_are_refused_and_strangers_rooms_stay_hidden() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let eve = register(&server, "eve").await;
+    let secret = named_room(&server, &alice, "secret").await;
+
+    let (status, body) = server
+        .request_raw(
+            reqwest::Method::POST,
+            SS,
+            eve.token(),
+            Some(b"{not json".to_vec()),
+        )
+        .await;
+    assert_err(
+        &(status, body),
+        400,
+        "M_NOT_JSON",
+        "a body that is not JSON",
+    );
+    let wrong_shape = json!({ "lists": { "x": { "ranges": "all" } } });
+    let resp = ss_attempt(&server, &eve, None, 0, &wrong_shape).await;
+    assert_err(&resp, 400, "M_BAD_JSON", "ranges that are not pairs");
+    let many: serde_json::Map<String, Value> = (0..101)
+        .map(|i| {
+            (
+                format!("l{i}"),
+                json!({ "ranges": [[0, 0]], "timeline_limit": 1 }),
+            )
+        })
+        .collect();
+    let resp = ss_attempt(&server, &eve, None, 0, &json!({ "lists": many })).await;
+    assert_err(&resp, 400, "M_INVALID_PARAM", "too many lists");
+    let long_conn = json!({ "conn_id": "x".repeat(65) });
+    let resp = ss_attempt(&server, &eve, None, 0, &long_conn).await;
+    assert_err(&resp, 400, "M_INVALID_PARAM", "a conn_id that is too long");
+    let (status, _) = server.post(SS, None, &json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A subscription to a room eve is not in shows nothing of it.
+    let peek = json!({ "room_subscriptions": { secret.clone(): {
+        "timeline_limit": 10, "required_state": [["*", "*"]],
+    } } });
+    let resp = ss(&server, &eve, None, 0, &peek).await;
+    assert!(
+        resp["rooms"].as_object().is_none_or(|r| r.is_empty()),
+        "{resp}"
+    );
+}
+
+#[tokio::test]
 async fn a_long_poll_wakes_on_a_send() {
     let server = TestServer::start().await;
     let alice = register(&server, "alice").await;

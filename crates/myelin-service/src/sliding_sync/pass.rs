@@ -15,9 +15,9 @@ use super::{
     candidates::RoomEntry,
     connection::{ConnState, StateEdit, Version},
     extensions::Scope,
-    lists::{self, RoomPlan},
+    lists::{self, Lists, RoomPlan},
     request::SlidingSyncRequest,
-    response::SlidingSyncResponse,
+    response::{ListCount, SlidingSyncResponse},
     room::{RoomJob, RoomUpdate},
     SlidingSync,
 };
@@ -44,6 +44,14 @@ pub(super) struct Next {
     pub state: Arc<ConnState>,
 }
 
+/// The rooms a pass looks at: the user's rooms, the lists over them, and the plan of each room
+/// in a list's ranges or subscribed to.
+struct View {
+    entries: Vec<RoomEntry>,
+    lists: Lists,
+    relevant: BTreeMap<OwnedRoomId, Arc<RoomPlan>>,
+}
+
 impl SlidingSync {
     /// One response for `req` after `prev` (its `pos` is filled in when it is recorded).
     pub(super) async fn build(
@@ -59,37 +67,16 @@ impl SlidingSync {
             typing: self.ephemeral.typing.serial(self.ctx.now_ms()),
         };
         let mut state = StateEdit::new(prev.map(|p| p.state.clone()).unwrap_or_default());
-
-        let entries = self.candidates(&pass, &req.room_subscriptions).await?;
-        let spaces: HashSet<&RoomId> = req
-            .lists
-            .values()
-            .filter_map(|l| l.filters.as_ref())
-            .flat_map(|f| f.spaces.iter().map(|s| &**s))
-            .collect();
-        let children = if spaces.is_empty() {
-            HashSet::new()
-        } else {
-            self.space_children(&entries, &spaces).await?
-        };
-        // Left rooms are there only for subscriptions, or to be shown once when just left.
-        let listed: Vec<_> = entries
-            .iter()
-            .filter(|e| shown_in_lists(e, prev))
-            .map(|e| &e.facts)
-            .collect();
-        let selected = lists::compute(&req.lists, &listed, &children);
-        let known: HashSet<&OwnedRoomId> = entries.iter().map(|e| &e.facts.room_id).collect();
-        let relevant = lists::relevant(&req.lists, &selected, &req.room_subscriptions, &known);
-
+        let view = self.view(&pass, req).await?;
         let updates = self
-            .room_updates(&pass, &entries, &relevant, &state)
+            .room_updates(&pass, &view.entries, &view.relevant, &state)
             .await?;
         let mut response = SlidingSyncResponse {
-            lists: selected
+            lists: view
+                .lists
                 .counts
                 .iter()
-                .map(|(name, count)| (name.clone(), super::response::ListCount { count: *count }))
+                .map(|(name, count)| (name.clone(), ListCount { count: *count }))
                 .collect(),
             ..SlidingSyncResponse::default()
         };
@@ -104,8 +91,8 @@ impl SlidingSync {
             state.edit().rooms.insert(room_id, update.sent);
         }
         let scope = Scope {
-            lists: &selected.rooms,
-            relevant: relevant.keys().cloned().collect(),
+            lists: &view.lists.rooms,
+            relevant: view.relevant.keys().cloned().collect(),
             afresh,
         };
         response.extensions = self
@@ -117,6 +104,36 @@ impl SlidingSync {
             state: state.finish(),
         };
         Ok((response, next))
+    }
+
+    /// The user's rooms, the lists over them, and the rooms to look at.
+    async fn view(&self, pass: &Pass<'_>, req: &SlidingSyncRequest) -> ServiceResult<View> {
+        let entries = self.candidates(pass, &req.room_subscriptions).await?;
+        let spaces: HashSet<&RoomId> = req
+            .lists
+            .values()
+            .filter_map(|l| l.filters.as_ref())
+            .flat_map(|f| f.spaces.iter().map(|s| &**s))
+            .collect();
+        let children = if spaces.is_empty() {
+            HashSet::new()
+        } else {
+            self.space_children(&entries, &spaces).await?
+        };
+        // Left rooms are there only for subscriptions, or to be shown once when just left.
+        let listed: Vec<_> = entries
+            .iter()
+            .filter(|e| shown_in_lists(e, pass.prev))
+            .map(|e| &e.facts)
+            .collect();
+        let lists = lists::compute(&req.lists, &listed, &children);
+        let known: HashSet<&OwnedRoomId> = entries.iter().map(|e| &e.facts.room_id).collect();
+        let relevant = lists::relevant(&req.lists, &lists, &req.room_subscriptions, &known);
+        Ok(View {
+            entries,
+            lists,
+            relevant,
+        })
     }
 
     /// The update of every room looked at, a few at a time; rooms without news are left out.
