@@ -66,7 +66,7 @@ impl SlidingSync {
             .collect();
         let mut entries = Vec::with_capacity(records.len());
         for m in records {
-            entries.push(self.entry(user_id, m, &direct));
+            entries.push(self.entry(pass, m, &direct));
         }
         let mut read = futures_util::stream::iter(entries).buffered(ROOMS_AT_ONCE);
         let mut out = Vec::new();
@@ -76,16 +76,21 @@ impl SlidingSync {
         Ok(out)
     }
 
-    /// One room's entry; `None` for a membership we cannot make sense of.
+    /// One room's entry; `None` for a membership we cannot make sense of, or an invite from
+    /// a user the user ignores.
     async fn entry(
         &self,
-        user_id: &UserId,
+        pass: &Pass<'_>,
         record: MembershipRecord,
         direct: &HashSet<OwnedRoomId>,
     ) -> ServiceResult<Option<RoomEntry>> {
+        let user_id = &pass.authed.user_id;
         let Some(membership) = Membership::parse(&record.membership) else {
             return Ok(None);
         };
+        if membership == Membership::Invite && self.invited_by_ignored(pass, &record).await? {
+            return Ok(None);
+        }
         let state = match self.rooms.room_state(&record.room_id).await {
             Ok(state) => Some(state),
             Err(ServiceError::NotFound(_)) => None,
@@ -122,6 +127,19 @@ impl SlidingSync {
             record,
             state,
         }))
+    }
+
+    /// Whether the invite was sent by a user the user ignores.
+    async fn invited_by_ignored(
+        &self,
+        pass: &Pass<'_>,
+        record: &MembershipRecord,
+    ) -> ServiceResult<bool> {
+        if pass.ignored.is_empty() {
+            return Ok(false);
+        }
+        let invite = self.ctx.storage.get_event(&record.event_id).await?;
+        Ok(invite.is_some_and(|r| pass.ignored.contains(&r.pdu.sender)))
     }
 
     /// The rooms `m.direct` account data names as DMs.

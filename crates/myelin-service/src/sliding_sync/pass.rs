@@ -9,7 +9,7 @@ use std::{
 
 use futures_util::StreamExt;
 use myelin_core::StreamPos;
-use ruma::{OwnedRoomId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 
 use super::{
     candidates::RoomEntry,
@@ -35,6 +35,8 @@ pub(super) struct Pass<'a> {
     pub now: StreamPos,
     /// The typing serial it covers.
     pub typing: u64,
+    /// Users the syncing user ignores: their messages and invites are not shown.
+    pub ignored: Arc<HashSet<OwnedUserId>>,
 }
 
 /// What a pass leaves for the connection's next version.
@@ -65,6 +67,7 @@ impl SlidingSync {
             prev,
             now: self.ctx.storage.current_stream_pos().await?,
             typing: self.ephemeral.typing.serial(self.ctx.now_ms()),
+            ignored: self.users.ignored_users(&authed.user_id).await?,
         };
         let mut state = StateEdit::new(prev.map(|p| p.state.clone()).unwrap_or_default());
         let view = self.view(&pass, req).await?;

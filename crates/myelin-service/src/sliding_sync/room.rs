@@ -20,7 +20,7 @@ use super::{
     SlidingSync,
 };
 use crate::{
-    rooms::{Membership, RoomState, StateEntry},
+    rooms::{visibility::HistoryView, Membership, RoomState, StateEntry},
     sync::{latest_events, pagination_token, prev_batch, stripped_room_state},
     ServiceResult,
 };
@@ -144,8 +144,13 @@ impl SlidingSync {
         let after = (!mode.initial && !mode.expanded)
             .then(|| sent.map(|s| s.pos))
             .flatten();
+        let mut view = self
+            .rooms
+            .history_view(&pass.authed.user_id, state.clone(), Some(&entry.record))
+            .ignoring(pass.ignored.clone());
+        let limit = plan.timeline_limit();
         let timeline = self
-            .timeline(pass, entry, state, plan.timeline_limit(), up_to, after)
+            .timeline(pass, entry, &mut view, limit, up_to, after)
             .await?;
         let spec = &plan.required_state;
         let me = &pass.authed.user_id;
@@ -173,11 +178,13 @@ impl SlidingSync {
             lazy_members,
             ..fresh_sent(pass, entry, plan)
         };
-        let viewer = Some((&*pass.authed.user_id, &*pass.authed.device_id));
+        let viewer = (&*pass.authed.user_id, &*pass.authed.device_id);
+        // A former member's aggregations stop at their leave.
+        let read_up_to = (entry.facts.membership != Membership::Join).then_some(up_to);
         let mut response = describe(entry, state, me, changed, &mode);
         response.timeline = self
             .history
-            .format_events(&timeline.records, viewer)
+            .format_timeline(&timeline.records, viewer, &mut view, read_up_to)
             .await?;
         response.required_state = self.history.format_events(&state_records, None).await?;
         response.prev_batch = timeline.prev_batch;
@@ -195,12 +202,13 @@ impl SlidingSync {
         })
     }
 
-    /// The latest visible events up to `up_to` (after `after`, if set), at most `limit`.
+    /// The latest events up to `up_to` (after `after`, if set) that `view` shows, at most
+    /// `limit`.
     async fn timeline(
         &self,
         pass: &Pass<'_>,
         entry: &RoomEntry,
-        state: &Arc<RoomState>,
+        view: &mut HistoryView<'_>,
         limit: usize,
         up_to: StreamPos,
         after: Option<StreamPos>,
@@ -217,11 +225,7 @@ impl SlidingSync {
         let room_id = &entry.facts.room_id;
         let (raw, limited) = latest_events(storage, room_id, up_to, after, limit).await?;
         let prev_batch = pagination_token(prev_batch(&raw, up_to));
-        let records = self
-            .rooms
-            .history_view(&pass.authed.user_id, state.clone(), Some(&entry.record))
-            .filter(raw)
-            .await?;
+        let records = view.filter(raw).await?;
         // Live: new since the request's `pos` (not merely new to this connection).
         let num_live = pass.prev.map_or(0, |p| {
             records

@@ -487,3 +487,68 @@ async fn a_profile_change_is_no_new_start_but_a_join_after_an_invite_is() {
     assert!(update.invite_state.is_none());
     assert_eq!(update.joined_count, Some(2));
 }
+
+#[tokio::test]
+async fn ignored_users_messages_and_invites_are_hidden() {
+    let h = harness();
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    let room = h.room(&alice, "public_chat").await;
+    h.join(&bob, &room).await.unwrap();
+    let bobs_room = h.room(&bob, "private_chat").await;
+    h.services
+        .users
+        .set_account_data(
+            &alice.user_id,
+            None,
+            "m.ignored_user_list",
+            json!({ "ignored_users": { bob.user_id.as_str(): {} } }),
+        )
+        .await
+        .unwrap();
+    h.services
+        .membership
+        .invite(&bob.user_id, &bobs_room, &alice.user_id, None)
+        .await
+        .unwrap();
+    h.say(&alice, &room, "from alice").await.unwrap();
+    h.say(&bob, &room, "from bob").await.unwrap();
+    let response = sync(&h, &alice, None, list_request((0, 9), 5))
+        .await
+        .unwrap();
+    assert_eq!(bodies(&response, &room), vec!["from alice"]);
+    assert!(
+        !response.rooms.contains_key(&bobs_room),
+        "bob's invite is hidden"
+    );
+    assert_eq!(response.lists["all"].count, 1);
+}
+
+#[tokio::test]
+async fn timeline_events_carry_their_bundled_edits() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let room = h.room(&alice, "private_chat").await;
+    let original = h.say(&alice, &room, "typo").await.unwrap();
+    let edit = json!({
+        "msgtype": "m.text", "body": "* fixed",
+        "m.new_content": { "msgtype": "m.text", "body": "fixed" },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+    });
+    h.services
+        .rooms
+        .send_message(&alice, &room, "m.room.message", "edit", edit)
+        .await
+        .unwrap();
+    let response = sync(&h, &alice, None, list_request((0, 9), 5))
+        .await
+        .unwrap();
+    let timeline = &response.rooms[&room].timeline;
+    let first = timeline
+        .iter()
+        .find(|e| e["event_id"] == original.as_str())
+        .expect("the original in the timeline");
+    assert_eq!(
+        first["unsigned"]["m.relations"]["m.replace"]["content"]["m.new_content"]["body"], "fixed",
+        "{first}"
+    );
+}
