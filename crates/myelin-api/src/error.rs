@@ -144,6 +144,7 @@ impl From<ServiceError> for ApiError {
             E::UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
             E::UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             E::GuestAccessForbidden(_) => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
+            E::UnknownPos => (StatusCode::BAD_REQUEST, "M_UNKNOWN_POS"),
             E::AuthRequired {
                 challenge,
                 stage_error,

@@ -38,6 +38,10 @@ pub enum ServiceError {
     UnsupportedRoomVersion(String),
     #[error("{0}")]
     GuestAccessForbidden(String),
+    /// A sliding sync `pos` this server does not know (expired, evicted, or from before a
+    /// restart): the client starts the connection afresh.
+    #[error("Unknown or expired position; start the connection again")]
+    UnknownPos,
     /// User-interactive auth must continue: the challenge (flows, params, session, completed
     /// stages) and, when the stage just tried failed, why.
     #[error("additional authentication required")]

@@ -1,6 +1,6 @@
 //! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
-//! (accounts, rooms, membership, history, sync, ephemeral, e2ee, key backup, users, and
-//! federation's outbox, ingest, handshakes, inbound and read side), built once in
+//! (accounts, rooms, membership, history, sync, sliding sync, ephemeral, e2ee, key backup,
+//! users, and federation's outbox, ingest, handshakes, inbound and read side), built once in
 //! [`Services::new`] with the subsystems it needs, so the construction order below *is* the
 //! dependency graph: nothing calls back into a subsystem built after it, and nothing holds the
 //! whole.
@@ -23,6 +23,7 @@ pub mod membership;
 pub mod reports;
 pub mod resources;
 pub mod rooms;
+pub mod sliding_sync;
 pub mod sync;
 pub mod users;
 
@@ -49,6 +50,7 @@ pub use myelin_federation::FederationConfig;
 pub use reports::Reports;
 pub use resources::ResourceLimits;
 pub use rooms::Rooms;
+pub use sliding_sync::SlidingSync;
 pub use sync::Syncer;
 pub use users::{TurnConfig, Users};
 
@@ -85,6 +87,8 @@ pub struct Services {
     pub sync: Arc<Syncer>,
     /// Reports of content to the administrators.
     pub reports: Arc<Reports>,
+    /// Simplified sliding sync (MSC4186).
+    pub sliding_sync: Arc<SlidingSync>,
 }
 
 impl Services {
@@ -155,6 +159,14 @@ impl Services {
             users.clone(),
         ));
         let reports = Arc::new(Reports::new(ctx.clone(), rooms.clone(), history.clone()));
+        let sliding_sync = Arc::new(SlidingSync::new(
+            ctx.clone(),
+            rooms.clone(),
+            history.clone(),
+            e2ee.clone(),
+            ephemeral.clone(),
+            users.clone(),
+        ));
         Arc::new(Services {
             ctx,
             outbox,
@@ -172,6 +184,7 @@ impl Services {
             accounts,
             sync,
             reports,
+            sliding_sync,
         })
     }
 }

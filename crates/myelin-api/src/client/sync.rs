@@ -1,11 +1,14 @@
-//! `/sync` and filters.
+//! `/sync`, simplified sliding sync (MSC4186) and filters.
 
 use axum::{
     extract::{Path, State},
     routing::{get, post},
     Json, Router,
 };
-use myelin_service::sync::SyncRequest;
+use myelin_service::{
+    sliding_sync::{SlidingSyncRequest, SlidingSyncResponse},
+    sync::SyncRequest,
+};
 use ruma::OwnedUserId;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,6 +22,10 @@ use crate::{
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/_matrix/client/v3/sync", get(sync))
+        .route(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            post(sliding_sync),
+        )
         .route(
             "/_matrix/client/v3/user/{user_id}/filter",
             post(create_filter),
@@ -44,12 +51,7 @@ async fn sync(
     Auth(authed): Auth,
     Query(q): Query<SyncParams>,
 ) -> ApiResult<Json<Value>> {
-    let timeout_ms = match q.timeout.as_deref() {
-        None => 0,
-        Some(t) => t
-            .parse::<u64>()
-            .map_err(|_| ApiError::invalid_param("timeout must be a non-negative integer"))?,
-    };
+    let timeout_ms = parse_timeout(q.timeout.as_deref())?;
     let full_state = match q.full_state.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -63,6 +65,39 @@ async fn sync(
         set_presence: q.set_presence,
     };
     Ok(Json(state.services.sync.sync(&authed, req).await?))
+}
+
+#[derive(Deserialize, Default)]
+struct SlidingSyncParams {
+    pos: Option<String>,
+    timeout: Option<String>,
+}
+
+/// POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync — MSC4186 (simplified
+/// sliding sync), as Synapse serves it and matrix-sdk (Element X) uses it.
+async fn sliding_sync(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Query(q): Query<SlidingSyncParams>,
+    JsonBody(req): JsonBody<SlidingSyncRequest>,
+) -> ApiResult<Json<SlidingSyncResponse>> {
+    let timeout_ms = parse_timeout(q.timeout.as_deref())?;
+    let response = state
+        .services
+        .sliding_sync
+        .sync(&authed, q.pos.as_deref(), timeout_ms, req)
+        .await?;
+    Ok(Json(response))
+}
+
+/// The `timeout` query parameter in milliseconds (0 when absent).
+fn parse_timeout(timeout: Option<&str>) -> ApiResult<u64> {
+    match timeout {
+        None => Ok(0),
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid_param("timeout must be a non-negative integer")),
+    }
 }
 
 pub(crate) fn own_user(

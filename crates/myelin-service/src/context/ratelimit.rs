@@ -248,6 +248,7 @@ mod tests {
             registration_token_validity: rate,
             federation_key_query: rate,
             remote_fan_out: rate,
+            report: rate,
         })
     }
 

@@ -9,7 +9,7 @@ use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{json, Value};
 
 use super::{pass::Pass, Syncer};
-use crate::{ServiceError, ServiceResult};
+use crate::{ServiceError, ServiceResult, Users};
 
 /// Account data changed since the token: the global events for `account_data`, and the per-room
 /// ones for the `account_data` of each joined room.
@@ -68,9 +68,8 @@ impl Syncer {
         // Clients read their push rules from the initial sync, changed by them or not.
         let push_rules_sent = data.global.iter().any(|e| e["type"] == "m.push_rules");
         if since.is_none() && !push_rules_sent && filter.allows("m.push_rules") {
-            let rules = self.users.push_rules(user_id).await?;
             data.global
-                .push(json!({ "type": "m.push_rules", "content": { "global": rules } }));
+                .push(push_rules_event(&self.users, user_id).await?);
         }
         Ok(data)
     }
@@ -101,6 +100,12 @@ impl Syncer {
             .map(|p| presence_event(p, now))
             .collect())
     }
+}
+
+/// The `m.push_rules` account data event: the user's rules merged with the server defaults.
+pub(crate) async fn push_rules_event(users: &Users, user_id: &UserId) -> ServiceResult<Value> {
+    let rules = users.push_rules(user_id).await?;
+    Ok(json!({ "type": "m.push_rules", "content": { "global": rules } }))
 }
 
 fn presence_event(p: PresenceRecord, now: u64) -> Value {

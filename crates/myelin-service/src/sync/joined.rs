@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     pass::Pass,
-    timeline::{prev_batch, timeline_limit},
+    timeline::{latest_events, prev_batch, timeline_limit},
     Syncer,
 };
 use crate::{
@@ -160,8 +160,14 @@ impl Syncer {
         };
         let (records, limited) = if newly || has_new_events {
             let limit = timeline_limit(pass.filter);
-            self.latest_events(&m.room_id, pass.next.pos, after, limit)
-                .await?
+            latest_events(
+                self.ctx.storage.as_ref(),
+                &m.room_id,
+                pass.next.pos,
+                after,
+                limit,
+            )
+            .await?
         } else {
             (Vec::new(), false)
         };
@@ -212,7 +218,7 @@ fn summary(state: &RoomState, user_id: &UserId) -> (Value, Vec<OwnedUserId>) {
 }
 
 /// One `m.receipt` event for a room: `{event_id: {type: {user: {ts, thread_id?}}}}`.
-fn receipt_event(receipts: &[ReceiptRecord]) -> Value {
+pub(crate) fn receipt_event(receipts: &[ReceiptRecord]) -> Value {
     let mut content: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
     for r in receipts {
         let mut data = json!({ "ts": r.ts });

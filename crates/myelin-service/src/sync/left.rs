@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::{
     pass::Pass,
-    timeline::{prev_batch, timeline_limit},
+    timeline::{latest_events, prev_batch, timeline_limit},
     Syncer,
 };
 use crate::{ServiceError, ServiceResult};
@@ -37,9 +37,9 @@ impl Syncer {
     /// One `rooms.leave` entry: the timeline up to the leave, and the state at it.
     async fn left_room(&self, pass: &Pass<'_>, m: &MembershipRecord) -> ServiceResult<Value> {
         let limit = timeline_limit(pass.filter);
-        let (records, limited) = self
-            .latest_events(&m.room_id, m.stream_pos, pass.since_pos(), limit)
-            .await?;
+        let storage = self.ctx.storage.as_ref();
+        let (records, limited) =
+            latest_events(storage, &m.room_id, m.stream_pos, pass.since_pos(), limit).await?;
         let own_leave = records
             .iter()
             .find(|r| r.pdu.event_id == m.event_id)

@@ -14,6 +14,11 @@ mod timeline;
 mod token;
 
 pub use token::{pagination_token, SyncToken};
+// The pieces sliding sync (`crate::sliding_sync`) shares with `/sync`.
+pub(crate) use account::push_rules_event;
+pub(crate) use invites::{remote_stripped_state, stripped_room_state};
+pub(crate) use joined::receipt_event;
+pub(crate) use timeline::{latest_events, prev_batch};
 
 use std::{sync::Arc, time::Duration};
 

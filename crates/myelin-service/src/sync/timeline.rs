@@ -2,7 +2,7 @@
 //! whether older ones were cut off, and the token to paginate back from.
 
 use myelin_core::StreamPos;
-use myelin_storage::{Direction, EventRecord, MembershipRecord};
+use myelin_storage::{Direction, EventRecord, MembershipRecord, Storage};
 use ruma::RoomId;
 use serde_json::{json, Value};
 
@@ -22,33 +22,31 @@ pub(super) fn timeline_limit(filter: &Filter) -> usize {
 }
 
 /// Where `prev_batch` points: just before the first timeline event, or `end` if there is none.
-pub(super) fn prev_batch(timeline: &[EventRecord], end: StreamPos) -> StreamPos {
+pub(crate) fn prev_batch(timeline: &[EventRecord], end: StreamPos) -> StreamPos {
     timeline
         .first()
         .map_or(end, |r| StreamPos(r.stream_pos.0 - 1))
 }
 
-impl Syncer {
-    /// The latest `limit` events of a room in `(after, up_to]`, oldest first, and whether
-    /// there were more.
-    pub(super) async fn latest_events(
-        &self,
-        room_id: &RoomId,
-        up_to: StreamPos,
-        after: Option<StreamPos>,
-        limit: usize,
-    ) -> ServiceResult<(Vec<EventRecord>, bool)> {
-        let mut records = self
-            .ctx
-            .storage
-            .room_events(room_id, up_to, after, Direction::Backward, limit + 1)
-            .await?;
-        let limited = records.len() > limit;
-        records.truncate(limit);
-        records.reverse();
-        Ok((records, limited))
-    }
+/// The latest `limit` events of a room in `(after, up_to]`, oldest first, and whether there
+/// were more.
+pub(crate) async fn latest_events(
+    storage: &dyn Storage,
+    room_id: &RoomId,
+    up_to: StreamPos,
+    after: Option<StreamPos>,
+    limit: usize,
+) -> ServiceResult<(Vec<EventRecord>, bool)> {
+    let mut records = storage
+        .room_events(room_id, up_to, after, Direction::Backward, limit + 1)
+        .await?;
+    let limited = records.len() > limit;
+    records.truncate(limit);
+    records.reverse();
+    Ok((records, limited))
+}
 
+impl Syncer {
     /// The `timeline` object of a room whose membership is `m`, its events formatted for the
     /// syncing device with their bundled aggregations as of `up_to` (a former member's leave).
     pub(super) async fn timeline_section(

@@ -1,0 +1,340 @@
+//! Extensions: to-device messages (queued until a later `since` acknowledges them), E2EE key
+//! counts and device-list changes, account data (global, and of the rooms in scope, with the
+//! push rules), read receipts and typing of the rooms in scope.
+//!
+//! Receipts and account data of a room are tracked per connection like rooms are: a room in
+//! scope is sent everything new since it was last in scope, and one that left scope while it
+//! had news is remembered at the position it was sent up to.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use myelin_core::StreamPos;
+use myelin_storage::ReceiptRecord;
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, UserId};
+use serde_json::json;
+
+use super::{
+    connection::{ConnState, Sent, StateEdit},
+    pass::Pass,
+    request::{ExtensionsConfig, RoomsExtension, ToDeviceConfig},
+    response::{
+        AccountDataResponse, DeviceLists, E2eeResponse, ExtensionsResponse, RoomEventsResponse,
+        ToDeviceResponse,
+    },
+    SlidingSync,
+};
+use crate::{
+    sync::{push_rules_event, receipt_event},
+    ServiceError, ServiceResult,
+};
+
+const WILDCARD: &str = "*";
+
+/// The rooms the extensions may speak of.
+pub(super) struct Scope<'a> {
+    /// Per list: the rooms its ranges selected.
+    pub lists: &'a BTreeMap<String, Vec<OwnedRoomId>>,
+    /// Every room looked at: those of the lists' ranges and those subscribed to.
+    pub relevant: BTreeSet<OwnedRoomId>,
+    /// Rooms sent afresh in this response, with their timelines.
+    pub afresh: HashMap<OwnedRoomId, Vec<OwnedEventId>>,
+}
+
+impl Scope<'_> {
+    /// The rooms of the lists named (`*` or absent: all) and of the rooms named (`*` or
+    /// absent: every room looked at), as Synapse reads these fields.
+    fn rooms_for(&self, ext: &RoomsExtension) -> BTreeSet<OwnedRoomId> {
+        let mut out = BTreeSet::new();
+        let all_lists = ext
+            .lists
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|n| n == WILDCARD));
+        for (name, rooms) in self.lists {
+            if all_lists || ext.lists.as_ref().is_some_and(|l| l.contains(name)) {
+                out.extend(rooms.iter().cloned());
+            }
+        }
+        match &ext.rooms {
+            Some(named) if !named.iter().any(|r| r == WILDCARD) => out.extend(
+                self.relevant
+                    .iter()
+                    .filter(|r| named.iter().any(|n| n == r.as_str()))
+                    .cloned(),
+            ),
+            _ => out.extend(self.relevant.iter().cloned()),
+        }
+        out
+    }
+}
+
+/// Which per-room tracking of the connection state.
+#[derive(Clone, Copy)]
+enum Tracked {
+    Receipts,
+    AccountData,
+}
+
+impl Tracked {
+    fn of(self, state: &ConnState) -> &HashMap<OwnedRoomId, Sent> {
+        match self {
+            Tracked::Receipts => &state.receipts,
+            Tracked::AccountData => &state.account_data,
+        }
+    }
+
+    fn of_mut(self, state: &mut ConnState) -> &mut HashMap<OwnedRoomId, Sent> {
+        match self {
+            Tracked::Receipts => &mut state.receipts,
+            Tracked::AccountData => &mut state.account_data,
+        }
+    }
+
+    /// Up to where the room's data was sent; `None`: never.
+    fn since(self, state: &ConnState, room: &RoomId, prev: Option<StreamPos>) -> Option<StreamPos> {
+        match self.of(state).get(room)? {
+            Sent::Live => prev,
+            Sent::Since(pos) => Some(*pos),
+        }
+    }
+
+    /// After a response: the rooms in scope hold everything (`Live`); rooms out of scope that
+    /// were `Live` but had news they were not sent stay at the request's position.
+    fn settle(
+        self,
+        state: &mut StateEdit,
+        in_scope: &BTreeSet<OwnedRoomId>,
+        missed: &[OwnedRoomId],
+        prev: Option<StreamPos>,
+    ) {
+        for room in in_scope {
+            if self.of(state.get()).get(room) != Some(&Sent::Live) {
+                self.of_mut(state.edit()).insert(room.clone(), Sent::Live);
+            }
+        }
+        let Some(prev) = prev else { return };
+        for room in missed {
+            if self.of(state.get()).get(room) == Some(&Sent::Live) {
+                self.of_mut(state.edit())
+                    .insert(room.clone(), Sent::Since(prev));
+            }
+        }
+    }
+}
+
+impl SlidingSync {
+    /// The extensions the request enables.
+    pub(super) async fn extensions(
+        &self,
+        pass: &Pass<'_>,
+        config: &ExtensionsConfig,
+        scope: &Scope<'_>,
+        state: &mut StateEdit,
+    ) -> ServiceResult<ExtensionsResponse> {
+        let mut out = ExtensionsResponse::default();
+        if config.to_device.enabled == Some(true) {
+            out.to_device = Some(self.to_device(pass, &config.to_device).await?);
+        }
+        if config.e2ee.on() {
+            out.e2ee = Some(self.e2ee_counts(pass).await?);
+        }
+        if config.account_data.on() {
+            let rooms = scope.rooms_for(&config.account_data);
+            out.account_data = Some(self.account_data(pass, &rooms, state).await?);
+        }
+        if config.receipts.on() {
+            let rooms = scope.rooms_for(&config.receipts);
+            out.receipts = Some(self.receipts(pass, &rooms, &scope.afresh, state).await?);
+        }
+        if config.typing.on() {
+            out.typing = Some(self.typing(pass, &scope.rooms_for(&config.typing)));
+        }
+        Ok(out)
+    }
+
+    /// To-device messages: drops those `since` acknowledges, returns the next ones.
+    async fn to_device(
+        &self,
+        pass: &Pass<'_>,
+        config: &ToDeviceConfig,
+    ) -> ServiceResult<ToDeviceResponse> {
+        let acked = match &config.since {
+            None => None,
+            Some(since) => {
+                let pos: i64 = since.parse().map_err(|_| {
+                    ServiceError::InvalidParam("to_device.since is not a next_batch".into())
+                })?;
+                Some(StreamPos(pos.clamp(0, pass.now.0)))
+            }
+        };
+        let (events, up_to) = self
+            .e2ee
+            .to_device_for_sync(pass.authed, acked, pass.now)
+            .await?;
+        Ok(ToDeviceResponse {
+            next_batch: up_to.0.to_string(),
+            events,
+        })
+    }
+
+    /// The device's key counts, and whose devices changed since the request's `pos`.
+    async fn e2ee_counts(&self, pass: &Pass<'_>) -> ServiceResult<E2eeResponse> {
+        let authed = pass.authed;
+        let device_lists = match pass.prev {
+            Some(prev) => {
+                self.e2ee
+                    .device_list_changes(&authed.user_id, prev.stream, pass.now)
+                    .await?
+            }
+            None => Default::default(),
+        };
+        let fallback = self
+            .ctx
+            .storage
+            .unused_fallback_key_types(&authed.user_id, authed.device_id.as_str())
+            .await?;
+        Ok(E2eeResponse {
+            device_lists: DeviceLists {
+                changed: device_lists.changed,
+                left: device_lists.left,
+            },
+            device_one_time_keys_count: self.e2ee.one_time_key_counts(authed).await?,
+            device_unused_fallback_key_types: fallback,
+        })
+    }
+
+    /// Global account data new since `pos` (all of it, with the push rules, the first time),
+    /// and each room in scope's new since it was last sent.
+    async fn account_data(
+        &self,
+        pass: &Pass<'_>,
+        rooms: &BTreeSet<OwnedRoomId>,
+        state: &mut StateEdit,
+    ) -> ServiceResult<AccountDataResponse> {
+        let user_id = &pass.authed.user_id;
+        let prev = pass.prev.map(|p| p.stream);
+        let tracked = Tracked::AccountData;
+        let since = |room: &RoomId| tracked.since(state.get(), room, prev);
+        let floor = rooms
+            .iter()
+            .map(|r| since(r).unwrap_or(StreamPos::ZERO))
+            .chain([prev.unwrap_or(StreamPos::ZERO)])
+            .min()
+            .unwrap_or(StreamPos::ZERO);
+        let mut out = AccountDataResponse::default();
+        let mut missed = Vec::new();
+        for d in self.ctx.storage.account_data_since(user_id, floor).await? {
+            let event = json!({ "type": d.data_type, "content": d.content });
+            let Some(room) = &d.room_id else {
+                if prev.is_none_or(|p| d.stream_pos > p) {
+                    out.global.push(event);
+                }
+                continue;
+            };
+            if rooms.contains(room) {
+                if since(room).is_none_or(|s| d.stream_pos > s) {
+                    out.rooms.entry(room.clone()).or_default().push(event);
+                }
+            } else if prev.is_some_and(|p| d.stream_pos > p) {
+                missed.push(room.clone());
+            }
+        }
+        // Clients read their push rules here: the merged ruleset, the first time and whenever
+        // the stored rules changed.
+        let rules_changed = out.global.iter().any(|e| e["type"] == "m.push_rules");
+        if prev.is_none() || rules_changed {
+            out.global.retain(|e| e["type"] != "m.push_rules");
+            out.global
+                .push(push_rules_event(&self.users, user_id).await?);
+        }
+        tracked.settle(state, rooms, &missed, prev);
+        Ok(out)
+    }
+
+    /// Receipts of the rooms in scope: new since last sent; for a room sent afresh, those on
+    /// its timeline's events and the user's own.
+    async fn receipts(
+        &self,
+        pass: &Pass<'_>,
+        rooms: &BTreeSet<OwnedRoomId>,
+        afresh: &HashMap<OwnedRoomId, Vec<OwnedEventId>>,
+        state: &mut StateEdit,
+    ) -> ServiceResult<RoomEventsResponse> {
+        let me = &pass.authed.user_id;
+        let prev = pass.prev.map(|p| p.stream);
+        let tracked = Tracked::Receipts;
+        let since = |room: &RoomId| tracked.since(state.get(), room, prev);
+        let (fresh, known): (Vec<OwnedRoomId>, Vec<OwnedRoomId>) = rooms
+            .iter()
+            .cloned()
+            .partition(|r| afresh.contains_key(r) || since(r).is_none());
+        // `Live` rooms out of scope: asked too, to learn whether they missed something.
+        let live_out = tracked
+            .of(state.get())
+            .iter()
+            .filter(|(r, s)| **s == Sent::Live && !rooms.contains(*r))
+            .map(|(r, _)| r.clone());
+        let ask: Vec<OwnedRoomId> = known.into_iter().chain(live_out).collect();
+        let mut by_room: BTreeMap<OwnedRoomId, Vec<ReceiptRecord>> = BTreeMap::new();
+        let mut missed = Vec::new();
+        if !ask.is_empty() {
+            let floor = ask.iter().filter_map(|r| since(r)).min();
+            let storage = &self.ctx.storage;
+            for r in storage
+                .receipts_since(&ask, floor.unwrap_or(StreamPos::ZERO))
+                .await?
+            {
+                if !visible(&r, me) || since(&r.room_id).is_some_and(|s| r.stream_pos <= s) {
+                    continue;
+                }
+                if rooms.contains(&r.room_id) {
+                    by_room.entry(r.room_id.clone()).or_default().push(r);
+                } else {
+                    missed.push(r.room_id);
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            for r in self
+                .ctx
+                .storage
+                .receipts_since(&fresh, StreamPos::ZERO)
+                .await?
+            {
+                let on_timeline = afresh
+                    .get(&r.room_id)
+                    .is_some_and(|ids| ids.contains(&r.event_id));
+                if visible(&r, me) && (r.user_id == *me || on_timeline) {
+                    by_room.entry(r.room_id.clone()).or_default().push(r);
+                }
+            }
+        }
+        tracked.settle(state, rooms, &missed, prev);
+        let rooms = by_room
+            .into_iter()
+            .map(|(room, receipts)| (room, receipt_event(&receipts)))
+            .collect();
+        Ok(RoomEventsResponse { rooms })
+    }
+
+    /// Who types in the rooms in scope, where that changed since `pos` (everywhere someone
+    /// types, the first time). Not tracked per room: typing expires within seconds anyway.
+    fn typing(&self, pass: &Pass<'_>, rooms: &BTreeSet<OwnedRoomId>) -> RoomEventsResponse {
+        let since = pass.prev.map(|p| p.typing);
+        let now = self.ctx.now_ms();
+        let typing = &self.ephemeral.typing;
+        let rooms = rooms
+            .iter()
+            .filter_map(|room| {
+                let users = typing.changed_since(room, since, now)?;
+                let event = json!({ "type": "m.typing", "content": { "user_ids": users } });
+                Some((room.clone(), event))
+            })
+            .collect();
+        RoomEventsResponse { rooms }
+    }
+}
+
+/// Private receipts are for their owner only.
+fn visible(r: &ReceiptRecord, me: &UserId) -> bool {
+    r.receipt_type != "m.read.private" || r.user_id == me
+}

@@ -1,0 +1,524 @@
+//! One room's update: what changed in the room since this connection last sent it (all of it
+//! the first time, or after the user joined), as the room's configuration asks: the timeline
+//! through the history-visibility check, the required state, name, avatar, heroes, member
+//! counts and bump stamp; the stripped state of an invite or knock.
+
+use std::{collections::HashSet, sync::Arc};
+
+use myelin_core::StreamPos;
+use myelin_storage::{EventRecord, StateMap};
+use ruma::{events::StateEventType, OwnedEventId, OwnedUserId, UserId};
+use serde_json::Value;
+
+use super::{
+    candidates::RoomEntry,
+    connection::RoomSent,
+    lists::RoomPlan,
+    pass::Pass,
+    required_state::{timeline_members, RequiredState},
+    response::{Hero, RoomResponse},
+    SlidingSync,
+};
+use crate::{
+    rooms::{visibility::HistoryView, Membership, RoomState, StateEntry},
+    sync::{latest_events, pagination_token, prev_batch, stripped_room_state},
+    ServiceResult,
+};
+
+/// Most members remembered per room as already sent for `$LAZY`; past it the memory starts
+/// over (and a few member events are sent again). Bounds a connection's memory per room.
+const MAX_LAZY_MEMBERS: usize = 50;
+/// Most heroes of a room.
+const MAX_HEROES: usize = 5;
+
+/// A room to look at, with its plan and what was last sent of it.
+pub(super) struct RoomJob<'a> {
+    pub entry: &'a RoomEntry,
+    pub plan: &'a RoomPlan,
+    pub sent: Option<&'a RoomSent>,
+}
+
+/// What a room's look came to.
+pub(super) struct RoomUpdate {
+    pub response: RoomResponse,
+    /// What the connection now holds of the room.
+    pub sent: RoomSent,
+    /// The timeline's events (a room sent afresh gets the receipts of these).
+    pub timeline_ids: Vec<OwnedEventId>,
+    /// Sent from scratch, or with a longer timeline than before.
+    pub afresh: bool,
+}
+
+/// The timeline part of an update.
+struct Timeline {
+    records: Vec<EventRecord>,
+    limited: bool,
+    prev_batch: Option<String>,
+    num_live: Option<usize>,
+}
+
+/// Which parts of the room's description changed since it was last sent.
+#[derive(Debug, Clone, Copy)]
+struct Changed {
+    name: bool,
+    avatar: bool,
+    members: bool,
+}
+
+impl Changed {
+    const ALL: Changed = Changed {
+        name: true,
+        avatar: true,
+        members: true,
+    };
+}
+
+/// How the room is sent this time.
+struct Mode {
+    /// First time on this connection (or just joined): the client replaces what it had.
+    initial: bool,
+    /// The timeline limit grew: a full timeline again, though not `initial`.
+    expanded: bool,
+    /// The whole required state, not only what changed.
+    full_state: bool,
+}
+
+impl SlidingSync {
+    /// The room's update, or `None` when nothing changed since it was last sent.
+    pub(super) async fn room_update(
+        &self,
+        pass: &Pass<'_>,
+        job: RoomJob<'_>,
+    ) -> ServiceResult<Option<RoomUpdate>> {
+        let RoomJob { entry, plan, sent } = job;
+        let moved = sent.is_some_and(|s| entry.record.stream_pos > s.pos);
+        let joined = entry.facts.membership == Membership::Join;
+        // A profile change is a new member event too, but only a join is a new start.
+        let initial = sent.is_none_or(|s| joined && s.membership != Membership::Join);
+        if matches!(
+            entry.facts.membership,
+            Membership::Invite | Membership::Knock
+        ) {
+            if !initial && !moved {
+                return Ok(None);
+            }
+            return Ok(Some(self.invite_update(pass, entry, plan, initial).await?));
+        }
+        let Some(state) = &entry.state else {
+            if !initial && !moved {
+                return Ok(None);
+            }
+            return Ok(Some(self.outside_leave(entry, plan, pass, initial).await?));
+        };
+        let expanded = !initial && sent.is_some_and(|s| s.timeline_limit < plan.timeline_limit);
+        let reconfigured = sent.is_some_and(|s| s.required_state != plan.fingerprint);
+        let up_to = if joined {
+            pass.now
+        } else {
+            entry.record.stream_pos
+        };
+        let since = sent.map(|s| s.pos);
+        let has_events = since.is_none_or(|s| state.last_pos > s && up_to > s);
+        if !(initial || expanded || reconfigured || moved || has_events) {
+            return Ok(None);
+        }
+        let mode = Mode {
+            initial,
+            expanded,
+            full_state: initial || reconfigured || !joined,
+        };
+        self.member_update(pass, (entry, plan, sent), state, up_to, mode)
+            .await
+            .map(Some)
+    }
+
+    /// A joined room, or one just left (up to the leave).
+    async fn member_update(
+        &self,
+        pass: &Pass<'_>,
+        (entry, plan, sent): (&RoomEntry, &RoomPlan, Option<&RoomSent>),
+        state: &Arc<RoomState>,
+        up_to: StreamPos,
+        mode: Mode,
+    ) -> ServiceResult<RoomUpdate> {
+        let after = (!mode.initial && !mode.expanded)
+            .then(|| sent.map(|s| s.pos))
+            .flatten();
+        let mut view = self
+            .rooms
+            .history_view(&pass.authed.user_id, state.clone(), Some(&entry.record))
+            .ignoring(pass.ignored.clone());
+        let limit = plan.timeline_limit();
+        let timeline = self
+            .timeline(pass, entry, &mut view, limit, up_to, after)
+            .await?;
+        let spec = &plan.required_state;
+        let me = &pass.authed.user_id;
+        let lazy = timeline_members(&timeline.records);
+        let (state_ids, changed) = if mode.full_state {
+            let ids = self.full_state_ids(entry, state, spec, me, &lazy).await?;
+            (ids, Changed::ALL)
+        } else {
+            let since = sent.map_or(StreamPos::ZERO, |s| s.pos);
+            let known = sent.map(|s| &s.lazy_members);
+            delta_state_ids(state, since, spec, me, &lazy, timeline.limited, known)
+        };
+        let changed = if mode.initial { Changed::ALL } else { changed };
+        let state_records = self.ctx.storage.get_events(&state_ids).await?;
+        let lazy_members = remember_lazy(sent, &mode, state, &state_records, sent.map(|s| s.pos));
+        // Without a gap, the client still holds the longer timeline it had.
+        let timeline_limit = match sent {
+            Some(s) if !mode.initial && !timeline.limited => {
+                s.timeline_limit.max(plan.timeline_limit)
+            }
+            _ => plan.timeline_limit,
+        };
+        let sent = RoomSent {
+            timeline_limit,
+            lazy_members,
+            ..fresh_sent(pass, entry, plan)
+        };
+        let viewer = (&*pass.authed.user_id, &*pass.authed.device_id);
+        // A former member's aggregations stop at their leave.
+        let read_up_to = (entry.facts.membership != Membership::Join).then_some(up_to);
+        let mut response = describe(entry, state, me, changed, &mode);
+        response.timeline = self
+            .history
+            .format_timeline(&timeline.records, viewer, &mut view, read_up_to)
+            .await?;
+        response.required_state = self.history.format_events(&state_records, None).await?;
+        response.prev_batch = timeline.prev_batch;
+        response.limited = timeline.limited;
+        response.num_live = timeline.num_live;
+        Ok(RoomUpdate {
+            response,
+            sent,
+            timeline_ids: timeline
+                .records
+                .iter()
+                .map(|r| r.pdu.event_id.clone())
+                .collect(),
+            afresh: mode.initial || mode.expanded,
+        })
+    }
+
+    /// The latest events up to `up_to` (after `after`, if set) that `view` shows, at most
+    /// `limit`.
+    async fn timeline(
+        &self,
+        pass: &Pass<'_>,
+        entry: &RoomEntry,
+        view: &mut HistoryView<'_>,
+        limit: usize,
+        up_to: StreamPos,
+        after: Option<StreamPos>,
+    ) -> ServiceResult<Timeline> {
+        if limit == 0 {
+            return Ok(Timeline {
+                records: Vec::new(),
+                limited: false,
+                prev_batch: None,
+                num_live: None,
+            });
+        }
+        let storage = self.ctx.storage.as_ref();
+        let room_id = &entry.facts.room_id;
+        let (raw, limited) = latest_events(storage, room_id, up_to, after, limit).await?;
+        let prev_batch = pagination_token(prev_batch(&raw, up_to));
+        let records = view.filter(raw).await?;
+        // Live: new since the request's `pos` (not merely new to this connection).
+        let num_live = pass.prev.map_or(0, |p| {
+            records
+                .iter()
+                .rev()
+                .take_while(|r| r.stream_pos > p.stream)
+                .count()
+        });
+        Ok(Timeline {
+            records,
+            limited,
+            prev_batch: Some(prev_batch),
+            num_live: Some(num_live),
+        })
+    }
+
+    /// The wanted state: current state for a joined room, the state at the leave for one left.
+    async fn full_state_ids(
+        &self,
+        entry: &RoomEntry,
+        state: &RoomState,
+        spec: &RequiredState,
+        me: &UserId,
+        lazy: &HashSet<&str>,
+    ) -> ServiceResult<Vec<OwnedEventId>> {
+        if entry.facts.membership == Membership::Join {
+            return Ok(state
+                .entries()
+                .filter(|e| wants_entry(spec, e, me, lazy))
+                .map(|e| e.pdu.event_id.clone())
+                .collect());
+        }
+        let at_leave = self.state_at(&entry.record.event_id).await?;
+        let mut ids: Vec<OwnedEventId> = at_leave
+            .into_iter()
+            .filter(|((kind, key), _)| spec.wants(kind, key, me.as_str(), lazy))
+            .map(|(_, id)| id)
+            .collect();
+        // The client learns of the leave from the user's own member event.
+        if !ids.contains(&entry.record.event_id) {
+            ids.push(entry.record.event_id.clone());
+        }
+        Ok(ids)
+    }
+
+    /// The room's state after an event (empty for an event outside the timeline).
+    async fn state_at(&self, event_id: &ruma::EventId) -> ServiceResult<StateMap> {
+        match self.ctx.storage.get_event(event_id).await? {
+            Some(r) if r.outlier.is_none() => {
+                Ok(self.ctx.storage.state_at_snapshot(r.state_snapshot).await?)
+            }
+            _ => Ok(StateMap::new()),
+        }
+    }
+
+    /// An invite or a knock: its stripped state.
+    async fn invite_update(
+        &self,
+        pass: &Pass<'_>,
+        entry: &RoomEntry,
+        plan: &RoomPlan,
+        initial: bool,
+    ) -> ServiceResult<RoomUpdate> {
+        let invite_state = stripped_room_state(&self.ctx, &self.rooms, &entry.record).await?;
+        let name = invite_state
+            .iter()
+            .find(|e| e["type"] == "m.room.name")
+            .and_then(|e| e["content"]["name"].as_str())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        let response = RoomResponse {
+            name,
+            initial: initial.then_some(true),
+            is_dm: entry.facts.is_dm.then_some(true),
+            invite_state: Some(invite_state),
+            bump_stamp: Some(entry.facts.bump_stamp),
+            ..RoomResponse::default()
+        };
+        Ok(RoomUpdate {
+            response,
+            sent: fresh_sent(pass, entry, plan),
+            timeline_ids: Vec::new(),
+            afresh: initial,
+        })
+    }
+
+    /// A room this server has no state of that the user left (a rejected invite to, or a
+    /// withdrawn knock on, a room elsewhere): only the leave.
+    async fn outside_leave(
+        &self,
+        entry: &RoomEntry,
+        plan: &RoomPlan,
+        pass: &Pass<'_>,
+        initial: bool,
+    ) -> ServiceResult<RoomUpdate> {
+        let leave: Vec<EventRecord> = self
+            .ctx
+            .storage
+            .get_event(&entry.record.event_id)
+            .await?
+            .into_iter()
+            .collect();
+        let events = self.history.format_events(&leave, None).await?;
+        let response = RoomResponse {
+            initial: initial.then_some(true),
+            timeline: events.clone(),
+            required_state: events,
+            bump_stamp: Some(entry.facts.bump_stamp),
+            ..RoomResponse::default()
+        };
+        Ok(RoomUpdate {
+            response,
+            sent: fresh_sent(pass, entry, plan),
+            timeline_ids: Vec::new(),
+            afresh: initial,
+        })
+    }
+}
+
+/// What the connection holds of a room just sent by `plan`.
+fn fresh_sent(pass: &Pass<'_>, entry: &RoomEntry, plan: &RoomPlan) -> RoomSent {
+    RoomSent {
+        pos: pass.now,
+        membership: entry.facts.membership,
+        timeline_limit: plan.timeline_limit,
+        required_state: plan.fingerprint,
+        lazy_members: HashSet::new(),
+    }
+}
+
+fn wants_entry(spec: &RequiredState, e: &StateEntry, me: &UserId, lazy: &HashSet<&str>) -> bool {
+    let key = e.pdu.state_key.as_deref().unwrap_or_default();
+    spec.wants(&e.pdu.kind.to_string(), key, me.as_str(), lazy)
+}
+
+/// The wanted state entries that changed since `since`, plus the member events of the
+/// timeline's members the client was not sent yet (`$LAZY`); and what the changes touch.
+/// Without a gap in the timeline, every member change goes out under `$LAZY` (a client that
+/// loaded the whole member list keeps it right).
+fn delta_state_ids(
+    state: &RoomState,
+    since: StreamPos,
+    spec: &RequiredState,
+    me: &UserId,
+    lazy: &HashSet<&str>,
+    limited: bool,
+    known_lazy: Option<&HashSet<OwnedUserId>>,
+) -> (Vec<OwnedEventId>, Changed) {
+    let changed: Vec<&StateEntry> = state.entries().filter(|e| e.pos > since).collect();
+    let is = |e: &StateEntry, kind: StateEventType| e.pdu.kind.to_string() == kind.to_string();
+    let touched = Changed {
+        name: changed.iter().any(|e| is(e, StateEventType::RoomName)),
+        avatar: changed.iter().any(|e| is(e, StateEventType::RoomAvatar)),
+        members: changed.iter().any(|e| e.member.is_some()),
+    };
+    let mut wanted_lazy = lazy.clone();
+    if spec.lazy_members() && !limited {
+        wanted_lazy.extend(
+            changed
+                .iter()
+                .filter_map(|e| e.member.as_ref().map(|(u, _)| u.as_str())),
+        );
+    }
+    let mut ids: Vec<OwnedEventId> = changed
+        .iter()
+        .filter(|e| wants_entry(spec, e, me, &wanted_lazy))
+        .map(|e| e.pdu.event_id.clone())
+        .collect();
+    if spec.lazy_members() {
+        for user in lazy {
+            let already = known_lazy.is_some_and(|k| k.iter().any(|u| u.as_str() == *user));
+            if already {
+                continue;
+            }
+            if let Some(e) = state.get(&StateEventType::RoomMember, user) {
+                if !ids.contains(&e.pdu.event_id) {
+                    ids.push(e.pdu.event_id.clone());
+                }
+            }
+        }
+    }
+    (ids, touched)
+}
+
+/// The members the client now holds the member event of, for `$LAZY`: those sent now, and
+/// (unless the state was sent whole) those sent before whose member event has not changed.
+fn remember_lazy(
+    sent: Option<&RoomSent>,
+    mode: &Mode,
+    state: &RoomState,
+    state_records: &[EventRecord],
+    since: Option<StreamPos>,
+) -> HashSet<OwnedUserId> {
+    let mut members = match sent {
+        Some(s) if !mode.full_state => s.lazy_members.clone(),
+        _ => HashSet::new(),
+    };
+    if let Some(since) = since {
+        members.retain(|u| {
+            state
+                .get(&StateEventType::RoomMember, u.as_str())
+                .is_none_or(|e| e.pos <= since)
+        });
+    }
+    let sent_now = state_records
+        .iter()
+        .filter(|r| r.pdu.kind.to_string() == StateEventType::RoomMember.to_string())
+        .filter_map(|r| OwnedUserId::try_from(r.pdu.state_key.as_deref()?).ok());
+    members.extend(sent_now);
+    if members.len() > MAX_LAZY_MEMBERS {
+        members.clear();
+    }
+    members
+}
+
+/// Name, avatar, heroes, counts, bump stamp and DM flag: what changed of them (all of it the
+/// first time).
+fn describe(
+    entry: &RoomEntry,
+    state: &RoomState,
+    me: &UserId,
+    changed: Changed,
+    mode: &Mode,
+) -> RoomResponse {
+    let joined = entry.facts.membership == Membership::Join;
+    let name = room_name(state);
+    let avatar = if mode.initial {
+        room_avatar(state).map(Some)
+    } else if changed.avatar {
+        // `null` tells the client the avatar is gone.
+        Some(room_avatar(state))
+    } else {
+        None
+    };
+    let members_news = joined && changed.members;
+    RoomResponse {
+        name: name.clone().filter(|_| changed.name),
+        avatar,
+        initial: mode.initial.then_some(true),
+        is_dm: entry.facts.is_dm.then_some(true),
+        joined_count: members_news.then(|| state.joined_members().len()),
+        invited_count: members_news.then(|| state.members_with(&[Membership::Invite]).len()),
+        bump_stamp: Some(entry.facts.bump_stamp),
+        heroes: (members_news && name.is_none()).then(|| heroes(state, me)),
+        ..RoomResponse::default()
+    }
+}
+
+/// `m.room.name`'s name; an empty or missing one is no name.
+fn room_name(state: &RoomState) -> Option<String> {
+    state_string(state, StateEventType::RoomName, "name")
+}
+
+fn room_avatar(state: &RoomState) -> Option<String> {
+    state_string(state, StateEventType::RoomAvatar, "url")
+}
+
+fn state_string(state: &RoomState, kind: StateEventType, field: &str) -> Option<String> {
+    let content = state.content(&kind, "")?;
+    let value = content.get(field)?.as_str()?;
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// Up to five other members to name an unnamed room after: joined and invited ones, in the
+/// order they came; if there are none, those who left or were banned.
+pub(super) fn heroes(state: &RoomState, me: &UserId) -> Vec<Hero> {
+    let others: Vec<(&UserId, &StateEntry)> =
+        state.member_entries().filter(|(u, _)| *u != me).collect();
+    let present = |m: Option<Membership>| matches!(m, Some(Membership::Join | Membership::Invite));
+    let mut chosen: Vec<&(&UserId, &StateEntry)> = others
+        .iter()
+        .filter(|(_, e)| present(e.membership()))
+        .collect();
+    if chosen.is_empty() {
+        chosen = others.iter().collect();
+    }
+    chosen.sort_by_key(|(user, e)| (e.pos, user.to_string()));
+    chosen
+        .into_iter()
+        .take(MAX_HEROES)
+        .map(|(user, e)| {
+            let content = e.pdu.content_value();
+            let text = |field: &str| {
+                content
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            Hero {
+                user_id: (*user).to_owned(),
+                displayname: text("displayname"),
+                avatar_url: text("avatar_url"),
+            }
+        })
+        .collect()
+}
