@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_to_device_txns.sql"),
     include_str!("../migrations/0008_key_backup.sql"),
     include_str!("../migrations/0009_relations.sql"),
+    include_str!("../migrations/0010_media.sql"),
 ];
 
 /// The schema version this build writes.

@@ -43,7 +43,11 @@ impl Syncer {
     }
 
     /// Whether the membership event (an invite) was sent by a user this user ignores.
-    async fn invited_by_ignored(&self, pass: &Pass<'_>, m: &MembershipRecord) -> ServiceResult<bool> {
+    async fn invited_by_ignored(
+        &self,
+        pass: &Pass<'_>,
+        m: &MembershipRecord,
+    ) -> ServiceResult<bool> {
         if pass.ignored.is_empty() {
             return Ok(false);
         }
