@@ -193,19 +193,17 @@ impl Media {
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
-        let (media, content) = self
+        let (_, content) = self
             .uploaded_media(server_name, media_id, timeout_ms, access)
             .await?;
-        let path = self.file_path(&content.sha256)?;
         Ok(MediaFile {
-            path,
+            path: self.file_path(&content.sha256)?,
             content_type: content
                 .content_type
                 .unwrap_or_else(|| headers::OCTET_STREAM.to_owned()),
             filename: content.filename,
             size: content.size,
         })
-        .inspect(|_| tracing::trace!(media_id = %media.media_id, "serving media"))
     }
 
     /// A thumbnail of a media: the stored standard size nearest the request, made now if
