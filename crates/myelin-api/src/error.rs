@@ -172,6 +172,10 @@ impl From<ServiceError> for ApiError {
                 err.body["room_version"] = json!(version);
                 return err;
             }
+            E::CannotOverwriteMedia(_) => (StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA"),
+            E::NotYetUploaded(_) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
+            E::TooManyPendingUploads(_) => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+            E::CannotThumbnail(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
             E::Remote(_) => {
                 tracing::warn!(error = %e, "remote server failed");
                 (StatusCode::BAD_GATEWAY, "M_UNKNOWN")

@@ -124,7 +124,7 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, 
 
 /// Whether reading a body failed because the connection's request deadline passed (the server
 /// wraps bodies in a deadline that fails with an `io::ErrorKind::TimedOut` error).
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(err) = cause {
         if err

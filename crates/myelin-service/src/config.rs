@@ -3,6 +3,7 @@
 use ruma::{OwnedServerName, RoomVersionId};
 
 use crate::context::RateLimits;
+use crate::media::MediaConfig;
 use crate::resources::ResourceLimits;
 use crate::users::TurnConfig;
 
@@ -35,6 +36,8 @@ pub struct ServiceConfig {
     pub turn: TurnConfig,
     /// Bounds on fan-out and cached rooms.
     pub resources: ResourceLimits,
+    /// The media repository: where files live, upload limits.
+    pub media: MediaConfig,
 }
 
 impl ServiceConfig {
@@ -50,6 +53,7 @@ impl ServiceConfig {
             rate_limits: RateLimits::default(),
             turn: TurnConfig::default(),
             resources: ResourceLimits::default(),
+            media: MediaConfig::default(),
         }
     }
 }

@@ -52,6 +52,18 @@ pub enum ServiceError {
     /// Keys uploaded to a backup version that is not the user's current one.
     #[error("Wrong backup version; the current version is {current_version}")]
     WrongRoomKeysVersion { current_version: String },
+    /// `PUT /upload/{serverName}/{mediaId}` for a media whose content is already uploaded.
+    #[error("{0}")]
+    CannotOverwriteMedia(String),
+    /// A download of a media created but not uploaded within the client's wait.
+    #[error("{0}")]
+    NotYetUploaded(String),
+    /// `/create` past the per-user cap on media created and not uploaded.
+    #[error("{0}")]
+    TooManyPendingUploads(String),
+    /// A thumbnail asked of media that cannot be thumbnailed (not an image, too many pixels).
+    #[error("{0}")]
+    CannotThumbnail(String),
     /// A remote server asked to join a room whose version it does not support.
     #[error("Your server does not support room version {0}")]
     IncompatibleRoomVersion(String),

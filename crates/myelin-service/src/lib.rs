@@ -1,6 +1,7 @@
 //! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
 //! (accounts, rooms, membership, history, sync, sliding sync, ephemeral, e2ee, key backup,
-//! users, and federation's outbox, ingest, handshakes, inbound and read side), built once in
+//! media, reports, users, and federation's outbox, ingest, handshakes, inbound and read side),
+//! built once in
 //! [`Services::new`] with the subsystems it needs, so the construction order below *is* the
 //! dependency graph: nothing calls back into a subsystem built after it, and nothing holds the
 //! whole.
@@ -19,6 +20,7 @@ pub mod federation;
 pub mod filter;
 pub mod format;
 pub mod history;
+pub mod media;
 pub mod membership;
 pub mod reports;
 pub mod resources;
@@ -45,6 +47,7 @@ pub use ephemeral::Ephemeral;
 pub use error::{ServiceError, ServiceResult};
 pub use federation::{FederationReads, Handshakes, Inbound, Ingest, Outbox};
 pub use history::History;
+pub use media::{Media, MediaConfig};
 pub use membership::Memberships;
 pub use myelin_federation::FederationConfig;
 pub use reports::Reports;
@@ -77,6 +80,8 @@ pub struct Services {
     pub e2ee: Arc<E2ee>,
     /// Server-side key backups.
     pub backup: Arc<KeyBackup>,
+    /// The media repository: uploads, downloads, thumbnails.
+    pub media: Arc<Media>,
     /// Typing, receipts, read markers and presence.
     pub ephemeral: Arc<Ephemeral>,
     /// Incoming federation transactions.
@@ -135,6 +140,7 @@ impl Services {
         ));
         let e2ee = Arc::new(E2ee::new(ctx.clone(), rooms.clone(), outbox.clone()));
         let backup = Arc::new(KeyBackup::new(ctx.clone()));
+        let media = Arc::new(Media::new(ctx.clone()));
         let ephemeral = Arc::new(Ephemeral::new(
             ctx.clone(),
             rooms.clone(),
@@ -179,6 +185,7 @@ impl Services {
             users,
             e2ee,
             backup,
+            media,
             ephemeral,
             inbound,
             accounts,

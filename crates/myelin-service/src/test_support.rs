@@ -59,13 +59,10 @@ pub(crate) fn harness_with(federation: FederationConfig) -> Harness {
         key_pair,
     };
     let clock = Arc::new(TestClock(AtomicU64::new(1_700_000_000_000)));
-    let services = Services::new_with_federation(
-        ServiceConfig::new(server_name),
-        federation,
-        Arc::new(storage),
-        key,
-        clock.clone(),
-    );
+    let mut config = ServiceConfig::new(server_name);
+    config.media.path = Some(dir.path().join("media"));
+    let services =
+        Services::new_with_federation(config, federation, Arc::new(storage), key, clock.clone());
     Harness {
         services,
         clock,

@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod federation;
 mod keys;
+mod media;
 mod meta;
 mod migrations;
 mod persist;

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_key_backup.sql"),
     include_str!("../migrations/0009_relations.sql"),
     include_str!("../migrations/0010_reports.sql"),
+    include_str!("../migrations/0011_media.sql"),
 ];
 
 /// The schema version this build writes.

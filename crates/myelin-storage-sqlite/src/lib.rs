@@ -15,6 +15,7 @@ mod dump;
 mod events;
 mod federation;
 mod keys;
+mod media;
 mod meta;
 mod migrations;
 mod persist;

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_key_backup.sql"),
     include_str!("../migrations/0010_relations.sql"),
     include_str!("../migrations/0011_reports.sql"),
+    include_str!("../migrations/0012_media.sql"),
 ];
 
 /// The schema version this build writes.

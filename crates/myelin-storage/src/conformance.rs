@@ -72,6 +72,9 @@ macro_rules! storage_conformance_tests {
             thread_summaries_edits_and_references,
             threads_are_listed_by_latest_reply,
             redaction_rejection_and_backfill_in_the_relations_index,
+            media_uploaded_at_once,
+            media_created_then_uploaded,
+            media_thumbnails,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -105,6 +108,7 @@ mod federation;
 mod keys;
 mod keys_in_detail;
 mod keys_lifecycle;
+mod media;
 mod relations;
 mod rooms;
 mod state;
@@ -119,6 +123,7 @@ pub use federation::*;
 pub use keys::*;
 pub use keys_in_detail::*;
 pub use keys_lifecycle::*;
+pub use media::{media_created_then_uploaded, media_thumbnails, media_uploaded_at_once};
 pub use relations::*;
 pub use rooms::*;
 pub use state::*;

@@ -317,6 +317,34 @@ pub const TABLES: &[Table] = &[
         ],
         key: &["user_id", "version", "room_id", "session_id"],
     },
+    Table {
+        name: "media",
+        columns: &[
+            "media_id",
+            "uploader",
+            "created_ms",
+            "unused_expires_ms",
+            "content_type",
+            "filename",
+            "size",
+            "sha256",
+        ],
+        key: &["media_id"],
+    },
+    Table {
+        name: "media_thumbnails",
+        columns: &[
+            "media_id",
+            "width",
+            "height",
+            "method",
+            "animated",
+            "content_type",
+            "size",
+            "sha256",
+        ],
+        key: &["media_id", "width", "height", "method", "animated"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

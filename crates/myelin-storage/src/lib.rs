@@ -17,6 +17,7 @@ pub mod dump;
 mod error;
 mod federation;
 mod keys;
+mod media;
 mod meta;
 mod relations;
 mod room;
@@ -29,6 +30,7 @@ pub use backup::*;
 pub use error::{StorageError, StorageResult};
 pub use federation::*;
 pub use keys::*;
+pub use media::*;
 pub use meta::*;
 pub use relations::*;
 pub use room::*;
@@ -44,6 +46,7 @@ pub trait Storage:
     + FederationStore
     + KeyStore
     + BackupStore
+    + MediaStore
     + Send
     + Sync
     + 'static
@@ -58,6 +61,7 @@ impl<
             + FederationStore
             + KeyStore
             + BackupStore
+            + MediaStore
             + Send
             + Sync
             + 'static,

@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 use crate::convert::{corrupt, opt_to_u64, parse_id, parse_json, parse_opt_id, to_u64};
 use crate::{
     AccountDataRecord, BackedUpKey, BackupVersionRecord, CrossSigningKeyRecord, CrossSigningKind,
-    DeviceKeysRecord, DeviceRecord, EventRecord, MembershipRecord, OutboxContent, OutboxEntry,
-    OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord, ReportRecord, ReportTarget,
-    RoomInfo, StateKey, StorageResult, ThreadEntry, ThreadSummary, ToDeviceMessage, TokenOwner,
-    UserRecord,
+    DeviceKeysRecord, DeviceRecord, EventRecord, MediaContent, MediaRecord, MembershipRecord,
+    OutboxContent, OutboxEntry, OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord,
+    ReportRecord, ReportTarget, RoomInfo, StateKey, StorageResult, ThreadEntry, ThreadSummary,
+    ThumbnailRecord, ToDeviceMessage, TokenOwner, UserRecord,
 };
 
 /// Typed access to the columns of one result row, by index. Each backend implements it for its
@@ -324,6 +324,41 @@ pub fn backed_up_key(row: &dyn Row) -> StorageResult<BackedUpKey> {
         forwarded_count: to_u64(row.int(3)?, "forwarded_count")?,
         is_verified: row.flag(4)?,
         session_data: row.text(5)?,
+    })
+}
+
+/// A `media` row, read in the order of [`crate::MEDIA_COLUMNS`].
+pub fn media(row: &dyn Row) -> StorageResult<MediaRecord> {
+    let content = match (row.opt_int(6)?, row.opt_text(7)?) {
+        (Some(size), Some(sha256)) => Some(MediaContent {
+            content_type: row.opt_text(4)?,
+            filename: row.opt_text(5)?,
+            size: to_u64(size, "media size")?,
+            sha256,
+        }),
+        _ => None,
+    };
+    Ok(MediaRecord {
+        media_id: row.text(0)?,
+        uploader: parse_id(row.text(1)?, "media uploader")?,
+        created_ms: to_u64(row.int(2)?, "media created_ms")?,
+        unused_expires_ms: opt_to_u64(row.opt_int(3)?, "media unused_expires_ms")?,
+        content,
+    })
+}
+
+/// A `media_thumbnails` row, read in the order of [`crate::THUMBNAIL_COLUMNS`].
+pub fn thumbnail(row: &dyn Row) -> StorageResult<ThumbnailRecord> {
+    let dimension =
+        |idx| u32::try_from(row.int(idx)?).map_err(|e| corrupt("thumbnail dimension", e));
+    Ok(ThumbnailRecord {
+        width: dimension(0)?,
+        height: dimension(1)?,
+        method: row.text(2)?,
+        animated: row.flag(3)?,
+        content_type: row.text(4)?,
+        size: to_u64(row.int(5)?, "thumbnail size")?,
+        sha256: row.text(6)?,
     })
 }
 

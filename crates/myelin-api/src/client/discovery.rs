@@ -24,14 +24,17 @@ pub fn routes() -> Router<SharedState> {
 
 /// GET /_matrix/client/versions — spec: client-server-api/#get_matrixclientversions.
 /// Advertises only versions whose features this server implements, and of the unstable features
-/// those clients look for: `recurse` on `/relations` (MSC3981, in the spec from v1.10) and
-/// simplified sliding sync (MSC4186), without which Element X refuses the server.
+/// those clients look for: `recurse` on `/relations` (MSC3981, in the spec from v1.10),
+/// simplified sliding sync (MSC4186), without which Element X refuses the server, and
+/// authenticated media (MSC3916's stable flag: spec v1.11's `/_matrix/client/v1/media`, announced
+/// so until every feature of v1.6 to v1.11 is served).
 async fn versions() -> Json<Value> {
     Json(json!({
         "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"],
         "unstable_features": {
             "org.matrix.msc3981": true,
             "org.matrix.simplified_msc3575": true,
+            "org.matrix.msc3916.stable": true,
         },
     }))
 }

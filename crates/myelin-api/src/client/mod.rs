@@ -6,6 +6,7 @@ mod discovery;
 mod events;
 mod key_backup;
 mod keys;
+mod media;
 mod push;
 mod relations;
 mod reports;
@@ -31,6 +32,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(directory::routes())
         .merge(keys::routes())
         .merge(key_backup::routes())
+        .merge(media::routes())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

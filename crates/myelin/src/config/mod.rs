@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 pub use myelin_service::FederationConfig;
+use myelin_service::{MediaConfig, RateLimits, ServiceConfig, TurnConfig};
 pub use myelin_service::{Rate, RegistrationMode, ResourceLimits};
-use myelin_service::{RateLimits, ServiceConfig, TurnConfig};
 
 /// The prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "MYELIN_";
@@ -64,6 +64,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Bounds on fan-out to other servers and on rooms cached in memory.
     pub resources: ResourceLimits,
+    /// The media repository: where uploaded files live and what an upload may cost.
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +298,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             http: HttpConfig::default(),
             resources: ResourceLimits::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -537,6 +540,7 @@ impl Config {
             problems.push("resources.room_cache_capacity must be greater than 0".to_owned());
         }
         problems.extend(self.federation.problems());
+        problems.extend(self.media.problems());
         problems.extend(self.tls.problems(&self.listen));
         problems.extend(self.http.problems());
         match problems.len() {
@@ -551,6 +555,14 @@ impl Config {
         match &self.database.path {
             Some(path) => path.clone(),
             None => self.data_dir.join(DEFAULT_DB_FILE),
+        }
+    }
+
+    /// The directory of the media files: `media.path`, or `<data_dir>/media`.
+    pub fn media_path(&self) -> PathBuf {
+        match &self.media.path {
+            Some(path) => path.clone(),
+            None => self.data_dir.join("media"),
         }
     }
 
@@ -582,6 +594,8 @@ impl Config {
         sc.rate_limits = self.rate_limits.clone();
         sc.turn = self.turn.clone();
         sc.resources = self.resources.clone();
+        sc.media = self.media.clone();
+        sc.media.path = Some(self.media_path());
         sc
     }
 
@@ -696,6 +710,7 @@ const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("tls", "listen"),
     ("tls", "certificate"),
     ("tls", "private_key"),
+    ("media", "path"),
 ];
 
 /// Parses an environment value into the TOML type of the option's default.

@@ -1,0 +1,335 @@
+//! The media subsystem's own decisions: which types are served inline and how file names are
+//! encoded, which standard size answers a thumbnail request, the refusal of decompression bombs,
+//! and the upload paths (at once; created then uploaded once, by its creator; waiting for it).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use image::{DynamicImage, ImageFormat, RgbaImage};
+
+use super::headers::{content_disposition, is_inline_safe, sanitize_content_type};
+use super::thumbnail::{self, choose, Method, ThumbnailError, ThumbnailSpec};
+use super::{Access, Media, UploadInfo};
+use crate::test_support::harness;
+use crate::ServiceError;
+
+fn image_bytes(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
+    let image = DynamicImage::ImageRgba8(RgbaImage::from_pixel(
+        width,
+        height,
+        image::Rgba([200, 10, 10, 255]),
+    ));
+    let image = if format == ImageFormat::Jpeg {
+        DynamicImage::ImageRgb8(image.to_rgb8())
+    } else {
+        image
+    };
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+#[test]
+fn only_safe_types_are_inline() {
+    for safe in [
+        "image/png",
+        "image/jpeg",
+        "video/mp4",
+        "audio/ogg",
+        "text/plain; charset=utf-8",
+    ] {
+        assert!(is_inline_safe(safe), "{safe}");
+    }
+    for unsafe_type in [
+        "text/html",
+        "image/svg+xml",
+        "application/javascript",
+        "text/javascript",
+        "application/xhtml+xml",
+        "application/octet-stream",
+    ] {
+        assert!(!is_inline_safe(unsafe_type), "{unsafe_type}");
+        assert!(content_disposition(unsafe_type, Some("x")).starts_with("attachment"));
+    }
+}
+
+#[test]
+fn dispositions_encode_file_names() {
+    assert_eq!(content_disposition("image/png", None), "inline");
+    assert_eq!(
+        content_disposition("image/png", Some("cat.png")),
+        "inline; filename=\"cat.png\""
+    );
+    assert_eq!(
+        content_disposition("text/html", Some("page.html")),
+        "attachment; filename=\"page.html\""
+    );
+    assert_eq!(
+        content_disposition("image/png", Some("café \"x\".png")),
+        "inline; filename*=utf-8''caf%C3%A9%20%22x%22.png"
+    );
+}
+
+#[test]
+fn content_types_are_checked_before_being_echoed() {
+    assert_eq!(
+        sanitize_content_type(Some("image/png")).as_deref(),
+        Some("image/png")
+    );
+    assert_eq!(
+        sanitize_content_type(Some("text/plain; charset=utf-8")).as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    for bad in ["", "png", "image/", "text/plain\r\nX-Evil: 1", "a b/c"] {
+        assert_eq!(sanitize_content_type(Some(bad)), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn thumbnail_requests_get_the_nearest_larger_standard_size() {
+    let spec = |width, height, method| ThumbnailSpec {
+        width,
+        height,
+        method,
+    };
+    assert_eq!(choose(32, 32, Method::Crop), spec(32, 32, Method::Crop));
+    assert_eq!(choose(40, 40, Method::Crop), spec(96, 96, Method::Crop));
+    assert_eq!(choose(500, 500, Method::Crop), spec(96, 96, Method::Crop));
+    assert_eq!(
+        choose(100, 100, Method::Scale),
+        spec(320, 240, Method::Scale)
+    );
+    assert_eq!(
+        choose(641, 100, Method::Scale),
+        spec(800, 600, Method::Scale)
+    );
+    assert_eq!(
+        choose(4000, 4000, Method::Scale),
+        spec(800, 600, Method::Scale)
+    );
+}
+
+#[test]
+fn thumbnails_fit_and_never_enlarge() {
+    let made = thumbnail::make(
+        &image_bytes(1000, 500, ImageFormat::Png),
+        &[
+            choose(320, 240, Method::Scale),
+            choose(96, 96, Method::Crop),
+        ],
+    )
+    .expect("thumbnails");
+    let dims = |bytes: &[u8]| image::load_from_memory(bytes).map(|i| (i.width(), i.height()));
+    assert_eq!(dims(&made[0].bytes).ok(), Some((320, 160)));
+    assert_eq!(dims(&made[1].bytes).ok(), Some((96, 96)));
+    let small = thumbnail::make(
+        &image_bytes(50, 20, ImageFormat::Jpeg),
+        &[choose(800, 600, Method::Scale)],
+    )
+    .expect("thumbnail");
+    assert_eq!(small[0].content_type, "image/jpeg");
+    assert_eq!(dims(&small[0].bytes).ok(), Some((50, 20)));
+}
+
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    // A tiny GIF whose header claims 65535 x 65535 pixels.
+    let mut gif = image_bytes(2, 2, ImageFormat::Gif);
+    gif[6..10].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(
+        thumbnail::make(&gif, &thumbnail::STANDARD_SIZES).err(),
+        Some(ThumbnailError::TooManyPixels(65535 * 65535))
+    );
+    assert_eq!(
+        thumbnail::make(b"not an image", &thumbnail::STANDARD_SIZES).err(),
+        Some(ThumbnailError::Unsupported)
+    );
+}
+
+async fn upload(media: &Arc<Media>, user: &ruma::UserId, bytes: &[u8], ct: &str) -> String {
+    let mut file = media.begin_upload(None).await.expect("begin");
+    file.write(bytes).await.expect("write");
+    let info = UploadInfo {
+        content_type: Some(ct.to_owned()),
+        filename: Some("f".into()),
+    };
+    media.upload(user, file, info).await.expect("upload")
+}
+
+#[tokio::test]
+async fn uploads_are_stored_and_served() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let media = &h.services.media;
+    let uri = upload(media, &alice.user_id, b"hello", "text/plain").await;
+    let id = uri.strip_prefix("mxc://test.local/").expect("local mxc");
+    let file = media
+        .download("test.local", id, None, Access::Authenticated)
+        .await
+        .expect("download");
+    assert_eq!(
+        std::fs::read(&file.path).ok().as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!((file.content_type.as_str(), file.size), ("text/plain", 5));
+    assert!(
+        matches!(
+            media.download("test.local", id, None, Access::Legacy).await,
+            Err(ServiceError::NotFound(_))
+        ),
+        "legacy downloads are frozen by default"
+    );
+    assert!(matches!(
+        media
+            .download("other.example", id, None, Access::Authenticated)
+            .await,
+        Err(ServiceError::NotFound(_))
+    ));
+    let mut big = media.begin_upload(None).await.expect("begin");
+    let chunk = vec![0u8; 1024 * 1024];
+    let mut refused = None;
+    for _ in 0..60 {
+        if let Err(e) = big.write(&chunk).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(refused, Some(ServiceError::TooLarge(_))));
+    assert!(matches!(
+        media.begin_upload(Some(60 * 1024 * 1024)).await,
+        Err(ServiceError::TooLarge(_))
+    ));
+}
+
+#[tokio::test]
+async fn created_media_is_uploaded_once_by_its_creator() {
+    let h = harness();
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    let media = &h.services.media;
+    let (uri, expires) = media.create(&alice.user_id).await.expect("create");
+    assert_eq!(expires, h.services.ctx.now_ms() + 24 * 60 * 60 * 1000);
+    let id = uri
+        .strip_prefix("mxc://test.local/")
+        .expect("local mxc")
+        .to_owned();
+    assert!(matches!(
+        media
+            .download("test.local", &id, Some(10), Access::Authenticated)
+            .await,
+        Err(ServiceError::NotYetUploaded(_))
+    ));
+    assert!(matches!(
+        media.check_upload_to(&bob.user_id, "test.local", &id).await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    // A download waiting for the upload gets it.
+    let waiting = {
+        let (media, id) = (media.clone(), id.clone());
+        tokio::spawn(async move {
+            media
+                .download("test.local", &id, Some(5_000), Access::Authenticated)
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut file = media.begin_upload(None).await.expect("begin");
+    file.write(b"later").await.expect("write");
+    media
+        .upload_to(
+            &alice.user_id,
+            "test.local",
+            &id,
+            file,
+            UploadInfo::default(),
+        )
+        .await
+        .expect("upload");
+    let served = waiting.await.expect("task").expect("download");
+    assert_eq!(
+        (served.size, served.content_type.as_str()),
+        (5, "application/octet-stream")
+    );
+    assert!(matches!(
+        media
+            .check_upload_to(&alice.user_id, "test.local", &id)
+            .await,
+        Err(ServiceError::CannotOverwriteMedia(_))
+    ));
+}
+
+#[tokio::test]
+async fn pending_uploads_are_capped_and_expire() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let media = &h.services.media;
+    for _ in 0..20 {
+        media.create(&alice.user_id).await.expect("create");
+    }
+    assert!(matches!(
+        media.create(&alice.user_id).await,
+        Err(ServiceError::TooManyPendingUploads(_))
+    ));
+    let (uri, _) = {
+        h.clock.advance(24 * 60 * 60 * 1000);
+        media
+            .create(&alice.user_id)
+            .await
+            .expect("the others expired")
+    };
+    let id = uri.strip_prefix("mxc://test.local/").expect("mxc");
+    h.clock.advance(24 * 60 * 60 * 1000);
+    assert!(matches!(
+        media
+            .download("test.local", id, Some(10), Access::Authenticated)
+            .await,
+        Err(ServiceError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn thumbnails_are_made_on_demand_and_stored() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let media = &h.services.media;
+    let uri = upload(
+        media,
+        &alice.user_id,
+        &image_bytes(400, 300, ImageFormat::Png),
+        "image/png",
+    )
+    .await;
+    let id = uri.strip_prefix("mxc://test.local/").expect("mxc");
+    let thumb = media
+        .thumbnail(
+            "test.local",
+            id,
+            (50, 50, Method::Crop),
+            None,
+            Access::Authenticated,
+        )
+        .await
+        .expect("thumbnail");
+    assert_eq!(thumb.content_type, "image/png");
+    let bytes = std::fs::read(&thumb.path).expect("thumbnail file");
+    let image = image::load_from_memory(&bytes).expect("decode");
+    assert_eq!((image.width(), image.height()), (96, 96));
+    let stored = h.services.ctx.storage.thumbnails(id).await.expect("list");
+    assert!(stored
+        .iter()
+        .any(|t| (t.width, t.height, t.method.as_str()) == (96, 96, "crop")));
+
+    let text = upload(media, &alice.user_id, b"plain", "text/plain").await;
+    let text_id = text.strip_prefix("mxc://test.local/").expect("mxc");
+    assert!(matches!(
+        media
+            .thumbnail(
+                "test.local",
+                text_id,
+                (32, 32, Method::Crop),
+                None,
+                Access::Authenticated
+            )
+            .await,
+        Err(ServiceError::CannotThumbnail(_))
+    ));
+}

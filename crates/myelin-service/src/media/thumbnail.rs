@@ -1,0 +1,188 @@
+//! Thumbnails (spec: Client-Server API, "Thumbnails"): which stored size answers a request, and
+//! making one with the `image` crate. Only PNG, JPEG, GIF and WebP are thumbnailed; the image's
+//! dimensions are read from its header before anything is decoded, and images above
+//! [`MAX_PIXELS`] are refused, so a small file that decodes to gigabytes (a decompression bomb)
+//! costs nothing. Decoding also runs under `image::Limits`.
+
+use std::io::Cursor;
+
+use image::{imageops::FilterType, DynamicImage, ImageFormat, ImageReader, Limits};
+
+/// The most pixels an image may have to be thumbnailed (32 megapixels).
+pub const MAX_PIXELS: u64 = 32 * 1024 * 1024;
+
+/// The most memory one decode may allocate.
+const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
+
+/// The largest width or height a client may ask for.
+pub const MAX_DIMENSION: u32 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Crop,
+    Scale,
+}
+
+impl Method {
+    pub fn parse(method: &str) -> Option<Method> {
+        match method {
+            "crop" => Some(Method::Crop),
+            "scale" => Some(Method::Scale),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Crop => "crop",
+            Method::Scale => "scale",
+        }
+    }
+}
+
+/// A thumbnail size: the box it fits (`scale`) or fills (`crop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ThumbnailSpec {
+    pub width: u32,
+    pub height: u32,
+    pub method: Method,
+}
+
+const fn spec(width: u32, height: u32, method: Method) -> ThumbnailSpec {
+    ThumbnailSpec {
+        width,
+        height,
+        method,
+    }
+}
+
+/// The sizes made for every image on upload (the spec's suggested sizes, as Synapse's
+/// defaults); any other request is answered with one of them.
+pub const STANDARD_SIZES: [ThumbnailSpec; 5] = [
+    spec(32, 32, Method::Crop),
+    spec(96, 96, Method::Crop),
+    spec(320, 240, Method::Scale),
+    spec(640, 480, Method::Scale),
+    spec(800, 600, Method::Scale),
+];
+
+/// The standard size answering a request: of the sizes with its method, the smallest at least
+/// as large as asked in both dimensions, else the largest.
+pub fn choose(width: u32, height: u32, method: Method) -> ThumbnailSpec {
+    let same_method = STANDARD_SIZES.iter().filter(|s| s.method == method);
+    same_method
+        .clone()
+        .filter(|s| s.width >= width && s.height >= height)
+        .min_by_key(|s| u64::from(s.width) * u64::from(s.height))
+        .or_else(|| same_method.max_by_key(|s| u64::from(s.width) * u64::from(s.height)))
+        .copied()
+        .unwrap_or(STANDARD_SIZES[0])
+}
+
+/// Why an image got no thumbnail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThumbnailError {
+    #[error("This kind of media cannot be thumbnailed")]
+    Unsupported,
+    #[error("The image is too large to thumbnail ({0} pixels)")]
+    TooManyPixels(u64),
+    #[error("The image could not be decoded: {0}")]
+    Decode(String),
+}
+
+/// A thumbnail made: its bytes and their type.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    pub spec: ThumbnailSpec,
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+}
+
+/// Whether the media type is one we thumbnail.
+pub fn is_thumbnailable(content_type: Option<&str>) -> bool {
+    let essence = content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase());
+    matches!(
+        essence.as_deref(),
+        Some("image/png" | "image/jpeg" | "image/jpg" | "image/gif" | "image/webp")
+    )
+}
+
+/// Decodes `bytes` (refusing bombs) and makes each thumbnail of `specs`. CPU-bound: call on a
+/// blocking thread.
+pub fn make(bytes: &[u8], specs: &[ThumbnailSpec]) -> Result<Vec<Thumbnail>, ThumbnailError> {
+    let (image, format) = decode(bytes)?;
+    Ok(specs
+        .iter()
+        .filter_map(|spec| encode(&resize(&image, *spec), format, *spec))
+        .collect())
+}
+
+/// The image, decoded only if its header says it is small enough.
+fn decode(bytes: &[u8]) -> Result<(DynamicImage, ImageFormat), ThumbnailError> {
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ThumbnailError::Decode(e.to_string()))
+    };
+    let format = reader()?.format().ok_or(ThumbnailError::Unsupported)?;
+    if !matches!(
+        format,
+        ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP
+    ) {
+        return Err(ThumbnailError::Unsupported);
+    }
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(ThumbnailError::TooManyPixels(pixels));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    let mut reader = reader()?;
+    reader.limits(limits);
+    let image = reader
+        .decode()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    Ok((image, format))
+}
+
+/// The image fitted into (`scale`) or cropped to fill (`crop`) the spec's box, never enlarged.
+fn resize(image: &DynamicImage, spec: ThumbnailSpec) -> DynamicImage {
+    let (width, height) = (image.width(), image.height());
+    match spec.method {
+        Method::Scale if width <= spec.width && height <= spec.height => image.clone(),
+        Method::Scale => image.resize(spec.width, spec.height, FilterType::Triangle),
+        Method::Crop => {
+            let (w, h) = (spec.width.min(width), spec.height.min(height));
+            image.resize_to_fill(w.max(1), h.max(1), FilterType::Triangle)
+        }
+    }
+}
+
+/// JPEG stays JPEG (photos), everything else becomes PNG (keeps transparency).
+fn encode(image: &DynamicImage, source: ImageFormat, spec: ThumbnailSpec) -> Option<Thumbnail> {
+    let mut out = Cursor::new(Vec::new());
+    let (result, content_type) = if source == ImageFormat::Jpeg {
+        let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
+        (rgb.write_to(&mut out, ImageFormat::Jpeg), "image/jpeg")
+    } else {
+        (image.write_to(&mut out, ImageFormat::Png), "image/png")
+    };
+    match result {
+        Ok(()) => Some(Thumbnail {
+            spec,
+            bytes: out.into_inner(),
+            content_type,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode a thumbnail");
+            None
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `MediaStore`: media metadata and thumbnails.
+
+use async_trait::async_trait;
+use myelin_storage::rows;
+use myelin_storage::{
+    upload_outcome, MediaContent, MediaRecord, MediaStore, MediaUploadOutcome, StorageResult,
+    ThumbnailRecord, MEDIA_COLUMNS, THUMBNAIL_COLUMNS,
+};
+use ruma::UserId;
+
+use crate::convert::{get, to_i64};
+use crate::pool::Conn;
+use crate::PgStore;
+
+async fn media_row(conn: &mut Conn, media_id: &str) -> StorageResult<Option<MediaRecord>> {
+    conn.query_opt_decode(
+        &format!("SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = $1"),
+        &[&media_id],
+        rows::media,
+    )
+    .await
+}
+
+#[async_trait]
+impl MediaStore for PgStore {
+    async fn insert_media(
+        &self,
+        media_id: &str,
+        uploader: &UserId,
+        now_ms: u64,
+        content: &MediaContent,
+    ) -> StorageResult<()> {
+        let now = to_i64(now_ms, "media created_ms")?;
+        let size = to_i64(content.size, "media size")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO media (media_id, uploader, created_ms, content_type, filename,
+                                    size, sha256)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &media_id,
+                    &uploader.as_str(),
+                    &now,
+                    &content.content_type,
+                    &content.filename,
+                    &size,
+                    &content.sha256,
+                ],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn create_pending_media(
+        &self,
+        media_id: &str,
+        uploader: &UserId,
+        now_ms: u64,
+        unused_expires_ms: u64,
+        max_pending: u64,
+    ) -> StorageResult<bool> {
+        let now = to_i64(now_ms, "media created_ms")?;
+        let expires = to_i64(unused_expires_ms, "media unused_expires_ms")?;
+        let max_pending = to_i64(max_pending, "max pending uploads")?;
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let row = conn
+                .query_one(
+                    "SELECT COUNT(*) FROM media
+                     WHERE uploader = $1 AND size IS NULL AND unused_expires_ms > $2",
+                    &[&uploader.as_str(), &now],
+                )
+                .await?;
+            let pending: i64 = get(&row, 0)?;
+            if pending >= max_pending {
+                return Ok(false);
+            }
+            conn.execute(
+                "INSERT INTO media (media_id, uploader, created_ms, unused_expires_ms)
+                 VALUES ($1, $2, $3, $4)",
+                &[&media_id, &uploader.as_str(), &now, &expires],
+            )
+            .await?;
+            Ok(true)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn complete_media_upload(
+        &self,
+        media_id: &str,
+        uploader: &UserId,
+        now_ms: u64,
+        content: &MediaContent,
+    ) -> StorageResult<MediaUploadOutcome> {
+        let size = to_i64(content.size, "media size")?;
+        let mut conn = self.db.write().await?;
+        let result = async {
+            // The row is locked, so a concurrent upload of the same ID waits for this one.
+            let Some(media) = conn
+                .query_opt_decode(
+                    &format!("SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = $1 FOR UPDATE"),
+                    &[&media_id],
+                    rows::media,
+                )
+                .await?
+            else {
+                return Ok(MediaUploadOutcome::Unknown);
+            };
+            let outcome = upload_outcome(&media, uploader, now_ms);
+            if outcome != MediaUploadOutcome::Stored {
+                return Ok(outcome);
+            }
+            conn.execute(
+                "UPDATE media SET content_type = $2, filename = $3, size = $4, sha256 = $5,
+                                  unused_expires_ms = NULL
+                 WHERE media_id = $1",
+                &[
+                    &media_id,
+                    &content.content_type,
+                    &content.filename,
+                    &size,
+                    &content.sha256,
+                ],
+            )
+            .await?;
+            Ok(MediaUploadOutcome::Stored)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn get_media(&self, media_id: &str) -> StorageResult<Option<MediaRecord>> {
+        let mut conn = self.db.read().await?;
+        media_row(&mut conn, media_id).await
+    }
+
+    async fn put_thumbnail(
+        &self,
+        media_id: &str,
+        thumbnail: &ThumbnailRecord,
+    ) -> StorageResult<()> {
+        let t = thumbnail;
+        let size = to_i64(t.size, "thumbnail size")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO media_thumbnails (media_id, width, height, method, animated,
+                                               content_type, size, sha256)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (media_id, width, height, method, animated) DO UPDATE
+                 SET content_type = excluded.content_type, size = excluded.size,
+                     sha256 = excluded.sha256",
+                &[
+                    &media_id,
+                    &i64::from(t.width),
+                    &i64::from(t.height),
+                    &t.method,
+                    &t.animated,
+                    &t.content_type,
+                    &size,
+                    &t.sha256,
+                ],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn thumbnails(&self, media_id: &str) -> StorageResult<Vec<ThumbnailRecord>> {
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            &format!(
+                "SELECT {THUMBNAIL_COLUMNS} FROM media_thumbnails WHERE media_id = $1
+                 ORDER BY width, height, method, animated"
+            ),
+            &[&media_id],
+            rows::thumbnail,
+        )
+        .await
+    }
+}

@@ -1,0 +1,190 @@
+//! `MediaStore`: media metadata and thumbnails.
+
+use async_trait::async_trait;
+use myelin_storage::rows;
+use myelin_storage::{
+    upload_outcome, MediaContent, MediaRecord, MediaStore, MediaUploadOutcome, StorageResult,
+    ThumbnailRecord, MEDIA_COLUMNS, THUMBNAIL_COLUMNS,
+};
+use ruma::UserId;
+use rusqlite::{params, Connection};
+
+use crate::convert::{query_all, query_first, to_i64, Db};
+use crate::SqliteStore;
+
+fn media_row(conn: &Connection, media_id: &str) -> StorageResult<Option<MediaRecord>> {
+    query_first(
+        conn,
+        &format!("SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = ?1"),
+        params![media_id],
+        rows::media,
+    )
+}
+
+#[async_trait]
+impl MediaStore for SqliteStore {
+    async fn insert_media(
+        &self,
+        media_id: &str,
+        uploader: &UserId,
+        now_ms: u64,
+        content: &MediaContent,
+    ) -> StorageResult<()> {
+        let (media_id, uploader, content) =
+            (media_id.to_owned(), uploader.to_owned(), content.clone());
+        let now = to_i64(now_ms, "media created_ms")?;
+        let size = to_i64(content.size, "media size")?;
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "INSERT INTO media (media_id, uploader, created_ms, content_type, filename,
+                                        size, sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .db()?
+                .execute(params![
+                    media_id,
+                    uploader.as_str(),
+                    now,
+                    content.content_type,
+                    content.filename,
+                    size,
+                    content.sha256
+                ])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn create_pending_media(
+        &self,
+        media_id: &str,
+        uploader: &UserId,
+        now_ms: u64,
+        unused_expires_ms: u64,
+        max_pending: u64,
+    ) -> StorageResult<bool> {
+        let (media_id, uploader) = (media_id.to_owned(), uploader.to_owned());
+        let now = to_i64(now_ms, "media created_ms")?;
+        let expires = to_i64(unused_expires_ms, "media unused_expires_ms")?;
+        let max_pending = to_i64(max_pending, "max pending uploads")?;
+        self.db
+            .write(move |tx, _| {
+                let pending: i64 = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM media
+                         WHERE uploader = ?1 AND size IS NULL AND unused_expires_ms > ?2",
+                    )
+                    .db()?
+                    .query_row(params![uploader.as_str(), now], |row| row.get(0))
+                    .db()?;
+                if pending >= max_pending {
+                    return Ok(false);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO media (media_id, uploader, created_ms, unused_expires_ms)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .db()?
+                .execute(params![media_id, uploader.as_str(), now, expires])
+                .db()?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn complete_media_upload(
+        &self,
+        media_id: &str,
+        uploader: &UserId,
+        now_ms: u64,
+        content: &MediaContent,
+    ) -> StorageResult<MediaUploadOutcome> {
+        let (media_id, uploader, content) =
+            (media_id.to_owned(), uploader.to_owned(), content.clone());
+        let size = to_i64(content.size, "media size")?;
+        self.db
+            .write(move |tx, _| {
+                let Some(media) = media_row(tx, &media_id)? else {
+                    return Ok(MediaUploadOutcome::Unknown);
+                };
+                let outcome = upload_outcome(&media, &uploader, now_ms);
+                if outcome != MediaUploadOutcome::Stored {
+                    return Ok(outcome);
+                }
+                tx.prepare_cached(
+                    "UPDATE media SET content_type = ?2, filename = ?3, size = ?4, sha256 = ?5,
+                                      unused_expires_ms = NULL
+                     WHERE media_id = ?1",
+                )
+                .db()?
+                .execute(params![
+                    media_id,
+                    content.content_type,
+                    content.filename,
+                    size,
+                    content.sha256,
+                ])
+                .db()?;
+                Ok(MediaUploadOutcome::Stored)
+            })
+            .await
+    }
+
+    async fn get_media(&self, media_id: &str) -> StorageResult<Option<MediaRecord>> {
+        let media_id = media_id.to_owned();
+        self.db.read(move |conn| media_row(conn, &media_id)).await
+    }
+
+    async fn put_thumbnail(
+        &self,
+        media_id: &str,
+        thumbnail: &ThumbnailRecord,
+    ) -> StorageResult<()> {
+        let (media_id, t) = (media_id.to_owned(), thumbnail.clone());
+        let size = to_i64(t.size, "thumbnail size")?;
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "INSERT INTO media_thumbnails (media_id, width, height, method, animated,
+                                                   content_type, size, sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (media_id, width, height, method, animated) DO UPDATE
+                     SET content_type = excluded.content_type, size = excluded.size,
+                         sha256 = excluded.sha256",
+                )
+                .db()?
+                .execute(params![
+                    media_id,
+                    t.width,
+                    t.height,
+                    t.method,
+                    t.animated,
+                    t.content_type,
+                    size,
+                    t.sha256
+                ])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn thumbnails(&self, media_id: &str) -> StorageResult<Vec<ThumbnailRecord>> {
+        let media_id = media_id.to_owned();
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    &format!(
+                        "SELECT {THUMBNAIL_COLUMNS} FROM media_thumbnails WHERE media_id = ?1
+                         ORDER BY width, height, method, animated"
+                    ),
+                    params![media_id],
+                    rows::thumbnail,
+                )
+            })
+            .await
+    }
+}
