@@ -27,7 +27,7 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Logs `name` in with a fresh client that must find sliding sync in `/versions`.
-async fn sliding_client(server: &TestServer, name: &str) -> Client {
+pub(crate) async fn sliding_client(server: &TestServer, name: &str) -> Client {
     let client = Client::builder()
         .homeserver_url(server.base_url())
         .sliding_sync_version_builder(VersionBuilder::DiscoverNative)
