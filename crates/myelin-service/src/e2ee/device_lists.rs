@@ -56,8 +56,9 @@ impl E2ee {
     }
 
     /// `device_lists` of `/sync` and `GET /keys/changes` for `(since, up_to]`: users sharing a
-    /// room whose devices changed or who came to share one, and users who shared a room then but
-    /// share none now (the client stops tracking their devices).
+    /// room whose devices changed or who came to share one (the user too, when their own devices
+    /// or keys changed, as Synapse reports), and users who shared a room then but share none now
+    /// (the client stops tracking their devices).
     pub async fn device_list_changes(
         &self,
         user_id: &UserId,
@@ -73,11 +74,16 @@ impl E2ee {
             .into_iter()
             .filter(|u| sharing.contains(u))
             .collect();
+        // The user's own devices or keys changing is news to their other devices (a new session
+        // to verify); their own joins and leaves are not.
+        let own_keys_changed = changed.contains(user_id);
         let (came, went) = self.membership_moves(user_id, since, up_to).await?;
         changed.extend(came.into_iter().filter(|u| sharing.contains(u)));
         let left: BTreeSet<OwnedUserId> =
             went.into_iter().filter(|u| !sharing.contains(u)).collect();
-        changed.remove(user_id);
+        if !own_keys_changed {
+            changed.remove(user_id);
+        }
         Ok(DeviceListChanges {
             changed: changed.into_iter().collect(),
             left: left.into_iter().collect(),

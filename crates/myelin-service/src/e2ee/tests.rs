@@ -83,3 +83,66 @@ async fn a_malformed_key_id_is_refused() {
         .await;
     assert!(upload.is_err());
 }
+
+#[tokio::test]
+async fn a_user_s_own_new_device_is_news_to_their_other_devices() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let bob = h.user("bob").await;
+    let room = h.room(&alice, "public_chat").await;
+    h.join(&bob, &room).await.unwrap();
+    let second = h
+        .services
+        .accounts
+        .start_session(&alice.user_id, Some("SECOND"), None, false)
+        .await
+        .unwrap();
+    let second = crate::accounts::Authed {
+        user_id: second.user_id,
+        device_id: second.device_id,
+    };
+    let storage = &h.services.ctx.storage;
+    let since = storage.current_stream_pos().await.unwrap();
+    let keys = json!({
+        "user_id": alice.user_id, "device_id": "SECOND",
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+        "keys": { "curve25519:SECOND": "key", "ed25519:SECOND": "key" },
+        "signatures": {},
+    });
+    h.services
+        .e2ee
+        .upload_keys(
+            &second,
+            KeysUpload {
+                device_keys: keys.as_object().cloned(),
+                ..KeysUpload::default()
+            },
+        )
+        .await
+        .unwrap();
+    let now = storage.current_stream_pos().await.unwrap();
+    let e2ee = &h.services.e2ee;
+    let for_alice = e2ee
+        .device_list_changes(&alice.user_id, since, now)
+        .await
+        .unwrap();
+    assert!(
+        for_alice.changed.contains(&alice.user_id),
+        "{:?}",
+        for_alice.changed
+    );
+    let for_bob = e2ee
+        .device_list_changes(&bob.user_id, since, now)
+        .await
+        .unwrap();
+    assert!(
+        for_bob.changed.contains(&alice.user_id),
+        "{:?}",
+        for_bob.changed
+    );
+    assert!(
+        !for_bob.changed.contains(&bob.user_id),
+        "{:?}",
+        for_bob.changed
+    );
+}
