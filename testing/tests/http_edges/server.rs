@@ -1,7 +1,7 @@
 //! Server-wide endpoints and lifecycle: discovery (`/versions`, `.well-known`), TURN
 //! credentials, and user data that survives a restart.
 
-use myelin_testing::http::{assert_err, assert_ok, C, PW};
+use myelin_testing::http::{assert_err, assert_ok, errcode, register, C, PW};
 use myelin_testing::{enc, timeline, StatusCode, TestServer};
 use serde_json::json;
 
@@ -230,5 +230,35 @@ async fn user_data_survives_restart() {
     assert!(
         timeline(&resp, &room).len() <= 3,
         "stored filter not applied after restart: {resp}"
+    );
+}
+
+/// No policy server is named (404), and `whois` shows a user their own devices but refuses
+/// other users to non-administrators.
+#[tokio::test]
+async fn policy_server_and_whois() {
+    let s = TestServer::start().await;
+    let (status, body) = s.get("/.well-known/matrix/policy_server", None).await;
+    assert_eq!(
+        (status, errcode(&body)),
+        (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+        "{body}"
+    );
+
+    let alice = register(&s, "alice").await;
+    let bob = register(&s, "bob").await;
+    let whois = |user: &str| format!("/_matrix/client/v3/admin/whois/{}", enc(user));
+    let (status, own) = s.get(&whois(&alice.user_id), alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(own["user_id"], alice.user_id.as_str());
+    assert!(
+        own["devices"][&alice.device_id]["sessions"].is_array(),
+        "{own}"
+    );
+    let (status, body) = s.get(&whois(&bob.user_id), alice.token()).await;
+    assert_eq!(
+        (status, errcode(&body)),
+        (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+        "{body}"
     );
 }

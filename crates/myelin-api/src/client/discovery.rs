@@ -15,6 +15,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/_matrix/client/v3/capabilities", get(capabilities))
         .route("/.well-known/matrix/client", get(well_known))
         .route("/.well-known/matrix/support", get(well_known_support))
+        .route(
+            "/.well-known/matrix/policy_server",
+            get(well_known_policy_server),
+        )
         .route("/_matrix/client/v3/voip/turnServer", get(turn_server))
         .route(
             "/_matrix/client/v3/thirdparty/protocols",
@@ -65,6 +69,12 @@ async fn well_known(State(state): State<SharedState>) -> ApiResult<Json<Value>> 
         .clone()
         .map(Json)
         .ok_or_else(|| ApiError::not_found("No well-known client configuration"))
+}
+
+/// GET /.well-known/matrix/policy_server (spec v1.18, "Policy servers"): this server names no
+/// policy server, which the spec answers with 404.
+async fn well_known_policy_server() -> ApiError {
+    ApiError::not_found("This server has no policy server")
 }
 
 /// GET /.well-known/matrix/support (spec: client-server "Getting the support information") —

@@ -1,6 +1,7 @@
 //! Client-Server API routes (`/_matrix/client/...`), one module per spec area.
 
 mod account;
+mod admin;
 mod directory;
 mod discovery;
 mod events;
@@ -22,6 +23,7 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .merge(discovery::routes())
         .merge(account::routes())
+        .merge(admin::routes())
         .merge(rooms::routes())
         .merge(events::routes())
         .merge(relations::routes())

@@ -422,6 +422,32 @@ impl Accounts {
         Ok(())
     }
 
+    /// `GET /admin/whois/{userId}`: a user's devices and where they were last seen, for the
+    /// server's administrators and the user themself.
+    pub async fn whois(
+        &self,
+        requester: &UserId,
+        user_id: &UserId,
+    ) -> ServiceResult<Vec<DeviceRecord>> {
+        let is_admin = self
+            .ctx
+            .storage
+            .get_user(requester)
+            .await?
+            .is_some_and(|u| u.is_admin);
+        if requester != user_id && !is_admin {
+            return Err(ServiceError::Forbidden(
+                "Only administrators may look up other users".into(),
+            ));
+        }
+        if user_id.server_name() != self.ctx.server_name()
+            || self.ctx.storage.get_user(user_id).await?.is_none()
+        {
+            return Err(ServiceError::NotFound("User not found".into()));
+        }
+        Ok(self.ctx.storage.list_devices(user_id).await?)
+    }
+
     pub async fn list_devices(&self, user_id: &UserId) -> ServiceResult<Vec<DeviceRecord>> {
         Ok(self.ctx.storage.list_devices(user_id).await?)
     }
