@@ -1,6 +1,6 @@
 //! Sliding sync through matrix-sdk-ui, as Element X uses it: found in `/versions`, the room
 //! list (`SyncService` / `RoomListService`) in bump order, a room's `Timeline` going live, and
-//! an encrypted message from another matrix-sdk client decrypted.
+//! encrypted messages with another matrix-sdk client decrypted both ways.
 
 use std::time::{Duration, Instant};
 
@@ -163,7 +163,7 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_encrypted_message_from_another_client_decrypts() {
+async fn encrypted_messages_decrypt_both_ways() {
     let server = TestServer::start().await;
     server.register("alice", PW).await;
     server.register("bob", PW).await;
@@ -230,6 +230,14 @@ async fn an_encrypted_message_from_another_client_decrypts() {
     let alice_room = alice.get_room(&room_id).expect("alice's room");
     let timeline = alice_room.timeline().await.expect("alice's timeline");
     wait_for_message(&timeline, "for alice only").await;
+
+    // And back: alice's encrypted answer, sent over her sliding-sync session, decrypts for bob.
+    let bob_timeline = bob_room.timeline().await.expect("bob's timeline");
+    alice_room
+        .send(RoomMessageEventContent::text_plain("for bob only"))
+        .await
+        .expect("alice sends an encrypted message");
+    wait_for_message(&bob_timeline, "for bob only").await;
     sync.stop().await;
     bob_sync.abort();
 }
