@@ -3,7 +3,9 @@
 
 use clap::Args;
 
-use crate::workloads::{deliver, incremental_sync, initial_sync, join, send, AllParams};
+use crate::workloads::{
+    deliver, incremental_sync, initial_sync, join, send, sliding_sync, AllParams,
+};
 
 /// Workload sizes; the defaults are those of issue 5.
 #[derive(Debug, Clone, Args)]
@@ -62,6 +64,13 @@ pub struct Sizes {
     /// join: concurrency of the fill joins.
     #[arg(long, default_value_t = 8)]
     pub join_concurrency: usize,
+    /// sliding-sync: first responses measured, each on a new connection (rooms, members and
+    /// events are initial-sync's).
+    #[arg(long, default_value_t = 5)]
+    pub sliding_samples: usize,
+    /// sliding-sync: wake-ups of a pending long-poll measured.
+    #[arg(long, default_value_t = 50)]
+    pub sliding_wakeups: usize,
 }
 
 impl Sizes {
@@ -97,6 +106,14 @@ impl Sizes {
                 sizes: self.join_sizes.clone(),
                 samples: self.join_samples,
                 concurrency: self.join_concurrency,
+            },
+            sliding_sync: sliding_sync::Params {
+                rooms: self.initial_rooms,
+                members: self.initial_members,
+                events: self.initial_events,
+                samples: self.sliding_samples,
+                wakeups: self.sliding_wakeups,
+                ..sliding_sync::Params::default()
             },
         }
     }

@@ -283,6 +283,27 @@ impl Client {
         self.call(Method::GET, &path, Some(&user.token), None, limit)
             .await
     }
+
+    /// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync` (MSC4186): `body` is
+    /// the whole request; `pos` continues a connection, long-polling up to `timeout_ms`.
+    pub async fn sliding_sync(
+        &self,
+        user: &User,
+        pos: Option<&str>,
+        timeout_ms: u64,
+        body: &Value,
+    ) -> Result<Value> {
+        let mut path = format!(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout={timeout_ms}"
+        );
+        if let Some(pos) = pos {
+            path.push_str("&pos=");
+            path.push_str(&enc(pos));
+        }
+        let limit = Duration::from_millis(timeout_ms) + REQUEST_TIMEOUT;
+        self.call(Method::POST, &path, Some(&user.token), Some(body), limit)
+            .await
+    }
 }
 
 /// Turns a reqwest timeout into [`BenchError::Timeout`], anything else into [`BenchError::Http`].

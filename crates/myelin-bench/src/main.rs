@@ -66,6 +66,9 @@ enum Command {
     IncrementalSync(TargetArgs),
     /// Create, join and leave rooms of growing member counts.
     Join(TargetArgs),
+    /// Simplified sliding sync (MSC4186): Element X's first room-list response and the
+    /// wake-up of a pending long-poll.
+    SlidingSync(TargetArgs),
     /// Every workload, one after the other.
     All(TargetArgs),
     /// Start Myelin and Synapse in turn on fresh data directories (and fresh PostgreSQL
@@ -139,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             Command::InitialSync(a) => single(a, &["initial-sync"]).await,
             Command::IncrementalSync(a) => single(a, &["incremental-sync"]).await,
             Command::Join(a) => single(a, &["join"]).await,
+            Command::SlidingSync(a) => single(a, &["sliding-sync"]).await,
             Command::All(a) => single(a, &ALL).await,
             Command::Compare(a) => compare(a).await,
         }

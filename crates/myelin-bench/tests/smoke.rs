@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use myelin_bench::runner::{run, Target};
 use myelin_bench::workloads::{
-    deliver, incremental_sync, initial_sync, join, send, AllParams, ALL,
+    deliver, incremental_sync, initial_sync, join, send, sliding_sync, AllParams, ALL,
 };
 use myelin_bench::RunReport;
 use myelin_testing::TestServer;
@@ -44,6 +44,14 @@ fn tiny() -> AllParams {
             samples: 2,
             concurrency: 2,
         },
+        sliding_sync: sliding_sync::Params {
+            rooms: 3,
+            members: 3,
+            events: 2,
+            samples: 2,
+            wakeups: 4,
+            long_poll_ms: 10_000,
+        },
     }
 }
 
@@ -69,6 +77,10 @@ const EXPECTED: &[&str] = &[
     "join.fill_5_rate",
     "join.join_5_p50",
     "join.leave_5_p50",
+    "sliding-sync.first_cold",
+    "sliding-sync.first_p50",
+    "sliding-sync.wakeup_p50",
+    "sliding-sync.wakeup_p99",
     "resources.peak_rss",
     "resources.final_rss",
     "resources.server_cpu",
@@ -167,6 +179,10 @@ async fn the_binary_runs_all_and_writes_json() {
         "--join-samples",
         "1",
         "--join-concurrency",
+        "2",
+        "--sliding-samples",
+        "1",
+        "--sliding-wakeups",
         "2",
     ];
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_myelin-bench"));

@@ -66,13 +66,16 @@ fn database_yaml(dir: &Path, db: Database<'_>) -> String {
     }
 }
 
-/// The overriding config file.
+/// The overriding config file. `msc3575_enabled` (simplified sliding sync, which the
+/// `sliding-sync` workload uses) is on by default in Synapse 1.114 and later; it is set anyway
+/// so that an older pinned version serves the endpoint too.
 pub fn overrides_yaml(dir: &Path, port: u16, db: Database<'_>) -> String {
     let mut out = format!(
         "listeners:\n  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: false\n    x_forwarded: false\n    resources:\n      - names: [client]\n        compress: false\n\
 {database}\
 enable_registration: true\nenable_registration_without_verification: true\n\
-bcrypt_rounds: 4\nreport_stats: false\nlog_config: {log}\n",
+bcrypt_rounds: 4\nreport_stats: false\nlog_config: {log}\n\
+experimental_features:\n  msc3575_enabled: true\n",
         database = database_yaml(dir, db),
         log = yaml_string(&dir.join("bench.log.config").display().to_string()),
     );
@@ -199,6 +202,7 @@ mod tests {
         assert!(y.contains("rc_login:\n  address: {per_second"));
         assert_eq!(y.matches("rc_joins:\n").count(), 1);
         assert!(y.contains("  remote: {per_second"));
+        assert!(y.contains("experimental_features:\n  msc3575_enabled: true\n"));
     }
 
     #[test]

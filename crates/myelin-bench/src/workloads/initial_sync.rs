@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::client::joined_room_count;
+use crate::client::{joined_room_count, User};
 use crate::error::{BenchError, Result};
 use crate::pool::run_indexed;
 use crate::report::{Better, WorkloadReport};
@@ -41,31 +41,26 @@ impl Default for Params {
     }
 }
 
-/// Runs `initial-sync`.
-pub async fn run(ctx: &Ctx, p: &Params) -> Result<WorkloadReport> {
-    if p.members == 0 || p.rooms == 0 || p.samples == 0 {
-        return Err(BenchError::Invalid(
-            "initial-sync needs rooms, members and samples > 0".into(),
-        ));
-    }
-    let mut report = WorkloadReport::new("initial-sync");
-    report.param("rooms", p.rooms);
-    report.param("members", p.members);
-    report.param("events", p.events);
-    report.param("timeline_limit", p.timeline_limit);
-    report.param("samples", p.samples);
-
-    let users = register_users(ctx, "i", p.members).await?;
-    let layout: Vec<Vec<usize>> = (0..p.rooms).map(|_| (0..p.members).collect()).collect();
-    let rooms = rooms_with_members(ctx, &users, &layout).await?;
-    let (client, u, r, members, n_rooms) = (
+/// The set-up of `initial-sync` (and `sliding-sync`): `members` users named with `tag`, all in
+/// each of `rooms` public rooms, with `events` messages per room from the members in turn.
+/// Returns the users (the first is the one measured) and the room IDs.
+pub async fn rooms_with_history(
+    ctx: &Ctx,
+    tag: &str,
+    rooms: usize,
+    members: usize,
+    events: usize,
+) -> Result<(Vec<User>, Vec<String>)> {
+    let users = register_users(ctx, tag, members).await?;
+    let layout: Vec<Vec<usize>> = (0..rooms).map(|_| (0..members).collect()).collect();
+    let room_ids = rooms_with_members(ctx, &users, &layout).await?;
+    let (client, u, r, n_rooms) = (
         ctx.client.clone(),
         Arc::new(users.clone()),
-        Arc::new(rooms),
-        p.members,
-        p.rooms,
+        Arc::new(room_ids.clone()),
+        rooms,
     );
-    let sent = run_indexed(p.rooms * p.events, ctx.setup_concurrency, move |i| {
+    let sent = run_indexed(rooms * events, ctx.setup_concurrency, move |i| {
         let (client, u, r) = (client.clone(), u.clone(), r.clone());
         async move {
             client
@@ -80,7 +75,24 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<WorkloadReport> {
     })
     .await?;
     sent.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok((users, room_ids))
+}
 
+/// Runs `initial-sync`.
+pub async fn run(ctx: &Ctx, p: &Params) -> Result<WorkloadReport> {
+    if p.members == 0 || p.rooms == 0 || p.samples == 0 {
+        return Err(BenchError::Invalid(
+            "initial-sync needs rooms, members and samples > 0".into(),
+        ));
+    }
+    let mut report = WorkloadReport::new("initial-sync");
+    report.param("rooms", p.rooms);
+    report.param("members", p.members);
+    report.param("events", p.events);
+    report.param("timeline_limit", p.timeline_limit);
+    report.param("samples", p.samples);
+
+    let (users, _) = rooms_with_history(ctx, "i", p.rooms, p.members, p.events).await?;
     let me = &users[0];
     let lazy = json!({ "room": { "state": { "lazy_load_members": true }, "timeline": { "limit": p.timeline_limit } } }).to_string();
     let full = json!({ "room": { "timeline": { "limit": p.timeline_limit } } }).to_string();

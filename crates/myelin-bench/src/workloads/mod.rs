@@ -7,6 +7,7 @@ pub mod incremental_sync;
 pub mod initial_sync;
 pub mod join;
 pub mod send;
+pub mod sliding_sync;
 
 use std::time::Instant;
 
@@ -22,15 +23,17 @@ pub struct AllParams {
     pub initial_sync: initial_sync::Params,
     pub incremental_sync: incremental_sync::Params,
     pub join: join::Params,
+    pub sliding_sync: sliding_sync::Params,
 }
 
 /// The names `all` runs, in order.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     "send",
     "deliver",
     "initial-sync",
     "incremental-sync",
     "join",
+    "sliding-sync",
 ];
 
 /// Runs the workload called `name` (one of [`ALL`]) with its sizes from `p`.
@@ -42,6 +45,7 @@ pub async fn run_named(ctx: &Ctx, name: &str, p: &AllParams) -> Result<WorkloadR
         "initial-sync" => initial_sync::run(ctx, &p.initial_sync).await?,
         "incremental-sync" => incremental_sync::run(ctx, &p.incremental_sync).await?,
         "join" => join::run(ctx, &p.join).await?,
+        "sliding-sync" => sliding_sync::run(ctx, &p.sliding_sync).await?,
         other => {
             return Err(crate::BenchError::Invalid(format!(
                 "unknown workload {other}"
