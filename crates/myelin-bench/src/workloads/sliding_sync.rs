@@ -55,7 +55,7 @@ impl Default for Params {
 
 /// The room-list request of Element X (matrix-sdk's `room-list` connection): one list of the
 /// 20 most recent rooms with their latest event and the state a room list shows, and the
-/// extensions on.
+/// extensions on for every room sent (`*` spelled out: Synapse reads an absent `lists` as none).
 pub fn room_list_request(conn_id: &str) -> Value {
     let state = [
         ("m.room.encryption", ""),
@@ -84,9 +84,9 @@ pub fn room_list_request(conn_id: &str) -> Value {
         "extensions": {
             "e2ee": { "enabled": true },
             "to_device": { "enabled": true },
-            "account_data": { "enabled": true },
-            "receipts": { "enabled": true },
-            "typing": { "enabled": true },
+            "account_data": { "enabled": true, "lists": ["*"], "rooms": ["*"] },
+            "receipts": { "enabled": true, "lists": ["*"], "rooms": ["*"] },
+            "typing": { "enabled": true, "lists": ["*"], "rooms": ["*"] },
         },
     })
 }
