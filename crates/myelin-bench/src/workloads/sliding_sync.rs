@@ -258,7 +258,7 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<WorkloadReport> {
     report.param("wakeups", p.wakeups);
     report.param("long_poll_ms", p.long_poll_ms);
 
-    let (users, rooms) = rooms_with_history(ctx, "s", p.rooms, p.members, p.events).await?;
+    let (users, rooms) = rooms_with_history(ctx, "l", p.rooms, p.members, p.events).await?;
     let me = &users[0];
     first_responses(ctx, me, p, &mut report).await;
 
