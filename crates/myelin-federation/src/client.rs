@@ -15,6 +15,8 @@ use ruma::signatures::Ed25519KeyPair;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, ServerName};
 
 use crate::auth::{sign_request, RequestToSign};
+pub use crate::egress::is_public;
+use crate::egress::{error_chain, lookup_ips, ClientOptions, Egress, EgressPolicy};
 use crate::keyring::KeySource;
 use crate::resolve::{Destination, Lookup, ResolveError, Resolver, SrvRecord, WellKnown};
 use crate::FederationConfig;
@@ -45,41 +47,6 @@ pub enum RequestError {
     InvalidResponse(String),
     #[error("cannot sign the request: {0}")]
     Signing(String),
-}
-
-/// Whether `ip` is a public unicast address, the only kind federation may reach by default.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-                || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-                || (a == 198 && (b == 18 || b == 19)) // benchmarking
-                || a >= 240) // reserved
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
-                || (first == 0x0064 && v6.segments()[1] == 0xff9b) // NAT64
-                || first == 0x0100) // discard-only
-        }
-    }
 }
 
 /// The outgoing federation HTTP client.
@@ -287,7 +254,8 @@ impl KeySource for FederationClient {
 /// Lookups are asynchronous: `getaddrinfo` would run on tokio's blocking pool, where a flood of
 /// slow lookups of invented names would queue every other blocking task behind it.
 pub struct SystemLookup {
-    allow_private: bool,
+    /// `.well-known` fetches go through the one private-address filter.
+    egress: Egress,
     trusted_self_signed: Vec<String>,
     timeout: Duration,
     /// `None` when the system DNS configuration cannot be read; SRV lookups then find nothing
@@ -297,16 +265,13 @@ pub struct SystemLookup {
 
 impl SystemLookup {
     pub fn new(config: &FederationConfig) -> SystemLookup {
-        let dns = hickory_resolver::TokioResolver::builder_tokio().and_then(|b| b.build());
-        let dns = match dns {
-            Ok(dns) => Some(Arc::new(dns)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the system DNS configuration; SRV records will not be used");
-                None
-            }
+        let dns = crate::egress::system_dns();
+        let policy = EgressPolicy {
+            allow_private: config.allow_private_destinations,
+            allow: Vec::new(),
         };
         SystemLookup {
-            allow_private: config.allow_private_destinations,
+            egress: Egress::with_dns(policy, dns.clone()),
             trusted_self_signed: config.trusted_self_signed.clone(),
             timeout: Duration::from_millis(config.request_timeout_ms),
             dns,
@@ -360,43 +325,24 @@ impl Lookup for SystemLookup {
             host: host.to_owned(),
             reason,
         };
-        let allow_private = self.allow_private;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(self.timeout)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("Myelin/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(
-                <&ServerName>::try_from(host).is_ok_and(|n| listed(&self.trusted_self_signed, n)),
-            )
-            .dns_resolver(Arc::new(GuardedDns {
-                allow_private,
-                dns: self.dns.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                let literal = attempt.url().host_str().and_then(|h| {
-                    h.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .parse::<IpAddr>()
-                        .ok()
-                });
-                let literal_ok = literal.is_none_or(|ip| allow_private || is_public(ip));
-                if attempt.previous().len() >= 5 || !literal_ok || attempt.url().scheme() != "https"
-                {
-                    attempt.stop()
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .build()
-            .map_err(|e| fail(error_chain(&e)))?;
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            if !allow_private && !is_public(ip) {
-                return Err(fail("non-public address".into()));
-            }
-        }
+        let url = reqwest::Url::parse(&format!("https://{host}/.well-known/matrix/server"))
+            .map_err(|e| fail(e.to_string()))?;
+        self.egress
+            .check_url(&url)
+            .map_err(|e| fail(e.to_string()))?;
+        let accept_invalid_certs =
+            <&ServerName>::try_from(host).is_ok_and(|n| listed(&self.trusted_self_signed, n));
+        let client = self
+            .egress
+            .client(&ClientOptions {
+                timeout: self.timeout,
+                max_redirects: 5,
+                https_only: true,
+                accept_invalid_certs,
+            })
+            .map_err(|e| fail(e.to_string()))?;
         let response = client
-            .get(format!("https://{host}/.well-known/matrix/server"))
+            .get(url)
             .send()
             .await
             .map_err(|e| fail(error_chain(&e)))?;
@@ -420,58 +366,6 @@ impl Lookup for SystemLookup {
         Ok(WellKnown {
             server: server.to_owned(),
             max_age_ms,
-        })
-    }
-}
-
-/// The addresses of `host`: through hickory when the system DNS configuration was read, else
-/// through `getaddrinfo` (on the blocking pool).
-async fn lookup_ips(
-    dns: Option<&hickory_resolver::TokioResolver>,
-    host: &str,
-) -> Result<Vec<IpAddr>, String> {
-    let mut ips: Vec<IpAddr> = match dns {
-        Some(dns) => {
-            // Fully qualified, so that search domains are not tried (as for SRV).
-            let fqdn = format!("{}.", host.trim_end_matches('.'));
-            dns.lookup_ip(fqdn.as_str())
-                .await
-                .map_err(|e| e.to_string())?
-                .iter()
-                .collect()
-        }
-        None => tokio::net::lookup_host((host, 0))
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    ips.dedup();
-    Ok(ips)
-}
-
-/// DNS for `.well-known` fetches (which may follow redirects): drops non-public addresses.
-struct GuardedDns {
-    allow_private: bool,
-    dns: Option<Arc<hickory_resolver::TokioResolver>>,
-}
-
-impl reqwest::dns::Resolve for GuardedDns {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        let dns = self.dns.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = lookup_ips(dns.as_deref(), &host)
-                .await?
-                .into_iter()
-                .filter(|ip| allow_private || is_public(*ip))
-                .map(|ip| SocketAddr::new(ip, 0))
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!("{host} has no public address").into());
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
@@ -514,18 +408,6 @@ async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// An error and its causes, on one line (reqwest's top-level message alone says little).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Whether `server` is in a configured list: an entry is a server name, or a host without a port

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod egress;
 pub mod keyring;
 pub mod keys;
 pub mod path;
@@ -26,6 +27,7 @@ pub use myelin_core::{Clock, SystemClock};
 pub use auth::{AuthError, XMatrix};
 pub use client::{FederationClient, RequestError, Signer};
 pub use config::FederationConfig;
+pub use egress::{ClientOptions, Egress, EgressError, EgressPolicy};
 pub use keyring::{KeyStore, Keyring, KeyringError, MemoryKeyStore, NotaryBudget};
 pub use keys::{KeyError, ServerKeys};
 pub use path::encode_segment;
