@@ -6,6 +6,7 @@ use crate::context::RateLimits;
 use crate::media::MediaConfig;
 use crate::resources::ResourceLimits;
 use crate::users::TurnConfig;
+use myelin_federation::EgressPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,6 +39,9 @@ pub struct ServiceConfig {
     pub resources: ResourceLimits,
     /// The media repository: where files live, upload limits.
     pub media: MediaConfig,
+    /// Where outgoing requests other than federation (push gateways, application services, URL
+    /// previews) may go.
+    pub egress: EgressPolicy,
 }
 
 impl ServiceConfig {
@@ -54,6 +58,7 @@ impl ServiceConfig {
             turn: TurnConfig::default(),
             resources: ResourceLimits::default(),
             media: MediaConfig::default(),
+            egress: EgressPolicy::default(),
         }
     }
 }

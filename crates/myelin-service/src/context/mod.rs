@@ -11,7 +11,7 @@ pub(crate) use remote::check_pdu_size;
 use std::sync::Arc;
 
 use myelin_core::Clock;
-use myelin_federation::{Federation, FederationConfig};
+use myelin_federation::{Egress, Federation, FederationConfig};
 use myelin_notify::Notifier;
 use myelin_room::SigningKey;
 use myelin_storage::Storage;
@@ -31,6 +31,9 @@ pub struct Context {
     /// Federation: keyring, outgoing client, server-server configuration.
     pub federation: Arc<Federation>,
     pub rate_limiter: RateLimiter,
+    /// The one private-address filter for outgoing requests other than federation (push
+    /// gateways, application services, URL previews): build HTTP clients from it.
+    pub egress: Egress,
 }
 
 impl Context {
@@ -48,6 +51,7 @@ impl Context {
             clock.clone(),
         ));
         let rate_limiter = RateLimiter::new(config.rate_limits.clone());
+        let egress = Egress::new(config.egress.clone());
         Context {
             config,
             storage,
@@ -56,6 +60,7 @@ impl Context {
             clock,
             federation,
             rate_limiter,
+            egress,
         }
     }
 

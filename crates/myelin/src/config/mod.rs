@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
+use myelin_federation::EgressPolicy;
 pub use myelin_service::FederationConfig;
 use myelin_service::{MediaConfig, RateLimits, ServiceConfig, TurnConfig};
 pub use myelin_service::{Rate, RegistrationMode, ResourceLimits};
@@ -66,6 +67,9 @@ pub struct Config {
     pub resources: ResourceLimits,
     /// The media repository: where uploaded files live and what an upload may cost.
     pub media: MediaConfig,
+    /// Where outgoing requests other than federation may go (push gateways, application
+    /// services, URL previews): non-public addresses are refused unless allowed here.
+    pub egress: EgressPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +303,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             resources: ResourceLimits::default(),
             media: MediaConfig::default(),
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -595,6 +600,7 @@ impl Config {
         sc.turn = self.turn.clone();
         sc.resources = self.resources.clone();
         sc.media = self.media.clone();
+        sc.egress = self.egress.clone();
         sc.media.path = Some(self.media_path());
         sc
     }
