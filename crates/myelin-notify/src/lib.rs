@@ -1,25 +1,65 @@
-//! Wakes `/sync` long-polls after a commit, keyed by user.
+//! Wakes `/sync` long-polls after a commit, keyed by user (and, for readers peeking into a room
+//! they are not in, by room).
 //!
-//! The service calls [`Notifier::notify`] with the users a committed change concerns; each
-//! waiting `/sync` holds a [`Waiter`] for its user and wakes within a scheduler tick. Nothing
-//! here polls storage.
+//! The service calls [`Notifier::notify`] with the users a committed change concerns, and
+//! [`Notifier::notify_room`] with the room a new event landed in; each waiting long-poll holds a
+//! [`Waiter`] and wakes within a scheduler tick. Nothing here polls storage.
 
 use std::{collections::HashMap, sync::Mutex};
 
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::watch;
 
 /// Per-user wake-up channels, plus one "closing" flag that ends every wait at shutdown.
 pub struct Notifier {
-    channels: Mutex<HashMap<OwnedUserId, watch::Sender<u64>>>,
+    channels: Channels<OwnedUserId>,
+    rooms: Channels<OwnedRoomId>,
     closing: watch::Sender<bool>,
 }
 
 impl Default for Notifier {
     fn default() -> Self {
         Notifier {
-            channels: Mutex::default(),
+            channels: Channels::default(),
+            rooms: Channels::default(),
             closing: watch::channel(false).0,
+        }
+    }
+}
+
+/// Wake-up channels by key; a channel lives while someone waits on it.
+struct Channels<K>(Mutex<HashMap<K, watch::Sender<u64>>>);
+
+impl<K> Default for Channels<K> {
+    fn default() -> Self {
+        Channels(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Channels<K> {
+    fn subscribe(&self, key: K) -> watch::Receiver<u64> {
+        let mut channels = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(key)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn notify<'a, Q>(&self, keys: impl IntoIterator<Item = &'a Q>)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized + 'a,
+    {
+        let mut channels = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            let Some(tx) = channels.get(key) else {
+                continue;
+            };
+            if tx.receiver_count() == 0 {
+                channels.remove(key);
+            } else {
+                tx.send_modify(|v| *v = v.wrapping_add(1));
+            }
         }
     }
 }
@@ -58,12 +98,17 @@ impl Notifier {
 
     /// Subscribes before reading, so a change committed between the read and the wait is not missed.
     pub fn subscribe(&self, user_id: &UserId) -> Waiter {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = channels
-            .entry(user_id.to_owned())
-            .or_insert_with(|| watch::channel(0).0);
         Waiter {
-            rx: tx.subscribe(),
+            rx: self.channels.subscribe(user_id.to_owned()),
+            closing: self.closing.subscribe(),
+        }
+    }
+
+    /// Like [`Notifier::subscribe`], for new events in one room (readers peeking into a
+    /// `world_readable` room are not members, so no user notification reaches them).
+    pub fn subscribe_room(&self, room_id: &RoomId) -> Waiter {
+        Waiter {
+            rx: self.rooms.subscribe(room_id.to_owned()),
             closing: self.closing.subscribe(),
         }
     }
@@ -76,16 +121,12 @@ impl Notifier {
 
     /// Wakes every waiter of the given users.
     pub fn notify<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        for user in users {
-            if let Some(tx) = channels.get(user) {
-                if tx.receiver_count() == 0 {
-                    channels.remove(user);
-                } else {
-                    tx.send_modify(|v| *v = v.wrapping_add(1));
-                }
-            }
-        }
+        self.channels.notify(users);
+    }
+
+    /// Wakes every waiter on new events of the room.
+    pub fn notify_room(&self, room_id: &RoomId) {
+        self.rooms.notify([room_id]);
     }
 }
 
@@ -110,6 +151,22 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn room_waiters_wake_on_their_room_only() {
+        let n = Notifier::new();
+        let lobby: OwnedRoomId = "!lobby:localhost".try_into().unwrap();
+        let other: OwnedRoomId = "!other:localhost".try_into().unwrap();
+        let mut w = n.subscribe_room(&lobby);
+        n.notify_room(&other);
+        assert!(tokio::time::timeout(Duration::from_millis(50), w.changed())
+            .await
+            .is_err());
+        n.notify_room(&lobby);
+        tokio::time::timeout(Duration::from_secs(1), w.changed())
+            .await
+            .expect("lobby waiter woken");
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ pub mod federation;
 pub mod filter;
 pub mod format;
 pub mod history;
+pub mod legacy;
 pub mod media;
 pub mod membership;
 pub mod reports;
@@ -47,6 +48,7 @@ pub use ephemeral::Ephemeral;
 pub use error::{ServiceError, ServiceResult};
 pub use federation::{FederationReads, Handshakes, Inbound, Ingest, Outbox};
 pub use history::History;
+pub use legacy::Legacy;
 pub use media::{Media, MediaConfig};
 pub use membership::Memberships;
 pub use myelin_federation::FederationConfig;
@@ -90,6 +92,8 @@ pub struct Services {
     pub accounts: Arc<Accounts>,
     /// `/sync`.
     pub sync: Arc<Syncer>,
+    /// The deprecated `/initialSync` and `/events`.
+    pub legacy: Arc<Legacy>,
     /// Reports of content to the administrators.
     pub reports: Arc<Reports>,
     /// Simplified sliding sync (MSC4186).
@@ -164,6 +168,12 @@ impl Services {
             ephemeral.clone(),
             users.clone(),
         ));
+        let legacy = Arc::new(Legacy::new(
+            ctx.clone(),
+            rooms.clone(),
+            history.clone(),
+            users.clone(),
+        ));
         let reports = Arc::new(Reports::new(ctx.clone(), rooms.clone(), history.clone()));
         let sliding_sync = Arc::new(SlidingSync::new(
             ctx.clone(),
@@ -190,6 +200,7 @@ impl Services {
             inbound,
             accounts,
             sync,
+            legacy,
             reports,
             sliding_sync,
         })

@@ -7,6 +7,7 @@ mod discovery;
 mod events;
 mod key_backup;
 mod keys;
+mod legacy;
 mod media;
 mod push;
 mod relations;
@@ -29,6 +30,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(relations::routes())
         .merge(reports::routes())
         .merge(sync::routes())
+        .merge(legacy::routes())
         .merge(user_data::routes())
         .merge(push::routes())
         .merge(directory::routes())

@@ -91,7 +91,7 @@ async fn sliding_sync(
 }
 
 /// The `timeout` query parameter in milliseconds (0 when absent).
-fn parse_timeout(timeout: Option<&str>) -> ApiResult<u64> {
+pub(crate) fn parse_timeout(timeout: Option<&str>) -> ApiResult<u64> {
     match timeout {
         None => Ok(0),
         Some(t) => t

@@ -353,6 +353,7 @@ impl Rooms {
         *room.slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
         self.cache.keep(&room.room_id);
         self.ctx.notifier.notify(users.iter().map(|u| &**u));
+        self.ctx.notifier.notify_room(&room.room_id);
     }
 
     /// Wakes the joined members of a room (ephemeral changes: typing, receipts).

@@ -108,7 +108,7 @@ pub(crate) async fn push_rules_event(users: &Users, user_id: &UserId) -> Service
     Ok(json!({ "type": "m.push_rules", "content": { "global": rules } }))
 }
 
-fn presence_event(p: PresenceRecord, now: u64) -> Value {
+pub(crate) fn presence_event(p: PresenceRecord, now: u64) -> Value {
     let mut content = json!({
         "presence": p.state,
         "last_active_ago": now.saturating_sub(p.last_active_ms),

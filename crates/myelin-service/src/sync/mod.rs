@@ -13,6 +13,7 @@ mod state;
 mod timeline;
 mod token;
 
+pub(crate) use account::presence_event;
 pub use token::{pagination_token, SyncToken};
 // The pieces sliding sync (`crate::sliding_sync`) shares with `/sync`.
 pub(crate) use account::push_rules_event;
