@@ -151,6 +151,8 @@ impl TestServer {
         }
         let mut config = Config::for_data_dir(data_dir.path().to_path_buf());
         use_test_backend(&mut config, data_dir.path()).await;
+        // Guests are off by default; the tests exercise them.
+        config.registration.allow_guests = true;
         configure(&mut config);
 
         // Binding before spawning means connections made right away simply

@@ -24,6 +24,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
     ) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
         let authed = state.services.accounts.authenticate(&token).await?;
+        refuse_guest_outside_its_endpoints(&authed, parts)?;
         Ok(Auth(authed))
     }
 }
@@ -41,11 +42,23 @@ impl FromRequestParts<Arc<AppState>> for MaybeAuth {
     ) -> Result<Self, ApiError> {
         match bearer_token(parts) {
             None => Ok(MaybeAuth(None)),
-            Some(token) => Ok(MaybeAuth(Some(
-                state.services.accounts.authenticate(&token).await?,
-            ))),
+            Some(token) => {
+                let authed = state.services.accounts.authenticate(&token).await?;
+                refuse_guest_outside_its_endpoints(&authed, parts)?;
+                Ok(MaybeAuth(Some(authed)))
+            }
         }
     }
+}
+
+/// Guests call only the spec's guest endpoints (`guest.rs`).
+fn refuse_guest_outside_its_endpoints(authed: &Authed, parts: &Parts) -> Result<(), ApiError> {
+    if authed.is_guest && !crate::guest::guest_may_call(&parts.method, parts.uri.path()) {
+        return Err(ApiError::guest_access_forbidden(
+            "Guest accounts cannot use this endpoint",
+        ));
+    }
+    Ok(())
 }
 
 fn bearer_token(parts: &Parts) -> Option<String> {

@@ -6,6 +6,7 @@ mod client_ip;
 mod error;
 mod extract;
 pub mod federation;
+mod guest;
 
 use std::sync::Arc;
 

@@ -24,6 +24,8 @@ pub struct ServiceConfig {
     pub server_name: OwnedServerName,
     pub registration: RegistrationMode,
     pub registration_tokens: Vec<String>,
+    /// Whether `register?kind=guest` makes guest accounts.
+    pub allow_guests: bool,
     pub default_room_version: RoomVersionId,
     /// Lifetime of access tokens issued with a refresh token.
     pub refreshable_token_lifetime_ms: u64,
@@ -50,6 +52,7 @@ impl ServiceConfig {
             server_name,
             registration: RegistrationMode::Open,
             registration_tokens: Vec::new(),
+            allow_guests: false,
             default_room_version: RoomVersionId::V10,
             refreshable_token_lifetime_ms: 5 * 60 * 1000,
             max_sync_timeout_ms: 60_000,

@@ -85,6 +85,7 @@ impl Harness {
         Authed {
             user_id: session.user_id,
             device_id: session.device_id,
+            is_guest: false,
         }
     }
 

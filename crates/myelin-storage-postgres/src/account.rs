@@ -20,14 +20,15 @@ impl AccountStore for PgStore {
         let mut conn = self.db.write().await?;
         let result = conn
             .execute(
-                "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO NOTHING",
+                "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
                 &[
                     &user.user_id.as_str(),
                     &user.password_hash,
                     &user.is_admin,
                     &created_ms,
                     &user.displayname,
+                    &user.is_guest,
                 ],
             )
             .await
@@ -46,6 +47,19 @@ impl AccountStore for PgStore {
 
     async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StorageResult<()> {
         self.update_user(user_id, "password_hash", Some(hash)).await
+    }
+
+    async fn upgrade_guest(&self, user_id: &UserId, password_hash: &str) -> StorageResult<bool> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "UPDATE users SET is_guest = FALSE, password_hash = $2
+                 WHERE user_id = $1 AND is_guest",
+                &[&user_id.as_str(), &password_hash],
+            )
+            .await
+            .map(|updated| updated == 1);
+        conn.finish(result).await
     }
 
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
@@ -113,9 +127,11 @@ impl AccountStore for PgStore {
     async fn find_access_token(&self, token_hash: &str) -> StorageResult<Option<TokenOwner>> {
         let mut conn = self.db.read().await?;
         conn.query_opt_decode(
-            "SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = $1",
+            "SELECT t.user_id, t.device_id, t.expires_at_ms, u.is_guest
+             FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+             WHERE t.token_hash = $1",
             &[&token_hash],
-            |row| rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?),
+            |row| rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?, row.flag(3)?),
         )
         .await
     }
@@ -157,7 +173,8 @@ impl AccountStore for PgStore {
                 created_ms,
             )
             .await?;
-            rows::token_owner(user_id, device_id, expires).map(Some)
+            // The caller reads only the user and device of a refreshed session.
+            rows::token_owner(user_id, device_id, expires, false).map(Some)
         }
         .await;
         conn.finish(result).await

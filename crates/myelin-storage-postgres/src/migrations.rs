@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_relations.sql"),
     include_str!("../migrations/0010_reports.sql"),
     include_str!("../migrations/0011_media.sql"),
+    include_str!("../migrations/0012_guests.sql"),
 ];
 
 /// The schema version this build writes.

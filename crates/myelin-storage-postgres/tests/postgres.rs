@@ -32,6 +32,7 @@ async fn reopening_keeps_data_and_stream_position() {
                 is_admin: false,
                 created_ms: 1,
                 displayname: None,
+                is_guest: false,
             })
             .await
             .unwrap();

@@ -20,8 +20,8 @@ impl AccountStore for SqliteStore {
             .write(move |tx, _| {
                 let inserted = tx
                     .prepare_cached(
-                        "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname)
-                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO NOTHING",
+                        "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user_id) DO NOTHING",
                     )
                     .db()?
                     .execute(params![
@@ -29,7 +29,8 @@ impl AccountStore for SqliteStore {
                         user.password_hash,
                         user.is_admin,
                         to_i64(user.created_ms, "created_ms")?,
-                        user.displayname
+                        user.displayname,
+                        user.is_guest
                     ])
                     .db()?;
                 Ok(inserted == 1)
@@ -51,6 +52,22 @@ impl AccountStore for SqliteStore {
 
     async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StorageResult<()> {
         self.update_user(user_id, "password_hash", Some(hash)).await
+    }
+
+    async fn upgrade_guest(&self, user_id: &UserId, password_hash: &str) -> StorageResult<bool> {
+        let (user_id, hash) = (user_id.to_owned(), password_hash.to_owned());
+        self.db
+            .write(move |tx, _| {
+                let updated = tx
+                    .execute(
+                        "UPDATE users SET is_guest = 0, password_hash = ?2
+                         WHERE user_id = ?1 AND is_guest = 1",
+                        params![user_id.as_str(), hash],
+                    )
+                    .db()?;
+                Ok(updated == 1)
+            })
+            .await
     }
 
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
@@ -116,9 +133,13 @@ impl AccountStore for SqliteStore {
             .read(move |conn| {
                 query_first(
                     conn,
-                    "SELECT user_id, device_id, expires_at_ms FROM access_tokens WHERE token_hash = ?1",
+                    "SELECT t.user_id, t.device_id, t.expires_at_ms, u.is_guest
+                     FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+                     WHERE t.token_hash = ?1",
                     [token_hash],
-                    |row| rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?),
+                    |row| {
+                        rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?, row.flag(3)?)
+                    },
                 )
             })
             .await
@@ -171,7 +192,8 @@ impl AccountStore for SqliteStore {
                     expires,
                     created_ms,
                 )?;
-                rows::token_owner(user_id, device_id, expires).map(Some)
+                // The caller reads only the user and device of a refreshed session.
+                rows::token_owner(user_id, device_id, expires, false).map(Some)
             })
             .await
     }

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_relations.sql"),
     include_str!("../migrations/0011_reports.sql"),
     include_str!("../migrations/0012_media.sql"),
+    include_str!("../migrations/0013_guests.sql"),
 ];
 
 /// The schema version this build writes.

@@ -24,6 +24,7 @@ async fn reopening_keeps_data_and_stream_position() {
                 is_admin: false,
                 created_ms: 1,
                 displayname: None,
+                is_guest: false,
             })
             .await
             .unwrap();
@@ -238,6 +239,7 @@ fn new_user(name: &str) -> NewUser {
         is_admin: false,
         created_ms: 1,
         displayname: None,
+        is_guest: false,
     }
 }
 

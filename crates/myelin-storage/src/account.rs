@@ -13,6 +13,9 @@ pub struct NewUser {
     pub is_admin: bool,
     pub created_ms: u64,
     pub displayname: Option<String>,
+    /// A guest account (`register?kind=guest`): limited to the spec's guest endpoints until
+    /// upgraded.
+    pub is_guest: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +27,7 @@ pub struct UserRecord {
     pub created_ms: u64,
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
+    pub is_guest: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +59,8 @@ pub struct TokenOwner {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub expires_at_ms: Option<u64>,
+    /// Whether the account is a guest's.
+    pub is_guest: bool,
 }
 
 #[async_trait]
@@ -63,6 +69,9 @@ pub trait AccountStore {
     async fn create_user(&self, user: NewUser) -> StorageResult<bool>;
     async fn get_user(&self, user_id: &UserId) -> StorageResult<Option<UserRecord>>;
     async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StorageResult<()>;
+    /// Turns a guest account into a full one with this password; `false` if the user is not a
+    /// guest (any more).
+    async fn upgrade_guest(&self, user_id: &UserId, password_hash: &str) -> StorageResult<bool>;
     /// Marks the user deactivated and removes all devices and tokens, the user's keys and key
     /// backups, in one transaction.
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()>;

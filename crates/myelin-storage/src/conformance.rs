@@ -30,6 +30,7 @@ macro_rules! storage_conformance_tests {
     ($make:expr) => {
         $crate::storage_conformance_tests!(@by_ref $make;
             users_and_sessions,
+            guests_are_flagged_and_upgraded_once,
             devices,
             events_state_and_snapshots,
             snapshot_chains,
@@ -386,6 +387,7 @@ fn new_user(id: &str, password_hash: Option<&str>) -> NewUser {
         is_admin: false,
         created_ms: 1_000,
         displayname: None,
+        is_guest: false,
     }
 }
 

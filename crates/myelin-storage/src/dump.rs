@@ -47,6 +47,7 @@ pub const TABLES: &[Table] = &[
             "created_ms",
             "displayname",
             "avatar_url",
+            "is_guest",
         ],
         key: &["user_id"],
     },

@@ -145,7 +145,7 @@ pub fn membership(row: &dyn Row) -> StorageResult<MembershipRecord> {
 
 /// The `users` columns [`user`] reads, in order.
 pub const USER_COLUMNS: &str =
-    "password_hash, is_admin, deactivated, created_ms, displayname, avatar_url";
+    "password_hash, is_admin, deactivated, created_ms, displayname, avatar_url, is_guest";
 
 pub fn user(user_id: OwnedUserId, row: &dyn Row) -> StorageResult<UserRecord> {
     Ok(UserRecord {
@@ -156,6 +156,7 @@ pub fn user(user_id: OwnedUserId, row: &dyn Row) -> StorageResult<UserRecord> {
         created_ms: to_u64(row.int(3)?, "created_ms")?,
         displayname: row.opt_text(4)?,
         avatar_url: row.opt_text(5)?,
+        is_guest: row.flag(6)?,
     })
 }
 
@@ -177,11 +178,13 @@ pub fn token_owner(
     user_id: String,
     device_id: String,
     expires_at_ms: Option<i64>,
+    is_guest: bool,
 ) -> StorageResult<TokenOwner> {
     Ok(TokenOwner {
         user_id: parse_id(user_id, "token user")?,
         device_id: device_id.into(),
         expires_at_ms: opt_to_u64(expires_at_ms, "expires_at_ms")?,
+        is_guest,
     })
 }
 

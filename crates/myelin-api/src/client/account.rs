@@ -68,6 +68,8 @@ struct RegisterBody {
     #[serde(default)]
     refresh_token: bool,
     auth: Option<Value>,
+    /// Upgrades this guest to a full account.
+    guest_access_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,8 +91,22 @@ async fn register(
             .ctx
             .check_rate(RateAction::Registration, &client.key())?;
     }
-    if q.kind.as_deref() == Some("guest") {
-        return Err(ApiError::guest_access_forbidden("Guest access is disabled"));
+    let server_name = state.services.ctx.server_name().to_string();
+    match q.kind.as_deref() {
+        None | Some("user") => {}
+        Some("guest") => {
+            state
+                .services
+                .ctx
+                .check_rate(RateAction::Registration, &client.key())?;
+            let session = state
+                .services
+                .accounts
+                .register_guest(body.initial_device_display_name.as_deref())
+                .await?;
+            return Ok(Json(session_json(&session, &server_name)));
+        }
+        Some(_) => return Err(ApiError::invalid_param("kind must be user or guest")),
     }
     let req = RegisterRequest {
         username: body.username,
@@ -100,8 +116,8 @@ async fn register(
         inhibit_login: body.inhibit_login,
         refresh_token: body.refresh_token,
         auth: body.auth,
+        guest_access_token: body.guest_access_token,
     };
-    let server_name = state.services.ctx.server_name().to_string();
     Ok(Json(match state.services.accounts.register(req).await? {
         RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
         RegisterOutcome::NoLogin(user_id) => {
@@ -245,7 +261,9 @@ async fn logout_all(
 
 /// GET /_matrix/client/v3/account/whoami.
 async fn whoami(Auth(authed): Auth) -> Json<Value> {
-    Json(json!({ "user_id": authed.user_id, "device_id": authed.device_id, "is_guest": false }))
+    Json(
+        json!({ "user_id": authed.user_id, "device_id": authed.device_id, "is_guest": authed.is_guest }),
+    )
 }
 
 #[derive(Deserialize)]

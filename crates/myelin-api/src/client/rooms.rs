@@ -143,11 +143,17 @@ async fn join(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let via = via_servers(&query)?;
-    let room_id = state
-        .services
-        .membership
-        .join_room(&authed.user_id, &room, body.reason.as_deref(), &via)
-        .await?;
+    let membership = &state.services.membership;
+    let reason = body.reason.as_deref();
+    let room_id = if authed.is_guest {
+        membership
+            .join_room_as_guest(&authed.user_id, &room, reason)
+            .await?
+    } else {
+        membership
+            .join_room(&authed.user_id, &room, reason, &via)
+            .await?
+    };
     Ok(Json(json!({ "room_id": room_id })))
 }
 

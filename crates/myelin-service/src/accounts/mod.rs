@@ -5,6 +5,7 @@ use myelin_storage::{DeviceRecord, NewSession, NewUser};
 use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::Value;
 
+mod guest;
 mod openid;
 pub(crate) mod token;
 pub mod uia;
@@ -49,6 +50,8 @@ impl Accounts {
 pub struct Authed {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// A guest account: the HTTP edge lets it call only the spec's guest endpoints.
+    pub is_guest: bool,
 }
 
 /// Tokens handed to a client after login or registration.
@@ -70,6 +73,8 @@ pub struct RegisterRequest {
     pub inhibit_login: bool,
     pub refresh_token: bool,
     pub auth: Option<Value>,
+    /// A guest's access token: the registration upgrades that guest instead of creating a user.
+    pub guest_access_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,13 +137,34 @@ impl Accounts {
             RegistrationMode::Open => &[&[uia::DUMMY]],
             RegistrationMode::Token => &[&[uia::REGISTRATION_TOKEN]],
         };
-        let user_id = match &req.username {
-            Some(name) => self.check_username_available(&name.to_lowercase()).await?,
-            None => {
+        let upgrading = match &req.guest_access_token {
+            Some(token) => Some(
+                self.guest_to_upgrade(token, req.username.as_deref())
+                    .await?,
+            ),
+            None => None,
+        };
+        let user_id = match (&upgrading, &req.username) {
+            (Some(guest), _) => guest.clone(),
+            (None, Some(name)) => {
+                let name = name.to_lowercase();
+                if guest::reserved_for_guests(&name) {
+                    return Err(ServiceError::InvalidUsername(
+                        "Numeric user IDs are reserved for guest users".into(),
+                    ));
+                }
+                self.check_username_available(&name).await?
+            }
+            (None, None) => {
                 self.check_username_available(&random_alnum(12).to_lowercase())
                     .await?
             }
         };
+        if upgrading.is_some() && req.password.is_none() {
+            return Err(ServiceError::InvalidParam(
+                "Upgrading a guest account needs a password".into(),
+            ));
+        }
         if req
             .password
             .as_ref()
@@ -152,17 +178,10 @@ impl Accounts {
             Some(p) => Some(self.hash_password(p).await?),
             None => None,
         };
-        let created = self
-            .ctx
-            .storage
-            .create_user(NewUser {
-                user_id: user_id.clone(),
-                password_hash,
-                is_admin: false,
-                created_ms: self.ctx.now_ms(),
-                displayname: Some(user_id.localpart().to_owned()),
-            })
-            .await?;
+        let created = match (&upgrading, password_hash.as_deref()) {
+            (Some(guest), Some(hash)) => self.ctx.storage.upgrade_guest(guest, hash).await?,
+            _ => self.create_registered_user(&user_id, password_hash).await?,
+        };
         if !created {
             return Err(ServiceError::UserInUse);
         }
@@ -178,6 +197,26 @@ impl Accounts {
             )
             .await?;
         Ok(RegisterOutcome::LoggedIn(session))
+    }
+
+    /// Stores a newly registered user; `false` if the ID was taken meanwhile.
+    async fn create_registered_user(
+        &self,
+        user_id: &UserId,
+        password_hash: Option<String>,
+    ) -> ServiceResult<bool> {
+        Ok(self
+            .ctx
+            .storage
+            .create_user(NewUser {
+                user_id: user_id.to_owned(),
+                password_hash,
+                is_admin: false,
+                created_ms: self.ctx.now_ms(),
+                displayname: Some(user_id.localpart().to_owned()),
+                is_guest: false,
+            })
+            .await?)
     }
 
     /// Creates an account without UIA (the admin CLI).
@@ -198,6 +237,7 @@ impl Accounts {
             is_admin,
             created_ms: self.ctx.now_ms(),
             displayname: Some(localpart.to_owned()),
+            is_guest: false,
         };
         if !self.ctx.storage.create_user(user).await? {
             return Err(ServiceError::UserInUse);
@@ -335,6 +375,7 @@ impl Accounts {
         Ok(Authed {
             user_id: owner.user_id,
             device_id: owner.device_id,
+            is_guest: owner.is_guest,
         })
     }
 

@@ -3,6 +3,7 @@
 use crate::rooms::Membership;
 use myelin_room::EventTemplate;
 use myelin_storage::RoomStore;
+use ruma::events::StateEventType;
 use ruma::{OwnedRoomId, OwnedServerName, RoomId, UserId};
 use serde_json::{json, Value};
 
@@ -107,6 +108,37 @@ impl Memberships {
         self.send_membership(&room_id, user_id, user_id, content, reason)
             .await?;
         Ok(room_id)
+    }
+
+    /// `POST /join` for a guest: only into a room of this server whose `m.room.guest_access`
+    /// is `can_join` (a guest cannot be vouched for to other servers).
+    pub async fn join_room_as_guest(
+        &self,
+        user_id: &UserId,
+        room_id_or_alias: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<OwnedRoomId> {
+        let refused = || {
+            ServiceError::GuestAccessForbidden("Guest access is not allowed in this room".into())
+        };
+        let Route::Local(room_id) = self
+            .route(user_id, room_id_or_alias, &[], Handshake::Join)
+            .await?
+        else {
+            return Err(refused());
+        };
+        let state = self.rooms.room_state(&room_id).await?;
+        let guest_access = state
+            .content(&StateEventType::RoomGuestAccess, "")
+            .and_then(|c| {
+                c.get("guest_access")
+                    .and_then(|g| g.as_str())
+                    .map(str::to_owned)
+            });
+        if guest_access.as_deref() != Some("can_join") {
+            return Err(refused());
+        }
+        self.join_room(user_id, room_id.as_str(), reason, &[]).await
     }
 
     /// `POST /knock/{roomIdOrAlias}`: asks to be let into a room whose join rule is `knock`

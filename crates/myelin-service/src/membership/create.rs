@@ -633,6 +633,7 @@ mod tests {
             created_ms: 0,
             displayname: Some("Alice".into()),
             avatar_url: Some("mxc://me.example/a".into()),
+            is_guest: false,
         };
         assert_eq!(
             creator_join(Some(&profile)),

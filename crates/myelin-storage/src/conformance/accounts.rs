@@ -24,6 +24,7 @@ pub async fn users_and_sessions(store: &dyn Storage) {
         created_ms: 1_000,
         displayname: Some("Alice".into()),
         avatar_url: None,
+        is_guest: false,
     };
     assert_eq!(
         store.get_user(&alice).await.unwrap(),
@@ -83,6 +84,7 @@ pub async fn users_and_sessions(store: &dyn Storage) {
             user_id: alice.clone(),
             device_id: device("DEV1"),
             expires_at_ms,
+            is_guest: false,
         })
     };
     assert_eq!(
@@ -312,4 +314,47 @@ pub async fn devices(store: &dyn Storage) {
     assert_eq!(store.find_access_token("t3").await.unwrap(), None);
     assert_eq!(store.list_devices(&carol).await.unwrap().len(), 1);
     assert!(store.find_access_token("c1").await.unwrap().is_some());
+}
+
+pub async fn guests_are_flagged_and_upgraded_once(store: &dyn Storage) {
+    let guest = user("@1234567890:localhost");
+    assert!(store
+        .create_user(NewUser {
+            is_guest: true,
+            ..new_user(guest.as_str(), None)
+        })
+        .await
+        .unwrap());
+    store
+        .create_session(session(guest.as_str(), "GDEV", "guest-token", None))
+        .await
+        .unwrap();
+    let owner = store
+        .find_access_token("guest-token")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(owner.is_guest, "a guest's token says so");
+    assert!(store.get_user(&guest).await.unwrap().unwrap().is_guest);
+
+    assert!(store.upgrade_guest(&guest, "hash").await.unwrap());
+    let upgraded = store.get_user(&guest).await.unwrap().unwrap();
+    assert!(!upgraded.is_guest);
+    assert_eq!(upgraded.password_hash.as_deref(), Some("hash"));
+    assert!(
+        !store
+            .find_access_token("guest-token")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_guest
+    );
+    assert!(
+        !store.upgrade_guest(&guest, "again").await.unwrap(),
+        "a full account is not upgraded again"
+    );
+    assert!(!store
+        .upgrade_guest(&user("@nobody:localhost"), "hash")
+        .await
+        .unwrap());
 }

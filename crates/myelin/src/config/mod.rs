@@ -98,6 +98,8 @@ pub struct RegistrationConfig {
     pub mode: RegistrationMode,
     /// The registration tokens accepted in `token` mode.
     pub tokens: Vec<String>,
+    /// Whether `register?kind=guest` makes guest accounts (whatever `mode` says).
+    pub allow_guests: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +399,7 @@ impl Default for RegistrationConfig {
         RegistrationConfig {
             mode: RegistrationMode::Open,
             tokens: Vec::new(),
+            allow_guests: false,
         }
     }
 }
@@ -590,6 +593,7 @@ impl Config {
         let mut sc = ServiceConfig::new(server_name);
         sc.registration = self.registration.mode;
         sc.registration_tokens = self.registration.tokens.clone();
+        sc.allow_guests = self.registration.allow_guests;
         sc.default_room_version =
             ruma::RoomVersionId::try_from(self.rooms.default_version.as_str())
                 .expect("validated room version");
