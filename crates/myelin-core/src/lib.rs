@@ -5,7 +5,7 @@ pub mod pdu;
 pub mod stream;
 
 pub use clock::{Clock, SystemClock};
-pub use pdu::{Pdu, PduError, Relation};
+pub use pdu::{Pdu, PduError, Relation, SearchableText};
 pub use stream::StreamPos;
 
 /// Re-exported so that every crate names Matrix types the same way.

@@ -191,6 +191,47 @@ impl Pdu {
     }
 }
 
+/// What server-side search indexes of an event: the key searched by (`content.body`,
+/// `content.name` or `content.topic`, as `/search` names them) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchableText {
+    pub key: &'static str,
+    pub value: String,
+}
+
+/// The longest text indexed for search; longer values are cut (at a character boundary).
+pub const MAX_SEARCH_TEXT_BYTES: usize = 64 * 1024;
+
+impl Pdu {
+    /// The text `/search` finds this event by: a message's body, a room's name or topic.
+    /// Nothing for other events, rejected ones or malformed content.
+    pub fn searchable_text(&self) -> Option<SearchableText> {
+        if self.rejected {
+            return None;
+        }
+        let (key, field) = match self.kind.to_string().as_str() {
+            "m.room.message" => ("content.body", "body"),
+            "m.room.name" => ("content.name", "name"),
+            "m.room.topic" => ("content.topic", "topic"),
+            _ => return None,
+        };
+        let content = self.content_value();
+        let text = content.get(field)?.as_str()?;
+        if text.trim().is_empty() {
+            return None;
+        }
+        let mut end = text.len().min(MAX_SEARCH_TEXT_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(SearchableText {
+            key,
+            // PostgreSQL text cannot hold NUL.
+            value: text[..end].replace('\0', " "),
+        })
+    }
+}
+
 impl ruma::state_res::Event for Pdu {
     type Id = OwnedEventId;
 

@@ -20,6 +20,7 @@ mod persist;
 mod pool;
 mod relations;
 mod room;
+mod search;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_reports.sql"),
     include_str!("../migrations/0011_media.sql"),
     include_str!("../migrations/0012_guests.sql"),
+    include_str!("../migrations/0013_search.sql"),
 ];
 
 /// The schema version this build writes.

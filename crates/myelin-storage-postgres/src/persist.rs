@@ -166,7 +166,29 @@ async fn insert_event(
     .await?;
     if !pdu.rejected {
         index_relation(conn, pdu, stream_pos).await?;
+        index_search_text(conn, pdu, stream_pos).await?;
     }
+    Ok(())
+}
+
+/// Adds the event's searchable text (if it has some) to the search index.
+async fn index_search_text(conn: &mut Conn, pdu: &Pdu, stream_pos: StreamPos) -> StorageResult<()> {
+    let Some(text) = pdu.searchable_text() else {
+        return Ok(());
+    };
+    conn.execute(
+        "INSERT INTO event_search (event_id, room_id, key, stream_pos, sender, value)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+        &[
+            &pdu.event_id.as_str(),
+            &pdu.room_id.as_str(),
+            &text.key,
+            &stream_pos.0,
+            &pdu.sender.as_str(),
+            &text.value,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -247,6 +269,11 @@ async fn redact(
     .await?;
     conn.execute(
         "DELETE FROM event_relations WHERE event_id = $1 AND room_id = $2",
+        &[&target, &room_id],
+    )
+    .await?;
+    conn.execute(
+        "DELETE FROM event_search WHERE event_id = $1 AND room_id = $2",
         &[&target, &room_id],
     )
     .await?;

@@ -22,6 +22,7 @@ mod persist;
 mod pool;
 mod relations;
 mod room;
+mod search;
 mod state;
 mod user_data;
 

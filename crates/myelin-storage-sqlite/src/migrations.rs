@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0011_reports.sql"),
     include_str!("../migrations/0012_media.sql"),
     include_str!("../migrations/0013_guests.sql"),
+    include_str!("../migrations/0014_search.sql"),
 ];
 
 /// The schema version this build writes.

@@ -159,7 +159,30 @@ fn insert_event(
         .db()?;
     if !pdu.rejected {
         index_relation(tx, pdu, stream_pos)?;
+        index_search_text(tx, pdu, stream_pos)?;
     }
+    Ok(())
+}
+
+/// Adds the event's searchable text (if it has some) to the search index.
+fn index_search_text(tx: &Transaction<'_>, pdu: &Pdu, stream_pos: StreamPos) -> StorageResult<()> {
+    let Some(text) = pdu.searchable_text() else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO event_search (event_id, room_id, key, stream_pos, sender, value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .db()?
+    .execute(params![
+        pdu.event_id.as_str(),
+        pdu.room_id.as_str(),
+        text.key,
+        stream_pos.0,
+        pdu.sender.as_str(),
+        text.value,
+    ])
+    .db()?;
     Ok(())
 }
 
@@ -243,6 +266,10 @@ fn redact(
     .execute(params![target, redacted_json.get(), redacted_by, room_id])
     .db()?;
     tx.prepare_cached("DELETE FROM event_relations WHERE event_id = ?1 AND room_id = ?2")
+        .db()?
+        .execute(params![target, room_id])
+        .db()?;
+    tx.prepare_cached("DELETE FROM event_search WHERE event_id = ?1 AND room_id = ?2")
         .db()?
         .execute(params![target, room_id])
         .db()?;

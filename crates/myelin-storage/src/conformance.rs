@@ -31,6 +31,8 @@ macro_rules! storage_conformance_tests {
         $crate::storage_conformance_tests!(@by_ref $make;
             users_and_sessions,
             guests_are_flagged_and_upgraded_once,
+            search_finds_words_by_prefix_in_the_rooms_named,
+            search_forgets_redacted_and_rejected_events_and_indexes_backfill,
             devices,
             events_state_and_snapshots,
             snapshot_chains,
@@ -112,6 +114,7 @@ mod keys_lifecycle;
 mod media;
 mod relations;
 mod rooms;
+mod search;
 mod state;
 mod user_data;
 mod writes;
@@ -127,6 +130,7 @@ pub use keys_lifecycle::*;
 pub use media::{media_created_then_uploaded, media_thumbnails, media_uploaded_at_once};
 pub use relations::*;
 pub use rooms::*;
+pub use search::*;
 pub use state::*;
 pub use user_data::*;
 pub use writes::*;

@@ -117,6 +117,18 @@ pub const TABLES: &[Table] = &[
         key: &["stream_pos"],
     },
     Table {
+        name: "event_search",
+        columns: &[
+            "event_id",
+            "room_id",
+            "key",
+            "stream_pos",
+            "sender",
+            "value",
+        ],
+        key: &["event_id"],
+    },
+    Table {
         name: "event_relations",
         columns: &[
             "event_id",

@@ -22,6 +22,7 @@ mod meta;
 mod relations;
 mod room;
 pub mod rows;
+mod search;
 pub mod snapshot;
 mod user_data;
 
@@ -34,6 +35,7 @@ pub use media::*;
 pub use meta::*;
 pub use relations::*;
 pub use room::*;
+pub use search::*;
 pub use snapshot::MAX_DELTA_DEPTH;
 pub use user_data::*;
 
@@ -42,6 +44,7 @@ pub trait Storage:
     AccountStore
     + RoomStore
     + RelationStore
+    + SearchStore
     + UserDataStore
     + FederationStore
     + KeyStore
@@ -57,6 +60,7 @@ impl<
         T: AccountStore
             + RoomStore
             + RelationStore
+            + SearchStore
             + UserDataStore
             + FederationStore
             + KeyStore
