@@ -26,6 +26,7 @@ pub mod membership;
 pub mod reports;
 pub mod resources;
 pub mod rooms;
+pub mod search;
 pub mod sliding_sync;
 pub mod sync;
 pub mod users;
@@ -55,6 +56,7 @@ pub use myelin_federation::FederationConfig;
 pub use reports::Reports;
 pub use resources::ResourceLimits;
 pub use rooms::Rooms;
+pub use search::Search;
 pub use sliding_sync::SlidingSync;
 pub use sync::Syncer;
 pub use users::{TurnConfig, Users};
@@ -96,6 +98,8 @@ pub struct Services {
     pub legacy: Arc<Legacy>,
     /// Reports of content to the administrators.
     pub reports: Arc<Reports>,
+    /// Server-side search.
+    pub search: Arc<Search>,
     /// Simplified sliding sync (MSC4186).
     pub sliding_sync: Arc<SlidingSync>,
 }
@@ -174,6 +178,7 @@ impl Services {
             history.clone(),
             users.clone(),
         ));
+        let search = Arc::new(Search::new(ctx.clone(), rooms.clone(), history.clone()));
         let reports = Arc::new(Reports::new(ctx.clone(), rooms.clone(), history.clone()));
         let sliding_sync = Arc::new(SlidingSync::new(
             ctx.clone(),
@@ -202,6 +207,7 @@ impl Services {
             sync,
             legacy,
             reports,
+            search,
             sliding_sync,
         })
     }

@@ -13,6 +13,7 @@ mod push;
 mod relations;
 mod reports;
 mod rooms;
+mod search;
 mod sync;
 mod user_data;
 
@@ -31,6 +32,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(reports::routes())
         .merge(sync::routes())
         .merge(legacy::routes())
+        .merge(search::routes())
         .merge(user_data::routes())
         .merge(push::routes())
         .merge(directory::routes())

@@ -170,6 +170,21 @@ impl History {
             .remove(0))
     }
 
+    /// The records of one room the user may see, through the same view as `/messages` (history
+    /// visibility, then their ignore list); a room they may not read at all yields nothing.
+    pub(crate) async fn visible_records(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        records: Vec<EventRecord>,
+    ) -> ServiceResult<Vec<EventRecord>> {
+        match self.read_access(user_id, room_id).await {
+            Ok(mut access) => access.view.filter(records).await,
+            Err(ServiceError::Forbidden(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the user may see this event of the room by its history visibility (their ignore
     /// list aside: one may report what one ignores). `false` for an unknown room or event.
     pub(crate) async fn may_read_event(
