@@ -129,6 +129,25 @@ impl TestServer {
         Self::launch(dir, configure).await
     }
 
+    /// Starts a server whose database already holds a server administrator `localpart` with
+    /// `password` (made as `myelin user create --admin` makes one, before the server starts).
+    pub async fn start_with_admin(localpart: &str, password: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("create temp data dir");
+        let mut config = Config::for_data_dir(dir.path().to_path_buf());
+        use_test_backend(&mut config, dir.path()).await;
+        let server = myelin::Myelin::open(config)
+            .await
+            .expect("open the data dir");
+        server
+            .services()
+            .accounts
+            .create_user(localpart, Some(password), true)
+            .await
+            .expect("create the administrator");
+        drop(server);
+        Self::launch(dir, |_| {}).await
+    }
+
     /// Starts a server with the default configuration on an existing data
     /// dir, typically the one returned by [`TestServer::stop`]. A server
     /// started with `start_federating*` comes back with its configuration,

@@ -142,6 +142,12 @@ impl From<ServiceError> for ApiError {
                 return err;
             }
             E::UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
+            E::UserLocked => {
+                let mut err = ApiError::new(StatusCode::UNAUTHORIZED, "M_USER_LOCKED", &e);
+                err.body["soft_logout"] = json!(true);
+                return err;
+            }
+            E::UserSuspended(_) => (StatusCode::FORBIDDEN, "M_USER_SUSPENDED"),
             E::UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             E::GuestAccessForbidden(_) => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
             E::UnknownPos => (StatusCode::BAD_REQUEST, "M_UNKNOWN_POS"),

@@ -24,7 +24,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
     ) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
         let authed = state.services.accounts.authenticate(&token).await?;
-        refuse_guest_outside_its_endpoints(&authed, parts)?;
+        refuse_what_the_account_may_not_call(&authed, parts)?;
         Ok(Auth(authed))
     }
 }
@@ -44,19 +44,27 @@ impl FromRequestParts<Arc<AppState>> for MaybeAuth {
             None => Ok(MaybeAuth(None)),
             Some(token) => {
                 let authed = state.services.accounts.authenticate(&token).await?;
-                refuse_guest_outside_its_endpoints(&authed, parts)?;
+                refuse_what_the_account_may_not_call(&authed, parts)?;
                 Ok(MaybeAuth(Some(authed)))
             }
         }
     }
 }
 
-/// Guests call only the spec's guest endpoints (`guest.rs`).
-fn refuse_guest_outside_its_endpoints(authed: &Authed, parts: &Parts) -> Result<(), ApiError> {
-    if authed.is_guest && !crate::guest::guest_may_call(&parts.method, parts.uri.path()) {
+/// Guests call only the spec's guest endpoints (`guest.rs`); suspended accounts may not act
+/// (`suspension.rs`).
+fn refuse_what_the_account_may_not_call(authed: &Authed, parts: &Parts) -> Result<(), ApiError> {
+    let (method, path) = (&parts.method, parts.uri.path());
+    if authed.is_guest && !crate::guest::guest_may_call(method, path) {
         return Err(ApiError::guest_access_forbidden(
             "Guest accounts cannot use this endpoint",
         ));
+    }
+    if authed.suspended && crate::suspension::suspended_refused(method, path) {
+        return Err(myelin_service::ServiceError::UserSuspended(
+            "This account is suspended and cannot do this".into(),
+        )
+        .into());
     }
     Ok(())
 }

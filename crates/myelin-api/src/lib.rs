@@ -7,6 +7,7 @@ mod error;
 mod extract;
 pub mod federation;
 mod guest;
+mod suspension;
 
 use std::sync::Arc;
 

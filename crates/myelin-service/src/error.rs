@@ -34,6 +34,12 @@ pub enum ServiceError {
     UnknownToken { soft_logout: bool },
     #[error("This account has been deactivated")]
     UserDeactivated,
+    /// Locked by an administrator (401, the client keeps its session: `soft_logout`).
+    #[error("This account has been locked")]
+    UserLocked,
+    /// Suspended by an administrator: this action is not allowed while it lasts.
+    #[error("{0}")]
+    UserSuspended(String),
     #[error("{0}")]
     UnsupportedRoomVersion(String),
     #[error("{0}")]

@@ -86,6 +86,7 @@ impl Harness {
             user_id: session.user_id,
             device_id: session.device_id,
             is_guest: false,
+            suspended: false,
         }
     }
 

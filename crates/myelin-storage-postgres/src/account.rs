@@ -62,6 +62,14 @@ impl AccountStore for PgStore {
         conn.finish(result).await
     }
 
+    async fn set_locked(&self, user_id: &UserId, locked: bool) -> StorageResult<()> {
+        self.set_flag(user_id, "locked", locked).await
+    }
+
+    async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StorageResult<()> {
+        self.set_flag(user_id, "suspended", suspended).await
+    }
+
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
         let user = user_id.as_str();
         let mut conn = self.db.write().await?;
@@ -127,11 +135,14 @@ impl AccountStore for PgStore {
     async fn find_access_token(&self, token_hash: &str) -> StorageResult<Option<TokenOwner>> {
         let mut conn = self.db.read().await?;
         conn.query_opt_decode(
-            "SELECT t.user_id, t.device_id, t.expires_at_ms, u.is_guest
+            "SELECT t.user_id, t.device_id, t.expires_at_ms, u.is_guest, u.locked, u.suspended
              FROM access_tokens t JOIN users u ON u.user_id = t.user_id
              WHERE t.token_hash = $1",
             &[&token_hash],
-            |row| rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?, row.flag(3)?),
+            |row| {
+                let flags = rows::AccountFlags::read(row, 3)?;
+                rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?, flags)
+            },
         )
         .await
     }
@@ -174,7 +185,7 @@ impl AccountStore for PgStore {
             )
             .await?;
             // The caller reads only the user and device of a refreshed session.
-            rows::token_owner(user_id, device_id, expires, false).map(Some)
+            rows::token_owner(user_id, device_id, expires, Default::default()).map(Some)
         }
         .await;
         conn.finish(result).await
@@ -280,6 +291,24 @@ impl PgStore {
         user_id: &UserId,
         column: &'static str,
         value: Option<&str>,
+    ) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                &format!("UPDATE users SET {column} = $2 WHERE user_id = $1"),
+                &[&user_id.as_str(), &value],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    /// Sets one of the flag columns (`locked`, `suspended`).
+    async fn set_flag(
+        &self,
+        user_id: &UserId,
+        column: &'static str,
+        value: bool,
     ) -> StorageResult<()> {
         let mut conn = self.db.write().await?;
         let result = conn

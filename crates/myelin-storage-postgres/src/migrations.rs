@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0011_media.sql"),
     include_str!("../migrations/0012_guests.sql"),
     include_str!("../migrations/0013_search.sql"),
+    include_str!("../migrations/0014_account_moderation.sql"),
 ];
 
 /// The schema version this build writes.

@@ -70,6 +70,14 @@ impl AccountStore for SqliteStore {
             .await
     }
 
+    async fn set_locked(&self, user_id: &UserId, locked: bool) -> StorageResult<()> {
+        self.set_flag(user_id, "locked", locked).await
+    }
+
+    async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StorageResult<()> {
+        self.set_flag(user_id, "suspended", suspended).await
+    }
+
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
         let user_id = user_id.to_owned();
         self.db
@@ -133,12 +141,13 @@ impl AccountStore for SqliteStore {
             .read(move |conn| {
                 query_first(
                     conn,
-                    "SELECT t.user_id, t.device_id, t.expires_at_ms, u.is_guest
+                    "SELECT t.user_id, t.device_id, t.expires_at_ms, u.is_guest, u.locked, u.suspended
                      FROM access_tokens t JOIN users u ON u.user_id = t.user_id
                      WHERE t.token_hash = ?1",
                     [token_hash],
                     |row| {
-                        rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?, row.flag(3)?)
+                        let flags = rows::AccountFlags::read(row, 3)?;
+                        rows::token_owner(row.text(0)?, row.text(1)?, row.opt_int(2)?, flags)
                     },
                 )
             })
@@ -193,7 +202,7 @@ impl AccountStore for SqliteStore {
                     created_ms,
                 )?;
                 // The caller reads only the user and device of a refreshed session.
-                rows::token_owner(user_id, device_id, expires, false).map(Some)
+                rows::token_owner(user_id, device_id, expires, Default::default()).map(Some)
             })
             .await
     }
@@ -319,6 +328,27 @@ impl SqliteStore {
         value: Option<&str>,
     ) -> StorageResult<()> {
         let (user_id, value) = (user_id.to_owned(), value.map(str::to_owned));
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(&format!(
+                    "UPDATE users SET {column} = ?2 WHERE user_id = ?1"
+                ))
+                .db()?
+                .execute(params![user_id.as_str(), value])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Sets one of the flag columns (`locked`, `suspended`).
+    async fn set_flag(
+        &self,
+        user_id: &UserId,
+        column: &'static str,
+        value: bool,
+    ) -> StorageResult<()> {
+        let user_id = user_id.to_owned();
         self.db
             .write(move |tx, _| {
                 tx.prepare_cached(&format!(

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_media.sql"),
     include_str!("../migrations/0013_guests.sql"),
     include_str!("../migrations/0014_search.sql"),
+    include_str!("../migrations/0015_account_moderation.sql"),
 ];
 
 /// The schema version this build writes.

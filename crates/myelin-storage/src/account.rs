@@ -28,6 +28,10 @@ pub struct UserRecord {
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
     pub is_guest: bool,
+    /// Locked by an administrator: no request of the account is served.
+    pub locked: bool,
+    /// Suspended by an administrator: the account may read and leave, not act.
+    pub suspended: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +65,9 @@ pub struct TokenOwner {
     pub expires_at_ms: Option<u64>,
     /// Whether the account is a guest's.
     pub is_guest: bool,
+    /// Whether the account is locked or suspended.
+    pub locked: bool,
+    pub suspended: bool,
 }
 
 #[async_trait]
@@ -72,6 +79,10 @@ pub trait AccountStore {
     /// Turns a guest account into a full one with this password; `false` if the user is not a
     /// guest (any more).
     async fn upgrade_guest(&self, user_id: &UserId, password_hash: &str) -> StorageResult<bool>;
+    /// Locks or unlocks the account (spec v1.18 account moderation).
+    async fn set_locked(&self, user_id: &UserId, locked: bool) -> StorageResult<()>;
+    /// Suspends the account or lifts the suspension.
+    async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StorageResult<()>;
     /// Marks the user deactivated and removes all devices and tokens, the user's keys and key
     /// backups, in one transaction.
     async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()>;

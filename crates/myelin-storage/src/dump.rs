@@ -48,6 +48,8 @@ pub const TABLES: &[Table] = &[
             "displayname",
             "avatar_url",
             "is_guest",
+            "locked",
+            "suspended",
         ],
         key: &["user_id"],
     },

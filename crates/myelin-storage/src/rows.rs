@@ -145,7 +145,7 @@ pub fn membership(row: &dyn Row) -> StorageResult<MembershipRecord> {
 
 /// The `users` columns [`user`] reads, in order.
 pub const USER_COLUMNS: &str =
-    "password_hash, is_admin, deactivated, created_ms, displayname, avatar_url, is_guest";
+    "password_hash, is_admin, deactivated, created_ms, displayname, avatar_url, is_guest, locked, suspended";
 
 pub fn user(user_id: OwnedUserId, row: &dyn Row) -> StorageResult<UserRecord> {
     Ok(UserRecord {
@@ -157,6 +157,8 @@ pub fn user(user_id: OwnedUserId, row: &dyn Row) -> StorageResult<UserRecord> {
         displayname: row.opt_text(4)?,
         avatar_url: row.opt_text(5)?,
         is_guest: row.flag(6)?,
+        locked: row.flag(7)?,
+        suspended: row.flag(8)?,
     })
 }
 
@@ -173,18 +175,39 @@ pub fn device(row: &dyn Row) -> StorageResult<DeviceRecord> {
     })
 }
 
+/// The `users` flags a token lookup reads with the token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountFlags {
+    pub is_guest: bool,
+    pub locked: bool,
+    pub suspended: bool,
+}
+
+impl AccountFlags {
+    /// Reads `is_guest, locked, suspended` from columns `first..first + 3`.
+    pub fn read(row: &dyn Row, first: usize) -> StorageResult<AccountFlags> {
+        Ok(AccountFlags {
+            is_guest: row.flag(first)?,
+            locked: row.flag(first + 1)?,
+            suspended: row.flag(first + 2)?,
+        })
+    }
+}
+
 /// The owner of an access token, from its `access_tokens` columns.
 pub fn token_owner(
     user_id: String,
     device_id: String,
     expires_at_ms: Option<i64>,
-    is_guest: bool,
+    flags: AccountFlags,
 ) -> StorageResult<TokenOwner> {
     Ok(TokenOwner {
         user_id: parse_id(user_id, "token user")?,
         device_id: device_id.into(),
         expires_at_ms: opt_to_u64(expires_at_ms, "expires_at_ms")?,
-        is_guest,
+        is_guest: flags.is_guest,
+        locked: flags.locked,
+        suspended: flags.suspended,
     })
 }
 

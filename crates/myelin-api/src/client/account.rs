@@ -27,6 +27,7 @@ pub fn routes() -> Router<SharedState> {
             get(token_validity),
         )
         .route("/_matrix/client/v3/login", get(login_flows).post(login))
+        .route("/_matrix/client/v1/login/get_token", post(get_login_token))
         .route("/_matrix/client/v3/refresh", post(refresh))
         .route("/_matrix/client/v3/logout", post(logout))
         .route("/_matrix/client/v3/logout/all", post(logout_all))
@@ -164,7 +165,10 @@ async fn token_validity(
 
 /// GET /_matrix/client/v3/login.
 async fn login_flows() -> Json<Value> {
-    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+    Json(json!({ "flows": [
+        { "type": "m.login.password" },
+        { "type": "m.login.token", "get_login_token": true },
+    ] }))
 }
 
 #[derive(Deserialize)]
@@ -174,6 +178,8 @@ struct LoginBody {
     identifier: Option<Value>,
     user: Option<String>,
     password: Option<String>,
+    /// `m.login.token`.
+    token: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
     #[serde(default)]
@@ -190,11 +196,30 @@ async fn login(
         .services
         .ctx
         .check_rate(RateAction::Login, &client.key())?;
-    if body.kind != "m.login.password" {
-        return Err(ApiError::unsupported(format!(
-            "Unsupported login type {}",
-            body.kind
-        )));
+    let server_name = state.services.ctx.server_name().to_string();
+    match body.kind.as_str() {
+        "m.login.password" => {}
+        "m.login.token" => {
+            let token = body
+                .token
+                .ok_or_else(|| ApiError::bad_json("Missing token"))?;
+            let session = state
+                .services
+                .accounts
+                .login_with_token(
+                    &token,
+                    body.device_id.as_deref(),
+                    body.initial_device_display_name.as_deref(),
+                    body.refresh_token,
+                )
+                .await?;
+            return Ok(Json(session_json(&session, &server_name)));
+        }
+        other => {
+            return Err(ApiError::unsupported(format!(
+                "Unsupported login type {other}"
+            )))
+        }
     }
     let user = match &body.identifier {
         Some(id) => {
@@ -222,10 +247,34 @@ async fn login(
             body.refresh_token,
         )
         .await?;
-    Ok(Json(session_json(
-        &session,
-        state.services.ctx.server_name().as_str(),
-    )))
+    Ok(Json(session_json(&session, &server_name)))
+}
+
+#[derive(Deserialize)]
+struct UiaBody {
+    auth: Option<Value>,
+}
+
+/// POST /_matrix/client/v1/login/get_token (UIA: m.login.password): a single-use token for
+/// `m.login.token`, valid for two minutes.
+async fn get_login_token(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<UiaBody>,
+) -> ApiResult<Json<Value>> {
+    if authed.is_guest {
+        return Err(ApiError::guest_access_forbidden(
+            "Guests cannot get login tokens",
+        ));
+    }
+    let accounts = &state.services.accounts;
+    accounts
+        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+        .await?;
+    let (login_token, expires_in_ms) = accounts.issue_login_token(&authed.user_id);
+    Ok(Json(
+        json!({ "login_token": login_token, "expires_in_ms": expires_in_ms }),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -44,21 +44,27 @@ async fn versions() -> Json<Value> {
 }
 
 /// GET /_matrix/client/v3/capabilities.
-async fn capabilities(State(state): State<SharedState>, _auth: Auth) -> Json<Value> {
+async fn capabilities(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+) -> ApiResult<Json<Value>> {
     let available: serde_json::Map<String, Value> = myelin_room::SUPPORTED_VERSIONS
         .iter()
         .map(|v| (v.to_string(), json!("stable")))
         .collect();
-    Json(json!({
-        "capabilities": {
-            "m.room_versions": { "default": state.services.ctx.config.default_room_version.as_str(), "available": available },
-            "m.change_password": { "enabled": true },
-            "m.set_displayname": { "enabled": true },
-            "m.set_avatar_url": { "enabled": true },
-            "m.3pid_changes": { "enabled": false },
-            "m.get_login_token": { "enabled": false },
-        }
-    }))
+    let mut capabilities = json!({
+        "m.room_versions": { "default": state.services.ctx.config.default_room_version.as_str(), "available": available },
+        "m.change_password": { "enabled": true },
+        "m.set_displayname": { "enabled": true },
+        "m.set_avatar_url": { "enabled": true },
+        "m.3pid_changes": { "enabled": false },
+        "m.get_login_token": { "enabled": !authed.is_guest },
+    });
+    // Only administrators may lock and suspend; for others the spec omits the capability.
+    if state.services.accounts.is_admin(&authed.user_id).await? {
+        capabilities["m.account_moderation"] = json!({ "suspend": true, "lock": true });
+    }
+    Ok(Json(json!({ "capabilities": capabilities })))
 }
 
 /// GET /.well-known/matrix/client — configured, else 404.

@@ -6,6 +6,8 @@ use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::Value;
 
 mod guest;
+pub mod login_token;
+pub mod moderation;
 mod openid;
 pub(crate) mod token;
 pub mod uia;
@@ -28,6 +30,7 @@ pub struct Accounts {
     pub(crate) membership: Arc<Memberships>,
     pub(crate) uia: uia::UiaSessions,
     pub(crate) openid: openid::OpenIdTokens,
+    pub(crate) login_tokens: login_token::LoginTokens,
     /// Bounds concurrent argon2 work (see `hash_password`).
     pub(crate) password_permits: tokio::sync::Semaphore,
 }
@@ -40,6 +43,7 @@ impl Accounts {
             membership,
             uia: uia::UiaSessions::default(),
             openid: openid::OpenIdTokens::default(),
+            login_tokens: login_token::LoginTokens::default(),
             password_permits: tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE),
         }
     }
@@ -52,6 +56,8 @@ pub struct Authed {
     pub device_id: OwnedDeviceId,
     /// A guest account: the HTTP edge lets it call only the spec's guest endpoints.
     pub is_guest: bool,
+    /// Suspended by an administrator: the HTTP edge refuses the actions suspension forbids.
+    pub suspended: bool,
 }
 
 /// Tokens handed to a client after login or registration.
@@ -265,6 +271,9 @@ impl Accounts {
         if record.as_ref().is_some_and(|r| r.deactivated) {
             return Err(ServiceError::UserDeactivated);
         }
+        if record.as_ref().is_some_and(|r| r.locked) {
+            return Err(ServiceError::UserLocked);
+        }
         // Guesses at one account are throttled wherever they come from (the per-IP login limit
         // is checked by the caller); refused while the budget is used up, even when right.
         self.check_password_budget(user_id.as_str())?;
@@ -372,10 +381,14 @@ impl Accounts {
         if owner.expires_at_ms.is_some_and(|t| t <= self.ctx.now_ms()) {
             return Err(ServiceError::UnknownToken { soft_logout: true });
         }
+        if owner.locked {
+            return Err(ServiceError::UserLocked);
+        }
         Ok(Authed {
             user_id: owner.user_id,
             device_id: owner.device_id,
             is_guest: owner.is_guest,
+            suspended: owner.suspended,
         })
     }
 

@@ -634,6 +634,8 @@ mod tests {
             displayname: Some("Alice".into()),
             avatar_url: Some("mxc://me.example/a".into()),
             is_guest: false,
+            locked: false,
+            suspended: false,
         };
         assert_eq!(
             creator_join(Some(&profile)),

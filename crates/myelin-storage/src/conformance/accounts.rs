@@ -25,6 +25,8 @@ pub async fn users_and_sessions(store: &dyn Storage) {
         displayname: Some("Alice".into()),
         avatar_url: None,
         is_guest: false,
+        locked: false,
+        suspended: false,
     };
     assert_eq!(
         store.get_user(&alice).await.unwrap(),
@@ -85,6 +87,8 @@ pub async fn users_and_sessions(store: &dyn Storage) {
             device_id: device("DEV1"),
             expires_at_ms,
             is_guest: false,
+            locked: false,
+            suspended: false,
         })
     };
     assert_eq!(
@@ -357,4 +361,33 @@ pub async fn guests_are_flagged_and_upgraded_once(store: &dyn Storage) {
         .upgrade_guest(&user("@nobody:localhost"), "hash")
         .await
         .unwrap());
+}
+
+pub async fn locked_and_suspended_accounts(store: &dyn Storage) {
+    let carol = user("@carol:localhost");
+    assert!(store
+        .create_user(new_user(carol.as_str(), Some("h")))
+        .await
+        .unwrap());
+    store
+        .create_session(session(carol.as_str(), "CDEV", "carol-token", None))
+        .await
+        .unwrap();
+    store.set_locked(&carol, true).await.unwrap();
+    let owner = store
+        .find_access_token("carol-token")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(owner.locked && !owner.suspended);
+    store.set_locked(&carol, false).await.unwrap();
+    store.set_suspended(&carol, true).await.unwrap();
+    let record = store.get_user(&carol).await.unwrap().unwrap();
+    assert!(!record.locked && record.suspended);
+    let owner = store
+        .find_access_token("carol-token")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!owner.locked && owner.suspended);
 }
