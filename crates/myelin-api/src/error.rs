@@ -148,6 +148,8 @@ impl From<ServiceError> for ApiError {
                 return err;
             }
             E::UserSuspended(_) => (StatusCode::FORBIDDEN, "M_USER_SUSPENDED"),
+            E::ProfileTooLarge(_) => (StatusCode::BAD_REQUEST, "M_PROFILE_TOO_LARGE"),
+            E::KeyTooLarge(_) => (StatusCode::BAD_REQUEST, "M_KEY_TOO_LARGE"),
             E::UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
             E::GuestAccessForbidden(_) => (StatusCode::FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN"),
             E::UnknownPos => (StatusCode::BAD_REQUEST, "M_UNKNOWN_POS"),

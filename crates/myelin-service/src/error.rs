@@ -35,6 +35,12 @@ pub enum ServiceError {
     #[error("This account has been deactivated")]
     UserDeactivated,
     /// Locked by an administrator (401, the client keeps its session: `soft_logout`).
+    /// `M_PROFILE_TOO_LARGE`: the change would make the profile exceed its size.
+    #[error("{0}")]
+    ProfileTooLarge(String),
+    /// `M_KEY_TOO_LARGE`: a profile key is too long.
+    #[error("{0}")]
+    KeyTooLarge(String),
     #[error("This account has been locked")]
     UserLocked,
     /// Suspended by an administrator: this action is not allowed while it lasts.

@@ -8,7 +8,7 @@ use myelin_storage::{
 use ruma::{OwnedDeviceId, UserId};
 
 use crate::backup::delete_user_backups;
-use crate::convert::{get, opt_to_i64, to_i64};
+use crate::convert::{get, opt_to_i64, parse_json, to_i64};
 use crate::keys::record_device_list_change;
 use crate::pool::Conn;
 use crate::PgStore;
@@ -62,6 +62,48 @@ impl AccountStore for PgStore {
         conn.finish(result).await
     }
 
+    async fn profile_fields(
+        &self,
+        user_id: &UserId,
+    ) -> StorageResult<Vec<(String, serde_json::Value)>> {
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            "SELECT field, value FROM profile_fields WHERE user_id = $1 ORDER BY field COLLATE \"C\"",
+            &[&user_id.as_str()],
+            |row| Ok((row.text(0)?, parse_json(&row.text(1)?, "profile field")?)),
+        )
+        .await
+    }
+
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        key: &str,
+        value: Option<&serde_json::Value>,
+    ) -> StorageResult<()> {
+        let value = value.map(serde_json::Value::to_string);
+        let mut conn = self.db.write().await?;
+        let result = match value {
+            Some(value) => {
+                conn.execute(
+                    "INSERT INTO profile_fields (user_id, field, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
+                    &[&user_id.as_str(), &key, &value],
+                )
+                .await
+            }
+            None => {
+                conn.execute(
+                    "DELETE FROM profile_fields WHERE user_id = $1 AND field = $2",
+                    &[&user_id.as_str(), &key],
+                )
+                .await
+            }
+        }
+        .map(drop);
+        conn.finish(result).await
+    }
+
     async fn set_locked(&self, user_id: &UserId, locked: bool) -> StorageResult<()> {
         self.set_flag(user_id, "locked", locked).await
     }
@@ -87,6 +129,8 @@ impl AccountStore for PgStore {
                 &[&user],
             )
             .await?;
+            conn.execute("DELETE FROM profile_fields WHERE user_id = $1", &[&user])
+                .await?;
             delete_user_backups(&mut conn, user).await
         }
         .await;

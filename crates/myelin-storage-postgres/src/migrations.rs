@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_guests.sql"),
     include_str!("../migrations/0013_search.sql"),
     include_str!("../migrations/0014_account_moderation.sql"),
+    include_str!("../migrations/0015_profile_fields.sql"),
 ];
 
 /// The schema version this build writes.

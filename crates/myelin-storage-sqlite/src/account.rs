@@ -9,7 +9,7 @@ use ruma::{OwnedDeviceId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::backup::delete_user_backups;
-use crate::convert::{opt_to_i64, query_all, query_first, to_i64, Db};
+use crate::convert::{opt_to_i64, parse_json, query_all, query_first, to_i64, Db};
 use crate::keys::record_device_list_change;
 use crate::SqliteStore;
 
@@ -70,6 +70,54 @@ impl AccountStore for SqliteStore {
             .await
     }
 
+    async fn profile_fields(
+        &self,
+        user_id: &UserId,
+    ) -> StorageResult<Vec<(String, serde_json::Value)>> {
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    "SELECT field, value FROM profile_fields WHERE user_id = ?1 ORDER BY field",
+                    [user_id.as_str()],
+                    |row| Ok((row.text(0)?, parse_json(&row.text(1)?, "profile field")?)),
+                )
+            })
+            .await
+    }
+
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        key: &str,
+        value: Option<&serde_json::Value>,
+    ) -> StorageResult<()> {
+        let (user_id, key) = (user_id.to_owned(), key.to_owned());
+        let value = value.map(serde_json::Value::to_string);
+        self.db
+            .write(move |tx, _| {
+                match value {
+                    Some(value) => tx
+                        .prepare_cached(
+                            "INSERT INTO profile_fields (user_id, field, value) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
+                        )
+                        .db()?
+                        .execute(params![user_id.as_str(), key, value]),
+                    None => tx
+                        .prepare_cached(
+                            "DELETE FROM profile_fields WHERE user_id = ?1 AND field = ?2",
+                        )
+                        .db()?
+                        .execute(params![user_id.as_str(), key]),
+                }
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
     async fn set_locked(&self, user_id: &UserId, locked: bool) -> StorageResult<()> {
         self.set_flag(user_id, "locked", locked).await
     }
@@ -92,6 +140,8 @@ impl AccountStore for SqliteStore {
                     record_device_list_change(tx, positions, user)?;
                 }
                 tx.execute("DELETE FROM cross_signing_keys WHERE user_id = ?1", [user])
+                    .db()?;
+                tx.execute("DELETE FROM profile_fields WHERE user_id = ?1", [user])
                     .db()?;
                 delete_user_backups(tx, user)
             })

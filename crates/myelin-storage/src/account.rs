@@ -79,6 +79,19 @@ pub trait AccountStore {
     /// Turns a guest account into a full one with this password; `false` if the user is not a
     /// guest (any more).
     async fn upgrade_guest(&self, user_id: &UserId, password_hash: &str) -> StorageResult<bool>;
+    /// The user's custom profile fields (spec v1.16 extended profiles: `m.tz` and namespaced
+    /// keys; `displayname` and `avatar_url` are columns of the user), in key order.
+    async fn profile_fields(
+        &self,
+        user_id: &UserId,
+    ) -> StorageResult<Vec<(String, serde_json::Value)>>;
+    /// Sets (or with `None` removes) one custom profile field.
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        key: &str,
+        value: Option<&serde_json::Value>,
+    ) -> StorageResult<()>;
     /// Locks or unlocks the account (spec v1.18 account moderation).
     async fn set_locked(&self, user_id: &UserId, locked: bool) -> StorageResult<()>;
     /// Suspends the account or lifts the suspension.

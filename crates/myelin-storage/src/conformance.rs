@@ -32,6 +32,7 @@ macro_rules! storage_conformance_tests {
             users_and_sessions,
             guests_are_flagged_and_upgraded_once,
             locked_and_suspended_accounts,
+            custom_profile_fields,
             search_finds_words_by_prefix_in_the_rooms_named,
             search_forgets_redacted_and_rejected_events_and_indexes_backfill,
             devices,

@@ -54,6 +54,11 @@ pub const TABLES: &[Table] = &[
         key: &["user_id"],
     },
     Table {
+        name: "profile_fields",
+        columns: &["user_id", "field", "value"],
+        key: &["user_id", "field"],
+    },
+    Table {
         name: "devices",
         columns: &[
             "user_id",

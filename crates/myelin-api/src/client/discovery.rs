@@ -59,6 +59,7 @@ async fn capabilities(
         "m.set_avatar_url": { "enabled": true },
         "m.3pid_changes": { "enabled": false },
         "m.get_login_token": { "enabled": !authed.is_guest },
+        "m.profile_fields": { "enabled": true },
     });
     // Only administrators may lock and suspend; for others the spec omits the capability.
     if state.services.accounts.is_admin(&authed.user_id).await? {

@@ -120,9 +120,12 @@ async fn delete_profile_field(
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     if field != "displayname" && field != "avatar_url" {
-        return Err(ApiError::not_found(format!(
-            "Profile field {field} is not supported"
-        )));
+        state
+            .services
+            .users
+            .set_custom_profile_field(&user_id, &field, None)
+            .await?;
+        return Ok(Json(json!({})));
     }
     state
         .services
@@ -141,9 +144,15 @@ async fn put_profile_field(
 ) -> ApiResult<Json<Value>> {
     let user_id = require_own_user(&authed, user)?;
     if field != "displayname" && field != "avatar_url" {
-        return Err(ApiError::unrecognized(format!(
-            "Profile field {field} is not supported"
-        )));
+        let value = body.get(&field).cloned().ok_or_else(|| {
+            ApiError::missing_param(format!("The body must hold the {field} property"))
+        })?;
+        state
+            .services
+            .users
+            .set_custom_profile_field(&user_id, &field, Some(value))
+            .await?;
+        return Ok(Json(json!({})));
     }
     let value = match body.get(&field) {
         Some(Value::String(s)) => Some(s.as_str()),

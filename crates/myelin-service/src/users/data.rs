@@ -1,6 +1,5 @@
 //! Account data (global and per room), tags, profiles and stored filters.
 
-use myelin_federation::path;
 use std::{collections::HashSet, sync::Arc};
 
 use ruma::{OwnedUserId, RoomId, UserId};
@@ -105,55 +104,6 @@ impl Users {
             .await?;
         self.ctx.notifier.notify([user_id]);
         Ok(())
-    }
-
-    /// `GET /profile/{userId}`: `displayname` and `avatar_url` of a local user.
-    pub async fn profile(&self, user_id: &UserId) -> ServiceResult<Value> {
-        if user_id.server_name() != self.ctx.server_name() {
-            return self.remote_profile(user_id).await;
-        }
-        let user = self
-            .ctx
-            .storage
-            .get_user(user_id)
-            .await?
-            .filter(|u| !u.deactivated);
-        let user = user.ok_or_else(|| ServiceError::NotFound("Profile not found".into()))?;
-        let mut profile = json!({});
-        if let Some(name) = user.displayname {
-            profile["displayname"] = json!(name);
-        }
-        if let Some(url) = user.avatar_url {
-            profile["avatar_url"] = json!(url);
-        }
-        Ok(profile)
-    }
-
-    /// A remote user's profile, asked of their server (`/query/profile`).
-    async fn remote_profile(&self, user_id: &UserId) -> ServiceResult<Value> {
-        let path = path::query_profile(user_id, None);
-        let answer: serde_json::Map<String, Value> = self
-            .ctx
-            .federation_call(
-                myelin_federation::Method::GET,
-                user_id.server_name(),
-                &path,
-                None,
-            )
-            .await
-            .map_err(|e| match e {
-                ServiceError::Remote(m) if m.contains("404") => {
-                    ServiceError::NotFound("Profile not found".into())
-                }
-                other => other,
-            })?;
-        let mut profile = json!({});
-        for field in ["displayname", "avatar_url"] {
-            if let Some(value) = answer.get(field).filter(|v| v.is_string()) {
-                profile[field] = value.clone();
-            }
-        }
-        Ok(profile)
     }
 
     /// `POST /user/{userId}/filter`.

@@ -3,6 +3,7 @@
 
 mod data;
 pub mod directory;
+pub mod profile;
 pub mod push_rules;
 mod voip;
 

@@ -391,3 +391,43 @@ pub async fn locked_and_suspended_accounts(store: &dyn Storage) {
         .unwrap();
     assert!(!owner.locked && owner.suspended);
 }
+
+pub async fn custom_profile_fields(store: &dyn Storage) {
+    let dave = user("@dave:localhost");
+    assert!(store
+        .create_user(new_user(dave.as_str(), None))
+        .await
+        .unwrap());
+    assert!(store.profile_fields(&dave).await.unwrap().is_empty());
+    let tz = json!("Europe/Paris");
+    let pets = json!({ "cats": 2, "names": ["a", "b"] });
+    store
+        .set_profile_field(&dave, "m.tz", Some(&tz))
+        .await
+        .unwrap();
+    store
+        .set_profile_field(&dave, "org.example.pets", Some(&pets))
+        .await
+        .unwrap();
+    store
+        .set_profile_field(&dave, "m.tz", Some(&json!("Europe/Berlin")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.profile_fields(&dave).await.unwrap(),
+        vec![
+            ("m.tz".to_owned(), json!("Europe/Berlin")),
+            ("org.example.pets".to_owned(), pets),
+        ]
+    );
+    store
+        .set_profile_field(&dave, "org.example.pets", None)
+        .await
+        .unwrap();
+    assert_eq!(store.profile_fields(&dave).await.unwrap().len(), 1);
+    assert!(store
+        .profile_fields(&user("@nobody:localhost"))
+        .await
+        .unwrap()
+        .is_empty());
+}
