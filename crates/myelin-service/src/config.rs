@@ -3,6 +3,7 @@
 use ruma::{OwnedServerName, RoomVersionId};
 
 use crate::context::RateLimits;
+use crate::context::mail::SmtpConfig;
 use crate::media::MediaConfig;
 use crate::resources::ResourceLimits;
 use crate::users::TurnConfig;
@@ -44,6 +45,10 @@ pub struct ServiceConfig {
     /// Where outgoing requests other than federation (push gateways, application services, URL
     /// previews) may go.
     pub egress: EgressPolicy,
+    /// Outgoing e-mail.
+    pub smtp: SmtpConfig,
+    /// Whether registration needs a validated e-mail address (`m.login.email.identity`).
+    pub require_email: bool,
 }
 
 impl ServiceConfig {
@@ -62,6 +67,8 @@ impl ServiceConfig {
             resources: ResourceLimits::default(),
             media: MediaConfig::default(),
             egress: EgressPolicy::default(),
+            smtp: SmtpConfig::default(),
+            require_email: false,
         }
     }
 }

@@ -131,6 +131,8 @@ impl AccountStore for PgStore {
             .await?;
             conn.execute("DELETE FROM profile_fields WHERE user_id = $1", &[&user])
                 .await?;
+            conn.execute("DELETE FROM user_threepids WHERE user_id = $1", &[&user])
+                .await?;
             delete_user_backups(&mut conn, user).await
         }
         .await;

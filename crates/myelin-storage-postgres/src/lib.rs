@@ -21,6 +21,7 @@ mod pool;
 mod relations;
 mod room;
 mod search;
+mod threepid;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0013_search.sql"),
     include_str!("../migrations/0014_account_moderation.sql"),
     include_str!("../migrations/0015_profile_fields.sql"),
+    include_str!("../migrations/0016_threepids.sql"),
 ];
 
 /// The schema version this build writes.

@@ -143,6 +143,8 @@ impl AccountStore for SqliteStore {
                     .db()?;
                 tx.execute("DELETE FROM profile_fields WHERE user_id = ?1", [user])
                     .db()?;
+                tx.execute("DELETE FROM user_threepids WHERE user_id = ?1", [user])
+                    .db()?;
                 delete_user_backups(tx, user)
             })
             .await

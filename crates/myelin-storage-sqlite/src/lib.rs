@@ -24,6 +24,7 @@ mod relations;
 mod room;
 mod search;
 mod state;
+mod threepid;
 mod user_data;
 
 use std::path::Path;

@@ -33,6 +33,8 @@ macro_rules! storage_conformance_tests {
             guests_are_flagged_and_upgraded_once,
             locked_and_suspended_accounts,
             custom_profile_fields,
+            threepid_sessions_validate_once_and_in_time,
+            threepids_bind_to_one_account,
             search_finds_words_by_prefix_in_the_rooms_named,
             search_forgets_redacted_and_rejected_events_and_indexes_backfill,
             devices,
@@ -118,6 +120,7 @@ mod relations;
 mod rooms;
 mod search;
 mod state;
+mod threepids;
 mod user_data;
 mod writes;
 pub use accounts::*;
@@ -134,6 +137,7 @@ pub use relations::*;
 pub use rooms::*;
 pub use search::*;
 pub use state::*;
+pub use threepids::*;
 pub use user_data::*;
 pub use writes::*;
 

@@ -59,6 +59,26 @@ pub const TABLES: &[Table] = &[
         key: &["user_id", "field"],
     },
     Table {
+        name: "user_threepids",
+        columns: &["medium", "address", "user_id", "validated_ms", "added_ms"],
+        key: &["medium", "address"],
+    },
+    Table {
+        name: "threepid_sessions",
+        columns: &[
+            "sid",
+            "client_secret",
+            "medium",
+            "address",
+            "token_hash",
+            "send_attempt",
+            "created_ms",
+            "expires_ms",
+            "validated_ms",
+        ],
+        key: &["sid"],
+    },
+    Table {
         name: "devices",
         columns: &[
             "user_id",

@@ -24,6 +24,7 @@ mod room;
 pub mod rows;
 mod search;
 pub mod snapshot;
+mod threepid;
 mod user_data;
 
 pub use account::*;
@@ -36,6 +37,7 @@ pub use meta::*;
 pub use relations::*;
 pub use room::*;
 pub use search::*;
+pub use threepid::*;
 pub use snapshot::MAX_DELTA_DEPTH;
 pub use user_data::*;
 
@@ -45,6 +47,7 @@ pub trait Storage:
     + RoomStore
     + RelationStore
     + SearchStore
+    + ThreepidStore
     + UserDataStore
     + FederationStore
     + KeyStore
@@ -61,6 +64,7 @@ impl<
             + RoomStore
             + RelationStore
             + SearchStore
+            + ThreepidStore
             + UserDataStore
             + FederationStore
             + KeyStore

@@ -3,6 +3,7 @@
 //! questions they answer alone (the time, our name, whether a server is blocked, remote calls).
 //! It knows no use case and calls no subsystem.
 
+pub mod mail;
 mod ratelimit;
 mod remote;
 
@@ -34,6 +35,8 @@ pub struct Context {
     /// The one private-address filter for outgoing requests other than federation (push
     /// gateways, application services, URL previews): build HTTP clients from it.
     pub egress: Egress,
+    /// SMTP, when `[smtp]` names a host.
+    pub mailer: Option<mail::Mailer>,
 }
 
 impl Context {
@@ -52,6 +55,12 @@ impl Context {
         ));
         let rate_limiter = RateLimiter::new(config.rate_limits.clone());
         let egress = Egress::new(config.egress.clone());
+        let mailer = mail::Mailer::from_config(&config.smtp).unwrap_or_else(|e| {
+            // `Config::validate` checks the same fields first; a relay that cannot be set up
+            // leaves e-mail off rather than the server down.
+            tracing::error!(error = %e, "SMTP is configured but unusable; e-mail is off");
+            None
+        });
         Context {
             config,
             storage,
@@ -61,6 +70,7 @@ impl Context {
             federation,
             rate_limiter,
             egress,
+            mailer,
         }
     }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use myelin_federation::EgressPolicy;
 pub use myelin_service::FederationConfig;
+use myelin_service::context::mail::SmtpConfig;
 use myelin_service::{MediaConfig, RateLimits, ServiceConfig, TurnConfig};
 pub use myelin_service::{Rate, RegistrationMode, ResourceLimits};
 
@@ -70,6 +71,8 @@ pub struct Config {
     /// Where outgoing requests other than federation may go (push gateways, application
     /// services, URL previews): non-public addresses are refused unless allowed here.
     pub egress: EgressPolicy,
+    /// Outgoing e-mail (3PID validation, password resets); off without a host.
+    pub smtp: SmtpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +103,8 @@ pub struct RegistrationConfig {
     pub tokens: Vec<String>,
     /// Whether `register?kind=guest` makes guest accounts (whatever `mode` says).
     pub allow_guests: bool,
+    /// Whether registration needs a validated e-mail address (needs `[smtp]`).
+    pub require_email: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +311,7 @@ impl Default for Config {
             resources: ResourceLimits::default(),
             media: MediaConfig::default(),
             egress: EgressPolicy::default(),
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -400,6 +406,7 @@ impl Default for RegistrationConfig {
             mode: RegistrationMode::Open,
             tokens: Vec::new(),
             allow_guests: false,
+            require_email: false,
         }
     }
 }
@@ -549,6 +556,10 @@ impl Config {
         }
         problems.extend(self.federation.problems());
         problems.extend(self.media.problems());
+        problems.extend(self.smtp.problems());
+        if self.registration.require_email && self.smtp.host.is_none() {
+            problems.push("registration.require_email needs [smtp] host".to_owned());
+        }
         problems.extend(self.tls.problems(&self.listen));
         problems.extend(self.http.problems());
         match problems.len() {
@@ -605,6 +616,8 @@ impl Config {
         sc.resources = self.resources.clone();
         sc.media = self.media.clone();
         sc.egress = self.egress.clone();
+        sc.smtp = self.smtp.clone();
+        sc.require_email = self.registration.require_email;
         sc.media.path = Some(self.media_path());
         sc
     }
@@ -721,6 +734,9 @@ const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("tls", "certificate"),
     ("tls", "private_key"),
     ("media", "path"),
+    ("smtp", "host"),
+    ("smtp", "username"),
+    ("smtp", "password"),
 ];
 
 /// Parses an environment value into the TOML type of the option's default.
