@@ -19,6 +19,7 @@
 pub mod federation;
 pub mod hostile;
 pub mod http;
+pub mod smtp;
 pub mod synapse;
 
 use std::time::Duration;

@@ -148,6 +148,12 @@ impl From<ServiceError> for ApiError {
                 return err;
             }
             E::UserSuspended(_) => (StatusCode::FORBIDDEN, "M_USER_SUSPENDED"),
+            E::ThreepidInUse(_) => (StatusCode::BAD_REQUEST, "M_THREEPID_IN_USE"),
+            E::ThreepidNotFound(_) => (StatusCode::BAD_REQUEST, "M_THREEPID_NOT_FOUND"),
+            E::ThreepidMediumNotSupported(_) => {
+                (StatusCode::BAD_REQUEST, "M_THREEPID_MEDIUM_NOT_SUPPORTED")
+            }
+            E::ThreepidAuthFailed(_) => (StatusCode::FORBIDDEN, "M_THREEPID_AUTH_FAILED"),
             E::ProfileTooLarge(_) => (StatusCode::BAD_REQUEST, "M_PROFILE_TOO_LARGE"),
             E::KeyTooLarge(_) => (StatusCode::BAD_REQUEST, "M_KEY_TOO_LARGE"),
             E::UnsupportedRoomVersion(_) => (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),

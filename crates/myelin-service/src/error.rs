@@ -35,6 +35,18 @@ pub enum ServiceError {
     #[error("This account has been deactivated")]
     UserDeactivated,
     /// Locked by an administrator (401, the client keeps its session: `soft_logout`).
+    /// `M_THREEPID_IN_USE`: the address belongs to an account already.
+    #[error("{0}")]
+    ThreepidInUse(String),
+    /// `M_THREEPID_NOT_FOUND`: no account has the address.
+    #[error("{0}")]
+    ThreepidNotFound(String),
+    /// `M_THREEPID_MEDIUM_NOT_SUPPORTED`: phone numbers, or e-mail without `[smtp]`.
+    #[error("{0}")]
+    ThreepidMediumNotSupported(String),
+    /// `M_THREEPID_AUTH_FAILED`: the session was not validated.
+    #[error("{0}")]
+    ThreepidAuthFailed(String),
     /// `M_PROFILE_TOO_LARGE`: the change would make the profile exceed its size.
     #[error("{0}")]
     ProfileTooLarge(String),

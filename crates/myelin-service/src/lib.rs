@@ -29,6 +29,7 @@ pub mod rooms;
 pub mod search;
 pub mod sliding_sync;
 pub mod sync;
+pub mod threepids;
 pub mod users;
 
 #[cfg(test)]
@@ -59,6 +60,7 @@ pub use rooms::Rooms;
 pub use search::Search;
 pub use sliding_sync::SlidingSync;
 pub use sync::Syncer;
+pub use threepids::Threepids;
 pub use users::{TurnConfig, Users};
 
 /// The composition root: one handle per subsystem, built in dependency order.
@@ -100,6 +102,8 @@ pub struct Services {
     pub reports: Arc<Reports>,
     /// Server-side search.
     pub search: Arc<Search>,
+    /// E-mail addresses: validation by mail, binding to accounts.
+    pub threepids: Arc<Threepids>,
     /// Simplified sliding sync (MSC4186).
     pub sliding_sync: Arc<SlidingSync>,
 }
@@ -178,6 +182,7 @@ impl Services {
             history.clone(),
             users.clone(),
         ));
+        let threepids = Arc::new(Threepids::new(ctx.clone()));
         let search = Arc::new(Search::new(ctx.clone(), rooms.clone(), history.clone()));
         let reports = Arc::new(Reports::new(ctx.clone(), rooms.clone(), history.clone()));
         let sliding_sync = Arc::new(SlidingSync::new(
@@ -208,6 +213,7 @@ impl Services {
             legacy,
             reports,
             search,
+            threepids,
             sliding_sync,
         })
     }

@@ -21,10 +21,10 @@ mod pool;
 mod relations;
 mod room;
 mod search;
-mod threepid;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod threepid;
 mod user_data;
 
 use std::sync::Arc;

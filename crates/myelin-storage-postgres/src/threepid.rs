@@ -21,7 +21,10 @@ fn session(row: &dyn Row) -> StorageResult<ThreepidSession> {
         send_attempt: to_u64(row.int(5)?, "send_attempt")?,
         created_ms: to_u64(row.int(6)?, "created_ms")?,
         expires_ms: to_u64(row.int(7)?, "expires_ms")?,
-        validated_ms: row.opt_int(8)?.map(|v| to_u64(v, "validated_ms")).transpose()?,
+        validated_ms: row
+            .opt_int(8)?
+            .map(|v| to_u64(v, "validated_ms"))
+            .transpose()?,
     })
 }
 
@@ -138,7 +141,13 @@ impl ThreepidStore for PgStore {
             .execute(
                 "INSERT INTO user_threepids (medium, address, user_id, validated_ms, added_ms)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (medium, address) DO NOTHING",
-                &[&t.medium, &t.address, &t.user_id.as_str(), &validated, &added],
+                &[
+                    &t.medium,
+                    &t.address,
+                    &t.user_id.as_str(),
+                    &validated,
+                    &added,
+                ],
             )
             .await
             .map(|n| n == 1);

@@ -22,7 +22,10 @@ fn session(row: &dyn Row) -> StorageResult<ThreepidSession> {
         send_attempt: to_u64(row.int(5)?, "send_attempt")?,
         created_ms: to_u64(row.int(6)?, "created_ms")?,
         expires_ms: to_u64(row.int(7)?, "expires_ms")?,
-        validated_ms: row.opt_int(8)?.map(|v| to_u64(v, "validated_ms")).transpose()?,
+        validated_ms: row
+            .opt_int(8)?
+            .map(|v| to_u64(v, "validated_ms"))
+            .transpose()?,
     })
 }
 
@@ -116,7 +119,11 @@ impl ThreepidStore for SqliteStore {
         token_hash: &str,
         now_ms: u64,
     ) -> StorageResult<bool> {
-        let (sid, secret, hash) = (sid.to_owned(), client_secret.to_owned(), token_hash.to_owned());
+        let (sid, secret, hash) = (
+            sid.to_owned(),
+            client_secret.to_owned(),
+            token_hash.to_owned(),
+        );
         let now = to_i64(now_ms, "now")?;
         self.db
             .write(move |tx, _| {

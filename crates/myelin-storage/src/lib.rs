@@ -37,8 +37,8 @@ pub use meta::*;
 pub use relations::*;
 pub use room::*;
 pub use search::*;
-pub use threepid::*;
 pub use snapshot::MAX_DELTA_DEPTH;
+pub use threepid::*;
 pub use user_data::*;
 
 /// Everything the service needs from a database.

@@ -22,6 +22,8 @@ use connections::ConnectionSlots;
 use myelin_service::Services;
 
 pub use config::Config;
+/// The `[smtp]` TLS modes, for configurations built in code (tests).
+pub use myelin_service::context::mail::SmtpTls;
 
 /// How long in-flight requests (e.g. `/sync` long-polls) may run on after shutdown is requested
 /// before the server stops without them.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     client_ip::ClientIp,
     error::{ApiError, ApiResult},
-    extract::{Auth, JsonBody, Query},
+    extract::{Auth, JsonBody, MaybeAuth, Query},
     SharedState,
 };
 
@@ -36,7 +36,6 @@ pub fn routes() -> Router<SharedState> {
             "/_matrix/client/v3/user/{user_id}/openid/request_token",
             post(openid_request_token),
         )
-        .route("/_matrix/client/v3/account/3pid", get(threepids))
         .route("/_matrix/client/v3/account/password", post(change_password))
         .route("/_matrix/client/v3/account/deactivate", post(deactivate))
         .route("/_matrix/client/v3/devices", get(list_devices))
@@ -329,12 +328,19 @@ fn yes() -> bool {
 
 pub(super) const PASSWORD_FLOWS: &[&[&str]] = &[&[myelin_service::accounts::uia::PASSWORD]];
 
-/// POST /_matrix/client/v3/account/password (UIA: m.login.password).
+/// The UIA flow of a password reset: a validated e-mail address of the account.
+const EMAIL_FLOWS: &[&[&str]] = &[&[myelin_service::accounts::uia::EMAIL_IDENTITY]];
+
+/// POST /_matrix/client/v3/account/password: with an access token (UIA: m.login.password), or
+/// without one as a reset (UIA: m.login.email.identity, for the account the address belongs to).
 async fn change_password(
     State(state): State<SharedState>,
-    Auth(authed): Auth,
+    MaybeAuth(authed): MaybeAuth,
     JsonBody(body): JsonBody<PasswordBody>,
 ) -> ApiResult<Json<Value>> {
+    let Some(authed) = authed else {
+        return reset_password(&state, body).await;
+    };
     state
         .services
         .accounts
@@ -344,6 +350,23 @@ async fn change_password(
         .services
         .accounts
         .change_password(&authed, &body.new_password, body.logout_devices)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+async fn reset_password(state: &SharedState, body: PasswordBody) -> ApiResult<Json<Value>> {
+    let accounts = &state.services.accounts;
+    accounts
+        .check_uia(body.auth.as_ref(), EMAIL_FLOWS, None)
+        .await?;
+    let creds = body
+        .auth
+        .as_ref()
+        .and_then(myelin_service::threepids::ThreepidCreds::from_auth)
+        .ok_or_else(|| ApiError::bad_json("auth.threepid_creds is required"))?;
+    let user_id = state.services.threepids.account_of(&creds).await?;
+    accounts
+        .reset_password(&user_id, &body.new_password, body.logout_devices)
         .await?;
     Ok(Json(json!({})))
 }
@@ -471,12 +494,6 @@ async fn delete_devices(
         .delete_devices(&authed.user_id, &ids)
         .await?;
     Ok(Json(json!({})))
-}
-
-/// GET /_matrix/client/v3/account/3pid: this server binds no third-party identifiers (the
-/// `m.3pid_changes` capability is off), so every account has none.
-async fn threepids(_auth: Auth) -> Json<Value> {
-    Json(json!({ "threepids": [] }))
 }
 
 /// POST /_matrix/client/v3/user/{userId}/openid/request_token.

@@ -57,7 +57,7 @@ async fn capabilities(
         "m.change_password": { "enabled": true },
         "m.set_displayname": { "enabled": true },
         "m.set_avatar_url": { "enabled": true },
-        "m.3pid_changes": { "enabled": false },
+        "m.3pid_changes": { "enabled": state.services.threepids.email_enabled() },
         "m.get_login_token": { "enabled": !authed.is_guest },
         "m.profile_fields": { "enabled": true },
     });

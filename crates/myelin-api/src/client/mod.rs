@@ -15,6 +15,7 @@ mod reports;
 mod rooms;
 mod search;
 mod sync;
+mod threepids;
 mod user_data;
 
 use axum::Router;
@@ -33,6 +34,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(sync::routes())
         .merge(legacy::routes())
         .merge(search::routes())
+        .merge(threepids::routes())
         .merge(user_data::routes())
         .merge(push::routes())
         .merge(directory::routes())

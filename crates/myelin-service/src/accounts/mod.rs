@@ -140,7 +140,11 @@ impl Accounts {
             RegistrationMode::Closed => {
                 return Err(ServiceError::Forbidden("Registration is disabled".into()))
             }
+            RegistrationMode::Open if self.ctx.config.require_email => &[&[uia::EMAIL_IDENTITY]],
             RegistrationMode::Open => &[&[uia::DUMMY]],
+            RegistrationMode::Token if self.ctx.config.require_email => {
+                &[&[uia::REGISTRATION_TOKEN, uia::EMAIL_IDENTITY]]
+            }
             RegistrationMode::Token => &[&[uia::REGISTRATION_TOKEN]],
         };
         let upgrading = match &req.guest_access_token {
@@ -191,6 +195,10 @@ impl Accounts {
         if !created {
             return Err(ServiceError::UserInUse);
         }
+        if self.ctx.config.require_email && upgrading.is_none() {
+            self.bind_registration_email(&user_id, req.auth.as_ref())
+                .await?;
+        }
         if req.inhibit_login {
             return Ok(RegisterOutcome::NoLogin(user_id));
         }
@@ -203,6 +211,42 @@ impl Accounts {
             )
             .await?;
         Ok(RegisterOutcome::LoggedIn(session))
+    }
+
+    /// Binds the address the registration's `m.login.email.identity` stage proved.
+    async fn bind_registration_email(
+        &self,
+        user_id: &UserId,
+        auth: Option<&Value>,
+    ) -> ServiceResult<()> {
+        let creds = auth
+            .and_then(crate::threepids::ThreepidCreds::from_auth)
+            .ok_or_else(|| ServiceError::BadJson("auth.threepid_creds is required".into()))?;
+        let session = self
+            .ctx
+            .storage
+            .threepid_session(&creds.sid, &creds.client_secret)
+            .await?
+            .filter(|s| s.validated_ms.is_some())
+            .ok_or_else(|| ServiceError::ThreepidAuthFailed("E-mail not validated".into()))?;
+        let now = self.ctx.now_ms();
+        let bound = self
+            .ctx
+            .storage
+            .add_user_threepid(myelin_storage::UserThreepid {
+                user_id: user_id.to_owned(),
+                medium: "email".into(),
+                address: session.address,
+                validated_ms: session.validated_ms.unwrap_or(now),
+                added_ms: now,
+            })
+            .await?;
+        if !bound {
+            return Err(ServiceError::ThreepidInUse(
+                "This e-mail address is already in use".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Stores a newly registered user; `false` if the ID was taken meanwhile.
@@ -446,6 +490,23 @@ impl Accounts {
                 .await?;
             self.announce_removed_devices(&authed.user_id, before)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// A password reset proved by e-mail: the new password, and (by default) every device
+    /// logged out, since whoever forgot the password may not hold them any more.
+    pub async fn reset_password(
+        &self,
+        user_id: &UserId,
+        new_password: &str,
+        logout_devices: bool,
+    ) -> ServiceResult<()> {
+        self.set_password(user_id, new_password).await?;
+        if logout_devices {
+            let before = self.ctx.storage.list_devices(user_id).await?;
+            self.ctx.storage.delete_all_devices(user_id, None).await?;
+            self.announce_removed_devices(user_id, before).await?;
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ use crate::{
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+/// A validated e-mail address (`threepid_creds` of a `requestToken` session).
+pub const EMAIL_IDENTITY: &str = "m.login.email.identity";
 
 /// Sessions older than this are forgotten.
 const SESSION_LIFETIME_MS: u64 = 30 * 60 * 1000;
@@ -155,6 +157,21 @@ impl Accounts {
                 match self.verify_password(user, password).await {
                     Ok(true) => Ok(()),
                     _ => Err("Invalid password".into()),
+                }
+            }
+            EMAIL_IDENTITY => {
+                let creds = crate::threepids::ThreepidCreds::from_auth(auth).ok_or_else(|| {
+                    "threepid_creds with sid and client_secret required".to_owned()
+                })?;
+                let session = self
+                    .ctx
+                    .storage
+                    .threepid_session(&creds.sid, &creds.client_secret)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match session {
+                    Some(s) if s.validated_ms.is_some() => Ok(()),
+                    _ => Err("The e-mail address has not been validated yet".into()),
                 }
             }
             _ => Err(format!("Unsupported stage {stage}")),

@@ -59,7 +59,10 @@ impl SmtpConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.host.is_some() && self.from.parse::<Mailbox>().is_err() {
-            problems.push(format!("smtp.from {:?} is not an e-mail address", self.from));
+            problems.push(format!(
+                "smtp.from {:?} is not an e-mail address",
+                self.from
+            ));
         }
         if self.username.is_some() != self.password.is_some() {
             problems.push("smtp.username and smtp.password go together".to_owned());
@@ -81,10 +84,15 @@ impl Mailer {
         let Some(host) = &config.host else {
             return Ok(None);
         };
-        let smtp_error = |e: lettre::transport::smtp::Error| ServiceError::Internal(format!("SMTP: {e}"));
+        let smtp_error =
+            |e: lettre::transport::smtp::Error| ServiceError::Internal(format!("SMTP: {e}"));
         let builder = match config.tls {
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(smtp_error)?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(smtp_error)?,
+            SmtpTls::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(smtp_error)?
+            }
+            SmtpTls::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(smtp_error)?
+            }
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
         };
         let mut builder = builder

@@ -21,7 +21,10 @@ fn new_session(sid: &str, secret: &str, address: &str) -> ThreepidSession {
 pub async fn threepid_sessions_validate_once_and_in_time(store: &dyn Storage) {
     let s = new_session("sid1", "secret", "a@example.org");
     store.save_threepid_session(s.clone()).await.unwrap();
-    assert_eq!(store.threepid_session("sid1", "secret").await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.threepid_session("sid1", "secret").await.unwrap(),
+        Some(s.clone())
+    );
     assert_eq!(store.threepid_session("sid1", "wrong").await.unwrap(), None);
     assert_eq!(
         store
@@ -52,7 +55,11 @@ pub async fn threepid_sessions_validate_once_and_in_time(store: &dyn Storage) {
         .validate_threepid_session("sid1", "secret", "hash-2", 3_000)
         .await
         .unwrap());
-    let validated = store.threepid_session("sid1", "secret").await.unwrap().unwrap();
+    let validated = store
+        .threepid_session("sid1", "secret")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(validated.validated_ms, Some(3_000));
     // Too late.
     store
@@ -74,11 +81,23 @@ pub async fn threepids_bind_to_one_account(store: &dyn Storage) {
         validated_ms: 5,
         added_ms: 6,
     };
-    assert!(store.add_user_threepid(bind(&alice, "a@example.org")).await.unwrap());
-    assert!(!store.add_user_threepid(bind(&bob, "a@example.org")).await.unwrap());
-    assert!(store.add_user_threepid(bind(&alice, "a2@example.org")).await.unwrap());
+    assert!(store
+        .add_user_threepid(bind(&alice, "a@example.org"))
+        .await
+        .unwrap());
+    assert!(!store
+        .add_user_threepid(bind(&bob, "a@example.org"))
+        .await
+        .unwrap());
+    assert!(store
+        .add_user_threepid(bind(&alice, "a2@example.org"))
+        .await
+        .unwrap());
     assert_eq!(
-        store.user_for_threepid("email", "a@example.org").await.unwrap(),
+        store
+            .user_for_threepid("email", "a@example.org")
+            .await
+            .unwrap(),
         Some(alice.clone())
     );
     let listed = store.user_threepids(&alice).await.unwrap();
@@ -92,5 +111,11 @@ pub async fn threepids_bind_to_one_account(store: &dyn Storage) {
         .remove_user_threepid(&alice, "email", "a@example.org")
         .await
         .unwrap());
-    assert_eq!(store.user_for_threepid("email", "a@example.org").await.unwrap(), None);
+    assert_eq!(
+        store
+            .user_for_threepid("email", "a@example.org")
+            .await
+            .unwrap(),
+        None
+    );
 }
