@@ -5,7 +5,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use myelin_service::accounts::{LoginSession, RegisterOutcome, RegisterRequest};
+use myelin_service::accounts::{LoginSession, RegisterOutcome, RegisterRequest, APPSERVICE_DEVICE};
 use myelin_service::RateAction;
 use ruma::OwnedDeviceId;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     client_ip::ClientIp,
     error::{ApiError, ApiResult},
-    extract::{Auth, JsonBody, Query},
+    extract::{Auth, JsonBody, MaybeAuth, Query},
     SharedState,
 };
 
@@ -60,6 +60,9 @@ fn session_json(s: &LoginSession, server_name: &str) -> Value {
 
 #[derive(Deserialize)]
 struct RegisterBody {
+    /// `m.login.application_service` for an appservice registering a user of its namespace.
+    #[serde(rename = "type")]
+    kind: Option<String>,
     username: Option<String>,
     password: Option<String>,
     device_id: Option<String>,
@@ -82,9 +85,13 @@ struct KindQuery {
 async fn register(
     State(state): State<SharedState>,
     client: ClientIp,
+    MaybeAuth(authed): MaybeAuth,
     Query(q): Query<KindQuery>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> ApiResult<Json<Value>> {
+    if body.kind.as_deref() == Some(APPSERVICE_LOGIN) {
+        return register_appservice_user(&state, authed, body).await;
+    }
     // Only requests that would create an account spend the budget; UIA round trips are free.
     if body.auth.is_some() {
         state
@@ -120,6 +127,43 @@ async fn register(
         guest_access_token: body.guest_access_token,
     };
     Ok(Json(match state.services.accounts.register(req).await? {
+        RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
+        RegisterOutcome::NoLogin(user_id) => {
+            json!({ "user_id": user_id, "home_server": server_name })
+        }
+    }))
+}
+
+/// The login and registration type of application services.
+const APPSERVICE_LOGIN: &str = "m.login.application_service";
+
+/// `POST /register` with `type: m.login.application_service` and the appservice's `as_token`
+/// (spec: Application Service API, "Server admin style permissions").
+async fn register_appservice_user(
+    state: &SharedState,
+    authed: Option<myelin_service::accounts::Authed>,
+    body: RegisterBody,
+) -> ApiResult<Json<Value>> {
+    let appservice = authed
+        .and_then(|a| a.appservice)
+        .ok_or_else(ApiError::missing_token)?;
+    let req = RegisterRequest {
+        username: body.username,
+        password: None,
+        device_id: body.device_id,
+        initial_device_display_name: body.initial_device_display_name,
+        inhibit_login: body.inhibit_login,
+        refresh_token: body.refresh_token,
+        auth: None,
+        guest_access_token: None,
+    };
+    let server_name = state.services.ctx.server_name().to_string();
+    let outcome = state
+        .services
+        .accounts
+        .register_appservice_user(&appservice, req)
+        .await?;
+    Ok(Json(match outcome {
         RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
         RegisterOutcome::NoLogin(user_id) => {
             json!({ "user_id": user_id, "home_server": server_name })
@@ -168,6 +212,7 @@ async fn login_flows() -> Json<Value> {
     Json(json!({ "flows": [
         { "type": "m.login.password" },
         { "type": "m.login.token", "get_login_token": true },
+        { "type": APPSERVICE_LOGIN },
     ] }))
 }
 
@@ -190,8 +235,12 @@ struct LoginBody {
 async fn login(
     State(state): State<SharedState>,
     client: ClientIp,
+    MaybeAuth(authed): MaybeAuth,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Json<Value>> {
+    if body.kind == APPSERVICE_LOGIN {
+        return login_appservice(&state, authed, body).await;
+    }
     state
         .services
         .ctx
@@ -221,18 +270,7 @@ async fn login(
             )))
         }
     }
-    let user = match &body.identifier {
-        Some(id) => {
-            if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
-                return Err(ApiError::unsupported(
-                    "Only m.id.user identifiers are supported",
-                ));
-            }
-            id.get("user").and_then(Value::as_str).map(str::to_owned)
-        }
-        None => body.user.clone(),
-    };
-    let user = user.ok_or_else(|| ApiError::bad_json("Missing user identifier"))?;
+    let user = login_user(&body)?;
     let password = body
         .password
         .ok_or_else(|| ApiError::bad_json("Missing password"))?;
@@ -247,6 +285,50 @@ async fn login(
             body.refresh_token,
         )
         .await?;
+    Ok(Json(session_json(
+        &session,
+        state.services.ctx.server_name().as_str(),
+    )))
+}
+
+/// The user a login names (`identifier` of type `m.id.user`, or the legacy `user`).
+fn login_user(body: &LoginBody) -> ApiResult<String> {
+    let user = match &body.identifier {
+        Some(id) => {
+            if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
+                return Err(ApiError::unsupported(
+                    "Only m.id.user identifiers are supported",
+                ));
+            }
+            id.get("user").and_then(Value::as_str).map(str::to_owned)
+        }
+        None => body.user.clone(),
+    };
+    user.ok_or_else(|| ApiError::bad_json("Missing user identifier"))
+}
+
+/// `POST /login` with `type: m.login.application_service` and the appservice's `as_token`.
+async fn login_appservice(
+    state: &SharedState,
+    authed: Option<myelin_service::accounts::Authed>,
+    body: LoginBody,
+) -> ApiResult<Json<Value>> {
+    let appservice = authed
+        .and_then(|a| a.appservice)
+        .ok_or_else(ApiError::missing_token)?;
+    let user = login_user(&body)?;
+    let session = state
+        .services
+        .accounts
+        .login_appservice(
+            Some(&appservice),
+            &user,
+            body.device_id.as_deref(),
+            body.initial_device_display_name.as_deref(),
+            body.refresh_token,
+        )
+        .await?;
+    let server_name = state.services.ctx.server_name().to_string();
     Ok(Json(session_json(&session, &server_name)))
 }
 
@@ -310,9 +392,12 @@ async fn logout_all(
 
 /// GET /_matrix/client/v3/account/whoami.
 async fn whoami(Auth(authed): Auth) -> Json<Value> {
-    Json(
-        json!({ "user_id": authed.user_id, "device_id": authed.device_id, "is_guest": authed.is_guest }),
-    )
+    let mut body = json!({ "user_id": authed.user_id, "is_guest": authed.is_guest });
+    // An appservice acting without a device has none to name.
+    if authed.appservice.is_none() || authed.device_id != APPSERVICE_DEVICE {
+        body["device_id"] = json!(authed.device_id);
+    }
+    Json(body)
 }
 
 #[derive(Deserialize)]

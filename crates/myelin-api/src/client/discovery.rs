@@ -20,10 +20,6 @@ pub fn routes() -> Router<SharedState> {
             get(well_known_policy_server),
         )
         .route("/_matrix/client/v3/voip/turnServer", get(turn_server))
-        .route(
-            "/_matrix/client/v3/thirdparty/protocols",
-            get(thirdparty_protocols),
-        )
 }
 
 /// GET /_matrix/client/versions — spec: client-server-api/#get_matrixclientversions.
@@ -98,10 +94,4 @@ async fn well_known_support(State(state): State<SharedState>) -> ApiResult<Json<
 /// GET /_matrix/client/v3/voip/turnServer (spec: client-server "Voice over IP").
 async fn turn_server(State(state): State<SharedState>, Auth(authed): Auth) -> Json<Value> {
     Json(state.services.users.turn_server(&authed.user_id))
-}
-
-/// GET /_matrix/client/v3/thirdparty/protocols: the protocols bridged by application services.
-/// No application service is registered on this server yet, so there are none.
-async fn thirdparty_protocols(_auth: Auth) -> Json<Value> {
-    Json(json!({}))
 }
