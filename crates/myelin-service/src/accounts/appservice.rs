@@ -35,6 +35,12 @@ impl Accounts {
                         "Application service cannot masquerade as this user".into(),
                     ));
                 }
+                // Its own sender needs no account; other users must have been registered.
+                if user != appservice.sender && self.ctx.storage.get_user(&user).await?.is_none() {
+                    return Err(ServiceError::Forbidden(
+                        "Application service has not registered this user".into(),
+                    ));
+                }
                 user
             }
         };

@@ -54,19 +54,20 @@ impl Appservices {
             body["transaction_id"] = json!(txn);
         }
         let started = Instant::now();
-        let response = self
+        // A URL the egress filter refuses is an appservice that cannot be reached.
+        let request = self
             .request(&a, reqwest::Method::POST, "_matrix/app/v1/ping", &[])
-            .await?
-            .json(&body)
-            .send()
             .await
             .map_err(|e| {
-                ServiceError::AppservicePing(if e.is_timeout() {
-                    PingFailure::Timeout
-                } else {
-                    PingFailure::ConnectionFailed(e.to_string())
-                })
+                ServiceError::AppservicePing(PingFailure::ConnectionFailed(e.to_string()))
             })?;
+        let response = request.json(&body).send().await.map_err(|e| {
+            ServiceError::AppservicePing(if e.is_timeout() {
+                PingFailure::Timeout
+            } else {
+                PingFailure::ConnectionFailed(e.to_string())
+            })
+        })?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

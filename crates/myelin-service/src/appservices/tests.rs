@@ -119,6 +119,22 @@ async fn as_token_authenticates_and_masquerades_within_the_namespace() {
         .unwrap();
     assert_eq!(bot.user_id, user("@whatsappbot:test.local"));
     assert_eq!(bot.appservice.as_deref(), Some("whatsapp"));
+    let unregistered = accounts
+        .authenticate_request("as-secret", Some("@whatsapp_1:test.local"), None)
+        .await;
+    assert!(
+        matches!(unregistered, Err(ServiceError::Forbidden(_))),
+        "{unregistered:?}"
+    );
+    let req = RegisterRequest {
+        username: Some("whatsapp_1".into()),
+        inhibit_login: true,
+        ..RegisterRequest::default()
+    };
+    accounts
+        .register_appservice_user("whatsapp", req)
+        .await
+        .unwrap();
     let puppet = accounts
         .authenticate_request("as-secret", Some("@whatsapp_1:test.local"), None)
         .await
@@ -297,12 +313,6 @@ async fn transactions_carry_interesting_events_and_buffered_items() {
     let private = h.room(&bob, "private_chat").await;
     h.say(&bob, &private, "not for the bridge").await.unwrap();
     let portal = h.room(&alice, "public_chat").await;
-    let puppet = h
-        .services
-        .accounts
-        .authenticate_request("as-secret", Some("@whatsapp_1:test.local"), None)
-        .await
-        .unwrap();
     h.services
         .accounts
         .register_appservice_user(
@@ -313,6 +323,12 @@ async fn transactions_carry_interesting_events_and_buffered_items() {
                 ..Default::default()
             },
         )
+        .await
+        .unwrap();
+    let puppet = h
+        .services
+        .accounts
+        .authenticate_request("as-secret", Some("@whatsapp_1:test.local"), None)
         .await
         .unwrap();
     h.join(&puppet, &portal).await.unwrap();
