@@ -63,6 +63,25 @@ fn refuse_what_the_account_may_not_call(authed: &Authed, parts: &Parts) -> Resul
     Ok(())
 }
 
+/// The application service whose `as_token` the request carries, if any, whatever `user_id` it
+/// names: registration and login of appservice users (which mautrix sends masqueraded as the
+/// user being registered).
+pub struct AppserviceToken(pub Option<String>);
+
+impl FromRequestParts<Arc<AppState>> for AppserviceToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let appservice = bearer_token(parts)
+            .and_then(|token| state.services.ctx.appservices.by_as_token(&token))
+            .map(|a| a.id.clone());
+        Ok(AppserviceToken(appservice))
+    }
+}
+
 /// An access token, or an appservice's `as_token` with the `user_id` it masquerades as and the
 /// device it names (`device_id`, or MSC3202's `org.matrix.msc3202.device_id`).
 async fn authenticate(

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     client_ip::ClientIp,
     error::{ApiError, ApiResult},
-    extract::{Auth, JsonBody, MaybeAuth, Query},
+    extract::{AppserviceToken, Auth, JsonBody, Query},
     SharedState,
 };
 
@@ -85,12 +85,12 @@ struct KindQuery {
 async fn register(
     State(state): State<SharedState>,
     client: ClientIp,
-    MaybeAuth(authed): MaybeAuth,
+    AppserviceToken(appservice): AppserviceToken,
     Query(q): Query<KindQuery>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> ApiResult<Json<Value>> {
     if body.kind.as_deref() == Some(APPSERVICE_LOGIN) {
-        return register_appservice_user(&state, authed, body).await;
+        return register_appservice_user(&state, appservice, body).await;
     }
     // Only requests that would create an account spend the budget; UIA round trips are free.
     if body.auth.is_some() {
@@ -141,12 +141,10 @@ const APPSERVICE_LOGIN: &str = "m.login.application_service";
 /// (spec: Application Service API, "Server admin style permissions").
 async fn register_appservice_user(
     state: &SharedState,
-    authed: Option<myelin_service::accounts::Authed>,
+    appservice: Option<String>,
     body: RegisterBody,
 ) -> ApiResult<Json<Value>> {
-    let appservice = authed
-        .and_then(|a| a.appservice)
-        .ok_or_else(ApiError::missing_token)?;
+    let appservice = appservice.ok_or_else(ApiError::missing_token)?;
     let req = RegisterRequest {
         username: body.username,
         password: None,
@@ -235,11 +233,11 @@ struct LoginBody {
 async fn login(
     State(state): State<SharedState>,
     client: ClientIp,
-    MaybeAuth(authed): MaybeAuth,
+    AppserviceToken(appservice): AppserviceToken,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Json<Value>> {
     if body.kind == APPSERVICE_LOGIN {
-        return login_appservice(&state, authed, body).await;
+        return login_appservice(&state, appservice, body).await;
     }
     state
         .services
@@ -310,12 +308,10 @@ fn login_user(body: &LoginBody) -> ApiResult<String> {
 /// `POST /login` with `type: m.login.application_service` and the appservice's `as_token`.
 async fn login_appservice(
     state: &SharedState,
-    authed: Option<myelin_service::accounts::Authed>,
+    appservice: Option<String>,
     body: LoginBody,
 ) -> ApiResult<Json<Value>> {
-    let appservice = authed
-        .and_then(|a| a.appservice)
-        .ok_or_else(ApiError::missing_token)?;
+    let appservice = appservice.ok_or_else(ApiError::missing_token)?;
     let user = login_user(&body)?;
     let session = state
         .services
