@@ -88,7 +88,7 @@ impl StubAppservice {
              sender_localpart: stubbot\nrate_limited: false\nprotocols: [\"stubnet\"]\n\
              namespaces:\n  users:\n    - regex: '@stub_.*:{server}'\n      exclusive: true\n\
              \x20 aliases:\n    - regex: '#stub_.*:{server}'\n      exclusive: true\n\
-             receive_ephemeral: true\norg.matrix.msc3202: true\n",
+             receive_ephemeral: true\norg.matrix.msc3202: true\nio.element.msc4190: true\n",
             url = self.url
         );
         let path = dir.join("stub-registration.yaml");

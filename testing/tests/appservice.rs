@@ -597,3 +597,51 @@ async fn an_appservice_on_a_private_address_is_refused_by_the_egress_filter() {
     );
     assert!(stub.pings().is_empty());
 }
+
+#[tokio::test]
+async fn msc4190_appservices_manage_their_users_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = StubAppservice::start().await;
+    let server = start(&stub, dir.path()).await;
+    register_puppet(&server, "stub_dev").await;
+    let puppet = "@stub_dev:localhost";
+    let device = as_user(&format!("{C}/devices/BRIDGEDEV"), puppet);
+    let resp = server
+        .put(
+            &device,
+            Some(AS_TOKEN),
+            &json!({ "display_name": "Bridge" }),
+        )
+        .await;
+    assert_ok(&resp, "an appservice creating its user's device");
+    let whoami = format!(
+        "{}&device_id=BRIDGEDEV",
+        as_user(&format!("{C}/account/whoami"), puppet)
+    );
+    let (_, who) = server.get(&whoami, Some(AS_TOKEN)).await;
+    assert_eq!(who["device_id"], "BRIDGEDEV");
+    let (_, listed) = server
+        .get(&as_user(&format!("{C}/devices"), puppet), Some(AS_TOKEN))
+        .await;
+    assert_eq!(listed["devices"][0]["display_name"], "Bridge");
+    // Deleted without user-interactive auth; masquerading as it is then refused.
+    let resp = server.delete(&device, Some(AS_TOKEN), &json!({})).await;
+    assert_ok(&resp, "an appservice deleting its user's device");
+    let resp = server.get(&whoami, Some(AS_TOKEN)).await;
+    assert_err(&resp, 403, "M_FORBIDDEN", "a deleted device");
+    // A user's own token still only renames existing devices.
+    let alice = register(&server, "alice").await;
+    let resp = server
+        .put(
+            &format!("{C}/devices/NEWONE"),
+            alice.token(),
+            &json!({ "display_name": "x" }),
+        )
+        .await;
+    assert_err(
+        &resp,
+        404,
+        "M_NOT_FOUND",
+        "a user creating a device through PUT",
+    );
+}

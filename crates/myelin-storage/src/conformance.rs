@@ -83,6 +83,7 @@ macro_rules! storage_conformance_tests {
             media_created_then_uploaded,
             media_thumbnails,
             appservice_transactions_are_kept_until_accepted,
+            appservice_devices_are_made_without_tokens,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -393,7 +394,7 @@ impl TestRoom {
     }
 }
 
-fn new_user(id: &str, password_hash: Option<&str>) -> NewUser {
+pub(crate) fn new_user(id: &str, password_hash: Option<&str>) -> NewUser {
     NewUser {
         user_id: user(id),
         password_hash: password_hash.map(str::to_owned),

@@ -495,11 +495,18 @@ async fn put_device(
     Path(device_id): Path<String>,
     JsonBody(body): JsonBody<DeviceBody>,
 ) -> ApiResult<Json<Value>> {
-    state
-        .services
-        .accounts
-        .rename_device(&authed.user_id, &device_id, body.display_name.as_deref())
-        .await?;
+    let accounts = &state.services.accounts;
+    let name = body.display_name.as_deref();
+    if accounts.manages_devices(&authed) {
+        // MSC4190: an appservice creates its users' devices here.
+        accounts
+            .appservice_put_device(&authed, &device_id, name)
+            .await?;
+    } else {
+        accounts
+            .rename_device(&authed.user_id, &device_id, name)
+            .await?;
+    }
     Ok(Json(json!({})))
 }
 
@@ -515,11 +522,14 @@ async fn delete_device(
         .accounts
         .get_device(&authed.user_id, &device_id)
         .await?;
-    state
-        .services
-        .accounts
-        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
-        .await?;
+    // MSC4190: appservices delete their users' devices without user-interactive auth.
+    if !state.services.accounts.manages_devices(&authed) {
+        state
+            .services
+            .accounts
+            .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+            .await?;
+    }
     state
         .services
         .accounts
@@ -540,11 +550,13 @@ async fn delete_devices(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<DeleteDevicesBody>,
 ) -> ApiResult<Json<Value>> {
-    state
-        .services
-        .accounts
-        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
-        .await?;
+    if !state.services.accounts.manages_devices(&authed) {
+        state
+            .services
+            .accounts
+            .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+            .await?;
+    }
     let ids: Vec<OwnedDeviceId> = body.devices.into_iter().map(OwnedDeviceId::from).collect();
     state
         .services

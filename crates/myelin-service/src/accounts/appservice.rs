@@ -178,3 +178,40 @@ impl Accounts {
         Ok(user_id)
     }
 }
+
+impl Accounts {
+    /// Whether the request is an appservice's with MSC4190 (device management through
+    /// `/devices`, no user-interactive auth to delete them).
+    pub fn manages_devices(&self, authed: &Authed) -> bool {
+        authed
+            .appservice
+            .as_deref()
+            .and_then(|id| self.ctx.appservices.by_id(id))
+            .is_some_and(|a| a.msc4190)
+    }
+
+    /// `PUT /devices/{deviceId}` by an MSC4190 appservice: creates the device of its user if
+    /// it does not exist (no access token: the appservice acts for it with `device_id`), else
+    /// renames it.
+    pub async fn appservice_put_device(
+        &self,
+        authed: &Authed,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> ServiceResult<()> {
+        if !self.manages_devices(authed) {
+            return Err(ServiceError::Forbidden(
+                "Only appservices with MSC4190 create devices this way".into(),
+            ));
+        }
+        if device_id.is_empty() || device_id.len() > 255 {
+            return Err(ServiceError::InvalidParam("Invalid device ID".into()));
+        }
+        let now = self.ctx.now_ms();
+        self.ctx
+            .storage
+            .put_device(&authed.user_id, device_id, name, now)
+            .await?;
+        Ok(())
+    }
+}

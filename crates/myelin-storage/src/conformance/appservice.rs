@@ -78,3 +78,27 @@ pub async fn appservice_transactions_are_kept_until_accepted(store: &impl Storag
     assert_eq!(other.delivered_pos, StreamPos(3));
     assert_eq!(other.next_txn_id, 1);
 }
+
+/// MSC4190: an appservice creates its users' devices without tokens, and renames them.
+pub async fn appservice_devices_are_made_without_tokens(store: &impl Storage) {
+    let puppet = super::user("@bridge_puppet:localhost");
+    store
+        .create_user(super::new_user("@bridge_puppet:localhost", None))
+        .await
+        .unwrap();
+    assert!(store.put_device(&puppet, "DEV1", None, 5).await.unwrap());
+    assert!(!store
+        .put_device(&puppet, "DEV1", Some("Phone"), 6)
+        .await
+        .unwrap());
+    let device = store.get_device(&puppet, "DEV1").await.unwrap().unwrap();
+    assert_eq!(device.display_name.as_deref(), Some("Phone"));
+    assert!(!store.put_device(&puppet, "DEV1", None, 7).await.unwrap());
+    let device = store.get_device(&puppet, "DEV1").await.unwrap().unwrap();
+    assert_eq!(
+        device.display_name.as_deref(),
+        Some("Phone"),
+        "no name keeps the name"
+    );
+    assert_eq!(store.list_devices(&puppet).await.unwrap().len(), 1);
+}
