@@ -305,6 +305,8 @@ async fn ping_thirdparty_and_queries_reach_the_appservice() {
     let dir = tempfile::tempdir().unwrap();
     let stub = StubAppservice::start().await;
     let server = start(&stub, dir.path()).await;
+    let (_, versions) = server.get("/_matrix/client/versions", None).await;
+    assert_eq!(versions["unstable_features"]["fi.mau.msc2659.stable"], true);
     let ping = format!("/_matrix/client/v1/appservice/{AS_ID}/ping");
     let (status, answer) = server
         .post(
