@@ -23,6 +23,7 @@ impl Accounts {
         let Some(appservice) = self.ctx.appservices.by_as_token(token) else {
             return self.authenticate(token).await;
         };
+        let mut suspended = false;
         let user_id = match user_id {
             None => appservice.sender.clone(),
             Some(raw) => {
@@ -35,12 +36,15 @@ impl Accounts {
                         "Application service cannot masquerade as this user".into(),
                     ));
                 }
-                // Its own sender needs no account; other users must have been registered.
-                if user != appservice.sender && self.ctx.storage.get_user(&user).await?.is_none() {
+                // Its own sender needs no account; other users must have been registered. A
+                // suspended puppet stays suspended when its appservice acts for it.
+                let record = self.ctx.storage.get_user(&user).await?;
+                if user != appservice.sender && record.is_none() {
                     return Err(ServiceError::Forbidden(
                         "Application service has not registered this user".into(),
                     ));
                 }
+                suspended = record.is_some_and(|r| r.suspended);
                 user
             }
         };
@@ -60,7 +64,7 @@ impl Accounts {
             user_id,
             device_id,
             is_guest: false,
-            suspended: false,
+            suspended,
             appservice: Some(appservice.id.clone()),
         })
     }
