@@ -390,3 +390,38 @@ async fn transactions_carry_interesting_events_and_buffered_items() {
         .take_buffered("whatsapp")
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_reload_replaces_the_registrations() {
+    let h = bridge_harness();
+    let accounts = &h.services.accounts;
+    assert!(accounts
+        .authenticate_request("as-secret", None, None)
+        .await
+        .is_ok());
+    let signal = BRIDGE
+        .replace("id: whatsapp", "id: signal")
+        .replace("as-secret", "as-signal")
+        .replace("hs-secret", "hs-signal")
+        .replace("whatsapp", "signal");
+    h.services
+        .appservices
+        .reload(vec![parse(&signal, server()).unwrap()]);
+    let old = accounts.authenticate_request("as-secret", None, None).await;
+    assert!(
+        matches!(old, Err(ServiceError::UnknownToken { .. })),
+        "{old:?}"
+    );
+    let new = accounts
+        .authenticate_request("as-signal", None, None)
+        .await
+        .unwrap();
+    assert_eq!(new.appservice.as_deref(), Some("signal"));
+    // The whatsapp namespace is free again, signal's is taken.
+    accounts
+        .check_username_available("whatsapp_2")
+        .await
+        .unwrap();
+    let taken = accounts.check_username_available("signal_2").await;
+    assert!(matches!(taken, Err(ServiceError::Exclusive(_))));
+}
