@@ -3,8 +3,8 @@
 use ruma::{OwnedServerName, RoomVersionId};
 
 use crate::appservices::Appservice;
-use crate::context::RateLimits;
 use crate::context::mail::SmtpConfig;
+use crate::context::RateLimits;
 use crate::media::MediaConfig;
 use crate::resources::ResourceLimits;
 use crate::users::TurnConfig;

@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 use myelin_federation::EgressPolicy;
-pub use myelin_service::FederationConfig;
 use myelin_service::context::mail::SmtpConfig;
+pub use myelin_service::FederationConfig;
 use myelin_service::{MediaConfig, RateLimits, ServiceConfig, TurnConfig};
 pub use myelin_service::{Rate, RegistrationMode, ResourceLimits};
 
