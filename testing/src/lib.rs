@@ -16,6 +16,7 @@
 //! [`hostile::HostileServer`] is a federation server that lies, for the hardening tests.
 //! [`http`] and [`federation`] hold the small helpers the test files share.
 
+pub mod appservice;
 pub mod federation;
 pub mod hostile;
 pub mod http;

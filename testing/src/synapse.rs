@@ -53,23 +53,7 @@ impl SynapseServer {
     /// # Panics
     /// If the venv is missing and required, or Synapse does not start.
     pub async fn start() -> Option<SynapseServer> {
-        let venv = venv();
-        let python = venv.join("bin").join("python");
-        if !python.is_file() {
-            let why = format!(
-                "no Synapse venv at {} (create it with `bash scripts/synapse-venv`)",
-                venv.display()
-            );
-            if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-                panic!("{REQUIRE_VAR}=1 but there is {why}");
-            }
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("a Synapse interop test")
-                .to_owned();
-            eprintln!("*** SKIPPED {test}: {why} ***");
-            return None;
-        }
+        let python = venv_python()?;
         let mut server = Self::launch(&python).await;
         server.wait_ready().await;
         Some(server)
@@ -288,6 +272,33 @@ fn tail(path: &Path, n: usize) -> String {
         }
         Err(e) => format!("(cannot read it: {e})"),
     }
+}
+
+/// The Python of the venv `scripts/synapse-venv` makes (Synapse, and mautrix for the
+/// real-bridge test); `None` (after printing a `*** SKIPPED ***` line) when it is missing and
+/// [`REQUIRE_VAR`] is not `1`.
+///
+/// # Panics
+/// If the venv is missing and required.
+pub fn venv_python() -> Option<PathBuf> {
+    let venv = venv();
+    let python = venv.join("bin").join("python");
+    if python.is_file() {
+        return Some(python);
+    }
+    let why = format!(
+        "no Synapse venv at {} (create it with `bash scripts/synapse-venv`)",
+        venv.display()
+    );
+    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+        panic!("{REQUIRE_VAR}=1 but there is {why}");
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test needing the Synapse venv")
+        .to_owned();
+    eprintln!("*** SKIPPED {test}: {why} ***");
+    None
 }
 
 /// The venv Synapse runs from: [`VENV_VAR`], or `.bench/synapse-venv` in the repository.

@@ -190,6 +190,8 @@ impl From<ServiceError> for ApiError {
             E::NotYetUploaded(_) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
             E::TooManyPendingUploads(_) => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             E::CannotThumbnail(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            E::Exclusive(_) => (StatusCode::BAD_REQUEST, "M_EXCLUSIVE"),
+            E::AppservicePing(failure) => return ping_failure(failure),
             E::Remote(_) => {
                 tracing::warn!(error = %e, "remote server failed");
                 (StatusCode::BAD_GATEWAY, "M_UNKNOWN")
@@ -200,6 +202,39 @@ impl From<ServiceError> for ApiError {
             }
         };
         ApiError::new(status, code, &e)
+    }
+}
+
+/// The errors of `POST /appservice/{id}/ping` (spec: Client-Server API, "Application
+/// services").
+fn ping_failure(failure: &myelin_service::appservices::PingFailure) -> ApiError {
+    use myelin_service::appservices::PingFailure as F;
+    match failure {
+        F::UrlNotSet => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "M_URL_NOT_SET",
+            "The application service has no URL",
+        ),
+        F::BadStatus { status, body } => {
+            let mut err = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "M_BAD_STATUS",
+                "The application service answered with an error",
+            );
+            err.body["status"] = json!(status);
+            err.body["body"] = json!(body);
+            err
+        }
+        F::ConnectionFailed(why) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "M_CONNECTION_FAILED",
+            format!("Could not reach the application service: {why}"),
+        ),
+        F::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "M_CONNECTION_TIMEOUT",
+            "The application service did not answer in time",
+        ),
     }
 }
 

@@ -23,9 +23,7 @@ impl FromRequestParts<Arc<AppState>> for Auth {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(ApiError::missing_token)?;
-        let authed = state.services.accounts.authenticate(&token).await?;
-        refuse_what_the_account_may_not_call(&authed, parts)?;
-        Ok(Auth(authed))
+        Ok(Auth(authenticate(parts, state, &token).await?))
     }
 }
 
@@ -42,11 +40,7 @@ impl FromRequestParts<Arc<AppState>> for MaybeAuth {
     ) -> Result<Self, ApiError> {
         match bearer_token(parts) {
             None => Ok(MaybeAuth(None)),
-            Some(token) => {
-                let authed = state.services.accounts.authenticate(&token).await?;
-                refuse_what_the_account_may_not_call(&authed, parts)?;
-                Ok(MaybeAuth(Some(authed)))
-            }
+            Some(token) => Ok(MaybeAuth(Some(authenticate(parts, state, &token).await?))),
         }
     }
 }
@@ -67,6 +61,53 @@ fn refuse_what_the_account_may_not_call(authed: &Authed, parts: &Parts) -> Resul
         .into());
     }
     Ok(())
+}
+
+/// The application service whose `as_token` the request carries, if any, whatever `user_id` it
+/// names: registration and login of appservice users (which mautrix sends masqueraded as the
+/// user being registered).
+pub struct AppserviceToken(pub Option<String>);
+
+impl FromRequestParts<Arc<AppState>> for AppserviceToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let appservice = bearer_token(parts)
+            .and_then(|token| state.services.ctx.appservices.by_as_token(&token))
+            .map(|a| a.id.clone());
+        Ok(AppserviceToken(appservice))
+    }
+}
+
+/// An access token, or an appservice's `as_token` with the `user_id` it masquerades as and the
+/// device it names (`device_id`, or MSC3202's `org.matrix.msc3202.device_id`).
+async fn authenticate(
+    parts: &Parts,
+    state: &Arc<AppState>,
+    token: &str,
+) -> Result<Authed, ApiError> {
+    let pairs: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let device = param("org.matrix.msc3202.device_id").or_else(|| param("device_id"));
+    let authed = state
+        .services
+        .accounts
+        .authenticate_request(token, param("user_id"), device)
+        .await?;
+    refuse_what_the_account_may_not_call(&authed, parts)?;
+    Ok(authed)
 }
 
 fn bearer_token(parts: &Parts) -> Option<String> {

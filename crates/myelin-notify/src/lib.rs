@@ -14,6 +14,9 @@ use tokio::sync::watch;
 pub struct Notifier {
     channels: Channels<OwnedUserId>,
     rooms: Channels<OwnedRoomId>,
+    /// Bumped by every notification, whoever it concerns (the application-service workers,
+    /// which look at all events, wait on it).
+    any: watch::Sender<u64>,
     closing: watch::Sender<bool>,
 }
 
@@ -22,6 +25,7 @@ impl Default for Notifier {
         Notifier {
             channels: Channels::default(),
             rooms: Channels::default(),
+            any: watch::channel(0).0,
             closing: watch::channel(false).0,
         }
     }
@@ -113,6 +117,14 @@ impl Notifier {
         }
     }
 
+    /// A subscription to every notification, whichever users or room it names.
+    pub fn subscribe_all(&self) -> Waiter {
+        Waiter {
+            rx: self.any.subscribe(),
+            closing: self.closing.subscribe(),
+        }
+    }
+
     /// Wakes every waiter, now and in future, for shutdown: open long-polls answer at once
     /// instead of holding the graceful shutdown for their whole timeout.
     pub fn close(&self) {
@@ -121,11 +133,13 @@ impl Notifier {
 
     /// Wakes every waiter of the given users.
     pub fn notify<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
+        self.any.send_modify(|v| *v = v.wrapping_add(1));
         self.channels.notify(users);
     }
 
     /// Wakes every waiter on new events of the room.
     pub fn notify_room(&self, room_id: &RoomId) {
+        self.any.send_modify(|v| *v = v.wrapping_add(1));
         self.rooms.notify([room_id]);
     }
 }
@@ -151,6 +165,17 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn subscribe_all_wakes_on_any_user() {
+        let n = Notifier::new();
+        let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+        let mut all = n.subscribe_all();
+        n.notify([&*alice]);
+        tokio::time::timeout(Duration::from_secs(1), all.changed())
+            .await
+            .expect("woken");
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 
 use ruma::{OwnedServerName, RoomVersionId};
 
+use crate::appservices::Appservice;
 use crate::context::mail::SmtpConfig;
 use crate::context::RateLimits;
 use crate::media::MediaConfig;
@@ -49,6 +50,8 @@ pub struct ServiceConfig {
     pub smtp: SmtpConfig,
     /// Whether registration needs a validated e-mail address (`m.login.email.identity`).
     pub require_email: bool,
+    /// Application services, from their registration files.
+    pub appservices: Vec<Appservice>,
 }
 
 impl ServiceConfig {
@@ -69,6 +72,7 @@ impl ServiceConfig {
             egress: EgressPolicy::default(),
             smtp: SmtpConfig::default(),
             require_email: false,
+            appservices: Vec::new(),
         }
     }
 }

@@ -94,6 +94,12 @@ pub enum ServiceError {
     /// Another server could not be reached or gave an unusable answer.
     #[error("{0}")]
     Remote(String),
+    /// A user ID or alias in an appservice's exclusive namespace, asked by someone else.
+    #[error("{0}")]
+    Exclusive(String),
+    /// `/appservice/{id}/ping` did not reach the appservice.
+    #[error("ping failed: {0:?}")]
+    AppservicePing(crate::appservices::queries::PingFailure),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]

@@ -1,6 +1,6 @@
 //! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
 //! (accounts, rooms, membership, history, sync, sliding sync, ephemeral, e2ee, key backup,
-//! media, reports, users, and federation's outbox, ingest, handshakes, inbound and read side),
+//! media, reports, users, application services, and federation's outbox, ingest, handshakes, inbound and read side),
 //! built once in
 //! [`Services::new`] with the subsystems it needs, so the construction order below *is* the
 //! dependency graph: nothing calls back into a subsystem built after it, and nothing holds the
@@ -10,6 +10,7 @@
 //! clock, federation client, rate limiter); nothing here is global.
 
 pub mod accounts;
+pub mod appservices;
 pub mod backup;
 pub mod config;
 pub mod context;
@@ -42,6 +43,7 @@ use myelin_room::SigningKey;
 use myelin_storage::Storage;
 
 pub use accounts::Accounts;
+pub use appservices::Appservices;
 pub use backup::KeyBackup;
 pub use config::{RegistrationMode, ServiceConfig};
 pub use context::{Context, Rate, RateAction, RateLimits};
@@ -106,6 +108,8 @@ pub struct Services {
     pub threepids: Arc<Threepids>,
     /// Simplified sliding sync (MSC4186).
     pub sliding_sync: Arc<SlidingSync>,
+    /// Application services: transactions pushed to them, queries, pings.
+    pub appservices: Arc<Appservices>,
 }
 
 impl Services {
@@ -193,6 +197,7 @@ impl Services {
             ephemeral.clone(),
             users.clone(),
         ));
+        let appservices = Arc::new(Appservices::new(ctx.clone(), rooms.clone()));
         Arc::new(Services {
             ctx,
             outbox,
@@ -215,6 +220,7 @@ impl Services {
             search,
             threepids,
             sliding_sync,
+            appservices,
         })
     }
 }

@@ -48,6 +48,14 @@ pub(crate) fn harness() -> Harness {
 /// [`harness`] with this `[federation]` configuration (nothing is ever sent: no test runs the
 /// outbox workers against a reachable server).
 pub(crate) fn harness_with(federation: FederationConfig) -> Harness {
+    harness_configured(federation, |_| {})
+}
+
+/// [`harness_with`] with the service configuration edited first (e.g. appservices).
+pub(crate) fn harness_configured(
+    federation: FederationConfig,
+    edit: impl FnOnce(&mut ServiceConfig),
+) -> Harness {
     let dir = tempfile::tempdir().expect("temporary directory");
     let storage = myelin_storage_sqlite::SqliteStore::open(&dir.path().join("test.db"))
         .expect("open the test database");
@@ -61,6 +69,7 @@ pub(crate) fn harness_with(federation: FederationConfig) -> Harness {
     let clock = Arc::new(TestClock(AtomicU64::new(1_700_000_000_000)));
     let mut config = ServiceConfig::new(server_name);
     config.media.path = Some(dir.path().join("media"));
+    edit(&mut config);
     let services =
         Services::new_with_federation(config, federation, Arc::new(storage), key, clock.clone());
     Harness {
@@ -87,6 +96,7 @@ impl Harness {
             device_id: session.device_id,
             is_guest: false,
             suspended: false,
+            appservice: None,
         }
     }
 

@@ -275,6 +275,37 @@ impl AccountStore for PgStore {
         conn.finish(result).await
     }
 
+    async fn put_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+        created_ms: u64,
+    ) -> StorageResult<bool> {
+        let created_ms = to_i64(created_ms, "created_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let created = conn
+                .execute(
+                    "INSERT INTO devices (user_id, device_id, display_name, created_ms)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id) DO NOTHING",
+                    &[&user_id.as_str(), &device_id, &name, &created_ms],
+                )
+                .await?
+                == 1;
+            if !created && name.is_some() {
+                conn.execute(
+                    "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+                    &[&user_id.as_str(), &device_id, &name],
+                )
+                .await?;
+            }
+            Ok(created)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
     async fn delete_devices(
         &self,
         user_id: &UserId,

@@ -6,6 +6,7 @@
 //! shared conformance suite (`myelin_storage::storage_conformance_tests!`) runs against both.
 
 mod account;
+mod appservice;
 mod backup;
 mod convert;
 pub mod dump;

@@ -310,6 +310,43 @@ impl AccountStore for SqliteStore {
             .await
     }
 
+    async fn put_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+        created_ms: u64,
+    ) -> StorageResult<bool> {
+        let (user_id, device_id, name) = (
+            user_id.to_owned(),
+            device_id.to_owned(),
+            name.map(str::to_owned),
+        );
+        let created_ms = to_i64(created_ms, "created_ms")?;
+        self.db
+            .write(move |tx, _| {
+                let created = tx
+                    .prepare_cached(
+                        "INSERT INTO devices (user_id, device_id, display_name, created_ms)
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, device_id) DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![user_id.as_str(), device_id, name, created_ms])
+                    .db()?
+                    == 1;
+                if !created && name.is_some() {
+                    tx.prepare_cached(
+                        "UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2",
+                    )
+                    .db()?
+                    .execute(params![user_id.as_str(), device_id, name])
+                    .db()?;
+                }
+                Ok(created)
+            })
+            .await
+    }
+
     async fn delete_devices(
         &self,
         user_id: &UserId,

@@ -9,6 +9,7 @@
 //! committed work.
 
 mod account;
+mod appservice;
 mod backup;
 mod convert;
 mod dump;

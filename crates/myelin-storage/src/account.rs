@@ -127,6 +127,15 @@ pub trait AccountStore {
         device_id: &str,
         name: Option<&str>,
     ) -> StorageResult<bool>;
+    /// Creates a device without an access token (MSC4190: an appservice makes its users'
+    /// devices), or renames it if it exists and `name` is given. `true` if it was created.
+    async fn put_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+        created_ms: u64,
+    ) -> StorageResult<bool>;
     /// Deletes devices with all their tokens, in one transaction.
     async fn delete_devices(
         &self,

@@ -82,6 +82,8 @@ macro_rules! storage_conformance_tests {
             media_uploaded_at_once,
             media_created_then_uploaded,
             media_thumbnails,
+            appservice_transactions_are_kept_until_accepted,
+            appservice_devices_are_made_without_tokens,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -110,6 +112,7 @@ macro_rules! storage_conformance_tests {
 }
 
 mod accounts;
+mod appservice;
 mod backup;
 mod federation;
 mod keys;
@@ -124,6 +127,7 @@ mod threepids;
 mod user_data;
 mod writes;
 pub use accounts::*;
+pub use appservice::*;
 pub use backup::{
     backup_keys_by_room_and_session, backup_keys_keep_the_better_key,
     backup_versions_are_numbered_per_user, deactivation_removes_backups,
@@ -390,7 +394,7 @@ impl TestRoom {
     }
 }
 
-fn new_user(id: &str, password_hash: Option<&str>) -> NewUser {
+pub(crate) fn new_user(id: &str, password_hash: Option<&str>) -> NewUser {
     NewUser {
         user_id: user(id),
         password_hash: password_hash.map(str::to_owned),

@@ -385,6 +385,18 @@ pub const TABLES: &[Table] = &[
         ],
         key: &["media_id", "width", "height", "method", "animated"],
     },
+    Table {
+        name: "appservice_txns",
+        columns: &[
+            "appservice_id",
+            "delivered_pos",
+            "next_txn_id",
+            "pending_txn_id",
+            "pending_up_to",
+            "pending_body",
+        ],
+        key: &["appservice_id"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

@@ -9,6 +9,7 @@
 //! once everything before it has committed.
 
 mod account;
+mod appservice;
 mod backup;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -28,6 +29,7 @@ mod threepid;
 mod user_data;
 
 pub use account::*;
+pub use appservice::*;
 pub use backup::*;
 pub use error::{StorageError, StorageResult};
 pub use federation::*;
@@ -44,6 +46,7 @@ pub use user_data::*;
 /// Everything the service needs from a database.
 pub trait Storage:
     AccountStore
+    + AppserviceStore
     + RoomStore
     + RelationStore
     + SearchStore
@@ -61,6 +64,7 @@ pub trait Storage:
 
 impl<
         T: AccountStore
+            + AppserviceStore
             + RoomStore
             + RelationStore
             + SearchStore

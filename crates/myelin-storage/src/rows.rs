@@ -502,6 +502,27 @@ pub fn server_names(stored: Vec<String>) -> Vec<ruma::OwnedServerName> {
         .collect()
 }
 
+/// The `appservice_txns` columns [`appservice_state`] reads, in order.
+pub const APPSERVICE_STATE_COLUMNS: &str =
+    "delivered_pos, next_txn_id, pending_txn_id, pending_up_to, pending_body";
+
+/// An appservice's transaction state ([`APPSERVICE_STATE_COLUMNS`]).
+pub fn appservice_state(row: &dyn Row) -> StorageResult<crate::AppserviceTxnState> {
+    let pending = match (row.opt_int(2)?, row.opt_int(3)?, row.opt_text(4)?) {
+        (Some(txn_id), Some(up_to), Some(body)) => Some(crate::PendingAppserviceTxn {
+            txn_id: crate::convert::to_u64(txn_id, "pending_txn_id")?,
+            up_to: StreamPos(up_to),
+            body,
+        }),
+        _ => None,
+    };
+    Ok(crate::AppserviceTxnState {
+        delivered_pos: StreamPos(row.int(0)?),
+        next_txn_id: crate::convert::to_u64(row.int(1)?, "next_txn_id")?,
+        pending,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

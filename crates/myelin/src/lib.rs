@@ -43,14 +43,32 @@ impl Myelin {
         create_data_dir(&config.data_dir)?;
         let key = keys::load_or_generate(&config.data_dir, config.parsed_server_name()?)?;
         let storage = storage::open(&config).await?;
+        let mut service_config = config.service_config();
+        service_config.appservices = config.load_appservices()?;
         let services = Services::new_with_federation(
-            config.service_config(),
+            service_config,
             config.federation.clone(),
             storage,
             key,
             Arc::new(myelin_core::SystemClock),
         );
         Ok(Myelin { config, services })
+    }
+
+    /// A handle that reads the application-service registration files again and replaces the
+    /// registrations (SIGHUP); on any problem those in force stay and the error is returned.
+    /// Usable after [`Myelin::serve`] took the server.
+    pub fn appservice_reloader(
+        &self,
+    ) -> impl Fn() -> anyhow::Result<usize> + Send + Sync + 'static {
+        let config = self.config.clone();
+        let services = self.services.clone();
+        move || {
+            let list = config.load_appservices()?;
+            let count = list.len();
+            services.appservices.reload(list);
+            Ok(count)
+        }
     }
 
     /// The use cases, for the admin command line.
@@ -89,6 +107,8 @@ impl Myelin {
             trusted_proxies: config.http.trusted_proxies()?,
         };
         let router = myelin_api::router(services.clone(), options);
+        // Transactions stored for application services before a restart are sent now.
+        services.appservices.start_pushers();
         // Events queued for other servers before a restart are sent now.
         if config.federation.enabled {
             services

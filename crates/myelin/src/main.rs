@@ -207,6 +207,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Handlers first, so a signal arriving right after the listening line is a clean shutdown.
     let shutdown = shutdown_signal()?;
     let server = Myelin::open(config.clone()).await?;
+    reload_on_sighup(server.appservice_reloader())?;
     let listener = bind(&config.listen).await?;
     let tls_listener = match &config.tls.listen {
         Some(addr) => Some(bind(addr).await?),
@@ -234,6 +235,31 @@ async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Reads the application-service registration files again on every SIGHUP.
+fn reload_on_sighup(
+    reload: impl Fn() -> anyhow::Result<usize> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match reload() {
+                    Ok(count) => tracing::info!(count, "application services reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "application services not reloaded; the previous registrations stay"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(reload);
+    Ok(())
 }
 
 /// Resolves on the first SIGINT or SIGTERM (Ctrl-C elsewhere).

@@ -5,7 +5,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use myelin_service::accounts::{LoginSession, RegisterOutcome, RegisterRequest};
+use myelin_service::accounts::{LoginSession, RegisterOutcome, RegisterRequest, APPSERVICE_DEVICE};
 use myelin_service::RateAction;
 use ruma::OwnedDeviceId;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     client_ip::ClientIp,
     error::{ApiError, ApiResult},
-    extract::{Auth, JsonBody, MaybeAuth, Query},
+    extract::{AppserviceToken, Auth, JsonBody, MaybeAuth, Query},
     SharedState,
 };
 
@@ -59,6 +59,9 @@ fn session_json(s: &LoginSession, server_name: &str) -> Value {
 
 #[derive(Deserialize)]
 struct RegisterBody {
+    /// `m.login.application_service` for an appservice registering a user of its namespace.
+    #[serde(rename = "type")]
+    kind: Option<String>,
     username: Option<String>,
     password: Option<String>,
     device_id: Option<String>,
@@ -81,9 +84,13 @@ struct KindQuery {
 async fn register(
     State(state): State<SharedState>,
     client: ClientIp,
+    AppserviceToken(appservice): AppserviceToken,
     Query(q): Query<KindQuery>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> ApiResult<Json<Value>> {
+    if body.kind.as_deref() == Some(APPSERVICE_LOGIN) {
+        return register_appservice_user(&state, appservice, body).await;
+    }
     // Only requests that would create an account spend the budget; UIA round trips are free.
     if body.auth.is_some() {
         state
@@ -119,6 +126,41 @@ async fn register(
         guest_access_token: body.guest_access_token,
     };
     Ok(Json(match state.services.accounts.register(req).await? {
+        RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
+        RegisterOutcome::NoLogin(user_id) => {
+            json!({ "user_id": user_id, "home_server": server_name })
+        }
+    }))
+}
+
+/// The login and registration type of application services.
+const APPSERVICE_LOGIN: &str = "m.login.application_service";
+
+/// `POST /register` with `type: m.login.application_service` and the appservice's `as_token`
+/// (spec: Application Service API, "Server admin style permissions").
+async fn register_appservice_user(
+    state: &SharedState,
+    appservice: Option<String>,
+    body: RegisterBody,
+) -> ApiResult<Json<Value>> {
+    let appservice = appservice.ok_or_else(ApiError::missing_token)?;
+    let req = RegisterRequest {
+        username: body.username,
+        password: None,
+        device_id: body.device_id,
+        initial_device_display_name: body.initial_device_display_name,
+        inhibit_login: body.inhibit_login,
+        refresh_token: body.refresh_token,
+        auth: None,
+        guest_access_token: None,
+    };
+    let server_name = state.services.ctx.server_name().to_string();
+    let outcome = state
+        .services
+        .accounts
+        .register_appservice_user(&appservice, req)
+        .await?;
+    Ok(Json(match outcome {
         RegisterOutcome::LoggedIn(s) => session_json(&s, &server_name),
         RegisterOutcome::NoLogin(user_id) => {
             json!({ "user_id": user_id, "home_server": server_name })
@@ -167,6 +209,7 @@ async fn login_flows() -> Json<Value> {
     Json(json!({ "flows": [
         { "type": "m.login.password" },
         { "type": "m.login.token", "get_login_token": true },
+        { "type": APPSERVICE_LOGIN },
     ] }))
 }
 
@@ -189,8 +232,12 @@ struct LoginBody {
 async fn login(
     State(state): State<SharedState>,
     client: ClientIp,
+    AppserviceToken(appservice): AppserviceToken,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> ApiResult<Json<Value>> {
+    if body.kind == APPSERVICE_LOGIN {
+        return login_appservice(&state, appservice, body).await;
+    }
     state
         .services
         .ctx
@@ -220,18 +267,7 @@ async fn login(
             )))
         }
     }
-    let user = match &body.identifier {
-        Some(id) => {
-            if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
-                return Err(ApiError::unsupported(
-                    "Only m.id.user identifiers are supported",
-                ));
-            }
-            id.get("user").and_then(Value::as_str).map(str::to_owned)
-        }
-        None => body.user.clone(),
-    };
-    let user = user.ok_or_else(|| ApiError::bad_json("Missing user identifier"))?;
+    let user = login_user(&body)?;
     let password = body
         .password
         .ok_or_else(|| ApiError::bad_json("Missing password"))?;
@@ -246,6 +282,48 @@ async fn login(
             body.refresh_token,
         )
         .await?;
+    Ok(Json(session_json(
+        &session,
+        state.services.ctx.server_name().as_str(),
+    )))
+}
+
+/// The user a login names (`identifier` of type `m.id.user`, or the legacy `user`).
+fn login_user(body: &LoginBody) -> ApiResult<String> {
+    let user = match &body.identifier {
+        Some(id) => {
+            if id.get("type").and_then(Value::as_str) != Some("m.id.user") {
+                return Err(ApiError::unsupported(
+                    "Only m.id.user identifiers are supported",
+                ));
+            }
+            id.get("user").and_then(Value::as_str).map(str::to_owned)
+        }
+        None => body.user.clone(),
+    };
+    user.ok_or_else(|| ApiError::bad_json("Missing user identifier"))
+}
+
+/// `POST /login` with `type: m.login.application_service` and the appservice's `as_token`.
+async fn login_appservice(
+    state: &SharedState,
+    appservice: Option<String>,
+    body: LoginBody,
+) -> ApiResult<Json<Value>> {
+    let appservice = appservice.ok_or_else(ApiError::missing_token)?;
+    let user = login_user(&body)?;
+    let session = state
+        .services
+        .accounts
+        .login_appservice(
+            Some(&appservice),
+            &user,
+            body.device_id.as_deref(),
+            body.initial_device_display_name.as_deref(),
+            body.refresh_token,
+        )
+        .await?;
+    let server_name = state.services.ctx.server_name().to_string();
     Ok(Json(session_json(&session, &server_name)))
 }
 
@@ -309,9 +387,12 @@ async fn logout_all(
 
 /// GET /_matrix/client/v3/account/whoami.
 async fn whoami(Auth(authed): Auth) -> Json<Value> {
-    Json(
-        json!({ "user_id": authed.user_id, "device_id": authed.device_id, "is_guest": authed.is_guest }),
-    )
+    let mut body = json!({ "user_id": authed.user_id, "is_guest": authed.is_guest });
+    // An appservice acting without a device has none to name.
+    if authed.appservice.is_none() || authed.device_id != APPSERVICE_DEVICE {
+        body["device_id"] = json!(authed.device_id);
+    }
+    Json(body)
 }
 
 #[derive(Deserialize)]
@@ -437,11 +518,18 @@ async fn put_device(
     Path(device_id): Path<String>,
     JsonBody(body): JsonBody<DeviceBody>,
 ) -> ApiResult<Json<Value>> {
-    state
-        .services
-        .accounts
-        .rename_device(&authed.user_id, &device_id, body.display_name.as_deref())
-        .await?;
+    let accounts = &state.services.accounts;
+    let name = body.display_name.as_deref();
+    if accounts.manages_devices(&authed) {
+        // MSC4190: an appservice creates its users' devices here.
+        accounts
+            .appservice_put_device(&authed, &device_id, name)
+            .await?;
+    } else {
+        accounts
+            .rename_device(&authed.user_id, &device_id, name)
+            .await?;
+    }
     Ok(Json(json!({})))
 }
 
@@ -457,11 +545,14 @@ async fn delete_device(
         .accounts
         .get_device(&authed.user_id, &device_id)
         .await?;
-    state
-        .services
-        .accounts
-        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
-        .await?;
+    // MSC4190: appservices delete their users' devices without user-interactive auth.
+    if !state.services.accounts.manages_devices(&authed) {
+        state
+            .services
+            .accounts
+            .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+            .await?;
+    }
     state
         .services
         .accounts
@@ -482,11 +573,13 @@ async fn delete_devices(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<DeleteDevicesBody>,
 ) -> ApiResult<Json<Value>> {
-    state
-        .services
-        .accounts
-        .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
-        .await?;
+    if !state.services.accounts.manages_devices(&authed) {
+        state
+            .services
+            .accounts
+            .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
+            .await?;
+    }
     let ids: Vec<OwnedDeviceId> = body.devices.into_iter().map(OwnedDeviceId::from).collect();
     state
         .services

@@ -20,10 +20,6 @@ pub fn routes() -> Router<SharedState> {
             get(well_known_policy_server),
         )
         .route("/_matrix/client/v3/voip/turnServer", get(turn_server))
-        .route(
-            "/_matrix/client/v3/thirdparty/protocols",
-            get(thirdparty_protocols),
-        )
 }
 
 /// GET /_matrix/client/versions — spec: client-server-api/#get_matrixclientversions.
@@ -31,7 +27,9 @@ pub fn routes() -> Router<SharedState> {
 /// those clients look for: `recurse` on `/relations` (MSC3981, in the spec from v1.10),
 /// simplified sliding sync (MSC4186), without which Element X refuses the server, and
 /// authenticated media (MSC3916's stable flag: spec v1.11's `/_matrix/client/v1/media`, announced
-/// so until every feature of v1.6 to v1.11 is served).
+/// so until every feature of v1.6 to v1.11 is served), and the appservice ping (MSC2659's stable
+/// flag: spec v1.7's `/_matrix/client/v1/appservice/{id}/ping`, which mautrix bridges call at
+/// start when they see it).
 async fn versions() -> Json<Value> {
     Json(json!({
         "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"],
@@ -39,6 +37,7 @@ async fn versions() -> Json<Value> {
             "org.matrix.msc3981": true,
             "org.matrix.simplified_msc3575": true,
             "org.matrix.msc3916.stable": true,
+            "fi.mau.msc2659.stable": true,
         },
     }))
 }
@@ -98,10 +97,4 @@ async fn well_known_support(State(state): State<SharedState>) -> ApiResult<Json<
 /// GET /_matrix/client/v3/voip/turnServer (spec: client-server "Voice over IP").
 async fn turn_server(State(state): State<SharedState>, Auth(authed): Auth) -> Json<Value> {
     Json(state.services.users.turn_server(&authed.user_id))
-}
-
-/// GET /_matrix/client/v3/thirdparty/protocols: the protocols bridged by application services.
-/// No application service is registered on this server yet, so there are none.
-async fn thirdparty_protocols(_auth: Auth) -> Json<Value> {
-    Json(json!({}))
 }

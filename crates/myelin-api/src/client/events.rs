@@ -64,18 +64,37 @@ pub fn routes() -> Router<SharedState> {
         )
 }
 
+/// `?ts=`: the `origin_server_ts` an application service gives its event (spec: Application
+/// Service API, "Timestamp massaging"); ignored for other senders.
+#[derive(Deserialize, Default)]
+struct MassagedTs {
+    ts: Option<i64>,
+}
+
+impl MassagedTs {
+    fn get(&self) -> ApiResult<Option<u64>> {
+        self.ts
+            .map(|ts| {
+                u64::try_from(ts).map_err(|_| ApiError::invalid_param("ts must not be negative"))
+            })
+            .transpose()
+    }
+}
+
 /// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}.
 async fn send(
     State(state): State<SharedState>,
     Auth(authed): Auth,
     Path((room, kind, txn)): Path<(String, String, String)>,
+    Query(ts): Query<MassagedTs>,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    let content = Value::Object(content);
     let event_id = state
         .services
         .rooms
-        .send_message(&authed, &room_id, &kind, &txn, Value::Object(content))
+        .send_message_at(&authed, &room_id, &kind, &txn, content, ts.get()?)
         .await?;
     Ok(Json(json!({ "event_id": event_id })))
 }
@@ -124,9 +143,10 @@ async fn put_state_empty_key(
     state: State<SharedState>,
     auth: Auth,
     Path((room, kind)): Path<(String, String)>,
+    ts: Query<MassagedTs>,
     body: JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
-    put_state(state, auth, Path((room, kind, String::new())), body).await
+    put_state(state, auth, Path((room, kind, String::new())), ts, body).await
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}.
@@ -134,13 +154,15 @@ async fn put_state(
     State(state): State<SharedState>,
     Auth(authed): Auth,
     Path((room, kind, key)): Path<(String, String, String)>,
+    Query(ts): Query<MassagedTs>,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
+    let content = Value::Object(content);
     let event_id = state
         .services
         .rooms
-        .send_state(&authed, &room_id, &kind, &key, Value::Object(content))
+        .send_state_at(&authed, &room_id, &kind, &key, content, ts.get()?)
         .await?;
     Ok(Json(json!({ "event_id": event_id })))
 }

@@ -2,6 +2,7 @@
 
 mod account;
 mod admin;
+mod appservice;
 mod directory;
 mod discovery;
 mod events;
@@ -26,6 +27,7 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .merge(discovery::routes())
         .merge(account::routes())
+        .merge(appservice::routes())
         .merge(admin::routes())
         .merge(rooms::routes())
         .merge(events::routes())

@@ -90,6 +90,16 @@ async fn create_room(
     Auth(authed): Auth,
     JsonBody(body): JsonBody<CreateRoomBody>,
 ) -> ApiResult<Json<Value>> {
+    if let Some(name) = &body.room_alias_name {
+        let alias = format!("#{name}:{}", state.services.ctx.server_name());
+        if let Ok(alias) = OwnedRoomAliasId::try_from(alias) {
+            let appservice = authed.appservice.as_deref();
+            state
+                .services
+                .rooms
+                .check_alias_namespace(&alias, appservice)?;
+        }
+    }
     let req = CreateRoomRequest {
         visibility: body.visibility,
         room_alias_name: body.room_alias_name,
@@ -143,6 +153,9 @@ async fn join(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let via = via_servers(&query)?;
+    if let Ok(alias) = OwnedRoomAliasId::try_from(room.as_str()) {
+        state.services.appservices.ensure_alias(&alias).await?;
+    }
     let membership = &state.services.membership;
     let reason = body.reason.as_deref();
     let room_id = if authed.is_guest {
@@ -276,9 +289,9 @@ async fn put_alias(
     JsonBody(body): JsonBody<AliasBody>,
 ) -> ApiResult<Json<Value>> {
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
-    state
-        .services
-        .rooms
+    let rooms = &state.services.rooms;
+    rooms.check_alias_namespace(&alias, authed.appservice.as_deref())?;
+    rooms
         .put_alias(&authed.user_id, &alias, &body.room_id)
         .await?;
     Ok(Json(json!({})))
@@ -290,6 +303,8 @@ async fn get_alias(
     Path(alias): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
+    // An appservice may create the portal room for an alias of its namespace first.
+    state.services.appservices.ensure_alias(&alias).await?;
     let room_id = state.services.rooms.get_alias(&alias).await?;
     Ok(Json(
         json!({ "room_id": room_id, "servers": [state.services.ctx.server_name()] }),

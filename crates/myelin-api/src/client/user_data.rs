@@ -95,6 +95,8 @@ async fn get_profile(
     Path(user): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let user_id: OwnedUserId = parse_id(user, "user ID")?;
+    // An appservice may create the puppet of a user of its namespace first.
+    state.services.appservices.ensure_user(&user_id).await?;
     Ok(Json(state.services.users.profile(&user_id).await?))
 }
 

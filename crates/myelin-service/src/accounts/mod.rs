@@ -5,11 +5,13 @@ use myelin_storage::{DeviceRecord, NewSession, NewUser};
 use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::Value;
 
+mod appservice;
 mod guest;
 pub mod login_token;
 pub mod moderation;
 mod openid;
 pub(crate) mod token;
+pub use appservice::APPSERVICE_DEVICE;
 pub mod uia;
 
 use std::sync::Arc;
@@ -58,6 +60,9 @@ pub struct Authed {
     pub is_guest: bool,
     /// Suspended by an administrator: the HTTP edge refuses the actions suspension forbids.
     pub suspended: bool,
+    /// The application service whose `as_token` authenticated the request (the user is its
+    /// sender or a user of its namespace it masquerades as).
+    pub appservice: Option<String>,
 }
 
 /// Tokens handed to a client after login or registration.
@@ -128,6 +133,7 @@ impl Accounts {
     /// `GET /register/available`: valid and not taken.
     pub async fn check_username_available(&self, localpart: &str) -> ServiceResult<OwnedUserId> {
         let user_id = self.user_id_for_localpart(localpart)?;
+        self.check_exclusive_user(&user_id, None)?;
         if self.ctx.storage.get_user(&user_id).await?.is_some() {
             return Err(ServiceError::UserInUse);
         }
@@ -433,6 +439,7 @@ impl Accounts {
             device_id: owner.device_id,
             is_guest: owner.is_guest,
             suspended: owner.suspended,
+            appservice: None,
         })
     }
 

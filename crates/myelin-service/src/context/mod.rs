@@ -20,6 +20,7 @@ use ruma::ServerName;
 
 pub use ratelimit::{Rate, RateAction, RateLimiter, RateLimits};
 
+use crate::appservices::Registry;
 use crate::{ServiceConfig, ServiceError, ServiceResult};
 
 pub struct Context {
@@ -37,6 +38,8 @@ pub struct Context {
     pub egress: Egress,
     /// SMTP, when `[smtp]` names a host.
     pub mailer: Option<mail::Mailer>,
+    /// The application services registered now (replaced whole on reload).
+    pub appservices: Registry,
 }
 
 impl Context {
@@ -61,6 +64,7 @@ impl Context {
             tracing::error!(error = %e, "SMTP is configured but unusable; e-mail is off");
             None
         });
+        let appservices = Registry::new(config.appservices.clone());
         Context {
             config,
             storage,
@@ -71,6 +75,7 @@ impl Context {
             rate_limiter,
             egress,
             mailer,
+            appservices,
         }
     }
 

@@ -28,6 +28,15 @@ impl E2ee {
         deleted: bool,
         pos: StreamPos,
     ) -> ServiceResult<()> {
+        if !self.ctx.appservices.is_empty() {
+            let sharers: Vec<_> = self
+                .rooms
+                .users_sharing_rooms(user_id)
+                .await?
+                .into_iter()
+                .collect();
+            self.ctx.appservices.note_device_change(user_id, &sharers);
+        }
         let servers = self.rooms.notify_sharers(user_id).await?;
         if servers.is_empty() {
             return Ok(());

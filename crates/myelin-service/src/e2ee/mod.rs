@@ -93,7 +93,20 @@ impl E2ee {
                 .set_fallback_keys(&authed.user_id, authed.device_id.as_str(), &fallback)
                 .await?;
         }
+        if !one_time.is_empty() || !fallback.is_empty() {
+            self.keys_to_appservices(&authed.user_id, &authed.device_id);
+        }
         self.one_time_key_counts(authed).await
+    }
+
+    /// A device's one-time or fallback keys changed: MSC3202 appservices owning the user get
+    /// its counts in their next transaction.
+    pub(crate) fn keys_to_appservices(&self, user_id: &ruma::UserId, device_id: &ruma::DeviceId) {
+        if self.ctx.appservices.is_empty() {
+            return;
+        }
+        self.ctx.appservices.note_key_change(user_id, device_id);
+        self.ctx.notifier.notify(std::iter::empty());
     }
 
     /// The device's unclaimed one-time keys per algorithm; `signed_curve25519` is always

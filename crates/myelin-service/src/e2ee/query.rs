@@ -217,6 +217,7 @@ impl E2ee {
             .collect();
         let mut out = json!({});
         for key in self.ctx.storage.claim_keys(&claims).await? {
+            self.keys_to_appservices(&key.user_id, &key.device_id);
             let value = serde_json::from_str::<Value>(&key.key_json)
                 .map_err(|e| ServiceError::Internal(format!("stored key: {e}")))?;
             out[key.user_id.as_str()][key.device_id.as_str()][key.key_id] = value;

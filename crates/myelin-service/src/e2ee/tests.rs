@@ -102,6 +102,7 @@ async fn a_user_s_own_new_device_is_news_to_their_other_devices() {
         device_id: second.device_id,
         is_guest: false,
         suspended: false,
+        appservice: None,
     };
     let storage = &h.services.ctx.storage;
     let since = storage.current_stream_pos().await.unwrap();

@@ -67,6 +67,7 @@ impl E2ee {
         {
             return Ok(());
         }
+        self.to_device_to_appservices(&authed.user_id, event_type, &local);
         if !queued.is_empty() {
             self.ctx.notifier.notify(local.keys().map(|u| &**u));
         }
@@ -74,6 +75,31 @@ impl E2ee {
             edus.into_iter().map(|(server, _)| server).collect();
         self.outbox.wake_senders(&destinations);
         Ok(())
+    }
+
+    /// To-device messages for users of appservices that receive them (MSC2409), in the
+    /// transaction format (`to_user_id`, `to_device_id`).
+    fn to_device_to_appservices(
+        &self,
+        sender: &ruma::UserId,
+        event_type: &str,
+        local: &ToDeviceMessages,
+    ) {
+        if self.ctx.appservices.is_empty() {
+            return;
+        }
+        for (user, devices) in local {
+            for (device, content) in devices {
+                let message = json!({
+                    "type": event_type,
+                    "sender": sender,
+                    "to_user_id": user,
+                    "to_device_id": device,
+                    "content": content,
+                });
+                self.ctx.appservices.push_to_device(user, &message);
+            }
+        }
     }
 
     /// One `(destination, EDU JSON)` per remote server that may hear from the sender.

@@ -139,6 +139,53 @@ impl TypingInner {
 }
 
 impl Ephemeral {
+    /// A typing or receipt event for the appservices that receive ephemeral events (MSC2409)
+    /// and have a user in the room; called before the room's members are woken.
+    async fn to_appservices(
+        &self,
+        room_id: &RoomId,
+        kind: &str,
+        content: serde_json::Value,
+    ) -> ServiceResult<()> {
+        if self.ctx.appservices.is_empty() {
+            return Ok(());
+        }
+        let state = self.rooms.room_state(room_id).await?;
+        let event = serde_json::json!({ "type": kind, "room_id": room_id, "content": content });
+        self.ctx
+            .appservices
+            .push_room_ephemeral(room_id, &state.joined_members(), &event);
+        Ok(())
+    }
+
+    /// Who types in the room now, as an `m.typing` event for appservices.
+    pub(crate) async fn typing_to_appservices(&self, room_id: &RoomId) -> ServiceResult<()> {
+        let users = self
+            .typing
+            .changed_since(room_id, None, self.ctx.now_ms())
+            .unwrap_or_default();
+        self.to_appservices(
+            room_id,
+            "m.typing",
+            serde_json::json!({ "user_ids": users }),
+        )
+        .await
+    }
+
+    /// A public read receipt, as an `m.receipt` event for appservices.
+    pub(crate) async fn receipt_to_appservices(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &ruma::EventId,
+        ts: u64,
+    ) -> ServiceResult<()> {
+        let content = serde_json::json!({ event_id.as_str(): { "m.read": {
+            user_id.as_str(): { "ts": ts },
+        } } });
+        self.to_appservices(room_id, "m.receipt", content).await
+    }
+
     /// `PUT /rooms/{roomId}/typing/{userId}`.
     pub async fn set_typing(
         &self,
@@ -158,6 +205,7 @@ impl Ephemeral {
                 .min(self.ctx.config.max_typing_timeout_ms)
         });
         if self.typing.set(room_id, user_id, until, now) {
+            self.typing_to_appservices(room_id).await?;
             self.rooms.notify_room(room_id).await?;
             let content = serde_json::json!({
                 "room_id": room_id, "user_id": user_id, "typing": typing,
@@ -226,6 +274,10 @@ impl Ephemeral {
             } } });
             self.outbox
                 .send_edu_to_room(&state, EduKind::Receipt, content)
+                .await?;
+        }
+        if receipt_type == "m.read" {
+            self.receipt_to_appservices(room_id, &authed.user_id, event_id, ts)
                 .await?;
         }
         if receipt_type == "m.read.private" {

@@ -32,6 +32,7 @@ impl Ephemeral {
         // Remote typing lasts as long as a local default; the origin sends a stop or a renewal.
         let until = t.typing.then_some(now + 30_000);
         if self.typing.set(&t.room_id, &t.user_id, until, now) {
+            self.typing_to_appservices(&t.room_id).await?;
             self.rooms.notify_room(&t.room_id).await?;
         }
         Ok(())
@@ -97,12 +98,14 @@ impl Ephemeral {
                     .set_receipt(ReceiptRecord {
                         room_id: room_id.clone(),
                         receipt_type: "m.read".to_owned(),
-                        user_id,
+                        user_id: user_id.clone(),
                         thread_id,
-                        event_id,
+                        event_id: event_id.clone(),
                         ts,
                         stream_pos: Default::default(),
                     })
+                    .await?;
+                self.receipt_to_appservices(&room_id, &user_id, &event_id, ts)
                     .await?;
                 changed = true;
             }

@@ -33,6 +33,7 @@ impl Memberships {
             },
             txn: None,
             prebuilt: None,
+            ts: None,
         };
         self.rooms.append_event(room_id, append).await?;
         Ok(())

@@ -184,6 +184,7 @@ impl Memberships {
                 template,
                 txn: None,
                 prebuilt: None,
+                ts: None,
             })
             .collect();
         let room_state = self

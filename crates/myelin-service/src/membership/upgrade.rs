@@ -132,6 +132,7 @@ impl Memberships {
                     template,
                     txn: None,
                     prebuilt: None,
+                    ts: None,
                 },
             )
             .await?;

@@ -67,6 +67,21 @@ impl Rooms {
         Ok((answer.room_id, servers))
     }
 
+    /// Refuses an alias in an application service's exclusive namespace to anyone but that
+    /// appservice (`appservice`: the one whose token made the request).
+    pub fn check_alias_namespace(
+        &self,
+        alias: &RoomAliasId,
+        appservice: Option<&str>,
+    ) -> ServiceResult<()> {
+        match self.ctx.appservices.exclusive_alias_owner(alias) {
+            Some(owner) if appservice != Some(owner.id.as_str()) => Err(ServiceError::Exclusive(
+                "This room alias is reserved by an application service".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// `GET /directory/room/{alias}`.
     pub async fn get_alias(&self, alias: &RoomAliasId) -> ServiceResult<OwnedRoomId> {
         if alias.server_name() != self.ctx.config.server_name {

@@ -56,6 +56,8 @@ pub(crate) struct Append {
     /// An event already built (and signed by others too, e.g. an invite the invitee's server
     /// co-signed): checked against the auth rules and stored as is.
     pub prebuilt: Option<Pdu>,
+    /// `origin_server_ts` other than now: an application service's `?ts=` (timestamp massaging).
+    pub ts: Option<u64>,
 }
 
 impl Rooms {
@@ -169,7 +171,9 @@ impl Rooms {
                     )?;
                     pdu
                 }
-                (Some(current), None) => self.build_checked(current, &append, now)?,
+                (Some(current), None) => {
+                    self.build_checked(current, &append, append.ts.unwrap_or(now))?
+                }
                 (None, _) => self.build_create(
                     new_room.as_ref().map(|(id, r)| (id, &r.version)),
                     &append,

@@ -18,6 +18,21 @@ impl Rooms {
         txn_id: &str,
         content: Value,
     ) -> ServiceResult<OwnedEventId> {
+        self.send_message_at(authed, room_id, kind, txn_id, content, None)
+            .await
+    }
+
+    /// [`Rooms::send_message`] with an `origin_server_ts` of the sender's choice (an application
+    /// service's `?ts=`; ignored for anyone else).
+    pub async fn send_message_at(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        kind: &str,
+        txn_id: &str,
+        content: Value,
+        ts: Option<u64>,
+    ) -> ServiceResult<OwnedEventId> {
         let txn_key = TxnEndpoint::Send.key(txn_id);
         if let Some(id) = self
             .ctx
@@ -27,8 +42,7 @@ impl Rooms {
         {
             return Ok(id);
         }
-        self.ctx
-            .check_rate(RateAction::Message, authed.user_id.as_str())?;
+        self.check_send_rate(authed)?;
         if kind == "m.room.redaction" {
             let target = content
                 .get("redacts")
@@ -52,8 +66,23 @@ impl Rooms {
             content,
             redacts: None,
         };
-        self.append_with_txn(authed, room_id, template, &txn_key)
+        let ts = ts.filter(|_| authed.appservice.is_some());
+        self.append_with_txn(authed, room_id, template, &txn_key, ts)
             .await
+    }
+
+    /// The per-user send budget, except for appservices registered with `rate_limited: false`.
+    fn check_send_rate(&self, authed: &Authed) -> ServiceResult<()> {
+        let exempt = authed
+            .appservice
+            .as_deref()
+            .and_then(|id| self.ctx.appservices.by_id(id))
+            .is_some_and(|a| !a.rate_limited);
+        if exempt {
+            return Ok(());
+        }
+        self.ctx
+            .check_rate(RateAction::Message, authed.user_id.as_str())
     }
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
@@ -65,13 +94,26 @@ impl Rooms {
         state_key: &str,
         content: Value,
     ) -> ServiceResult<OwnedEventId> {
+        self.send_state_at(authed, room_id, kind, state_key, content, None)
+            .await
+    }
+
+    /// [`Rooms::send_state`] with an application service's `?ts=`.
+    pub async fn send_state_at(
+        &self,
+        authed: &Authed,
+        room_id: &RoomId,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+        ts: Option<u64>,
+    ) -> ServiceResult<OwnedEventId> {
         if kind == "m.room.create" {
             return Err(ServiceError::Forbidden(
                 "m.room.create cannot be changed".into(),
             ));
         }
-        self.ctx
-            .check_rate(RateAction::Message, authed.user_id.as_str())?;
+        self.check_send_rate(authed)?;
         let template = EventTemplate {
             kind: kind.into(),
             state_key: Some(state_key.into()),
@@ -83,6 +125,7 @@ impl Rooms {
             template,
             txn: None,
             prebuilt: None,
+            ts: ts.filter(|_| authed.appservice.is_some()),
         };
         Ok(self.append_event(room_id, append).await?.0.event_id.clone())
     }
@@ -105,8 +148,7 @@ impl Rooms {
         {
             return Ok(id);
         }
-        self.ctx
-            .check_rate(RateAction::Message, authed.user_id.as_str())?;
+        self.check_send_rate(authed)?;
         self.redact_with_txn(authed, room_id, target, &txn_key, reason)
             .await
     }
@@ -158,7 +200,7 @@ impl Rooms {
             content,
             redacts: Some(target.to_owned()),
         };
-        self.append_with_txn(authed, room_id, template, txn_key)
+        self.append_with_txn(authed, room_id, template, txn_key, None)
             .await
     }
 
@@ -169,12 +211,14 @@ impl Rooms {
         room_id: &RoomId,
         template: EventTemplate,
         txn_key: &str,
+        ts: Option<u64>,
     ) -> ServiceResult<OwnedEventId> {
         let append = Append {
             sender: authed.user_id.clone(),
             template,
             txn: Some((authed.device_id.clone(), txn_key.to_owned())),
             prebuilt: None,
+            ts,
         };
         match self.append_event(room_id, append).await {
             Ok((pdu, _)) => Ok(pdu.event_id.clone()),

@@ -73,6 +73,16 @@ pub struct Config {
     pub egress: EgressPolicy,
     /// Outgoing e-mail (3PID validation, password resets); off without a host.
     pub smtp: SmtpConfig,
+    /// Application services (bridges, bots): their registration files.
+    pub appservices: AppservicesConfig,
+}
+
+/// The `[appservices]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Registration files (YAML, as bridges generate them), read at start and on SIGHUP.
+    pub registration_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +322,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             egress: EgressPolicy::default(),
             smtp: SmtpConfig::default(),
+            appservices: AppservicesConfig::default(),
         }
     }
 }
@@ -562,6 +573,9 @@ impl Config {
         }
         problems.extend(self.tls.problems(&self.listen));
         problems.extend(self.http.problems());
+        if let (Ok(_), Err(e)) = (self.parsed_server_name(), self.load_appservices()) {
+            problems.push(e.to_string());
+        }
         match problems.len() {
             0 => Ok(()),
             1 => bail!("invalid configuration: {}", problems[0]),
@@ -583,6 +597,13 @@ impl Config {
             Some(path) => path.clone(),
             None => self.data_dir.join("media"),
         }
+    }
+
+    /// Reads and checks the application-service registration files.
+    pub fn load_appservices(&self) -> anyhow::Result<Vec<myelin_service::appservices::Appservice>> {
+        let server_name = self.parsed_server_name()?;
+        myelin_service::appservices::load_files(&self.appservices.registration_files, &server_name)
+            .map_err(|e| anyhow!("appservices.registration_files: {e}"))
     }
 
     /// The parsed server name. Fails only if [`Config::validate`] would.

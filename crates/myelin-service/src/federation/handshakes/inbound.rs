@@ -139,6 +139,7 @@ impl Handshakes {
             template,
             txn: None,
             prebuilt: None,
+            ts: None,
         };
         self.rooms.build_checked(state, &append, self.ctx.now_ms())
     }

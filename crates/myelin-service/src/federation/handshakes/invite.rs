@@ -158,6 +158,7 @@ impl Handshakes {
                     },
                     txn: None,
                     prebuilt: Some(signed),
+                    ts: None,
                 },
             )
             .await?;
