@@ -68,16 +68,16 @@ struct UploadQuery {
 }
 
 #[derive(Deserialize)]
-struct DownloadQuery {
-    timeout_ms: Option<u64>,
+pub(crate) struct DownloadQuery {
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
-struct ThumbnailQuery {
+pub(crate) struct ThumbnailQuery {
     width: Option<u32>,
     height: Option<u32>,
     method: Option<String>,
-    timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
     /// Animated thumbnails are not made yet: the static one answers (the spec allows it).
     #[allow(dead_code)]
     animated: Option<bool>,
@@ -241,6 +241,23 @@ async fn serve_thumbnail(
     query: ThumbnailQuery,
     access: Access,
 ) -> ApiResult<Response> {
+    let (width, height, method) = thumbnail_request(&query)?;
+    let file = state
+        .services
+        .media
+        .thumbnail(
+            server_name,
+            media_id,
+            (width, height, method),
+            query.timeout_ms,
+            access,
+        )
+        .await?;
+    serve_file(file).await
+}
+
+/// The size and method a thumbnail request asks for, validated.
+pub(crate) fn thumbnail_request(query: &ThumbnailQuery) -> ApiResult<(u32, u32, Method)> {
     let (Some(width), Some(height)) = (query.width, query.height) else {
         return Err(ApiError::missing_param("width and height are required"));
     };
@@ -255,18 +272,7 @@ async fn serve_thumbnail(
         Some(method) => Method::parse(method)
             .ok_or_else(|| ApiError::invalid_param("method must be crop or scale"))?,
     };
-    let file = state
-        .services
-        .media
-        .thumbnail(
-            server_name,
-            media_id,
-            (width, height, method),
-            query.timeout_ms,
-            access,
-        )
-        .await?;
-    serve_file(file).await
+    Ok((width, height, method))
 }
 
 /// Streams the upload body into a new media file.
@@ -304,26 +310,41 @@ fn upload_info(headers: &HeaderMap, filename: Option<String>) -> UploadInfo {
     }
 }
 
-/// The file's bytes with its type, disposition and the security headers.
-async fn serve_file(file: MediaFile) -> ApiResult<Response> {
+/// The file opened for streaming.
+pub(crate) async fn open_file(
+    file: &MediaFile,
+) -> ApiResult<tokio_util::io::ReaderStream<tokio::fs::File>> {
     let handle = tokio::fs::File::open(&file.path).await.map_err(|e| {
         tracing::error!(error = %e, path = %file.path.display(), "media file missing");
         ApiError::unknown("Internal server error")
     })?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    Ok(tokio_util::io::ReaderStream::new(handle))
+}
+
+/// The `Content-Type` of a served file, as a header value.
+pub(crate) fn content_type_value(file: &MediaFile) -> HeaderValue {
+    HeaderValue::from_str(&file.content_type)
+        .unwrap_or_else(|_| HeaderValue::from_static(media_headers::OCTET_STREAM))
+}
+
+/// The file's bytes with its type, disposition and the security headers.
+async fn serve_file(file: MediaFile) -> ApiResult<Response> {
+    let body = Body::from_stream(open_file(&file).await?);
     let disposition =
         media_headers::content_disposition(&file.content_type, file.filename.as_deref());
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    let value = |s: &str| {
-        HeaderValue::from_str(s)
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
-    };
-    headers.insert(header::CONTENT_TYPE, value(&file.content_type));
+    headers.insert(header::CONTENT_TYPE, content_type_value(&file));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
     if let Ok(disposition) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
+    security_headers(headers);
+    Ok(response)
+}
+
+/// The headers every media response carries, so a browser opening it runs nothing.
+pub(crate) fn security_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(media_headers::CONTENT_SECURITY_POLICY),
@@ -336,5 +357,4 @@ async fn serve_file(file: MediaFile) -> ApiResult<Response> {
         "cross-origin-resource-policy",
         HeaderValue::from_static("cross-origin"),
     );
-    Ok(response)
 }

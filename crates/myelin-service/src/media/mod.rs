@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_storage::{MediaContent, MediaRecord, MediaUploadOutcome, ThumbnailRecord};
-use ruma::UserId;
+use ruma::{ServerName, UserId};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::accounts::token::random_alnum;
@@ -30,7 +30,8 @@ use crate::{Context, ServiceError, ServiceResult};
 
 pub use config::MediaConfig;
 pub use files::FileWriter;
-use thumbnail::{Method, ThumbnailError, ThumbnailSpec};
+pub use thumbnail::Method;
+use thumbnail::{ThumbnailError, ThumbnailSpec};
 
 /// Thumbnails decoded at once (each may hold an image of up to 32 megapixels in memory).
 pub const THUMBNAIL_CONCURRENCY: usize = 2;
@@ -63,6 +64,8 @@ pub struct UploadInfo {
 pub enum Access {
     Authenticated,
     Legacy,
+    /// Another server, through `/_matrix/federation/v1/media/*`: only this server's media.
+    Federation,
 }
 
 pub struct Media {
@@ -237,6 +240,40 @@ impl Media {
             filename: None,
             size: record.size,
         })
+    }
+
+    /// `GET /_matrix/federation/v1/media/download/{mediaId}`: a media of this server for
+    /// another one (never a copy of a third server's media).
+    pub async fn federation_download(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        timeout_ms: Option<u64>,
+    ) -> ServiceResult<MediaFile> {
+        self.ctx.refuse_blocked(origin)?;
+        let ours = self.ctx.config.server_name.clone();
+        self.download(ours.as_str(), media_id, timeout_ms, Access::Federation)
+            .await
+    }
+
+    /// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`.
+    pub async fn federation_thumbnail(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        request: (u32, u32, Method),
+        timeout_ms: Option<u64>,
+    ) -> ServiceResult<MediaFile> {
+        self.ctx.refuse_blocked(origin)?;
+        let ours = self.ctx.config.server_name.clone();
+        self.thumbnail(
+            ours.as_str(),
+            media_id,
+            request,
+            timeout_ms,
+            Access::Federation,
+        )
+        .await
     }
 
     fn mxc(&self, media_id: &str) -> String {
