@@ -221,3 +221,272 @@ async fn serves_media_to_other_servers() {
     .await;
     assert_eq!(no_size.status, StatusCode::BAD_REQUEST);
 }
+
+/// B's users download and thumbnail A's media through B; B keeps a copy, served after A stops.
+/// B's legacy endpoint does not fetch remote media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_remote_media_through_the_home_server() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", PW).await;
+    let bob = b.register("bob", PW).await;
+    let text = b"a file from server A".to_vec();
+    let uri = upload(&a, &alice, "text/plain", &text).await;
+    let image = upload(&a, &alice, "image/png", &png(300, 200)).await;
+    let remote = |uri: &str, what: &str| format!("/_matrix/client/v1/media/{what}/{}", &uri[6..]);
+
+    let legacy = send(
+        &b,
+        Method::GET,
+        &format!("/_matrix/media/v3/download/{}", &uri[6..]),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(legacy.status, StatusCode::NOT_FOUND, "legacy never fetches");
+
+    let resp = send(
+        &b,
+        Method::GET,
+        &remote(&uri, "download"),
+        bob.token(),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.json());
+    assert_eq!(resp.body, text);
+    assert_eq!(resp.header("content-type"), "text/plain");
+    assert!(resp.header("content-disposition").contains("pic.png"));
+    assert_eq!(resp.header("x-content-type-options"), "nosniff");
+
+    let path = format!(
+        "{}?width=96&height=96&method=crop",
+        remote(&image, "thumbnail")
+    );
+    let thumb = send(&b, Method::GET, &path, bob.token(), None).await;
+    assert_eq!(thumb.status, StatusCode::OK, "{}", thumb.json());
+    assert_eq!(thumb.header("content-type"), "image/png");
+    let decoded = image::load_from_memory(&thumb.body).expect("a thumbnail");
+    assert_eq!((decoded.width(), decoded.height()), (96, 96));
+
+    let unknown = format!(
+        "/_matrix/client/v1/media/download/{}/nope",
+        a.loopback_server_name()
+    );
+    let resp = send(&b, Method::GET, &unknown, bob.token(), None).await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.json());
+
+    let path_thumb = format!(
+        "{}?width=30&height=30&method=crop",
+        remote(&image, "thumbnail")
+    );
+    let image_path = remote(&image, "download");
+    let original = send(&b, Method::GET, &image_path, bob.token(), None).await;
+    assert_eq!(original.status, StatusCode::OK);
+    drop(a.stop().await);
+
+    let again = send(
+        &b,
+        Method::GET,
+        &remote(&uri, "download"),
+        bob.token(),
+        None,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "served from B's copy");
+    assert_eq!(again.body, text);
+    let thumb = send(&b, Method::GET, &path_thumb, bob.token(), None).await;
+    assert_eq!(
+        thumb.status,
+        StatusCode::OK,
+        "made from B's copy: {}",
+        thumb.json()
+    );
+    let decoded = image::load_from_memory(&thumb.body).expect("a thumbnail");
+    assert_eq!((decoded.width(), decoded.height()), (32, 32));
+}
+
+mod stub {
+    //! A federation peer that answers media requests as the test wants: slowly and counting,
+    //! through a `Location`, only on the legacy endpoint, too large, or not at all.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::extract::{Path, RawQuery, State};
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    use axum::Router;
+
+    #[derive(Default)]
+    pub struct Counts {
+        pub downloads: AtomicUsize,
+        pub legacy: AtomicUsize,
+        pub legacy_query: std::sync::Mutex<String>,
+    }
+
+    pub struct Stub {
+        pub name: String,
+        pub counts: Arc<Counts>,
+    }
+
+    pub async fn start() -> Stub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let name = listener.local_addr().expect("addr").to_string();
+        let counts = Arc::new(Counts::default());
+        let app = Router::new()
+            .route("/_matrix/federation/v1/media/download/{id}", get(download))
+            .route(
+                "/_matrix/federation/v1/media/thumbnail/{id}",
+                get(|| async { (StatusCode::NOT_FOUND, r#"{"errcode":"M_UNRECOGNIZED"}"#) }),
+            )
+            .route("/_matrix/media/v3/download/{server}/{id}", get(legacy))
+            .route("/files/{id}", get(file))
+            .with_state((counts.clone(), name.clone()));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Stub { name, counts }
+    }
+
+    type St = State<(Arc<Counts>, String)>;
+
+    fn multipart(second_part_headers: &str, body: &[u8]) -> Response {
+        let mut out = b"--XyZ\r\nContent-Type: application/json\r\n\r\n{}\r\n--XyZ\r\n".to_vec();
+        out.extend_from_slice(second_part_headers.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n--XyZ--\r\n");
+        (
+            [(header::CONTENT_TYPE, "multipart/mixed; boundary=XyZ")],
+            out,
+        )
+            .into_response()
+    }
+
+    async fn download(State((counts, name)): St, Path(id): Path<String>) -> Response {
+        counts.downloads.fetch_add(1, Ordering::SeqCst);
+        match id.as_str() {
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                multipart("Content-Type: text/plain", b"slow bytes")
+            }
+            "redirect" => multipart(&format!("Location: http://{name}/files/target"), b""),
+            "private" => multipart("Location: http://10.0.0.1/files/target", b""),
+            "big" => multipart("Content-Type: text/plain", &[b'x'; 4096]),
+            "old" => (StatusCode::NOT_FOUND, r#"{"errcode":"M_UNRECOGNIZED"}"#).into_response(),
+            _ => (StatusCode::NOT_FOUND, r#"{"errcode":"M_NOT_FOUND"}"#).into_response(),
+        }
+    }
+
+    async fn legacy(
+        State((counts, _)): St,
+        Path((_, id)): Path<(String, String)>,
+        RawQuery(query): RawQuery,
+    ) -> Response {
+        counts.legacy.fetch_add(1, Ordering::SeqCst);
+        *counts.legacy_query.lock().expect("lock") = query.unwrap_or_default();
+        if id != "old" {
+            return (StatusCode::NOT_FOUND, r#"{"errcode":"M_NOT_FOUND"}"#).into_response();
+        }
+        (
+            [
+                (header::CONTENT_TYPE, "text/plain"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "inline; filename*=utf-8''vieux%20fichier.txt",
+                ),
+            ],
+            "from the legacy endpoint",
+        )
+            .into_response()
+    }
+
+    async fn file() -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, "text/plain"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"target.txt\"",
+                ),
+            ],
+            "redirected bytes",
+        )
+            .into_response()
+    }
+}
+
+/// Against a stub peer: concurrent requests for one file make one fetch, a `Location` part is
+/// followed (a private address in it is refused), older servers are read through the legacy
+/// endpoint, and a file over `media.max_remote_bytes` is 502 `M_TOO_LARGE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_remote_media_once_through_redirects_and_fallbacks() {
+    use std::sync::atomic::Ordering;
+    let peer = stub::start().await;
+    let b = TestServer::start_federating_with(|config| {
+        config.egress.allow = vec!["127.0.0.1".to_owned()];
+        config.media.max_remote_bytes = 1024;
+    })
+    .await;
+    let bob = b.register("bob", PW).await;
+    let path = |id: &str| format!("/_matrix/client/v1/media/download/{}/{id}", peer.name);
+
+    let slow = path("slow");
+    let requests = (0..5).map(|_| send(&b, Method::GET, &slow, bob.token(), None));
+    let answers = futures_util::future::join_all(requests).await;
+    for resp in &answers {
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.json());
+        assert_eq!(resp.body, b"slow bytes");
+    }
+    assert_eq!(peer.counts.downloads.load(Ordering::SeqCst), 1, "one fetch");
+    let cached = send(&b, Method::GET, &path("slow"), bob.token(), None).await;
+    assert_eq!(cached.body, b"slow bytes");
+    assert_eq!(peer.counts.downloads.load(Ordering::SeqCst), 1, "cached");
+
+    let redirected = send(&b, Method::GET, &path("redirect"), bob.token(), None).await;
+    assert_eq!(redirected.status, StatusCode::OK, "{}", redirected.json());
+    assert_eq!(redirected.body, b"redirected bytes");
+    assert!(redirected
+        .header("content-disposition")
+        .contains("target.txt"));
+
+    let private = send(&b, Method::GET, &path("private"), bob.token(), None).await;
+    assert_eq!(
+        private.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        private.json()
+    );
+
+    let old = send(&b, Method::GET, &path("old"), bob.token(), None).await;
+    assert_eq!(old.status, StatusCode::OK, "{}", old.json());
+    assert_eq!(old.body, b"from the legacy endpoint");
+    assert!(
+        old.header("content-disposition")
+            .contains("filename=\"vieux fichier.txt\""),
+        "{}",
+        old.header("content-disposition")
+    );
+    let query = peer.counts.legacy_query.lock().expect("lock").clone();
+    assert!(query.contains("allow_remote=false"), "{query}");
+
+    let big = send(&b, Method::GET, &path("big"), bob.token(), None).await;
+    assert_eq!(big.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(big.json()["errcode"], "M_TOO_LARGE");
+
+    let gone = send(&b, Method::GET, &path("gone"), bob.token(), None).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        peer.counts.legacy.load(Ordering::SeqCst),
+        1,
+        "no fallback on M_NOT_FOUND"
+    );
+
+    let unauthenticated = send(&b, Method::GET, &path("slow"), None, None).await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+}

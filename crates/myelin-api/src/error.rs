@@ -190,6 +190,8 @@ impl From<ServiceError> for ApiError {
             E::NotYetUploaded(_) => (StatusCode::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
             E::TooManyPendingUploads(_) => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             E::CannotThumbnail(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
+            // Spec: the content is too large for the server to serve.
+            E::RemoteTooLarge(_) => (StatusCode::BAD_GATEWAY, "M_TOO_LARGE"),
             E::Remote(_) => {
                 tracing::warn!(error = %e, "remote server failed");
                 (StatusCode::BAD_GATEWAY, "M_UNKNOWN")

@@ -82,6 +82,7 @@ macro_rules! storage_conformance_tests {
             media_uploaded_at_once,
             media_created_then_uploaded,
             media_thumbnails,
+            remote_media_cache,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -132,7 +133,9 @@ pub use federation::*;
 pub use keys::*;
 pub use keys_in_detail::*;
 pub use keys_lifecycle::*;
-pub use media::{media_created_then_uploaded, media_thumbnails, media_uploaded_at_once};
+pub use media::{
+    media_created_then_uploaded, media_thumbnails, media_uploaded_at_once, remote_media_cache,
+};
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;

@@ -100,13 +100,13 @@ async fn multipart(file: MediaFile) -> ApiResult<Response> {
 }
 
 /// A boundary that cannot occur in the file: its name is the SHA-256 of its bytes, and a file
-/// holding its own digest cannot be made.
+/// holding (192 bits of) its own digest cannot be made. 55 characters, within RFC 2046's 70.
 fn boundary_of(file: &MediaFile) -> String {
     let digest = file
         .path
         .file_name()
         .and_then(|name| name.to_str())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or("0");
+        .filter(|name| name.len() >= 48 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or("0", |name| &name[..48]);
     format!("myelin-{digest}")
 }

@@ -11,6 +11,8 @@ pub struct MediaConfig {
     pub path: Option<PathBuf>,
     /// The largest upload accepted, in bytes (reported by `/media/config`).
     pub max_upload_bytes: u64,
+    /// The largest media of another server fetched and cached for our users, in bytes.
+    pub max_remote_bytes: u64,
     /// The most media IDs a user may have created (`/create`) and not uploaded yet.
     pub max_pending_uploads_per_user: u64,
     /// How long a created media ID may wait for its upload, in milliseconds.
@@ -25,6 +27,7 @@ impl Default for MediaConfig {
         MediaConfig {
             path: None,
             max_upload_bytes: 50 * 1024 * 1024,
+            max_remote_bytes: 50 * 1024 * 1024,
             max_pending_uploads_per_user: 20,
             unused_expires_after_ms: 24 * 60 * 60 * 1000,
             legacy_freeze_ms: 0,
@@ -41,6 +44,9 @@ impl MediaConfig {
         }
         if self.max_upload_bytes == 0 || i64::try_from(self.max_upload_bytes).is_err() {
             problems.push("media.max_upload_bytes must be between 1 and 2^63 - 1".into());
+        }
+        if self.max_remote_bytes == 0 || i64::try_from(self.max_remote_bytes).is_err() {
+            problems.push("media.max_remote_bytes must be between 1 and 2^63 - 1".into());
         }
         if self.max_pending_uploads_per_user == 0 {
             problems.push("media.max_pending_uploads_per_user must be at least 1".into());

@@ -1,6 +1,7 @@
 //! The media repository (spec: Client-Server API, "Content repository"): uploads at once
 //! (`/upload`) or in two steps (`/create`, then `PUT /upload/{server}/{id}`), downloads and
-//! thumbnails of this server's media. Remote media is not fetched yet: it answers 404.
+//! thumbnails of this server's media, and of other servers' media, fetched over federation and
+//! cached (`remote.rs` fetches, `cached.rs` serves).
 //!
 //! The bytes go to disk as they arrive (`files.rs`: hashed, synced and renamed into place)
 //! before the metadata row commits, so a 200 means the file is durable. A download of a media
@@ -9,9 +10,11 @@
 //! the nearest standard one, made on demand when missing. Decoding runs on blocking threads, at
 //! most [`THUMBNAIL_CONCURRENCY`] at once.
 
+mod cached;
 mod config;
 pub(crate) mod files;
 pub mod headers;
+mod remote;
 pub mod thumbnail;
 
 #[cfg(test)]
@@ -74,6 +77,15 @@ pub struct Media {
     /// Woken after each upload of a created media, for downloads waiting for it.
     uploaded: Notify,
     thumbnailing: Arc<Semaphore>,
+    /// Fetches of remote media under way, shared by the requests waiting for them.
+    inflight: remote::Inflight,
+    fetcher: remote::Fetcher,
+}
+
+/// Whose thumbnails: a media of this server, or a remote one (origin, media ID).
+pub(crate) enum Owner<'a> {
+    Local(&'a str),
+    Remote(&'a str, &'a str),
 }
 
 impl Media {
@@ -84,11 +96,19 @@ impl Media {
             .path
             .clone()
             .unwrap_or_else(|| PathBuf::from("myelin-data/media"));
+        let files = files::FileStore::new(root);
+        let fetcher = remote::Fetcher {
+            ctx: ctx.clone(),
+            files: files.clone(),
+            http: Arc::default(),
+        };
         Media {
             ctx,
-            files: files::FileStore::new(root),
+            files,
             uploaded: Notify::new(),
             thumbnailing: Arc::new(Semaphore::new(THUMBNAIL_CONCURRENCY)),
+            inflight: remote::Inflight::default(),
+            fetcher,
         }
     }
 
@@ -196,9 +216,13 @@ impl Media {
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
-        let (_, content) = self
-            .uploaded_media(server_name, media_id, timeout_ms, access)
-            .await?;
+        let content = if self.is_remote(server_name, access) {
+            self.remote_content(server_name, media_id, access).await?
+        } else {
+            self.uploaded_media(server_name, media_id, timeout_ms, access)
+                .await?
+                .1
+        };
         Ok(MediaFile {
             path: self.file_path(&content.sha256)?,
             content_type: content
@@ -219,20 +243,13 @@ impl Media {
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
-        let (_, content) = self
-            .uploaded_media(server_name, media_id, timeout_ms, access)
-            .await?;
         let spec = thumbnail::choose(width, height, method);
-        let stored = self.ctx.storage.thumbnails(media_id).await?;
-        let found = stored.into_iter().find(|t| {
-            t.width == spec.width
-                && t.height == spec.height
-                && t.method == spec.method.as_str()
-                && !t.animated
-        });
-        let record = match found {
-            Some(record) => record,
-            None => self.make_thumbnail(media_id, &content, spec).await?,
+        let record = if self.is_remote(server_name, access) {
+            self.remote_thumbnail(server_name, media_id, spec, access)
+                .await?
+        } else {
+            self.local_thumbnail(server_name, media_id, spec, timeout_ms, access)
+                .await?
         };
         Ok(MediaFile {
             path: self.file_path(&record.sha256)?,
@@ -274,6 +291,32 @@ impl Media {
             Access::Federation,
         )
         .await
+    }
+
+    async fn local_thumbnail(
+        &self,
+        server_name: &str,
+        media_id: &str,
+        spec: ThumbnailSpec,
+        timeout_ms: Option<u64>,
+        access: Access,
+    ) -> ServiceResult<ThumbnailRecord> {
+        let (_, content) = self
+            .uploaded_media(server_name, media_id, timeout_ms, access)
+            .await?;
+        let stored = self.ctx.storage.thumbnails(media_id).await?;
+        match stored.into_iter().find(|t| cached::matches_spec(t, spec)) {
+            Some(record) => Ok(record),
+            None => {
+                self.make_thumbnail(&Owner::Local(media_id), &content, spec)
+                    .await
+            }
+        }
+    }
+
+    /// Whether a read is of another server's media (never for another server's request).
+    fn is_remote(&self, server_name: &str, access: Access) -> bool {
+        server_name != self.ctx.config.server_name.as_str() && access != Access::Federation
     }
 
     fn mxc(&self, media_id: &str) -> String {
@@ -352,7 +395,8 @@ impl Media {
         let (media, media_id, content) = (self.clone(), media_id.to_owned(), content.clone());
         tokio::spawn(async move {
             let specs = thumbnail::STANDARD_SIZES;
-            if let Err(e) = media.store_thumbnails(&media_id, &content, &specs).await {
+            let owner = Owner::Local(&media_id);
+            if let Err(e) = media.store_thumbnails(&owner, &content, &specs).await {
                 tracing::debug!(%media_id, error = %e, "no thumbnails for an upload");
             }
         });
@@ -360,7 +404,7 @@ impl Media {
 
     async fn make_thumbnail(
         &self,
-        media_id: &str,
+        owner: &Owner<'_>,
         content: &MediaContent,
         spec: ThumbnailSpec,
     ) -> ServiceResult<ThumbnailRecord> {
@@ -369,7 +413,7 @@ impl Media {
                 ThumbnailError::Unsupported.to_string(),
             ));
         }
-        self.store_thumbnails(media_id, content, &[spec])
+        self.store_thumbnails(owner, content, &[spec])
             .await?
             .into_iter()
             .next()
@@ -380,7 +424,7 @@ impl Media {
     /// thumbnail, writes its file and stores its row.
     async fn store_thumbnails(
         &self,
-        media_id: &str,
+        owner: &Owner<'_>,
         content: &MediaContent,
         specs: &[ThumbnailSpec],
     ) -> ServiceResult<Vec<ThumbnailRecord>> {
@@ -410,7 +454,15 @@ impl Media {
                 size,
                 sha256,
             };
-            self.ctx.storage.put_thumbnail(media_id, &record).await?;
+            match owner {
+                Owner::Local(media_id) => self.ctx.storage.put_thumbnail(media_id, &record).await?,
+                Owner::Remote(origin, media_id) => {
+                    self.ctx
+                        .storage
+                        .put_remote_thumbnail(origin, media_id, &record)
+                        .await?
+                }
+            }
             records.push(record);
         }
         Ok(records)

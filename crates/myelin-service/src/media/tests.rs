@@ -333,3 +333,85 @@ async fn thumbnails_are_made_on_demand_and_stored() {
         Err(ServiceError::CannotThumbnail(_))
     ));
 }
+
+#[test]
+fn remote_file_names_and_boundaries_are_parsed() {
+    use super::remote::{disposition_filename, multipart_boundary};
+    let name = |v: &str| disposition_filename(v);
+    assert_eq!(
+        name("inline; filename=\"a b.png\"").as_deref(),
+        Some("a b.png")
+    );
+    assert_eq!(
+        name("attachment; filename=plain.txt").as_deref(),
+        Some("plain.txt")
+    );
+    assert_eq!(
+        name("attachment; filename=\"x.txt\"; filename*=utf-8''caf%C3%A9.txt").as_deref(),
+        Some("café.txt"),
+        "the RFC 5987 name wins"
+    );
+    assert_eq!(name("inline"), None);
+    assert_eq!(name("inline; filename=\"\""), None);
+    assert_eq!(
+        name("inline; filename*=utf-8''%FF%FE; filename=fallback").as_deref(),
+        Some("fallback"),
+        "invalid UTF-8 falls back to the plain name"
+    );
+
+    assert_eq!(
+        multipart_boundary("multipart/mixed; boundary=abc").as_deref(),
+        Some("abc")
+    );
+    assert_eq!(
+        multipart_boundary("Multipart/Mixed; charset=x; boundary=\"q r\"").as_deref(),
+        Some("q r")
+    );
+    assert_eq!(
+        multipart_boundary("multipart/form-data; boundary=abc"),
+        None
+    );
+    assert_eq!(multipart_boundary("multipart/mixed"), None);
+    assert_eq!(multipart_boundary("application/json"), None);
+}
+
+/// Requests for one remote file while its fetch runs wait for that fetch; the next one after it
+/// ends starts another.
+#[tokio::test]
+async fn concurrent_fetches_of_one_file_are_shared() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use myelin_storage::MediaContent;
+
+    use super::remote::Inflight;
+
+    let inflight = Inflight::default();
+    let started = Arc::new(AtomicUsize::new(0));
+    let key = || (ruma::owned_server_name!("a.example"), "m".to_owned(), None);
+    let fetch = |started: Arc<AtomicUsize>| async move {
+        started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Ok(MediaContent {
+            content_type: None,
+            filename: None,
+            size: 1,
+            sha256: "ab".to_owned(),
+        })
+    };
+    let runs = (0..4).map(|_| inflight.run(key(), fetch(started.clone())));
+    let outcomes = futures_util::future::join_all(runs).await;
+    assert!(outcomes
+        .iter()
+        .all(|o| o.as_ref().is_ok_and(|c| c.sha256 == "ab")));
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "one fetch for four requests"
+    );
+    assert_eq!(inflight.len(), 0, "the finished fetch left the map");
+    inflight
+        .run(key(), fetch(started.clone()))
+        .await
+        .expect("fetched");
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+}
