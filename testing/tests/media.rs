@@ -209,7 +209,8 @@ async fn upload_download_and_safe_headers() {
 
     for path in [
         format!("/_matrix/client/v1/media/download/{name}/unknownmedia"),
-        "/_matrix/client/v1/media/download/elsewhere.example/abc".to_owned(),
+        // Not a valid media ID: refused before any remote fetch.
+        "/_matrix/client/v1/media/download/elsewhere.example/a!b".to_owned(),
         format!("/_matrix/media/v3/download/{text}"),
         format!("/_matrix/media/v3/thumbnail/{text}?width=32&height=32"),
     ] {
@@ -217,6 +218,11 @@ async fn upload_download_and_safe_headers() {
             .await
             .assert_err(404, "M_NOT_FOUND", &path);
     }
+    // A remote server on a private address is not contacted (federation's address filter).
+    let path = "/_matrix/client/v1/media/download/127.0.0.1:1/abc";
+    send(&server, Method::GET, path, alice.token(), None)
+        .await
+        .assert_err(502, "M_UNKNOWN", path);
 
     let big = vec![7u8; 1024 * 1024 + 1];
     send(

@@ -2,8 +2,9 @@
 //! (`/_matrix/media/v3/upload`, `/_matrix/media/v1/create` and `PUT` to a created ID), the
 //! authenticated reads of spec v1.11 (`/_matrix/client/v1/media/...`) and the legacy
 //! unauthenticated ones (`/_matrix/media/v3/download` and `/thumbnail`, served only for media
-//! older than `media.legacy_freeze_ms`, as the spec allows). Upload bodies stream to disk; files
-//! stream back, with the headers that keep a browser from running them.
+//! older than `media.legacy_freeze_ms`, as the spec allows), and URL previews when configured.
+//! Upload bodies stream to disk; files stream back, with the headers that keep a browser from
+//! running them.
 
 use axum::{
     body::Body,
@@ -60,6 +61,8 @@ pub fn routes() -> Router<SharedState> {
             "/_matrix/media/v3/thumbnail/{server_name}/{media_id}",
             get(legacy_thumbnail),
         )
+        .route("/_matrix/client/v1/media/preview_url", get(preview_url))
+        .route("/_matrix/media/v3/preview_url", get(preview_url))
 }
 
 #[derive(Deserialize)]
@@ -81,6 +84,32 @@ pub(crate) struct ThumbnailQuery {
     /// Animated thumbnails are not made yet: the static one answers (the spec allows it).
     #[allow(dead_code)]
     animated: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    url: Option<String>,
+    /// The time the client would like the preview as of; previews are of now (the spec lets
+    /// the server answer with a newer one).
+    #[allow(dead_code)]
+    ts: Option<u64>,
+}
+
+/// GET /_matrix/client/v1/media/preview_url (and the deprecated /_matrix/media/v3/preview_url):
+/// 404 `M_UNRECOGNIZED` unless `media.url_previews` is on.
+async fn preview_url(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Query(query): Query<PreviewQuery>,
+) -> ApiResult<Json<Value>> {
+    let media = &state.services.media;
+    if !media.url_previews_enabled() {
+        return Err(ApiError::unrecognized_endpoint());
+    }
+    let url = query
+        .url
+        .ok_or_else(|| ApiError::missing_param("url is required"))?;
+    Ok(Json(media.preview_url(&authed.user_id, &url).await?))
 }
 
 /// POST /_matrix/media/v3/upload: the body is the file.

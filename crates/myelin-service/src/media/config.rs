@@ -17,6 +17,10 @@ pub struct MediaConfig {
     pub max_pending_uploads_per_user: u64,
     /// How long a created media ID may wait for its upload, in milliseconds.
     pub unused_expires_after_ms: u64,
+    /// Whether `/preview_url` fetches pages for our users (every fetch passes `[egress]`).
+    pub url_previews: bool,
+    /// The largest page (or image) a URL preview reads, in bytes.
+    pub url_preview_max_bytes: u64,
     /// The unauthenticated `/_matrix/media/v3/download` and `/thumbnail` serve only media
     /// created before this time (milliseconds since the epoch); 0 serves none through them.
     pub legacy_freeze_ms: u64,
@@ -31,6 +35,8 @@ impl Default for MediaConfig {
             max_pending_uploads_per_user: 20,
             unused_expires_after_ms: 24 * 60 * 60 * 1000,
             legacy_freeze_ms: 0,
+            url_previews: false,
+            url_preview_max_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -54,6 +60,9 @@ impl MediaConfig {
         if self.unused_expires_after_ms == 0 || i64::try_from(self.unused_expires_after_ms).is_err()
         {
             problems.push("media.unused_expires_after_ms must be between 1 and 2^63 - 1".into());
+        }
+        if self.url_preview_max_bytes == 0 || i64::try_from(self.url_preview_max_bytes).is_err() {
+            problems.push("media.url_preview_max_bytes must be between 1 and 2^63 - 1".into());
         }
         if i64::try_from(self.legacy_freeze_ms).is_err() {
             problems.push("media.legacy_freeze_ms must be at most 2^63 - 1".into());

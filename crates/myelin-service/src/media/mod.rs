@@ -14,6 +14,8 @@ mod cached;
 mod config;
 pub(crate) mod files;
 pub mod headers;
+mod opengraph;
+mod preview;
 mod remote;
 pub mod thumbnail;
 
@@ -80,6 +82,7 @@ pub struct Media {
     /// Fetches of remote media under way, shared by the requests waiting for them.
     inflight: remote::Inflight,
     fetcher: remote::Fetcher,
+    previews: preview::Previews,
 }
 
 /// Whose thumbnails: a media of this server, or a remote one (origin, media ID).
@@ -109,6 +112,7 @@ impl Media {
             thumbnailing: Arc::new(Semaphore::new(THUMBNAIL_CONCURRENCY)),
             inflight: remote::Inflight::default(),
             fetcher,
+            previews: preview::Previews::default(),
         }
     }
 

@@ -415,3 +415,45 @@ async fn concurrent_fetches_of_one_file_are_shared() {
         .expect("fetched");
     assert_eq!(started.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn opengraph_properties_with_fallbacks() {
+    use super::opengraph::parse;
+    let page = r#"<!doctype html><html><head>
+        <title>Ignored title</title>
+        <meta property="og:title" content="  The   title ">
+        <meta property="og:title" content="second title">
+        <meta property="og:image" content="/img.png">
+        <meta name="og:site_name" content="Site">
+        <meta name="twitter:card" content="summary">
+        <meta name="description" content="plain description">
+        </head><body><p>text</p></body></html>"#;
+    let og = parse(page);
+    assert_eq!(og.get("og:title").map(String::as_str), Some("The title"));
+    assert_eq!(og.get("og:image").map(String::as_str), Some("/img.png"));
+    assert_eq!(og.get("og:site_name").map(String::as_str), Some("Site"));
+    assert_eq!(
+        og.get("og:description").map(String::as_str),
+        Some("plain description"),
+        "the meta description stands in"
+    );
+    assert!(!og.contains_key("twitter:card"));
+
+    let bare = parse("<html><head><title>Only a <b>title</b></title></head></html>");
+    assert_eq!(
+        bare.get("og:title").map(String::as_str),
+        Some("Only a <b>title</b>")
+    );
+    assert!(parse("not html at all <<<>>>").is_empty());
+
+    let long = format!(
+        r#"<meta property="og:description" content="{}">"#,
+        "é".repeat(2000)
+    );
+    let cut = parse(&long);
+    assert_eq!(
+        cut["og:description"].chars().count(),
+        501,
+        "500 characters and an ellipsis"
+    );
+}
