@@ -490,3 +490,88 @@ async fn fetches_remote_media_once_through_redirects_and_fallbacks() {
     let unauthenticated = send(&b, Method::GET, &path("slow"), None, None).await;
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
 }
+
+/// A raw request to Synapse (self-signed HTTPS): status, headers and bytes.
+async fn synapse_send(
+    synapse: &myelin_testing::SynapseServer,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> Resp {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let mut request = client
+        .request(method, format!("{}{path}", synapse.base_url()))
+        .bearer_auth(token);
+    if let Some((content_type, bytes)) = body {
+        request = request.header("content-type", content_type).body(bytes);
+    }
+    let response = request.send().await.expect("request to Synapse");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = response.bytes().await.expect("body").to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Myelin and Synapse download (and thumbnail) each other's media over federation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_between_myelin_and_synapse() {
+    let Some(synapse) = myelin_testing::SynapseServer::start().await else {
+        return;
+    };
+    let myelin = TestServer::start_federating_tls().await;
+    let alice = myelin.register("alice", PW).await;
+    let (_, bob_token) = synapse.register("bob", PW).await;
+
+    // Synapse's media through Myelin.
+    let picture = png(120, 80);
+    let uploaded = synapse_send(
+        &synapse,
+        Method::POST,
+        "/_matrix/media/v3/upload?filename=syn.png",
+        &bob_token,
+        Some(("image/png", picture.clone())),
+    )
+    .await;
+    assert_eq!(uploaded.status, StatusCode::OK, "{}", uploaded.json());
+    let uri = uploaded.json()["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned();
+    let path = format!("/_matrix/client/v1/media/download/{}", &uri[6..]);
+    let resp = send(&myelin, Method::GET, &path, alice.token(), None).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.json());
+    assert_eq!(resp.body, picture);
+    assert_eq!(resp.header("content-type"), "image/png");
+    assert!(resp.header("content-disposition").contains("syn.png"));
+    let thumb_path = format!(
+        "/_matrix/client/v1/media/thumbnail/{}?width=32&height=32&method=crop",
+        &uri[6..]
+    );
+    let thumb = send(&myelin, Method::GET, &thumb_path, alice.token(), None).await;
+    assert_eq!(thumb.status, StatusCode::OK, "{}", thumb.json());
+    image::load_from_memory(&thumb.body).expect("Synapse's thumbnail is an image");
+
+    // Myelin's media through Synapse.
+    let text = b"from Myelin to Synapse".to_vec();
+    let uri = upload(&myelin, &alice, "text/plain", &text).await;
+    let path = format!("/_matrix/client/v1/media/download/{}", &uri[6..]);
+    let resp = synapse_send(&synapse, Method::GET, &path, &bob_token, None).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.json());
+    assert_eq!(resp.body, text);
+    let image_uri = upload(&myelin, &alice, "image/png", &png(200, 150)).await;
+    let thumb_path = format!(
+        "/_matrix/client/v1/media/thumbnail/{}?width=96&height=96&method=crop",
+        &image_uri[6..]
+    );
+    let thumb = synapse_send(&synapse, Method::GET, &thumb_path, &bob_token, None).await;
+    assert_eq!(thumb.status, StatusCode::OK, "{}", thumb.json());
+    let decoded = image::load_from_memory(&thumb.body).expect("Myelin's thumbnail");
+    assert_eq!((decoded.width(), decoded.height()), (96, 96));
+}
