@@ -81,8 +81,7 @@ pub(crate) struct ThumbnailQuery {
     height: Option<u32>,
     method: Option<String>,
     pub(crate) timeout_ms: Option<u64>,
-    /// Animated thumbnails are not made yet: the static one answers (the spec allows it).
-    #[allow(dead_code)]
+    /// An animated thumbnail for an animated GIF or WebP; others get the static one.
     animated: Option<bool>,
 }
 
@@ -270,23 +269,17 @@ async fn serve_thumbnail(
     query: ThumbnailQuery,
     access: Access,
 ) -> ApiResult<Response> {
-    let (width, height, method) = thumbnail_request(&query)?;
+    let request = thumbnail_request(&query)?;
     let file = state
         .services
         .media
-        .thumbnail(
-            server_name,
-            media_id,
-            (width, height, method),
-            query.timeout_ms,
-            access,
-        )
+        .thumbnail(server_name, media_id, request, query.timeout_ms, access)
         .await?;
     serve_file(file).await
 }
 
 /// The size and method a thumbnail request asks for, validated.
-pub(crate) fn thumbnail_request(query: &ThumbnailQuery) -> ApiResult<(u32, u32, Method)> {
+pub(crate) fn thumbnail_request(query: &ThumbnailQuery) -> ApiResult<(u32, u32, Method, bool)> {
     let (Some(width), Some(height)) = (query.width, query.height) else {
         return Err(ApiError::missing_param("width and height are required"));
     };
@@ -301,7 +294,7 @@ pub(crate) fn thumbnail_request(query: &ThumbnailQuery) -> ApiResult<(u32, u32, 
         Some(method) => Method::parse(method)
             .ok_or_else(|| ApiError::invalid_param("method must be crop or scale"))?,
     };
-    Ok((width, height, method))
+    Ok((width, height, method, query.animated.unwrap_or(false)))
 }
 
 /// Streams the upload body into a new media file.

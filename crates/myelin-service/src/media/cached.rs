@@ -56,10 +56,20 @@ impl Media {
         &self,
         origin: &str,
         media_id: &str,
-        spec: ThumbnailSpec,
+        (spec, animated): (ThumbnailSpec, bool),
         access: Access,
     ) -> ServiceResult<ThumbnailRecord> {
         let origin = self.remote_origin(origin, media_id)?;
+        if animated && access == Access::Authenticated {
+            // Made here from the original: the origin's thumbnail endpoint may give a static one.
+            let original = self
+                .remote_content(origin.as_str(), media_id, access)
+                .await?;
+            let owner = Owner::Remote(origin.as_str(), media_id);
+            if let Some(record) = self.animated_thumbnail(&owner, &original, spec).await? {
+                return Ok(record);
+            }
+        }
         let stored = self
             .ctx
             .storage

@@ -243,16 +243,17 @@ impl Media {
         &self,
         server_name: &str,
         media_id: &str,
-        (width, height, method): (u32, u32, Method),
+        (width, height, method, animated): (u32, u32, Method, bool),
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
         let spec = thumbnail::choose(width, height, method);
         let record = if self.is_remote(server_name, access) {
-            self.remote_thumbnail(server_name, media_id, spec, access)
+            self.remote_thumbnail(server_name, media_id, (spec, animated), access)
                 .await?
         } else {
-            self.local_thumbnail(server_name, media_id, spec, timeout_ms, access)
+            let request = (spec, animated);
+            self.local_thumbnail(server_name, media_id, request, timeout_ms, access)
                 .await?
         };
         Ok(MediaFile {
@@ -282,7 +283,7 @@ impl Media {
         &self,
         origin: &ServerName,
         media_id: &str,
-        request: (u32, u32, Method),
+        request: (u32, u32, Method, bool),
         timeout_ms: Option<u64>,
     ) -> ServiceResult<MediaFile> {
         self.ctx.refuse_blocked(origin)?;
@@ -301,13 +302,19 @@ impl Media {
         &self,
         server_name: &str,
         media_id: &str,
-        spec: ThumbnailSpec,
+        (spec, animated): (ThumbnailSpec, bool),
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<ThumbnailRecord> {
         let (_, content) = self
             .uploaded_media(server_name, media_id, timeout_ms, access)
             .await?;
+        if animated {
+            let owner = Owner::Local(media_id);
+            if let Some(record) = self.animated_thumbnail(&owner, &content, spec).await? {
+                return Ok(record);
+            }
+        }
         let stored = self.ctx.storage.thumbnails(media_id).await?;
         match stored.into_iter().find(|t| cached::matches_spec(t, spec)) {
             Some(record) => Ok(record),
@@ -316,6 +323,89 @@ impl Media {
                     .await
             }
         }
+    }
+
+    /// The animated thumbnail of an animated GIF or WebP (stored, or made now), or `None` when
+    /// the media is not animated or cannot be, so the static thumbnail answers (as the spec
+    /// asks for `animated=true` on media that cannot be animated).
+    pub(crate) async fn animated_thumbnail(
+        &self,
+        owner: &Owner<'_>,
+        content: &MediaContent,
+        spec: ThumbnailSpec,
+    ) -> ServiceResult<Option<ThumbnailRecord>> {
+        if !thumbnail::is_animatable(content.content_type.as_deref()) {
+            return Ok(None);
+        }
+        let stored = match owner {
+            Owner::Local(media_id) => self.ctx.storage.thumbnails(media_id).await?,
+            Owner::Remote(origin, media_id) => {
+                self.ctx.storage.remote_thumbnails(origin, media_id).await?
+            }
+        };
+        let found = stored.into_iter().find(|t| {
+            t.animated
+                && t.width == spec.width
+                && t.height == spec.height
+                && t.method == spec.method.as_str()
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        let bytes = {
+            let _permit = self.thumbnail_permit().await?;
+            let bytes = tokio::fs::read(self.file_path(&content.sha256)?)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("read media file: {e}")))?;
+            tokio::task::spawn_blocking(move || thumbnail::make_animated(&bytes, spec))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("thumbnail task: {e}")))?
+        };
+        let thumb = match bytes {
+            Ok(Some(thumb)) => thumb,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::debug!(error = %e, "no animated thumbnail; a static one answers");
+                return Ok(None);
+            }
+        };
+        let (sha256, size) = self.files.write_all(&thumb.bytes).await?;
+        let record = ThumbnailRecord {
+            width: spec.width,
+            height: spec.height,
+            method: spec.method.as_str().to_owned(),
+            animated: true,
+            content_type: thumb.content_type.to_owned(),
+            size,
+            sha256,
+        };
+        self.put_thumbnail_of(owner, &record).await?;
+        Ok(Some(record))
+    }
+
+    async fn thumbnail_permit(&self) -> ServiceResult<tokio::sync::OwnedSemaphorePermit> {
+        self.thumbnailing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ServiceError::Internal("thumbnailing closed".into()))
+    }
+
+    async fn put_thumbnail_of(
+        &self,
+        owner: &Owner<'_>,
+        record: &ThumbnailRecord,
+    ) -> ServiceResult<()> {
+        match owner {
+            Owner::Local(media_id) => self.ctx.storage.put_thumbnail(media_id, record).await?,
+            Owner::Remote(origin, media_id) => {
+                self.ctx
+                    .storage
+                    .put_remote_thumbnail(origin, media_id, record)
+                    .await?
+            }
+        }
+        Ok(())
     }
 
     /// Whether a read is of another server's media (never for another server's request).
@@ -432,12 +522,7 @@ impl Media {
         content: &MediaContent,
         specs: &[ThumbnailSpec],
     ) -> ServiceResult<Vec<ThumbnailRecord>> {
-        let _permit = self
-            .thumbnailing
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ServiceError::Internal("thumbnailing closed".into()))?;
+        let _permit = self.thumbnail_permit().await?;
         let bytes = tokio::fs::read(self.file_path(&content.sha256)?)
             .await
             .map_err(|e| ServiceError::Internal(format!("read media file: {e}")))?;
@@ -458,15 +543,7 @@ impl Media {
                 size,
                 sha256,
             };
-            match owner {
-                Owner::Local(media_id) => self.ctx.storage.put_thumbnail(media_id, &record).await?,
-                Owner::Remote(origin, media_id) => {
-                    self.ctx
-                        .storage
-                        .put_remote_thumbnail(origin, media_id, &record)
-                        .await?
-                }
-            }
+            self.put_thumbnail_of(owner, &record).await?;
             records.push(record);
         }
         Ok(records)

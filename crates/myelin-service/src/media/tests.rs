@@ -303,7 +303,7 @@ async fn thumbnails_are_made_on_demand_and_stored() {
         .thumbnail(
             "test.local",
             id,
-            (50, 50, Method::Crop),
+            (50, 50, Method::Crop, false),
             None,
             Access::Authenticated,
         )
@@ -325,7 +325,7 @@ async fn thumbnails_are_made_on_demand_and_stored() {
             .thumbnail(
                 "test.local",
                 text_id,
-                (32, 32, Method::Crop),
+                (32, 32, Method::Crop, false),
                 None,
                 Access::Authenticated
             )
@@ -456,4 +456,61 @@ fn opengraph_properties_with_fallbacks() {
         501,
         "500 characters and an ellipsis"
     );
+}
+
+/// An animated GIF of `frames` frames of `size`×`size`.
+fn animated_gif(size: u32, frames: u8) -> Vec<u8> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    use image::{Delay, Frame};
+    let mut out = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut out);
+        encoder.set_repeat(Repeat::Infinite).expect("repeat");
+        let frames = (0..frames).map(|i| {
+            let buffer = RgbaImage::from_pixel(size, size, image::Rgba([i * 60, 0, 0, 255]));
+            Frame::from_parts(buffer, 0, 0, Delay::from_numer_denom_ms(100, 1))
+        });
+        encoder.encode_frames(frames).expect("encode");
+    }
+    out
+}
+
+#[test]
+fn animated_thumbnails_keep_their_frames() {
+    use image::codecs::gif::GifDecoder;
+    use image::AnimationDecoder;
+    let crop = ThumbnailSpec {
+        width: 32,
+        height: 32,
+        method: Method::Crop,
+    };
+    let big = animated_gif(100, 3);
+    let thumb = thumbnail::make_animated(&big, crop)
+        .expect("made")
+        .expect("animated");
+    assert_eq!(thumb.content_type, "image/gif");
+    let frames = GifDecoder::new(Cursor::new(&thumb.bytes))
+        .expect("a GIF")
+        .into_frames()
+        .collect_frames()
+        .expect("frames");
+    assert_eq!(frames.len(), 3);
+    assert_eq!(frames[0].buffer().dimensions(), (32, 32));
+
+    let small = animated_gif(20, 2);
+    let same = thumbnail::make_animated(&small, crop)
+        .expect("made")
+        .expect("animated");
+    assert_eq!(same.bytes, small, "small enough: the original answers");
+
+    let still = animated_gif(100, 1);
+    assert!(thumbnail::make_animated(&still, crop)
+        .expect("read")
+        .is_none());
+    let png = image_bytes(100, 100, ImageFormat::Png);
+    assert!(thumbnail::make_animated(&png, crop)
+        .expect("read")
+        .is_none());
+    assert!(thumbnail::is_animatable(Some("image/gif")));
+    assert!(!thumbnail::is_animatable(Some("image/png")));
 }
