@@ -114,6 +114,23 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 /// A part of a multipart body: its headers (lowercase names) and bytes.
 type Part = (Vec<(String, String)>, Vec<u8>);
 
+/// A three-frame animated GIF of `size`×`size`.
+fn animated_gif(size: u32) -> Vec<u8> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    use image::{Delay, Frame};
+    let mut out = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut out);
+        encoder.set_repeat(Repeat::Infinite).expect("repeat");
+        let frames = (0..3u8).map(|i| {
+            let buffer = RgbaImage::from_pixel(size, size, Rgba([i * 80, 20, 20, 255]));
+            Frame::from_parts(buffer, 0, 0, Delay::from_numer_denom_ms(80, 1))
+        });
+        encoder.encode_frames(frames).expect("encode");
+    }
+    out
+}
+
 /// The parts of a `multipart/mixed` body.
 fn parts(resp: &Resp) -> Vec<Part> {
     let content_type = resp.header("content-type");
@@ -268,6 +285,21 @@ async fn downloads_remote_media_through_the_home_server() {
     assert_eq!(thumb.header("content-type"), "image/png");
     let decoded = image::load_from_memory(&thumb.body).expect("a thumbnail");
     assert_eq!((decoded.width(), decoded.height()), (96, 96));
+
+    // An animated thumbnail of A's GIF is made on B from the original.
+    let gif = upload(&a, &alice, "image/gif", &animated_gif(100)).await;
+    let path = format!(
+        "{}?width=32&height=32&method=crop&animated=true",
+        remote(&gif, "thumbnail")
+    );
+    let animated = send(&b, Method::GET, &path, bob.token(), None).await;
+    assert_eq!(animated.status, StatusCode::OK, "{}", animated.json());
+    assert_eq!(animated.header("content-type"), "image/gif");
+    let frames = image::codecs::gif::GifDecoder::new(Cursor::new(&animated.body)).expect("a GIF");
+    let frames = image::AnimationDecoder::into_frames(frames)
+        .collect_frames()
+        .expect("frames");
+    assert_eq!(frames.len(), 3, "animated");
 
     let unknown = format!(
         "/_matrix/client/v1/media/download/{}/nope",
