@@ -285,6 +285,16 @@ async fn downloads_remote_media_through_the_home_server() {
     assert_eq!(thumb.header("content-type"), "image/png");
     let decoded = image::load_from_memory(&thumb.body).expect("a thumbnail");
     assert_eq!((decoded.width(), decoded.height()), (96, 96));
+    let legacy_thumb = format!(
+        "/_matrix/media/v3/thumbnail/{}?width=96&height=96&method=crop",
+        &image[6..]
+    );
+    let legacy = send(&b, Method::GET, &legacy_thumb, None, None).await;
+    assert_eq!(
+        legacy.status,
+        StatusCode::NOT_FOUND,
+        "the legacy API serves no copy fetched after the freeze"
+    );
 
     // An animated thumbnail of A's GIF is made on B from the original.
     let gif = upload(&a, &alice, "image/gif", &animated_gif(100)).await;

@@ -60,6 +60,11 @@ impl Media {
         access: Access,
     ) -> ServiceResult<ThumbnailRecord> {
         let origin = self.remote_origin(origin, media_id)?;
+        if access != Access::Authenticated {
+            // The legacy API sees only copies fetched before the freeze, thumbnails included.
+            self.remote_content(origin.as_str(), media_id, access)
+                .await?;
+        }
         if animated && access == Access::Authenticated {
             // Made here from the original: the origin's thumbnail endpoint may give a static one.
             let original = self

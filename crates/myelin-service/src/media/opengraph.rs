@@ -9,6 +9,9 @@ use scraper::{Html, Selector};
 /// The most properties kept from one page.
 const MAX_PROPERTIES: usize = 64;
 
+/// The longest property name kept.
+const MAX_NAME_BYTES: usize = 64;
+
 /// The longest value kept, in characters (longer ones are cut, as descriptions often are).
 const MAX_VALUE_CHARS: usize = 500;
 
@@ -28,7 +31,8 @@ pub fn parse(html: &str) -> BTreeMap<String, String> {
             let Some(content) = element.attr("content") else {
                 continue;
             };
-            if !name.starts_with("og:") || properties.len() >= MAX_PROPERTIES {
+            let plausible = name.starts_with("og:") && name.len() <= MAX_NAME_BYTES;
+            if !plausible || properties.len() >= MAX_PROPERTIES {
                 continue;
             }
             properties.entry(name).or_insert_with(|| clean(content));
