@@ -93,7 +93,7 @@ impl Media {
         {
             let limit = self.config().url_preview_max_bytes;
             let body = read_limited(response, limit).await?;
-            let page = String::from_utf8_lossy(&body).into_owned();
+            let page = decode_page(&body, &content_type);
             let properties = tokio::task::spawn_blocking(move || opengraph::parse(&page))
                 .await
                 .map_err(|e| ServiceError::Internal(format!("parse task: {e}")))?;
@@ -281,6 +281,31 @@ async fn read_limited(mut response: reqwest::Response, limit: u64) -> ServiceRes
         }
     }
     Ok(body)
+}
+
+/// The page as text, in the charset its `Content-Type` or an early `<meta charset>` names
+/// (UTF-8 otherwise, invalid bytes replaced).
+pub(crate) fn decode_page(body: &[u8], content_type: &str) -> String {
+    let declared = charset_in(content_type).or_else(|| {
+        let head = String::from_utf8_lossy(&body[..body.len().min(2048)]).to_ascii_lowercase();
+        charset_in(&head)
+    });
+    let encoding = declared
+        .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
+        .unwrap_or(encoding_rs::UTF_8);
+    encoding.decode(body).0.into_owned()
+}
+
+/// The value after the first `charset=` in `text`.
+fn charset_in(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find("charset=")? + "charset=".len();
+    let value: String = lower[at..]
+        .trim_start_matches(['"', '\''])
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+        .collect();
+    (!value.is_empty()).then_some(value)
 }
 
 /// An error with its causes (reqwest's own message hides why a connection failed).

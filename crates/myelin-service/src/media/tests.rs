@@ -514,3 +514,20 @@ fn animated_thumbnails_keep_their_frames() {
     assert!(thumbnail::is_animatable(Some("image/gif")));
     assert!(!thumbnail::is_animatable(Some("image/png")));
 }
+
+#[test]
+fn preview_pages_are_read_in_their_charset() {
+    use super::preview::decode_page;
+    let latin1 = b"<title>caf\xe9</title>";
+    assert_eq!(
+        decode_page(latin1, "text/html; charset=ISO-8859-1"),
+        "<title>café</title>"
+    );
+    let meta = b"<meta charset=\"windows-1252\"><title>na\xefve</title>";
+    assert!(decode_page(meta, "text/html").ends_with("<title>naïve</title>"));
+    assert_eq!(decode_page("déjà".as_bytes(), "text/html"), "déjà");
+    assert_eq!(
+        decode_page(b"a\xffb", "text/html; charset=bogus"),
+        "a\u{fffd}b"
+    );
+}
