@@ -183,3 +183,26 @@ async fn private_addresses_are_refused() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
+
+/// Fetching previews spends the user's budget (429 past it); answers from the cache do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_are_rate_limited() {
+    let (base, _) = pages().await;
+    let server = TestServer::start_with(|config| {
+        config.media.url_previews = true;
+        config.egress.allow = vec!["127.0.0.1".to_owned()];
+        config.rate_limits.url_preview.burst = 2;
+        config.rate_limits.url_preview.per_minute = 1;
+    })
+    .await;
+    let alice = server.register("alice", PW).await;
+    for page in ["article", "plain"] {
+        let (status, body) = preview(&server, alice.token(), &format!("{base}/{page}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}: {body}");
+    }
+    let (status, body) = preview(&server, alice.token(), &format!("{base}/moved")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    let (status, body) = preview(&server, alice.token(), &format!("{base}/plain")).await;
+    assert_eq!(status, StatusCode::OK, "cached: {body}");
+}

@@ -5,7 +5,8 @@
 //!
 //! Every request goes through the private-address filter (`ctx.egress`: the URL checked before
 //! it is sent, the addresses after DNS and every redirect, at most five), under a timeout and
-//! `media.url_preview_max_bytes`. Answers are cached in memory per URL for an hour.
+//! `media.url_preview_max_bytes`. Answers are cached in memory per URL for an hour; fetches
+//! spend the user's `rate_limits.url_preview` budget.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
@@ -19,6 +20,7 @@ use serde_json::{json, Map, Value};
 
 use super::{opengraph, Media, UploadInfo};
 use crate::accounts::token::random_alnum;
+use crate::context::RateAction;
 use crate::{ServiceError, ServiceResult};
 
 /// How long a preview is served from the cache.
@@ -78,6 +80,8 @@ impl Media {
         if let Some(value) = self.previews.cached(url.as_str(), now) {
             return Ok(value);
         }
+        self.ctx
+            .check_rate(RateAction::UrlPreview, user_id.as_str())?;
         let response = self.preview_fetch(&url).await?;
         let content_type = response
             .headers()
