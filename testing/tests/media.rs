@@ -209,7 +209,8 @@ async fn upload_download_and_safe_headers() {
 
     for path in [
         format!("/_matrix/client/v1/media/download/{name}/unknownmedia"),
-        "/_matrix/client/v1/media/download/elsewhere.example/abc".to_owned(),
+        // Not a valid media ID: refused before any remote fetch.
+        "/_matrix/client/v1/media/download/elsewhere.example/a!b".to_owned(),
         format!("/_matrix/media/v3/download/{text}"),
         format!("/_matrix/media/v3/thumbnail/{text}?width=32&height=32"),
     ] {
@@ -217,6 +218,11 @@ async fn upload_download_and_safe_headers() {
             .await
             .assert_err(404, "M_NOT_FOUND", &path);
     }
+    // A remote server on a private address is not contacted (federation's address filter).
+    let path = "/_matrix/client/v1/media/download/127.0.0.1:1/abc";
+    send(&server, Method::GET, path, alice.token(), None)
+        .await
+        .assert_err(502, "M_UNKNOWN", path);
 
     let big = vec![7u8; 1024 * 1024 + 1];
     send(
@@ -547,4 +553,82 @@ async fn matrix_sdk_uploads_and_downloads() {
         .await
         .expect("SDK download");
     assert_eq!(content, bytes);
+}
+
+/// `animated=true` on an animated GIF answers an animated GIF of the thumbnail's size (the
+/// original when it is that small already); without it, or for a PNG, the static thumbnail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animated_thumbnails() {
+    use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
+    use image::{AnimationDecoder, Delay, Frame};
+    let gif = |size: u32| {
+        let mut out = Vec::new();
+        {
+            let mut encoder = GifEncoder::new(&mut out);
+            encoder.set_repeat(Repeat::Infinite).expect("repeat");
+            let frames = (0..3u8).map(|i| {
+                let buffer = RgbaImage::from_pixel(size, size, Rgba([i * 80, 10, 10, 255]));
+                Frame::from_parts(buffer, 0, 0, Delay::from_numer_denom_ms(80, 1))
+            });
+            encoder.encode_frames(frames).expect("encode");
+        }
+        out
+    };
+    let server = TestServer::start().await;
+    let alice = server.register("alice", PW).await;
+    let big = upload(&server, &alice, "", "image/gif", &gif(120)).await;
+    let small_gif = gif(16);
+    let small = upload(&server, &alice, "", "image/gif", &small_gif).await;
+    let still = upload(&server, &alice, "", "image/png", &png(120, 120)).await;
+    let thumb = |id: &str, animated: &str| {
+        format!("/_matrix/client/v1/media/thumbnail/{id}?width=32&height=32&method=crop{animated}")
+    };
+
+    let resp = send(
+        &server,
+        Method::GET,
+        &thumb(&big, "&animated=true"),
+        alice.token(),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.json());
+    assert_eq!(resp.header("content-type"), "image/gif");
+    let frames = GifDecoder::new(Cursor::new(&resp.body))
+        .expect("a GIF")
+        .into_frames()
+        .collect_frames()
+        .expect("frames");
+    assert_eq!(frames.len(), 3, "animated");
+    assert_eq!(frames[0].buffer().dimensions(), (32, 32));
+
+    let resp = send(&server, Method::GET, &thumb(&big, ""), alice.token(), None).await;
+    assert_eq!(
+        resp.header("content-type"),
+        "image/png",
+        "static unless asked"
+    );
+    let resp = send(
+        &server,
+        Method::GET,
+        &thumb(&small, "&animated=true"),
+        alice.token(),
+        None,
+    )
+    .await;
+    assert_eq!(resp.body, small_gif, "small enough: the original");
+    let resp = send(
+        &server,
+        Method::GET,
+        &thumb(&still, "&animated=true"),
+        alice.token(),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(
+        resp.header("content-type"),
+        "image/png",
+        "a PNG cannot be animated"
+    );
 }

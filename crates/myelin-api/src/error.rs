@@ -192,6 +192,8 @@ impl From<ServiceError> for ApiError {
             E::CannotThumbnail(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
             E::Exclusive(_) => (StatusCode::BAD_REQUEST, "M_EXCLUSIVE"),
             E::AppservicePing(failure) => return ping_failure(failure),
+            // Spec: the content is too large for the server to serve.
+            E::RemoteTooLarge(_) => (StatusCode::BAD_GATEWAY, "M_TOO_LARGE"),
             E::Remote(_) => {
                 tracing::warn!(error = %e, "remote server failed");
                 (StatusCode::BAD_GATEWAY, "M_UNKNOWN")

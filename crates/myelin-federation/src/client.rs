@@ -95,6 +95,22 @@ impl FederationClient {
         body: Option<&CanonicalJsonValue>,
         signer: Option<Signer<'_>>,
     ) -> Result<Vec<u8>, RequestError> {
+        let response = self
+            .send(method, server, path_and_query, body, signer)
+            .await?;
+        read_limited(response, MAX_RESPONSE_BYTES).await
+    }
+
+    /// Like [`FederationClient::request`], but hands back a 2xx response unread, for bodies
+    /// the caller streams (media) under its own limit.
+    pub async fn send(
+        &self,
+        method: Method,
+        server: &ServerName,
+        path_and_query: &str,
+        body: Option<&CanonicalJsonValue>,
+        signer: Option<Signer<'_>>,
+    ) -> Result<reqwest::Response, RequestError> {
         let dest = self.resolver.resolve(server).await?;
         let dest = self.check_destination(dest)?;
         let scheme = if listed(&self.plain_http, server) {
@@ -137,15 +153,15 @@ impl FederationClient {
             .await
             .map_err(|e| RequestError::Http(error_chain(&e)))?;
         let status = response.status();
-        let bytes = read_limited(response, MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
+            let bytes = read_limited(response, MAX_RESPONSE_BYTES).await?;
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
             return Err(RequestError::Status {
                 status: status.as_u16(),
                 body,
             });
         }
-        Ok(bytes)
+        Ok(response)
     }
 
     /// Like [`FederationClient::request`], parsing the answer as a JSON object.

@@ -88,6 +88,9 @@ pub enum ServiceError {
     /// A thumbnail asked of media that cannot be thumbnailed (not an image, too many pixels).
     #[error("{0}")]
     CannotThumbnail(String),
+    /// Another server's media is larger than this server fetches (`media.max_remote_bytes`).
+    #[error("{0}")]
+    RemoteTooLarge(String),
     /// A remote server asked to join a room whose version it does not support.
     #[error("Your server does not support room version {0}")]
     IncompatibleRoomVersion(String),

@@ -1,10 +1,10 @@
-//! `MediaStore`: media metadata and thumbnails.
+//! `MediaStore`: media metadata and thumbnails, and the cache of remote media.
 
 use async_trait::async_trait;
 use myelin_storage::rows;
 use myelin_storage::{
-    upload_outcome, MediaContent, MediaRecord, MediaStore, MediaUploadOutcome, StorageResult,
-    ThumbnailRecord, MEDIA_COLUMNS, THUMBNAIL_COLUMNS,
+    upload_outcome, MediaContent, MediaRecord, MediaStore, MediaUploadOutcome, RemoteMediaRecord,
+    StorageResult, ThumbnailRecord, MEDIA_COLUMNS, REMOTE_MEDIA_COLUMNS, THUMBNAIL_COLUMNS,
 };
 use ruma::UserId;
 
@@ -178,6 +178,128 @@ impl MediaStore for PgStore {
                  ORDER BY width, height, method, animated"
             ),
             &[&media_id],
+            rows::thumbnail,
+        )
+        .await
+    }
+
+    async fn get_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Option<RemoteMediaRecord>> {
+        let mut conn = self.db.read().await?;
+        conn.query_opt_decode(
+            &format!(
+                "SELECT {REMOTE_MEDIA_COLUMNS} FROM remote_media
+                 WHERE origin = $1 AND media_id = $2"
+            ),
+            &[&origin, &media_id],
+            rows::remote_media,
+        )
+        .await
+    }
+
+    async fn put_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+        now_ms: u64,
+        content: &MediaContent,
+    ) -> StorageResult<()> {
+        let now = to_i64(now_ms, "remote media fetched_ms")?;
+        let size = to_i64(content.size, "remote media size")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO remote_media (origin, media_id, content_type, filename, size,
+                                           sha256, fetched_ms, last_access_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                 ON CONFLICT (origin, media_id) DO UPDATE
+                 SET content_type = excluded.content_type, filename = excluded.filename,
+                     size = excluded.size, sha256 = excluded.sha256,
+                     fetched_ms = excluded.fetched_ms, last_access_ms = excluded.last_access_ms",
+                &[
+                    &origin,
+                    &media_id,
+                    &content.content_type,
+                    &content.filename,
+                    &size,
+                    &content.sha256,
+                    &now,
+                ],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn touch_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+        now_ms: u64,
+    ) -> StorageResult<()> {
+        let now = to_i64(now_ms, "remote media last_access_ms")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "UPDATE remote_media SET last_access_ms = GREATEST(last_access_ms, $3)
+                 WHERE origin = $1 AND media_id = $2",
+                &[&origin, &media_id, &now],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn put_remote_thumbnail(
+        &self,
+        origin: &str,
+        media_id: &str,
+        thumbnail: &ThumbnailRecord,
+    ) -> StorageResult<()> {
+        let t = thumbnail;
+        let size = to_i64(t.size, "thumbnail size")?;
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO remote_media_thumbnails (origin, media_id, width, height, method,
+                                                      animated, content_type, size, sha256)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (origin, media_id, width, height, method, animated) DO UPDATE
+                 SET content_type = excluded.content_type, size = excluded.size,
+                     sha256 = excluded.sha256",
+                &[
+                    &origin,
+                    &media_id,
+                    &i64::from(t.width),
+                    &i64::from(t.height),
+                    &t.method,
+                    &t.animated,
+                    &t.content_type,
+                    &size,
+                    &t.sha256,
+                ],
+            )
+            .await
+            .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn remote_thumbnails(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Vec<ThumbnailRecord>> {
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            &format!(
+                "SELECT {THUMBNAIL_COLUMNS} FROM remote_media_thumbnails
+                 WHERE origin = $1 AND media_id = $2
+                 ORDER BY width, height, method, animated"
+            ),
+            &[&origin, &media_id],
             rows::thumbnail,
         )
         .await

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0015_profile_fields.sql"),
     include_str!("../migrations/0016_threepids.sql"),
     include_str!("../migrations/0017_appservices.sql"),
+    include_str!("../migrations/0018_remote_media.sql"),
 ];
 
 /// The schema version this build writes.

@@ -1,10 +1,10 @@
-//! `MediaStore`: media metadata and thumbnails.
+//! `MediaStore`: media metadata and thumbnails, and the cache of remote media.
 
 use async_trait::async_trait;
 use myelin_storage::rows;
 use myelin_storage::{
-    upload_outcome, MediaContent, MediaRecord, MediaStore, MediaUploadOutcome, StorageResult,
-    ThumbnailRecord, MEDIA_COLUMNS, THUMBNAIL_COLUMNS,
+    upload_outcome, MediaContent, MediaRecord, MediaStore, MediaUploadOutcome, RemoteMediaRecord,
+    StorageResult, ThumbnailRecord, MEDIA_COLUMNS, REMOTE_MEDIA_COLUMNS, THUMBNAIL_COLUMNS,
 };
 use ruma::UserId;
 use rusqlite::{params, Connection};
@@ -182,6 +182,144 @@ impl MediaStore for SqliteStore {
                          ORDER BY width, height, method, animated"
                     ),
                     params![media_id],
+                    rows::thumbnail,
+                )
+            })
+            .await
+    }
+
+    async fn get_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Option<RemoteMediaRecord>> {
+        let (origin, media_id) = (origin.to_owned(), media_id.to_owned());
+        self.db
+            .read(move |conn| {
+                query_first(
+                    conn,
+                    &format!(
+                        "SELECT {REMOTE_MEDIA_COLUMNS} FROM remote_media
+                         WHERE origin = ?1 AND media_id = ?2"
+                    ),
+                    params![origin, media_id],
+                    rows::remote_media,
+                )
+            })
+            .await
+    }
+
+    async fn put_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+        now_ms: u64,
+        content: &MediaContent,
+    ) -> StorageResult<()> {
+        let (origin, media_id, content) = (origin.to_owned(), media_id.to_owned(), content.clone());
+        let now = to_i64(now_ms, "remote media fetched_ms")?;
+        let size = to_i64(content.size, "remote media size")?;
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "INSERT INTO remote_media (origin, media_id, content_type, filename, size,
+                                               sha256, fetched_ms, last_access_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                     ON CONFLICT (origin, media_id) DO UPDATE
+                     SET content_type = excluded.content_type, filename = excluded.filename,
+                         size = excluded.size, sha256 = excluded.sha256,
+                         fetched_ms = excluded.fetched_ms, last_access_ms = excluded.last_access_ms",
+                )
+                .db()?
+                .execute(params![
+                    origin,
+                    media_id,
+                    content.content_type,
+                    content.filename,
+                    size,
+                    content.sha256,
+                    now
+                ])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn touch_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+        now_ms: u64,
+    ) -> StorageResult<()> {
+        let (origin, media_id) = (origin.to_owned(), media_id.to_owned());
+        let now = to_i64(now_ms, "remote media last_access_ms")?;
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "UPDATE remote_media SET last_access_ms = MAX(last_access_ms, ?3)
+                     WHERE origin = ?1 AND media_id = ?2",
+                )
+                .db()?
+                .execute(params![origin, media_id, now])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn put_remote_thumbnail(
+        &self,
+        origin: &str,
+        media_id: &str,
+        thumbnail: &ThumbnailRecord,
+    ) -> StorageResult<()> {
+        let (origin, media_id, t) = (origin.to_owned(), media_id.to_owned(), thumbnail.clone());
+        let size = to_i64(t.size, "thumbnail size")?;
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "INSERT INTO remote_media_thumbnails (origin, media_id, width, height, method,
+                                                          animated, content_type, size, sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (origin, media_id, width, height, method, animated) DO UPDATE
+                     SET content_type = excluded.content_type, size = excluded.size,
+                         sha256 = excluded.sha256",
+                )
+                .db()?
+                .execute(params![
+                    origin,
+                    media_id,
+                    t.width,
+                    t.height,
+                    t.method,
+                    t.animated,
+                    t.content_type,
+                    size,
+                    t.sha256
+                ])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remote_thumbnails(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Vec<ThumbnailRecord>> {
+        let (origin, media_id) = (origin.to_owned(), media_id.to_owned());
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    &format!(
+                        "SELECT {THUMBNAIL_COLUMNS} FROM remote_media_thumbnails
+                         WHERE origin = ?1 AND media_id = ?2
+                         ORDER BY width, height, method, animated"
+                    ),
+                    params![origin, media_id],
                     rows::thumbnail,
                 )
             })

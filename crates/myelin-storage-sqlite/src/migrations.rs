@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0016_profile_fields.sql"),
     include_str!("../migrations/0017_threepids.sql"),
     include_str!("../migrations/0018_appservices.sql"),
+    include_str!("../migrations/0019_remote_media.sql"),
 ];
 
 /// The schema version this build writes.

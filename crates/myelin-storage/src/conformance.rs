@@ -84,6 +84,7 @@ macro_rules! storage_conformance_tests {
             media_thumbnails,
             appservice_transactions_are_kept_until_accepted,
             appservice_devices_are_made_without_tokens,
+            remote_media_cache,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -136,7 +137,9 @@ pub use federation::*;
 pub use keys::*;
 pub use keys_in_detail::*;
 pub use keys_lifecycle::*;
-pub use media::{media_created_then_uploaded, media_thumbnails, media_uploaded_at_once};
+pub use media::{
+    media_created_then_uploaded, media_thumbnails, media_uploaded_at_once, remote_media_cache,
+};
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;

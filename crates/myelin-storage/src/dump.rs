@@ -397,6 +397,37 @@ pub const TABLES: &[Table] = &[
         ],
         key: &["appservice_id"],
     },
+    Table {
+        name: "remote_media",
+        columns: &[
+            "origin",
+            "media_id",
+            "content_type",
+            "filename",
+            "size",
+            "sha256",
+            "fetched_ms",
+            "last_access_ms",
+        ],
+        key: &["origin", "media_id"],
+    },
+    Table {
+        name: "remote_media_thumbnails",
+        columns: &[
+            "origin",
+            "media_id",
+            "width",
+            "height",
+            "method",
+            "animated",
+            "content_type",
+            "size",
+            "sha256",
+        ],
+        key: &[
+            "origin", "media_id", "width", "height", "method", "animated",
+        ],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

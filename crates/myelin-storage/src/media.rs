@@ -6,6 +6,9 @@
 //! A media ID is either uploaded at once (`POST /upload`) or created first (`POST /create`) and
 //! uploaded later (`PUT /upload/{server}/{id}`); until then its `size` and `sha256` are unset and
 //! it expires, unused, at `unused_expires_ms`.
+//!
+//! Other servers' media fetched for our users is cached in `remote_media` (one row per origin
+//! and media ID, with when it was fetched and last served) and `remote_media_thumbnails`.
 
 use async_trait::async_trait;
 use ruma::{OwnedUserId, UserId};
@@ -45,6 +48,17 @@ pub struct ThumbnailRecord {
     pub content_type: String,
     pub size: u64,
     pub sha256: String,
+}
+
+/// A copy of another server's media, cached here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMediaRecord {
+    pub origin: String,
+    pub media_id: String,
+    pub content: MediaContent,
+    pub fetched_ms: u64,
+    /// When it was last served (updated coarsely), for least-recently-used retention.
+    pub last_access_ms: u64,
 }
 
 /// The outcome of uploading the content of a created media ID.
@@ -94,6 +108,42 @@ pub trait MediaStore {
         -> StorageResult<()>;
     /// Every thumbnail of a media.
     async fn thumbnails(&self, media_id: &str) -> StorageResult<Vec<ThumbnailRecord>>;
+
+    /// The cached copy of another server's media.
+    async fn get_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Option<RemoteMediaRecord>>;
+    /// Stores (or replaces) the cached copy of another server's media, fetched at `now_ms`.
+    async fn put_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+        now_ms: u64,
+        content: &MediaContent,
+    ) -> StorageResult<()>;
+    /// Records that a cached remote media was served at `now_ms`.
+    async fn touch_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+        now_ms: u64,
+    ) -> StorageResult<()>;
+    /// Stores a thumbnail of another server's media (fetched from it or made here), replacing
+    /// one of the same size, method and animation.
+    async fn put_remote_thumbnail(
+        &self,
+        origin: &str,
+        media_id: &str,
+        thumbnail: &ThumbnailRecord,
+    ) -> StorageResult<()>;
+    /// Every thumbnail stored of another server's media.
+    async fn remote_thumbnails(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Vec<ThumbnailRecord>>;
 }
 
 /// Whether `uploader` may set the content of the created media `media` at `now_ms`: the
@@ -113,6 +163,10 @@ pub fn upload_outcome(media: &MediaRecord, uploader: &UserId, now_ms: u64) -> Me
 /// The `media` columns [`crate::rows::media`] reads, in order.
 pub const MEDIA_COLUMNS: &str =
     "media_id, uploader, created_ms, unused_expires_ms, content_type, filename, size, sha256";
+
+/// The `remote_media` columns [`crate::rows::remote_media`] reads, in order.
+pub const REMOTE_MEDIA_COLUMNS: &str =
+    "origin, media_id, content_type, filename, size, sha256, fetched_ms, last_access_ms";
 
 /// The `media_thumbnails` columns [`crate::rows::thumbnail`] reads, in order.
 pub const THUMBNAIL_COLUMNS: &str = "width, height, method, animated, content_type, size, sha256";

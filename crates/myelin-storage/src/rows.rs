@@ -15,8 +15,8 @@ use crate::{
     AccountDataRecord, BackedUpKey, BackupVersionRecord, CrossSigningKeyRecord, CrossSigningKind,
     DeviceKeysRecord, DeviceRecord, EventRecord, MediaContent, MediaRecord, MembershipRecord,
     OutboxContent, OutboxEntry, OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord,
-    ReportRecord, ReportTarget, RoomInfo, StateKey, StorageResult, ThreadEntry, ThreadSummary,
-    ThumbnailRecord, ToDeviceMessage, TokenOwner, UserRecord,
+    RemoteMediaRecord, ReportRecord, ReportTarget, RoomInfo, StateKey, StorageResult, ThreadEntry,
+    ThreadSummary, ThumbnailRecord, ToDeviceMessage, TokenOwner, UserRecord,
 };
 
 /// Typed access to the columns of one result row, by index. Each backend implements it for its
@@ -370,6 +370,22 @@ pub fn media(row: &dyn Row) -> StorageResult<MediaRecord> {
         created_ms: to_u64(row.int(2)?, "media created_ms")?,
         unused_expires_ms: opt_to_u64(row.opt_int(3)?, "media unused_expires_ms")?,
         content,
+    })
+}
+
+/// A `remote_media` row, read in the order of [`crate::REMOTE_MEDIA_COLUMNS`].
+pub fn remote_media(row: &dyn Row) -> StorageResult<RemoteMediaRecord> {
+    Ok(RemoteMediaRecord {
+        origin: row.text(0)?,
+        media_id: row.text(1)?,
+        content: MediaContent {
+            content_type: row.opt_text(2)?,
+            filename: row.opt_text(3)?,
+            size: to_u64(row.int(4)?, "remote media size")?,
+            sha256: row.text(5)?,
+        },
+        fetched_ms: to_u64(row.int(6)?, "remote media fetched_ms")?,
+        last_access_ms: to_u64(row.int(7)?, "remote media last_access_ms")?,
     })
 }
 

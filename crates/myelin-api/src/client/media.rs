@@ -2,8 +2,9 @@
 //! (`/_matrix/media/v3/upload`, `/_matrix/media/v1/create` and `PUT` to a created ID), the
 //! authenticated reads of spec v1.11 (`/_matrix/client/v1/media/...`) and the legacy
 //! unauthenticated ones (`/_matrix/media/v3/download` and `/thumbnail`, served only for media
-//! older than `media.legacy_freeze_ms`, as the spec allows). Upload bodies stream to disk; files
-//! stream back, with the headers that keep a browser from running them.
+//! older than `media.legacy_freeze_ms`, as the spec allows), and URL previews when configured.
+//! Upload bodies stream to disk; files stream back, with the headers that keep a browser from
+//! running them.
 
 use axum::{
     body::Body,
@@ -60,6 +61,8 @@ pub fn routes() -> Router<SharedState> {
             "/_matrix/media/v3/thumbnail/{server_name}/{media_id}",
             get(legacy_thumbnail),
         )
+        .route("/_matrix/client/v1/media/preview_url", get(preview_url))
+        .route("/_matrix/media/v3/preview_url", get(preview_url))
 }
 
 #[derive(Deserialize)]
@@ -68,19 +71,44 @@ struct UploadQuery {
 }
 
 #[derive(Deserialize)]
-struct DownloadQuery {
-    timeout_ms: Option<u64>,
+pub(crate) struct DownloadQuery {
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
-struct ThumbnailQuery {
+pub(crate) struct ThumbnailQuery {
     width: Option<u32>,
     height: Option<u32>,
     method: Option<String>,
-    timeout_ms: Option<u64>,
-    /// Animated thumbnails are not made yet: the static one answers (the spec allows it).
-    #[allow(dead_code)]
+    pub(crate) timeout_ms: Option<u64>,
+    /// An animated thumbnail for an animated GIF or WebP; others get the static one.
     animated: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    url: Option<String>,
+    /// The time the client would like the preview as of; previews are of now (the spec lets
+    /// the server answer with a newer one).
+    #[allow(dead_code)]
+    ts: Option<u64>,
+}
+
+/// GET /_matrix/client/v1/media/preview_url (and the deprecated /_matrix/media/v3/preview_url):
+/// 404 `M_UNRECOGNIZED` unless `media.url_previews` is on.
+async fn preview_url(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    Query(query): Query<PreviewQuery>,
+) -> ApiResult<Json<Value>> {
+    let media = &state.services.media;
+    if !media.url_previews_enabled() {
+        return Err(ApiError::unrecognized_endpoint());
+    }
+    let url = query
+        .url
+        .ok_or_else(|| ApiError::missing_param("url is required"))?;
+    Ok(Json(media.preview_url(&authed.user_id, &url).await?))
 }
 
 /// POST /_matrix/media/v3/upload: the body is the file.
@@ -241,6 +269,17 @@ async fn serve_thumbnail(
     query: ThumbnailQuery,
     access: Access,
 ) -> ApiResult<Response> {
+    let request = thumbnail_request(&query)?;
+    let file = state
+        .services
+        .media
+        .thumbnail(server_name, media_id, request, query.timeout_ms, access)
+        .await?;
+    serve_file(file).await
+}
+
+/// The size and method a thumbnail request asks for, validated.
+pub(crate) fn thumbnail_request(query: &ThumbnailQuery) -> ApiResult<(u32, u32, Method, bool)> {
     let (Some(width), Some(height)) = (query.width, query.height) else {
         return Err(ApiError::missing_param("width and height are required"));
     };
@@ -255,18 +294,7 @@ async fn serve_thumbnail(
         Some(method) => Method::parse(method)
             .ok_or_else(|| ApiError::invalid_param("method must be crop or scale"))?,
     };
-    let file = state
-        .services
-        .media
-        .thumbnail(
-            server_name,
-            media_id,
-            (width, height, method),
-            query.timeout_ms,
-            access,
-        )
-        .await?;
-    serve_file(file).await
+    Ok((width, height, method, query.animated.unwrap_or(false)))
 }
 
 /// Streams the upload body into a new media file.
@@ -304,26 +332,41 @@ fn upload_info(headers: &HeaderMap, filename: Option<String>) -> UploadInfo {
     }
 }
 
-/// The file's bytes with its type, disposition and the security headers.
-async fn serve_file(file: MediaFile) -> ApiResult<Response> {
+/// The file opened for streaming.
+pub(crate) async fn open_file(
+    file: &MediaFile,
+) -> ApiResult<tokio_util::io::ReaderStream<tokio::fs::File>> {
     let handle = tokio::fs::File::open(&file.path).await.map_err(|e| {
         tracing::error!(error = %e, path = %file.path.display(), "media file missing");
         ApiError::unknown("Internal server error")
     })?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    Ok(tokio_util::io::ReaderStream::new(handle))
+}
+
+/// The `Content-Type` of a served file, as a header value.
+pub(crate) fn content_type_value(file: &MediaFile) -> HeaderValue {
+    HeaderValue::from_str(&file.content_type)
+        .unwrap_or_else(|_| HeaderValue::from_static(media_headers::OCTET_STREAM))
+}
+
+/// The file's bytes with its type, disposition and the security headers.
+async fn serve_file(file: MediaFile) -> ApiResult<Response> {
+    let body = Body::from_stream(open_file(&file).await?);
     let disposition =
         media_headers::content_disposition(&file.content_type, file.filename.as_deref());
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    let value = |s: &str| {
-        HeaderValue::from_str(s)
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
-    };
-    headers.insert(header::CONTENT_TYPE, value(&file.content_type));
+    headers.insert(header::CONTENT_TYPE, content_type_value(&file));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
     if let Ok(disposition) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
+    security_headers(headers);
+    Ok(response)
+}
+
+/// The headers every media response carries, so a browser opening it runs nothing.
+pub(crate) fn security_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(media_headers::CONTENT_SECURITY_POLICY),
@@ -336,5 +379,4 @@ async fn serve_file(file: MediaFile) -> ApiResult<Response> {
         "cross-origin-resource-policy",
         HeaderValue::from_static("cross-origin"),
     );
-    Ok(response)
 }

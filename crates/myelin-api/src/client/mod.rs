@@ -9,7 +9,7 @@ mod events;
 mod key_backup;
 mod keys;
 mod legacy;
-mod media;
+pub(crate) mod media;
 mod push;
 mod relations;
 mod reports;

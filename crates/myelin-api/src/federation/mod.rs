@@ -7,6 +7,7 @@ mod events;
 mod extract;
 mod history;
 mod keys;
+mod media;
 mod membership;
 mod query;
 mod transactions;
@@ -35,4 +36,5 @@ pub fn routes(enabled: bool) -> Router<SharedState> {
         .merge(well_known::routes())
         .merge(directory::routes())
         .merge(devices::routes())
+        .merge(media::routes())
 }

@@ -34,6 +34,8 @@ pub enum RateAction {
     RemoteFanOut,
     /// Reports of events, rooms and users (keyed by user).
     Report,
+    /// URL previews that fetch a page (keyed by user; answers from the cache are free).
+    UrlPreview,
 }
 
 /// One budget: `burst` requests at once, refilled at `per_minute`.
@@ -58,6 +60,7 @@ pub struct RateLimits {
     pub federation_key_query: Rate,
     pub remote_fan_out: Rate,
     pub report: Rate,
+    pub url_preview: Rate,
 }
 
 impl Default for RateLimits {
@@ -106,6 +109,11 @@ impl Default for RateLimits {
                 per_minute: 5,
                 burst: 10,
             },
+            // Each preview makes the server fetch a page and maybe an image for the user.
+            url_preview: Rate {
+                per_minute: 30,
+                burst: 10,
+            },
         }
     }
 }
@@ -122,6 +130,7 @@ impl RateLimits {
             RateAction::FederationKeyQuery => self.federation_key_query,
             RateAction::RemoteFanOut => self.remote_fan_out,
             RateAction::Report => self.report,
+            RateAction::UrlPreview => self.url_preview,
         }
     }
 }
@@ -249,6 +258,7 @@ mod tests {
             federation_key_query: rate,
             remote_fan_out: rate,
             report: rate,
+            url_preview: rate,
         })
     }
 

@@ -49,6 +49,24 @@ impl Context {
             .await?)
     }
 
+    /// A `GET` to `server` (signed unless `signed` is false) whose 2xx answer the caller reads
+    /// as it streams (media).
+    pub(crate) async fn federation_get_response(
+        &self,
+        server: &ServerName,
+        path: &str,
+        signed: bool,
+    ) -> Result<reqwest::Response, RequestError> {
+        let signer = signed.then(|| myelin_federation::Signer {
+            origin: self.server_name(),
+            key: &self.key.key_pair,
+        });
+        self.federation
+            .client
+            .send(Method::GET, server, path, None, signer)
+            .await
+    }
+
     /// Like [`Context::federation_request`], deserialising the answer.
     pub(crate) async fn federation_call<T: serde::de::DeserializeOwned>(
         &self,

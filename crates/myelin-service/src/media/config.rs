@@ -11,10 +11,16 @@ pub struct MediaConfig {
     pub path: Option<PathBuf>,
     /// The largest upload accepted, in bytes (reported by `/media/config`).
     pub max_upload_bytes: u64,
+    /// The largest media of another server fetched and cached for our users, in bytes.
+    pub max_remote_bytes: u64,
     /// The most media IDs a user may have created (`/create`) and not uploaded yet.
     pub max_pending_uploads_per_user: u64,
     /// How long a created media ID may wait for its upload, in milliseconds.
     pub unused_expires_after_ms: u64,
+    /// Whether `/preview_url` fetches pages for our users (every fetch passes `[egress]`).
+    pub url_previews: bool,
+    /// The largest page (or image) a URL preview reads, in bytes.
+    pub url_preview_max_bytes: u64,
     /// The unauthenticated `/_matrix/media/v3/download` and `/thumbnail` serve only media
     /// created before this time (milliseconds since the epoch); 0 serves none through them.
     pub legacy_freeze_ms: u64,
@@ -25,9 +31,12 @@ impl Default for MediaConfig {
         MediaConfig {
             path: None,
             max_upload_bytes: 50 * 1024 * 1024,
+            max_remote_bytes: 50 * 1024 * 1024,
             max_pending_uploads_per_user: 20,
             unused_expires_after_ms: 24 * 60 * 60 * 1000,
             legacy_freeze_ms: 0,
+            url_previews: false,
+            url_preview_max_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -42,12 +51,18 @@ impl MediaConfig {
         if self.max_upload_bytes == 0 || i64::try_from(self.max_upload_bytes).is_err() {
             problems.push("media.max_upload_bytes must be between 1 and 2^63 - 1".into());
         }
+        if self.max_remote_bytes == 0 || i64::try_from(self.max_remote_bytes).is_err() {
+            problems.push("media.max_remote_bytes must be between 1 and 2^63 - 1".into());
+        }
         if self.max_pending_uploads_per_user == 0 {
             problems.push("media.max_pending_uploads_per_user must be at least 1".into());
         }
         if self.unused_expires_after_ms == 0 || i64::try_from(self.unused_expires_after_ms).is_err()
         {
             problems.push("media.unused_expires_after_ms must be between 1 and 2^63 - 1".into());
+        }
+        if self.url_preview_max_bytes == 0 || i64::try_from(self.url_preview_max_bytes).is_err() {
+            problems.push("media.url_preview_max_bytes must be between 1 and 2^63 - 1".into());
         }
         if i64::try_from(self.legacy_freeze_ms).is_err() {
             problems.push("media.legacy_freeze_ms must be at most 2^63 - 1".into());

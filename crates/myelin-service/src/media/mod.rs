@@ -1,6 +1,7 @@
 //! The media repository (spec: Client-Server API, "Content repository"): uploads at once
 //! (`/upload`) or in two steps (`/create`, then `PUT /upload/{server}/{id}`), downloads and
-//! thumbnails of this server's media. Remote media is not fetched yet: it answers 404.
+//! thumbnails of this server's media, and of other servers' media, fetched over federation and
+//! cached (`remote.rs` fetches, `cached.rs` serves).
 //!
 //! The bytes go to disk as they arrive (`files.rs`: hashed, synced and renamed into place)
 //! before the metadata row commits, so a 200 means the file is durable. A download of a media
@@ -9,9 +10,13 @@
 //! the nearest standard one, made on demand when missing. Decoding runs on blocking threads, at
 //! most [`THUMBNAIL_CONCURRENCY`] at once.
 
+mod cached;
 mod config;
 pub(crate) mod files;
 pub mod headers;
+mod opengraph;
+mod preview;
+mod remote;
 pub mod thumbnail;
 
 #[cfg(test)]
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_storage::{MediaContent, MediaRecord, MediaUploadOutcome, ThumbnailRecord};
-use ruma::UserId;
+use ruma::{ServerName, UserId};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::accounts::token::random_alnum;
@@ -30,7 +35,8 @@ use crate::{Context, ServiceError, ServiceResult};
 
 pub use config::MediaConfig;
 pub use files::FileWriter;
-use thumbnail::{Method, ThumbnailError, ThumbnailSpec};
+pub use thumbnail::Method;
+use thumbnail::{ThumbnailError, ThumbnailSpec};
 
 /// Thumbnails decoded at once (each may hold an image of up to 32 megapixels in memory).
 pub const THUMBNAIL_CONCURRENCY: usize = 2;
@@ -63,6 +69,8 @@ pub struct UploadInfo {
 pub enum Access {
     Authenticated,
     Legacy,
+    /// Another server, through `/_matrix/federation/v1/media/*`: only this server's media.
+    Federation,
 }
 
 pub struct Media {
@@ -71,6 +79,16 @@ pub struct Media {
     /// Woken after each upload of a created media, for downloads waiting for it.
     uploaded: Notify,
     thumbnailing: Arc<Semaphore>,
+    /// Fetches of remote media under way, shared by the requests waiting for them.
+    inflight: remote::Inflight,
+    fetcher: remote::Fetcher,
+    previews: preview::Previews,
+}
+
+/// Whose thumbnails: a media of this server, or a remote one (origin, media ID).
+pub(crate) enum Owner<'a> {
+    Local(&'a str),
+    Remote(&'a str, &'a str),
 }
 
 impl Media {
@@ -81,11 +99,20 @@ impl Media {
             .path
             .clone()
             .unwrap_or_else(|| PathBuf::from("myelin-data/media"));
+        let files = files::FileStore::new(root);
+        let fetcher = remote::Fetcher {
+            ctx: ctx.clone(),
+            files: files.clone(),
+            http: Arc::default(),
+        };
         Media {
             ctx,
-            files: files::FileStore::new(root),
+            files,
             uploaded: Notify::new(),
             thumbnailing: Arc::new(Semaphore::new(THUMBNAIL_CONCURRENCY)),
+            inflight: remote::Inflight::default(),
+            fetcher,
+            previews: preview::Previews::default(),
         }
     }
 
@@ -193,9 +220,13 @@ impl Media {
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
-        let (_, content) = self
-            .uploaded_media(server_name, media_id, timeout_ms, access)
-            .await?;
+        let content = if self.is_remote(server_name, access) {
+            self.remote_content(server_name, media_id, access).await?
+        } else {
+            self.uploaded_media(server_name, media_id, timeout_ms, access)
+                .await?
+                .1
+        };
         Ok(MediaFile {
             path: self.file_path(&content.sha256)?,
             content_type: content
@@ -212,24 +243,18 @@ impl Media {
         &self,
         server_name: &str,
         media_id: &str,
-        (width, height, method): (u32, u32, Method),
+        (width, height, method, animated): (u32, u32, Method, bool),
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
-        let (_, content) = self
-            .uploaded_media(server_name, media_id, timeout_ms, access)
-            .await?;
         let spec = thumbnail::choose(width, height, method);
-        let stored = self.ctx.storage.thumbnails(media_id).await?;
-        let found = stored.into_iter().find(|t| {
-            t.width == spec.width
-                && t.height == spec.height
-                && t.method == spec.method.as_str()
-                && !t.animated
-        });
-        let record = match found {
-            Some(record) => record,
-            None => self.make_thumbnail(media_id, &content, spec).await?,
+        let record = if self.is_remote(server_name, access) {
+            self.remote_thumbnail(server_name, media_id, (spec, animated), access)
+                .await?
+        } else {
+            let request = (spec, animated);
+            self.local_thumbnail(server_name, media_id, request, timeout_ms, access)
+                .await?
         };
         Ok(MediaFile {
             path: self.file_path(&record.sha256)?,
@@ -237,6 +262,155 @@ impl Media {
             filename: None,
             size: record.size,
         })
+    }
+
+    /// `GET /_matrix/federation/v1/media/download/{mediaId}`: a media of this server for
+    /// another one (never a copy of a third server's media).
+    pub async fn federation_download(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        timeout_ms: Option<u64>,
+    ) -> ServiceResult<MediaFile> {
+        self.ctx.refuse_blocked(origin)?;
+        let ours = self.ctx.config.server_name.clone();
+        self.download(ours.as_str(), media_id, timeout_ms, Access::Federation)
+            .await
+    }
+
+    /// `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`.
+    pub async fn federation_thumbnail(
+        &self,
+        origin: &ServerName,
+        media_id: &str,
+        request: (u32, u32, Method, bool),
+        timeout_ms: Option<u64>,
+    ) -> ServiceResult<MediaFile> {
+        self.ctx.refuse_blocked(origin)?;
+        let ours = self.ctx.config.server_name.clone();
+        self.thumbnail(
+            ours.as_str(),
+            media_id,
+            request,
+            timeout_ms,
+            Access::Federation,
+        )
+        .await
+    }
+
+    async fn local_thumbnail(
+        &self,
+        server_name: &str,
+        media_id: &str,
+        (spec, animated): (ThumbnailSpec, bool),
+        timeout_ms: Option<u64>,
+        access: Access,
+    ) -> ServiceResult<ThumbnailRecord> {
+        let (_, content) = self
+            .uploaded_media(server_name, media_id, timeout_ms, access)
+            .await?;
+        if animated {
+            let owner = Owner::Local(media_id);
+            if let Some(record) = self.animated_thumbnail(&owner, &content, spec).await? {
+                return Ok(record);
+            }
+        }
+        let stored = self.ctx.storage.thumbnails(media_id).await?;
+        match stored.into_iter().find(|t| cached::matches_spec(t, spec)) {
+            Some(record) => Ok(record),
+            None => {
+                self.make_thumbnail(&Owner::Local(media_id), &content, spec)
+                    .await
+            }
+        }
+    }
+
+    /// The animated thumbnail of an animated GIF or WebP (stored, or made now), or `None` when
+    /// the media is not animated or cannot be, so the static thumbnail answers (as the spec
+    /// asks for `animated=true` on media that cannot be animated).
+    pub(crate) async fn animated_thumbnail(
+        &self,
+        owner: &Owner<'_>,
+        content: &MediaContent,
+        spec: ThumbnailSpec,
+    ) -> ServiceResult<Option<ThumbnailRecord>> {
+        if !thumbnail::is_animatable(content.content_type.as_deref()) {
+            return Ok(None);
+        }
+        let stored = match owner {
+            Owner::Local(media_id) => self.ctx.storage.thumbnails(media_id).await?,
+            Owner::Remote(origin, media_id) => {
+                self.ctx.storage.remote_thumbnails(origin, media_id).await?
+            }
+        };
+        let found = stored.into_iter().find(|t| {
+            t.animated
+                && t.width == spec.width
+                && t.height == spec.height
+                && t.method == spec.method.as_str()
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        let bytes = {
+            let _permit = self.thumbnail_permit().await?;
+            let bytes = tokio::fs::read(self.file_path(&content.sha256)?)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("read media file: {e}")))?;
+            tokio::task::spawn_blocking(move || thumbnail::make_animated(&bytes, spec))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("thumbnail task: {e}")))?
+        };
+        let thumb = match bytes {
+            Ok(Some(thumb)) => thumb,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::debug!(error = %e, "no animated thumbnail; a static one answers");
+                return Ok(None);
+            }
+        };
+        let (sha256, size) = self.files.write_all(&thumb.bytes).await?;
+        let record = ThumbnailRecord {
+            width: spec.width,
+            height: spec.height,
+            method: spec.method.as_str().to_owned(),
+            animated: true,
+            content_type: thumb.content_type.to_owned(),
+            size,
+            sha256,
+        };
+        self.put_thumbnail_of(owner, &record).await?;
+        Ok(Some(record))
+    }
+
+    async fn thumbnail_permit(&self) -> ServiceResult<tokio::sync::OwnedSemaphorePermit> {
+        self.thumbnailing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ServiceError::Internal("thumbnailing closed".into()))
+    }
+
+    async fn put_thumbnail_of(
+        &self,
+        owner: &Owner<'_>,
+        record: &ThumbnailRecord,
+    ) -> ServiceResult<()> {
+        match owner {
+            Owner::Local(media_id) => self.ctx.storage.put_thumbnail(media_id, record).await?,
+            Owner::Remote(origin, media_id) => {
+                self.ctx
+                    .storage
+                    .put_remote_thumbnail(origin, media_id, record)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a read is of another server's media (never for another server's request).
+    fn is_remote(&self, server_name: &str, access: Access) -> bool {
+        server_name != self.ctx.config.server_name.as_str() && access != Access::Federation
     }
 
     fn mxc(&self, media_id: &str) -> String {
@@ -315,7 +489,8 @@ impl Media {
         let (media, media_id, content) = (self.clone(), media_id.to_owned(), content.clone());
         tokio::spawn(async move {
             let specs = thumbnail::STANDARD_SIZES;
-            if let Err(e) = media.store_thumbnails(&media_id, &content, &specs).await {
+            let owner = Owner::Local(&media_id);
+            if let Err(e) = media.store_thumbnails(&owner, &content, &specs).await {
                 tracing::debug!(%media_id, error = %e, "no thumbnails for an upload");
             }
         });
@@ -323,7 +498,7 @@ impl Media {
 
     async fn make_thumbnail(
         &self,
-        media_id: &str,
+        owner: &Owner<'_>,
         content: &MediaContent,
         spec: ThumbnailSpec,
     ) -> ServiceResult<ThumbnailRecord> {
@@ -332,7 +507,7 @@ impl Media {
                 ThumbnailError::Unsupported.to_string(),
             ));
         }
-        self.store_thumbnails(media_id, content, &[spec])
+        self.store_thumbnails(owner, content, &[spec])
             .await?
             .into_iter()
             .next()
@@ -343,16 +518,11 @@ impl Media {
     /// thumbnail, writes its file and stores its row.
     async fn store_thumbnails(
         &self,
-        media_id: &str,
+        owner: &Owner<'_>,
         content: &MediaContent,
         specs: &[ThumbnailSpec],
     ) -> ServiceResult<Vec<ThumbnailRecord>> {
-        let _permit = self
-            .thumbnailing
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ServiceError::Internal("thumbnailing closed".into()))?;
+        let _permit = self.thumbnail_permit().await?;
         let bytes = tokio::fs::read(self.file_path(&content.sha256)?)
             .await
             .map_err(|e| ServiceError::Internal(format!("read media file: {e}")))?;
@@ -373,7 +543,7 @@ impl Media {
                 size,
                 sha256,
             };
-            self.ctx.storage.put_thumbnail(media_id, &record).await?;
+            self.put_thumbnail_of(owner, &record).await?;
             records.push(record);
         }
         Ok(records)

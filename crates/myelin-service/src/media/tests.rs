@@ -303,7 +303,7 @@ async fn thumbnails_are_made_on_demand_and_stored() {
         .thumbnail(
             "test.local",
             id,
-            (50, 50, Method::Crop),
+            (50, 50, Method::Crop, false),
             None,
             Access::Authenticated,
         )
@@ -325,11 +325,209 @@ async fn thumbnails_are_made_on_demand_and_stored() {
             .thumbnail(
                 "test.local",
                 text_id,
-                (32, 32, Method::Crop),
+                (32, 32, Method::Crop, false),
                 None,
                 Access::Authenticated
             )
             .await,
         Err(ServiceError::CannotThumbnail(_))
     ));
+}
+
+#[test]
+fn remote_file_names_and_boundaries_are_parsed() {
+    use super::remote::{disposition_filename, multipart_boundary};
+    let name = |v: &str| disposition_filename(v);
+    assert_eq!(
+        name("inline; filename=\"a b.png\"").as_deref(),
+        Some("a b.png")
+    );
+    assert_eq!(
+        name("attachment; filename=plain.txt").as_deref(),
+        Some("plain.txt")
+    );
+    assert_eq!(
+        name("attachment; filename=\"x.txt\"; filename*=utf-8''caf%C3%A9.txt").as_deref(),
+        Some("café.txt"),
+        "the RFC 5987 name wins"
+    );
+    assert_eq!(name("inline"), None);
+    assert_eq!(name("inline; filename=\"\""), None);
+    assert_eq!(
+        name("inline; filename*=utf-8''%FF%FE; filename=fallback").as_deref(),
+        Some("fallback"),
+        "invalid UTF-8 falls back to the plain name"
+    );
+
+    assert_eq!(
+        multipart_boundary("multipart/mixed; boundary=abc").as_deref(),
+        Some("abc")
+    );
+    assert_eq!(
+        multipart_boundary("Multipart/Mixed; charset=x; boundary=\"q r\"").as_deref(),
+        Some("q r")
+    );
+    assert_eq!(
+        multipart_boundary("multipart/form-data; boundary=abc"),
+        None
+    );
+    assert_eq!(multipart_boundary("multipart/mixed"), None);
+    assert_eq!(multipart_boundary("application/json"), None);
+}
+
+/// Requests for one remote file while its fetch runs wait for that fetch; the next one after it
+/// ends starts another.
+#[tokio::test]
+async fn concurrent_fetches_of_one_file_are_shared() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use myelin_storage::MediaContent;
+
+    use super::remote::Inflight;
+
+    let inflight = Inflight::default();
+    let started = Arc::new(AtomicUsize::new(0));
+    let key = || (ruma::owned_server_name!("a.example"), "m".to_owned(), None);
+    let fetch = |started: Arc<AtomicUsize>| async move {
+        started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Ok(MediaContent {
+            content_type: None,
+            filename: None,
+            size: 1,
+            sha256: "ab".to_owned(),
+        })
+    };
+    let runs = (0..4).map(|_| inflight.run(key(), fetch(started.clone())));
+    let outcomes = futures_util::future::join_all(runs).await;
+    assert!(outcomes
+        .iter()
+        .all(|o| o.as_ref().is_ok_and(|c| c.sha256 == "ab")));
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "one fetch for four requests"
+    );
+    assert_eq!(inflight.len(), 0, "the finished fetch left the map");
+    inflight
+        .run(key(), fetch(started.clone()))
+        .await
+        .expect("fetched");
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn opengraph_properties_with_fallbacks() {
+    use super::opengraph::parse;
+    let page = r#"<!doctype html><html><head>
+        <title>Ignored title</title>
+        <meta property="og:title" content="  The   title ">
+        <meta property="og:title" content="second title">
+        <meta property="og:image" content="/img.png">
+        <meta name="og:site_name" content="Site">
+        <meta name="twitter:card" content="summary">
+        <meta name="description" content="plain description">
+        </head><body><p>text</p></body></html>"#;
+    let og = parse(page);
+    assert_eq!(og.get("og:title").map(String::as_str), Some("The title"));
+    assert_eq!(og.get("og:image").map(String::as_str), Some("/img.png"));
+    assert_eq!(og.get("og:site_name").map(String::as_str), Some("Site"));
+    assert_eq!(
+        og.get("og:description").map(String::as_str),
+        Some("plain description"),
+        "the meta description stands in"
+    );
+    assert!(!og.contains_key("twitter:card"));
+
+    let bare = parse("<html><head><title>Only a <b>title</b></title></head></html>");
+    assert_eq!(
+        bare.get("og:title").map(String::as_str),
+        Some("Only a <b>title</b>")
+    );
+    assert!(parse("not html at all <<<>>>").is_empty());
+
+    let long = format!(
+        r#"<meta property="og:description" content="{}">"#,
+        "é".repeat(2000)
+    );
+    let cut = parse(&long);
+    assert_eq!(
+        cut["og:description"].chars().count(),
+        501,
+        "500 characters and an ellipsis"
+    );
+}
+
+/// An animated GIF of `frames` frames of `size`×`size`.
+fn animated_gif(size: u32, frames: u8) -> Vec<u8> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    use image::{Delay, Frame};
+    let mut out = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut out);
+        encoder.set_repeat(Repeat::Infinite).expect("repeat");
+        let frames = (0..frames).map(|i| {
+            let buffer = RgbaImage::from_pixel(size, size, image::Rgba([i * 60, 0, 0, 255]));
+            Frame::from_parts(buffer, 0, 0, Delay::from_numer_denom_ms(100, 1))
+        });
+        encoder.encode_frames(frames).expect("encode");
+    }
+    out
+}
+
+#[test]
+fn animated_thumbnails_keep_their_frames() {
+    use image::codecs::gif::GifDecoder;
+    use image::AnimationDecoder;
+    let crop = ThumbnailSpec {
+        width: 32,
+        height: 32,
+        method: Method::Crop,
+    };
+    let big = animated_gif(100, 3);
+    let thumb = thumbnail::make_animated(&big, crop)
+        .expect("made")
+        .expect("animated");
+    assert_eq!(thumb.content_type, "image/gif");
+    let frames = GifDecoder::new(Cursor::new(&thumb.bytes))
+        .expect("a GIF")
+        .into_frames()
+        .collect_frames()
+        .expect("frames");
+    assert_eq!(frames.len(), 3);
+    assert_eq!(frames[0].buffer().dimensions(), (32, 32));
+
+    let small = animated_gif(20, 2);
+    let same = thumbnail::make_animated(&small, crop)
+        .expect("made")
+        .expect("animated");
+    assert_eq!(same.bytes, small, "small enough: the original answers");
+
+    let still = animated_gif(100, 1);
+    assert!(thumbnail::make_animated(&still, crop)
+        .expect("read")
+        .is_none());
+    let png = image_bytes(100, 100, ImageFormat::Png);
+    assert!(thumbnail::make_animated(&png, crop)
+        .expect("read")
+        .is_none());
+    assert!(thumbnail::is_animatable(Some("image/gif")));
+    assert!(!thumbnail::is_animatable(Some("image/png")));
+}
+
+#[test]
+fn preview_pages_are_read_in_their_charset() {
+    use super::preview::decode_page;
+    let latin1 = b"<title>caf\xe9</title>";
+    assert_eq!(
+        decode_page(latin1, "text/html; charset=ISO-8859-1"),
+        "<title>café</title>"
+    );
+    let meta = b"<meta charset=\"windows-1252\"><title>na\xefve</title>";
+    assert!(decode_page(meta, "text/html").ends_with("<title>naïve</title>"));
+    assert_eq!(decode_page("déjà".as_bytes(), "text/html"), "déjà");
+    assert_eq!(
+        decode_page(b"a\xffb", "text/html; charset=bogus"),
+        "a\u{fffd}b"
+    );
 }

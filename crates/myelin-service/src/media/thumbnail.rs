@@ -2,17 +2,31 @@
 //! making one with the `image` crate. Only PNG, JPEG, GIF and WebP are thumbnailed; the image's
 //! dimensions are read from its header before anything is decoded, and images above
 //! [`MAX_PIXELS`] are refused, so a small file that decodes to gigabytes (a decompression bomb)
-//! costs nothing. Decoding also runs under `image::Limits`.
+//! costs nothing. Decoding also runs under `image::Limits`. Animated GIF and WebP get animated
+//! thumbnails when asked (`animated=true`): each frame decoded, resized and dropped in turn, under
+//! [`MAX_FRAMES`] and [`MAX_ANIMATION_PIXELS`], encoded as an animated GIF.
 
 use std::io::Cursor;
 
-use image::{imageops::FilterType, DynamicImage, ImageFormat, ImageReader, Limits};
+use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
+use image::codecs::webp::WebPDecoder;
+use image::{
+    imageops::FilterType, AnimationDecoder, DynamicImage, Frame, Frames, ImageFormat, ImageReader,
+    Limits,
+};
 
 /// The most pixels an image may have to be thumbnailed (32 megapixels).
 pub const MAX_PIXELS: u64 = 32 * 1024 * 1024;
 
 /// The most memory one decode may allocate.
 const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
+
+/// The most frames an animated thumbnail is made of.
+pub const MAX_FRAMES: usize = 500;
+
+/// The most pixels decoded for an animated thumbnail, over all frames (each frame is decoded,
+/// resized and dropped in turn, so this bounds time, not memory).
+pub const MAX_ANIMATION_PIXELS: u64 = 256 * 1024 * 1024;
 
 /// The largest width or height a client may ask for.
 pub const MAX_DIMENSION: u32 = 10_000;
@@ -107,6 +121,94 @@ pub fn is_thumbnailable(content_type: Option<&str>) -> bool {
         essence.as_deref(),
         Some("image/png" | "image/jpeg" | "image/jpg" | "image/gif" | "image/webp")
     )
+}
+
+/// Whether the media type may be animated (GIF, WebP).
+pub fn is_animatable(content_type: Option<&str>) -> bool {
+    let essence = content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase());
+    matches!(essence.as_deref(), Some("image/gif" | "image/webp"))
+}
+
+/// An animated thumbnail of an animated GIF or WebP: the original itself when it already fits
+/// the spec's box, else every frame resized into an animated GIF. `None` when the image is not
+/// animated (one frame), so the static thumbnail answers. CPU-bound: call on a blocking thread.
+pub fn make_animated(
+    bytes: &[u8],
+    spec: ThumbnailSpec,
+) -> Result<Option<Thumbnail>, ThumbnailError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let format = reader.format().ok_or(ThumbnailError::Unsupported)?;
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(ThumbnailError::TooManyPixels(pixels));
+    }
+    let decode = |e: image::ImageError| ThumbnailError::Decode(e.to_string());
+    let (frames, content_type): (Frames<'_>, &'static str) = match format {
+        ImageFormat::Gif => (
+            GifDecoder::new(Cursor::new(bytes))
+                .map_err(decode)?
+                .into_frames(),
+            "image/gif",
+        ),
+        ImageFormat::WebP => {
+            let decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(decode)?;
+            if !decoder.has_animation() {
+                return Ok(None);
+            }
+            (decoder.into_frames(), "image/webp")
+        }
+        _ => return Ok(None),
+    };
+    if width <= spec.width && height <= spec.height {
+        // Small already: the original is its own animated thumbnail.
+        return Ok(Some(Thumbnail {
+            spec,
+            bytes: bytes.to_vec(),
+            content_type,
+        }));
+    }
+    let resized = resize_frames(frames, spec, pixels)?;
+    if resized.len() < 2 {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut out);
+        encoder.set_repeat(Repeat::Infinite).map_err(decode)?;
+        encoder.encode_frames(resized).map_err(decode)?;
+    }
+    Ok(Some(Thumbnail {
+        spec,
+        bytes: out,
+        content_type: "image/gif",
+    }))
+}
+
+/// Each frame resized as [`resize`] does, within [`MAX_FRAMES`] and [`MAX_ANIMATION_PIXELS`].
+fn resize_frames(
+    frames: Frames<'_>,
+    spec: ThumbnailSpec,
+    frame_pixels: u64,
+) -> Result<Vec<Frame>, ThumbnailError> {
+    let mut resized = Vec::new();
+    for (index, frame) in frames.enumerate() {
+        let decoded = (index as u64 + 1).saturating_mul(frame_pixels);
+        if index >= MAX_FRAMES || decoded > MAX_ANIMATION_PIXELS {
+            return Err(ThumbnailError::TooManyPixels(decoded));
+        }
+        let frame = frame.map_err(|e| ThumbnailError::Decode(e.to_string()))?;
+        let delay = frame.delay();
+        let image = resize(&DynamicImage::ImageRgba8(frame.into_buffer()), spec);
+        resized.push(Frame::from_parts(image.to_rgba8(), 0, 0, delay));
+    }
+    Ok(resized)
 }
 
 /// Decodes `bytes` (refusing bombs) and makes each thumbnail of `specs`. CPU-bound: call on a

@@ -158,3 +158,103 @@ pub async fn media_thumbnails(store: &dyn Storage) {
         ]
     );
 }
+
+/// Remote media is cached per origin and media ID (replaced on a new fetch), its last access only
+/// moves forward, and its thumbnails are kept apart from local media's, with or without the
+/// original.
+pub async fn remote_media_cache(store: &dyn Storage) {
+    assert_eq!(
+        store.get_remote_media("a.example", "m1").await.unwrap(),
+        None
+    );
+    store
+        .put_remote_media("a.example", "m1", 1_000, &content("aa", 12))
+        .await
+        .unwrap();
+    store
+        .put_remote_media("b.example", "m1", 1_100, &content("bb", 3))
+        .await
+        .unwrap();
+    let cached = store
+        .get_remote_media("a.example", "m1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cached.origin.as_str(), cached.media_id.as_str()),
+        ("a.example", "m1")
+    );
+    assert_eq!(cached.content, content("aa", 12));
+    assert_eq!((cached.fetched_ms, cached.last_access_ms), (1_000, 1_000));
+    assert_eq!(
+        store.get_media("m1").await.unwrap(),
+        None,
+        "not local media"
+    );
+
+    store
+        .touch_remote_media("a.example", "m1", 5_000)
+        .await
+        .unwrap();
+    store
+        .touch_remote_media("a.example", "m1", 4_000)
+        .await
+        .unwrap();
+    let touched = store
+        .get_remote_media("a.example", "m1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((touched.fetched_ms, touched.last_access_ms), (1_000, 5_000));
+
+    store
+        .put_remote_media("a.example", "m1", 6_000, &content("cc", 4))
+        .await
+        .unwrap();
+    let refetched = store
+        .get_remote_media("a.example", "m1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refetched.content, content("cc", 4));
+    assert_eq!(refetched.fetched_ms, 6_000);
+
+    let thumb = |width, sha: &str| ThumbnailRecord {
+        width,
+        height: 32,
+        method: "crop".to_owned(),
+        animated: false,
+        content_type: "image/png".to_owned(),
+        size: 10,
+        sha256: sha.to_owned(),
+    };
+    store
+        .put_remote_thumbnail("a.example", "m1", &thumb(32, "t1"))
+        .await
+        .unwrap();
+    store
+        .put_remote_thumbnail("a.example", "m1", &thumb(32, "t2"))
+        .await
+        .unwrap();
+    store
+        .put_remote_thumbnail("c.example", "only-thumb", &thumb(96, "t3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.remote_thumbnails("a.example", "m1").await.unwrap(),
+        vec![thumb(32, "t2")]
+    );
+    assert_eq!(
+        store
+            .remote_thumbnails("c.example", "only-thumb")
+            .await
+            .unwrap(),
+        vec![thumb(96, "t3")]
+    );
+    assert!(store
+        .remote_thumbnails("b.example", "m1")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.thumbnails("m1").await.unwrap().is_empty());
+}
