@@ -5,8 +5,9 @@
 
 use axum::http::Method;
 
-/// `(method, path after the version segment)`; `*` matches one segment.
-const GUEST_ENDPOINTS: &[(&str, &str)] = &[
+use crate::endpoint_list::{endpoint_after, listed, EndpointList};
+
+const GUEST_ENDPOINTS: EndpointList = &[
     // Reading rooms (guests read `world_readable` rooms and those they joined).
     ("GET", "rooms/*/state"),
     ("GET", "rooms/*/state/*"),
@@ -66,24 +67,8 @@ const GUEST_ENDPOINTS: &[(&str, &str)] = &[
 
 /// Whether a guest may call `method path` (`path` as requested, `/_matrix/client/v3/...`).
 pub fn guest_may_call(method: &Method, path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/_matrix/client/") else {
-        return false;
-    };
-    // The version segment (`v3`, `r0`, `v1`, `unstable`) does not change what is allowed.
-    let Some((_version, endpoint)) = rest.split_once('/') else {
-        return false;
-    };
-    let segments: Vec<&str> = endpoint.trim_end_matches('/').split('/').collect();
-    GUEST_ENDPOINTS.iter().any(|(m, pattern)| {
-        *m == method.as_str() && {
-            let pattern: Vec<&str> = pattern.split('/').collect();
-            pattern.len() == segments.len()
-                && pattern
-                    .iter()
-                    .zip(&segments)
-                    .all(|(p, s)| *p == "*" || p == s)
-        }
-    })
+    endpoint_after(path, &["/_matrix/client/"])
+        .is_some_and(|endpoint| listed(GUEST_ENDPOINTS, method, endpoint))
 }
 
 #[cfg(test)]

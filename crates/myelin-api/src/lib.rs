@@ -3,6 +3,7 @@
 
 mod client;
 mod client_ip;
+mod endpoint_list;
 mod error;
 mod extract;
 pub mod federation;

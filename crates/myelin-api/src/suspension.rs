@@ -6,8 +6,9 @@
 
 use axum::http::Method;
 
-/// `(method, path after the version segment)`; `*` matches one segment.
-const SUSPENDED_REFUSED: &[(&str, &str)] = &[
+use crate::endpoint_list::{endpoint_after, listed, EndpointList};
+
+const SUSPENDED_REFUSED: EndpointList = &[
     ("PUT", "rooms/*/send/*/*"),
     ("PUT", "rooms/*/state/*"),
     ("PUT", "rooms/*/state/*/*"),
@@ -31,25 +32,8 @@ const SUSPENDED_REFUSED: &[(&str, &str)] = &[
 
 /// Whether a suspended account is refused `method path`.
 pub fn suspended_refused(method: &Method, path: &str) -> bool {
-    let endpoint = path
-        .strip_prefix("/_matrix/client/")
-        .or_else(|| path.strip_prefix("/_matrix/media/"))
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(_version, endpoint)| endpoint);
-    let Some(endpoint) = endpoint else {
-        return false;
-    };
-    let segments: Vec<&str> = endpoint.trim_end_matches('/').split('/').collect();
-    SUSPENDED_REFUSED.iter().any(|(m, pattern)| {
-        *m == method.as_str() && {
-            let pattern: Vec<&str> = pattern.split('/').collect();
-            pattern.len() == segments.len()
-                && pattern
-                    .iter()
-                    .zip(&segments)
-                    .all(|(p, s)| *p == "*" || p == s)
-        }
-    })
+    endpoint_after(path, &["/_matrix/client/", "/_matrix/media/"])
+        .is_some_and(|endpoint| listed(SUSPENDED_REFUSED, method, endpoint))
 }
 
 #[cfg(test)]

@@ -5,11 +5,9 @@
 //! The tokens live in memory, by their hash: they are valid for two minutes and used once, so
 //! one lost with a restart is simply requested again.
 
-use std::{collections::HashMap, sync::Mutex};
-
 use ruma::{OwnedUserId, UserId};
 
-use super::{token::hash_token, token::random_secret, Accounts, LoginSession};
+use super::{token::random_secret, token::ExpiringTokens, Accounts, LoginSession};
 use crate::{ServiceError, ServiceResult};
 
 /// How long a login token is valid.
@@ -17,38 +15,30 @@ pub const LOGIN_TOKEN_LIFETIME_MS: u64 = 120_000;
 /// Outstanding tokens kept at most; the oldest go first.
 const MAX_TOKENS: usize = 10_000;
 
-#[derive(Default)]
-pub(crate) struct LoginTokens {
-    tokens: Mutex<HashMap<String, (OwnedUserId, u64)>>,
+/// Outstanding tokens (see [`ExpiringTokens`]).
+pub(crate) struct LoginTokens(ExpiringTokens<OwnedUserId>);
+
+impl Default for LoginTokens {
+    fn default() -> Self {
+        LoginTokens(ExpiringTokens::new(MAX_TOKENS))
+    }
 }
 
 impl LoginTokens {
     fn issue(&self, user_id: &UserId, now: u64) -> String {
         let token = random_secret("mylt_");
-        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (_, expires)| *expires > now);
-        if map.len() >= MAX_TOKENS {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (_, e))| *e)
-                .map(|(t, _)| t.clone())
-            {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(
-            hash_token(&token),
-            (user_id.to_owned(), now + LOGIN_TOKEN_LIFETIME_MS),
+        self.0.insert(
+            &token,
+            user_id.to_owned(),
+            now + LOGIN_TOKEN_LIFETIME_MS,
+            now,
         );
         token
     }
 
     /// The token's user, consuming it: a token logs in once.
     fn redeem(&self, token: &str, now: u64) -> Option<OwnedUserId> {
-        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&hash_token(token))
-            .filter(|(_, expires)| *expires > now)
-            .map(|(user, _)| user)
+        self.0.take(token, now)
     }
 }
 

@@ -5,12 +5,10 @@
 //! The tokens live in memory: they prove identity for an hour at most, and one lost with a
 //! restart is simply requested again.
 
-use std::{collections::HashMap, sync::Mutex};
-
 use ruma::{OwnedUserId, UserId};
 
 use crate::{
-    accounts::token::{hash_token, random_alnum},
+    accounts::token::{random_alnum, ExpiringTokens},
     Accounts, ServiceError, ServiceResult,
 };
 
@@ -19,39 +17,25 @@ pub const OPENID_LIFETIME_MS: u64 = 3_600_000;
 /// Outstanding tokens kept at most; the oldest go first.
 const MAX_TOKENS: usize = 10_000;
 
-/// Outstanding tokens by their hash (as access tokens are stored): a lookup never compares the
-/// secret itself, so its timing says nothing about how close a guess came.
-#[derive(Default)]
-pub(crate) struct OpenIdTokens {
-    tokens: Mutex<HashMap<String, (OwnedUserId, u64)>>,
+/// Outstanding tokens (see [`ExpiringTokens`]).
+pub(crate) struct OpenIdTokens(ExpiringTokens<OwnedUserId>);
+
+impl Default for OpenIdTokens {
+    fn default() -> Self {
+        OpenIdTokens(ExpiringTokens::new(MAX_TOKENS))
+    }
 }
 
 impl OpenIdTokens {
     fn issue(&self, user_id: &UserId, now: u64) -> String {
         let token = random_alnum(32);
-        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (_, expires)| *expires > now);
-        if map.len() >= MAX_TOKENS {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (_, e))| *e)
-                .map(|(t, _)| t.clone())
-            {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(
-            hash_token(&token),
-            (user_id.to_owned(), now + OPENID_LIFETIME_MS),
-        );
+        self.0
+            .insert(&token, user_id.to_owned(), now + OPENID_LIFETIME_MS, now);
         token
     }
 
     fn owner(&self, token: &str, now: u64) -> Option<OwnedUserId> {
-        let map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&hash_token(token))
-            .filter(|(_, expires)| *expires > now)
-            .map(|(user, _)| user.clone())
+        self.0.get(token, now)
     }
 }
 

@@ -49,6 +49,55 @@ pub fn is_one_of_secrets<'a>(given: &str, secrets: impl IntoIterator<Item = &'a 
         .fold(false, |found, s| found | secrets_equal(given, s))
 }
 
+/// Short-lived secrets kept in memory by their hash (OpenID and login tokens): a lookup never
+/// compares the secret itself, so its timing says nothing about how close a guess came. At most
+/// `max` are kept; expired ones go first, then the oldest.
+pub(crate) struct ExpiringTokens<T> {
+    tokens: std::sync::Mutex<std::collections::HashMap<String, (T, u64)>>,
+    max: usize,
+}
+
+impl<T: Clone> ExpiringTokens<T> {
+    pub(crate) fn new(max: usize) -> ExpiringTokens<T> {
+        ExpiringTokens {
+            tokens: std::sync::Mutex::new(std::collections::HashMap::new()),
+            max,
+        }
+    }
+
+    /// Keeps `token` for `value` until `expires_ms`.
+    pub(crate) fn insert(&self, token: &str, value: T, expires_ms: u64, now_ms: u64) {
+        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, expires)| *expires > now_ms);
+        if map.len() >= self.max {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, e))| *e)
+                .map(|(t, _)| t.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(hash_token(token), (value, expires_ms));
+    }
+
+    /// The value of a token still valid.
+    pub(crate) fn get(&self, token: &str, now_ms: u64) -> Option<T> {
+        let map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&hash_token(token))
+            .filter(|(_, expires)| *expires > now_ms)
+            .map(|(value, _)| value.clone())
+    }
+
+    /// The value of a token still valid, which is used up by this call.
+    pub(crate) fn take(&self, token: &str, now_ms: u64) -> Option<T> {
+        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&hash_token(token))
+            .filter(|(_, expires)| *expires > now_ms)
+            .map(|(value, _)| value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
