@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0014_account_moderation.sql"),
     include_str!("../migrations/0015_profile_fields.sql"),
     include_str!("../migrations/0016_threepids.sql"),
+    include_str!("../migrations/0017_push.sql"),
 ];
 
 /// The schema version this build writes.

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0015_account_moderation.sql"),
     include_str!("../migrations/0016_profile_fields.sql"),
     include_str!("../migrations/0017_threepids.sql"),
+    include_str!("../migrations/0018_push.sql"),
 ];
 
 /// The schema version this build writes.

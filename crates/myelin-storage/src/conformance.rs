@@ -82,6 +82,8 @@ macro_rules! storage_conformance_tests {
             media_uploaded_at_once,
             media_created_then_uploaded,
             media_thumbnails,
+            notification_counts_follow_read_receipts,
+            pushers_and_their_queues,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -116,6 +118,7 @@ mod keys;
 mod keys_in_detail;
 mod keys_lifecycle;
 mod media;
+mod push;
 mod relations;
 mod rooms;
 mod search;
@@ -133,6 +136,7 @@ pub use keys::*;
 pub use keys_in_detail::*;
 pub use keys_lifecycle::*;
 pub use media::{media_created_then_uploaded, media_thumbnails, media_uploaded_at_once};
+pub use push::{notification_counts_follow_read_receipts, pushers_and_their_queues};
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;
@@ -244,6 +248,7 @@ impl TestRoom {
                 forward_extremities: vec![create_id.clone()],
                 resolved_current_state: None,
                 destinations: Vec::new(),
+                push_actions: Vec::new(),
             })
             .await
             .expect("persist create event");
@@ -304,6 +309,7 @@ impl TestRoom {
             forward_extremities: vec![pdu.event_id.clone()],
             resolved_current_state: None,
             destinations: Vec::new(),
+            push_actions: Vec::new(),
             pdu,
             room: None,
             state,
@@ -439,5 +445,6 @@ fn loose_message(id: &str, room_id: &OwnedRoomId, snapshot: SnapshotId, depth: u
         forward_extremities: vec![event(id)],
         resolved_current_state: None,
         destinations: Vec::new(),
+        push_actions: Vec::new(),
     }
 }

@@ -19,6 +19,7 @@ mod federation;
 mod keys;
 mod media;
 mod meta;
+mod push;
 mod relations;
 mod room;
 pub mod rows;
@@ -34,6 +35,7 @@ pub use federation::*;
 pub use keys::*;
 pub use media::*;
 pub use meta::*;
+pub use push::*;
 pub use relations::*;
 pub use room::*;
 pub use search::*;
@@ -53,6 +55,7 @@ pub trait Storage:
     + KeyStore
     + BackupStore
     + MediaStore
+    + PushStore
     + Send
     + Sync
     + 'static
@@ -70,6 +73,7 @@ impl<
             + KeyStore
             + BackupStore
             + MediaStore
+            + PushStore
             + Send
             + Sync
             + 'static,

@@ -217,6 +217,7 @@ impl Rooms {
                     .as_ref()
                     .map(|w| self.outbox.destinations_of(w, &pdu))
                     .unwrap_or_default(),
+                push_actions: Vec::new(),
             });
             working = Some(match working {
                 Some(current) => current.with_event(pdu.clone(), StreamPos::ZERO, 0),

@@ -352,6 +352,7 @@ impl Ingest {
             } else {
                 Vec::new()
             },
+            push_actions: Vec::new(),
         })
     }
 
