@@ -10,6 +10,7 @@ mod keys;
 mod legacy;
 mod media;
 mod push;
+mod pushers;
 mod relations;
 mod reports;
 mod rooms;
@@ -37,6 +38,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(threepids::routes())
         .merge(user_data::routes())
         .merge(push::routes())
+        .merge(pushers::routes())
         .merge(directory::routes())
         .merge(keys::routes())
         .merge(key_backup::routes())
