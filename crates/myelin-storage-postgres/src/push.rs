@@ -14,13 +14,18 @@ use crate::convert::{get, limit, to_i64};
 use crate::pool::Conn;
 use crate::PgStore;
 
-/// The stream position of the user's latest read receipt (`m.read` or `m.read.private`) that
-/// covers a row of `a` (the notification row): unthreaded, or of the row's own timeline.
+/// Where a row of `a` (the notification row) stops being unread: the stream position of the
+/// user's latest read receipt (`m.read` or `m.read.private`) that covers it, unthreaded or of
+/// the row's own timeline; without one, the user's latest join (what came before it, such as
+/// their invite, is not unread in the room).
 const RECEIPT_POS: &str = "COALESCE((
     SELECT MAX(e.stream_pos) FROM receipts r JOIN events e ON e.event_id = r.event_id
     WHERE r.room_id = a.room_id AND r.user_id = a.user_id
       AND r.receipt_type IN ('m.read', 'm.read.private')
-      AND r.thread_id IN ('', COALESCE(a.thread_id, 'main'))), -9223372036854775807)";
+      AND r.thread_id IN ('', COALESCE(a.thread_id, 'main'))),
+    (SELECT m.joined_pos FROM room_memberships m
+     WHERE m.room_id = a.room_id AND m.user_id = a.user_id),
+    -9223372036854775807)";
 
 /// The notification rows of an event for the users it notifies, and one queue row per HTTP
 /// pusher of theirs; in the caller's (the event's) transaction.

@@ -4,6 +4,7 @@
 //! the outcomes that notify are kept; they are written in the event's transaction.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use myelin_core::Pdu;
 use myelin_storage::NewPushAction;
@@ -12,7 +13,7 @@ use ruma::power_levels::NotificationPowerLevels;
 use ruma::push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx};
 use ruma::room_version_rules::RoomPowerLevelsRules;
 use ruma::serde::Raw;
-use ruma::{Int, OwnedUserId, UInt};
+use ruma::{Int, OwnedUserId, ServerName, UInt};
 use serde_json::Value;
 
 use super::Push;
@@ -36,6 +37,10 @@ impl Push {
             if user_id.server_name() == server && user_id != pdu.sender {
                 local.push((user_id.to_owned(), entry.pdu.clone()));
             }
+        }
+        // An invite notifies its local invitee, who is not joined yet (`.m.rule.invite_for_me`).
+        if let Some(invitee) = local_invitee(pdu, server) {
+            local.push((invitee, Arc::new(pdu.clone())));
         }
         if local.is_empty() {
             return Vec::new();
@@ -72,6 +77,20 @@ impl Push {
         }
         out
     }
+}
+
+/// The local user an `m.room.member` invite is for, unless they invited themselves.
+fn local_invitee(pdu: &Pdu, server: &ServerName) -> Option<OwnedUserId> {
+    if pdu.kind.to_string() != "m.room.member" {
+        return None;
+    }
+    let target = OwnedUserId::try_from(pdu.state_key.as_deref()?).ok()?;
+    let invite = pdu
+        .content_value()
+        .get("membership")
+        .and_then(Value::as_str)
+        == Some("invite");
+    (invite && target.server_name() == server && target != pdu.sender).then_some(target)
 }
 
 /// The stored notification for actions that notify.

@@ -201,3 +201,41 @@ async fn pusher_bodies_are_checked_and_owned_by_the_device() {
     h.services.accounts.logout(&bob).await.unwrap();
     assert!(push.pushers_json(&bob.user_id).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_invite_notifies_the_invitee() {
+    let h = harness();
+    let (alice, bob) = (h.user("alice").await, h.user("bob").await);
+    let room = h.room(&alice, "private_chat").await;
+    h.services
+        .membership
+        .invite(&alice.user_id, &room, &bob.user_id, None)
+        .await
+        .unwrap();
+    let page = h
+        .services
+        .push
+        .notifications(&bob.user_id, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(page.notifications.len(), 1);
+    assert_eq!(
+        page.notifications[0].event["content"]["membership"],
+        "invite"
+    );
+    // Once joined, the invite is not unread in the room.
+    h.join(&bob, &room).await.unwrap();
+    assert_eq!(counts(&h, &bob, &room).await, c(0, 0));
+    h.say(&alice, &room, "welcome").await.unwrap();
+    assert_eq!(counts(&h, &bob, &room).await, c(1, 0));
+}
+
+#[test]
+fn the_ruleset_json_has_all_five_kinds() {
+    let user = ruma::user_id!("@bob:test.local");
+    let json =
+        crate::users::push_rules::ruleset_json(&ruma::push::Ruleset::server_default(user)).unwrap();
+    for kind in ["override", "content", "room", "sender", "underride"] {
+        assert!(json[kind].is_array(), "{kind}: {json}");
+    }
+}

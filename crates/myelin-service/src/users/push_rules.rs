@@ -33,6 +33,11 @@ impl Users {
         crate::push::load_ruleset(&self.ctx, user_id).await
     }
 
+    /// The user's ruleset as clients read it (`GET /pushrules/global/`, `m.push_rules`).
+    pub async fn push_rules_json(&self, user_id: &UserId) -> ServiceResult<Value> {
+        ruleset_json(&self.push_rules(user_id).await?)
+    }
+
     /// `GET /pushrules/global/{kind}/{ruleId}`: the rule as JSON.
     pub async fn push_rule(
         &self,
@@ -119,8 +124,7 @@ impl Users {
     }
 
     async fn save_push_rules(&self, user_id: &UserId, rules: &Ruleset) -> ServiceResult<()> {
-        let global =
-            serde_json::to_value(rules).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let global = ruleset_json(rules)?;
         let stored = self
             .store_account_data(user_id, None, PUSH_RULES, json!({ "global": global }))
             .await;
@@ -128,6 +132,19 @@ impl Users {
         self.push.forget_ruleset(user_id);
         stored
     }
+}
+
+/// A ruleset as JSON with all five kinds present: ruma leaves out empty ones, and clients
+/// expect each kind's array (an empty `room` or `sender` list included).
+pub fn ruleset_json(rules: &Ruleset) -> ServiceResult<Value> {
+    let mut json =
+        serde_json::to_value(rules).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    if let Some(kinds) = json.as_object_mut() {
+        for kind in ["override", "content", "room", "sender", "underride"] {
+            kinds.entry(kind).or_insert_with(|| json!([]));
+        }
+    }
+    Ok(json)
 }
 
 /// The rule kinds a client may address (`global` is the only scope).
