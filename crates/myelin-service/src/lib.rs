@@ -1,10 +1,9 @@
 //! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
 //! (accounts, rooms, membership, history, sync, sliding sync, ephemeral, e2ee, key backup,
-//! media, reports, users, push, and federation's outbox, ingest, handshakes, inbound and read side),
-//! built once in
-//! [`Services::new`] with the subsystems it needs, so the construction order below *is* the
-//! dependency graph: nothing calls back into a subsystem built after it, and nothing holds the
-//! whole.
+//! media, reports, users, push, and federation's outbox, ingest, handshakes, inbound and read
+//! side), built once in [`Services::new`] with the subsystems it needs, so the construction
+//! order below *is* the dependency graph: nothing calls back into a subsystem built after it, and
+//! nothing holds the whole.
 //!
 //! Every subsystem gets the shared infrastructure as an `Arc<Context>` (storage, notifier, key,
 //! clock, federation client, rate limiter); nothing here is global.
