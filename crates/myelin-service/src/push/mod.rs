@@ -129,9 +129,11 @@ impl Push {
         tokio::spawn(gateway::run_worker(self.this.clone(), id, notify));
     }
 
-    /// A worker ended (its pusher is gone).
+    /// A worker ended: its pusher is gone (deleted, rejected, or with its device), so the cached
+    /// pusher lists may name it.
     fn worker_ended(&self, id: i64) {
         lock(&self.workers).remove(&id);
+        lock(&self.http_pushers).clear();
     }
 }
 
