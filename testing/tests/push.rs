@@ -287,6 +287,20 @@ async fn counts_after_redaction_and_leave() {
 }
 
 #[tokio::test]
+async fn sliding_sync_carries_the_counts() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = pair(&s).await;
+    s.send_message(&alice.access_token, &room, "t1", "hi").await;
+    send(&s, &alice, &room, "t2", mention(&bob.user_id)).await;
+    let request = json!({"lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 1}}});
+    let path = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?timeout=0";
+    let (status, body) = s.post(path, bob.token(), &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rooms"][&room]["notification_count"], 2, "{body}");
+    assert_eq!(body["rooms"][&room]["highlight_count"], 1, "{body}");
+}
+
+#[tokio::test]
 async fn notifications_list_pages_highlights_and_read_state() {
     let s = TestServer::start().await;
     let (alice, bob, room) = pair(&s).await;
