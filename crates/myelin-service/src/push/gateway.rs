@@ -128,12 +128,9 @@ impl Push {
             Ok(None) => return Outcome::Dropped("the event is gone".into()),
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let client = match self.ctx.egress.client(&ClientOptions {
-            timeout: REQUEST_TIMEOUT,
-            ..ClientOptions::default()
-        }) {
+        let client = match self.client() {
             Ok(client) => client,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Outcome::Failed(e),
         };
         let response = match client.post(url).json(&body).send().await {
             Ok(response) => response,
@@ -159,6 +156,22 @@ impl Push {
         } else {
             Outcome::Delivered
         }
+    }
+
+    /// The client every delivery shares, built once through the egress filter.
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = self
+            .ctx
+            .egress
+            .client(&ClientOptions {
+                timeout: REQUEST_TIMEOUT,
+                ..ClientOptions::default()
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// The notification as the pusher's `format` wants it; `None` if the event is gone.

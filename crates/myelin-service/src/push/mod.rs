@@ -13,7 +13,7 @@ pub use notifications::{Notification, NotificationsPage};
 pub use pushers::{PusherSet, MAX_PUSHKEY_BYTES};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use ruma::push::Ruleset;
 use ruma::{OwnedUserId, UserId};
@@ -37,6 +37,8 @@ pub struct Push {
     http_pushers: Mutex<HashMap<OwnedUserId, Arc<Vec<i64>>>>,
     /// The running delivery worker of each pusher, woken when its queue grows.
     workers: Mutex<HashMap<i64, Arc<Notify>>>,
+    /// The HTTP client of every delivery (built through the egress filter on first use).
+    client: OnceLock<reqwest::Client>,
     /// Handed to workers, so that they end with the server.
     this: Weak<Push>,
 }
@@ -48,6 +50,7 @@ impl Push {
             rulesets: Mutex::new(HashMap::new()),
             http_pushers: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
+            client: OnceLock::new(),
             this: this.clone(),
         })
     }
