@@ -645,3 +645,42 @@ async fn a_restart_loses_no_queued_notification() {
         .await;
     assert_eq!(got[2]["notification"]["event_id"], third.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_received_over_federation_notify() {
+    let a = TestServer::start_federating().await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", PW).await;
+    let bob = b.register("bob", PW).await;
+    let room = a
+        .create_room(&alice.access_token, &json!({"preset": "public_chat"}))
+        .await;
+    let join = format!(
+        "{C}/join/{}?server_name={}",
+        enc(&room),
+        a.loopback_server_name()
+    );
+    assert_ok(&b.post(&join, bob.token(), &json!({})).await, "remote join");
+    send(&a, &alice, &room, "t1", mention(&bob.user_id)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = b.get(&format!("{C}/notifications"), bob.token()).await;
+        let list = body["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(n) = list.iter().find(|n| n["event"]["type"] == "m.room.message") {
+            assert_eq!(n["event"]["sender"], alice.user_id.as_str());
+            assert!(!n["read"].as_bool().unwrap());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no notification on B: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let synced = synced_room(&b, &bob, &room, &json!({})).await;
+    assert_eq!(
+        synced["unread_notifications"]["highlight_count"], 1,
+        "{synced}"
+    );
+}
