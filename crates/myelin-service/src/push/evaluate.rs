@@ -45,7 +45,9 @@ impl Push {
         if local.is_empty() {
             return Vec::new();
         }
-        let event: Raw<Value> = Raw::from_json(pdu.json.clone());
+        let Some(event) = rule_input(pdu) else {
+            return Vec::new();
+        };
         let power_levels = power_levels_ctx(state);
         let thread_id = pdu
             .relation()
@@ -77,6 +79,24 @@ impl Push {
         }
         out
     }
+}
+
+/// What the rules read of the event, without the PDU's hashes, signatures and DAG fields: the
+/// evaluator flattens its input once per member, so the smaller the better.
+fn rule_input(pdu: &Pdu) -> Option<Raw<Value>> {
+    let mut event = serde_json::json!({
+        "type": pdu.kind.to_string(),
+        "sender": pdu.sender,
+        "room_id": pdu.room_id,
+        "event_id": pdu.event_id,
+        "content": pdu.content,
+    });
+    if let Some(state_key) = &pdu.state_key {
+        event["state_key"] = Value::String(state_key.clone());
+    }
+    serde_json::value::to_raw_value(&event)
+        .ok()
+        .map(Raw::from_json)
 }
 
 /// The local user an `m.room.member` invite is for, unless they invited themselves.
