@@ -41,7 +41,7 @@ pub(crate) async fn write_push_actions(
             "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_pos, thread_id,
                                              actions, highlight)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (user_id, event_id) DO NOTHING",
+             ON CONFLICT (user_id, stream_pos) DO NOTHING",
             &[
                 &action.user_id.as_str(),
                 &room_id,
@@ -53,6 +53,9 @@ pub(crate) async fn write_push_actions(
             ],
         )
         .await?;
+        if !action.queue {
+            continue;
+        }
         conn.execute(
             "INSERT INTO push_queue (pusher_id, stream_pos, room_id, event_id, actions)
              SELECT id, $2, $3, $4, $5 FROM pushers WHERE user_id = $1 AND kind = 'http'
@@ -73,12 +76,17 @@ pub(crate) async fn write_push_actions(
 /// A redacted event notifies no more: its rows go, in the redaction's transaction.
 pub(crate) async fn forget_push_actions(conn: &mut Conn, event_id: &str) -> StorageResult<()> {
     conn.execute(
-        "DELETE FROM event_push_actions WHERE event_id = $1",
+        "DELETE FROM event_push_actions
+         WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = $1)",
         &[&event_id],
     )
     .await?;
-    conn.execute("DELETE FROM push_queue WHERE event_id = $1", &[&event_id])
-        .await?;
+    conn.execute(
+        "DELETE FROM push_queue
+         WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = $1)",
+        &[&event_id],
+    )
+    .await?;
     Ok(())
 }
 

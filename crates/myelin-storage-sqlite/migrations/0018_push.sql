@@ -9,14 +9,13 @@ CREATE TABLE event_push_actions (
     thread_id  TEXT,
     actions    TEXT NOT NULL,
     highlight  INTEGER NOT NULL,
-    PRIMARY KEY (user_id, event_id)
-) STRICT;
+    PRIMARY KEY (user_id, stream_pos)
+) STRICT, WITHOUT ROWID;
 
--- Counts per room after a receipt, and `/notifications` newest first.
+-- Rows are keyed and indexed by stream position (appended at the end of each range, never
+-- at random places): counts per room after a receipt; a redaction removes its target's rows.
 CREATE INDEX event_push_actions_by_room ON event_push_actions (user_id, room_id, stream_pos);
-CREATE INDEX event_push_actions_by_pos ON event_push_actions (user_id, stream_pos);
--- A redaction removes its target's rows.
-CREATE INDEX event_push_actions_by_event ON event_push_actions (event_id);
+CREATE INDEX event_push_actions_by_pos ON event_push_actions (stream_pos);
 
 CREATE TABLE pushers (
     id                  INTEGER PRIMARY KEY,
@@ -45,4 +44,4 @@ CREATE TABLE push_queue (
     actions    TEXT NOT NULL,
     PRIMARY KEY (pusher_id, stream_pos)
 ) STRICT;
-CREATE INDEX push_queue_by_event ON push_queue (event_id);
+CREATE INDEX push_queue_by_pos ON push_queue (stream_pos);

@@ -41,7 +41,7 @@ pub(crate) fn write_push_actions(
             "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_pos, thread_id,
                                              actions, highlight)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (user_id, event_id) DO NOTHING",
+             ON CONFLICT (user_id, stream_pos) DO NOTHING",
         )
         .db()?
         .execute(params![
@@ -54,6 +54,9 @@ pub(crate) fn write_push_actions(
             action.highlight
         ])
         .db()?;
+        if !action.queue {
+            continue;
+        }
         tx.prepare_cached(
             "INSERT INTO push_queue (pusher_id, stream_pos, room_id, event_id, actions)
              SELECT id, ?2, ?3, ?4, ?5 FROM pushers WHERE user_id = ?1 AND kind = 'http'
@@ -74,11 +77,14 @@ pub(crate) fn write_push_actions(
 
 /// A redacted event notifies no more: its rows go, in the redaction's transaction.
 pub(crate) fn forget_push_actions(tx: &Transaction<'_>, event_id: &str) -> StorageResult<()> {
-    tx.prepare_cached("DELETE FROM event_push_actions WHERE event_id = ?1")
-        .db()?
-        .execute(params![event_id])
-        .db()?;
-    tx.prepare_cached("DELETE FROM push_queue WHERE event_id = ?1")
+    let pos = "(SELECT stream_pos FROM events WHERE event_id = ?1)";
+    tx.prepare_cached(&format!(
+        "DELETE FROM event_push_actions WHERE stream_pos = {pos}"
+    ))
+    .db()?
+    .execute(params![event_id])
+    .db()?;
+    tx.prepare_cached(&format!("DELETE FROM push_queue WHERE stream_pos = {pos}"))
         .db()?
         .execute(params![event_id])
         .db()?;

@@ -396,7 +396,7 @@ pub const TABLES: &[Table] = &[
             "actions",
             "highlight",
         ],
-        key: &["user_id", "event_id"],
+        key: &["user_id", "stream_pos"],
     },
     Table {
         name: "pushers",

@@ -73,7 +73,12 @@ impl Push {
                 ctx = ctx.with_power_levels(power_levels.clone());
             }
             let actions = rules.get_actions(&event, &ctx).await;
-            if let Some(action) = notification(user_id, actions, thread_id.clone()) {
+            if let Some(mut action) = notification(user_id, actions, thread_id.clone()) {
+                action.queue = match self.http_pusher_ids(&action.user_id).await {
+                    Ok(ids) => !ids.is_empty(),
+                    // Unknown: queue for whatever pushers storage finds.
+                    Err(_) => true,
+                };
                 out.push(action);
             }
         }
@@ -127,6 +132,7 @@ fn notification(
         actions: serde_json::to_string(actions).ok()?,
         highlight: actions.iter().any(Action::is_highlight),
         thread_id,
+        queue: true,
     })
 }
 

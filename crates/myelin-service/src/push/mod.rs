@@ -93,7 +93,7 @@ impl Push {
         }
     }
 
-    async fn http_pusher_ids(&self, user_id: &UserId) -> ServiceResult<Arc<Vec<i64>>> {
+    pub(crate) async fn http_pusher_ids(&self, user_id: &UserId) -> ServiceResult<Arc<Vec<i64>>> {
         if let Some(ids) = lock(&self.http_pushers).get(user_id) {
             return Ok(ids.clone());
         }

@@ -17,6 +17,7 @@ fn action(highlight: bool, thread: Option<&str>) -> Vec<NewPushAction> {
         actions: r#"["notify"]"#.into(),
         highlight,
         thread_id: thread.map(str::to_owned),
+        queue: true,
     }]
 }
 
