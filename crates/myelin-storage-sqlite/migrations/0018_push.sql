@@ -9,13 +9,14 @@ CREATE TABLE event_push_actions (
     thread_id  TEXT,
     actions    TEXT NOT NULL,
     highlight  INTEGER NOT NULL,
-    PRIMARY KEY (user_id, stream_pos)
+    PRIMARY KEY (stream_pos, user_id)
 ) STRICT, WITHOUT ROWID;
 
--- Rows are keyed and indexed by stream position (appended at the end of each range, never
--- at random places): counts per room after a receipt; a redaction removes its target's rows.
-CREATE INDEX event_push_actions_by_room ON event_push_actions (user_id, room_id, stream_pos);
-CREATE INDEX event_push_actions_by_pos ON event_push_actions (stream_pos);
+-- Keyed by stream position first, so that a commit appends to one page instead of one per
+-- user and room (a redaction removes its target's rows through the key); counts per room after
+-- a receipt, and `/notifications` per user newest first.
+CREATE INDEX event_push_actions_by_room ON event_push_actions (room_id, stream_pos);
+CREATE INDEX event_push_actions_by_user ON event_push_actions (user_id, stream_pos);
 
 CREATE TABLE pushers (
     id                  INTEGER PRIMARY KEY,

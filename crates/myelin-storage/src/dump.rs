@@ -396,7 +396,7 @@ pub const TABLES: &[Table] = &[
             "actions",
             "highlight",
         ],
-        key: &["user_id", "stream_pos"],
+        key: &["stream_pos", "user_id"],
     },
     Table {
         name: "pushers",
