@@ -87,7 +87,18 @@ async fn view(server: &TestServer, account: &Account) -> Value {
         account,
     )
     .await;
-    json!({"rooms": out, "global": global, "profile": profile})
+    let notifications = get_ok(server, &format!("{C}/notifications"), account).await;
+    let notifications: Vec<Value> = notifications["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .map(|n| json!([n["event"]["event_id"], n["read"], n["actions"]]))
+        .collect();
+    let pushers = get_ok(server, &format!("{C}/pushers"), account).await;
+    json!({
+        "rooms": out, "global": global, "profile": profile,
+        "notifications": notifications, "pushers": pushers["pushers"],
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +173,19 @@ async fn sqlite_copied_to_postgres_and_back_serves_the_same_data() {
         .put(&path, bob.token(), &json!({"displayname": "Bob B."}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let pusher = json!({
+        "kind": "http", "app_id": "org.example.app", "pushkey": "bobs-phone",
+        "app_display_name": "Example", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": "https://push.example.org/_matrix/push/v1/notify"},
+    });
+    let (status, body) = server
+        .post(&format!("{C}/pushers/set"), bob.token(), &pusher)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let before = [view(&server, &alice).await, view(&server, &bob).await];
+    // Bob's invite and Alice's seven messages.
+    assert_eq!(before[1]["notifications"].as_array().unwrap().len(), 8);
+    assert_eq!(before[1]["pushers"].as_array().unwrap().len(), 1);
     assert_eq!(before[1]["rooms"].as_object().unwrap().len(), 2);
 
     // Copy the stopped server's database to PostgreSQL (small batches), and refuse a second copy.

@@ -122,6 +122,7 @@ impl From<ServiceError> for ApiError {
             E::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
             E::InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+            E::MissingParam(_) => (StatusCode::BAD_REQUEST, "M_MISSING_PARAM"),
             E::BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON"),
             E::LimitExceeded { retry_after_ms } => {
                 let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", &e);

@@ -13,6 +13,9 @@ pub enum ServiceError {
     InvalidParam(String),
     #[error("{0}")]
     BadJson(String),
+    /// A required field of the request body is absent.
+    #[error("{0}")]
+    MissingParam(String),
     /// The client used up its rate-limit budget; it may retry after this long.
     #[error("Too many requests; retry in {retry_after_ms} ms")]
     LimitExceeded { retry_after_ms: u64 },

@@ -25,6 +25,10 @@ pub struct RoomEventFilter {
     pub related_by_senders: Option<Vec<String>>,
     /// Only events with a relation of one of these types.
     pub related_by_rel_types: Option<Vec<String>>,
+    /// Unread counts per thread (`unread_thread_notifications` in `/sync`), the room's own
+    /// counts then covering the main timeline only.
+    #[serde(default)]
+    pub unread_thread_notifications: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

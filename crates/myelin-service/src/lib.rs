@@ -1,6 +1,6 @@
 //! The use cases of the homeserver, as subsystems. Each subsystem is one type in one folder
 //! (accounts, rooms, membership, history, sync, sliding sync, ephemeral, e2ee, key backup,
-//! media, reports, users, application services, and federation's outbox, ingest, handshakes, inbound and read side),
+//! media, reports, users, push, application services, and federation's outbox, ingest, handshakes, inbound and read side),
 //! built once in
 //! [`Services::new`] with the subsystems it needs, so the construction order below *is* the
 //! dependency graph: nothing calls back into a subsystem built after it, and nothing holds the
@@ -24,6 +24,7 @@ pub mod history;
 pub mod legacy;
 pub mod media;
 pub mod membership;
+pub mod push;
 pub mod reports;
 pub mod resources;
 pub mod rooms;
@@ -56,6 +57,7 @@ pub use legacy::Legacy;
 pub use media::{Media, MediaConfig};
 pub use membership::Memberships;
 pub use myelin_federation::FederationConfig;
+pub use push::Push;
 pub use reports::Reports;
 pub use resources::ResourceLimits;
 pub use rooms::Rooms;
@@ -70,6 +72,8 @@ pub struct Services {
     pub ctx: Arc<Context>,
     /// Durable per-destination federation queues and their workers.
     pub outbox: Arc<Outbox>,
+    /// Push rules evaluated at write time, unread counts, pushers and push gateway delivery.
+    pub push: Arc<Push>,
     /// Room state and the one append path (lock → build/check → commit → publish).
     pub rooms: Arc<Rooms>,
     /// PDUs from other servers: checks, state resolution, backfill.
@@ -132,7 +136,8 @@ impl Services {
     ) -> Arc<Self> {
         let ctx = Arc::new(Context::new(config, federation, storage, key, clock));
         let outbox = Outbox::new(ctx.clone());
-        let rooms = Arc::new(Rooms::new(ctx.clone(), outbox.clone()));
+        let push = Push::new(ctx.clone());
+        let rooms = Arc::new(Rooms::new(ctx.clone(), outbox.clone(), push.clone()));
         let ingest = Arc::new(Ingest::new(ctx.clone(), rooms.clone(), outbox.clone()));
         let federation_reads = Arc::new(FederationReads::new(ctx.clone(), rooms.clone()));
         let handshakes = Arc::new(Handshakes::new(
@@ -146,7 +151,7 @@ impl Services {
             rooms.clone(),
             handshakes.clone(),
         ));
-        let users = Arc::new(Users::new(ctx.clone(), rooms.clone()));
+        let users = Arc::new(Users::new(ctx.clone(), rooms.clone(), push.clone()));
         let history = Arc::new(History::new(
             ctx.clone(),
             rooms.clone(),
@@ -171,7 +176,12 @@ impl Services {
             e2ee.clone(),
             ephemeral.clone(),
         ));
-        let accounts = Arc::new(Accounts::new(ctx.clone(), e2ee.clone(), membership.clone()));
+        let accounts = Arc::new(Accounts::new(
+            ctx.clone(),
+            e2ee.clone(),
+            membership.clone(),
+            push.clone(),
+        ));
         let sync = Arc::new(Syncer::new(
             ctx.clone(),
             rooms.clone(),
@@ -179,6 +189,7 @@ impl Services {
             e2ee.clone(),
             ephemeral.clone(),
             users.clone(),
+            push.clone(),
         ));
         let legacy = Arc::new(Legacy::new(
             ctx.clone(),
@@ -196,11 +207,13 @@ impl Services {
             e2ee.clone(),
             ephemeral.clone(),
             users.clone(),
+            push.clone(),
         ));
         let appservices = Arc::new(Appservices::new(ctx.clone(), rooms.clone()));
         Arc::new(Services {
             ctx,
             outbox,
+            push,
             rooms,
             ingest,
             federation_reads,

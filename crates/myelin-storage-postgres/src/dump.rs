@@ -18,6 +18,7 @@ const GENERATED_IDS: &[(&str, &str)] = &[
     ("one_time_keys", "seq"),
     ("to_device_messages", "seq"),
     ("reports", "id"),
+    ("pushers", "id"),
 ];
 
 #[async_trait]

@@ -19,6 +19,7 @@ mod meta;
 mod migrations;
 mod persist;
 mod pool;
+mod push;
 mod relations;
 mod room;
 mod search;

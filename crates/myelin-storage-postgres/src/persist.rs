@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::convert::{get, now_ms, to_i64};
 use crate::pool::Conn;
+use crate::push;
 use crate::state;
 
 /// Takes the next stream position. The caller's write transaction holds the write lock, and the
@@ -38,7 +39,7 @@ pub(crate) async fn persist_events(
 }
 
 /// Writes the event, its snapshot, txn mapping, current state, membership, redaction, the
-/// room's forward extremities and its outbox rows; moves it out of the outliers if it was one.
+/// room's forward extremities, its outbox rows and its notification rows; moves it out of the outliers if it was one.
 /// A rejected event is stored (with its snapshot) but changes neither current state, nor
 /// memberships, nor the event it claims to redact.
 pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageResult<Persisted> {
@@ -59,6 +60,14 @@ pub(crate) async fn persist_event(conn: &mut Conn, event: NewEvent) -> StorageRe
     }
     if !pdu.rejected {
         apply_to_room(conn, &event, stream_pos, snapshot).await?;
+        push::write_push_actions(
+            conn,
+            room_id,
+            pdu.event_id.as_str(),
+            stream_pos,
+            &event.push_actions,
+        )
+        .await?;
     }
     replace_forward_extremities(conn, room_id, &event.forward_extremities).await?;
     queue_pdu(conn, pdu.event_id.as_str(), &event.destinations).await?;
@@ -97,6 +106,7 @@ async fn apply_to_room(
     }
     if let Some((target, redacted_json)) = &event.redaction {
         redact(conn, room_id, target.as_str(), redacted_json, event_id).await?;
+        push::forget_push_actions(conn, target.as_str()).await?;
     }
     Ok(())
 }

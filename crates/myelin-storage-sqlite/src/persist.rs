@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::convert::{now_ms, to_i64, Db};
 use crate::pool::Positions;
+use crate::push;
 use crate::state;
 
 /// Persists a batch in order, each event at its own stream position.
@@ -29,7 +30,7 @@ pub(crate) fn persist_events(
 }
 
 /// Writes the event, its snapshot, txn mapping, current state, membership, redaction, the
-/// room's forward extremities and its outbox rows; moves it out of the outliers if it was one.
+/// room's forward extremities, its outbox rows and its notification rows; moves it out of the outliers if it was one.
 /// A rejected event is stored (with its snapshot) but changes neither current state, nor
 /// memberships, nor the event it claims to redact.
 pub(crate) fn persist_event(
@@ -54,6 +55,13 @@ pub(crate) fn persist_event(
     }
     if !pdu.rejected {
         apply_to_room(tx, &event, stream_pos, snapshot)?;
+        push::write_push_actions(
+            tx,
+            room_id,
+            pdu.event_id.as_str(),
+            stream_pos,
+            &event.push_actions,
+        )?;
     }
     replace_forward_extremities(tx, room_id, &event.forward_extremities)?;
     queue_pdu(tx, pdu.event_id.as_str(), &event.destinations)?;
@@ -91,6 +99,7 @@ fn apply_to_room(
     }
     if let Some((target, redacted_json)) = &event.redaction {
         redact(tx, room_id, target.as_str(), redacted_json, event_id)?;
+        push::forget_push_actions(tx, target.as_str())?;
     }
     Ok(())
 }

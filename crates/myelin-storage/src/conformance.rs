@@ -85,6 +85,8 @@ macro_rules! storage_conformance_tests {
             appservice_transactions_are_kept_until_accepted,
             appservice_devices_are_made_without_tokens,
             remote_media_cache,
+            notification_counts_follow_read_receipts,
+            pushers_and_their_queues,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -120,6 +122,7 @@ mod keys;
 mod keys_in_detail;
 mod keys_lifecycle;
 mod media;
+mod push;
 mod relations;
 mod rooms;
 mod search;
@@ -140,6 +143,7 @@ pub use keys_lifecycle::*;
 pub use media::{
     media_created_then_uploaded, media_thumbnails, media_uploaded_at_once, remote_media_cache,
 };
+pub use push::{notification_counts_follow_read_receipts, pushers_and_their_queues};
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;
@@ -251,6 +255,7 @@ impl TestRoom {
                 forward_extremities: vec![create_id.clone()],
                 resolved_current_state: None,
                 destinations: Vec::new(),
+                push_actions: Vec::new(),
             })
             .await
             .expect("persist create event");
@@ -311,6 +316,7 @@ impl TestRoom {
             forward_extremities: vec![pdu.event_id.clone()],
             resolved_current_state: None,
             destinations: Vec::new(),
+            push_actions: Vec::new(),
             pdu,
             room: None,
             state,
@@ -446,5 +452,6 @@ fn loose_message(id: &str, room_id: &OwnedRoomId, snapshot: SnapshotId, depth: u
         forward_extremities: vec![event(id)],
         resolved_current_state: None,
         destinations: Vec::new(),
+        push_actions: Vec::new(),
     }
 }

@@ -428,6 +428,42 @@ pub const TABLES: &[Table] = &[
             "origin", "media_id", "width", "height", "method", "animated",
         ],
     },
+    Table {
+        name: "event_push_actions",
+        columns: &[
+            "user_id",
+            "room_id",
+            "event_id",
+            "stream_pos",
+            "thread_id",
+            "actions",
+            "highlight",
+        ],
+        key: &["stream_pos", "user_id"],
+    },
+    Table {
+        name: "pushers",
+        columns: &[
+            "id",
+            "user_id",
+            "device_id",
+            "kind",
+            "app_id",
+            "pushkey",
+            "app_display_name",
+            "device_display_name",
+            "profile_tag",
+            "lang",
+            "data",
+            "created_ms",
+        ],
+        key: &["id"],
+    },
+    Table {
+        name: "push_queue",
+        columns: &["pusher_id", "stream_pos", "room_id", "event_id", "actions"],
+        key: &["pusher_id", "stream_pos"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

@@ -20,6 +20,7 @@ mod federation;
 mod keys;
 mod media;
 mod meta;
+mod push;
 mod relations;
 mod room;
 pub mod rows;
@@ -36,6 +37,7 @@ pub use federation::*;
 pub use keys::*;
 pub use media::*;
 pub use meta::*;
+pub use push::*;
 pub use relations::*;
 pub use room::*;
 pub use search::*;
@@ -56,6 +58,7 @@ pub trait Storage:
     + KeyStore
     + BackupStore
     + MediaStore
+    + PushStore
     + Send
     + Sync
     + 'static
@@ -74,6 +77,7 @@ impl<
             + KeyStore
             + BackupStore
             + MediaStore
+            + PushStore
             + Send
             + Sync
             + 'static,

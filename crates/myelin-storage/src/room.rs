@@ -135,6 +135,10 @@ pub struct NewEvent {
     pub resolved_current_state: Option<StateMap>,
     /// Remote servers this event must be sent to: one outbox row each, in the same transaction.
     pub destinations: Vec<OwnedServerName>,
+    /// The local users this event notifies, with their push actions: one notification row each
+    /// and one push queue row per HTTP pusher of theirs, in the same transaction. A redaction
+    /// removes its target's rows.
+    pub push_actions: Vec<crate::NewPushAction>,
 }
 
 /// An event of the room's history fetched from another server (`/backfill`), to be placed before

@@ -14,9 +14,10 @@ use crate::convert::{corrupt, opt_to_u64, parse_id, parse_json, parse_opt_id, to
 use crate::{
     AccountDataRecord, BackedUpKey, BackupVersionRecord, CrossSigningKeyRecord, CrossSigningKind,
     DeviceKeysRecord, DeviceRecord, EventRecord, MediaContent, MediaRecord, MembershipRecord,
-    OutboxContent, OutboxEntry, OutlierStatus, PresenceRecord, QueuedToDevice, ReceiptRecord,
-    RemoteMediaRecord, ReportRecord, ReportTarget, RoomInfo, StateKey, StorageResult, ThreadEntry,
-    ThreadSummary, ThumbnailRecord, ToDeviceMessage, TokenOwner, UserRecord,
+    NotificationRecord, OutboxContent, OutboxEntry, OutlierStatus, PresenceRecord, PusherRecord,
+    QueuedPush, QueuedToDevice, ReceiptRecord, RemoteMediaRecord, ReportRecord, ReportTarget, RoomInfo,
+    StateKey, StorageResult, ThreadEntry, ThreadSummary, ThumbnailRecord, ToDeviceMessage,
+    TokenOwner, UserRecord,
 };
 
 /// Typed access to the columns of one result row, by index. Each backend implements it for its
@@ -536,6 +537,50 @@ pub fn appservice_state(row: &dyn Row) -> StorageResult<crate::AppserviceTxnStat
         delivered_pos: StreamPos(row.int(0)?),
         next_txn_id: crate::convert::to_u64(row.int(1)?, "next_txn_id")?,
         pending,
+    })
+}
+
+/// A `pushers` row ([`crate::PUSHER_COLUMNS`]).
+pub fn pusher(row: &dyn Row) -> StorageResult<PusherRecord> {
+    Ok(PusherRecord {
+        id: row.int(0)?,
+        user_id: parse_id(row.text(1)?, "pusher user")?,
+        device_id: row.text(2)?,
+        kind: row.text(3)?,
+        app_id: row.text(4)?,
+        pushkey: row.text(5)?,
+        app_display_name: row.text(6)?,
+        device_display_name: row.text(7)?,
+        profile_tag: row.opt_text(8)?,
+        lang: row.text(9)?,
+        data: row.text(10)?,
+        created_ms: to_u64(row.int(11)?, "pusher created_ms")?,
+    })
+}
+
+/// The columns [`notification`] reads: `room_id, event_id, stream_pos, actions, highlight` and
+/// whether it is read.
+pub fn notification(row: &dyn Row) -> StorageResult<NotificationRecord> {
+    Ok(NotificationRecord {
+        room_id: parse_id(row.text(0)?, "notification room")?,
+        event_id: parse_id(row.text(1)?, "notification event")?,
+        stream_pos: StreamPos(row.int(2)?),
+        actions: row.text(3)?,
+        highlight: row.flag(4)?,
+        read: row.flag(5)?,
+    })
+}
+
+/// The `push_queue` columns [`queued_push`] reads, in order.
+pub const QUEUED_PUSH_COLUMNS: &str = "pusher_id, stream_pos, room_id, event_id, actions";
+
+pub fn queued_push(row: &dyn Row) -> StorageResult<QueuedPush> {
+    Ok(QueuedPush {
+        pusher_id: row.int(0)?,
+        stream_pos: StreamPos(row.int(1)?),
+        room_id: parse_id(row.text(2)?, "queued push room")?,
+        event_id: parse_id(row.text(3)?, "queued push event")?,
+        actions: row.text(4)?,
     })
 }
 

@@ -117,6 +117,12 @@ impl Myelin {
                 .await
                 .context("cannot read the federation outbox")?;
         }
+        // Notifications queued for push gateways before a restart are delivered now.
+        services
+            .push
+            .start_pushers()
+            .await
+            .context("cannot read the push queues")?;
         let addr = listener
             .local_addr()
             .context("the listener has no local address")?;

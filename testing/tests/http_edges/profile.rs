@@ -277,6 +277,9 @@ async fn push_rules_can_be_read_changed_and_synced() {
             .any(|r| r["rule_id"] == ".m.rule.master" && r["default"] == true),
         "{all}"
     );
+    for kind in ["override", "content", "room", "sender", "underride"] {
+        assert!(all["global"][kind].is_array(), "{kind} missing: {all}");
+    }
     let sync = s.sync(&alice.access_token, None, 0).await;
     let synced = sync["account_data"]["events"]
         .as_array()

@@ -11,6 +11,7 @@ mod keys;
 mod legacy;
 pub(crate) mod media;
 mod push;
+mod pushers;
 mod relations;
 mod reports;
 mod rooms;
@@ -39,6 +40,7 @@ pub fn routes() -> Router<SharedState> {
         .merge(threepids::routes())
         .merge(user_data::routes())
         .merge(push::routes())
+        .merge(pushers::routes())
         .merge(directory::routes())
         .merge(keys::routes())
         .merge(key_backup::routes())

@@ -51,7 +51,11 @@ fn global_scope(scope: &str) -> ApiResult<()> {
 
 /// GET /_matrix/client/v3/pushrules/.
 async fn all_rules(State(state): State<SharedState>, Auth(authed): Auth) -> ApiResult<Json<Value>> {
-    let rules = state.services.users.push_rules(&authed.user_id).await?;
+    let rules = state
+        .services
+        .users
+        .push_rules_json(&authed.user_id)
+        .await?;
     Ok(Json(json!({ "global": rules })))
 }
 
@@ -60,9 +64,13 @@ async fn global_rules(
     State(state): State<SharedState>,
     Auth(authed): Auth,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(
-        state.services.users.push_rules(&authed.user_id).await?
-    )))
+    Ok(Json(
+        state
+            .services
+            .users
+            .push_rules_json(&authed.user_id)
+            .await?,
+    ))
 }
 
 /// GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.

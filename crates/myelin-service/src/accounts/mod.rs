@@ -30,6 +30,8 @@ pub struct Accounts {
     pub(crate) ctx: Arc<Context>,
     pub(crate) e2ee: Arc<E2ee>,
     pub(crate) membership: Arc<Memberships>,
+    /// Pushers of other devices go when the password changes.
+    pub(crate) push: Arc<crate::Push>,
     pub(crate) uia: uia::UiaSessions,
     pub(crate) openid: openid::OpenIdTokens,
     pub(crate) login_tokens: login_token::LoginTokens,
@@ -38,11 +40,17 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(ctx: Arc<Context>, e2ee: Arc<E2ee>, membership: Arc<Memberships>) -> Accounts {
+    pub fn new(
+        ctx: Arc<Context>,
+        e2ee: Arc<E2ee>,
+        membership: Arc<Memberships>,
+        push: Arc<crate::Push>,
+    ) -> Accounts {
         Accounts {
             ctx,
             e2ee,
             membership,
+            push,
             uia: uia::UiaSessions::default(),
             openid: openid::OpenIdTokens::default(),
             login_tokens: login_token::LoginTokens::default(),
@@ -489,6 +497,10 @@ impl Accounts {
         logout_devices: bool,
     ) -> ServiceResult<()> {
         self.set_password(&authed.user_id, new_password).await?;
+        // Notifications for the other sessions stop with the old password, logged out or not.
+        self.push
+            .remove_other_pushers(&authed.user_id, &authed.device_id)
+            .await?;
         if logout_devices {
             let before = self.ctx.storage.list_devices(&authed.user_id).await?;
             self.ctx

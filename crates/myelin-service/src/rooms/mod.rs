@@ -29,7 +29,7 @@ use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, Room
 pub use hierarchy::HierarchyQuery;
 pub use state::{Membership, RoomState, StateEntry};
 
-use crate::{federation::Outbox, Context, ServiceError, ServiceResult};
+use crate::{federation::Outbox, Context, Push, ServiceError, ServiceResult};
 
 pub(crate) use cache::{RoomCache, RoomSlot};
 
@@ -38,6 +38,8 @@ pub(crate) use cache::{RoomCache, RoomSlot};
 pub struct Rooms {
     pub(crate) ctx: Arc<Context>,
     pub(crate) outbox: Arc<Outbox>,
+    /// Evaluates push rules for each new event, under the room's lock.
+    pub(crate) push: Arc<Push>,
     pub(crate) cache: RoomCache,
 }
 
@@ -61,9 +63,14 @@ pub(crate) struct Append {
 }
 
 impl Rooms {
-    pub fn new(ctx: Arc<Context>, outbox: Arc<Outbox>) -> Rooms {
+    pub fn new(ctx: Arc<Context>, outbox: Arc<Outbox>, push: Arc<Push>) -> Rooms {
         let cache = RoomCache::new(ctx.config.resources.room_cache_capacity);
-        Rooms { ctx, outbox, cache }
+        Rooms {
+            ctx,
+            outbox,
+            push,
+            cache,
+        }
     }
 
     /// How many rooms' current state is cached in memory (at most
@@ -221,6 +228,10 @@ impl Rooms {
                     .as_ref()
                     .map(|w| self.outbox.destinations_of(w, &pdu))
                     .unwrap_or_default(),
+                push_actions: match &working {
+                    Some(before) => self.push.actions_for(before, &pdu).await,
+                    None => Vec::new(),
+                },
             });
             working = Some(match working {
                 Some(current) => current.with_event(pdu.clone(), StreamPos::ZERO, 0),
@@ -234,6 +245,7 @@ impl Rooms {
         for event in &batch {
             self.outbox.wake_senders(&event.destinations);
         }
+        self.push.wake_users(&notified_users(&batch)).await;
         let mut final_state = state.as_deref().cloned();
         let mut events = Vec::with_capacity(batch.len());
         for (event, done) in batch.into_iter().zip(persisted) {
@@ -398,6 +410,17 @@ fn full_state_with(
         .unwrap_or_default();
     state.extend(changes.iter().cloned());
     state.into_iter().collect()
+}
+
+/// The users a committed batch queued notifications for.
+pub(crate) fn notified_users(batch: &[NewEvent]) -> Vec<OwnedUserId> {
+    let mut users: Vec<OwnedUserId> = batch
+        .iter()
+        .flat_map(|e| e.push_actions.iter().map(|a| a.user_id.clone()))
+        .collect();
+    users.sort();
+    users.dedup();
+    users
 }
 
 fn read_current(slot: &RoomSlot) -> Option<Arc<RoomState>> {

@@ -50,6 +50,8 @@ pub struct SlidingSync {
     pub(crate) e2ee: Arc<E2ee>,
     pub(crate) ephemeral: Arc<Ephemeral>,
     pub(crate) users: Arc<Users>,
+    /// Unread notification counts.
+    pub(crate) push: Arc<crate::Push>,
     connections: ConnectionStore,
     bumps: BumpStamps,
 }
@@ -62,6 +64,7 @@ impl SlidingSync {
         e2ee: Arc<E2ee>,
         ephemeral: Arc<Ephemeral>,
         users: Arc<Users>,
+        push: Arc<crate::Push>,
     ) -> SlidingSync {
         SlidingSync {
             ctx,
@@ -70,6 +73,7 @@ impl SlidingSync {
             e2ee,
             ephemeral,
             users,
+            push,
             connections: ConnectionStore::new(StoreLimits::default()),
             bumps: BumpStamps::new(BUMP_CACHE_CAPACITY),
         }

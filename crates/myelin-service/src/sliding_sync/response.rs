@@ -68,6 +68,11 @@ pub struct RoomResponse {
     pub bump_stamp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heroes: Option<Vec<Hero>>,
+    /// Unread notifications of a joined room, after the user's read receipts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highlight_count: Option<u64>,
 }
 
 impl RoomResponse {

@@ -190,6 +190,11 @@ impl SlidingSync {
         response.prev_batch = timeline.prev_batch;
         response.limited = timeline.limited;
         response.num_live = timeline.num_live;
+        if entry.facts.membership == Membership::Join {
+            let counts = self.push.unread_counts(me, &state.room_id).await?.total();
+            response.notification_count = Some(counts.notifications);
+            response.highlight_count = Some(counts.highlights);
+        }
         Ok(RoomUpdate {
             response,
             sent,

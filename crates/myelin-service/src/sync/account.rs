@@ -104,7 +104,7 @@ impl Syncer {
 
 /// The `m.push_rules` account data event: the user's rules merged with the server defaults.
 pub(crate) async fn push_rules_event(users: &Users, user_id: &UserId) -> ServiceResult<Value> {
-    let rules = users.push_rules(user_id).await?;
+    let rules = users.push_rules_json(user_id).await?;
     Ok(json!({ "type": "m.push_rules", "content": { "global": rules } }))
 }
 

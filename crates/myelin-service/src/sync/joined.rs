@@ -9,7 +9,7 @@ use std::{
 use futures_util::StreamExt;
 use myelin_core::StreamPos;
 use myelin_storage::{EventRecord, MembershipRecord, ReceiptRecord};
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::{
@@ -129,14 +129,45 @@ impl Syncer {
             .timeline_section(pass.authed, m, &records, (limited, prev_batch), None)
             .await?;
 
-        let room = json!({
+        let mut room = json!({
             "timeline": timeline,
             "state": { "events": self.history.format_events(&state_records, None).await? },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": news.account_data },
             "summary": summary,
         });
+        self.add_unread_counts(&mut room, pass, &m.room_id).await?;
         Ok(Some((room, joined)))
+    }
+
+    /// `unread_notifications`, and `unread_thread_notifications` when the timeline filter asks
+    /// for counts per thread (the room's counts are then the main timeline's).
+    async fn add_unread_counts(
+        &self,
+        room: &mut Value,
+        pass: &Pass<'_>,
+        room_id: &RoomId,
+    ) -> ServiceResult<()> {
+        let counts = self
+            .push
+            .unread_counts(&pass.authed.user_id, room_id)
+            .await?;
+        let per_thread = pass.filter.room.timeline.unread_thread_notifications;
+        let own = if per_thread {
+            counts.main
+        } else {
+            counts.total()
+        };
+        room["unread_notifications"] = counts_json(own);
+        if per_thread {
+            let threads: Map<String, Value> = counts
+                .threads
+                .iter()
+                .map(|(thread, c)| (thread.clone(), counts_json(*c)))
+                .collect();
+            room["unread_thread_notifications"] = Value::Object(threads);
+        }
+        Ok(())
     }
 
     /// The timeline events the user may see: those since the token, or the latest if the
@@ -195,6 +226,14 @@ impl Syncer {
         }
         ephemeral
     }
+}
+
+/// A `notification_count` / `highlight_count` pair.
+pub(crate) fn counts_json(c: myelin_storage::NotificationCounts) -> Value {
+    json!({
+        "notification_count": c.notifications,
+        "highlight_count": c.highlights,
+    })
 }
 
 /// The room `summary` (heroes and member counts), and the joined members.

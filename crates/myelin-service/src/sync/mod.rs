@@ -40,6 +40,8 @@ pub struct Syncer {
     pub(crate) e2ee: Arc<E2ee>,
     pub(crate) ephemeral: Arc<Ephemeral>,
     pub(crate) users: Arc<Users>,
+    /// Unread notification counts.
+    pub(crate) push: Arc<crate::Push>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,6 +61,7 @@ impl Syncer {
         e2ee: Arc<E2ee>,
         ephemeral: Arc<Ephemeral>,
         users: Arc<Users>,
+        push: Arc<crate::Push>,
     ) -> Syncer {
         Syncer {
             ctx,
@@ -67,6 +70,7 @@ impl Syncer {
             e2ee,
             ephemeral,
             users,
+            push,
         }
     }
 

@@ -11,16 +11,18 @@ use std::sync::Arc;
 
 pub use voip::TurnConfig;
 
-use crate::{Context, Rooms};
+use crate::{Context, Push, Rooms};
 
 pub struct Users {
     pub(crate) ctx: Arc<Context>,
     pub(crate) rooms: Arc<Rooms>,
+    /// Told when a user's push rules change.
+    pub(crate) push: Arc<Push>,
 }
 
 impl Users {
-    pub fn new(ctx: Arc<Context>, rooms: Arc<Rooms>) -> Users {
-        Users { ctx, rooms }
+    pub fn new(ctx: Arc<Context>, rooms: Arc<Rooms>, push: Arc<Push>) -> Users {
+        Users { ctx, rooms, push }
     }
 }
 

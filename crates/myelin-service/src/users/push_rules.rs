@@ -8,10 +8,8 @@ use ruma::push::{
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{json, Value};
 
+use crate::push::PUSH_RULES;
 use crate::{ServiceError, ServiceResult, Users};
-
-/// The account data type the ruleset is stored under.
-const PUSH_RULES: &str = "m.push_rules";
 
 /// The body of `PUT /pushrules/global/{kind}/{ruleId}`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -32,20 +30,12 @@ pub struct Placement {
 impl Users {
     /// The user's whole ruleset, with the server defaults of this version merged in.
     pub async fn push_rules(&self, user_id: &UserId) -> ServiceResult<Ruleset> {
-        let defaults = Ruleset::server_default(user_id);
-        let stored = self
-            .ctx
-            .storage
-            .get_account_data(user_id, None, PUSH_RULES)
-            .await?;
-        let Some(global) = stored.and_then(|mut v| v.get_mut("global").map(Value::take)) else {
-            return Ok(defaults);
-        };
-        let mut rules: Ruleset = serde_json::from_value(global).map_err(|e| {
-            ServiceError::Internal(format!("stored push rules of {user_id} are invalid: {e}"))
-        })?;
-        rules.update_with_server_default(defaults);
-        Ok(rules)
+        crate::push::load_ruleset(&self.ctx, user_id).await
+    }
+
+    /// The user's ruleset as clients read it (`GET /pushrules/global/`, `m.push_rules`).
+    pub async fn push_rules_json(&self, user_id: &UserId) -> ServiceResult<Value> {
+        ruleset_json(&self.push_rules(user_id).await?)
     }
 
     /// `GET /pushrules/global/{kind}/{ruleId}`: the rule as JSON.
@@ -134,11 +124,27 @@ impl Users {
     }
 
     async fn save_push_rules(&self, user_id: &UserId, rules: &Ruleset) -> ServiceResult<()> {
-        let global =
-            serde_json::to_value(rules).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        self.store_account_data(user_id, None, PUSH_RULES, json!({ "global": global }))
-            .await
+        let global = ruleset_json(rules)?;
+        let stored = self
+            .store_account_data(user_id, None, PUSH_RULES, json!({ "global": global }))
+            .await;
+        // New events are evaluated with the new rules from now on.
+        self.push.forget_ruleset(user_id);
+        stored
     }
+}
+
+/// A ruleset as JSON with all five kinds present: ruma leaves out empty ones, and clients
+/// expect each kind's array (an empty `room` or `sender` list included).
+pub fn ruleset_json(rules: &Ruleset) -> ServiceResult<Value> {
+    let mut json =
+        serde_json::to_value(rules).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    if let Some(kinds) = json.as_object_mut() {
+        for kind in ["override", "content", "room", "sender", "underride"] {
+            kinds.entry(kind).or_insert_with(|| json!([]));
+        }
+    }
+    Ok(json)
 }
 
 /// The rule kinds a client may address (`global` is the only scope).

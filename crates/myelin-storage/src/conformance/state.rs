@@ -223,6 +223,7 @@ pub async fn snapshot_chains(store: &dyn Storage) {
             forward_extremities: vec![r.last.clone(), event("$branch")],
             resolved_current_state: None,
             destinations: Vec::new(),
+            push_actions: Vec::new(),
         })
         .await
         .unwrap();
@@ -275,6 +276,7 @@ pub async fn snapshot_chains(store: &dyn Storage) {
             forward_extremities: vec![r.last.clone()],
             resolved_current_state: None,
             destinations: Vec::new(),
+            push_actions: Vec::new(),
         })
         .await
         .unwrap();
@@ -326,6 +328,7 @@ pub async fn current_state_follows_snapshot(store: &dyn Storage) {
             forward_extremities: vec![event("$smerge")],
             resolved_current_state: None,
             destinations: Vec::new(),
+            push_actions: Vec::new(),
         })
         .await
         .unwrap();
@@ -391,6 +394,7 @@ pub async fn current_state_follows_snapshot(store: &dyn Storage) {
             forward_extremities: vec![event("$sreset")],
             resolved_current_state: None,
             destinations: Vec::new(),
+            push_actions: Vec::new(),
         })
         .await
         .unwrap();

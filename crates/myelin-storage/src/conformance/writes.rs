@@ -82,6 +82,7 @@ pub async fn stream_positions_increase_under_concurrency(store: Arc<dyn Storage>
                                 forward_extremities: vec![event(&id)],
                                 resolved_current_state: None,
                                 destinations: Vec::new(),
+                                push_actions: Vec::new(),
                             })
                             .await
                             .unwrap()

@@ -294,6 +294,7 @@ impl Handshakes {
             forward_extremities: vec![join.event_id.clone()],
             resolved_current_state: None,
             destinations: Vec::new(),
+            push_actions: Vec::new(),
             pdu: join.clone(),
         };
         let persisted = self.ctx.storage.persist_event(event).await?;

@@ -352,6 +352,7 @@ impl Ingest {
             } else {
                 Vec::new()
             },
+            push_actions: self.rooms.push.actions_for(current, pdu).await,
         })
     }
 
@@ -368,8 +369,10 @@ impl Ingest {
     ) -> ServiceResult<()> {
         let destinations = event.destinations.clone();
         let redaction = event.redaction.clone();
+        let notified = crate::rooms::notified_users(std::slice::from_ref(&event));
         let persisted = self.ctx.storage.persist_event(event).await?;
         self.outbox.wake_senders(&destinations);
+        self.rooms.push.wake_users(&notified).await;
         let new_state = if extends_current {
             let mut next = current.clone().with_event(
                 pdu.clone(),

@@ -1,0 +1,264 @@
+//! Conformance: notification rows written with their event, counts after read receipts (threaded
+//! and not), `/notifications` pages, pushers and their queues.
+
+use myelin_core::StreamPos;
+use serde_json::json;
+
+use super::{device, event, new_user, session, user, TestRoom};
+use crate::{
+    NewPushAction, NotificationCounts, PusherRecord, ReceiptRecord, RoomNotificationCounts, Storage,
+};
+
+const BOB: &str = "@bob:localhost";
+
+fn action(highlight: bool, thread: Option<&str>) -> Vec<NewPushAction> {
+    vec![NewPushAction {
+        user_id: user(BOB),
+        actions: r#"["notify"]"#.into(),
+        highlight,
+        thread_id: thread.map(str::to_owned),
+        queue: true,
+    }]
+}
+
+fn counts(notifications: u64, highlights: u64) -> NotificationCounts {
+    NotificationCounts {
+        notifications,
+        highlights,
+    }
+}
+
+async fn notify(r: &mut TestRoom, store: &dyn Storage, actions: Vec<NewPushAction>) -> String {
+    let pdu = r.next_pdu(
+        "@alice:localhost",
+        "m.room.message",
+        None,
+        json!({"body": "hi"}),
+    );
+    let id = pdu.event_id.to_string();
+    let mut new_event = r.new_event(pdu);
+    new_event.push_actions = actions;
+    r.append(store, new_event).await;
+    id
+}
+
+async fn read_up_to(store: &dyn Storage, r: &TestRoom, kind: &str, thread: Option<&str>, id: &str) {
+    store
+        .set_receipt(ReceiptRecord {
+            room_id: r.room_id.clone(),
+            receipt_type: kind.into(),
+            user_id: user(BOB),
+            thread_id: thread.map(str::to_owned),
+            event_id: event(id),
+            ts: 1,
+            stream_pos: StreamPos::ZERO,
+        })
+        .await
+        .unwrap();
+}
+
+fn pusher(device_id: &str, user_id: &str, pushkey: &str) -> PusherRecord {
+    PusherRecord {
+        id: 0,
+        user_id: user(user_id),
+        device_id: device_id.into(),
+        kind: "http".into(),
+        app_id: "org.example.app".into(),
+        pushkey: pushkey.into(),
+        app_display_name: "App".into(),
+        device_display_name: "Phone".into(),
+        profile_tag: None,
+        lang: "en".into(),
+        data: r#"{"url":"https://push.example.org/_matrix/push/v1/notify"}"#.into(),
+        created_ms: 5,
+    }
+}
+
+pub async fn notification_counts_follow_read_receipts(store: &dyn Storage) {
+    let mut r = TestRoom::create(store, "!pc:localhost", "@alice:localhost", "pc").await;
+    r.member(store, BOB, BOB, "join").await;
+    let bob = user(BOB);
+    let none = RoomNotificationCounts::default();
+    assert_eq!(
+        store.notification_counts(&bob, &r.room_id).await.unwrap(),
+        none
+    );
+
+    let first = notify(&mut r, store, action(false, None)).await;
+    let mention = notify(&mut r, store, action(true, None)).await;
+    notify(&mut r, store, Vec::new()).await;
+    let threaded = notify(&mut r, store, action(false, Some("$root"))).await;
+    let got = store.notification_counts(&bob, &r.room_id).await.unwrap();
+    assert_eq!(got.main, counts(2, 1));
+    assert_eq!(got.threads, vec![("$root".to_owned(), counts(1, 0))]);
+    assert_eq!(got.total(), counts(3, 1));
+    assert_eq!(
+        store.rooms_with_unread_notifications(&bob).await.unwrap(),
+        1
+    );
+
+    // A main-timeline receipt resets the main timeline only.
+    read_up_to(store, &r, "m.read", Some("main"), &first).await;
+    let got = store.notification_counts(&bob, &r.room_id).await.unwrap();
+    assert_eq!(got.main, counts(1, 1));
+    assert_eq!(got.threads.len(), 1);
+    // A private unthreaded receipt covers everything before it.
+    read_up_to(store, &r, "m.read.private", None, &mention).await;
+    let got = store.notification_counts(&bob, &r.room_id).await.unwrap();
+    assert_eq!(got.main, counts(0, 0));
+    assert_eq!(got.threads, vec![("$root".to_owned(), counts(1, 0))]);
+    read_up_to(store, &r, "m.read", Some("$root"), &threaded).await;
+    assert_eq!(
+        store.notification_counts(&bob, &r.room_id).await.unwrap(),
+        none
+    );
+    assert_eq!(
+        store.rooms_with_unread_notifications(&bob).await.unwrap(),
+        0
+    );
+
+    // The list keeps read ones, marked; newest first, paged, highlights only on demand.
+    let all = store.notifications(&bob, None, 10, false).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].event_id.as_str(), threaded);
+    assert!(all.iter().all(|n| n.read));
+    let page = store
+        .notifications(&bob, Some(all[0].stream_pos), 1, false)
+        .await
+        .unwrap();
+    assert_eq!(page[0].event_id.as_str(), mention);
+    let highlights = store.notifications(&bob, None, 10, true).await.unwrap();
+    assert_eq!(highlights.len(), 1);
+    assert!(highlights[0].highlight);
+
+    // A redaction takes its target's notification away.
+    let later = notify(&mut r, store, action(true, None)).await;
+    assert_eq!(
+        store
+            .notification_counts(&bob, &r.room_id)
+            .await
+            .unwrap()
+            .main,
+        counts(1, 1)
+    );
+    let redaction = r.next_pdu("@alice:localhost", "m.room.redaction", None, json!({}));
+    let mut new_event = r.new_event(redaction);
+    new_event.redaction = Some((
+        event(&later),
+        serde_json::value::to_raw_value(&json!({})).unwrap(),
+    ));
+    r.append(store, new_event).await;
+    assert_eq!(
+        store.notification_counts(&bob, &r.room_id).await.unwrap(),
+        none
+    );
+}
+
+pub async fn pushers_and_their_queues(store: &dyn Storage) {
+    for u in ["@bob:localhost", "@carol:localhost"] {
+        store.create_user(new_user(u, None)).await.unwrap();
+    }
+    for (u, d, t) in [
+        (BOB, "PHONE", "t1"),
+        (BOB, "LAPTOP", "t2"),
+        ("@carol:localhost", "C", "t3"),
+    ] {
+        store.create_session(session(u, d, t, None)).await.unwrap();
+    }
+    let bob = user(BOB);
+    let phone = store
+        .set_pusher(pusher("PHONE", BOB, "key1"), false)
+        .await
+        .unwrap();
+    let mut email = pusher("LAPTOP", BOB, "bob@example.org");
+    email.kind = "email".into();
+    email.app_id = "m.email".into();
+    store.set_pusher(email, false).await.unwrap();
+    // Updating keeps the ID.
+    let mut renamed = pusher("PHONE", BOB, "key1");
+    renamed.device_display_name = "Renamed".into();
+    assert_eq!(store.set_pusher(renamed, false).await.unwrap(), phone);
+    let listed = store.pushers(&bob).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].device_display_name, "Renamed");
+    assert_eq!(store.pusher(phone).await.unwrap().unwrap().pushkey, "key1");
+
+    // Only HTTP pushers get queue rows, in the event's transaction.
+    let mut r = TestRoom::create(store, "!pq:localhost", "@alice:localhost", "pq").await;
+    r.member(store, BOB, BOB, "join").await;
+    let first = notify(&mut r, store, action(false, None)).await;
+    let second = notify(&mut r, store, action(true, None)).await;
+    assert_eq!(store.pushers_with_queue().await.unwrap(), vec![phone]);
+    let queued = store.queued_pushes(phone, 10).await.unwrap();
+    let ids: Vec<&str> = queued.iter().map(|q| q.event_id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+    store
+        .delete_queued_push(phone, queued[0].stream_pos)
+        .await
+        .unwrap();
+    assert_eq!(store.queued_pushes(phone, 10).await.unwrap().len(), 1);
+
+    // Another user taking the pushkey removes Bob's, unless appended.
+    let mut carols = pusher("C", "@carol:localhost", "key1");
+    store.set_pusher(carols.clone(), true).await.unwrap();
+    assert!(store.pusher(phone).await.unwrap().is_some());
+    carols.lang = "fr".into();
+    store.set_pusher(carols, false).await.unwrap();
+    assert!(store.pusher(phone).await.unwrap().is_none());
+    assert!(store.pushers_with_queue().await.unwrap().is_empty());
+
+    // Deleting: by key, by the device going, and all but one device's.
+    let phone = store
+        .set_pusher(pusher("PHONE", BOB, "key2"), false)
+        .await
+        .unwrap();
+    assert!(store
+        .delete_pusher(&bob, "org.example.app", "key2")
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_pusher(&bob, "org.example.app", "key2")
+        .await
+        .unwrap());
+    assert!(store.pusher(phone).await.unwrap().is_none());
+    store
+        .set_pusher(pusher("PHONE", BOB, "key3"), false)
+        .await
+        .unwrap();
+    store
+        .delete_devices(&bob, &[device("PHONE")])
+        .await
+        .unwrap();
+    let left: Vec<String> = store
+        .pushers(&bob)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.device_id)
+        .collect();
+    assert_eq!(left, ["LAPTOP"]);
+    store
+        .set_pusher(pusher("LAPTOP", BOB, "key4"), false)
+        .await
+        .unwrap();
+    let id = store
+        .set_pusher(pusher("LAPTOP", BOB, "key5"), false)
+        .await
+        .unwrap();
+    assert!(store
+        .delete_pushers_except(&bob, "LAPTOP")
+        .await
+        .unwrap()
+        .is_empty());
+    store.delete_pusher_by_id(id).await.unwrap();
+    assert_eq!(store.pushers(&bob).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .delete_pushers_except(&bob, "OTHER")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(store.pushers(&bob).await.unwrap().is_empty());
+}
