@@ -1,23 +1,30 @@
 -- Myelin PostgreSQL schema, version 19 (SQLite's version 20): push notifications. One row per
--- (user, event) the user's push rules made notify, written with the event; pushers, owned by the
--- device that set them; and each HTTP pusher's queue of notifications not yet accepted by its
--- push gateway.
-CREATE TABLE event_push_actions (
-    user_id    TEXT NOT NULL,
+-- event that notifies any local user, listing them with their actions; per-(room, user,
+-- timeline) unread counters kept with it; pushers, owned by the device that set them; and each
+-- HTTP pusher's queue of notifications not yet accepted by its push gateway.
+CREATE TABLE push_events (
+    stream_pos BIGINT PRIMARY KEY,
     room_id    TEXT NOT NULL,
     event_id   TEXT NOT NULL,
-    stream_pos BIGINT NOT NULL,
     thread_id  TEXT,
-    actions    TEXT NOT NULL,
-    highlight  BOOLEAN NOT NULL,
-    PRIMARY KEY (stream_pos, user_id)
+    -- {"a": [actions…], "u": [[user, index into a, highlight], …]}
+    notified   TEXT NOT NULL
 );
+-- Recounts after a receipt read one room's rows after a position; `/notifications` reads the
+-- user's rooms newest first.
+CREATE INDEX push_events_by_room ON push_events (room_id, stream_pos);
 
--- Keyed by stream position first, so that a commit appends to one page instead of one per
--- user and room (a redaction removes its target's rows through the key); counts per room after
--- a receipt, and `/notifications` per user newest first.
-CREATE INDEX event_push_actions_by_room ON event_push_actions (room_id, stream_pos);
-CREATE INDEX event_push_actions_by_user ON event_push_actions (user_id, stream_pos);
+-- Unread notifications per user, room and timeline (`main` or a thread root) after the user's
+-- read receipts; a row exists only while something is unread.
+CREATE TABLE unread_counts (
+    room_id       TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    thread_id     TEXT NOT NULL,
+    notifications BIGINT NOT NULL,
+    highlights    BIGINT NOT NULL,
+    PRIMARY KEY (room_id, user_id, thread_id)
+);
+CREATE INDEX unread_counts_by_user ON unread_counts (user_id);
 
 CREATE TABLE pushers (
     id                  BIGSERIAL PRIMARY KEY,

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::convert::{get, now_ms, to_i64};
 use crate::pool::Conn;
-use crate::push;
+use crate::push_counts as push;
 use crate::state;
 
 /// Takes the next stream position. The caller's write transaction holds the write lock, and the
@@ -250,6 +250,7 @@ pub(crate) async fn upsert_membership(
     event_id: &str,
     stream_pos: StreamPos,
 ) -> StorageResult<()> {
+    push::reset_on_membership(conn, room_id, user_id, membership).await?;
     conn.execute(
         "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
          VALUES ($1, $2, $3, $4, $5, FALSE, CASE WHEN $3::TEXT = 'join' THEN $5::BIGINT END)

@@ -1,133 +1,19 @@
-//! `PushStore`: notification rows and counts, pushers and their delivery queues; and the rows an
-//! event's push actions add in its own transaction ([`write_push_actions`]).
+//! `PushStore`: counts and `/notifications` (read through `push_counts`), pushers and their
+//! delivery queues.
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::rows;
 use myelin_storage::{
-    NewPushAction, NotificationCounts, NotificationRecord, PushStore, PusherRecord, QueuedPush,
-    RoomNotificationCounts, StorageResult, PUSHER_COLUMNS,
+    NotificationPage, PushStore, PusherRecord, QueuedPush, RoomNotificationCounts, StorageResult,
+    PUSHER_COLUMNS,
 };
 use ruma::{RoomId, UserId};
 
 use crate::convert::{get, limit, to_i64};
 use crate::pool::Conn;
+use crate::push_counts;
 use crate::PgStore;
-
-/// Where a row of `a` (the notification row) stops being unread: the stream position of the
-/// user's latest read receipt (`m.read` or `m.read.private`) that covers it, unthreaded or of
-/// the row's own timeline; without one, the user's latest join (what came before it, such as
-/// their invite, is not unread in the room).
-const RECEIPT_POS: &str = "COALESCE((
-    SELECT MAX(e.stream_pos) FROM receipts r JOIN events e ON e.event_id = r.event_id
-    WHERE r.room_id = a.room_id AND r.user_id = a.user_id
-      AND r.receipt_type IN ('m.read', 'm.read.private')
-      AND r.thread_id IN ('', COALESCE(a.thread_id, 'main'))),
-    (SELECT m.joined_pos FROM room_memberships m
-     WHERE m.room_id = a.room_id AND m.user_id = a.user_id),
-    -9223372036854775807)";
-
-/// The notification rows of an event for the users it notifies, and one queue row per HTTP
-/// pusher of theirs; in the caller's (the event's) transaction.
-pub(crate) async fn write_push_actions(
-    conn: &mut Conn,
-    room_id: &str,
-    event_id: &str,
-    stream_pos: StreamPos,
-    actions: &[NewPushAction],
-) -> StorageResult<()> {
-    for action in actions {
-        conn.execute(
-            "INSERT INTO event_push_actions (user_id, room_id, event_id, stream_pos, thread_id,
-                                             actions, highlight)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (user_id, stream_pos) DO NOTHING",
-            &[
-                &action.user_id.as_str(),
-                &room_id,
-                &event_id,
-                &stream_pos.0,
-                &action.thread_id,
-                &action.actions,
-                &action.highlight,
-            ],
-        )
-        .await?;
-        if !action.queue {
-            continue;
-        }
-        conn.execute(
-            "INSERT INTO push_queue (pusher_id, stream_pos, room_id, event_id, actions)
-             SELECT id, $2, $3, $4, $5 FROM pushers WHERE user_id = $1 AND kind = 'http'
-             ON CONFLICT (pusher_id, stream_pos) DO NOTHING",
-            &[
-                &action.user_id.as_str(),
-                &stream_pos.0,
-                &room_id,
-                &event_id,
-                &action.actions,
-            ],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// A redacted event notifies no more: its rows go, in the redaction's transaction.
-pub(crate) async fn forget_push_actions(conn: &mut Conn, event_id: &str) -> StorageResult<()> {
-    conn.execute(
-        "DELETE FROM event_push_actions
-         WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = $1)",
-        &[&event_id],
-    )
-    .await?;
-    conn.execute(
-        "DELETE FROM push_queue
-         WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = $1)",
-        &[&event_id],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn room_counts(
-    conn: &mut Conn,
-    user_id: &str,
-    room_id: &str,
-) -> StorageResult<RoomNotificationCounts> {
-    // Every row's receipt is at or after the unthreaded one: rows before it are never counted.
-    let sql = format!(
-        "SELECT a.thread_id, COUNT(*), COUNT(*) FILTER (WHERE a.highlight)
-         FROM event_push_actions a
-         WHERE a.user_id = $1 AND a.room_id = $2
-           AND a.stream_pos > COALESCE((
-               SELECT MAX(e.stream_pos) FROM receipts r JOIN events e ON e.event_id = r.event_id
-               WHERE r.room_id = $2 AND r.user_id = $1
-                 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = ''),
-               -9223372036854775807)
-           AND a.stream_pos > {RECEIPT_POS}
-         GROUP BY a.thread_id"
-    );
-    let rows = conn
-        .query_decode(&sql, &[&user_id, &room_id], |row| {
-            Ok((
-                row.opt_text(0)?,
-                NotificationCounts {
-                    notifications: u64::try_from(row.int(1)?).unwrap_or(0),
-                    highlights: u64::try_from(row.int(2)?).unwrap_or(0),
-                },
-            ))
-        })
-        .await?;
-    let mut counts = RoomNotificationCounts::default();
-    for (thread, c) in rows {
-        match thread {
-            None => counts.main = c,
-            Some(thread) => counts.threads.push((thread, c)),
-        }
-    }
-    Ok(counts)
-}
 
 async fn upsert_pusher(conn: &mut Conn, p: &PusherRecord, append: bool) -> StorageResult<i64> {
     if !append {
@@ -175,19 +61,12 @@ impl PushStore for PgStore {
         room_id: &RoomId,
     ) -> StorageResult<RoomNotificationCounts> {
         let mut conn = self.db.read().await?;
-        room_counts(&mut conn, user_id.as_str(), room_id.as_str()).await
+        push_counts::room_counts(&mut conn, user_id.as_str(), room_id.as_str()).await
     }
 
     async fn rooms_with_unread_notifications(&self, user_id: &UserId) -> StorageResult<u64> {
-        let sql = format!(
-            "SELECT COUNT(DISTINCT a.room_id) FROM event_push_actions a
-             JOIN room_memberships m
-               ON m.room_id = a.room_id AND m.user_id = a.user_id AND m.membership = 'join'
-             WHERE a.user_id = $1 AND a.stream_pos > {RECEIPT_POS}"
-        );
         let mut conn = self.db.read().await?;
-        let row = conn.query_one(&sql, &[&user_id.as_str()]).await?;
-        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+        push_counts::rooms_with_unread(&mut conn, user_id.as_str()).await
     }
 
     async fn notifications(
@@ -196,22 +75,11 @@ impl PushStore for PgStore {
         before: Option<StreamPos>,
         max: usize,
         only_highlight: bool,
-    ) -> StorageResult<Vec<NotificationRecord>> {
+    ) -> StorageResult<NotificationPage> {
         let before = before.map_or(i64::MAX, |p| p.0);
-        let sql = format!(
-            "SELECT a.room_id, a.event_id, a.stream_pos, a.actions, a.highlight,
-                    a.stream_pos <= {RECEIPT_POS}
-             FROM event_push_actions a
-             WHERE a.user_id = $1 AND a.stream_pos < $2 AND (NOT $3 OR a.highlight)
-             ORDER BY a.stream_pos DESC LIMIT $4"
-        );
         let mut conn = self.db.read().await?;
-        conn.query_decode(
-            &sql,
-            &[&user_id.as_str(), &before, &only_highlight, &limit(max)],
-            rows::notification,
-        )
-        .await
+        push_counts::notifications_page(&mut conn, user_id.as_str(), before, max, only_highlight)
+            .await
     }
 
     async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StorageResult<i64> {

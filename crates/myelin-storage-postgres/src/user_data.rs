@@ -12,6 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::convert::{get, parse_json, text_list, to_i64};
 use crate::persist::take_position;
+use crate::push_counts;
 use crate::PgStore;
 
 #[async_trait]
@@ -92,6 +93,13 @@ impl UserDataStore for PgStore {
                     &ts,
                     &pos.0,
                 ],
+            )
+            .await?;
+            push_counts::recount_after_receipt(
+                &mut conn,
+                receipt.room_id.as_str(),
+                receipt.user_id.as_str(),
+                &receipt.receipt_type,
             )
             .await?;
             Ok(pos)

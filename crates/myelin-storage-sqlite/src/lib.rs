@@ -22,6 +22,7 @@ mod migrations;
 mod persist;
 mod pool;
 mod push;
+mod push_counts;
 mod relations;
 mod room;
 mod search;

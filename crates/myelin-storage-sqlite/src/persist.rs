@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::convert::{now_ms, to_i64, Db};
 use crate::pool::Positions;
-use crate::push;
+use crate::push_counts as push;
 use crate::state;
 
 /// Persists a batch in order, each event at its own stream position.
@@ -245,6 +245,7 @@ pub(crate) fn upsert_membership(
     event_id: &str,
     stream_pos: StreamPos,
 ) -> StorageResult<()> {
+    push::reset_on_membership(tx, room_id, user_id, membership)?;
     tx.prepare_cached(
         "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_pos, forgotten, joined_pos)
          VALUES (?1, ?2, ?3, ?4, ?5, 0, CASE WHEN ?3 = 'join' THEN ?5 END)

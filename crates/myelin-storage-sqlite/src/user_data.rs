@@ -12,6 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, Params};
 
 use crate::convert::{json_list, parse_json, query_all, to_i64, Db};
+use crate::push_counts;
 use crate::SqliteStore;
 
 #[async_trait]
@@ -113,6 +114,12 @@ impl UserDataStore for SqliteStore {
                     pos.0
                 ])
                 .db()?;
+                push_counts::recount_after_receipt(
+                    tx,
+                    receipt.room_id.as_str(),
+                    receipt.user_id.as_str(),
+                    &receipt.receipt_type,
+                )?;
                 Ok(pos)
             })
             .await

@@ -86,6 +86,7 @@ macro_rules! storage_conformance_tests {
             appservice_devices_are_made_without_tokens,
             remote_media_cache,
             notification_counts_follow_read_receipts,
+            notifications_of_many_members,
             pushers_and_their_queues,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
@@ -143,7 +144,10 @@ pub use keys_lifecycle::*;
 pub use media::{
     media_created_then_uploaded, media_thumbnails, media_uploaded_at_once, remote_media_cache,
 };
-pub use push::{notification_counts_follow_read_receipts, pushers_and_their_queues};
+pub use push::{
+    notification_counts_follow_read_receipts, notifications_of_many_members,
+    pushers_and_their_queues,
+};
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;

@@ -429,17 +429,20 @@ pub const TABLES: &[Table] = &[
         ],
     },
     Table {
-        name: "event_push_actions",
+        name: "push_events",
+        columns: &["stream_pos", "room_id", "event_id", "thread_id", "notified"],
+        key: &["stream_pos"],
+    },
+    Table {
+        name: "unread_counts",
         columns: &[
-            "user_id",
             "room_id",
-            "event_id",
-            "stream_pos",
+            "user_id",
             "thread_id",
-            "actions",
-            "highlight",
+            "notifications",
+            "highlights",
         ],
-        key: &["stream_pos", "user_id"],
+        key: &["room_id", "user_id", "thread_id"],
     },
     Table {
         name: "pushers",

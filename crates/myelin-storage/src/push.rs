@@ -3,9 +3,14 @@
 //! the counts and `/notifications` read from them, the users' pushers, and the durable queue of
 //! notifications each HTTP pusher still has to deliver.
 //!
-//! A notification row is written in the event's own transaction, and so is one queue row per HTTP
-//! pusher of its user, so a crash can neither lose nor double count a notification. A queue row
-//! is deleted only once the push gateway accepted it.
+//! An event that notifies anyone gets one `push_events` row, listing every user it notifies with
+//! their actions ([`NotifiedUsers`]), and adds one to each of those users' per-room unread
+//! counters (`unread_counts`), all in the event's own transaction, with one queue row per HTTP
+//! pusher of theirs: so a crash can neither lose nor double count a notification, and a message
+//! to a room of many members costs one row plus counter updates on the room's few pages rather
+//! than a row per member. A read receipt, a join or a redaction recounts the user's counters
+//! from the `push_events` rows after their read position ([`count_unread`]). A queue row is
+//! deleted only once the push gateway accepted it.
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
@@ -53,6 +58,21 @@ impl RoomNotificationCounts {
             })
     }
 }
+
+/// One page of `GET /notifications`: what was found, and where to go on from (`None` when
+/// nothing older is left). A page may hold fewer than asked and still go on: the storage scans
+/// a bounded number of the rooms' notifying events per request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationPage {
+    pub records: Vec<NotificationRecord>,
+    pub next: Option<StreamPos>,
+}
+
+/// How many `push_events` rows one `/notifications` page reads at most.
+pub const NOTIFICATIONS_SCAN: usize = 2_000;
+/// How many `push_events` rows a recount reads at most (newest first): past that many unread
+/// notifications in one room, the count stops growing.
+pub const RECOUNT_SCAN: usize = 10_000;
 
 /// One row of `GET /notifications`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,14 +131,15 @@ pub trait PushStore {
     ) -> StorageResult<RoomNotificationCounts>;
     /// How many rooms the user has unread notifications in (the badge a push carries).
     async fn rooms_with_unread_notifications(&self, user_id: &UserId) -> StorageResult<u64>;
-    /// The user's notifications before `before` (all when `None`), newest first.
+    /// The user's notifications in the rooms they are or were in (invites included) before `before` (all when `None`),
+    /// newest first; at most `limit`, from at most [`NOTIFICATIONS_SCAN`] notifying events.
     async fn notifications(
         &self,
         user_id: &UserId,
         before: Option<StreamPos>,
         limit: usize,
         only_highlight: bool,
-    ) -> StorageResult<Vec<NotificationRecord>>;
+    ) -> StorageResult<NotificationPage>;
 
     /// Creates or updates the user's pusher of `(app_id, pushkey)`; unless `append`, removes
     /// the pushers of other users with the same `(app_id, pushkey)`. Returns its ID.
@@ -147,4 +168,138 @@ pub trait PushStore {
     async fn queued_pushes(&self, pusher_id: i64, limit: usize) -> StorageResult<Vec<QueuedPush>>;
     /// Removes a delivered notification from the pusher's queue.
     async fn delete_queued_push(&self, pusher_id: i64, stream_pos: StreamPos) -> StorageResult<()>;
+}
+
+/// The users one event notifies, as its `push_events` row stores them (`notified`): each
+/// distinct action list once, and per user an index into them and the highlight flag:
+/// `{"a": [[…actions…], …], "u": [["@user:server", 0, false], …]}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NotifiedUsers {
+    actions: Vec<serde_json::Value>,
+    users: Vec<(String, usize, bool)>,
+}
+
+/// One user's entry in [`NotifiedUsers`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Notified<'a> {
+    pub actions: &'a serde_json::Value,
+    pub highlight: bool,
+}
+
+impl NotifiedUsers {
+    pub fn from_actions(new: &[NewPushAction]) -> NotifiedUsers {
+        let mut notified = NotifiedUsers::default();
+        for action in new {
+            let value = serde_json::from_str(&action.actions)
+                .unwrap_or_else(|_| serde_json::Value::Array(Vec::new()));
+            let index = match notified.actions.iter().position(|a| *a == value) {
+                Some(i) => i,
+                None => {
+                    notified.actions.push(value);
+                    notified.actions.len() - 1
+                }
+            };
+            notified
+                .users
+                .push((action.user_id.to_string(), index, action.highlight));
+        }
+        notified
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::json!({ "a": self.actions, "u": self.users }).to_string()
+    }
+
+    /// Reads a stored `notified` column; what cannot be read notifies nobody.
+    pub fn parse(json: &str) -> NotifiedUsers {
+        let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(json) else {
+            return NotifiedUsers::default();
+        };
+        let actions = match object.remove("a") {
+            Some(serde_json::Value::Array(actions)) => actions,
+            _ => Vec::new(),
+        };
+        let users = match object.remove("u") {
+            Some(serde_json::Value::Array(users)) => users
+                .iter()
+                .filter_map(|u| {
+                    let user = u.get(0)?.as_str()?.to_owned();
+                    let index = usize::try_from(u.get(1)?.as_u64()?).ok()?;
+                    let highlight = u.get(2)?.as_bool()?;
+                    (index < actions.len()).then_some((user, index, highlight))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        NotifiedUsers { actions, users }
+    }
+
+    pub fn find(&self, user_id: &str) -> Option<Notified<'_>> {
+        let (_, index, highlight) = self.users.iter().find(|(u, _, _)| u == user_id)?;
+        Some(Notified {
+            actions: &self.actions[*index],
+            highlight: *highlight,
+        })
+    }
+
+    pub fn user_ids(&self) -> impl Iterator<Item = &str> {
+        self.users.iter().map(|(u, _, _)| u.as_str())
+    }
+}
+
+/// The timeline a notification counts in: its thread root, or `main`.
+pub fn count_thread(thread_id: Option<&str>) -> &str {
+    thread_id.unwrap_or(MAIN_TIMELINE)
+}
+
+/// The main timeline's name in `unread_counts` and in threaded receipts.
+pub const MAIN_TIMELINE: &str = "main";
+
+/// Where a user has read up to in a room, for recounting: the latest unthreaded read receipt
+/// (or their join, when later), and each timeline's own threaded receipt.
+#[derive(Debug, Clone, Default)]
+pub struct ReadPositions {
+    /// The later of the unthreaded `m.read`/`m.read.private` receipt and the join.
+    pub unthreaded: i64,
+    /// Threaded receipts by timeline (`main` or the thread root).
+    pub threads: std::collections::HashMap<String, i64>,
+}
+
+impl ReadPositions {
+    /// Whether a notification at `pos` in `timeline` is read.
+    pub fn covers(&self, timeline: &str, pos: i64) -> bool {
+        pos <= self.unthreaded || self.threads.get(timeline).is_some_and(|t| pos <= *t)
+    }
+}
+
+/// A user's unread counts per timeline from the `push_events` rows after their unthreaded
+/// read position: `(stream_pos, thread_id, notified)`.
+pub fn count_unread<'a>(
+    user_id: &str,
+    read: &ReadPositions,
+    rows: impl IntoIterator<Item = (i64, Option<&'a str>, &'a str)>,
+) -> Vec<(String, NotificationCounts)> {
+    let mut counts: Vec<(String, NotificationCounts)> = Vec::new();
+    for (pos, thread, notified) in rows {
+        let timeline = count_thread(thread);
+        if read.covers(timeline, pos) {
+            continue;
+        }
+        let Some(n) = NotifiedUsers::parse(notified)
+            .find(user_id)
+            .map(|n| n.highlight)
+        else {
+            continue;
+        };
+        let i = match counts.iter().position(|(t, _)| t == timeline) {
+            Some(i) => i,
+            None => {
+                counts.push((timeline.to_owned(), NotificationCounts::default()));
+                counts.len() - 1
+            }
+        };
+        counts[i].1.notifications += 1;
+        counts[i].1.highlights += u64::from(n);
+    }
+    counts
 }

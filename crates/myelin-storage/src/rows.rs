@@ -14,8 +14,8 @@ use crate::convert::{corrupt, opt_to_u64, parse_id, parse_json, parse_opt_id, to
 use crate::{
     AccountDataRecord, BackedUpKey, BackupVersionRecord, CrossSigningKeyRecord, CrossSigningKind,
     DeviceKeysRecord, DeviceRecord, EventRecord, MediaContent, MediaRecord, MembershipRecord,
-    NotificationRecord, OutboxContent, OutboxEntry, OutlierStatus, PresenceRecord, PusherRecord,
-    QueuedPush, QueuedToDevice, ReceiptRecord, RemoteMediaRecord, ReportRecord, ReportTarget, RoomInfo,
+    OutboxContent, OutboxEntry, OutlierStatus, PresenceRecord, PusherRecord, QueuedPush,
+    QueuedToDevice, ReceiptRecord, RemoteMediaRecord, ReportRecord, ReportTarget, RoomInfo,
     StateKey, StorageResult, ThreadEntry, ThreadSummary, ThumbnailRecord, ToDeviceMessage,
     TokenOwner, UserRecord,
 };
@@ -555,19 +555,6 @@ pub fn pusher(row: &dyn Row) -> StorageResult<PusherRecord> {
         lang: row.text(9)?,
         data: row.text(10)?,
         created_ms: to_u64(row.int(11)?, "pusher created_ms")?,
-    })
-}
-
-/// The columns [`notification`] reads: `room_id, event_id, stream_pos, actions, highlight` and
-/// whether it is read.
-pub fn notification(row: &dyn Row) -> StorageResult<NotificationRecord> {
-    Ok(NotificationRecord {
-        room_id: parse_id(row.text(0)?, "notification room")?,
-        event_id: parse_id(row.text(1)?, "notification event")?,
-        stream_pos: StreamPos(row.int(2)?),
-        actions: row.text(3)?,
-        highlight: row.flag(4)?,
-        read: row.flag(5)?,
     })
 }
 

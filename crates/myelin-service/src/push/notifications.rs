@@ -67,11 +67,12 @@ impl Push {
         };
         let limit = limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let only_highlight = only.is_some_and(|o| o.contains("highlight"));
-        let rows = self
+        let page = self
             .ctx
             .storage
             .notifications(user_id, before, limit, only_highlight)
             .await?;
+        let rows = page.records;
         let ids: Vec<OwnedEventId> = rows.iter().map(|r| r.event_id.clone()).collect();
         let mut events: HashMap<OwnedEventId, _> = self
             .ctx
@@ -82,9 +83,7 @@ impl Push {
             .map(|e| (e.pdu.event_id.clone(), e))
             .collect();
         let now = self.ctx.now_ms();
-        let next_token = (rows.len() == limit)
-            .then(|| rows.last().map(|r| r.stream_pos.0.to_string()))
-            .flatten();
+        let next_token = page.next.map(|p| p.0.to_string());
         let notifications = rows
             .into_iter()
             .filter_map(|row| {

@@ -119,17 +119,21 @@ pub async fn notification_counts_follow_read_receipts(store: &dyn Storage) {
 
     // The list keeps read ones, marked; newest first, paged, highlights only on demand.
     let all = store.notifications(&bob, None, 10, false).await.unwrap();
+    assert_eq!(all.next, None);
+    let all = all.records;
     assert_eq!(all.len(), 3);
     assert_eq!(all[0].event_id.as_str(), threaded);
     assert!(all.iter().all(|n| n.read));
+    assert_eq!(all[1].actions, r#"["notify"]"#);
     let page = store
         .notifications(&bob, Some(all[0].stream_pos), 1, false)
         .await
         .unwrap();
-    assert_eq!(page[0].event_id.as_str(), mention);
+    assert_eq!(page.records[0].event_id.as_str(), mention);
+    assert_eq!(page.next, Some(page.records[0].stream_pos));
     let highlights = store.notifications(&bob, None, 10, true).await.unwrap();
-    assert_eq!(highlights.len(), 1);
-    assert!(highlights[0].highlight);
+    assert_eq!(highlights.records.len(), 1);
+    assert!(highlights.records[0].highlight);
 
     // A redaction takes its target's notification away.
     let later = notify(&mut r, store, action(true, None)).await;
@@ -152,6 +156,76 @@ pub async fn notification_counts_follow_read_receipts(store: &dyn Storage) {
         store.notification_counts(&bob, &r.room_id).await.unwrap(),
         none
     );
+
+    // A profile change (join to join) keeps what is unread; leaving and joining again clears it.
+    notify(&mut r, store, action(false, None)).await;
+    r.member(store, BOB, BOB, "join").await;
+    assert_eq!(
+        store
+            .notification_counts(&bob, &r.room_id)
+            .await
+            .unwrap()
+            .main,
+        counts(1, 0)
+    );
+    r.member(store, BOB, BOB, "leave").await;
+    assert_eq!(
+        store.rooms_with_unread_notifications(&bob).await.unwrap(),
+        0
+    );
+    r.member(store, BOB, BOB, "join").await;
+    assert_eq!(
+        store.notification_counts(&bob, &r.room_id).await.unwrap(),
+        none
+    );
+}
+
+/// Many users notified by one event, each with their own actions, counted and listed apart.
+pub async fn notifications_of_many_members(store: &dyn Storage) {
+    let mut r = TestRoom::create(store, "!pm:localhost", "@alice:localhost", "pm").await;
+    let members: Vec<String> = (0..30).map(|i| format!("@m{i}:localhost")).collect();
+    for m in &members {
+        r.member(store, m, m, "join").await;
+    }
+    let actions: Vec<NewPushAction> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| NewPushAction {
+            user_id: user(m),
+            actions: if i % 3 == 0 {
+                r#"["notify",{"set_tweak":"highlight"}]"#.into()
+            } else {
+                r#"["notify"]"#.into()
+            },
+            highlight: i % 3 == 0,
+            thread_id: None,
+            queue: false,
+        })
+        .collect();
+    let id = notify(&mut r, store, actions).await;
+    for (i, m) in members.iter().enumerate() {
+        let got = store
+            .notification_counts(&user(m), &r.room_id)
+            .await
+            .unwrap();
+        assert_eq!(got.main, counts(1, u64::from(i % 3 == 0)), "{m}");
+        let page = store.notifications(&user(m), None, 5, false).await.unwrap();
+        assert_eq!(page.records.len(), 1, "{m}");
+        assert_eq!(page.records[0].event_id.as_str(), id);
+        assert_eq!(page.records[0].highlight, i % 3 == 0);
+    }
+    // Alice sent it and is not notified.
+    let alice = user("@alice:localhost");
+    assert_eq!(
+        store.notification_counts(&alice, &r.room_id).await.unwrap(),
+        RoomNotificationCounts::default()
+    );
+    assert!(store
+        .notifications(&alice, None, 5, false)
+        .await
+        .unwrap()
+        .records
+        .is_empty());
 }
 
 pub async fn pushers_and_their_queues(store: &dyn Storage) {

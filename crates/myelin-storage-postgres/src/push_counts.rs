@@ -1,0 +1,331 @@
+//! Notifications as the push store keeps them: the `push_events` row and the unread counters an
+//! event adds in its own transaction, the recount after a receipt, a join or a redaction, and
+//! the reads of counts and `/notifications` pages.
+
+use std::collections::HashMap;
+
+use myelin_core::StreamPos;
+use myelin_storage::{
+    count_thread, count_unread, NewPushAction, NotificationCounts, NotificationPage,
+    NotificationRecord, NotifiedUsers, ReadPositions, RoomNotificationCounts, StorageResult,
+    MAIN_TIMELINE, NOTIFICATIONS_SCAN, RECOUNT_SCAN,
+};
+
+use crate::convert::{limit, parse_id};
+use crate::pool::Conn;
+
+/// How many `push_events` rows a `/notifications` page reads per query.
+const PAGE_CHUNK: usize = 200;
+
+/// The event's `push_events` row, one more unread notification for each user it notifies, and
+/// one queue row per HTTP pusher of theirs; in the caller's (the event's) transaction.
+pub(crate) async fn write_push_actions(
+    conn: &mut Conn,
+    room_id: &str,
+    event_id: &str,
+    stream_pos: StreamPos,
+    actions: &[NewPushAction],
+) -> StorageResult<()> {
+    let Some(first) = actions.first() else {
+        return Ok(());
+    };
+    let thread = first.thread_id.as_deref();
+    let notified = NotifiedUsers::from_actions(actions).to_json();
+    conn.execute(
+        "INSERT INTO push_events (stream_pos, room_id, event_id, thread_id, notified)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream_pos) DO NOTHING",
+        &[&stream_pos.0, &room_id, &event_id, &thread, &notified],
+    )
+    .await?;
+    // One statement for every notified user.
+    conn.execute(
+        "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
+         SELECT $1, u ->> 0, $2, 1, CASE WHEN (u ->> 2)::BOOLEAN THEN 1 ELSE 0 END
+         FROM jsonb_array_elements($3::TEXT::JSONB -> 'u') AS u
+         ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
+         SET notifications = unread_counts.notifications + 1,
+             highlights = unread_counts.highlights + excluded.highlights",
+        &[&room_id, &count_thread(thread), &notified],
+    )
+    .await?;
+    for action in actions.iter().filter(|a| a.queue) {
+        conn.execute(
+            "INSERT INTO push_queue (pusher_id, stream_pos, room_id, event_id, actions)
+             SELECT id, $2, $3, $4, $5 FROM pushers WHERE user_id = $1 AND kind = 'http'
+             ON CONFLICT (pusher_id, stream_pos) DO NOTHING",
+            &[
+                &action.user_id.as_str(),
+                &stream_pos.0,
+                &room_id,
+                &event_id,
+                &action.actions,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A redacted event notifies no more: its row and queue rows go and the users it notified are
+/// recounted, in the redaction's transaction.
+pub(crate) async fn forget_push_actions(conn: &mut Conn, event_id: &str) -> StorageResult<()> {
+    let row = conn
+        .query_opt_decode(
+            "SELECT stream_pos, room_id, notified FROM push_events
+             WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = $1)",
+            &[&event_id],
+            |row| Ok((row.int(0)?, row.text(1)?, row.text(2)?)),
+        )
+        .await?;
+    let Some((pos, room_id, notified)) = row else {
+        return Ok(());
+    };
+    conn.execute("DELETE FROM push_events WHERE stream_pos = $1", &[&pos])
+        .await?;
+    conn.execute("DELETE FROM push_queue WHERE stream_pos = $1", &[&pos])
+        .await?;
+    for user_id in NotifiedUsers::parse(&notified).user_ids() {
+        recount(conn, &room_id, user_id).await?;
+    }
+    Ok(())
+}
+
+/// A membership change other than join → join (a profile change) starts the user's counts in
+/// the room afresh: what came before a join is not unread, and a left room has none. Called
+/// before the membership row changes.
+pub(crate) async fn reset_on_membership(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+) -> StorageResult<()> {
+    conn.execute(
+        "DELETE FROM unread_counts WHERE room_id = $1 AND user_id = $2
+           AND NOT ($3::TEXT = 'join' AND EXISTS (
+               SELECT 1 FROM room_memberships
+               WHERE room_id = $1 AND user_id = $2 AND membership = 'join'))",
+        &[&room_id, &user_id, &membership],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A read receipt moved: the user's counts in the room are recounted, if they have any.
+pub(crate) async fn recount_after_receipt(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    receipt_type: &str,
+) -> StorageResult<()> {
+    if !matches!(receipt_type, "m.read" | "m.read.private") {
+        return Ok(());
+    }
+    let unread = conn
+        .query_opt(
+            "SELECT 1 FROM unread_counts WHERE room_id = $1 AND user_id = $2 LIMIT 1",
+            &[&room_id, &user_id],
+        )
+        .await?
+        .is_some();
+    if unread {
+        recount(conn, room_id, user_id).await?;
+    }
+    Ok(())
+}
+
+/// Where the user has read up to in the room (see [`ReadPositions`]).
+async fn read_positions(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+) -> StorageResult<ReadPositions> {
+    let joined = conn
+        .query_opt_decode(
+            "SELECT joined_pos FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+            &[&room_id, &user_id],
+            |row| row.opt_int(0),
+        )
+        .await?
+        .flatten();
+    let receipts = conn
+        .query_decode(
+            "SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
+             JOIN events e ON e.event_id = r.event_id
+             WHERE r.room_id = $1 AND r.user_id = $2
+               AND r.receipt_type IN ('m.read', 'm.read.private')
+             GROUP BY r.thread_id",
+            &[&room_id, &user_id],
+            |row| Ok((row.text(0)?, row.int(1)?)),
+        )
+        .await?;
+    let mut read = ReadPositions {
+        unthreaded: joined.unwrap_or(i64::MIN),
+        threads: HashMap::new(),
+    };
+    for (thread, pos) in receipts {
+        if thread.is_empty() {
+            read.unthreaded = read.unthreaded.max(pos);
+        } else {
+            read.threads.insert(thread, pos);
+        }
+    }
+    Ok(read)
+}
+
+/// Counts the user's unread notifications in the room again from the `push_events` rows after
+/// their read position (at most [`RECOUNT_SCAN`] of them).
+async fn recount(conn: &mut Conn, room_id: &str, user_id: &str) -> StorageResult<()> {
+    let read = read_positions(conn, room_id, user_id).await?;
+    let rows = conn
+        .query_decode(
+            "SELECT stream_pos, thread_id, notified FROM push_events
+             WHERE room_id = $1 AND stream_pos > $2 ORDER BY stream_pos DESC LIMIT $3",
+            &[&room_id, &read.unthreaded, &limit(RECOUNT_SCAN)],
+            |row| Ok((row.int(0)?, row.opt_text(1)?, row.text(2)?)),
+        )
+        .await?;
+    let counts = count_unread(
+        user_id,
+        &read,
+        rows.iter().map(|(p, t, n)| (*p, t.as_deref(), n.as_str())),
+    );
+    conn.execute(
+        "DELETE FROM unread_counts WHERE room_id = $1 AND user_id = $2",
+        &[&room_id, &user_id],
+    )
+    .await?;
+    for (thread, c) in counts {
+        conn.execute(
+            "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &room_id,
+                &user_id,
+                &thread,
+                &i64::try_from(c.notifications).unwrap_or(i64::MAX),
+                &i64::try_from(c.highlights).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The user's unread counts in the room, from the counters.
+pub(crate) async fn room_counts(
+    conn: &mut Conn,
+    user_id: &str,
+    room_id: &str,
+) -> StorageResult<RoomNotificationCounts> {
+    let rows = conn
+        .query_decode(
+            "SELECT thread_id, notifications, highlights FROM unread_counts
+             WHERE room_id = $1 AND user_id = $2 ORDER BY thread_id",
+            &[&room_id, &user_id],
+            |row| {
+                Ok((
+                    row.text(0)?,
+                    NotificationCounts {
+                        notifications: u64::try_from(row.int(1)?).unwrap_or(0),
+                        highlights: u64::try_from(row.int(2)?).unwrap_or(0),
+                    },
+                ))
+            },
+        )
+        .await?;
+    let mut counts = RoomNotificationCounts::default();
+    for (thread, c) in rows {
+        if thread == MAIN_TIMELINE {
+            counts.main = c;
+        } else {
+            counts.threads.push((thread, c));
+        }
+    }
+    Ok(counts)
+}
+
+/// How many joined rooms have unread notifications for the user.
+pub(crate) async fn rooms_with_unread(conn: &mut Conn, user_id: &str) -> StorageResult<u64> {
+    let row = conn
+        .query_one(
+            "SELECT COUNT(DISTINCT u.room_id) FROM unread_counts u
+             JOIN room_memberships m
+               ON m.room_id = u.room_id AND m.user_id = u.user_id AND m.membership = 'join'
+             WHERE u.user_id = $1 AND u.notifications > 0",
+            &[&user_id],
+        )
+        .await?;
+    let n: i64 = crate::convert::get(&row, 0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A `/notifications` page: the notifying events of the rooms the user is or was a member of
+/// (invites included) before `before`,
+/// newest first, kept where they notify the user; read in chunks so that a full page stops early.
+pub(crate) async fn notifications_page(
+    conn: &mut Conn,
+    user_id: &str,
+    before: i64,
+    max: usize,
+    only_highlight: bool,
+) -> StorageResult<NotificationPage> {
+    let mut page = NotificationPage::default();
+    let mut reads: HashMap<String, ReadPositions> = HashMap::new();
+    let (mut scanned, mut cursor) = (0, before);
+    while scanned < NOTIFICATIONS_SCAN {
+        let chunk = conn
+            .query_decode(
+                "SELECT stream_pos, room_id, event_id, thread_id, notified FROM push_events
+                 WHERE stream_pos < $2 AND room_id IN (
+                     SELECT room_id FROM room_memberships WHERE user_id = $1)
+                 ORDER BY stream_pos DESC LIMIT $3",
+                &[&user_id, &cursor, &limit(PAGE_CHUNK)],
+                |row| {
+                    Ok((
+                        row.int(0)?,
+                        row.text(1)?,
+                        row.text(2)?,
+                        row.opt_text(3)?,
+                        row.text(4)?,
+                    ))
+                },
+            )
+            .await?;
+        let exhausted = chunk.len() < PAGE_CHUNK;
+        for (pos, room_id, event_id, thread, notified) in chunk {
+            scanned += 1;
+            cursor = pos;
+            let notified = NotifiedUsers::parse(&notified);
+            let Some(entry) = notified.find(user_id) else {
+                continue;
+            };
+            if only_highlight && !entry.highlight {
+                continue;
+            }
+            if !reads.contains_key(&room_id) {
+                let read = read_positions(conn, &room_id, user_id).await?;
+                reads.insert(room_id.clone(), read);
+            }
+            let covered = reads
+                .get(&room_id)
+                .is_some_and(|r| r.covers(count_thread(thread.as_deref()), pos));
+            page.records.push(NotificationRecord {
+                read: covered,
+                room_id: parse_id(room_id, "notification room")?,
+                event_id: parse_id(event_id, "notification event")?,
+                stream_pos: StreamPos(pos),
+                actions: entry.actions.to_string(),
+                highlight: entry.highlight,
+            });
+            if page.records.len() == max {
+                page.next = Some(StreamPos(pos));
+                return Ok(page);
+            }
+        }
+        if exhausted {
+            return Ok(page);
+        }
+    }
+    page.next = Some(StreamPos(cursor));
+    Ok(page)
+}

@@ -1,0 +1,322 @@
+//! Notifications as the push store keeps them: the `push_events` row and the unread counters an
+//! event adds in its own transaction, the recount after a receipt, a join or a redaction, and
+//! the reads of counts and `/notifications` pages.
+
+use std::collections::HashMap;
+
+use myelin_core::StreamPos;
+use myelin_storage::{
+    count_thread, count_unread, NewPushAction, NotificationCounts, NotificationPage,
+    NotificationRecord, NotifiedUsers, ReadPositions, RoomNotificationCounts, StorageResult,
+    MAIN_TIMELINE, NOTIFICATIONS_SCAN, RECOUNT_SCAN,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::convert::{limit, query_all, Db};
+
+/// The event's `push_events` row, one more unread notification for each user it notifies, and
+/// one queue row per HTTP pusher of theirs; in the caller's (the event's) transaction.
+pub(crate) fn write_push_actions(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    event_id: &str,
+    stream_pos: StreamPos,
+    actions: &[NewPushAction],
+) -> StorageResult<()> {
+    let Some(first) = actions.first() else {
+        return Ok(());
+    };
+    let thread = first.thread_id.as_deref();
+    let notified = NotifiedUsers::from_actions(actions).to_json();
+    tx.prepare_cached(
+        "INSERT INTO push_events (stream_pos, room_id, event_id, thread_id, notified)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (stream_pos) DO NOTHING",
+    )
+    .db()?
+    .execute(params![stream_pos.0, room_id, event_id, thread, notified])
+    .db()?;
+    // One statement for every notified user: the counters of a room sit on a few pages.
+    tx.prepare_cached(
+        "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
+         SELECT ?1, value ->> 0, ?2, 1, value ->> 2 FROM json_each(?3, '$.u') WHERE true
+         ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
+         SET notifications = notifications + 1, highlights = highlights + excluded.highlights",
+    )
+    .db()?
+    .execute(params![room_id, count_thread(thread), notified])
+    .db()?;
+    for action in actions.iter().filter(|a| a.queue) {
+        tx.prepare_cached(
+            "INSERT INTO push_queue (pusher_id, stream_pos, room_id, event_id, actions)
+             SELECT id, ?2, ?3, ?4, ?5 FROM pushers WHERE user_id = ?1 AND kind = 'http'
+             ON CONFLICT (pusher_id, stream_pos) DO NOTHING",
+        )
+        .db()?
+        .execute(params![
+            action.user_id.as_str(),
+            stream_pos.0,
+            room_id,
+            event_id,
+            action.actions
+        ])
+        .db()?;
+    }
+    Ok(())
+}
+
+/// A redacted event notifies no more: its row and queue rows go and the users it notified are
+/// recounted, in the redaction's transaction.
+pub(crate) fn forget_push_actions(tx: &Transaction<'_>, event_id: &str) -> StorageResult<()> {
+    let row: Option<(i64, String, String)> = tx
+        .prepare_cached(
+            "SELECT stream_pos, room_id, notified FROM push_events
+             WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = ?1)",
+        )
+        .db()?
+        .query_row(params![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .db()?;
+    let Some((pos, room_id, notified)) = row else {
+        return Ok(());
+    };
+    tx.prepare_cached("DELETE FROM push_events WHERE stream_pos = ?1")
+        .db()?
+        .execute(params![pos])
+        .db()?;
+    tx.prepare_cached("DELETE FROM push_queue WHERE stream_pos = ?1")
+        .db()?
+        .execute(params![pos])
+        .db()?;
+    for user_id in NotifiedUsers::parse(&notified).user_ids() {
+        recount(tx, &room_id, user_id)?;
+    }
+    Ok(())
+}
+
+/// A membership change other than join → join (a profile change) starts the user's counts in
+/// the room afresh: what came before a join is not unread, and a left room has none. Called
+/// before the membership row changes.
+pub(crate) fn reset_on_membership(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+) -> StorageResult<()> {
+    tx.prepare_cached(
+        "DELETE FROM unread_counts WHERE room_id = ?1 AND user_id = ?2
+           AND NOT (?3 = 'join' AND EXISTS (
+               SELECT 1 FROM room_memberships
+               WHERE room_id = ?1 AND user_id = ?2 AND membership = 'join'))",
+    )
+    .db()?
+    .execute(params![room_id, user_id, membership])
+    .db()?;
+    Ok(())
+}
+
+/// A read receipt moved: the user's counts in the room are recounted, if they have any.
+pub(crate) fn recount_after_receipt(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    user_id: &str,
+    receipt_type: &str,
+) -> StorageResult<()> {
+    if !matches!(receipt_type, "m.read" | "m.read.private") {
+        return Ok(());
+    }
+    let unread: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM unread_counts WHERE room_id = ?1 AND user_id = ?2)",
+        )
+        .db()?
+        .query_row(params![room_id, user_id], |r| r.get(0))
+        .db()?;
+    if unread {
+        recount(tx, room_id, user_id)?;
+    }
+    Ok(())
+}
+
+/// Where the user has read up to in the room (see [`ReadPositions`]).
+fn read_positions(conn: &Connection, room_id: &str, user_id: &str) -> StorageResult<ReadPositions> {
+    let joined: Option<i64> = conn
+        .prepare_cached(
+            "SELECT joined_pos FROM room_memberships WHERE room_id = ?1 AND user_id = ?2",
+        )
+        .db()?
+        .query_row(params![room_id, user_id], |r| r.get(0))
+        .optional()
+        .db()?
+        .flatten();
+    let receipts = query_all(
+        conn,
+        "SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
+         JOIN events e ON e.event_id = r.event_id
+         WHERE r.room_id = ?1 AND r.user_id = ?2 AND r.receipt_type IN ('m.read', 'm.read.private')
+         GROUP BY r.thread_id",
+        params![room_id, user_id],
+        |row| Ok((row.text(0)?, row.int(1)?)),
+    )?;
+    let mut read = ReadPositions {
+        unthreaded: joined.unwrap_or(i64::MIN),
+        threads: HashMap::new(),
+    };
+    for (thread, pos) in receipts {
+        if thread.is_empty() {
+            read.unthreaded = read.unthreaded.max(pos);
+        } else {
+            read.threads.insert(thread, pos);
+        }
+    }
+    Ok(read)
+}
+
+/// Counts the user's unread notifications in the room again from the `push_events` rows after
+/// their read position (at most [`RECOUNT_SCAN`] of them).
+fn recount(tx: &Transaction<'_>, room_id: &str, user_id: &str) -> StorageResult<()> {
+    let read = read_positions(tx, room_id, user_id)?;
+    let rows = query_all(
+        tx,
+        "SELECT stream_pos, thread_id, notified FROM push_events
+         WHERE room_id = ?1 AND stream_pos > ?2 ORDER BY stream_pos DESC LIMIT ?3",
+        params![room_id, read.unthreaded, limit(RECOUNT_SCAN)],
+        |row| Ok((row.int(0)?, row.opt_text(1)?, row.text(2)?)),
+    )?;
+    let counts = count_unread(
+        user_id,
+        &read,
+        rows.iter().map(|(p, t, n)| (*p, t.as_deref(), n.as_str())),
+    );
+    tx.prepare_cached("DELETE FROM unread_counts WHERE room_id = ?1 AND user_id = ?2")
+        .db()?
+        .execute(params![room_id, user_id])
+        .db()?;
+    for (thread, c) in counts {
+        tx.prepare_cached(
+            "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .db()?
+        .execute(params![
+            room_id,
+            user_id,
+            thread,
+            i64::try_from(c.notifications).unwrap_or(i64::MAX),
+            i64::try_from(c.highlights).unwrap_or(i64::MAX)
+        ])
+        .db()?;
+    }
+    Ok(())
+}
+
+/// The user's unread counts in the room, from the counters.
+pub(crate) fn room_counts(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+) -> StorageResult<RoomNotificationCounts> {
+    let rows = query_all(
+        conn,
+        "SELECT thread_id, notifications, highlights FROM unread_counts
+         WHERE room_id = ?1 AND user_id = ?2 ORDER BY thread_id",
+        params![room_id, user_id],
+        |row| {
+            Ok((
+                row.text(0)?,
+                NotificationCounts {
+                    notifications: u64::try_from(row.int(1)?).unwrap_or(0),
+                    highlights: u64::try_from(row.int(2)?).unwrap_or(0),
+                },
+            ))
+        },
+    )?;
+    let mut counts = RoomNotificationCounts::default();
+    for (thread, c) in rows {
+        if thread == MAIN_TIMELINE {
+            counts.main = c;
+        } else {
+            counts.threads.push((thread, c));
+        }
+    }
+    Ok(counts)
+}
+
+/// How many joined rooms have unread notifications for the user.
+pub(crate) fn rooms_with_unread(conn: &Connection, user_id: &str) -> StorageResult<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(DISTINCT u.room_id) FROM unread_counts u
+             JOIN room_memberships m
+               ON m.room_id = u.room_id AND m.user_id = u.user_id AND m.membership = 'join'
+             WHERE u.user_id = ?1 AND u.notifications > 0",
+        )
+        .db()?
+        .query_row(params![user_id], |row| row.get(0))
+        .db()?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A `/notifications` page: the notifying events of the rooms the user is or was a member of
+/// (invites included) before `before`,
+/// newest first, kept where they notify the user.
+pub(crate) fn notifications_page(
+    conn: &Connection,
+    user_id: &str,
+    before: i64,
+    max: usize,
+    only_highlight: bool,
+) -> StorageResult<NotificationPage> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT stream_pos, room_id, event_id, thread_id, notified FROM push_events
+             WHERE stream_pos < ?2 AND room_id IN (
+                 SELECT room_id FROM room_memberships WHERE user_id = ?1)
+             ORDER BY stream_pos DESC LIMIT ?3",
+        )
+        .db()?;
+    let mut rows = stmt
+        .query(params![user_id, before, limit(NOTIFICATIONS_SCAN)])
+        .db()?;
+    let mut page = NotificationPage::default();
+    let mut reads: HashMap<String, ReadPositions> = HashMap::new();
+    let (mut scanned, mut last) = (0, None);
+    while let Some(row) = rows.next().db()? {
+        let (pos, room_id, event_id): (i64, String, String) =
+            (row.get(0).db()?, row.get(1).db()?, row.get(2).db()?);
+        let (thread, notified): (Option<String>, String) = (row.get(3).db()?, row.get(4).db()?);
+        scanned += 1;
+        last = Some(StreamPos(pos));
+        let notified = NotifiedUsers::parse(&notified);
+        let Some(entry) = notified.find(user_id) else {
+            continue;
+        };
+        if only_highlight && !entry.highlight {
+            continue;
+        }
+        let read = match reads.get(&room_id) {
+            Some(read) => read,
+            None => {
+                let read = read_positions(conn, &room_id, user_id)?;
+                reads.entry(room_id.clone()).or_insert(read)
+            }
+        };
+        page.records.push(NotificationRecord {
+            read: read.covers(count_thread(thread.as_deref()), pos),
+            room_id: myelin_storage::convert::parse_id(room_id, "notification room")?,
+            event_id: myelin_storage::convert::parse_id(event_id, "notification event")?,
+            stream_pos: StreamPos(pos),
+            actions: entry.actions.to_string(),
+            highlight: entry.highlight,
+        });
+        if page.records.len() == max {
+            page.next = last;
+            return Ok(page);
+        }
+    }
+    page.next = if scanned == NOTIFICATIONS_SCAN {
+        last
+    } else {
+        None
+    };
+    Ok(page)
+}
