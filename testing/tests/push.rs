@@ -5,7 +5,9 @@
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 use axum::{extract::State, http::StatusCode as AxumStatus, routing::post, Json, Router};
 use matrix_sdk::{
@@ -29,6 +31,10 @@ const C: &str = "/_matrix/client/v3";
 #[derive(Clone, Default)]
 struct Gateway {
     received: Arc<Mutex<Vec<Value>>>,
+    /// Requests answered, failed ones included.
+    attempts: Arc<AtomicU16>,
+    /// Woken at every request.
+    arrived: Arc<Notify>,
     status: Arc<AtomicU16>,
     reject: Arc<Mutex<Vec<String>>>,
 }
@@ -56,21 +62,29 @@ impl Gateway {
 
     /// Waits until the gateway got at least `n` notifications; returns them.
     async fn wait_for(&self, n: usize, what: &str) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_until(|g| g.received().len() >= n, what).await;
+        self.received()
+    }
+
+    /// Waits, woken by each request, until `done` holds (30 s at most).
+    async fn wait_until(&self, done: impl Fn(&Gateway) -> bool, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let got = self.received();
-            if got.len() >= n {
-                return got;
+            let arrived = self.arrived.notified();
+            if done(self) {
+                return;
             }
-            assert!(Instant::now() < deadline, "{what}: got only {got:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let waited = tokio::time::timeout_at(deadline, arrived).await;
+            assert!(waited.is_ok(), "{what}: got only {:?}", self.received());
         }
     }
 }
 
 async fn notify(State(g): State<Gateway>, Json(body): Json<Value>) -> (AxumStatus, Json<Value>) {
+    g.attempts.fetch_add(1, Ordering::SeqCst);
     let status = AxumStatus::from_u16(g.status.load(Ordering::SeqCst)).unwrap();
     if status != AxumStatus::OK {
+        g.arrived.notify_waiters();
         return (status, Json(json!({})));
     }
     let reject = g.reject.lock().unwrap().clone();
@@ -83,6 +97,7 @@ async fn notify(State(g): State<Gateway>, Json(body): Json<Value>) -> (AxumStatu
         .collect();
     let answer = json!({ "rejected": rejected });
     g.received.lock().unwrap().push(body);
+    g.arrived.notify_waiters();
     (AxumStatus::OK, Json(answer))
 }
 
@@ -577,12 +592,18 @@ async fn a_rejected_pushkey_removes_the_pusher() {
         assert!(Instant::now() < deadline, "the pusher stayed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A new pusher gets the next notification; the removed one got nothing more.
+    set_pusher(&s, &bob, &pusher(&url, "fresh-key", Some("event_id_only"))).await;
     s.send_message(&alice.access_token, &room, "t2", "two")
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = gateway.wait_for(2, "the new pusher's notification").await;
+    let keys: Vec<&str> = got
+        .iter()
+        .map(|b| b["notification"]["devices"][0]["pushkey"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        gateway.received().len(),
-        1,
+        keys,
+        ["stale-key", "fresh-key"],
         "nothing more for a removed pusher"
     );
 }
@@ -601,7 +622,13 @@ async fn a_gateway_that_was_down_gets_everything_queued_in_order() {
                 .await,
         );
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Refused and retried: nothing counts as delivered while the gateway is down.
+    gateway
+        .wait_until(
+            |g| g.attempts.load(Ordering::SeqCst) >= 2,
+            "a retry while the gateway is down",
+        )
+        .await;
     assert!(gateway.received().is_empty());
     gateway.status.store(200, Ordering::SeqCst);
     let got = gateway.wait_for(3, "the queued notifications").await;

@@ -48,7 +48,7 @@ pub(crate) fn write_push_actions(
     for action in actions.iter().filter(|a| a.queue) {
         tx.prepare_cached(
             "INSERT INTO push_queue (pusher_id, stream_pos, room_id, event_id, actions)
-             SELECT id, ?2, ?3, ?4, ?5 FROM pushers WHERE user_id = ?1 AND kind = 'http'
+             SELECT id, ?2, ?3, ?4, ?5 FROM pushers WHERE user_id = ?1 AND kind IN ('http', 'email')
              ON CONFLICT (pusher_id, stream_pos) DO NOTHING",
         )
         .db()?

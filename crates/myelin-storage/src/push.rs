@@ -27,7 +27,7 @@ pub struct NewPushAction {
     pub highlight: bool,
     /// The thread root when the event is in a thread; `None` for the main timeline.
     pub thread_id: Option<String>,
-    /// Whether the user has HTTP pushers: only then are push queue rows written.
+    /// Whether the user has pushers (HTTP or e-mail): only then are push queue rows written.
     pub queue: bool,
 }
 

@@ -1,4 +1,5 @@
-//! Outgoing e-mail over SMTP (`[smtp]`): 3PID validation tokens and password resets. The relay
+//! Outgoing e-mail over SMTP (`[smtp]`): 3PID validation tokens, password resets and the
+//! digests of e-mail pushers. The relay
 //! is one the administrator configured (often on the same host), so it is not subject to the
 //! private-address filter that guards requests to addresses taken from users or peers.
 
@@ -38,6 +39,9 @@ pub struct SmtpConfig {
     pub from: String,
     /// The public URL of this server, for the links in validation mails.
     pub public_base_url: String,
+    /// How long an e-mail pusher's notification waits before it is mailed in a digest, if its
+    /// room is still unread then (Synapse waits ten minutes too).
+    pub notification_delay_ms: u64,
 }
 
 impl Default for SmtpConfig {
@@ -50,6 +54,7 @@ impl Default for SmtpConfig {
             password: None,
             from: "Myelin <noreply@localhost>".to_owned(),
             public_base_url: "http://localhost:8008".to_owned(),
+            notification_delay_ms: 10 * 60 * 1000,
         }
     }
 }

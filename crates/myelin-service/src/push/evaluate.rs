@@ -74,7 +74,7 @@ impl Push {
             }
             let actions = rules.get_actions(&event, &ctx).await;
             if let Some(mut action) = notification(user_id, actions, thread_id.clone()) {
-                action.queue = match self.http_pusher_ids(&action.user_id).await {
+                action.queue = match self.pusher_ids(&action.user_id).await {
                     Ok(ids) => !ids.is_empty(),
                     // Unknown: queue for whatever pushers storage finds.
                     Err(_) => true,

@@ -51,6 +51,14 @@ pub(super) async fn run_worker(push: Weak<Push>, pusher_id: i64, wake: Arc<Notif
                 drop(this);
                 wake.notified().await;
             }
+            Ok(Drained::Later(wait)) => {
+                backoff = FIRST_BACKOFF;
+                drop(this);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = wake.notified() => {}
+                }
+            }
             Ok(Drained::PusherGone) => {
                 this.worker_ended(pusher_id);
                 return;
@@ -65,9 +73,11 @@ pub(super) async fn run_worker(push: Weak<Push>, pusher_id: i64, wake: Arc<Notif
     }
 }
 
-enum Drained {
+pub(super) enum Drained {
     Empty,
     PusherGone,
+    /// Something is queued that is not due yet (an e-mail digest waits for its delay).
+    Later(Duration),
 }
 
 impl Push {
@@ -78,6 +88,9 @@ impl Push {
             let Some(pusher) = storage.pusher(pusher_id).await.map_err(|e| e.to_string())? else {
                 return Ok(Drained::PusherGone);
             };
+            if pusher.kind == "email" {
+                return self.drain_email(&pusher).await;
+            }
             let queued = storage
                 .queued_pushes(pusher_id, BATCH)
                 .await
@@ -228,6 +241,22 @@ impl Push {
             notification["user_is_target"] =
                 json!(pdu.state_key.as_deref() == Some(pusher.user_id.as_str()));
         }
+        let names = self.event_names(record).await?;
+        for (field, value) in [
+            ("sender_display_name", names.sender_display_name),
+            ("room_name", names.room_name),
+            ("room_alias", names.room_alias),
+        ] {
+            if let Some(value) = value {
+                notification[field] = json!(value);
+            }
+        }
+        Ok(())
+    }
+
+    /// The sender's display name and the room's name and alias, as of the event.
+    pub(super) async fn event_names(&self, record: &EventRecord) -> ServiceResult<EventNames> {
+        let pdu = &record.pdu;
         let keys = vec![
             ("m.room.member".to_owned(), pdu.sender.to_string()),
             ("m.room.name".to_owned(), String::new()),
@@ -239,19 +268,28 @@ impl Push {
             .state_entries_at(record.state_snapshot, &keys)
             .await?;
         let ids: Vec<_> = state.values().cloned().collect();
+        let mut names = EventNames::default();
         for event in self.ctx.storage.get_events(&ids).await? {
             let content = event.pdu.content_value();
-            let field = match event.pdu.kind.to_string().as_str() {
-                "m.room.member" => ("sender_display_name", content.get("displayname")),
-                "m.room.name" => ("room_name", content.get("name")),
-                _ => ("room_alias", content.get("alias")),
+            let (slot, value) = match event.pdu.kind.to_string().as_str() {
+                "m.room.member" => (&mut names.sender_display_name, content.get("displayname")),
+                "m.room.name" => (&mut names.room_name, content.get("name")),
+                _ => (&mut names.room_alias, content.get("alias")),
             };
-            if let (name, Some(Value::String(value))) = field {
-                notification[name] = json!(value);
+            if let Some(Value::String(value)) = value {
+                *slot = Some(value.clone());
             }
         }
-        Ok(())
+        Ok(names)
     }
+}
+
+/// What a notification says about who sent it and where.
+#[derive(Debug, Default)]
+pub(super) struct EventNames {
+    pub sender_display_name: Option<String>,
+    pub room_name: Option<String>,
+    pub room_alias: Option<String>,
 }
 
 /// `high` for messages (plain or encrypted), `low` for the rest.

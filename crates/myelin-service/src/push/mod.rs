@@ -4,6 +4,7 @@
 //! (`notifications.rs`), pushers (`pushers.rs`), and one worker per HTTP pusher draining its
 //! durable queue to the push gateway (`gateway.rs`).
 
+mod email;
 mod evaluate;
 mod gateway;
 mod notifications;
@@ -33,8 +34,9 @@ pub struct Push {
     pub(crate) ctx: Arc<Context>,
     /// Parsed rulesets by user, dropped when the user's rules change.
     rulesets: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
-    /// The IDs of each user's HTTP pushers, read once per user and dropped on every change.
-    http_pushers: Mutex<HashMap<OwnedUserId, Arc<Vec<i64>>>>,
+    /// The IDs of each user's pushers (HTTP and e-mail), read once per user and dropped on every
+    /// change.
+    pushers_by_user: Mutex<HashMap<OwnedUserId, Arc<Vec<i64>>>>,
     /// The running delivery worker of each pusher, woken when its queue grows.
     workers: Mutex<HashMap<i64, Arc<Notify>>>,
     /// The HTTP client of every delivery (built through the egress filter on first use).
@@ -48,7 +50,7 @@ impl Push {
         Arc::new_cyclic(|this| Push {
             ctx,
             rulesets: Mutex::new(HashMap::new()),
-            http_pushers: Mutex::new(HashMap::new()),
+            pushers_by_user: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             client: OnceLock::new(),
             this: this.clone(),
@@ -83,18 +85,18 @@ impl Push {
         lock(&self.rulesets).remove(user_id);
     }
 
-    /// Wakes the delivery workers of the users' HTTP pushers (after a commit queued for them).
+    /// Wakes the delivery workers of the users' pushers (after a commit queued for them).
     pub(crate) async fn wake_users(&self, users: &[OwnedUserId]) {
         for user_id in users {
-            match self.http_pusher_ids(user_id).await {
+            match self.pusher_ids(user_id).await {
                 Ok(ids) => ids.iter().for_each(|id| self.wake_pusher(*id)),
                 Err(e) => tracing::warn!(%user_id, error = %e, "cannot read pushers"),
             }
         }
     }
 
-    pub(crate) async fn http_pusher_ids(&self, user_id: &UserId) -> ServiceResult<Arc<Vec<i64>>> {
-        if let Some(ids) = lock(&self.http_pushers).get(user_id) {
+    pub(crate) async fn pusher_ids(&self, user_id: &UserId) -> ServiceResult<Arc<Vec<i64>>> {
+        if let Some(ids) = lock(&self.pushers_by_user).get(user_id) {
             return Ok(ids.clone());
         }
         let ids: Vec<i64> = self
@@ -103,11 +105,11 @@ impl Push {
             .pushers(user_id)
             .await?
             .into_iter()
-            .filter(|p| p.kind == "http")
+            .filter(|p| p.kind == "http" || p.kind == "email")
             .map(|p| p.id)
             .collect();
         let ids = Arc::new(ids);
-        let mut cache = lock(&self.http_pushers);
+        let mut cache = lock(&self.pushers_by_user);
         if cache.len() >= RULESET_CACHE {
             cache.clear();
         }
@@ -117,7 +119,7 @@ impl Push {
 
     /// Forgets the user's cached pusher IDs: their pushers changed.
     pub(crate) fn forget_pushers(&self, user_id: &UserId) {
-        lock(&self.http_pushers).remove(user_id);
+        lock(&self.pushers_by_user).remove(user_id);
     }
 
     /// Wakes (or starts) the delivery worker of a pusher.
@@ -136,7 +138,7 @@ impl Push {
     /// pusher lists may name it.
     fn worker_ended(&self, id: i64) {
         lock(&self.workers).remove(&id);
-        lock(&self.http_pushers).clear();
+        lock(&self.pushers_by_user).clear();
     }
 }
 

@@ -54,6 +54,9 @@ impl Push {
                     .await?;
             }
             PusherSet::Set { pusher, append } => {
+                if pusher.kind == "email" {
+                    self.check_email_pushkey(user_id, &pusher.pushkey).await?;
+                }
                 self.ctx.storage.set_pusher(*pusher, append).await?;
             }
         }
@@ -76,8 +79,22 @@ impl Push {
         Ok(())
     }
 
+    /// An e-mail pusher mails only an address validated and bound to the user's account.
+    async fn check_email_pushkey(&self, user_id: &UserId, address: &str) -> ServiceResult<()> {
+        let bound = self.ctx.storage.user_threepids(user_id).await?;
+        if bound
+            .iter()
+            .any(|t| t.medium == "email" && t.address.eq_ignore_ascii_case(address))
+        {
+            return Ok(());
+        }
+        Err(ServiceError::ThreepidNotFound(
+            "the pushkey is not an e-mail address of this account".into(),
+        ))
+    }
+
     fn forget_all_pushers(&self) {
-        super::lock(&self.http_pushers).clear();
+        super::lock(&self.pushers_by_user).clear();
     }
 
     /// Checks a `POST /pushers/set` body.
@@ -125,11 +142,12 @@ impl Push {
             .ok_or_else(|| invalid("data must be an object"))?;
         match kind {
             "http" => self.check_gateway_url(data)?,
-            "email" => {
+            "email" if self.ctx.mailer.is_none() => {
                 return Err(invalid(
                     "email notifications are not configured on this server",
                 ))
             }
+            "email" => {}
             _ => return Err(invalid("kind must be http or email")),
         }
         let data = serde_json::to_string(data).map_err(|e| invalid(e.to_string()))?;
