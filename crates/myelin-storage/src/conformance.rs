@@ -85,6 +85,9 @@ macro_rules! storage_conformance_tests {
             appservice_transactions_are_kept_until_accepted,
             appservice_devices_are_made_without_tokens,
             remote_media_cache,
+            media_is_counted_and_deleted,
+            remote_media_is_listed_and_deleted,
+            media_quarantine,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -120,6 +123,7 @@ mod keys;
 mod keys_in_detail;
 mod keys_lifecycle;
 mod media;
+mod media_ops;
 mod relations;
 mod rooms;
 mod search;
@@ -140,6 +144,7 @@ pub use keys_lifecycle::*;
 pub use media::{
     media_created_then_uploaded, media_thumbnails, media_uploaded_at_once, remote_media_cache,
 };
+pub use media_ops::*;
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;

@@ -428,6 +428,11 @@ pub const TABLES: &[Table] = &[
             "origin", "media_id", "width", "height", "method", "animated",
         ],
     },
+    Table {
+        name: "media_quarantine",
+        columns: &["origin", "media_id", "quarantined_ms"],
+        key: &["origin", "media_id"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod connections;
 pub mod keys;
+pub mod media;
 pub mod storage;
 pub mod tls;
 
@@ -107,6 +108,8 @@ impl Myelin {
             trusted_proxies: config.http.trusted_proxies()?,
         };
         let router = myelin_api::router(services.clone(), options);
+        // Uploads a crash cut short left temporary files; only the serving process removes them.
+        services.media.clear_unfinished_uploads();
         // Transactions stored for application services before a restart are sent now.
         services.appservices.start_pushers();
         // Events queued for other servers before a restart are sent now.

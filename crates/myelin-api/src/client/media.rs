@@ -120,7 +120,7 @@ async fn upload(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let media = &state.services.media;
-    let file = receive(media, &headers, body).await?;
+    let file = receive(media, &authed.user_id, &headers, body).await?;
     let info = upload_info(&headers, query.filename);
     let uri = media.upload(&authed.user_id, file, info).await?;
     Ok(Json(json!({ "content_uri": uri })))
@@ -148,7 +148,7 @@ async fn upload_to(
     media
         .check_upload_to(&authed.user_id, &server_name, &media_id)
         .await?;
-    let file = receive(media, &headers, body).await?;
+    let file = receive(media, &authed.user_id, &headers, body).await?;
     let info = upload_info(&headers, query.filename);
     media
         .upload_to(&authed.user_id, &server_name, &media_id, file, info)
@@ -300,6 +300,7 @@ pub(crate) fn thumbnail_request(query: &ThumbnailQuery) -> ApiResult<(u32, u32, 
 /// Streams the upload body into a new media file.
 async fn receive(
     media: &myelin_service::Media,
+    user_id: &ruma::UserId,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<FileWriter> {
@@ -307,7 +308,7 @@ async fn receive(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut file = media.begin_upload(declared).await?;
+    let mut file = media.begin_upload(user_id, declared).await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
