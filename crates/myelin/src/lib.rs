@@ -56,6 +56,15 @@ impl Myelin {
         Ok(Myelin { config, services })
     }
 
+    /// [`Myelin::open`] for the process that will serve: also removes the temporary files of
+    /// uploads a crash cut short (a command-line tool opening the data of a running server
+    /// must not, so [`Myelin::open`] leaves them).
+    pub async fn open_to_serve(config: Config) -> anyhow::Result<Myelin> {
+        let server = Myelin::open(config).await?;
+        server.services.media.clear_unfinished_uploads();
+        Ok(server)
+    }
+
     /// A handle that reads the application-service registration files again and replaces the
     /// registrations (SIGHUP); on any problem those in force stay and the error is returned.
     /// Usable after [`Myelin::serve`] took the server.
@@ -108,8 +117,6 @@ impl Myelin {
             trusted_proxies: config.http.trusted_proxies()?,
         };
         let router = myelin_api::router(services.clone(), options);
-        // Uploads a crash cut short left temporary files; only the serving process removes them.
-        services.media.clear_unfinished_uploads();
         // Transactions stored for application services before a restart are sent now.
         services.appservices.start_pushers();
         // Events queued for other servers before a restart are sent now.
@@ -224,7 +231,7 @@ pub async fn run_with(
     tls_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    Myelin::open(config)
+    Myelin::open_to_serve(config)
         .await?
         .serve_with(listener, tls_listener, shutdown)
         .await

@@ -219,7 +219,7 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Handlers first, so a signal arriving right after the listening line is a clean shutdown.
     let shutdown = shutdown_signal()?;
-    let server = Myelin::open(config.clone()).await?;
+    let server = Myelin::open_to_serve(config.clone()).await?;
     reload_on_sighup(server.appservice_reloader())?;
     let listener = bind(&config.listen).await?;
     let tls_listener = match &config.tls.listen {

@@ -539,3 +539,30 @@ fn preview_pages_are_read_in_their_charset() {
         "a\u{fffd}b"
     );
 }
+
+#[test]
+fn media_named_in_event_content() {
+    use super::ops::{media_in_content, MxcRef};
+    let mxc = |uri: &str| MxcRef::parse(uri).expect("valid");
+    assert_eq!(MxcRef::parse("mxc://a.example/"), None);
+    assert_eq!(MxcRef::parse("mxc://a.example/x/y"), None);
+    assert_eq!(MxcRef::parse("https://a.example/x"), None);
+    assert_eq!(mxc("mxc://a.example:8448/abc_D-1").origin, "a.example:8448");
+    let content = serde_json::json!({
+        "url": "mxc://a.example/main",
+        "info": { "thumbnail_url": "mxc://a.example/thumb",
+                  "thumbnail_file": { "url": "mxc://b.example/encthumb" } },
+        "file": { "url": "mxc://a.example/enc" },
+        "avatar_url": "mxc://a.example/avatar",
+        "m.new_content": { "url": "mxc://a.example/edited" },
+        "body": "mxc://a.example/in-text",
+    });
+    let mut found = std::collections::BTreeSet::new();
+    media_in_content(&content, &mut found);
+    let ids: Vec<_> = found.iter().map(|m| m.media_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["edited", "enc", "main", "thumb", "encthumb"],
+        "a.example, then b.example"
+    );
+}
