@@ -20,6 +20,9 @@ use crate::{ServiceError, ServiceResult};
 /// Events of a room read at once when looking for the media they use.
 const EVENT_PAGE: usize = 500;
 
+/// Media deleted per transaction.
+const DELETE_BATCH: usize = 500;
+
 /// What an operation removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Removed {
@@ -149,7 +152,7 @@ impl Media {
 
     async fn delete_local(&self, ids: Vec<String>) -> ServiceResult<Removed> {
         let mut removed = Removed::default();
-        for batch in ids.chunks(EVENT_PAGE) {
+        for batch in ids.chunks(DELETE_BATCH) {
             let files = self.ctx.storage.delete_media(batch).await?;
             removed.media += batch.len();
             self.remove_unused_files(files, &mut removed).await?;
@@ -167,11 +170,10 @@ impl Media {
             if self.ctx.storage.sha256_in_use(&sha256).await? {
                 continue;
             }
-            let size = self
-                .files
-                .path_of(&sha256)
-                .and_then(|path| std::fs::metadata(path).ok())
-                .map_or(0, |meta| meta.len());
+            let size = match self.files.path_of(&sha256) {
+                Some(path) => tokio::fs::metadata(path).await.map_or(0, |m| m.len()),
+                None => 0,
+            };
             if self.files.remove(&sha256).await? {
                 removed.files += 1;
                 removed.bytes += size;
