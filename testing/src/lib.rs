@@ -112,6 +112,8 @@ pub struct TestServer {
     /// `https://127.0.0.1:PORT` when the server also listens over TLS.
     tls_base_url: Option<String>,
     server_name: String,
+    /// The configuration the server runs with (for command-line operations on its data).
+    config: Config,
     http: reqwest::Client,
     data_dir: TempDir,
     shutdown: oneshot::Sender<()>,
@@ -194,6 +196,7 @@ impl TestServer {
             .as_ref()
             .map(|l| format!("https://{}", l.local_addr().expect("TLS listener address")));
         let server_name = config.server_name.clone();
+        let kept = config.clone();
         let (shutdown, signal) = oneshot::channel::<()>();
         let shutdown_future = async move {
             // Resolves on an explicit stop and when the sender is dropped.
@@ -215,6 +218,7 @@ impl TestServer {
             base_url: format!("http://{addr}"),
             tls_base_url,
             server_name,
+            config: kept,
             http,
             data_dir,
             shutdown,
@@ -235,6 +239,12 @@ impl TestServer {
     /// The configured server name (`localhost` unless a federating start set it).
     pub fn server_name(&self) -> &str {
         &self.server_name
+    }
+
+    /// The configuration the server runs with: what `myelin --config ...` would read to work
+    /// on its data (e.g. `myelin media ...` while it runs).
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The server's data directory.

@@ -17,6 +17,46 @@ async fn get_ok(server: &TestServer, path: &str, account: &Account) -> Value {
     body
 }
 
+async fn upload(server: &TestServer, account: &Account, bytes: &[u8]) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{}/_matrix/media/v3/upload", server.base_url()))
+        .bearer_auth(&account.access_token)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .expect("upload");
+    let body: Value = response.json().await.expect("upload answer");
+    body["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned()
+}
+
+/// `kept` downloads with its bytes, the quarantined `hidden` answers 404.
+async fn assert_media(server: &TestServer, account: &Account, kept: &str, hidden: &str) {
+    let get = |uri: &str| {
+        let url = format!(
+            "{}/_matrix/client/v1/media/download/{}",
+            server.base_url(),
+            &uri["mxc://".len()..]
+        );
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(&account.access_token)
+            .send()
+    };
+    let response = get(kept).await.expect("download");
+    assert_eq!(response.status(), StatusCode::OK, "the copied media");
+    let body = response.bytes().await.expect("body");
+    assert_eq!(&body[..], b"a file to keep");
+    let response = get(hidden).await.expect("download");
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "still quarantined"
+    );
+}
+
 /// What `account` sees: joined rooms with their state and full history, account data, profile.
 async fn view(server: &TestServer, account: &Account) -> Value {
     let joined = get_ok(server, &format!("{C}/joined_rooms"), account).await;
@@ -187,6 +227,17 @@ async fn sqlite_copied_to_postgres_and_back_serves_the_same_data() {
     assert_eq!(before[1]["notifications"].as_array().unwrap().len(), 8);
     assert_eq!(before[1]["pushers"].as_array().unwrap().len(), 1);
     assert_eq!(before[1]["rooms"].as_object().unwrap().len(), 2);
+    // Media: the metadata is copied, the files stay in the data dir; so is a quarantine.
+    let kept = upload(&server, &alice, b"a file to keep").await;
+    let hidden = upload(&server, &alice, b"a quarantined file").await;
+    myelin::media::run(
+        server.config().clone(),
+        myelin::media::MediaCommand::Quarantine {
+            uri: hidden.clone(),
+        },
+    )
+    .await
+    .expect("quarantine");
 
     // Copy the stopped server's database to PostgreSQL (small batches), and refuse a second copy.
     let data_dir = server.stop().await;
@@ -228,6 +279,7 @@ async fn sqlite_copied_to_postgres_and_back_serves_the_same_data() {
         before[1],
         "bob's view on PostgreSQL"
     );
+    assert_media(&server, &alice, &kept, &hidden).await;
     // Writing goes on where SQLite left off.
     let new_event = server
         .send_message(&alice.access_token, &shared, "pg1", "written on PostgreSQL")
@@ -261,5 +313,6 @@ async fn sqlite_copied_to_postgres_and_back_serves_the_same_data() {
         after_pg[1],
         "bob's view after the round trip"
     );
+    assert_media(&server, &alice, &kept, &hidden).await;
     server.stop().await;
 }

@@ -4,7 +4,7 @@
 use clap::Args;
 
 use crate::workloads::{
-    deliver, incremental_sync, initial_sync, join, send, sliding_sync, AllParams,
+    deliver, incremental_sync, initial_sync, join, send, sliding_sync, upload, AllParams,
 };
 
 /// Workload sizes; the defaults are those of issue 5.
@@ -71,6 +71,15 @@ pub struct Sizes {
     /// sliding-sync: wake-ups of a pending long-poll measured.
     #[arg(long, default_value_t = 50)]
     pub sliding_wakeups: usize,
+    /// upload: file sizes in KiB, comma-separated, each measured on its own.
+    #[arg(long, value_delimiter = ',', default_value = "1024,10240")]
+    pub upload_sizes_kib: Vec<usize>,
+    /// upload: files uploaded, then downloaded, per size.
+    #[arg(long, default_value_t = 64)]
+    pub upload_files: usize,
+    /// upload: requests in flight.
+    #[arg(long, default_value_t = 16)]
+    pub upload_concurrency: usize,
 }
 
 impl Sizes {
@@ -114,6 +123,12 @@ impl Sizes {
                 samples: self.sliding_samples,
                 wakeups: self.sliding_wakeups,
                 ..sliding_sync::Params::default()
+            },
+            upload: upload::Params {
+                sizes_kib: self.upload_sizes_kib.clone(),
+                files: self.upload_files,
+                concurrency: self.upload_concurrency,
+                ..upload::Params::default()
             },
         }
     }

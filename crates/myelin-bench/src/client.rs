@@ -131,6 +131,75 @@ impl Client {
         })
     }
 
+    /// `POST /_matrix/media/v3/upload` of `body`; the `mxc://` URI.
+    pub async fn upload(&self, user: &User, body: Vec<u8>) -> Result<String> {
+        let what = || "POST /_matrix/media/v3/upload".to_owned();
+        let resp = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(&user.token)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| classify(what(), source))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| classify(what(), source))?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        match value["content_uri"].as_str() {
+            Some(uri) if status.is_success() => Ok(uri.to_owned()),
+            _ => Err(BenchError::Status {
+                what: what(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            }),
+        }
+    }
+
+    /// `GET /_matrix/client/v1/media/download/{server}/{id}` of an `mxc://` URI, read in chunks
+    /// and dropped; the number of bytes.
+    pub async fn download(&self, user: &User, uri: &str) -> Result<u64> {
+        let what = || "GET /_matrix/client/v1/media/download".to_owned();
+        let rest = uri
+            .strip_prefix("mxc://")
+            .ok_or_else(|| BenchError::Response {
+                what: what(),
+                detail: format!("{uri} is not an mxc:// URI"),
+            })?;
+        let mut resp = self
+            .http
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{rest}",
+                self.base
+            ))
+            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .map_err(|source| classify(what(), source))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(BenchError::Status {
+                what: what(),
+                status: status.as_u16(),
+                body: String::new(),
+            });
+        }
+        let mut size = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|source| classify(what(), source))?
+        {
+            size += chunk.len() as u64;
+        }
+        Ok(size)
+    }
+
     /// `GET /_matrix/client/versions`: succeeds once the server answers.
     pub async fn versions(&self, timeout: Duration) -> Result<Value> {
         self.call(Method::GET, "/_matrix/client/versions", None, None, timeout)

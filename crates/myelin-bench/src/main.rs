@@ -69,6 +69,8 @@ enum Command {
     /// Simplified sliding sync (MSC4186): Element X's first room-list response and the
     /// wake-up of a pending long-poll.
     SlidingSync(TargetArgs),
+    /// Throughput of media uploads, then downloads, of 1 MiB and 10 MiB files.
+    Upload(TargetArgs),
     /// Every workload, one after the other.
     All(TargetArgs),
     /// Start Myelin and Synapse in turn on fresh data directories (and fresh PostgreSQL
@@ -143,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             Command::IncrementalSync(a) => single(a, &["incremental-sync"]).await,
             Command::Join(a) => single(a, &["join"]).await,
             Command::SlidingSync(a) => single(a, &["sliding-sync"]).await,
+            Command::Upload(a) => single(a, &["upload"]).await,
             Command::All(a) => single(a, &ALL).await,
             Command::Compare(a) => compare(a).await,
         }

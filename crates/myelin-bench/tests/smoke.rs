@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use myelin_bench::runner::{run, Target};
 use myelin_bench::workloads::{
-    deliver, incremental_sync, initial_sync, join, send, sliding_sync, AllParams, ALL,
+    deliver, incremental_sync, initial_sync, join, send, sliding_sync, upload, AllParams, ALL,
 };
 use myelin_bench::RunReport;
 use myelin_testing::TestServer;
@@ -52,6 +52,12 @@ fn tiny() -> AllParams {
             wakeups: 4,
             long_poll_ms: 10_000,
         },
+        upload: upload::Params {
+            users: 2,
+            sizes_kib: vec![16, 64],
+            files: 4,
+            concurrency: 2,
+        },
     }
 }
 
@@ -81,6 +87,10 @@ const EXPECTED: &[&str] = &[
     "sliding-sync.first_p50",
     "sliding-sync.wakeup_p50",
     "sliding-sync.wakeup_p99",
+    "upload.up_16KiB",
+    "upload.up_16KiB_p50",
+    "upload.down_16KiB",
+    "upload.down_64KiB_p99",
     "resources.peak_rss",
     "resources.final_rss",
     "resources.server_cpu",
@@ -183,6 +193,12 @@ async fn the_binary_runs_all_and_writes_json() {
         "--sliding-samples",
         "1",
         "--sliding-wakeups",
+        "2",
+        "--upload-sizes-kib",
+        "16,64",
+        "--upload-files",
+        "3",
+        "--upload-concurrency",
         "2",
     ];
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_myelin-bench"));

@@ -304,4 +304,150 @@ impl MediaStore for PgStore {
         )
         .await
     }
+
+    async fn media_bytes_of_user(&self, uploader: &UserId) -> StorageResult<u64> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_one(
+                "SELECT COALESCE(SUM(size), 0)::BIGINT FROM media WHERE uploader = $1",
+                &[&uploader.as_str()],
+            )
+            .await?;
+        let total: i64 = get(&row, 0)?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
+    async fn media_ids_of_user(&self, uploader: &UserId) -> StorageResult<Vec<String>> {
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            "SELECT media_id FROM media WHERE uploader = $1 ORDER BY media_id",
+            &[&uploader.as_str()],
+            |row| row.text(0),
+        )
+        .await
+    }
+
+    async fn delete_media(&self, media_ids: &[String]) -> StorageResult<Vec<String>> {
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let mut files: Vec<String> = conn
+                .query_decode(
+                    "SELECT sha256 FROM media WHERE media_id = ANY($1) AND sha256 IS NOT NULL
+                     UNION SELECT sha256 FROM media_thumbnails WHERE media_id = ANY($1)",
+                    &[&media_ids],
+                    |row| row.text(0),
+                )
+                .await?;
+            conn.execute(
+                "DELETE FROM media_thumbnails WHERE media_id = ANY($1)",
+                &[&media_ids],
+            )
+            .await?;
+            conn.execute("DELETE FROM media WHERE media_id = ANY($1)", &[&media_ids])
+                .await?;
+            files.sort();
+            files.dedup();
+            Ok(files)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn delete_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Vec<String>> {
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let files = conn
+                .query_decode(
+                    "SELECT sha256 FROM remote_media WHERE origin = $1 AND media_id = $2
+                     UNION SELECT sha256 FROM remote_media_thumbnails
+                     WHERE origin = $1 AND media_id = $2",
+                    &[&origin, &media_id],
+                    |row| row.text(0),
+                )
+                .await?;
+            for table in ["remote_media_thumbnails", "remote_media"] {
+                conn.execute(
+                    &format!("DELETE FROM {table} WHERE origin = $1 AND media_id = $2"),
+                    &[&origin, &media_id],
+                )
+                .await?;
+            }
+            Ok(files)
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn remote_media_by_access(&self) -> StorageResult<Vec<RemoteMediaRecord>> {
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            &format!(
+                "SELECT {REMOTE_MEDIA_COLUMNS} FROM remote_media
+                 ORDER BY last_access_ms, origin, media_id"
+            ),
+            &[],
+            rows::remote_media,
+        )
+        .await
+    }
+
+    async fn sha256_in_use(&self, sha256: &str) -> StorageResult<bool> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM media WHERE sha256 = $1)
+                     OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = $1)
+                     OR EXISTS (SELECT 1 FROM remote_media WHERE sha256 = $1)
+                     OR EXISTS (SELECT 1 FROM remote_media_thumbnails WHERE sha256 = $1)",
+                &[&sha256],
+            )
+            .await?;
+        get(&row, 0)
+    }
+
+    async fn set_media_quarantined(
+        &self,
+        origin: &str,
+        media_id: &str,
+        at_ms: Option<u64>,
+    ) -> StorageResult<bool> {
+        let at = at_ms
+            .map(|at| to_i64(at, "media quarantined_ms"))
+            .transpose()?;
+        let mut conn = self.db.write().await?;
+        let result = match at {
+            Some(at) => {
+                conn.execute(
+                    "INSERT INTO media_quarantine (origin, media_id, quarantined_ms)
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[&origin, &media_id, &at],
+                )
+                .await
+            }
+            None => {
+                conn.execute(
+                    "DELETE FROM media_quarantine WHERE origin = $1 AND media_id = $2",
+                    &[&origin, &media_id],
+                )
+                .await
+            }
+        }
+        .map(|changed| changed > 0);
+        conn.finish(result).await
+    }
+
+    async fn is_media_quarantined(&self, origin: &str, media_id: &str) -> StorageResult<bool> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT 1 FROM media_quarantine WHERE origin = $1 AND media_id = $2",
+                &[&origin, &media_id],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
 }

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0017_appservices.sql"),
     include_str!("../migrations/0018_remote_media.sql"),
     include_str!("../migrations/0019_push.sql"),
+    include_str!("../migrations/0020_media_operations.sql"),
 ];
 
 /// The schema version this build writes.

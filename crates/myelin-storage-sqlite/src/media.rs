@@ -325,4 +325,173 @@ impl MediaStore for SqliteStore {
             })
             .await
     }
+
+    async fn media_bytes_of_user(&self, uploader: &UserId) -> StorageResult<u64> {
+        let uploader = uploader.to_owned();
+        self.db
+            .read(move |conn| {
+                let total: i64 = conn
+                    .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM media WHERE uploader = ?1")
+                    .db()?
+                    .query_row(params![uploader.as_str()], |row| row.get(0))
+                    .db()?;
+                Ok(u64::try_from(total).unwrap_or(0))
+            })
+            .await
+    }
+
+    async fn media_ids_of_user(&self, uploader: &UserId) -> StorageResult<Vec<String>> {
+        let uploader = uploader.to_owned();
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    "SELECT media_id FROM media WHERE uploader = ?1 ORDER BY media_id",
+                    params![uploader.as_str()],
+                    |row| row.text(0),
+                )
+            })
+            .await
+    }
+
+    async fn delete_media(&self, media_ids: &[String]) -> StorageResult<Vec<String>> {
+        let media_ids = media_ids.to_vec();
+        self.db
+            .write(move |tx, _| {
+                let mut files = Vec::new();
+                for media_id in &media_ids {
+                    files.extend(query_all(
+                        tx,
+                        "SELECT sha256 FROM media WHERE media_id = ?1 AND sha256 IS NOT NULL
+                         UNION SELECT sha256 FROM media_thumbnails WHERE media_id = ?1",
+                        params![media_id],
+                        |row| row.text(0),
+                    )?);
+                    tx.prepare_cached("DELETE FROM media_thumbnails WHERE media_id = ?1")
+                        .db()?
+                        .execute(params![media_id])
+                        .db()?;
+                    tx.prepare_cached("DELETE FROM media WHERE media_id = ?1")
+                        .db()?
+                        .execute(params![media_id])
+                        .db()?;
+                }
+                files.sort();
+                files.dedup();
+                Ok(files)
+            })
+            .await
+    }
+
+    async fn delete_remote_media(
+        &self,
+        origin: &str,
+        media_id: &str,
+    ) -> StorageResult<Vec<String>> {
+        let (origin, media_id) = (origin.to_owned(), media_id.to_owned());
+        self.db
+            .write(move |tx, _| {
+                let files = query_all(
+                    tx,
+                    "SELECT sha256 FROM remote_media WHERE origin = ?1 AND media_id = ?2
+                     UNION SELECT sha256 FROM remote_media_thumbnails
+                     WHERE origin = ?1 AND media_id = ?2",
+                    params![origin, media_id],
+                    |row| row.text(0),
+                )?;
+                for table in ["remote_media_thumbnails", "remote_media"] {
+                    tx.prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE origin = ?1 AND media_id = ?2"
+                    ))
+                    .db()?
+                    .execute(params![origin, media_id])
+                    .db()?;
+                }
+                Ok(files)
+            })
+            .await
+    }
+
+    async fn remote_media_by_access(&self) -> StorageResult<Vec<RemoteMediaRecord>> {
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    &format!(
+                        "SELECT {REMOTE_MEDIA_COLUMNS} FROM remote_media
+                         ORDER BY last_access_ms, origin, media_id"
+                    ),
+                    [],
+                    rows::remote_media,
+                )
+            })
+            .await
+    }
+
+    async fn sha256_in_use(&self, sha256: &str) -> StorageResult<bool> {
+        let sha256 = sha256.to_owned();
+        self.db
+            .read(move |conn| {
+                let used = query_first(
+                    conn,
+                    "SELECT 1 WHERE EXISTS (SELECT 1 FROM media WHERE sha256 = ?1)
+                        OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = ?1)
+                        OR EXISTS (SELECT 1 FROM remote_media WHERE sha256 = ?1)
+                        OR EXISTS (SELECT 1 FROM remote_media_thumbnails WHERE sha256 = ?1)",
+                    params![sha256],
+                    |_| Ok(()),
+                )?;
+                Ok(used.is_some())
+            })
+            .await
+    }
+
+    async fn set_media_quarantined(
+        &self,
+        origin: &str,
+        media_id: &str,
+        at_ms: Option<u64>,
+    ) -> StorageResult<bool> {
+        let (origin, media_id) = (origin.to_owned(), media_id.to_owned());
+        let at = at_ms
+            .map(|at| to_i64(at, "media quarantined_ms"))
+            .transpose()?;
+        self.db
+            .write(move |tx, _| {
+                let changed = match at {
+                    Some(at) => tx
+                        .prepare_cached(
+                            "INSERT INTO media_quarantine (origin, media_id, quarantined_ms)
+                             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                        )
+                        .db()?
+                        .execute(params![origin, media_id, at])
+                        .db()?,
+                    None => tx
+                        .prepare_cached(
+                            "DELETE FROM media_quarantine WHERE origin = ?1 AND media_id = ?2",
+                        )
+                        .db()?
+                        .execute(params![origin, media_id])
+                        .db()?,
+                };
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn is_media_quarantined(&self, origin: &str, media_id: &str) -> StorageResult<bool> {
+        let (origin, media_id) = (origin.to_owned(), media_id.to_owned());
+        self.db
+            .read(move |conn| {
+                let found = query_first(
+                    conn,
+                    "SELECT 1 FROM media_quarantine WHERE origin = ?1 AND media_id = ?2",
+                    params![origin, media_id],
+                    |_| Ok(()),
+                )?;
+                Ok(found.is_some())
+            })
+            .await
+    }
 }

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0018_appservices.sql"),
     include_str!("../migrations/0019_remote_media.sql"),
     include_str!("../migrations/0020_push.sql"),
+    include_str!("../migrations/0021_media_operations.sql"),
 ];
 
 /// The schema version this build writes.

@@ -88,6 +88,9 @@ macro_rules! storage_conformance_tests {
             notification_counts_follow_read_receipts,
             notifications_of_many_members,
             pushers_and_their_queues,
+            media_is_counted_and_deleted,
+            remote_media_is_listed_and_deleted,
+            media_quarantine,
         );
         $crate::storage_conformance_tests!(@by_arc $make;
             stream_positions_increase_under_concurrency,
@@ -124,6 +127,7 @@ mod keys_in_detail;
 mod keys_lifecycle;
 mod media;
 mod push;
+mod media_ops;
 mod relations;
 mod rooms;
 mod search;
@@ -148,6 +152,7 @@ pub use push::{
     notification_counts_follow_read_receipts, notifications_of_many_members,
     pushers_and_their_queues,
 };
+pub use media_ops::*;
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;

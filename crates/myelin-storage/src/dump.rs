@@ -467,6 +467,11 @@ pub const TABLES: &[Table] = &[
         columns: &["pusher_id", "stream_pos", "room_id", "event_id", "actions"],
         key: &["pusher_id", "stream_pos"],
     },
+    Table {
+        name: "media_quarantine",
+        columns: &["origin", "media_id", "quarantined_ms"],
+        key: &["origin", "media_id"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

@@ -144,6 +144,32 @@ pub trait MediaStore {
         origin: &str,
         media_id: &str,
     ) -> StorageResult<Vec<ThumbnailRecord>>;
+
+    /// The bytes of every uploaded media of `uploader` (the storage quota counts them).
+    async fn media_bytes_of_user(&self, uploader: &UserId) -> StorageResult<u64>;
+    /// The IDs of every media `uploader` created, uploaded or not.
+    async fn media_ids_of_user(&self, uploader: &UserId) -> StorageResult<Vec<String>>;
+    /// Deletes media of this server and their thumbnails, one transaction; the SHA-256s of the
+    /// files the deleted rows named (the caller removes those no other row names).
+    async fn delete_media(&self, media_ids: &[String]) -> StorageResult<Vec<String>>;
+    /// Deletes the cached copy of another server's media and its thumbnails, one transaction;
+    /// the SHA-256s of the files they named.
+    async fn delete_remote_media(&self, origin: &str, media_id: &str)
+        -> StorageResult<Vec<String>>;
+    /// Every cached remote media, least recently served first.
+    async fn remote_media_by_access(&self) -> StorageResult<Vec<RemoteMediaRecord>>;
+    /// Whether any media, thumbnail or cached copy still names the file of this SHA-256.
+    async fn sha256_in_use(&self, sha256: &str) -> StorageResult<bool>;
+    /// Quarantines (`at_ms` set) or releases (`None`) a media of any origin, stored or not;
+    /// whether anything changed.
+    async fn set_media_quarantined(
+        &self,
+        origin: &str,
+        media_id: &str,
+        at_ms: Option<u64>,
+    ) -> StorageResult<bool>;
+    /// Whether a media is quarantined.
+    async fn is_media_quarantined(&self, origin: &str, media_id: &str) -> StorageResult<bool>;
 }
 
 /// Whether `uploader` may set the content of the created media `media` at `now_ms`: the

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod connections;
 pub mod keys;
+pub mod media;
 pub mod storage;
 pub mod tls;
 
@@ -53,6 +54,15 @@ impl Myelin {
             Arc::new(myelin_core::SystemClock),
         );
         Ok(Myelin { config, services })
+    }
+
+    /// [`Myelin::open`] for the process that will serve: also removes the temporary files of
+    /// uploads a crash cut short (a command-line tool opening the data of a running server
+    /// must not, so [`Myelin::open`] leaves them).
+    pub async fn open_to_serve(config: Config) -> anyhow::Result<Myelin> {
+        let server = Myelin::open(config).await?;
+        server.services.media.clear_unfinished_uploads();
+        Ok(server)
     }
 
     /// A handle that reads the application-service registration files again and replaces the
@@ -227,7 +237,7 @@ pub async fn run_with(
     tls_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    Myelin::open(config)
+    Myelin::open_to_serve(config)
         .await?
         .serve_with(listener, tls_listener, shutdown)
         .await

@@ -1,5 +1,6 @@
 //! The `myelin` command line: `myelin serve` runs the homeserver, `myelin user ...` manages
-//! accounts directly in the database.
+//! accounts directly in the database, `myelin db ...` the database itself and `myelin media ...`
+//! the media repository.
 //!
 //! Configuration comes from `--config PATH` (or `MYELIN_CONFIG`); without it, from
 //! `<data_dir>/myelin.toml` when that exists. `myelin serve` writes that file (the defaults, with
@@ -47,6 +48,11 @@ enum Command {
     Db {
         #[command(subcommand)]
         command: db::DbCommand,
+    },
+    /// Manage media: delete a user's or a room's, quarantine, purge the remote cache.
+    Media {
+        #[command(subcommand)]
+        command: myelin::media::MediaCommand,
     },
 }
 
@@ -117,6 +123,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(cli.config.as_deref(), false)?;
             init_logging(&config);
             runtime.block_on(db::run(config, command))
+        }
+        Command::Media { command } => {
+            let config = load_config(cli.config.as_deref(), false)?;
+            init_logging(&config);
+            let summary = runtime.block_on(myelin::media::run(config, command))?;
+            println!("{summary}");
+            Ok(())
         }
     }
 }
@@ -206,7 +219,7 @@ fn init_logging(config: &Config) {
 async fn serve(config: Config) -> anyhow::Result<()> {
     // Handlers first, so a signal arriving right after the listening line is a clean shutdown.
     let shutdown = shutdown_signal()?;
-    let server = Myelin::open(config.clone()).await?;
+    let server = Myelin::open_to_serve(config.clone()).await?;
     reload_on_sighup(server.appservice_reloader())?;
     let listener = bind(&config.listen).await?;
     let tls_listener = match &config.tls.listen {

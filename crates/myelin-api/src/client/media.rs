@@ -120,7 +120,7 @@ async fn upload(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let media = &state.services.media;
-    let file = receive(media, &headers, body).await?;
+    let file = receive(media, &authed.user_id, &headers, body).await?;
     let info = upload_info(&headers, query.filename);
     let uri = media.upload(&authed.user_id, file, info).await?;
     Ok(Json(json!({ "content_uri": uri })))
@@ -148,7 +148,7 @@ async fn upload_to(
     media
         .check_upload_to(&authed.user_id, &server_name, &media_id)
         .await?;
-    let file = receive(media, &headers, body).await?;
+    let file = receive(media, &authed.user_id, &headers, body).await?;
     let info = upload_info(&headers, query.filename);
     media
         .upload_to(&authed.user_id, &server_name, &media_id, file, info)
@@ -300,6 +300,7 @@ pub(crate) fn thumbnail_request(query: &ThumbnailQuery) -> ApiResult<(u32, u32, 
 /// Streams the upload body into a new media file.
 async fn receive(
     media: &myelin_service::Media,
+    user_id: &ruma::UserId,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<FileWriter> {
@@ -307,7 +308,7 @@ async fn receive(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut file = media.begin_upload(declared).await?;
+    let mut file = media.begin_upload(user_id, declared).await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -332,6 +333,9 @@ fn upload_info(headers: &HeaderMap, filename: Option<String>) -> UploadInfo {
     }
 }
 
+/// The buffer a served file is read through.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
 /// The file opened for streaming.
 pub(crate) async fn open_file(
     file: &MediaFile,
@@ -340,7 +344,12 @@ pub(crate) async fn open_file(
         tracing::error!(error = %e, path = %file.path.display(), "media file missing");
         ApiError::unknown("Internal server error")
     })?;
-    Ok(tokio_util::io::ReaderStream::new(handle))
+    // Read in large chunks: the default 4 KiB made a 10 MiB download 2,560 body frames, and
+    // Myelin's downloads slower than Synapse's in `myelin-bench upload`.
+    Ok(tokio_util::io::ReaderStream::with_capacity(
+        handle,
+        READ_CHUNK_BYTES,
+    ))
 }
 
 /// The `Content-Type` of a served file, as a header value.

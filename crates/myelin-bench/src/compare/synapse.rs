@@ -33,6 +33,7 @@ const RATE_LIMITS: &[&str] = &[
     "rc_invites.per_room",
     "rc_invites.per_user",
     "rc_invites.per_issuer",
+    "rc_media_create",
 ];
 
 /// One rate limit that never triggers.

@@ -8,6 +8,7 @@ pub mod initial_sync;
 pub mod join;
 pub mod send;
 pub mod sliding_sync;
+pub mod upload;
 
 use std::time::Instant;
 
@@ -24,16 +25,18 @@ pub struct AllParams {
     pub incremental_sync: incremental_sync::Params,
     pub join: join::Params,
     pub sliding_sync: sliding_sync::Params,
+    pub upload: upload::Params,
 }
 
 /// The names `all` runs, in order.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     "send",
     "deliver",
     "initial-sync",
     "incremental-sync",
     "join",
     "sliding-sync",
+    "upload",
 ];
 
 /// Runs the workload called `name` (one of [`ALL`]) with its sizes from `p`.
@@ -46,6 +49,7 @@ pub async fn run_named(ctx: &Ctx, name: &str, p: &AllParams) -> Result<WorkloadR
         "incremental-sync" => incremental_sync::run(ctx, &p.incremental_sync).await?,
         "join" => join::run(ctx, &p.join).await?,
         "sliding-sync" => sliding_sync::run(ctx, &p.sliding_sync).await?,
+        "upload" => upload::run(ctx, &p.upload).await?,
         other => {
             return Err(crate::BenchError::Invalid(format!(
                 "unknown workload {other}"

@@ -36,6 +36,8 @@ pub enum RateAction {
     Report,
     /// URL previews that fetch a page (keyed by user; answers from the cache are free).
     UrlPreview,
+    /// Media uploads, at once or to a created media ID (keyed by user).
+    MediaUpload,
 }
 
 /// One budget: `burst` requests at once, refilled at `per_minute`.
@@ -61,6 +63,7 @@ pub struct RateLimits {
     pub remote_fan_out: Rate,
     pub report: Rate,
     pub url_preview: Rate,
+    pub media_upload: Rate,
 }
 
 impl Default for RateLimits {
@@ -114,6 +117,11 @@ impl Default for RateLimits {
                 per_minute: 30,
                 burst: 10,
             },
+            // Synapse's `rc_media_create`: 10 a second after 50.
+            media_upload: Rate {
+                per_minute: 600,
+                burst: 50,
+            },
         }
     }
 }
@@ -131,6 +139,7 @@ impl RateLimits {
             RateAction::RemoteFanOut => self.remote_fan_out,
             RateAction::Report => self.report,
             RateAction::UrlPreview => self.url_preview,
+            RateAction::MediaUpload => self.media_upload,
         }
     }
 }
@@ -259,6 +268,7 @@ mod tests {
             remote_fan_out: rate,
             report: rate,
             url_preview: rate,
+            media_upload: rate,
         })
     }
 

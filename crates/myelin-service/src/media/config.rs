@@ -11,6 +11,9 @@ pub struct MediaConfig {
     pub path: Option<PathBuf>,
     /// The largest upload accepted, in bytes (reported by `/media/config`).
     pub max_upload_bytes: u64,
+    /// The most bytes a user's uploads may take in total; unlimited when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_user: Option<u64>,
     /// The largest media of another server fetched and cached for our users, in bytes.
     pub max_remote_bytes: u64,
     /// The most media IDs a user may have created (`/create`) and not uploaded yet.
@@ -31,6 +34,7 @@ impl Default for MediaConfig {
         MediaConfig {
             path: None,
             max_upload_bytes: 50 * 1024 * 1024,
+            max_bytes_per_user: None,
             max_remote_bytes: 50 * 1024 * 1024,
             max_pending_uploads_per_user: 20,
             unused_expires_after_ms: 24 * 60 * 60 * 1000,
@@ -50,6 +54,12 @@ impl MediaConfig {
         }
         if self.max_upload_bytes == 0 || i64::try_from(self.max_upload_bytes).is_err() {
             problems.push("media.max_upload_bytes must be between 1 and 2^63 - 1".into());
+        }
+        if self
+            .max_bytes_per_user
+            .is_some_and(|quota| i64::try_from(quota).is_err())
+        {
+            problems.push("media.max_bytes_per_user must be at most 2^63 - 1".into());
         }
         if self.max_remote_bytes == 0 || i64::try_from(self.max_remote_bytes).is_err() {
             problems.push("media.max_remote_bytes must be between 1 and 2^63 - 1".into());

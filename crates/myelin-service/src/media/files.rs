@@ -1,8 +1,8 @@
 //! The media files on disk, named by the SHA-256 of their bytes (`ab/cd/abcd…` under the media
 //! directory), so identical uploads share one file. A file is written under `tmp/`, synced,
 //! then renamed into place and its directory synced: once [`FileWriter::finish`] returns, the
-//! bytes survive a crash, and a crash before leaves only a temporary file, removed at the next
-//! start.
+//! bytes survive a crash, and a crash before leaves only a temporary file, removed when the
+//! server next starts ([`FileStore::clear_unfinished`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,15 +20,33 @@ pub(crate) struct FileStore {
 }
 
 impl FileStore {
-    /// The store at `root`; temporary files a crash left behind are removed.
+    /// The store at `root`.
     pub(crate) fn new(root: PathBuf) -> FileStore {
-        let tmp = root.join("tmp");
+        FileStore { root }
+    }
+
+    /// Removes the temporary files a crash left behind. Only the serving process calls it at
+    /// start: a command-line tool opening the store while a server runs must not remove that
+    /// server's uploads in progress.
+    pub(crate) fn clear_unfinished(&self) {
+        let tmp = self.root.join("tmp");
         if tmp.exists() {
             if let Err(e) = std::fs::remove_dir_all(&tmp) {
                 tracing::warn!(error = %e, dir = %tmp.display(), "cannot clear unfinished uploads");
             }
         }
-        FileStore { root }
+    }
+
+    /// Removes the file of `sha256` (absent already is fine).
+    pub(crate) async fn remove(&self, sha256: &str) -> ServiceResult<bool> {
+        let Some(path) = self.path_of(sha256) else {
+            return Ok(false);
+        };
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(e)),
+        }
     }
 
     /// The file holding the bytes of this SHA-256, if it is one (64 lowercase hex digits).
@@ -57,6 +75,7 @@ impl FileStore {
             hasher: Sha256::new(),
             size: 0,
             limit,
+            quota: None,
             store: self.clone(),
         })
     }
@@ -76,19 +95,33 @@ pub struct FileWriter {
     hasher: Sha256,
     size: u64,
     limit: u64,
+    /// Set when `limit` is what is left of the uploader's storage quota rather than the upload
+    /// size limit: the refusal then says so (403 `M_FORBIDDEN`, not 413).
+    quota: Option<u64>,
     store: FileStore,
 }
 
 impl FileWriter {
+    /// Lowers the limit to what is left of a storage quota of `quota` bytes.
+    pub(crate) fn limit_to_quota(&mut self, left: u64, quota: u64) {
+        if left < self.limit {
+            self.limit = left;
+            self.quota = Some(quota);
+        }
+    }
+
     /// Appends a chunk; `M_TOO_LARGE` past the limit (the caller drops the writer, which removes
     /// the temporary file).
     pub async fn write(&mut self, chunk: &[u8]) -> ServiceResult<()> {
         self.size += chunk.len() as u64;
         if self.size > self.limit {
-            return Err(ServiceError::TooLarge(format!(
-                "The upload is larger than the limit of {} bytes",
-                self.limit
-            )));
+            return Err(match self.quota {
+                Some(quota) => quota_exceeded(quota),
+                None => ServiceError::TooLarge(format!(
+                    "The upload is larger than the limit of {} bytes",
+                    self.limit
+                )),
+            });
         }
         self.hasher.update(chunk);
         let file = self
@@ -138,6 +171,15 @@ impl Drop for FileWriter {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// The refusal of an upload that would take its uploader past the storage quota: 403
+/// `M_FORBIDDEN`, the spec errcode every client shows the message of (Synapse's own per-user
+/// limit answers `M_RESOURCE_LIMIT_EXCEEDED`, which the spec reserves for server-wide limits).
+pub(crate) fn quota_exceeded(quota: u64) -> ServiceError {
+    ServiceError::Forbidden(format!(
+        "The upload would exceed your media storage quota of {quota} bytes"
+    ))
 }
 
 fn io_error(e: io::Error) -> ServiceError {

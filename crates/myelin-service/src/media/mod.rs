@@ -9,12 +9,16 @@
 //! the standard thumbnails right after upload (`thumbnail.rs`), any other size is answered with
 //! the nearest standard one, made on demand when missing. Decoding runs on blocking threads, at
 //! most [`THUMBNAIL_CONCURRENCY`] at once.
+//!
+//! Uploads count against a per-user storage quota and rate limit; administrators delete,
+//! quarantine (404 everywhere) and expire media from the command line (`ops.rs`).
 
 mod cached;
 mod config;
 pub(crate) mod files;
 pub mod headers;
 mod opengraph;
+mod ops;
 mod preview;
 mod remote;
 pub mod thumbnail;
@@ -31,10 +35,11 @@ use ruma::{ServerName, UserId};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::accounts::token::random_alnum;
-use crate::{Context, ServiceError, ServiceResult};
+use crate::{Context, RateAction, ServiceError, ServiceResult};
 
 pub use config::MediaConfig;
 pub use files::FileWriter;
+pub use ops::{MxcRef, Removed};
 pub use thumbnail::Method;
 use thumbnail::{ThumbnailError, ThumbnailSpec};
 
@@ -125,14 +130,46 @@ impl Media {
         self.config().max_upload_bytes
     }
 
-    /// A file to stream an upload into; `M_TOO_LARGE` at once if the declared length is over
-    /// the limit.
-    pub async fn begin_upload(&self, declared_length: Option<u64>) -> ServiceResult<FileWriter> {
+    /// A file to stream `user_id`'s upload into, after the upload rate limit (429
+    /// `M_LIMIT_EXCEEDED`); refused at once if the declared length is over the size limit (413
+    /// `M_TOO_LARGE`) or over what is left of the user's storage quota (403 `M_FORBIDDEN`), and
+    /// as soon as the bytes pass either otherwise.
+    ///
+    /// The quota is checked against the uploads stored when this starts: uploads running at the
+    /// same time may together pass it by at most one upload each.
+    pub async fn begin_upload(
+        &self,
+        user_id: &UserId,
+        declared_length: Option<u64>,
+    ) -> ServiceResult<FileWriter> {
+        self.ctx
+            .check_rate(RateAction::MediaUpload, user_id.as_str())?;
         let limit = self.max_upload_bytes();
         if declared_length.is_some_and(|len| len > limit) {
             return Err(too_large(limit));
         }
-        self.files.begin(limit).await
+        let left = match self.config().max_bytes_per_user {
+            Some(quota) => {
+                let used = self.ctx.storage.media_bytes_of_user(user_id).await?;
+                let left = quota.saturating_sub(used);
+                if declared_length.is_some_and(|len| len > left) {
+                    return Err(files::quota_exceeded(quota));
+                }
+                Some((left, quota))
+            }
+            None => None,
+        };
+        let mut file = self.files.begin(limit).await?;
+        if let Some((left, quota)) = left {
+            file.limit_to_quota(left, quota);
+        }
+        Ok(file)
+    }
+
+    /// Removes the temporary files of uploads a crash cut short; the serving process calls it
+    /// once at start.
+    pub fn clear_unfinished_uploads(&self) {
+        self.files.clear_unfinished();
     }
 
     /// `POST /upload`: stores the file under a new media ID; its `mxc://` URI.
@@ -220,6 +257,7 @@ impl Media {
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
+        self.refuse_quarantined(server_name, media_id).await?;
         let content = if self.is_remote(server_name, access) {
             self.remote_content(server_name, media_id, access).await?
         } else {
@@ -247,6 +285,7 @@ impl Media {
         timeout_ms: Option<u64>,
         access: Access,
     ) -> ServiceResult<MediaFile> {
+        self.refuse_quarantined(server_name, media_id).await?;
         let spec = thumbnail::choose(width, height, method);
         let record = if self.is_remote(server_name, access) {
             self.remote_thumbnail(server_name, media_id, (spec, animated), access)

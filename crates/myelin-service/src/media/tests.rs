@@ -147,7 +147,7 @@ fn decompression_bombs_are_refused_from_the_header() {
 }
 
 async fn upload(media: &Arc<Media>, user: &ruma::UserId, bytes: &[u8], ct: &str) -> String {
-    let mut file = media.begin_upload(None).await.expect("begin");
+    let mut file = media.begin_upload(user, None).await.expect("begin");
     file.write(bytes).await.expect("write");
     let info = UploadInfo {
         content_type: Some(ct.to_owned()),
@@ -185,7 +185,10 @@ async fn uploads_are_stored_and_served() {
             .await,
         Err(ServiceError::NotFound(_))
     ));
-    let mut big = media.begin_upload(None).await.expect("begin");
+    let mut big = media
+        .begin_upload(&alice.user_id, None)
+        .await
+        .expect("begin");
     let chunk = vec![0u8; 1024 * 1024];
     let mut refused = None;
     for _ in 0..60 {
@@ -196,7 +199,9 @@ async fn uploads_are_stored_and_served() {
     }
     assert!(matches!(refused, Some(ServiceError::TooLarge(_))));
     assert!(matches!(
-        media.begin_upload(Some(60 * 1024 * 1024)).await,
+        media
+            .begin_upload(&alice.user_id, Some(60 * 1024 * 1024))
+            .await,
         Err(ServiceError::TooLarge(_))
     ));
 }
@@ -232,7 +237,10 @@ async fn created_media_is_uploaded_once_by_its_creator() {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let mut file = media.begin_upload(None).await.expect("begin");
+    let mut file = media
+        .begin_upload(&alice.user_id, None)
+        .await
+        .expect("begin");
     file.write(b"later").await.expect("write");
     media
         .upload_to(
@@ -529,5 +537,32 @@ fn preview_pages_are_read_in_their_charset() {
     assert_eq!(
         decode_page(b"a\xffb", "text/html; charset=bogus"),
         "a\u{fffd}b"
+    );
+}
+
+#[test]
+fn media_named_in_event_content() {
+    use super::ops::{media_in_content, MxcRef};
+    let mxc = |uri: &str| MxcRef::parse(uri).expect("valid");
+    assert_eq!(MxcRef::parse("mxc://a.example/"), None);
+    assert_eq!(MxcRef::parse("mxc://a.example/x/y"), None);
+    assert_eq!(MxcRef::parse("https://a.example/x"), None);
+    assert_eq!(mxc("mxc://a.example:8448/abc_D-1").origin, "a.example:8448");
+    let content = serde_json::json!({
+        "url": "mxc://a.example/main",
+        "info": { "thumbnail_url": "mxc://a.example/thumb",
+                  "thumbnail_file": { "url": "mxc://b.example/encthumb" } },
+        "file": { "url": "mxc://a.example/enc" },
+        "avatar_url": "mxc://a.example/avatar",
+        "m.new_content": { "url": "mxc://a.example/edited" },
+        "body": "mxc://a.example/in-text",
+    });
+    let mut found = std::collections::BTreeSet::new();
+    media_in_content(&content, &mut found);
+    let ids: Vec<_> = found.iter().map(|m| m.media_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["edited", "enc", "main", "thumb", "encthumb"],
+        "a.example, then b.example"
     );
 }
