@@ -6,7 +6,7 @@ homeserver asks about an alias of its namespace, relays each message a Matrix us
 portal to the "remote network" (a loopback HTTP stub the test runs), and posts the network's
 answer back as a puppet (@echo_<name>) with the network's timestamp (`?ts=`). What it sees is
 written as JSON lines to the journal file, which the test reads: `ready`, every transaction ID
-and its event IDs, typing and receipts (ephemeral events), relayed messages.
+and its event IDs, typing, receipts and presence (ephemeral events), relayed messages.
 
 Usage: python echo_bridge.py HOMESERVER DOMAIN PORT AS_TOKEN HS_TOKEN REMOTE_URL JOURNAL
 """
@@ -91,6 +91,8 @@ async def run(homeserver, domain, port, as_token, hs_token, remote, journal_path
             journal.write(kind="typing", room_id=event.room_id, user_ids=list(event.content.user_ids))
         elif kind == "m.receipt":
             journal.write(kind="receipt", room_id=event.room_id, event_ids=list(event.content.keys()))
+        elif kind == "m.presence":
+            journal.write(kind="presence", user_id=event.sender, presence=str(event.content.presence.value))
         elif kind == "m.room.message" and event.room_id in portals:
             if event.sender.startswith("@echo_") or event.sender == bridge.bot_mxid:
                 return

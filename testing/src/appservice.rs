@@ -1,6 +1,7 @@
 //! A stub application service for tests: an axum server on loopback that records every
 //! transaction and ping the homeserver sends (with its `Authorization` header), fails
-//! transactions on demand (to test retries), answers third-party protocol lookups, and answers
+//! transactions on demand (to test retries), answers third-party protocol lookups (and the
+//! reverse ones, by alias and user ID), and answers
 //! user and alias queries by registering the puppet or creating the portal room on the
 //! homeserver with its `as_token`, as a bridge does. It also writes the registration file.
 
@@ -130,6 +131,33 @@ impl StubAppservice {
     }
 }
 
+/// `path` with the appservice masquerading as `user` (`?user_id=` or `&user_id=`).
+pub fn as_user(path: &str, user: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}user_id={}", crate::enc(user))
+}
+
+/// Registers a puppet of the stub on `server` (`type: m.login.application_service`).
+pub async fn register_puppet(server: &crate::TestServer, localpart: &str) {
+    let body = json!({ "type": "m.login.application_service", "username": localpart });
+    let (status, answer) = server
+        .post("/_matrix/client/v3/register", Some(AS_TOKEN), &body)
+        .await;
+    assert!(status.is_success(), "appservice registration: {answer}");
+}
+
+/// The ephemeral events (MSC2409) of every transaction received, in order.
+pub fn all_ephemeral(txns: &[Txn]) -> Vec<Value> {
+    txns.iter()
+        .flat_map(|t| {
+            t.body["de.sorunome.msc2409.ephemeral"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -187,11 +215,34 @@ async fn handle(
         )
         .into_response();
     }
+    if path == "/_matrix/app/v1/thirdparty/location" {
+        let alias = query_param(&uri, "alias");
+        return axum::Json(json!([{ "alias": alias, "protocol": "stubnet",
+            "fields": { "channel": "general" } }]))
+        .into_response();
+    }
+    if path == "/_matrix/app/v1/thirdparty/user" {
+        let user = query_param(&uri, "userid");
+        return axum::Json(json!([{ "userid": user, "protocol": "stubnet",
+            "fields": { "name": "carol" } }]))
+        .into_response();
+    }
     (
         AxumStatus::NOT_FOUND,
         axum::Json(json!({"errcode": "M_NOT_FOUND"})),
     )
         .into_response()
+}
+
+/// A query parameter of the request, percent-decoded (empty if absent).
+fn query_param(uri: &Uri, name: &str) -> String {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+        .unwrap_or_default()
 }
 
 async fn transaction(shared: &Shared, txn_id: &str, body: Value) -> Response {

@@ -5,7 +5,9 @@
 //! appservice is down and kept across a restart, ephemeral events, MSC3202 key counts, and the
 //! egress filter refusing an appservice on a private address.
 
-use myelin_testing::appservice::{all_events, StubAppservice, Txn, AS_ID, AS_TOKEN};
+use myelin_testing::appservice::{
+    all_events, as_user, register_puppet, StubAppservice, Txn, AS_ID, AS_TOKEN,
+};
 use myelin_testing::http::{assert_err, assert_ok, register, room_path, C};
 use myelin_testing::{enc, TestServer};
 use serde_json::{json, Value};
@@ -20,21 +22,6 @@ async fn start(stub: &StubAppservice, dir: &std::path::Path) -> TestServer {
     .await;
     stub.set_homeserver(server.base_url());
     server
-}
-
-/// `path` with the appservice masquerading as `user` (`?user_id=` or `&user_id=`).
-fn as_user(path: &str, user: &str) -> String {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{sep}user_id={}", enc(user))
-}
-
-/// Registers a puppet of the stub (`type: m.login.application_service`).
-async fn register_puppet(server: &TestServer, localpart: &str) {
-    let body = json!({ "type": "m.login.application_service", "username": localpart });
-    let resp = server
-        .post(&format!("{C}/register"), Some(AS_TOKEN), &body)
-        .await;
-    assert_ok(&resp, "appservice registration");
 }
 
 fn events_with_body<'a>(txns: &'a [Txn], body: &str) -> Vec<&'a Txn> {

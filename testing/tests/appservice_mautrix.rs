@@ -2,9 +2,9 @@
 //! mautrix (the library of the mautrix bridges, from PyPI, in the venv `scripts/synapse-venv`
 //! makes). It starts (whoami, ping, its bot registered), creates a portal room when a user joins
 //! an alias of its namespace, relays the user's message to a loopback "remote network" and back
-//! as a puppet with the network's timestamp, receives typing and receipts as ephemeral events,
-//! and goes on after a Myelin restart with no transaction lost or handled twice. Skipped without
-//! the venv unless `MYELIN_REQUIRE_SYNAPSE=1`, as the Synapse tests are.
+//! as a puppet with the network's timestamp, receives typing, receipts and presence as ephemeral
+//! events, and goes on after a Myelin restart with no transaction lost or handled twice. Skipped
+//! without the venv unless `MYELIN_REQUIRE_SYNAPSE=1`, as the Synapse tests are.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -208,6 +208,24 @@ async fn a_mautrix_echo_bridge_runs_on_myelin() {
     .await;
     journal_until(&journal_path, "the receipt", |e| {
         e["kind"] == "receipt" && e["event_ids"] == json!([echo_id])
+    })
+    .await;
+    // And presence, alice sharing the portal with the bridge's puppet.
+    let presence = format!("{C}/presence/{}/status", enc(&alice.user_id));
+    assert_ok(
+        &server
+            .put(
+                &presence,
+                alice.token(),
+                &json!({ "presence": "unavailable" }),
+            )
+            .await,
+        "presence",
+    );
+    journal_until(&journal_path, "alice's presence", |e| {
+        e["kind"] == "presence"
+            && e["user_id"] == alice.user_id.as_str()
+            && e["presence"] == "unavailable"
     })
     .await;
 

@@ -1,6 +1,7 @@
 //! Endpoints for application services (spec: Client-Server API, "Application services" and
 //! "Third-party networks"): the ping, per-network room directory visibility, and third-party
-//! lookups forwarded to the appservices that declare the protocol.
+//! lookups forwarded to the appservices that declare the protocol (reverse lookups, by alias or
+//! user ID, to every appservice with a protocol).
 
 use axum::{
     extract::{Path, State},
@@ -34,6 +35,11 @@ pub fn routes() -> Router<SharedState> {
             get(location),
         )
         .route("/_matrix/client/v3/thirdparty/user/{protocol}", get(user))
+        .route(
+            "/_matrix/client/v3/thirdparty/location",
+            get(location_by_alias),
+        )
+        .route("/_matrix/client/v3/thirdparty/user", get(user_by_id))
 }
 
 #[derive(Deserialize, Default)]
@@ -153,6 +159,51 @@ async fn user(
             .services
             .appservices
             .thirdparty_lookup("user", &protocol, &fields)
+            .await?,
+    ))
+}
+
+/// The one value of the reverse lookup's parameter (`alias` or `userid`), required.
+fn reverse_param(query: &QueryPairs, name: &str) -> ApiResult<String> {
+    query
+        .all(name)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::missing_param(format!("{name} is required")))
+}
+
+/// GET /_matrix/client/v3/thirdparty/location?alias=: the locations every appservice with a
+/// protocol maps the alias to.
+async fn location_by_alias(
+    State(state): State<SharedState>,
+    Auth(_): Auth,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let alias: ruma::OwnedRoomAliasId = parse_id(reverse_param(&query, "alias")?, "alias")?;
+    let params = vec![("alias".to_owned(), alias.to_string())];
+    Ok(Json(
+        state
+            .services
+            .appservices
+            .thirdparty_reverse("location", &params)
+            .await?,
+    ))
+}
+
+/// GET /_matrix/client/v3/thirdparty/user?userid=: the third-party users every appservice with
+/// a protocol maps the user ID to.
+async fn user_by_id(
+    State(state): State<SharedState>,
+    Auth(_): Auth,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    let user_id: ruma::OwnedUserId = parse_id(reverse_param(&query, "userid")?, "userid")?;
+    let params = vec![("userid".to_owned(), user_id.to_string())];
+    Ok(Json(
+        state
+            .services
+            .appservices
+            .thirdparty_reverse("user", &params)
             .await?,
     ))
 }

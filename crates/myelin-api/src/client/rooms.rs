@@ -305,10 +305,8 @@ async fn get_alias(
     let alias: OwnedRoomAliasId = parse_id(alias, "room alias")?;
     // An appservice may create the portal room for an alias of its namespace first.
     state.services.appservices.ensure_alias(&alias).await?;
-    let room_id = state.services.rooms.get_alias(&alias).await?;
-    Ok(Json(
-        json!({ "room_id": room_id, "servers": [state.services.ctx.server_name()] }),
-    ))
+    let (room_id, servers) = state.services.rooms.get_alias_with_servers(&alias).await?;
+    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 
 /// DELETE /_matrix/client/v3/directory/room/{roomAlias}.

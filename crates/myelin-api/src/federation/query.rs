@@ -40,6 +40,9 @@ async fn profile(
         ));
     }
     tracing::debug!(%origin, %user_id, "federation profile query");
+    // An appservice may create the puppet of a user of its namespace first, as for a local
+    // client's lookup.
+    state.services.appservices.ensure_user(&user_id).await?;
     let mut profile = state.services.users.profile(&user_id).await?;
     if let Some(field) = query.field {
         let value = profile.get(&field).cloned();
@@ -65,6 +68,8 @@ async fn directory(
     Query(query): Query<DirectoryQuery>,
 ) -> ApiResult<Json<Value>> {
     let alias: ruma::OwnedRoomAliasId = parse_id(query.room_alias, "room_alias")?;
+    // An appservice may create the portal room of an alias of its namespace first.
+    state.services.appservices.ensure_alias(&alias).await?;
     let answer = state
         .services
         .federation_reads

@@ -1,5 +1,5 @@
 //! What other subsystems hand the application services between transactions, in memory:
-//! ephemeral events (MSC2409: typing, receipts, to-device) and, for MSC3202 appservices, whose
+//! ephemeral events (MSC2409: typing, receipts, presence, to-device) and, for MSC3202 appservices, whose
 //! devices or keys changed. Events are not here: they are read from the event stream, durably.
 //! A buffer is drained into the next transaction, which is stored before it is sent; what is
 //! still buffered at a crash is lost, as ephemeral data is everywhere.
@@ -71,6 +71,21 @@ impl Registry {
     pub fn push_room_ephemeral(&self, room_id: &RoomId, members: &[OwnedUserId], event: &Value) {
         for a in &self.all().list {
             if a.receive_ephemeral && wants_room(a, room_id, members) {
+                self.buffers
+                    .with(&a.id, |b| push_bounded(&mut b.ephemeral, event.clone()));
+            }
+        }
+    }
+
+    /// A user's presence (an `m.presence` event) for the appservices that receive ephemeral
+    /// events and are interested in the user: the user is theirs, or shares a room with one of
+    /// their users (`sharers`), as Synapse decides.
+    pub fn push_presence(&self, user: &UserId, sharers: &[OwnedUserId], event: &Value) {
+        for a in &self.all().list {
+            if a.receive_ephemeral
+                && (a.is_user_in_namespace(user)
+                    || sharers.iter().any(|s| a.is_user_in_namespace(s)))
+            {
                 self.buffers
                     .with(&a.id, |b| push_bounded(&mut b.ephemeral, event.clone()));
             }

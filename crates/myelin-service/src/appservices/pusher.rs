@@ -5,13 +5,13 @@
 //! transaction get built, so order is kept. The worker sleeps on the notifier (woken by any
 //! commit) and ends at shutdown or when its registration is gone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use myelin_core::StreamPos;
 use myelin_storage::{Direction, EventRecord, PendingAppserviceTxn};
-use ruma::{OwnedRoomId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::{json, Value};
 
 use super::buffer::Buffered;
@@ -223,6 +223,11 @@ impl Appservices {
         buffered: Buffered,
     ) -> ServiceResult<Value> {
         let now = self.ctx.now_ms();
+        let left = if a.msc3202 {
+            self.users_gone_from(a, &events).await?
+        } else {
+            BTreeSet::new()
+        };
         let events: Vec<Value> = events
             .iter()
             .map(|r| crate::format::client_event(r, None, now, None))
@@ -232,16 +237,28 @@ impl Appservices {
             body["ephemeral"] = json!(buffered.ephemeral);
             body["de.sorunome.msc2409.ephemeral"] = json!(buffered.ephemeral);
             body["de.sorunome.msc2409.to_device"] = json!(buffered.to_device);
+            // MSC4203's name for it.
+            body["to_device"] = json!(buffered.to_device);
         }
         if a.msc3202 {
-            self.add_msc3202(&mut body, &buffered).await?;
+            self.add_msc3202(&mut body, &buffered, left).await?;
         }
         Ok(body)
     }
 
-    async fn add_msc3202(&self, body: &mut Value, buffered: &Buffered) -> ServiceResult<()> {
-        let changed: Vec<&str> = buffered.device_changes.iter().map(|u| u.as_str()).collect();
-        body["org.matrix.msc3202.device_lists"] = json!({ "changed": changed, "left": [] });
+    async fn add_msc3202(
+        &self,
+        body: &mut Value,
+        buffered: &Buffered,
+        left: BTreeSet<OwnedUserId>,
+    ) -> ServiceResult<()> {
+        let changed: Vec<&str> = buffered
+            .device_changes
+            .iter()
+            .filter(|u| !left.contains(*u))
+            .map(|u| u.as_str())
+            .collect();
+        body["org.matrix.msc3202.device_lists"] = json!({ "changed": changed, "left": left });
         let mut counts: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
         let mut fallbacks: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
         for (user, device) in &buffered.key_changes {
@@ -265,6 +282,52 @@ impl Appservices {
         body["org.matrix.msc3202.device_one_time_key_counts"] = json!(counts);
         body["org.matrix.msc3202.device_unused_fallback_key_types"] = json!(fallbacks);
         Ok(())
+    }
+}
+
+impl Appservices {
+    /// MSC3202 `device_lists.left`: users who, after the leaves and bans among `events`, share
+    /// no room with any user of the appservice any more (its users stop tracking their devices).
+    /// A leaving outsider is checked; so is every member of a room one of its users left.
+    async fn users_gone_from(
+        &self,
+        a: &Appservice,
+        events: &[EventRecord],
+    ) -> ServiceResult<BTreeSet<OwnedUserId>> {
+        let mut candidates = BTreeSet::new();
+        for record in events {
+            let pdu = &record.pdu;
+            let leaving = pdu.kind == ruma::events::TimelineEventType::RoomMember
+                && matches!(
+                    pdu.content_value()["membership"].as_str(),
+                    Some("leave" | "ban")
+                );
+            let Some(user) = pdu
+                .state_key
+                .as_deref()
+                .filter(|_| leaving)
+                .and_then(|k| OwnedUserId::try_from(k).ok())
+            else {
+                continue;
+            };
+            if a.is_user_in_namespace(&user) {
+                let state = self.rooms.room_state(&pdu.room_id).await?;
+                candidates.extend(state.joined_members());
+            } else {
+                candidates.insert(user);
+            }
+        }
+        let mut gone = BTreeSet::new();
+        for user in candidates {
+            if a.is_user_in_namespace(&user) {
+                continue;
+            }
+            let sharing = self.rooms.users_sharing_rooms(&user).await?;
+            if !sharing.iter().any(|u| a.is_user_in_namespace(u)) {
+                gone.insert(user);
+            }
+        }
+        Ok(gone)
     }
 }
 

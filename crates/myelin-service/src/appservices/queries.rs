@@ -229,6 +229,27 @@ impl Appservices {
         Ok(Value::Array(out))
     }
 
+    /// `GET /thirdparty/location?alias=` or `/thirdparty/user?userid=` (`kind`): asked of every
+    /// appservice with a protocol (the query names none), the answers concatenated; an
+    /// appservice that fails or finds nothing adds nothing (as Synapse, an empty list then).
+    pub async fn thirdparty_reverse(
+        &self,
+        kind: &str,
+        query: &[(String, String)],
+    ) -> ServiceResult<Value> {
+        let path = format!("_matrix/app/v1/thirdparty/{kind}");
+        let mut out = Vec::new();
+        for a in &self.ctx.appservices.all().list {
+            if a.url.is_none() || a.protocols.is_empty() {
+                continue;
+            }
+            if let Some(Value::Array(items)) = self.fetch(a, &path, query).await {
+                out.extend(items.into_iter().filter(Value::is_object));
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
     fn declaring(&self, protocol: &str) -> Vec<std::sync::Arc<super::Appservice>> {
         self.ctx
             .appservices

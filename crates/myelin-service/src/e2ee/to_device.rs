@@ -88,6 +88,7 @@ impl E2ee {
         if self.ctx.appservices.is_empty() {
             return;
         }
+        let mut taken = false;
         for (user, devices) in local {
             for (device, content) in devices {
                 let message = json!({
@@ -97,8 +98,12 @@ impl E2ee {
                     "to_device_id": device,
                     "content": content,
                 });
-                self.ctx.appservices.push_to_device(user, &message);
+                taken |= self.ctx.appservices.push_to_device(user, &message);
             }
+        }
+        // Wakes the push workers even when no device of the recipients queued anything.
+        if taken {
+            self.ctx.notifier.notify(local.keys().map(|u| &**u));
         }
     }
 
@@ -260,6 +265,8 @@ impl E2ee {
             .filter(|(user, _)| user.server_name() == own)
             .map(|(user, devices)| (user, devices.into_iter().collect()))
             .collect();
+        // Appservices hear of remote senders' messages as of local ones (MSC2409).
+        self.to_device_to_appservices(&edu.sender, &edu.event_type, &local);
         self.deliver_to_device(&edu.sender, &edu.event_type, local)
             .await
     }

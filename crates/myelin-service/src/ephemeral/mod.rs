@@ -186,6 +186,28 @@ impl Ephemeral {
         self.to_appservices(room_id, "m.receipt", content).await
     }
 
+    /// The user's stored presence, as an `m.presence` event for the appservices interested in
+    /// them (MSC2409); called after every stored change, local or remote.
+    pub(crate) async fn presence_to_appservices(&self, user_id: &UserId) -> ServiceResult<()> {
+        if self.ctx.appservices.is_empty() {
+            return Ok(());
+        }
+        let Some(record) = self.ctx.storage.get_presence(user_id).await? else {
+            return Ok(());
+        };
+        let sharers: Vec<OwnedUserId> = self
+            .rooms
+            .users_sharing_rooms(user_id)
+            .await?
+            .into_iter()
+            .collect();
+        let event = crate::sync::presence_event(record, self.ctx.now_ms());
+        self.ctx
+            .appservices
+            .push_presence(user_id, &sharers, &event);
+        Ok(())
+    }
+
     /// `PUT /rooms/{roomId}/typing/{userId}`.
     pub async fn set_typing(
         &self,
@@ -328,6 +350,7 @@ impl Ephemeral {
             .storage
             .set_presence(user_id, presence, status_msg, self.ctx.now_ms())
             .await?;
+        self.presence_to_appservices(user_id).await?;
         let mut users = vec![user_id.to_owned()];
         for room_id in self.rooms.joined_rooms(user_id).await? {
             users.extend(self.rooms.room_state(&room_id).await?.joined_members());

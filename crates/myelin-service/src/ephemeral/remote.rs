@@ -174,6 +174,7 @@ impl Ephemeral {
                 .storage
                 .set_presence(&user_id, state, status, last_active)
                 .await?;
+            self.presence_to_appservices(&user_id).await?;
             self.rooms.notify_sharers(&user_id).await?;
         }
         Ok(())

@@ -84,8 +84,20 @@ impl Rooms {
 
     /// `GET /directory/room/{alias}`.
     pub async fn get_alias(&self, alias: &RoomAliasId) -> ServiceResult<OwnedRoomId> {
+        Ok(self.get_alias_with_servers(alias).await?.0)
+    }
+
+    /// `GET /directory/room/{alias}`: the room and servers aware of it (for a remote alias,
+    /// what its server answered, that server first; for ours, this server).
+    pub async fn get_alias_with_servers(
+        &self,
+        alias: &RoomAliasId,
+    ) -> ServiceResult<(OwnedRoomId, Vec<OwnedServerName>)> {
         if alias.server_name() != self.ctx.config.server_name {
-            return Ok(self.remote_alias(alias).await?.0);
+            let (room_id, mut servers) = self.remote_alias(alias).await?;
+            let mut seen = std::collections::HashSet::new();
+            servers.retain(|s| seen.insert(s.clone()));
+            return Ok((room_id, servers));
         }
         let (room_id, _) = self
             .ctx
@@ -93,7 +105,7 @@ impl Rooms {
             .resolve_alias(alias)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("Room alias {alias} not found")))?;
-        Ok(room_id)
+        Ok((room_id, vec![self.ctx.server_name().to_owned()]))
     }
 
     /// `PUT /directory/room/{alias}`.
