@@ -10,13 +10,13 @@ use matrix_sdk_ui::{
     eyeball_im::{Vector, VectorDiff},
     room_list_service::{filters::new_filter_non_left, RoomListItem},
     sync_service::SyncService,
-    timeline::{RoomExt, Timeline, TimelineItem},
+    timeline::{RoomExt, TimelineItem},
 };
 use myelin_testing::http::{room_path, PW};
 use myelin_testing::{StatusCode, TestServer};
 use serde_json::json;
 
-use super::sdk::sliding_client;
+use super::sdk::{sliding_client, wait_for_timeline};
 
 /// How long any one wait lasts before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
@@ -43,27 +43,6 @@ async fn wait_for_list(
     tokio::time::timeout(WAIT, wait)
         .await
         .unwrap_or_else(|_| panic!("room list never: {what}"));
-}
-
-/// Applies timeline updates until `done` holds for its items.
-async fn wait_for_timeline(
-    timeline: &Timeline,
-    what: &str,
-    done: impl Fn(&Vector<std::sync::Arc<TimelineItem>>) -> bool,
-) {
-    let (mut items, stream) = timeline.subscribe().await;
-    pin_mut!(stream);
-    let wait = async {
-        while !done(&items) {
-            match stream.next().await {
-                Some(diffs) => diffs.into_iter().for_each(|d| d.apply(&mut items)),
-                None => panic!("the timeline stream ended"),
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timeline never: {what}"));
 }
 
 fn bodies(items: &Vector<std::sync::Arc<TimelineItem>>) -> Vec<String> {

@@ -440,6 +440,141 @@ async fn to_device_messages_stay_until_acknowledged() {
 }
 
 #[tokio::test]
+async fn to_device_limit_bounds_each_response() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let bob = register(&server, "bob").await;
+    // Three sends: three positions, one message each.
+    for n in 1..=3 {
+        let (status, body) = server
+            .put(
+                &format!("/_matrix/client/v3/sendToDevice/org.example.ping/t{n}"),
+                alice.token(),
+                &json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): { "n": n } } } }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let limited = |since: Option<&str>| {
+        let mut req = to_device_request(since);
+        req["extensions"]["to_device"]["limit"] = json!(2);
+        req
+    };
+    let numbers = |resp: &Value| -> Vec<u64> {
+        resp["extensions"]["to_device"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["content"]["n"].as_u64())
+            .collect()
+    };
+    let first = ss(&server, &bob, None, 0, &limited(None)).await;
+    assert_eq!(numbers(&first), vec![1, 2], "{first}");
+    let next_batch = first["extensions"]["to_device"]["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let rest = ss(
+        &server,
+        &bob,
+        Some(&pos(&first)),
+        0,
+        &limited(Some(&next_batch)),
+    )
+    .await;
+    assert_eq!(numbers(&rest), vec![3], "{rest}");
+}
+
+#[tokio::test]
+async fn a_changed_required_state_sends_only_what_it_adds() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let room = named_room(&server, &alice, "topical").await;
+    let (status, body) = server
+        .put(
+            &room_path(&room, "state/m.room.topic/"),
+            alice.token(),
+            &json!({ "topic": "T" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let with_state = |state: Value| json!({ "lists": { "all": { "ranges": [[0, 0]], "timeline_limit": 1, "required_state": state } } });
+    let types = |resp: &Value| -> Vec<String> {
+        let mut t: Vec<String> = resp["rooms"][&room]["required_state"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["type"].as_str().map(str::to_owned))
+            .collect();
+        t.sort();
+        t
+    };
+    let first = ss(
+        &server,
+        &alice,
+        None,
+        0,
+        &with_state(json!([["m.room.name", ""]])),
+    )
+    .await;
+    assert_eq!(types(&first), vec!["m.room.name"], "{first}");
+
+    let wider = with_state(json!([
+        ["m.room.name", ""],
+        ["m.room.topic", ""],
+        ["m.room.member", "*"]
+    ]));
+    let next = ss(&server, &alice, Some(&pos(&first)), 0, &wider).await;
+    assert_eq!(
+        types(&next),
+        vec!["m.room.member", "m.room.topic"],
+        "{next}"
+    );
+    assert!(next["rooms"][&room].get("initial").is_none(), "{next}");
+    assert!(bodies(&next, &room).is_empty(), "{next}");
+
+    // A rename: the name comes, once, under the wider state too.
+    let (status, body) = server
+        .put(
+            &room_path(&room, "state/m.room.name/"),
+            alice.token(),
+            &json!({ "name": "renamed" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let renamed = ss(&server, &alice, Some(&pos(&next)), 0, &wider).await;
+    assert_eq!(types(&renamed), vec!["m.room.name"], "{renamed}");
+    assert_eq!(renamed["rooms"][&room]["name"], "renamed");
+}
+
+#[tokio::test]
+async fn a_longer_timeline_limit_expands_the_timeline() {
+    let server = TestServer::start().await;
+    let alice = register(&server, "alice").await;
+    let room = named_room(&server, &alice, "history").await;
+    for n in 1..=3 {
+        server
+            .send_message(
+                &alice.access_token,
+                &room,
+                &format!("t{n}"),
+                &format!("m{n}"),
+            )
+            .await;
+    }
+    let first = ss(&server, &alice, None, 0, &list((0, 0), 1)).await;
+    assert_eq!(bodies(&first, &room), vec!["m3"]);
+    assert!(first["rooms"][&room]
+        .get("unstable_expanded_timeline")
+        .is_none());
+    let longer = ss(&server, &alice, Some(&pos(&first)), 0, &list((0, 0), 3)).await;
+    let update = &longer["rooms"][&room];
+    assert_eq!(bodies(&longer, &room), vec!["m1", "m2", "m3"], "{longer}");
+    assert_eq!(update["unstable_expanded_timeline"], true, "{longer}");
+    assert!(update.get("initial").is_none(), "{longer}");
+}
+
+#[tokio::test]
 async fn e2ee_extension_counts_keys_and_device_changes() {
     let server = TestServer::start().await;
     let alice = register(&server, "alice").await;

@@ -2,7 +2,10 @@
 //! list (`SyncService` / `RoomListService`) in bump order, a room's `Timeline` going live, and
 //! encrypted messages with another matrix-sdk client decrypted both ways.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures_util::{pin_mut, Stream, StreamExt};
 use matrix_sdk::{
@@ -18,10 +21,11 @@ use matrix_sdk_ui::{
     eyeball_im::{Vector, VectorDiff},
     room_list_service::{filters::new_filter_non_left, RoomListItem},
     sync_service::SyncService,
-    timeline::{RoomExt, Timeline},
+    timeline::{RoomExt, Timeline, TimelineItem},
 };
 use myelin_testing::{http::PW, TestServer};
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
 /// How long any one wait lasts before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
@@ -64,30 +68,42 @@ async fn wait_for_order(
     }
 }
 
-/// Waits until the timeline shows a message with this body; panics if it shows as an
-/// undecryptable event instead for the whole wait.
+/// Applies timeline updates until `done` holds for its items; panics after [`WAIT`] with what
+/// the timeline shows (an undecryptable event shows as such).
+pub(crate) async fn wait_for_timeline(
+    timeline: &Timeline,
+    what: &str,
+    done: impl Fn(&Vector<Arc<TimelineItem>>) -> bool,
+) {
+    let (mut items, stream) = timeline.subscribe().await;
+    pin_mut!(stream);
+    let wait = async {
+        while !done(&items) {
+            match stream.next().await {
+                Some(diffs) => diffs.into_iter().for_each(|d| d.apply(&mut items)),
+                None => panic!("the timeline stream ended"),
+            }
+        }
+    };
+    if tokio::time::timeout(WAIT, wait).await.is_err() {
+        let shown: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.as_event().map(|e| format!("{:?}", e.content())))
+            .collect();
+        panic!("timeline never: {what}; it shows {shown:#?}");
+    }
+}
+
+/// Waits until the timeline shows a message with this body.
 async fn wait_for_message(timeline: &Timeline, body: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = timeline.items().await.iter().any(|item| {
+    wait_for_timeline(timeline, &format!("a message {body:?}"), |items| {
+        items.iter().any(|item| {
             item.as_event()
                 .and_then(|e| e.content().as_message().map(|m| m.body() == body))
                 .unwrap_or(false)
-        });
-        if found {
-            return;
-        }
-        if Instant::now() > deadline {
-            let items: Vec<String> = timeline
-                .items()
-                .await
-                .iter()
-                .filter_map(|i| i.as_event().map(|e| format!("{:?}", e.content())))
-                .collect();
-            panic!("{body:?} not in the timeline: {items:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,13 +169,21 @@ async fn encrypted_room(creator: &Client, invitee: &OwnedUserId) -> OwnedRoomId 
     room.room_id().to_owned()
 }
 
-/// Waits until `check` holds, polling.
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until `check` holds for `client`, looking again after each sync response it processes
+/// (subscribed before the first look, so that none is missed).
+async fn wait_until(client: &Client, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let mut updates = client.subscribe_to_all_room_updates();
+    let wait = async {
+        while !check().await {
+            match updates.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("the client stopped syncing: {what}"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("never: {what}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,14 +224,14 @@ async fn encrypted_messages_decrypt_both_ways() {
     });
 
     let room_id = encrypted_room(&bob, &alice_id).await;
-    wait_until("alice sees the invite", async || {
+    wait_until(&alice, "alice sees the invite", async || {
         alice
             .get_room(&room_id)
             .is_some_and(|r| r.state() == RoomState::Invited)
     })
     .await;
     alice.join_room_by_id(&room_id).await.expect("alice joins");
-    wait_until("bob sees alice join", async || {
+    wait_until(&bob, "bob sees alice join", async || {
         let Some(room) = bob.get_room(&room_id) else {
             return false;
         };

@@ -74,19 +74,21 @@ impl E2ee {
         since: StreamPos,
         up_to: StreamPos,
     ) -> ServiceResult<DeviceListChanges> {
+        let keys_changed = self.ctx.storage.device_list_changes(since, up_to).await?;
+        let (came, went) = self.membership_moves(user_id, since, up_to).await?;
+        // Most syncs see none of either: the users sharing a room (every member of every room
+        // of the user) are gathered only when there is something to check against them.
+        if keys_changed.is_empty() && came.is_empty() && went.is_empty() {
+            return Ok(DeviceListChanges::default());
+        }
         let sharing = self.rooms.users_sharing_rooms(user_id).await?;
-        let mut changed: BTreeSet<OwnedUserId> = self
-            .ctx
-            .storage
-            .device_list_changes(since, up_to)
-            .await?
+        let mut changed: BTreeSet<OwnedUserId> = keys_changed
             .into_iter()
             .filter(|u| sharing.contains(u))
             .collect();
         // The user's own devices or keys changing is news to their other devices (a new session
         // to verify); their own joins and leaves are not.
         let own_keys_changed = changed.contains(user_id);
-        let (came, went) = self.membership_moves(user_id, since, up_to).await?;
         changed.extend(came.into_iter().filter(|u| sharing.contains(u)));
         let left: BTreeSet<OwnedUserId> =
             went.into_iter().filter(|u| !sharing.contains(u)).collect();
@@ -126,6 +128,10 @@ impl E2ee {
                 Err(ServiceError::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
+            // No event since `since`: no member entry of the room can be in range.
+            if !own_move && state.last_pos <= since {
+                continue;
+            }
             if own_move {
                 let members = state.joined_members();
                 if joined {

@@ -200,31 +200,36 @@ impl E2ee {
 
     /// The to-device part of a `/sync`: drops what the client acknowledged (everything up to
     /// `acked`, when this is an incremental sync), then returns the next messages up to `up_to`
-    /// and the position the next token must carry.
+    /// (about `limit` of them: messages queued at one position go out together, so a position's
+    /// messages are never split) and the position the next token must carry.
     pub(crate) async fn to_device_for_sync(
         &self,
         authed: &Authed,
         acked: Option<StreamPos>,
         up_to: StreamPos,
+        limit: usize,
     ) -> ServiceResult<(Vec<Value>, StreamPos)> {
+        let limit = limit.max(1);
         let (user, device) = (&authed.user_id, authed.device_id.as_str());
         let storage = &self.ctx.storage;
         // One read in the common case; the acknowledging delete (a write) only when the client
-        // did acknowledge something.
+        // did acknowledge something. One message past the limit tells whether the last
+        // position's messages are all in.
         let mut batch = storage
-            .to_device_messages(user, device, StreamPos::ZERO, up_to, TO_DEVICE_PER_SYNC)
+            .to_device_messages(user, device, StreamPos::ZERO, up_to, limit + 1)
             .await?;
         let after = acked.unwrap_or(StreamPos::ZERO);
         if acked.is_some() && batch.first().is_some_and(|m| m.stream_pos <= after) {
             storage.delete_to_device(user, device, after).await?;
             batch = storage
-                .to_device_messages(user, device, after, up_to, TO_DEVICE_PER_SYNC)
+                .to_device_messages(user, device, after, up_to, limit + 1)
                 .await?;
         }
-        let delivered_up_to = if batch.len() < TO_DEVICE_PER_SYNC {
+        let delivered_up_to = if batch.len() <= limit {
             up_to
         } else {
-            complete_last_position(self.ctx.storage.as_ref(), authed, after, &mut batch).await?
+            let storage = self.ctx.storage.as_ref();
+            complete_last_position(storage, authed, after, &mut batch, limit).await?
         };
         let events = batch
             .into_iter()
@@ -272,17 +277,24 @@ impl E2ee {
     }
 }
 
-/// A full batch may stop in the middle of the messages queued at its last position (one
-/// request queues them all at one position). The token can only say "up to a position", so
-/// either the batch drops that last position's messages (they come next time) or, when the
-/// batch is that one position alone, it takes all of them.
+/// A batch read one past `limit` is cut to `limit`, which may stop in the middle of the
+/// messages queued at its last position (one request queues them all at one position). The
+/// token can only say "up to a position", so unless the message past the limit is of a later
+/// position, either the batch drops that last position's messages (they come next time) or,
+/// when the batch is that one position alone, it takes all of them.
 async fn complete_last_position(
     storage: &dyn myelin_storage::Storage,
     authed: &Authed,
     after: StreamPos,
     batch: &mut Vec<QueuedToDevice>,
+    limit: usize,
 ) -> ServiceResult<StreamPos> {
+    let beyond = batch.get(limit).map(|m| m.stream_pos);
+    batch.truncate(limit);
     let last = batch.last().map(|m| m.stream_pos).unwrap_or(after);
+    if beyond.is_some_and(|b| b > last) {
+        return Ok(last);
+    }
     let first = batch.first().map(|m| m.stream_pos).unwrap_or(after);
     if first == last {
         *batch = storage

@@ -26,7 +26,10 @@ const BUMP_TYPES: &[&str] = &[
     "org.matrix.msc3672.beacon_info",
 ];
 
-/// Events read per storage call of the walk.
+/// Events read by the walk's first storage call: a room's newest event is most often a bump
+/// (a message), and a small read spares decoding dozens of events per room on a first request.
+const FIRST_BATCH: usize = 4;
+/// Events read per later storage call of the walk.
 const BATCH: usize = 50;
 /// Events walked at most for one room; a room whose last bump lies further back has none
 /// (the caller falls back to the user's membership position).
@@ -94,8 +97,9 @@ async fn latest_bump(
     let mut upper = from;
     let mut walked = 0;
     loop {
+        let size = if walked == 0 { FIRST_BATCH } else { BATCH }.min(MAX_WALK - walked);
         let batch = storage
-            .room_events(room_id, upper, floor, Direction::Backward, BATCH)
+            .room_events(room_id, upper, floor, Direction::Backward, size)
             .await?;
         let bump = batch.iter().find(|r| {
             r.outlier.is_none()
@@ -108,7 +112,7 @@ async fn latest_bump(
         walked += batch.len();
         match batch.last() {
             Some(last)
-                if batch.len() == BATCH
+                if batch.len() == size
                     && walked < MAX_WALK
                     && last.stream_pos > StreamPos::ZERO =>
             {

@@ -106,7 +106,7 @@ impl SlidingSync {
             _ => None,
         };
         let (is_encrypted, room_type, invited_as_direct) = match &state {
-            Some(state) => state_facts(state, user_id),
+            Some(state) => state_facts(state, user_id, membership),
             None => {
                 let stripped = crate::sync::remote_stripped_state(&self.ctx, &record).await?;
                 stripped_facts(&stripped)
@@ -192,14 +192,27 @@ fn shown(m: &MembershipRecord, since: Option<StreamPos>, subscribed: bool) -> bo
 }
 
 /// Encryption, room type, and whether the user's invite says it is a DM, from current state.
-fn state_facts(state: &RoomState, user_id: &UserId) -> (bool, Option<String>, bool) {
+/// Read for every room of the user on every request: the create event's content is read for
+/// its `type` alone, and the member event only for an invite (the only case that asks).
+fn state_facts(
+    state: &RoomState,
+    user_id: &UserId,
+    membership: Membership,
+) -> (bool, Option<String>, bool) {
+    #[derive(serde::Deserialize)]
+    struct CreateType {
+        #[serde(rename = "type")]
+        room_type: Option<Value>,
+    }
     let encrypted = state.get(&StateEventType::RoomEncryption, "").is_some();
     let room_type = state
-        .content(&StateEventType::RoomCreate, "")
-        .and_then(|c| c.get("type")?.as_str().map(str::to_owned));
-    let direct = state
-        .content(&StateEventType::RoomMember, user_id.as_str())
-        .is_some_and(|c| c.get("is_direct") == Some(&Value::Bool(true)));
+        .get(&StateEventType::RoomCreate, "")
+        .and_then(|e| serde_json::from_str::<CreateType>(e.pdu.content.get()).ok())
+        .and_then(|c| c.room_type?.as_str().map(str::to_owned));
+    let direct = membership == Membership::Invite
+        && state
+            .content(&StateEventType::RoomMember, user_id.as_str())
+            .is_some_and(|c| c.get("is_direct") == Some(&Value::Bool(true)));
     (encrypted, room_type, direct)
 }
 

@@ -17,7 +17,7 @@ use myelin_core::StreamPos;
 use rand::{distributions::Alphanumeric, Rng};
 use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 
-use super::lru::Lru;
+use super::{lru::Lru, required_state::RequiredState};
 use crate::{rooms::Membership, ServiceError, ServiceResult};
 
 /// What one room was last sent with on a connection. Kept small: a connection holds one per
@@ -30,8 +30,11 @@ pub(super) struct RoomSent {
     pub membership: Membership,
     /// The timeline the client holds of the room, at least.
     pub timeline_limit: u64,
-    /// Which `required_state` it was sent with ([`RoomConfig::state_fingerprint`]).
+    /// Which `required_state` it was sent with (its plan's fingerprint).
     pub required_state: u64,
+    /// That `required_state` itself (shared by the rooms of a plan): when a request asks for
+    /// another, only the entries it adds are sent.
+    pub state_spec: Arc<RequiredState>,
     /// Members whose `m.room.member` event went out for `$LAZY` and has not changed since.
     pub lazy_members: HashSet<OwnedUserId>,
 }

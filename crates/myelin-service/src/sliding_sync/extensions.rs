@@ -24,11 +24,15 @@ use super::{
     SlidingSync,
 };
 use crate::{
+    e2ee::to_device::TO_DEVICE_PER_SYNC,
     sync::{push_rules_event, receipt_event},
     ServiceError, ServiceResult,
 };
 
 const WILDCARD: &str = "*";
+/// Most to-device messages one response carries, whatever the extension's `limit` asks
+/// (without one: [`TO_DEVICE_PER_SYNC`], Synapse's default of 100 too).
+const MAX_TO_DEVICE_LIMIT: u64 = 1_000;
 
 /// The rooms the extensions may speak of.
 pub(super) struct Scope<'a> {
@@ -151,7 +155,8 @@ impl SlidingSync {
         Ok(out)
     }
 
-    /// To-device messages: drops those `since` acknowledges, returns the next ones.
+    /// To-device messages: drops those `since` acknowledges, returns the next ones (about
+    /// `limit`: the messages of one position are not split).
     async fn to_device(
         &self,
         pass: &Pass<'_>,
@@ -166,9 +171,12 @@ impl SlidingSync {
                 Some(StreamPos(pos.clamp(0, pass.now.0)))
             }
         };
+        let limit = config
+            .limit
+            .map_or(TO_DEVICE_PER_SYNC, |l| l.min(MAX_TO_DEVICE_LIMIT) as usize);
         let (events, up_to) = self
             .e2ee
-            .to_device_for_sync(pass.authed, acked, pass.now)
+            .to_device_for_sync(pass.authed, acked, pass.now, limit)
             .await?;
         Ok(ToDeviceResponse {
             next_batch: up_to.0.to_string(),

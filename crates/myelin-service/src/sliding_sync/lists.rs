@@ -103,8 +103,9 @@ pub(super) fn compute(
 pub(super) struct RoomPlan {
     /// The longest timeline asked for.
     pub timeline_limit: u64,
-    /// Every state entry any of them names.
-    pub required_state: RequiredState,
+    /// Every state entry any of them names (kept by the connection for each room sent, to
+    /// tell what a later, different `required_state` adds).
+    pub required_state: Arc<RequiredState>,
     /// Tells combinations apart (in this process) without keeping them per room.
     pub fingerprint: u64,
 }
@@ -123,7 +124,7 @@ impl RoomPlan {
         entries.hash(&mut hasher);
         RoomPlan {
             timeline_limit,
-            required_state: RequiredState::new(entries.iter().copied()),
+            required_state: Arc::new(RequiredState::new(entries.iter().copied())),
             fingerprint: hasher.finish(),
         }
     }

@@ -119,6 +119,8 @@ impl Toggle {
 pub struct ToDeviceConfig {
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Most messages per response (default 100, at most 1000); the messages of one position
+    /// go out together, so it may be passed by those sharing the last one.
     #[serde(default)]
     pub limit: Option<u64>,
     #[serde(default)]

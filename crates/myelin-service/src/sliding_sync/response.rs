@@ -44,6 +44,10 @@ pub struct RoomResponse {
     /// The first time this connection sees the room: the client replaces what it had.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial: Option<bool>,
+    /// The timeline is sent again, longer, because the `timeline_limit` grew (as Synapse
+    /// tells it): the client replaces the room's timeline rather than appending.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unstable_expanded_timeline: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_dm: Option<bool>,
     /// Stripped state of an invite or knock (its own membership event included).

@@ -74,13 +74,16 @@ impl Changed {
 }
 
 /// How the room is sent this time.
-struct Mode {
+struct Mode<'a> {
     /// First time on this connection (or just joined): the client replaces what it had.
     initial: bool,
     /// The timeline limit grew: a full timeline again, though not `initial`.
     expanded: bool,
     /// The whole required state, not only what changed.
     full_state: bool,
+    /// The `required_state` the room was last sent with, when the request asks for another:
+    /// what the new one adds goes out too (as Synapse does), not the whole state again.
+    previous_spec: Option<&'a RequiredState>,
 }
 
 impl SlidingSync {
@@ -125,7 +128,8 @@ impl SlidingSync {
         let mode = Mode {
             initial,
             expanded,
-            full_state: initial || reconfigured || !joined,
+            full_state: initial || !joined,
+            previous_spec: sent.filter(|_| reconfigured).map(|s| s.state_spec.as_ref()),
         };
         self.member_update(pass, (entry, plan, sent), state, up_to, mode)
             .await
@@ -139,7 +143,7 @@ impl SlidingSync {
         (entry, plan, sent): (&RoomEntry, &RoomPlan, Option<&RoomSent>),
         state: &Arc<RoomState>,
         up_to: StreamPos,
-        mode: Mode,
+        mode: Mode<'_>,
     ) -> ServiceResult<RoomUpdate> {
         let after = (!mode.initial && !mode.expanded)
             .then(|| sent.map(|s| s.pos))
@@ -161,7 +165,16 @@ impl SlidingSync {
         } else {
             let since = sent.map_or(StreamPos::ZERO, |s| s.pos);
             let known = sent.map(|s| &s.lazy_members);
-            delta_state_ids(state, since, spec, me, &lazy, timeline.limited, known)
+            let (mut ids, changed) =
+                delta_state_ids(state, since, spec, me, &lazy, timeline.limited, known);
+            if let Some(previous) = mode.previous_spec {
+                let held = Held {
+                    spec: previous,
+                    lazy: known,
+                };
+                add_newly_wanted(state, spec, &held, me, &lazy, &mut ids);
+            }
+            (ids, changed)
         };
         let changed = if mode.initial { Changed::ALL } else { changed };
         let state_records = self.ctx.storage.get_events(&state_ids).await?;
@@ -357,7 +370,42 @@ fn fresh_sent(pass: &Pass<'_>, entry: &RoomEntry, plan: &RoomPlan) -> RoomSent {
         membership: entry.facts.membership,
         timeline_limit: plan.timeline_limit,
         required_state: plan.fingerprint,
+        state_spec: plan.required_state.clone(),
         lazy_members: HashSet::new(),
+    }
+}
+
+/// What the client holds of a room's state: what `spec` asked for, with `lazy` the members
+/// `$LAZY` sent it.
+struct Held<'a> {
+    spec: &'a RequiredState,
+    lazy: Option<&'a HashSet<OwnedUserId>>,
+}
+
+/// Adds to `ids` the current state entries `spec` wants that the client does not hold: those
+/// its previous `required_state` did not ask for.
+fn add_newly_wanted(
+    state: &RoomState,
+    spec: &RequiredState,
+    held: &Held<'_>,
+    me: &UserId,
+    lazy: &HashSet<&str>,
+    ids: &mut Vec<OwnedEventId>,
+) {
+    let held_lazy: HashSet<&str> = held
+        .lazy
+        .into_iter()
+        .flatten()
+        .map(|u| u.as_str())
+        .collect();
+    let mut have: HashSet<OwnedEventId> = ids.iter().cloned().collect();
+    for e in state.entries() {
+        if wants_entry(spec, e, me, lazy)
+            && !wants_entry(held.spec, e, me, &held_lazy)
+            && have.insert(e.pdu.event_id.clone())
+        {
+            ids.push(e.pdu.event_id.clone());
+        }
     }
 }
 
@@ -470,6 +518,7 @@ fn describe(
         name: name.clone().filter(|_| changed.name),
         avatar,
         initial: mode.initial.then_some(true),
+        unstable_expanded_timeline: mode.expanded,
         is_dm: entry.facts.is_dm.then_some(true),
         joined_count: members_news.then(|| state.joined_members().len()),
         invited_count: members_news.then(|| state.members_with(&[Membership::Invite]).len()),

@@ -360,7 +360,78 @@ async fn a_longer_timeline_limit_sends_the_history_again() {
     let update = &more.rooms[&room];
     assert_eq!(bodies(&more, &room), vec!["one", "two", "three"]);
     assert_eq!(update.initial, None);
+    assert!(update.unstable_expanded_timeline);
     assert!(update.prev_batch.is_some());
+}
+
+/// The types of a room's `required_state` in a response.
+fn state_types(response: &SlidingSyncResponse, room: &OwnedRoomId) -> Vec<String> {
+    let mut types: Vec<String> = response.rooms[room]
+        .required_state
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect();
+    types.sort();
+    types
+}
+
+#[tokio::test]
+async fn a_wider_required_state_sends_only_what_it_adds() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let room = h.room(&alice, "private_chat").await;
+    h.services
+        .rooms
+        .send_state(&alice, &room, "m.room.topic", "", json!({ "topic": "T" }))
+        .await
+        .unwrap();
+    let with_state = |state: Value| {
+        request(json!({
+            "lists": { "all": { "ranges": [[0, 0]], "timeline_limit": 1, "required_state": state } },
+        }))
+    };
+    let first = sync(&h, &alice, None, with_state(json!([["m.room.create", ""]])))
+        .await
+        .unwrap();
+    assert_eq!(state_types(&first, &room), vec!["m.room.create"]);
+
+    let wider = json!([
+        ["m.room.create", ""],
+        ["m.room.topic", ""],
+        ["m.room.join_rules", ""]
+    ]);
+    let next = sync(&h, &alice, Some(&first.pos), with_state(wider.clone()))
+        .await
+        .unwrap();
+    let update = &next.rooms[&room];
+    assert_eq!(update.initial, None);
+    assert!(
+        update.timeline.is_empty(),
+        "no new events: {:?}",
+        update.timeline
+    );
+    // The create event the client holds is not sent again.
+    assert_eq!(
+        state_types(&next, &room),
+        vec!["m.room.join_rules", "m.room.topic"]
+    );
+
+    // The same request again: nothing new.
+    let same = sync(&h, &alice, Some(&next.pos), with_state(wider))
+        .await
+        .unwrap();
+    assert!(same.rooms.is_empty(), "{:?}", same.rooms);
+
+    // Narrower: nothing to add, so the room is not sent.
+    let narrower = sync(
+        &h,
+        &alice,
+        Some(&same.pos),
+        with_state(json!([["m.room.topic", ""]])),
+    )
+    .await
+    .unwrap();
+    assert!(narrower.rooms.is_empty(), "{:?}", narrower.rooms);
 }
 
 #[tokio::test]

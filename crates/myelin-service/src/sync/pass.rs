@@ -70,7 +70,12 @@ impl Syncer {
         let pos = self.ctx.storage.current_stream_pos().await?;
         let (to_device, to_device_pos) = self
             .e2ee
-            .to_device_for_sync(authed, since.map(|s| s.to_device), pos)
+            .to_device_for_sync(
+                authed,
+                since.map(|s| s.to_device),
+                pos,
+                crate::e2ee::to_device::TO_DEVICE_PER_SYNC,
+            )
             .await?;
         let next = SyncToken {
             pos,
