@@ -126,8 +126,8 @@ mod keys;
 mod keys_in_detail;
 mod keys_lifecycle;
 mod media;
-mod push;
 mod media_ops;
+mod push;
 mod relations;
 mod rooms;
 mod search;
@@ -148,11 +148,11 @@ pub use keys_lifecycle::*;
 pub use media::{
     media_created_then_uploaded, media_thumbnails, media_uploaded_at_once, remote_media_cache,
 };
+pub use media_ops::*;
 pub use push::{
     notification_counts_follow_read_receipts, notifications_of_many_members,
     pushers_and_their_queues,
 };
-pub use media_ops::*;
 pub use relations::*;
 pub use rooms::*;
 pub use search::*;
