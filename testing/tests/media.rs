@@ -1,14 +1,16 @@
 //! The content repository over raw HTTP: uploads (at once, and created then uploaded), every
 //! error (401, 404, 409, 403, 413, 429, 504, expiry, the legacy freeze), the headers that make
-//! a served file safe in a browser, thumbnails (and a decompression bomb refused), and a
-//! matrix-sdk upload downloaded back through the authenticated endpoints.
+//! a served file safe in a browser, thumbnails (and a decompression bomb refused), and
+//! matrix-sdk sending attachments and an avatar that another user's client downloads.
 
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 use matrix_sdk::{
-    media::{MediaFormat, MediaRequestParameters},
-    ruma::events::room::MediaSource,
+    attachment::AttachmentConfig,
+    config::SyncSettings,
+    media::{MediaFormat, MediaRequestParameters, MediaThumbnailSettings},
+    ruma::{events::room::MediaSource, OwnedMxcUri, OwnedRoomId, UInt},
     Client,
 };
 use myelin_testing::{Account, TestServer};
@@ -522,10 +524,8 @@ async fn thumbnails_and_legacy_downloads() {
     .assert_err(400, "M_UNKNOWN", "a thumbnail of text");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn matrix_sdk_uploads_and_downloads() {
-    let server = TestServer::start().await;
-    server.register("alice", PW).await;
+/// A logged-in matrix-sdk client of `localpart`.
+async fn sdk_client(server: &TestServer, localpart: &str) -> Client {
     let client = Client::builder()
         .homeserver_url(server.base_url())
         .build()
@@ -533,26 +533,125 @@ async fn matrix_sdk_uploads_and_downloads() {
         .expect("build matrix-sdk client");
     client
         .matrix_auth()
-        .login_username("alice", PW)
+        .login_username(localpart, PW)
         .send()
         .await
         .expect("login");
-    let bytes = png(64, 48);
-    let uploaded = client
-        .media()
-        .upload(&"image/png".parse().expect("mime"), bytes.clone(), None)
-        .await
-        .expect("SDK upload");
+    client
+}
+
+/// Downloads `url` through `client` in `format`.
+async fn sdk_download(client: &Client, url: &str, format: MediaFormat) -> Vec<u8> {
     let request = MediaRequestParameters {
-        source: MediaSource::Plain(uploaded.content_uri),
-        format: MediaFormat::File,
+        source: MediaSource::Plain(OwnedMxcUri::from(url)),
+        format,
     };
-    let content = client
+    client
         .media()
         .get_media_content(&request, false)
         .await
-        .expect("SDK download");
-    assert_eq!(content, bytes);
+        .unwrap_or_else(|e| panic!("SDK download of {url}: {e}"))
+}
+
+/// As clients use it, through matrix-sdk: Alice sends an image and a file to a room and sets an
+/// avatar; Bob, in the room, downloads both attachments, a thumbnail of the image and her
+/// avatar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_sdk_attachments_thumbnails_and_avatars() {
+    let server = TestServer::start().await;
+    let alice_account = server.register("alice", PW).await;
+    let bob_account = server.register("bob", PW).await;
+    let room = server
+        .create_room(&alice_account.access_token, &serde_json::json!({}))
+        .await;
+    server
+        .invite(&alice_account.access_token, &room, &bob_account.user_id)
+        .await;
+    server.join(&bob_account.access_token, &room).await;
+    let room_id = OwnedRoomId::try_from(room.as_str()).expect("room ID");
+    let (alice, bob) = (
+        sdk_client(&server, "alice").await,
+        sdk_client(&server, "bob").await,
+    );
+    alice
+        .sync_once(SyncSettings::default())
+        .await
+        .expect("Alice syncs");
+    let alice_room = alice.get_room(&room_id).expect("Alice's room");
+    let image = png(640, 480);
+    let file = b"the quarterly report, in plain text".to_vec();
+    let mut sent = Vec::new();
+    for (name, mime, bytes) in [
+        ("photo.png", "image/png", &image),
+        ("report.txt", "text/plain", &file),
+    ] {
+        let response = alice_room
+            .send_attachment(
+                name,
+                &mime.parse().expect("mime"),
+                bytes.clone(),
+                AttachmentConfig::new(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("send {name}: {e}"));
+        sent.push(response.event_id);
+    }
+
+    bob.sync_once(SyncSettings::default())
+        .await
+        .expect("Bob syncs");
+    let bob_room = bob.get_room(&room_id).expect("Bob's room");
+    let mut urls = Vec::new();
+    for event_id in &sent {
+        let event = bob_room.event(event_id, None).await.expect("the event");
+        let json: Value = event.raw().deserialize_as().expect("event JSON");
+        urls.push(
+            json["content"]["url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no url in {json}"))
+                .to_owned(),
+        );
+    }
+    assert_eq!(sdk_download(&bob, &urls[0], MediaFormat::File).await, image);
+    assert_eq!(sdk_download(&bob, &urls[1], MediaFormat::File).await, file);
+    let thumbnail = sdk_download(
+        &bob,
+        &urls[0],
+        MediaFormat::Thumbnail(MediaThumbnailSettings::new(
+            UInt::from(32u32),
+            UInt::from(32u32),
+        )),
+    )
+    .await;
+    let thumbnail = image::load_from_memory(&thumbnail).expect("the thumbnail is an image");
+    // The smallest stored thumbnail at least that big, well under the original.
+    assert!(
+        thumbnail.width() >= 32 && thumbnail.width() < 640,
+        "{}",
+        thumbnail.width()
+    );
+
+    let avatar = png(40, 40);
+    alice
+        .account()
+        .upload_avatar(&"image/png".parse().expect("mime"), avatar.clone())
+        .await
+        .expect("Alice sets an avatar");
+    let (status, profile) = server
+        .get(
+            &format!(
+                "/_matrix/client/v3/profile/{}/avatar_url",
+                alice_account.user_id
+            ),
+            Some(&bob_account.access_token),
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    let avatar_url = profile["avatar_url"].as_str().expect("an avatar URL");
+    assert_eq!(
+        sdk_download(&bob, avatar_url, MediaFormat::File).await,
+        avatar
+    );
 }
 
 /// `animated=true` on an animated GIF answers an animated GIF of the thumbnail's size (the
