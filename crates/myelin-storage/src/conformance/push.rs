@@ -247,7 +247,7 @@ pub async fn pushers_and_their_queues(store: &dyn Storage) {
     let mut email = pusher("LAPTOP", BOB, "bob@example.org");
     email.kind = "email".into();
     email.app_id = "m.email".into();
-    store.set_pusher(email, false).await.unwrap();
+    let email = store.set_pusher(email, false).await.unwrap();
     // Updating keeps the ID.
     let mut renamed = pusher("PHONE", BOB, "key1");
     renamed.device_display_name = "Renamed".into();
@@ -257,12 +257,16 @@ pub async fn pushers_and_their_queues(store: &dyn Storage) {
     assert_eq!(listed[0].device_display_name, "Renamed");
     assert_eq!(store.pusher(phone).await.unwrap().unwrap().pushkey, "key1");
 
-    // Only HTTP pushers get queue rows, in the event's transaction.
+    // Every pusher (HTTP and e-mail) gets queue rows, in the event's transaction.
     let mut r = TestRoom::create(store, "!pq:localhost", "@alice:localhost", "pq").await;
     r.member(store, BOB, BOB, "join").await;
     let first = notify(&mut r, store, action(false, None)).await;
     let second = notify(&mut r, store, action(true, None)).await;
-    assert_eq!(store.pushers_with_queue().await.unwrap(), vec![phone]);
+    assert_eq!(
+        store.pushers_with_queue().await.unwrap(),
+        vec![phone, email]
+    );
+    assert_eq!(store.queued_pushes(email, 10).await.unwrap().len(), 2);
     let queued = store.queued_pushes(phone, 10).await.unwrap();
     let ids: Vec<&str> = queued.iter().map(|q| q.event_id.as_str()).collect();
     assert_eq!(ids, [first.as_str(), second.as_str()]);
@@ -279,7 +283,7 @@ pub async fn pushers_and_their_queues(store: &dyn Storage) {
     carols.lang = "fr".into();
     store.set_pusher(carols, false).await.unwrap();
     assert!(store.pusher(phone).await.unwrap().is_none());
-    assert!(store.pushers_with_queue().await.unwrap().is_empty());
+    assert_eq!(store.pushers_with_queue().await.unwrap(), vec![email]);
 
     // Deleting: by key, by the device going, and all but one device's.
     let phone = store
