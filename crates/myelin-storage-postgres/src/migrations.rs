@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0018_remote_media.sql"),
     include_str!("../migrations/0019_push.sql"),
     include_str!("../migrations/0020_media_operations.sql"),
+    include_str!("../migrations/0021_push_member_numbers.sql"),
 ];
 
 /// The schema version this build writes.

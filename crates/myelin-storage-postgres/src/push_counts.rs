@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use myelin_core::StreamPos;
 use myelin_storage::{
-    count_thread, count_unread, NewPushAction, NotificationCounts, NotificationPage,
-    NotificationRecord, NotifiedUsers, ReadPositions, RoomNotificationCounts, StorageResult,
-    MAIN_TIMELINE, NOTIFICATIONS_SCAN, RECOUNT_SCAN,
+    count_thread, count_unread, counter_increments, notified_user_ids, MemberNumber, MemberNumbers,
+    NewPushAction, NotificationCounts, NotificationPage, NotificationRecord, NotifiedUsers,
+    ReadPositions, RoomNotificationCounts, StorageResult, MAIN_TIMELINE, NOTIFICATIONS_SCAN,
+    RECOUNT_SCAN,
 };
 
 use crate::convert::{limit, parse_id};
@@ -30,22 +31,27 @@ pub(crate) async fn write_push_actions(
         return Ok(());
     };
     let thread = first.thread_id.as_deref();
-    let notified = NotifiedUsers::from_actions(actions).to_json();
+    let numbers = assign_member_numbers(conn, room_id, actions).await?;
+    let notified = NotifiedUsers::from_actions(actions, &numbers).to_json();
     conn.execute(
-        "INSERT INTO push_events (stream_pos, room_id, event_id, thread_id, notified)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream_pos) DO NOTHING",
-        &[&stream_pos.0, &room_id, &event_id, &thread, &notified],
+        "INSERT INTO push_events (stream_pos, thread_id, notified) VALUES ($1, $2, $3)
+         ON CONFLICT (stream_pos) DO NOTHING",
+        &[&stream_pos.0, &thread, &notified],
     )
     .await?;
     // One statement for every notified user.
     conn.execute(
         "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
-         SELECT $1, u ->> 0, $2, 1, CASE WHEN (u ->> 2)::BOOLEAN THEN 1 ELSE 0 END
-         FROM jsonb_array_elements($3::TEXT::JSONB -> 'u') AS u
+         SELECT $1, u ->> 0, $2, 1, (u ->> 1)::BIGINT
+         FROM jsonb_array_elements($3::TEXT::JSONB) AS u
          ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
          SET notifications = unread_counts.notifications + 1,
              highlights = unread_counts.highlights + excluded.highlights",
-        &[&room_id, &count_thread(thread), &notified],
+        &[
+            &room_id,
+            &count_thread(thread),
+            &counter_increments(actions),
+        ],
     )
     .await?;
     for action in actions.iter().filter(|a| a.queue) {
@@ -66,13 +72,65 @@ pub(crate) async fn write_push_actions(
     Ok(())
 }
 
-/// A redacted event notifies no more: its row and queue rows go and the users it notified are
-/// recounted, in the redaction's transaction.
+/// The member numbers of the users `actions` notify, numbering those notified in the room for
+/// the first time after the room's last number; one statement (writes are serialised, so the
+/// room's last number cannot move meanwhile).
+async fn assign_member_numbers(
+    conn: &mut Conn,
+    room_id: &str,
+    actions: &[NewPushAction],
+) -> StorageResult<MemberNumbers> {
+    let rows = conn
+        .query_decode(
+            "WITH wanted AS (
+                 SELECT u, n FROM jsonb_array_elements_text($2::TEXT::JSONB)
+                     WITH ORDINALITY AS t(u, n)),
+             known AS (
+                 SELECT user_id, member_no FROM push_members
+                 WHERE room_id = $1 AND user_id IN (SELECT u FROM wanted)),
+             added AS (
+                 INSERT INTO push_members (room_id, user_id, member_no)
+                 SELECT $1, w.u, (SELECT COALESCE(MAX(member_no) + 1, 0) FROM push_members
+                                  WHERE room_id = $1) + ROW_NUMBER() OVER (ORDER BY w.n) - 1
+                 FROM wanted w WHERE w.u NOT IN (SELECT user_id FROM known)
+                 RETURNING user_id, member_no)
+             SELECT user_id, member_no FROM known
+             UNION ALL SELECT user_id, member_no FROM added",
+            &[&room_id, &notified_user_ids(actions)],
+            |row| Ok((row.text(0)?, row.int(1)?)),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(user, n)| Some((user, MemberNumber::try_from(n).ok()?)))
+        .collect())
+}
+
+/// The user's member number in the room, if any event there ever notified them.
+async fn member_number(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+) -> StorageResult<Option<MemberNumber>> {
+    let n = conn
+        .query_opt_decode(
+            "SELECT member_no FROM push_members WHERE room_id = $1 AND user_id = $2",
+            &[&room_id, &user_id],
+            |row| row.int(0),
+        )
+        .await?;
+    Ok(n.and_then(|n| MemberNumber::try_from(n).ok()))
+}
+
+/// A redacted event notifies no more: its row and queue rows go and the users it notified who
+/// still count it (those with counters in the room) are recounted, in the redaction's
+/// transaction.
 pub(crate) async fn forget_push_actions(conn: &mut Conn, event_id: &str) -> StorageResult<()> {
     let row = conn
         .query_opt_decode(
-            "SELECT stream_pos, room_id, notified FROM push_events
-             WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = $1)",
+            "SELECT p.stream_pos, e.room_id, p.notified
+             FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
+             WHERE e.event_id = $1",
             &[&event_id],
             |row| Ok((row.int(0)?, row.text(1)?, row.text(2)?)),
         )
@@ -84,8 +142,21 @@ pub(crate) async fn forget_push_actions(conn: &mut Conn, event_id: &str) -> Stor
         .await?;
     conn.execute("DELETE FROM push_queue WHERE stream_pos = $1", &[&pos])
         .await?;
-    for user_id in NotifiedUsers::parse(&notified).user_ids() {
-        recount(conn, &room_id, user_id).await?;
+    let notified = NotifiedUsers::parse(&notified);
+    let counted = conn
+        .query_decode(
+            "SELECT DISTINCT u.user_id, m.member_no FROM unread_counts u
+             LEFT JOIN push_members m ON m.room_id = u.room_id AND m.user_id = u.user_id
+             WHERE u.room_id = $1",
+            &[&room_id],
+            |row| Ok((row.text(0)?, row.opt_int(1)?)),
+        )
+        .await?;
+    for (user_id, number) in counted {
+        let number = number.and_then(|n| MemberNumber::try_from(n).ok());
+        if notified.find(&user_id, number).is_some() {
+            recount(conn, &room_id, &user_id).await?;
+        }
     }
     Ok(())
 }
@@ -176,16 +247,21 @@ async fn read_positions(
 /// their read position (at most [`RECOUNT_SCAN`] of them).
 async fn recount(conn: &mut Conn, room_id: &str, user_id: &str) -> StorageResult<()> {
     let read = read_positions(conn, room_id, user_id).await?;
+    let number = member_number(conn, room_id, user_id).await?;
+    // The room's events after the read position, at most RECOUNT_SCAN of them (newest first).
     let rows = conn
         .query_decode(
-            "SELECT stream_pos, thread_id, notified FROM push_events
-             WHERE room_id = $1 AND stream_pos > $2 ORDER BY stream_pos DESC LIMIT $3",
+            "SELECT p.stream_pos, p.thread_id, p.notified FROM (
+                 SELECT stream_pos FROM events WHERE room_id = $1 AND stream_pos > $2
+                 ORDER BY stream_pos DESC LIMIT $3) e
+             JOIN push_events p ON p.stream_pos = e.stream_pos",
             &[&room_id, &read.unthreaded, &limit(RECOUNT_SCAN)],
             |row| Ok((row.int(0)?, row.opt_text(1)?, row.text(2)?)),
         )
         .await?;
     let counts = count_unread(
         user_id,
+        number,
         &read,
         rows.iter().map(|(p, t, n)| (*p, t.as_deref(), n.as_str())),
     );
@@ -270,15 +346,16 @@ pub(crate) async fn notifications_page(
     only_highlight: bool,
 ) -> StorageResult<NotificationPage> {
     let mut page = NotificationPage::default();
-    let mut reads: HashMap<String, ReadPositions> = HashMap::new();
+    let mut reads: HashMap<String, (ReadPositions, Option<MemberNumber>)> = HashMap::new();
     let (mut scanned, mut cursor) = (0, before);
     while scanned < NOTIFICATIONS_SCAN {
         let chunk = conn
             .query_decode(
-                "SELECT stream_pos, room_id, event_id, thread_id, notified FROM push_events
-                 WHERE stream_pos < $2 AND room_id IN (
+                "SELECT p.stream_pos, e.room_id, e.event_id, p.thread_id, p.notified
+                 FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
+                 WHERE e.stream_pos < $2 AND e.room_id IN (
                      SELECT room_id FROM room_memberships WHERE user_id = $1)
-                 ORDER BY stream_pos DESC LIMIT $3",
+                 ORDER BY e.stream_pos DESC LIMIT $3",
                 &[&user_id, &cursor, &limit(PAGE_CHUNK)],
                 |row| {
                     Ok((
@@ -295,20 +372,22 @@ pub(crate) async fn notifications_page(
         for (pos, room_id, event_id, thread, notified) in chunk {
             scanned += 1;
             cursor = pos;
+            if !reads.contains_key(&room_id) {
+                let read = read_positions(conn, &room_id, user_id).await?;
+                let number = member_number(conn, &room_id, user_id).await?;
+                reads.insert(room_id.clone(), (read, number));
+            }
+            let Some((read, number)) = reads.get(&room_id) else {
+                continue;
+            };
             let notified = NotifiedUsers::parse(&notified);
-            let Some(entry) = notified.find(user_id) else {
+            let Some(entry) = notified.find(user_id, *number) else {
                 continue;
             };
             if only_highlight && !entry.highlight {
                 continue;
             }
-            if !reads.contains_key(&room_id) {
-                let read = read_positions(conn, &room_id, user_id).await?;
-                reads.insert(room_id.clone(), read);
-            }
-            let covered = reads
-                .get(&room_id)
-                .is_some_and(|r| r.covers(count_thread(thread.as_deref()), pos));
+            let covered = read.covers(count_thread(thread.as_deref()), pos);
             page.records.push(NotificationRecord {
                 read: covered,
                 room_id: parse_id(room_id, "notification room")?,

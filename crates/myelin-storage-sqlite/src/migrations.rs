@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0019_remote_media.sql"),
     include_str!("../migrations/0020_push.sql"),
     include_str!("../migrations/0021_media_operations.sql"),
+    include_str!("../migrations/0022_push_member_numbers.sql"),
 ];
 
 /// The schema version this build writes.

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use myelin_core::StreamPos;
 use myelin_storage::{
-    count_thread, count_unread, NewPushAction, NotificationCounts, NotificationPage,
-    NotificationRecord, NotifiedUsers, ReadPositions, RoomNotificationCounts, StorageResult,
-    MAIN_TIMELINE, NOTIFICATIONS_SCAN, RECOUNT_SCAN,
+    count_thread, count_unread, counter_increments, notified_user_ids, MemberNumber, MemberNumbers,
+    NewPushAction, NotificationCounts, NotificationPage, NotificationRecord, NotifiedUsers,
+    ReadPositions, RoomNotificationCounts, StorageResult, MAIN_TIMELINE, NOTIFICATIONS_SCAN,
+    RECOUNT_SCAN,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -27,23 +28,28 @@ pub(crate) fn write_push_actions(
         return Ok(());
     };
     let thread = first.thread_id.as_deref();
-    let notified = NotifiedUsers::from_actions(actions).to_json();
+    let numbers = assign_member_numbers(tx, room_id, actions)?;
+    let notified = NotifiedUsers::from_actions(actions, &numbers).to_json();
     tx.prepare_cached(
-        "INSERT INTO push_events (stream_pos, room_id, event_id, thread_id, notified)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (stream_pos) DO NOTHING",
+        "INSERT INTO push_events (stream_pos, thread_id, notified) VALUES (?1, ?2, ?3)
+         ON CONFLICT (stream_pos) DO NOTHING",
     )
     .db()?
-    .execute(params![stream_pos.0, room_id, event_id, thread, notified])
+    .execute(params![stream_pos.0, thread, notified])
     .db()?;
     // One statement for every notified user: the counters of a room sit on a few pages.
     tx.prepare_cached(
         "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
-         SELECT ?1, value ->> 0, ?2, 1, value ->> 2 FROM json_each(?3, '$.u') WHERE true
+         SELECT ?1, value ->> 0, ?2, 1, value ->> 1 FROM json_each(?3) WHERE true
          ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
          SET notifications = notifications + 1, highlights = highlights + excluded.highlights",
     )
     .db()?
-    .execute(params![room_id, count_thread(thread), notified])
+    .execute(params![
+        room_id,
+        count_thread(thread),
+        counter_increments(actions)
+    ])
     .db()?;
     for action in actions.iter().filter(|a| a.queue) {
         tx.prepare_cached(
@@ -64,13 +70,75 @@ pub(crate) fn write_push_actions(
     Ok(())
 }
 
-/// A redacted event notifies no more: its row and queue rows go and the users it notified are
-/// recounted, in the redaction's transaction.
+/// The member numbers of the users `actions` notify, numbering those notified in the room for
+/// the first time after the room's last number.
+fn assign_member_numbers(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    actions: &[NewPushAction],
+) -> StorageResult<MemberNumbers> {
+    let mut numbers: MemberNumbers = tx
+        .prepare_cached(
+            "SELECT user_id, member_no FROM push_members
+             WHERE room_id = ?1 AND user_id IN (SELECT value FROM json_each(?2))",
+        )
+        .db()?
+        .query_map(params![room_id, notified_user_ids(actions)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, MemberNumber>(1)?))
+        })
+        .db()?
+        .collect::<Result<_, _>>()
+        .db()?;
+    let mut next: Option<MemberNumber> = None;
+    for action in actions {
+        let user_id = action.user_id.as_str();
+        if numbers.contains_key(user_id) {
+            continue;
+        }
+        let number = match next {
+            Some(n) => n,
+            None => tx
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(member_no) + 1, 0) FROM push_members WHERE room_id = ?1",
+                )
+                .db()?
+                .query_row(params![room_id], |r| r.get(0))
+                .db()?,
+        };
+        tx.prepare_cached(
+            "INSERT INTO push_members (room_id, user_id, member_no) VALUES (?1, ?2, ?3)",
+        )
+        .db()?
+        .execute(params![room_id, user_id, number])
+        .db()?;
+        numbers.insert(user_id.to_owned(), number);
+        next = Some(number + 1);
+    }
+    Ok(numbers)
+}
+
+/// The user's member number in the room, if any event there ever notified them.
+fn member_number(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> StorageResult<Option<MemberNumber>> {
+    conn.prepare_cached("SELECT member_no FROM push_members WHERE room_id = ?1 AND user_id = ?2")
+        .db()?
+        .query_row(params![room_id, user_id], |r| r.get(0))
+        .optional()
+        .db()
+}
+
+/// A redacted event notifies no more: its row and queue rows go and the users it notified who
+/// still count it (those with counters in the room) are recounted, in the redaction's
+/// transaction.
 pub(crate) fn forget_push_actions(tx: &Transaction<'_>, event_id: &str) -> StorageResult<()> {
     let row: Option<(i64, String, String)> = tx
         .prepare_cached(
-            "SELECT stream_pos, room_id, notified FROM push_events
-             WHERE stream_pos = (SELECT stream_pos FROM events WHERE event_id = ?1)",
+            "SELECT p.stream_pos, e.room_id, p.notified
+             FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
+             WHERE e.event_id = ?1",
         )
         .db()?
         .query_row(params![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -87,8 +155,20 @@ pub(crate) fn forget_push_actions(tx: &Transaction<'_>, event_id: &str) -> Stora
         .db()?
         .execute(params![pos])
         .db()?;
-    for user_id in NotifiedUsers::parse(&notified).user_ids() {
-        recount(tx, &room_id, user_id)?;
+    let notified = NotifiedUsers::parse(&notified);
+    let counted = query_all(
+        tx,
+        "SELECT DISTINCT u.user_id, m.member_no FROM unread_counts u
+         LEFT JOIN push_members m ON m.room_id = u.room_id AND m.user_id = u.user_id
+         WHERE u.room_id = ?1",
+        params![room_id],
+        |row| Ok((row.text(0)?, row.opt_int(1)?)),
+    )?;
+    for (user_id, number) in counted {
+        let number = number.and_then(|n| MemberNumber::try_from(n).ok());
+        if notified.find(&user_id, number).is_some() {
+            recount(tx, &room_id, &user_id)?;
+        }
     }
     Ok(())
 }
@@ -175,15 +255,20 @@ fn read_positions(conn: &Connection, room_id: &str, user_id: &str) -> StorageRes
 /// their read position (at most [`RECOUNT_SCAN`] of them).
 fn recount(tx: &Transaction<'_>, room_id: &str, user_id: &str) -> StorageResult<()> {
     let read = read_positions(tx, room_id, user_id)?;
+    let number = member_number(tx, room_id, user_id)?;
+    // The room's events after the read position, at most RECOUNT_SCAN of them (newest first).
     let rows = query_all(
         tx,
-        "SELECT stream_pos, thread_id, notified FROM push_events
-         WHERE room_id = ?1 AND stream_pos > ?2 ORDER BY stream_pos DESC LIMIT ?3",
+        "SELECT p.stream_pos, p.thread_id, p.notified FROM (
+             SELECT stream_pos FROM events WHERE room_id = ?1 AND stream_pos > ?2
+             ORDER BY stream_pos DESC LIMIT ?3) e
+         JOIN push_events p ON p.stream_pos = e.stream_pos",
         params![room_id, read.unthreaded, limit(RECOUNT_SCAN)],
         |row| Ok((row.int(0)?, row.opt_text(1)?, row.text(2)?)),
     )?;
     let counts = count_unread(
         user_id,
+        number,
         &read,
         rows.iter().map(|(p, t, n)| (*p, t.as_deref(), n.as_str())),
     );
@@ -268,17 +353,18 @@ pub(crate) fn notifications_page(
 ) -> StorageResult<NotificationPage> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT stream_pos, room_id, event_id, thread_id, notified FROM push_events
-             WHERE stream_pos < ?2 AND room_id IN (
+            "SELECT p.stream_pos, e.room_id, e.event_id, p.thread_id, p.notified
+             FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
+             WHERE e.stream_pos < ?2 AND e.room_id IN (
                  SELECT room_id FROM room_memberships WHERE user_id = ?1)
-             ORDER BY stream_pos DESC LIMIT ?3",
+             ORDER BY e.stream_pos DESC LIMIT ?3",
         )
         .db()?;
     let mut rows = stmt
         .query(params![user_id, before, limit(NOTIFICATIONS_SCAN)])
         .db()?;
     let mut page = NotificationPage::default();
-    let mut reads: HashMap<String, ReadPositions> = HashMap::new();
+    let mut reads: HashMap<String, (ReadPositions, Option<MemberNumber>)> = HashMap::new();
     let (mut scanned, mut last) = (0, None);
     while let Some(row) = rows.next().db()? {
         let (pos, room_id, event_id): (i64, String, String) =
@@ -286,20 +372,21 @@ pub(crate) fn notifications_page(
         let (thread, notified): (Option<String>, String) = (row.get(3).db()?, row.get(4).db()?);
         scanned += 1;
         last = Some(StreamPos(pos));
+        let (read, number) = match reads.get(&room_id) {
+            Some(known) => known,
+            None => {
+                let read = read_positions(conn, &room_id, user_id)?;
+                let number = member_number(conn, &room_id, user_id)?;
+                reads.entry(room_id.clone()).or_insert((read, number))
+            }
+        };
         let notified = NotifiedUsers::parse(&notified);
-        let Some(entry) = notified.find(user_id) else {
+        let Some(entry) = notified.find(user_id, *number) else {
             continue;
         };
         if only_highlight && !entry.highlight {
             continue;
         }
-        let read = match reads.get(&room_id) {
-            Some(read) => read,
-            None => {
-                let read = read_positions(conn, &room_id, user_id)?;
-                reads.entry(room_id.clone()).or_insert(read)
-            }
-        };
         page.records.push(NotificationRecord {
             read: read.covers(count_thread(thread.as_deref()), pos),
             room_id: myelin_storage::convert::parse_id(room_id, "notification room")?,

@@ -430,8 +430,13 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "push_events",
-        columns: &["stream_pos", "room_id", "event_id", "thread_id", "notified"],
+        columns: &["stream_pos", "thread_id", "notified"],
         key: &["stream_pos"],
+    },
+    Table {
+        name: "push_members",
+        columns: &["room_id", "user_id", "member_no"],
+        key: &["room_id", "user_id"],
     },
     Table {
         name: "unread_counts",

@@ -3,8 +3,8 @@
 //! the counts and `/notifications` read from them, the users' pushers, and the durable queue of
 //! notifications each HTTP pusher still has to deliver.
 //!
-//! An event that notifies anyone gets one `push_events` row, listing every user it notifies with
-//! their actions ([`NotifiedUsers`]), and adds one to each of those users' per-room unread
+//! An event that notifies anyone gets one `push_events` row, naming every user it notifies (by
+//! member number) with their actions ([`NotifiedUsers`]), and adds one to each of those users' per-room unread
 //! counters (`unread_counts`), all in the event's own transaction, with one queue row per HTTP
 //! pusher of theirs: so a crash can neither lose nor double count a notification, and a message
 //! to a room of many members costs one row plus counter updates on the room's few pages rather
@@ -171,12 +171,21 @@ pub trait PushStore {
 }
 
 /// The users one event notifies, as its `push_events` row stores them (`notified`): each
-/// distinct action list once, and per user an index into them and the highlight flag:
-/// `{"a": [[…actions…], …], "u": [["@user:server", 0, false], …]}`.
+/// distinct action list once, and per list the users it was given to, named by their member
+/// number in the room (`push_members`, see [`MemberNumbers`]) as ranges, plus the ranges of
+/// those it highlights:
+/// `{"a": [[…actions…], …], "g": [[first, last, first, last, …], …], "h": [first, last, …]}`.
+/// Numbers rather than user IDs keep the row a few dozen bytes in a room of any size, which is
+/// what the send path writes per message. Rows written before member numbers name users by ID
+/// (`"u": [["@user:server", action index, highlight], …]`) and are still read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NotifiedUsers {
     actions: Vec<serde_json::Value>,
-    users: Vec<(String, usize, bool)>,
+    /// Per action list (same index), the member numbers given it.
+    groups: Vec<MemberSet>,
+    highlights: MemberSet,
+    /// Users by ID, from rows of the first format.
+    by_id: Vec<(String, usize, bool)>,
 }
 
 /// One user's entry in [`NotifiedUsers`].
@@ -186,28 +195,98 @@ pub struct Notified<'a> {
     pub highlight: bool,
 }
 
+/// A user's number among the local users ever notified in a room: assigned the first time an
+/// event notifies them there, and never reused.
+pub type MemberNumber = u32;
+
+/// The member numbers of the users an event notifies, by user ID (from `push_members`).
+pub type MemberNumbers = std::collections::HashMap<String, MemberNumber>;
+
+/// A set of member numbers as sorted, disjoint inclusive ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MemberSet(Vec<(MemberNumber, MemberNumber)>);
+
+impl MemberSet {
+    fn from_numbers(mut numbers: Vec<MemberNumber>) -> MemberSet {
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut ranges: Vec<(MemberNumber, MemberNumber)> = Vec::new();
+        for n in numbers {
+            match ranges.last_mut() {
+                Some((_, last)) if last.checked_add(1) == Some(n) => *last = n,
+                _ => ranges.push((n, n)),
+            }
+        }
+        MemberSet(ranges)
+    }
+
+    fn contains(&self, n: MemberNumber) -> bool {
+        let i = self.0.partition_point(|(_, last)| *last < n);
+        self.0.get(i).is_some_and(|(first, _)| *first <= n)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        self.0.iter().flat_map(|(f, l)| [*f, *l]).collect()
+    }
+
+    /// Reads `[first, last, …]`; ranges out of order or malformed are dropped.
+    fn parse(value: Option<&serde_json::Value>) -> MemberSet {
+        let Some(flat) = value.and_then(|v| v.as_array()) else {
+            return MemberSet::default();
+        };
+        let numbers: Vec<MemberNumber> = flat
+            .iter()
+            .filter_map(|n| MemberNumber::try_from(n.as_u64()?).ok())
+            .collect();
+        let mut ranges: Vec<(MemberNumber, MemberNumber)> = Vec::new();
+        for pair in numbers.chunks_exact(2) {
+            let (first, last) = (pair[0], pair[1]);
+            if first <= last && ranges.last().is_none_or(|(_, prev)| *prev < first) {
+                ranges.push((first, last));
+            }
+        }
+        MemberSet(ranges)
+    }
+}
+
 impl NotifiedUsers {
-    pub fn from_actions(new: &[NewPushAction]) -> NotifiedUsers {
-        let mut notified = NotifiedUsers::default();
+    /// The row of `new`, each user named by their number in `numbers` (users without one are
+    /// left out: the caller assigns every notified user a number first).
+    pub fn from_actions(new: &[NewPushAction], numbers: &MemberNumbers) -> NotifiedUsers {
+        let mut actions: Vec<serde_json::Value> = Vec::new();
+        let mut groups: Vec<Vec<MemberNumber>> = Vec::new();
+        let mut highlights = Vec::new();
         for action in new {
+            let Some(number) = numbers.get(action.user_id.as_str()).copied() else {
+                continue;
+            };
             let value = serde_json::from_str(&action.actions)
                 .unwrap_or_else(|_| serde_json::Value::Array(Vec::new()));
-            let index = match notified.actions.iter().position(|a| *a == value) {
+            let index = match actions.iter().position(|a| *a == value) {
                 Some(i) => i,
                 None => {
-                    notified.actions.push(value);
-                    notified.actions.len() - 1
+                    actions.push(value);
+                    groups.push(Vec::new());
+                    actions.len() - 1
                 }
             };
-            notified
-                .users
-                .push((action.user_id.to_string(), index, action.highlight));
+            groups[index].push(number);
+            if action.highlight {
+                highlights.push(number);
+            }
         }
-        notified
+        NotifiedUsers {
+            actions,
+            groups: groups.into_iter().map(MemberSet::from_numbers).collect(),
+            highlights: MemberSet::from_numbers(highlights),
+            by_id: Vec::new(),
+        }
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::json!({ "a": self.actions, "u": self.users }).to_string()
+        let groups: Vec<serde_json::Value> = self.groups.iter().map(MemberSet::to_json).collect();
+        serde_json::json!({ "a": self.actions, "g": groups, "h": self.highlights.to_json() })
+            .to_string()
     }
 
     /// Reads a stored `notified` column; what cannot be read notifies nobody.
@@ -219,7 +298,12 @@ impl NotifiedUsers {
             Some(serde_json::Value::Array(actions)) => actions,
             _ => Vec::new(),
         };
-        let users = match object.remove("u") {
+        let mut groups: Vec<MemberSet> = match object.get("g").and_then(|g| g.as_array()) {
+            Some(groups) => groups.iter().map(|g| MemberSet::parse(Some(g))).collect(),
+            None => Vec::new(),
+        };
+        groups.truncate(actions.len());
+        let by_id = match object.remove("u") {
             Some(serde_json::Value::Array(users)) => users
                 .iter()
                 .filter_map(|u| {
@@ -231,20 +315,46 @@ impl NotifiedUsers {
                 .collect(),
             _ => Vec::new(),
         };
-        NotifiedUsers { actions, users }
+        NotifiedUsers {
+            highlights: MemberSet::parse(object.get("h")),
+            actions,
+            groups,
+            by_id,
+        }
     }
 
-    pub fn find(&self, user_id: &str) -> Option<Notified<'_>> {
-        let (_, index, highlight) = self.users.iter().find(|(u, _, _)| u == user_id)?;
+    /// The entry of the user with this ID and (when they have one in the room) member number.
+    pub fn find(&self, user_id: &str, number: Option<MemberNumber>) -> Option<Notified<'_>> {
+        if let Some(n) = number {
+            if let Some(index) = self.groups.iter().position(|g| g.contains(n)) {
+                return Some(Notified {
+                    actions: &self.actions[index],
+                    highlight: self.highlights.contains(n),
+                });
+            }
+        }
+        let (_, index, highlight) = self.by_id.iter().find(|(u, _, _)| u == user_id)?;
         Some(Notified {
             actions: &self.actions[*index],
             highlight: *highlight,
         })
     }
+}
 
-    pub fn user_ids(&self) -> impl Iterator<Item = &str> {
-        self.users.iter().map(|(u, _, _)| u.as_str())
-    }
+/// The JSON array `[[user, highlight 0/1], …]` of the users an event notifies, which the
+/// backends' counter upsert reads in one statement.
+pub fn counter_increments(actions: &[NewPushAction]) -> String {
+    let rows: Vec<(&str, u8)> = actions
+        .iter()
+        .map(|a| (a.user_id.as_str(), u8::from(a.highlight)))
+        .collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The JSON array of the IDs of the users an event notifies.
+pub fn notified_user_ids(actions: &[NewPushAction]) -> String {
+    let ids: Vec<&str> = actions.iter().map(|a| a.user_id.as_str()).collect();
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The timeline a notification counts in: its thread root, or `main`.
@@ -273,9 +383,11 @@ impl ReadPositions {
 }
 
 /// A user's unread counts per timeline from the `push_events` rows after their unthreaded
-/// read position: `(stream_pos, thread_id, notified)`.
+/// read position: `(stream_pos, thread_id, notified)`; `number` is the user's member number in
+/// the room, if they have one.
 pub fn count_unread<'a>(
     user_id: &str,
+    number: Option<MemberNumber>,
     read: &ReadPositions,
     rows: impl IntoIterator<Item = (i64, Option<&'a str>, &'a str)>,
 ) -> Vec<(String, NotificationCounts)> {
@@ -286,7 +398,7 @@ pub fn count_unread<'a>(
             continue;
         }
         let Some(n) = NotifiedUsers::parse(notified)
-            .find(user_id)
+            .find(user_id, number)
             .map(|n| n.highlight)
         else {
             continue;
@@ -302,4 +414,79 @@ pub fn count_unread<'a>(
         counts[i].1.highlights += u64::from(n);
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(user: &str, actions: &str, highlight: bool) -> NewPushAction {
+        NewPushAction {
+            user_id: user.try_into().expect("user id"),
+            actions: actions.to_owned(),
+            highlight,
+            thread_id: None,
+            queue: false,
+        }
+    }
+
+    #[test]
+    fn users_are_stored_as_ranges_of_member_numbers_and_found_again() {
+        let notify = r#"["notify"]"#;
+        let loud = r#"["notify",{"set_tweak":"highlight"}]"#;
+        let mut new = Vec::new();
+        let mut numbers = MemberNumbers::new();
+        for n in 0..20u32 {
+            let user = format!("@u{n}:example.org");
+            numbers.insert(user.clone(), n);
+            if n != 4 {
+                new.push(action(&user, if n == 7 { loud } else { notify }, n == 7));
+            }
+        }
+        let json = NotifiedUsers::from_actions(&new, &numbers).to_json();
+        assert_eq!(
+            json,
+            r#"{"a":[["notify"],["notify",{"set_tweak":"highlight"}]],"g":[[0,3,5,6,8,19],[7,7]],"h":[7,7]}"#
+        );
+        let parsed = NotifiedUsers::parse(&json);
+        assert!(parsed.find("@u4:example.org", Some(4)).is_none());
+        assert!(parsed.find("@u20:example.org", Some(20)).is_none());
+        assert!(parsed.find("@u0:example.org", None).is_none());
+        let seven = parsed.find("@u7:example.org", Some(7)).expect("u7");
+        assert!(seven.highlight);
+        assert_eq!(seven.actions.to_string(), loud);
+        let nineteen = parsed.find("@u19:example.org", Some(19)).expect("u19");
+        assert!(!nineteen.highlight);
+        assert_eq!(nineteen.actions.to_string(), notify);
+    }
+
+    #[test]
+    fn rows_of_the_first_format_are_read_by_user_id() {
+        let json = r#"{"a":[["notify"]],"u":[["@a:x",0,false],["@b:x",0,true],["@c:x",5,true]]}"#;
+        let parsed = NotifiedUsers::parse(json);
+        assert!(!parsed.find("@a:x", None).expect("a").highlight);
+        assert!(parsed.find("@b:x", Some(3)).expect("b").highlight);
+        assert!(
+            parsed.find("@c:x", None).is_none(),
+            "action index out of range"
+        );
+    }
+
+    #[test]
+    fn malformed_rows_notify_nobody() {
+        for json in [
+            "",
+            "[]",
+            r#"{"a":[["notify"]],"g":[[3,1]]}"#,
+            r#"{"a":[],"g":[[0,5]]}"#,
+            r#"{"a":[["notify"]],"g":[[0]]}"#,
+        ] {
+            let parsed = NotifiedUsers::parse(json);
+            assert!(parsed.find("@a:x", Some(3)).is_none(), "{json}");
+        }
+        // Of overlapping ranges, the first is kept.
+        let parsed = NotifiedUsers::parse(r#"{"a":[["notify"]],"g":[[0,5,2,9]]}"#);
+        assert!(parsed.find("@a:x", Some(3)).is_some());
+        assert!(parsed.find("@a:x", Some(7)).is_none());
+    }
 }
