@@ -4,7 +4,7 @@
 use clap::Args;
 
 use crate::workloads::{
-    deliver, incremental_sync, initial_sync, join, send, sliding_sync, upload, AllParams,
+    deliver, incremental_sync, initial_sync, join, push, send, sliding_sync, upload, AllParams,
 };
 
 /// Workload sizes; the defaults are those of issue 5.
@@ -28,6 +28,9 @@ pub struct Sizes {
     /// deliver: samples (messages sent one at a time).
     #[arg(long, default_value_t = 500)]
     pub deliver_samples: usize,
+    /// push: samples (messages sent one at a time, each notifying a member with a pusher).
+    #[arg(long, default_value_t = 200)]
+    pub push_samples: usize,
     /// initial-sync: rooms the user is in.
     #[arg(long, default_value_t = 200)]
     pub initial_rooms: usize,
@@ -96,6 +99,10 @@ impl Sizes {
             deliver: deliver::Params {
                 samples: self.deliver_samples,
                 ..deliver::Params::default()
+            },
+            push: push::Params {
+                samples: self.push_samples,
+                ..push::Params::default()
             },
             initial_sync: initial_sync::Params {
                 rooms: self.initial_rooms,

@@ -60,6 +60,9 @@ enum Command {
     Send(TargetArgs),
     /// Latency from a send to its arrival in another member's long-polling /sync.
     Deliver(TargetArgs),
+    /// Latency from a send to its notification's arrival at a push gateway (a stub served by
+    /// the bench on loopback), through another member's HTTP pusher.
+    Push(TargetArgs),
     /// The first /sync of a user in many rooms, lazy-loading and full state.
     InitialSync(TargetArgs),
     /// Wake-up latency of many long-polling /sync requests while messages flow.
@@ -141,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Send(a) => single(a, &["send"]).await,
             Command::Deliver(a) => single(a, &["deliver"]).await,
+            Command::Push(a) => single(a, &["push"]).await,
             Command::InitialSync(a) => single(a, &["initial-sync"]).await,
             Command::IncrementalSync(a) => single(a, &["incremental-sync"]).await,
             Command::Join(a) => single(a, &["join"]).await,

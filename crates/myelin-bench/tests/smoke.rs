@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use myelin_bench::runner::{run, Target};
 use myelin_bench::workloads::{
-    deliver, incremental_sync, initial_sync, join, send, sliding_sync, upload, AllParams, ALL,
+    deliver, incremental_sync, initial_sync, join, push, send, sliding_sync, upload, AllParams, ALL,
 };
 use myelin_bench::RunReport;
 use myelin_testing::TestServer;
@@ -22,6 +22,11 @@ fn tiny() -> AllParams {
         },
         deliver: deliver::Params {
             samples: 10,
+            arrival_timeout_ms: 10_000,
+            gap_ms: 2,
+        },
+        push: push::Params {
+            samples: 5,
             arrival_timeout_ms: 10_000,
             gap_ms: 2,
         },
@@ -68,6 +73,8 @@ const EXPECTED: &[&str] = &[
     "send.put_p99",
     "deliver.delivery_p50",
     "deliver.delivery_p99",
+    "push.gateway_p50",
+    "push.gateway_p99",
     "initial-sync.lazy_first",
     "initial-sync.lazy_p50",
     "initial-sync.full_first",
@@ -98,6 +105,13 @@ const EXPECTED: &[&str] = &[
     "resources.loader_cpu",
 ];
 
+/// What `myelin-bench compare` configures: no rate limits, and the `push` workload's stub
+/// gateway on loopback allowed.
+fn bench_config(c: &mut myelin_testing::Config) {
+    c.rate_limits.enabled = false;
+    c.egress.allow = vec!["127.0.0.1".into()];
+}
+
 fn check(report: &RunReport) {
     for w in &report.workloads {
         assert_eq!(
@@ -119,7 +133,7 @@ fn check(report: &RunReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_workload_through_the_library() {
-    let server = TestServer::start_with(|c| c.rate_limits.enabled = false).await;
+    let server = TestServer::start_with(bench_config).await;
     let names: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
     // The server runs in this process, so this process's /proc entry stands for it.
     let db = server.data_dir().to_owned();
@@ -143,7 +157,7 @@ async fn every_workload_through_the_library() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_all_and_writes_json() {
-    let server = TestServer::start_with(|c| c.rate_limits.enabled = false).await;
+    let server = TestServer::start_with(bench_config).await;
     let out = tempfile::tempdir().expect("tempdir");
     let json = out.path().join("r.json");
     let args = [
@@ -166,6 +180,8 @@ async fn the_binary_runs_all_and_writes_json() {
         "4",
         "--deliver-samples",
         "5",
+        "--push-samples",
+        "3",
         "--initial-rooms",
         "2",
         "--initial-members",

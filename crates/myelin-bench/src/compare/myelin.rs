@@ -55,6 +55,8 @@ max_sync_timeout_ms = 60000
     );
     if rate_limits_section {
         text.push_str("\n[rate_limits]\nenabled = false\n");
+        // The `push` workload's stub push gateway listens on loopback.
+        text.push_str("\n[egress]\nallow = [\"127.0.0.1\"]\n");
     }
     text
 }

@@ -67,7 +67,8 @@ fn database_yaml(dir: &Path, db: Database<'_>) -> String {
     }
 }
 
-/// The overriding config file. `msc3575_enabled` (simplified sliding sync, which the
+/// The overriding config file. `ip_range_whitelist` lets the `push` workload's stub push gateway
+/// on loopback be reached (Myelin's config allows it through `[egress]`). `msc3575_enabled` (simplified sliding sync, which the
 /// `sliding-sync` workload uses) is on by default in Synapse 1.114 and later; it is set anyway
 /// so that an older pinned version serves the endpoint too.
 pub fn overrides_yaml(dir: &Path, port: u16, db: Database<'_>) -> String {
@@ -76,6 +77,7 @@ pub fn overrides_yaml(dir: &Path, port: u16, db: Database<'_>) -> String {
 {database}\
 enable_registration: true\nenable_registration_without_verification: true\n\
 bcrypt_rounds: 4\nreport_stats: false\nlog_config: {log}\n\
+ip_range_whitelist: ['127.0.0.1']\n\
 experimental_features:\n  msc3575_enabled: true\n",
         database = database_yaml(dir, db),
         log = yaml_string(&dir.join("bench.log.config").display().to_string()),

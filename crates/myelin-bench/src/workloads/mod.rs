@@ -6,6 +6,7 @@ pub mod deliver;
 pub mod incremental_sync;
 pub mod initial_sync;
 pub mod join;
+pub mod push;
 pub mod send;
 pub mod sliding_sync;
 pub mod upload;
@@ -24,14 +25,16 @@ pub struct AllParams {
     pub initial_sync: initial_sync::Params,
     pub incremental_sync: incremental_sync::Params,
     pub join: join::Params,
+    pub push: push::Params,
     pub sliding_sync: sliding_sync::Params,
     pub upload: upload::Params,
 }
 
 /// The names `all` runs, in order.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "send",
     "deliver",
+    "push",
     "initial-sync",
     "incremental-sync",
     "join",
@@ -45,6 +48,7 @@ pub async fn run_named(ctx: &Ctx, name: &str, p: &AllParams) -> Result<WorkloadR
     let mut report = match name {
         "send" => send::run(ctx, &p.send).await?,
         "deliver" => deliver::run(ctx, &p.deliver).await?,
+        "push" => push::run(ctx, &p.push).await?,
         "initial-sync" => initial_sync::run(ctx, &p.initial_sync).await?,
         "incremental-sync" => incremental_sync::run(ctx, &p.incremental_sync).await?,
         "join" => join::run(ctx, &p.join).await?,
