@@ -1,4 +1,5 @@
-//! `AppserviceStore`: each application service's delivered position and pending transaction.
+//! `AppserviceStore`: each application service's delivered position and pending transaction,
+//! and the room directories of its third-party networks.
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
@@ -7,7 +8,9 @@ use myelin_storage::rows::{self, APPSERVICE_STATE_COLUMNS};
 use myelin_storage::{
     AppserviceStore, AppserviceTxnState, PendingAppserviceTxn, StorageError, StorageResult,
 };
+use ruma::{OwnedRoomId, RoomId};
 
+use crate::convert::{get, now_ms, parse_id};
 use crate::PgStore;
 
 #[async_trait]
@@ -82,5 +85,62 @@ impl AppserviceStore for PgStore {
             .await
             .map(drop);
         conn.finish(result).await
+    }
+
+    async fn set_network_room_published(
+        &self,
+        appservice_id: &str,
+        network_id: &str,
+        room_id: &RoomId,
+        published: bool,
+    ) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = if published {
+            conn.execute(
+                "INSERT INTO appservice_room_directory
+                     (appservice_id, network_id, room_id, published_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (appservice_id, network_id, room_id) DO NOTHING",
+                &[&appservice_id, &network_id, &room_id.as_str(), &now_ms()],
+            )
+            .await
+        } else {
+            conn.execute(
+                "DELETE FROM appservice_room_directory
+                 WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3",
+                &[&appservice_id, &network_id, &room_id.as_str()],
+            )
+            .await
+        }
+        .map(drop);
+        conn.finish(result).await
+    }
+
+    async fn network_published_rooms(
+        &self,
+        network: Option<(&str, &str)>,
+    ) -> StorageResult<Vec<OwnedRoomId>> {
+        let mut conn = self.db.read().await?;
+        let rows = match network {
+            Some((appservice, network)) => {
+                conn.query(
+                    "SELECT room_id FROM appservice_room_directory
+                     WHERE appservice_id = $1 AND network_id = $2 ORDER BY room_id COLLATE \"C\"",
+                    &[&appservice, &network],
+                )
+                .await?
+            }
+            None => {
+                conn.query(
+                    "SELECT DISTINCT room_id COLLATE \"C\" AS room_id FROM appservice_room_directory
+                     ORDER BY 1",
+                    &[],
+                )
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|row| parse_id(get::<String>(row, 0)?, "published room"))
+            .collect()
     }
 }

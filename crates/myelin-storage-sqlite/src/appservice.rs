@@ -1,12 +1,14 @@
-//! `AppserviceStore`: each application service's delivered position and pending transaction.
+//! `AppserviceStore`: each application service's delivered position and pending transaction,
+//! and the room directories of its third-party networks.
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
 use myelin_storage::rows::{self, APPSERVICE_STATE_COLUMNS};
 use myelin_storage::{AppserviceStore, AppserviceTxnState, PendingAppserviceTxn, StorageResult};
+use ruma::{OwnedRoomId, RoomId};
 use rusqlite::{params, Connection};
 
-use crate::convert::{query_first, to_i64, Db};
+use crate::convert::{now_ms, parse_id, query_first, to_i64, Db};
 use crate::SqliteStore;
 
 fn read_state(conn: &Connection, id: &str) -> StorageResult<Option<AppserviceTxnState>> {
@@ -96,6 +98,76 @@ impl AppserviceStore for SqliteStore {
                 .execute(params![id, pos.0])
                 .db()?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn set_network_room_published(
+        &self,
+        appservice_id: &str,
+        network_id: &str,
+        room_id: &RoomId,
+        published: bool,
+    ) -> StorageResult<()> {
+        let key = [appservice_id, network_id, room_id.as_str()].map(str::to_owned);
+        self.db
+            .write(move |tx, _| {
+                let [appservice, network, room] = &key;
+                if published {
+                    tx.prepare_cached(
+                        "INSERT INTO appservice_room_directory
+                             (appservice_id, network_id, room_id, published_ms)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (appservice_id, network_id, room_id) DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![appservice, network, room, now_ms()])
+                    .db()?;
+                } else {
+                    tx.prepare_cached(
+                        "DELETE FROM appservice_room_directory
+                         WHERE appservice_id = ?1 AND network_id = ?2 AND room_id = ?3",
+                    )
+                    .db()?
+                    .execute(params![appservice, network, room])
+                    .db()?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn network_published_rooms(
+        &self,
+        network: Option<(&str, &str)>,
+    ) -> StorageResult<Vec<OwnedRoomId>> {
+        let network = network.map(|(a, n)| (a.to_owned(), n.to_owned()));
+        self.db
+            .read(move |conn| {
+                let ids = match &network {
+                    Some((appservice, network)) => conn
+                        .prepare_cached(
+                            "SELECT room_id FROM appservice_room_directory
+                             WHERE appservice_id = ?1 AND network_id = ?2 ORDER BY room_id",
+                        )
+                        .db()?
+                        .query_map(params![appservice, network], |row| row.get::<_, String>(0))
+                        .db()?
+                        .collect::<rusqlite::Result<Vec<_>>>(),
+                    None => conn
+                        .prepare_cached(
+                            "SELECT DISTINCT room_id FROM appservice_room_directory
+                             ORDER BY room_id",
+                        )
+                        .db()?
+                        .query_map([], |row| row.get::<_, String>(0))
+                        .db()?
+                        .collect::<rusqlite::Result<Vec<_>>>(),
+                }
+                .db()?;
+                ids.into_iter()
+                    .map(|id| parse_id(id, "published room"))
+                    .collect()
             })
             .await
     }

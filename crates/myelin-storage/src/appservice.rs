@@ -7,9 +7,14 @@
 //! reaches) *before* sending it, and moves `delivered_pos` only once the appservice accepted
 //! it. After a crash the same transaction, with the same txnId and body, is sent again, so
 //! nothing is lost and nothing is sent under two txnIds.
+//!
+//! Also the room directories of appservices' third-party networks (spec: Client-Server API,
+//! "Application services" → "Room directories"): rooms an appservice published under one of its
+//! networks, apart from the main directory (`RoomStore::published_rooms`).
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
+use ruma::{OwnedRoomId, RoomId};
 
 use crate::StorageResult;
 
@@ -55,4 +60,20 @@ pub trait AppserviceStore {
     /// Nothing of interest up to `pos`: `delivered_pos` moves there, if nothing is pending and
     /// it is ahead.
     async fn appservice_skip_to(&self, id: &str, pos: StreamPos) -> StorageResult<()>;
+
+    /// Publishes the room in (`true`) or removes it from (`false`) the directory of the
+    /// appservice's network `network_id`. Idempotent; the room need not be known to storage.
+    async fn set_network_room_published(
+        &self,
+        appservice_id: &str,
+        network_id: &str,
+        room_id: &RoomId,
+        published: bool,
+    ) -> StorageResult<()>;
+    /// The rooms in the directory of one network (`Some((appservice_id, network_id))`) or of
+    /// every network (`None`), each once, ordered by room ID.
+    async fn network_published_rooms(
+        &self,
+        network: Option<(&str, &str)>,
+    ) -> StorageResult<Vec<OwnedRoomId>>;
 }

@@ -84,6 +84,7 @@ macro_rules! storage_conformance_tests {
             media_thumbnails,
             appservice_transactions_are_kept_until_accepted,
             appservice_devices_are_made_without_tokens,
+            appservice_network_directories,
             remote_media_cache,
             notification_counts_follow_read_receipts,
             notifications_of_many_members,

@@ -477,6 +477,11 @@ pub const TABLES: &[Table] = &[
         columns: &["origin", "media_id", "quarantined_ms"],
         key: &["origin", "media_id"],
     },
+    Table {
+        name: "appservice_room_directory",
+        columns: &["appservice_id", "network_id", "room_id", "published_ms"],
+        key: &["appservice_id", "network_id", "room_id"],
+    },
 ];
 
 /// Row-level access to every table, for copying a whole database. Only for a stopped server:

@@ -1,6 +1,6 @@
 //! Conformance tests of [`AppserviceStore`](crate::AppserviceStore): a new appservice starts at
 //! the position given, a pending transaction survives until accepted and blocks a second one,
-//! and the delivered position only moves forward.
+//! and the delivered position only moves forward; each network's room directory is its own.
 
 use myelin_core::StreamPos;
 
@@ -101,4 +101,92 @@ pub async fn appservice_devices_are_made_without_tokens(store: &impl Storage) {
         "no name keeps the name"
     );
     assert_eq!(store.list_devices(&puppet).await.unwrap().len(), 1);
+}
+
+/// Each (appservice, network) has its own directory, apart from the main one; "every network"
+/// lists a room once however many networks publish it.
+pub async fn appservice_network_directories(store: &impl Storage) {
+    let (r1, r2, r3) = (
+        super::room("!net1:localhost"),
+        super::room("!net2:localhost"),
+        super::room("!net3:localhost"),
+    );
+    assert!(store
+        .network_published_rooms(None)
+        .await
+        .unwrap()
+        .is_empty());
+    let irc = Some(("bridge", "irc"));
+    store
+        .set_network_room_published("bridge", "irc", &r2, true)
+        .await
+        .unwrap();
+    store
+        .set_network_room_published("bridge", "irc", &r1, true)
+        .await
+        .unwrap();
+    store
+        .set_network_room_published("bridge", "irc", &r1, true)
+        .await
+        .unwrap(); // idempotent
+    store
+        .set_network_room_published("bridge", "slack", &r2, true)
+        .await
+        .unwrap();
+    store
+        .set_network_room_published("other", "irc", &r3, true)
+        .await
+        .unwrap();
+    store
+        .set_network_room_published("bridge", "irc", &r3, false)
+        .await
+        .unwrap(); // never published there: no-op
+    assert_eq!(
+        store.network_published_rooms(irc).await.unwrap(),
+        [r1.clone(), r2.clone()],
+        "ordered by room ID"
+    );
+    assert_eq!(
+        store
+            .network_published_rooms(Some(("bridge", "slack")))
+            .await
+            .unwrap(),
+        std::slice::from_ref(&r2)
+    );
+    assert_eq!(
+        store
+            .network_published_rooms(Some(("other", "irc")))
+            .await
+            .unwrap(),
+        std::slice::from_ref(&r3),
+        "networks of the same name under other appservices are apart"
+    );
+    assert!(store
+        .network_published_rooms(Some(("bridge", "matrix")))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.network_published_rooms(None).await.unwrap(),
+        [r1.clone(), r2.clone(), r3.clone()],
+        "each room once"
+    );
+    assert!(
+        store.published_rooms().await.unwrap().is_empty(),
+        "the main directory is apart"
+    );
+
+    store
+        .set_network_room_published("bridge", "irc", &r2, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.network_published_rooms(irc).await.unwrap(),
+        std::slice::from_ref(&r1)
+    );
+    assert_eq!(
+        store.network_published_rooms(None).await.unwrap(),
+        [r1, r2, r3],
+        "still published under slack"
+    );
 }
