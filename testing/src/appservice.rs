@@ -203,7 +203,10 @@ async fn handle(
     if path == "/_matrix/app/v1/thirdparty/protocol/stubnet" {
         return axum::Json(json!({
             "user_fields": ["name"], "location_fields": ["channel"], "icon": "mxc://x/y",
-            "field_types": {}, "instances": [],
+            "field_types": {}, "instances": [
+                { "desc": "Libera", "network_id": "libera", "fields": { "network": "libera" } },
+                { "desc": "OFTC", "network_id": "oftc", "fields": { "network": "oftc" } },
+            ],
         }))
         .into_response();
     }

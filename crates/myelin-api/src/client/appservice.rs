@@ -67,12 +67,15 @@ struct VisibilityBody {
     visibility: String,
 }
 
+/// Longest network ID taken (it is part of the `instance_id` clients see).
+const MAX_NETWORK_ID_BYTES: usize = 255;
+
 /// PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}: an appservice
-/// publishes (or withdraws) a room in the public room directory.
+/// publishes (or withdraws) a room in the room directory of one of its networks.
 async fn set_network_visibility(
     State(state): State<SharedState>,
     Auth(authed): Auth,
-    Path((_network, room)): Path<(String, String)>,
+    Path((network, room)): Path<(String, String)>,
     JsonBody(body): JsonBody<VisibilityBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id: OwnedRoomId = parse_id(room, "room ID")?;
@@ -85,15 +88,19 @@ async fn set_network_visibility(
             ))
         }
     };
-    if authed.appservice.is_none() {
+    let Some(appservice_id) = authed.appservice.as_deref() else {
         return Err(ApiError::forbidden(
             "Only application services may use this endpoint",
         ));
+    };
+    // `|` separates the appservice from the network in the `instance_id`.
+    if network.is_empty() || network.len() > MAX_NETWORK_ID_BYTES || network.contains('|') {
+        return Err(ApiError::invalid_param("Invalid network ID"));
     }
     state
         .services
         .appservices
-        .set_room_published(&room_id, public)
+        .set_room_published(appservice_id, &network, &room_id, public)
         .await?;
     Ok(Json(json!({})))
 }

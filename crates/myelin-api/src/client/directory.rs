@@ -5,6 +5,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use myelin_service::rooms::PublicRoomsQuery;
 use ruma::{OwnedRoomId, OwnedServerName};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -72,11 +73,16 @@ async fn set_visibility(
     Ok(Json(json!({})))
 }
 
+/// A GET's query string: the spec's `limit`, `since` and `server`, and the directory choice of
+/// the POST body (`include_all_networks`, `third_party_instance_id`), taken here too.
 #[derive(Deserialize)]
 struct PublicRoomsParams {
     limit: Option<u64>,
     since: Option<String>,
     server: Option<String>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 fn server_param(server: Option<String>) -> Result<Option<OwnedServerName>, ApiError> {
@@ -94,15 +100,16 @@ async fn public_rooms(
     Query(params): Query<PublicRoomsParams>,
 ) -> ApiResult<Json<Value>> {
     let server = server_param(params.server)?;
+    let query = PublicRoomsQuery::from_get(
+        params.limit,
+        params.since,
+        params.include_all_networks,
+        params.third_party_instance_id,
+    );
     let answer = state
         .services
         .rooms
-        .public_rooms(
-            server.as_deref(),
-            params.limit,
-            params.since.as_deref(),
-            None,
-        )
+        .public_rooms(server.as_deref(), &query)
         .await?;
     Ok(Json(answer))
 }
@@ -112,21 +119,20 @@ struct ServerParam {
     server: Option<String>,
 }
 
-/// POST /_matrix/client/v3/publicRooms: `limit`, `since` and `filter` in the body.
+/// POST /_matrix/client/v3/publicRooms: `limit`, `since`, `filter`, `include_all_networks` and
+/// `third_party_instance_id` in the body.
 async fn query_public_rooms(
     State(state): State<SharedState>,
     Auth(_authed): Auth,
     Query(params): Query<ServerParam>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
-    if !body.is_object() {
-        return Err(ApiError::bad_json("Body must be a JSON object"));
-    }
     let server = server_param(params.server)?;
+    let query = PublicRoomsQuery::from_body(&body)?;
     let answer = state
         .services
         .rooms
-        .public_rooms(server.as_deref(), None, None, Some(&body))
+        .public_rooms(server.as_deref(), &query)
         .await?;
     Ok(Json(answer))
 }

@@ -2,15 +2,12 @@
 //! Directory"): the same list local clients see.
 
 use axum::{extract::State, routing::get, Json, Router};
+use myelin_service::rooms::PublicRoomsQuery;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{FederationJson, FederationOrigin};
-use crate::{
-    error::{ApiError, ApiResult},
-    extract::Query,
-    SharedState,
-};
+use crate::{error::ApiResult, extract::Query, SharedState};
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
@@ -21,11 +18,13 @@ pub fn routes() -> Router<SharedState> {
         .route("/_matrix/federation/v1/hierarchy/{room}", get(hierarchy))
 }
 
-/// `include_all_networks` and `third_party_instance_id` are accepted and ignored (no bridges).
 #[derive(Deserialize)]
 struct PublicRoomsParams {
     limit: Option<u64>,
     since: Option<String>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 /// GET /_matrix/federation/v1/publicRooms.
@@ -35,28 +34,25 @@ async fn public_rooms(
     Query(params): Query<PublicRoomsParams>,
 ) -> ApiResult<Json<Value>> {
     tracing::debug!(%origin, "federation public rooms");
-    let answer = state
-        .services
-        .rooms
-        .local_public_rooms(params.limit, params.since.as_deref(), None)
-        .await?;
+    let query = PublicRoomsQuery::from_get(
+        params.limit,
+        params.since,
+        params.include_all_networks,
+        params.third_party_instance_id,
+    );
+    let answer = state.services.rooms.local_public_rooms(&query).await?;
     Ok(Json(answer))
 }
 
-/// POST /_matrix/federation/v1/publicRooms: `limit`, `since` and `filter` in the body.
+/// POST /_matrix/federation/v1/publicRooms: `limit`, `since`, `filter`, `include_all_networks`
+/// and `third_party_instance_id` in the body.
 async fn query_public_rooms(
     State(state): State<SharedState>,
     request: FederationJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    if !request.body.is_object() {
-        return Err(ApiError::bad_json("Body must be a JSON object"));
-    }
     tracing::debug!(origin = %request.origin, "federation public rooms query");
-    let answer = state
-        .services
-        .rooms
-        .local_public_rooms(None, None, Some(&request.body))
-        .await?;
+    let query = PublicRoomsQuery::from_body(&request.body)?;
+    let answer = state.services.rooms.local_public_rooms(&query).await?;
     Ok(Json(answer))
 }
 

@@ -66,14 +66,24 @@ impl Appservices {
         self.start_pushers();
     }
 
-    /// `PUT /directory/list/appservice/{networkId}/{roomId}`: one directory for every network.
+    /// `PUT /directory/list/appservice/{networkId}/{roomId}`: the appservice publishes the room
+    /// in (or withdraws it from) the directory of its network `network_id`, which
+    /// `/publicRooms` lists under `third_party_instance_id` or `include_all_networks`. A room
+    /// we do not know is not found (withdrawing works whatever its state).
     pub async fn set_room_published(
         &self,
+        appservice_id: &str,
+        network_id: &str,
         room_id: &ruma::RoomId,
         public: bool,
     ) -> ServiceResult<()> {
-        self.rooms.room_state(room_id).await?;
-        self.ctx.storage.set_room_published(room_id, public).await?;
+        if public {
+            self.rooms.room_state(room_id).await?;
+        }
+        self.ctx
+            .storage
+            .set_network_room_published(appservice_id, network_id, room_id, public)
+            .await?;
         Ok(())
     }
 

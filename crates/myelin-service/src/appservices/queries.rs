@@ -1,7 +1,8 @@
 //! Questions the homeserver asks application services: the ping (MSC2659, spec: "Pinging the
 //! appservice"), whether an unknown user or alias in an exclusive namespace should exist (the
 //! appservice then creates the puppet or the portal room before answering), and third-party
-//! protocol lookups forwarded to the appservices that declare the protocol.
+//! protocol lookups forwarded to the appservices that declare the protocol (their protocol
+//! instances given the `instance_id` of their network).
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::Appservices;
 use crate::accounts::Authed;
+use crate::rooms::instance_id;
 use crate::{ServiceError, ServiceResult};
 
 /// Why a ping did not reach the appservice, for the errcodes of the ping endpoint.
@@ -166,40 +168,58 @@ impl Appservices {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// `GET /thirdparty/protocols`: each declared protocol's description, from its appservice.
+    /// `GET /thirdparty/protocols`: each declared protocol's description, from its appservices
+    /// (the first one's fields, every one's instances; as Synapse merges them).
     pub async fn thirdparty_protocols(&self) -> ServiceResult<Value> {
         let mut out = serde_json::Map::new();
         for a in &self.ctx.appservices.all().list {
             for protocol in &a.protocols {
-                if out.contains_key(protocol) {
+                let Some(answer) = self.protocol_of(a, protocol).await else {
                     continue;
-                }
-                let path = format!(
-                    "_matrix/app/v1/thirdparty/protocol/{}",
-                    myelin_federation::path::encode_segment(protocol)
-                );
-                if let Some(answer) = self.fetch(a, &path, &[]).await.filter(Value::is_object) {
-                    out.insert(protocol.clone(), answer);
+                };
+                match out.get_mut(protocol) {
+                    Some(known) => merge_instances(known, answer),
+                    None => {
+                        out.insert(protocol.clone(), answer);
+                    }
                 }
             }
         }
         Ok(Value::Object(out))
     }
 
-    /// `GET /thirdparty/protocol/{protocol}`.
+    /// `GET /thirdparty/protocol/{protocol}`: merged over the appservices declaring it.
     pub async fn thirdparty_protocol(&self, protocol: &str) -> ServiceResult<Value> {
+        let mut merged: Option<Value> = None;
+        for a in self.declaring(protocol) {
+            let Some(answer) = self.protocol_of(&a, protocol).await else {
+                continue;
+            };
+            match &mut merged {
+                Some(known) => merge_instances(known, answer),
+                None => merged = Some(answer),
+            }
+        }
+        merged.ok_or_else(|| ServiceError::NotFound(format!("Unknown protocol {protocol}")))
+    }
+
+    /// One appservice's description of a protocol, each instance that names its `network_id`
+    /// given the `instance_id` clients pass to `/publicRooms` as `third_party_instance_id`.
+    async fn protocol_of(&self, a: &super::Appservice, protocol: &str) -> Option<Value> {
         let path = format!(
             "_matrix/app/v1/thirdparty/protocol/{}",
             myelin_federation::path::encode_segment(protocol)
         );
-        for a in self.declaring(protocol) {
-            if let Some(answer) = self.fetch(&a, &path, &[]).await.filter(Value::is_object) {
-                return Ok(answer);
+        let mut answer = self.fetch(a, &path, &[]).await.filter(Value::is_object)?;
+        if let Some(instances) = answer.get_mut("instances").and_then(Value::as_array_mut) {
+            for instance in instances.iter_mut().filter_map(Value::as_object_mut) {
+                let network_id = instance.get("network_id").and_then(Value::as_str);
+                if let Some(id) = network_id.map(|network| instance_id(&a.id, network)) {
+                    instance.insert("instance_id".to_owned(), Value::String(id));
+                }
             }
         }
-        Err(ServiceError::NotFound(format!(
-            "Unknown protocol {protocol}"
-        )))
+        Some(answer)
     }
 
     /// `GET /thirdparty/location/{protocol}` or `/thirdparty/user/{protocol}` (`kind`): the
@@ -259,5 +279,24 @@ impl Appservices {
             .filter(|a| a.url.is_some() && a.protocols.iter().any(|p| p == protocol))
             .cloned()
             .collect()
+    }
+}
+
+/// Adds the `instances` of another appservice's description of a protocol to `known`.
+fn merge_instances(known: &mut Value, other: Value) {
+    let Some(more) = other
+        .get("instances")
+        .and_then(Value::as_array)
+        .filter(|more| !more.is_empty())
+    else {
+        return;
+    };
+    match known.get_mut("instances").and_then(Value::as_array_mut) {
+        Some(instances) => instances.extend(more.iter().cloned()),
+        None => {
+            if let Some(known) = known.as_object_mut() {
+                known.insert("instances".to_owned(), Value::Array(more.clone()));
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 use crate::rooms::Membership;
 use myelin_federation::{encode_segment, path, Method};
 use ruma::events::StateEventType;
-use ruma::{RoomId, ServerName, UserId};
+use ruma::{OwnedRoomId, RoomId, ServerName, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -12,13 +12,17 @@ use crate::{Rooms, ServiceError, ServiceResult};
 
 /// What a `/publicRooms` request asks for (client or federation, GET or POST): `limit`,
 /// `since` and `filter` (`generic_search_term`, `room_types`) as the spec's request body has
-/// them; other fields (`include_all_networks`, `third_party_instance_id`) are ignored.
+/// them, and which directory: the main one (the default), one appservice network's
+/// (`third_party_instance_id`), or the main one and every network's (`include_all_networks`).
 #[derive(Debug, Clone, Default, Deserialize)]
-struct PublicRoomsQuery {
+pub struct PublicRoomsQuery {
     limit: Option<u64>,
     since: Option<String>,
     #[serde(default)]
     filter: Option<PublicRoomsFilter>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,17 +33,76 @@ struct PublicRoomsFilter {
 }
 
 impl PublicRoomsQuery {
-    /// From a GET's `limit` and `since` or a POST's body (which wins).
-    fn new(limit: Option<u64>, since: Option<&str>, body: Option<&Value>) -> ServiceResult<Self> {
-        let mut query = match body {
-            Some(body) => serde_json::from_value::<PublicRoomsQuery>(body.clone())
-                .map_err(|e| ServiceError::BadJson(format!("Invalid body: {e}")))?,
-            None => PublicRoomsQuery::default(),
-        };
-        query.limit = query.limit.or(limit);
-        query.since = query.since.or(since.map(str::to_owned));
-        Ok(query)
+    /// A GET's query string.
+    pub fn from_get(
+        limit: Option<u64>,
+        since: Option<String>,
+        include_all_networks: bool,
+        third_party_instance_id: Option<String>,
+    ) -> Self {
+        PublicRoomsQuery {
+            limit,
+            since,
+            filter: None,
+            include_all_networks,
+            third_party_instance_id,
+        }
     }
+
+    /// A POST's body.
+    pub fn from_body(body: &Value) -> ServiceResult<Self> {
+        if !body.is_object() {
+            return Err(ServiceError::BadJson("Body must be a JSON object".into()));
+        }
+        serde_json::from_value(body.clone())
+            .map_err(|e| ServiceError::BadJson(format!("Invalid body: {e}")))
+    }
+
+    /// Which directory the request lists. Naming a network and asking for all of them is
+    /// refused (the spec allows `third_party_instance_id` only without `include_all_networks`).
+    fn networks(&self) -> ServiceResult<Networks<'_>> {
+        match (&self.third_party_instance_id, self.include_all_networks) {
+            (None, false) => Ok(Networks::Main),
+            (None, true) => Ok(Networks::All),
+            (Some(_), true) => Err(ServiceError::InvalidParam(
+                "third_party_instance_id cannot be used with include_all_networks".into(),
+            )),
+            (Some(id), false) => parse_instance_id(id)
+                .map(|(appservice_id, network_id)| Networks::One {
+                    appservice_id,
+                    network_id,
+                })
+                .ok_or_else(|| {
+                    ServiceError::InvalidParam(format!("Invalid third_party_instance_id {id:?}"))
+                }),
+        }
+    }
+}
+
+/// The directories a `/publicRooms` lists.
+enum Networks<'a> {
+    /// The main directory (`PUT /directory/list/room/{roomId}`).
+    Main,
+    /// One appservice network's (`PUT /directory/list/appservice/{networkId}/{roomId}`).
+    One {
+        appservice_id: &'a str,
+        network_id: &'a str,
+    },
+    /// The main one and every network's.
+    All,
+}
+
+/// The `instance_id` of an appservice's network, as `/thirdparty/protocols` reports it and
+/// `/publicRooms` takes it back as `third_party_instance_id`: `<appservice ID>|<network ID>`, the
+/// form Synapse uses, so clients and bridges see the same identifiers on both servers.
+pub fn instance_id(appservice_id: &str, network_id: &str) -> String {
+    format!("{appservice_id}|{network_id}")
+}
+
+/// The appservice and network of an `instance_id`: exactly one `|`.
+fn parse_instance_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('|')
+        .filter(|(_, network_id)| !network_id.contains('|'))
 }
 
 impl PublicRoomsQuery {
@@ -122,15 +185,11 @@ impl Rooms {
 
     /// `/publicRooms` for a client: our own list, or (with `server` naming another server) that
     /// server's answer to its federation `/publicRooms`.
-    /// `limit` and `since` come from a GET's query string, `body` is a POST's body.
     pub async fn public_rooms(
         &self,
         server: Option<&ServerName>,
-        limit: Option<u64>,
-        since: Option<&str>,
-        body: Option<&Value>,
+        query: &PublicRoomsQuery,
     ) -> ServiceResult<Value> {
-        let query = &PublicRoomsQuery::new(limit, since, body)?;
         match server {
             Some(server) if server != self.ctx.server_name() => {
                 self.remote_public_rooms(server, query).await
@@ -153,6 +212,12 @@ impl Rooms {
             if let Some(since) = &query.since {
                 body["since"] = json!(since);
             }
+            if query.include_all_networks {
+                body["include_all_networks"] = json!(true);
+            }
+            if let Some(id) = &query.third_party_instance_id {
+                body["third_party_instance_id"] = json!(id);
+            }
             if let Some(filter) = &query.filter {
                 let mut f = json!({});
                 if let Some(term) = &filter.generic_search_term {
@@ -174,6 +239,12 @@ impl Rooms {
             if let Some(since) = &query.since {
                 params.push(format!("since={}", encode_segment(since)));
             }
+            if query.include_all_networks {
+                params.push("include_all_networks=true".to_owned());
+            }
+            if let Some(id) = &query.third_party_instance_id {
+                params.push(format!("third_party_instance_id={}", encode_segment(id)));
+            }
             let full = if params.is_empty() {
                 path.to_owned()
             } else {
@@ -185,21 +256,15 @@ impl Rooms {
         }
     }
 
-    /// Our own directory, for a client or another server (same arguments as
-    /// [`Rooms::public_rooms`]).
-    pub async fn local_public_rooms(
-        &self,
-        limit: Option<u64>,
-        since: Option<&str>,
-        body: Option<&Value>,
-    ) -> ServiceResult<Value> {
-        self.list_public_rooms(&PublicRoomsQuery::new(limit, since, body)?)
-            .await
+    /// Our own directory, for another server.
+    pub async fn local_public_rooms(&self, query: &PublicRoomsQuery) -> ServiceResult<Value> {
+        self.list_public_rooms(query).await
     }
 
-    /// This server's public room directory: published rooms by joined members (most first),
-    /// then room ID, filtered and paginated by offset tokens.
+    /// This server's public room directory (the directories the query names): published rooms
+    /// by joined members (most first), then room ID, filtered and paginated by offset tokens.
     async fn list_public_rooms(&self, query: &PublicRoomsQuery) -> ServiceResult<Value> {
+        let networks = query.networks()?;
         let offset = parse_since(query.since.as_deref())?;
         let term = query
             .filter
@@ -214,7 +279,7 @@ impl Rooms {
             .filter(|t| !t.is_empty());
 
         let mut entries = Vec::new();
-        for room_id in self.ctx.storage.published_rooms().await? {
+        for room_id in self.published_in(networks).await? {
             match self.directory_entry(&room_id).await {
                 Ok(entry) => entries.push(entry),
                 Err(e) => tracing::debug!(%room_id, error = %e, "published room left out"),
@@ -248,6 +313,29 @@ impl Rooms {
             answer["prev_batch"] = json!(format!("{TOKEN_PREFIX}{prev}"));
         }
         Ok(answer)
+    }
+
+    /// The rooms published in the directories named, each once.
+    async fn published_in(&self, networks: Networks<'_>) -> ServiceResult<Vec<OwnedRoomId>> {
+        let storage = &self.ctx.storage;
+        Ok(match networks {
+            Networks::Main => storage.published_rooms().await?,
+            Networks::One {
+                appservice_id,
+                network_id,
+            } => {
+                storage
+                    .network_published_rooms(Some((appservice_id, network_id)))
+                    .await?
+            }
+            Networks::All => {
+                let mut rooms = storage.published_rooms().await?;
+                rooms.extend(storage.network_published_rooms(None).await?);
+                rooms.sort_unstable();
+                rooms.dedup();
+                rooms
+            }
+        })
     }
 
     pub(crate) async fn directory_entry(&self, room_id: &RoomId) -> ServiceResult<DirectoryEntry> {

@@ -26,6 +26,7 @@ use myelin_room::{
 use myelin_storage::{MembershipChange, NewEvent, NewRoom, NewState};
 use ruma::{events::StateEventType, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
+pub use directory::{instance_id, PublicRoomsQuery};
 pub use hierarchy::HierarchyQuery;
 pub use state::{Membership, RoomState, StateEntry};
 

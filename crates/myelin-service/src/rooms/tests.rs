@@ -1,5 +1,6 @@
 //! The rooms subsystem's own decisions: who may append what, transaction IDs, the cached
-//! membership of the in-memory state, redactions reaching the current state.
+//! membership of the in-memory state, redactions reaching the current state, the directory a
+//! `/publicRooms` lists.
 
 use serde_json::json;
 
@@ -121,4 +122,72 @@ async fn a_redacted_state_event_loses_its_content_in_the_current_state() {
     let entry = state.get(&"m.room.topic".into(), "").unwrap();
     assert_eq!(entry.pdu.event_id, topic);
     assert_eq!(entry.pdu.content_value(), json!({}));
+}
+
+/// Which directory `/publicRooms` lists: the main one by default, one appservice network's by
+/// its `instance_id`, both with `include_all_networks`; a malformed ID or both choices are
+/// refused rather than read as "the main one".
+#[tokio::test]
+async fn public_rooms_lists_the_directory_asked_for() {
+    use crate::rooms::{instance_id, PublicRoomsQuery};
+    use serde_json::Value;
+
+    let h = harness();
+    let alice = h.user("alice").await;
+    let (main, bridged) = (
+        h.room(&alice, "public_chat").await,
+        h.room(&alice, "public_chat").await,
+    );
+    let storage = &h.services.ctx.storage;
+    storage.set_room_published(&main, true).await.unwrap();
+    storage
+        .set_network_room_published("bridge", "irc", &bridged, true)
+        .await
+        .unwrap();
+    let rooms = &h.services.rooms;
+    let list = |body: Value| async move {
+        let query = PublicRoomsQuery::from_body(&body)?;
+        let answer = rooms.local_public_rooms(&query).await?;
+        let rooms: Vec<String> = answer["chunk"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["room_id"].as_str().map(str::to_owned))
+            .collect();
+        Ok::<_, ServiceError>(rooms)
+    };
+    let irc = instance_id("bridge", "irc");
+    assert_eq!(irc, "bridge|irc");
+    assert_eq!(list(json!({})).await.unwrap(), [main.to_string()]);
+    assert_eq!(
+        list(json!({ "third_party_instance_id": irc }))
+            .await
+            .unwrap(),
+        [bridged.to_string()]
+    );
+    let mut all = list(json!({ "include_all_networks": true })).await.unwrap();
+    all.sort();
+    let mut expected = vec![main.to_string(), bridged.to_string()];
+    expected.sort();
+    assert_eq!(all, expected);
+    assert!(list(json!({ "third_party_instance_id": "bridge|slack" }))
+        .await
+        .unwrap()
+        .is_empty());
+    for bad in [
+        json!({ "third_party_instance_id": "irc" }),
+        json!({ "third_party_instance_id": "a|b|c" }),
+        json!({ "third_party_instance_id": irc, "include_all_networks": true }),
+    ] {
+        let refused = list(bad.clone()).await;
+        assert!(
+            matches!(refused, Err(ServiceError::InvalidParam(_))),
+            "{bad}: {refused:?}"
+        );
+    }
+    let not_json = list(json!({ "include_all_networks": "yes" })).await;
+    assert!(
+        matches!(not_json, Err(ServiceError::BadJson(_))),
+        "{not_json:?}"
+    );
 }
