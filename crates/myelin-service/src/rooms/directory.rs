@@ -1,5 +1,7 @@
 //! The public room directory (spec: client-server "Room directory" → "Listing rooms";
-//! server-server "Public Room Directory"): which rooms are published, and the list of them.
+//! server-server "Public Room Directory"): which rooms are published, and the list of them —
+//! of the main directory, of one appservice network's (rooms an appservice published with
+//! `PUT /directory/list/appservice/{networkId}/{roomId}`), or of all of them.
 
 use crate::rooms::Membership;
 use myelin_federation::{encode_segment, path, Method};
