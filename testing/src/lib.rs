@@ -20,6 +20,7 @@ pub mod appservice;
 pub mod federation;
 pub mod hostile;
 pub mod http;
+pub mod identity;
 pub mod smtp;
 pub mod synapse;
 

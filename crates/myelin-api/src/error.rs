@@ -195,6 +195,19 @@ impl From<ServiceError> for ApiError {
             E::AppservicePing(failure) => return ping_failure(failure),
             // Spec: the content is too large for the server to serve.
             E::RemoteTooLarge(_) => (StatusCode::BAD_GATEWAY, "M_TOO_LARGE"),
+            E::IdentityServer {
+                status,
+                errcode,
+                error,
+            } => {
+                // A client error of the identity server is the client's; anything else is ours
+                // to report as a bad gateway.
+                let status = StatusCode::from_u16(*status)
+                    .ok()
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                return ApiError::new(status, errcode, error);
+            }
             E::Remote(_) => {
                 tracing::warn!(error = %e, "remote server failed");
                 (StatusCode::BAD_GATEWAY, "M_UNKNOWN")

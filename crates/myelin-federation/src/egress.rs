@@ -48,6 +48,15 @@ impl EgressPolicy {
                 .any(|entry| allow_entry_matches(entry, host, ip))
     }
 
+    /// Whether plain `http://` may be used to reach `host` (a self-hosted service: a host
+    /// name on the allow-list, or a non-public IP literal the policy permits); other hosts are
+    /// reached over `https` only.
+    pub fn allows_plain_http(&self, host: &str) -> bool {
+        self.allow_private
+            || self.allow.iter().any(|a| a.eq_ignore_ascii_case(host))
+            || ip_literal(host).is_some_and(|ip| !is_public(ip) && self.permits(host, ip))
+    }
+
     /// Whether `url` may be requested before any DNS lookup: an http(s) URL whose host, if an IP
     /// literal, is permitted. Host names are checked when they resolve.
     pub fn check_url(&self, url: &reqwest::Url) -> Result<(), EgressError> {

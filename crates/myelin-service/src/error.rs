@@ -100,6 +100,14 @@ pub enum ServiceError {
     /// Another server could not be reached or gave an unusable answer.
     #[error("{0}")]
     Remote(String),
+    /// An identity server refused a request made for the client: its status and Matrix error,
+    /// passed on (spec: `/account/3pid/bind` "should simply proxy any errors").
+    #[error("{error}")]
+    IdentityServer {
+        status: u16,
+        errcode: String,
+        error: String,
+    },
     /// A user ID or alias in an appservice's exclusive namespace, asked by someone else.
     #[error("{0}")]
     Exclusive(String),

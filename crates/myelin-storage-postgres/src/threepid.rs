@@ -195,4 +195,59 @@ impl ThreepidStore for PgStore {
         )
         .await
     }
+
+    async fn add_threepid_id_server(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: &str,
+    ) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO user_threepid_id_servers (user_id, medium, address, id_server)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&user_id.as_str(), &medium, &address, &id_server],
+            )
+            .await
+            .map(|_| ());
+        conn.finish(result).await
+    }
+
+    async fn remove_threepid_id_server(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: &str,
+    ) -> StorageResult<()> {
+        let mut conn = self.db.write().await?;
+        let result = conn
+            .execute(
+                "DELETE FROM user_threepid_id_servers
+                 WHERE user_id = $1 AND medium = $2 AND address = $3 AND id_server = $4",
+                &[&user_id.as_str(), &medium, &address, &id_server],
+            )
+            .await
+            .map(|_| ());
+        conn.finish(result).await
+    }
+
+    async fn threepid_id_servers(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+    ) -> StorageResult<Vec<String>> {
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            "SELECT id_server FROM user_threepid_id_servers
+             WHERE user_id = $1 AND medium = $2 AND address = $3
+             ORDER BY id_server COLLATE \"C\"",
+            &[&user_id.as_str(), &medium, &address],
+            |row| row.text(0),
+        )
+        .await
+    }
 }

@@ -222,4 +222,84 @@ impl ThreepidStore for SqliteStore {
             })
             .await
     }
+
+    async fn add_threepid_id_server(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: &str,
+    ) -> StorageResult<()> {
+        let row = binding_row(user_id, medium, address, id_server);
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "INSERT INTO user_threepid_id_servers (user_id, medium, address, id_server)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )
+                .db()?
+                .execute(params![row.0, row.1, row.2, row.3])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn remove_threepid_id_server(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: &str,
+    ) -> StorageResult<()> {
+        let row = binding_row(user_id, medium, address, id_server);
+        self.db
+            .write(move |tx, _| {
+                tx.prepare_cached(
+                    "DELETE FROM user_threepid_id_servers
+                     WHERE user_id = ?1 AND medium = ?2 AND address = ?3 AND id_server = ?4",
+                )
+                .db()?
+                .execute(params![row.0, row.1, row.2, row.3])
+                .db()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn threepid_id_servers(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+    ) -> StorageResult<Vec<String>> {
+        let row = binding_row(user_id, medium, address, "");
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    "SELECT id_server FROM user_threepid_id_servers
+                     WHERE user_id = ?1 AND medium = ?2 AND address = ?3 ORDER BY id_server",
+                    params![row.0, row.1, row.2],
+                    |r: &dyn Row| r.text(0),
+                )
+            })
+            .await
+    }
+}
+
+/// The owned key of a `user_threepid_id_servers` row, for the closures that run on the
+/// database threads.
+fn binding_row(
+    user_id: &UserId,
+    medium: &str,
+    address: &str,
+    id_server: &str,
+) -> (String, String, String, String) {
+    (
+        user_id.to_string(),
+        medium.to_owned(),
+        address.to_owned(),
+        id_server.to_owned(),
+    )
 }

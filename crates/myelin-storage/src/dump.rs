@@ -64,6 +64,11 @@ pub const TABLES: &[Table] = &[
         key: &["medium", "address"],
     },
     Table {
+        name: "user_threepid_id_servers",
+        columns: &["user_id", "medium", "address", "id_server"],
+        key: &["user_id", "medium", "address", "id_server"],
+    },
+    Table {
         name: "threepid_sessions",
         columns: &[
             "sid",

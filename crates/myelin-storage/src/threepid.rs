@@ -1,6 +1,8 @@
 //! Third-party identifiers (3PIDs; e-mail addresses here): validation sessions, started by a
 //! `requestToken` and completed when the mailed token comes back, and the addresses bound to
 //! accounts. Both are kept durably: a validation link mailed before a restart still works after.
+//! Also which identity servers a user bound an address on (`/account/3pid/bind`), so that an
+//! unbind or delete without `id_server` knows where to go.
 
 use async_trait::async_trait;
 use ruma::{OwnedUserId, UserId};
@@ -75,4 +77,27 @@ pub trait ThreepidStore {
         medium: &str,
         address: &str,
     ) -> StorageResult<Option<OwnedUserId>>;
+    /// Remembers that `user_id` bound the address on `id_server` (again: no change).
+    async fn add_threepid_id_server(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: &str,
+    ) -> StorageResult<()>;
+    /// Forgets that binding.
+    async fn remove_threepid_id_server(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: &str,
+    ) -> StorageResult<()>;
+    /// The identity servers `user_id` bound the address on, in name order.
+    async fn threepid_id_servers(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+    ) -> StorageResult<Vec<String>>;
 }

@@ -1,7 +1,7 @@
 //! E-mail addresses as 3PIDs: the `requestToken` endpoints (phone numbers answer
 //! `M_THREEPID_MEDIUM_NOT_SUPPORTED`), the validation link, and the account's addresses
-//! (`/account/3pid`, `/add`, `/delete`). Binding to identity servers (`/bind`, `/unbind`) is
-//! not offered, so those stay unrouted.
+//! (`/account/3pid`, `/add`, `/delete`), and binding addresses on identity servers (`/bind`,
+//! `/unbind`, and the unbind of `/delete`).
 
 use axum::{
     extract::State,
@@ -57,6 +57,8 @@ pub fn routes() -> Router<SharedState> {
         )
         .route("/_matrix/client/v3/account/3pid/add", post(add))
         .route("/_matrix/client/v3/account/3pid/delete", post(delete))
+        .route("/_matrix/client/v3/account/3pid/bind", post(bind))
+        .route("/_matrix/client/v3/account/3pid/unbind", post(unbind))
         .route(SUBMIT_TOKEN_PATH, get(submit_token_link).post(submit_token))
 }
 
@@ -240,22 +242,99 @@ async fn add_deprecated(
     Ok(Json(json!({})))
 }
 
-#[derive(Deserialize)]
-struct DeleteBody {
-    medium: String,
-    address: String,
+/// A required string field of a JSON object body: `M_MISSING_PARAM` when absent.
+fn required<'a>(body: &'a Value, field: &str) -> ApiResult<&'a str> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(ApiError::missing_param(format!("{field} is required"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::bad_json(format!("{field} must be a string"))),
+    }
 }
 
-/// POST /_matrix/client/v3/account/3pid/delete: nothing was bound to an identity server.
+/// An optional string field of a JSON object body.
+fn optional<'a>(body: &'a Value, field: &str) -> ApiResult<Option<&'a str>> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => required(body, field).map(Some),
+    }
+}
+
+/// The answer of `/delete` and `/unbind`.
+fn unbind_result(unbound: bool) -> Json<Value> {
+    let result = if unbound { "success" } else { "no-support" };
+    Json(json!({ "id_server_unbind_result": result }))
+}
+
+/// POST /_matrix/client/v3/account/3pid/delete: unbinds the address from the identity server
+/// named, or those it was bound on through us, and removes it from the account.
 async fn delete(
     State(state): State<SharedState>,
     Auth(authed): Auth,
-    JsonBody(body): JsonBody<DeleteBody>,
+    JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
+    let unbound = state
+        .services
+        .threepids
+        .remove(
+            &authed.user_id,
+            required(&body, "medium")?,
+            required(&body, "address")?,
+            optional(&body, "id_server")?,
+        )
+        .await?;
+    Ok(unbind_result(unbound))
+}
+
+/// POST /_matrix/client/v3/account/3pid/bind (spec: Client-Server API, "Adding Account
+/// Administrative Contact Information"): the identity server binds the address its session
+/// validated to the caller; we remember where, for a later unbind.
+async fn bind(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let (client_secret, id_server, id_access_token, sid) = (
+        required(&body, "client_secret")?,
+        required(&body, "id_server")?,
+        required(&body, "id_access_token")?,
+        required(&body, "sid")?,
+    );
     state
         .services
         .threepids
-        .remove(&authed.user_id, &body.medium, &body.address)
+        .bind(
+            &authed.user_id,
+            id_server,
+            id_access_token,
+            sid,
+            client_secret,
+        )
         .await?;
-    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/account/3pid/unbind: a request signed by this server to the identity
+/// server named, or to those the address was bound on through us (`no-support` when none).
+async fn unbind(
+    State(state): State<SharedState>,
+    Auth(authed): Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let medium = required(&body, "medium")?;
+    let address = required(&body, "address")?;
+    let address = match medium {
+        "email" => myelin_service::threepids::canonical_email(address)?,
+        _ => address.to_owned(),
+    };
+    let unbound = state
+        .services
+        .threepids
+        .unbind(
+            &authed.user_id,
+            medium,
+            &address,
+            optional(&body, "id_server")?,
+        )
+        .await?;
+    Ok(unbind_result(unbound))
 }

@@ -2,7 +2,6 @@
 //! token set them (they go with the device: logout, device deletion), and removed for every other
 //! device when the password changes.
 
-use myelin_federation::egress::is_public;
 use myelin_storage::PusherRecord;
 use ruma::{DeviceId, UserId};
 use serde_json::{json, Map, Value};
@@ -201,14 +200,8 @@ impl Push {
                 "data.url must have the path {NOTIFY_PATH}"
             )));
         }
-        let policy = self.ctx.egress.policy();
         let host = url.host_str().unwrap_or_default();
-        let allowed_plain = policy.allow_private
-            || policy.allow.iter().any(|a| a.eq_ignore_ascii_case(host))
-            || host
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse()
-                .is_ok_and(|ip| !is_public(ip) && policy.permits(host, ip));
+        let allowed_plain = self.ctx.egress.policy().allows_plain_http(host);
         if url.scheme() != "https" && !(url.scheme() == "http" && allowed_plain) {
             return Err(invalid("data.url must be an https URL"));
         }

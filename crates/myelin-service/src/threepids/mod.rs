@@ -1,13 +1,16 @@
 //! E-mail addresses as third-party identifiers (3PIDs): validation by a token mailed through
 //! `[smtp]` (`requestToken`, then the link or `submit_token`), binding validated addresses to
 //! accounts, and finding the account an address belongs to (password resets). Phone numbers
-//! are not supported (`M_THREEPID_MEDIUM_NOT_SUPPORTED`); binding to identity servers is not
-//! offered.
+//! are not supported (`M_THREEPID_MEDIUM_NOT_SUPPORTED`). Binding addresses on identity servers,
+//! lookups and stored invites are in `identity.rs`.
 
+mod identity;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+pub use identity::{lookup_hash, IdServer};
 
 use myelin_storage::{ThreepidSession, UserThreepid};
 use ruma::{OwnedUserId, UserId};
@@ -64,11 +67,16 @@ impl ThreepidCreds {
 
 pub struct Threepids {
     ctx: Arc<Context>,
+    /// The HTTP client for identity servers, built on first use.
+    client: OnceLock<reqwest::Client>,
 }
 
 impl Threepids {
     pub fn new(ctx: Arc<Context>) -> Threepids {
-        Threepids { ctx }
+        Threepids {
+            ctx,
+            client: OnceLock::new(),
+        }
     }
 
     /// Whether e-mail can be sent at all (`[smtp]` names a host).
@@ -215,23 +223,39 @@ impl Threepids {
         Ok(())
     }
 
-    /// `POST /account/3pid/delete`.
-    pub async fn remove(&self, user_id: &UserId, medium: &str, address: &str) -> ServiceResult<()> {
+    /// `POST /account/3pid/delete`: unbinds the address from `id_server` or the identity
+    /// servers it was bound on through us, then removes it from the account. `true` when it was
+    /// unbound everywhere (`success`), `false` otherwise (`no-support`).
+    pub async fn remove(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+        id_server: Option<&str>,
+    ) -> ServiceResult<bool> {
         let address = match medium {
             "email" => canonical_email(address)?,
             _ => address.to_owned(),
         };
-        if !self
+        let had_bindings = id_server.is_some()
+            || !self
+                .ctx
+                .storage
+                .threepid_id_servers(user_id, medium, &address)
+                .await?
+                .is_empty();
+        let unbound = self.unbind(user_id, medium, &address, id_server).await?;
+        let removed = self
             .ctx
             .storage
             .remove_user_threepid(user_id, medium, &address)
-            .await?
-        {
+            .await?;
+        if !removed && !had_bindings {
             return Err(ServiceError::NotFound(
                 "No such third-party identifier".into(),
             ));
         }
-        Ok(())
+        Ok(unbound)
     }
 
     /// `GET /account/3pid`.

@@ -119,3 +119,31 @@ pub async fn threepids_bind_to_one_account(store: &dyn Storage) {
         None
     );
 }
+
+pub async fn threepid_id_server_bindings_are_remembered(store: &dyn Storage) {
+    let (alice, bob) = (user("@alice:localhost"), user("@bob:localhost"));
+    let a = "a@example.org";
+    for server in ["is.example.org", "id.example.com", "is.example.org"] {
+        store
+            .add_threepid_id_server(&alice, "email", a, server)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.threepid_id_servers(&alice, "email", a).await.unwrap(),
+        ["id.example.com", "is.example.org"]
+    );
+    assert!(store
+        .threepid_id_servers(&bob, "email", a)
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .remove_threepid_id_server(&alice, "email", a, "id.example.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.threepid_id_servers(&alice, "email", a).await.unwrap(),
+        ["is.example.org"]
+    );
+}
