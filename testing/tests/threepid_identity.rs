@@ -1,11 +1,14 @@
 //! Identity servers (issue 17) against the identity-server stub on loopback (allowed through
 //! `[egress]`): binding and unbinding addresses (`/account/3pid/bind`, `/unbind`, the unbind of
 //! `/delete`), remembering where each was bound, the spec's errors, and refusing identity
-//! servers on private addresses.
+//! servers on private addresses; third-party invites: an invite to an unbound address becomes
+//! an `m.room.third_party_invite`, the stub's onbind after a bind turns it into a membership the
+//! user accepts, a bound address is invited as its user, and a forged proof is refused.
 
-use myelin_testing::http::{assert_err, assert_ok, register, C};
-use myelin_testing::identity::{IdentityStub, IS_TOKEN};
-use myelin_testing::{Config, TestServer};
+use myelin_testing::hostile::{generate_key, HostileServer};
+use myelin_testing::http::{assert_err, assert_ok, register, room_path, sync_until, C};
+use myelin_testing::identity::{sign_invite, IdentityStub, IS_TOKEN};
+use myelin_testing::{enc, Config, TestServer};
 use serde_json::{json, Value};
 
 fn allow_stub(config: &mut Config) {
@@ -216,4 +219,402 @@ async fn identity_servers_on_private_addresses_are_refused() {
     );
     assert!(stub.requests().is_empty(), "nothing reached the stub");
     assert_eq!(stub.bound_to("dave@example.org"), None);
+}
+
+fn invite_body(stub: &IdentityStub, address: &str) -> Value {
+    json!({
+        "id_server": stub.name, "id_access_token": IS_TOKEN,
+        "medium": "email", "address": address,
+    })
+}
+
+/// The content of a room's state event, or the error status.
+async fn state_event(
+    s: &TestServer,
+    token: &str,
+    room: &str,
+    kind: &str,
+    key: &str,
+) -> (u16, Value) {
+    let (status, body) = s
+        .get(
+            &room_path(room, &format!("state/{kind}/{}", enc(key))),
+            Some(token),
+        )
+        .await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn an_invite_to_an_unbound_address_is_claimed_once_the_address_is_bound() {
+    let stub = IdentityStub::start().await;
+    let s = TestServer::start_with(allow_stub).await;
+    stub.notify_homeserver(s.base_url());
+    let alice = register(&s, "alice").await;
+    let at = alice.token().expect("token");
+    let room = s
+        .create_room(at, &json!({ "preset": "private_chat", "name": "Plans" }))
+        .await;
+
+    assert_ok(
+        &s.post(
+            &room_path(&room, "invite"),
+            Some(at),
+            &invite_body(&stub, "Bob@Example.org"),
+        )
+        .await,
+        "invite an address",
+    );
+    let stored = &stub.requests_to("/store-invite")[0];
+    assert_eq!(stored.body["address"], "bob@example.org");
+    assert_eq!(stored.body["room_id"], room.as_str());
+    assert_eq!(stored.body["sender"], alice.user_id.as_str());
+    assert_eq!(stored.body["room_name"], "Plans");
+    let (status, tpi) =
+        state_event(&s, at, &room, "m.room.third_party_invite", "invite-token-1").await;
+    assert_eq!(status, 200, "{tpi}");
+    assert_eq!(tpi["display_name"], "a...@e...");
+    assert_eq!(tpi["public_key"], stub.public_key());
+    assert_eq!(tpi["public_keys"][0]["public_key"], stub.public_key());
+    assert!(tpi["key_validity_url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/pubkey/isvalid")));
+
+    // Bob binds the address: the stub tells the homeserver, which issues the invite.
+    let bob = register(&s, "bob").await;
+    let bt = bob.token().expect("token");
+    stub.validated_session("sid-b", "secret", "bob@example.org");
+    assert_ok(
+        &s.post(
+            &format!("{C}/account/3pid/bind"),
+            Some(bt),
+            &bind_body(&stub, "sid-b"),
+        )
+        .await,
+        "bind",
+    );
+    assert_eq!(stub.onbind_answers(), [(200, json!({}))]);
+    let (status, member) = state_event(&s, at, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["membership"], "invite");
+    assert_eq!(member["third_party_invite"]["display_name"], "a...@e...");
+    assert_eq!(
+        member["third_party_invite"]["signed"]["mxid"],
+        bob.user_id.as_str()
+    );
+    sync_until(&s, &bob, "the invite", |sync| {
+        sync["rooms"]["invite"].get(&room).is_some()
+    })
+    .await;
+    s.join(bt, &room).await;
+    let (_, member) = state_event(&s, at, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(member["membership"], "join");
+
+    // A bound address is invited as its user, without storing an invite.
+    let second = s
+        .create_room(at, &json!({ "preset": "private_chat" }))
+        .await;
+    assert_ok(
+        &s.post(
+            &room_path(&second, "invite"),
+            Some(at),
+            &invite_body(&stub, "bob@example.org"),
+        )
+        .await,
+        "invite a bound address",
+    );
+    let (_, member) = state_event(&s, at, &second, "m.room.member", &bob.user_id).await;
+    assert_eq!(member["membership"], "invite");
+    assert!(member.get("third_party_invite").is_none(), "{member}");
+    assert_eq!(stub.requests_to("/store-invite").len(), 1);
+    assert_eq!(stub.requests_to("/lookup").len(), 2);
+}
+
+#[tokio::test]
+async fn a_forged_onbind_is_refused() {
+    let stub = IdentityStub::start().await;
+    let s = TestServer::start_with(allow_stub).await;
+    let alice = register(&s, "alice").await;
+    let at = alice.token().expect("token");
+    let bob = register(&s, "bob").await;
+    let room = s
+        .create_room(at, &json!({ "preset": "private_chat" }))
+        .await;
+    assert_ok(
+        &s.post(
+            &room_path(&room, "invite"),
+            Some(at),
+            &invite_body(&stub, "bob@example.org"),
+        )
+        .await,
+        "invite an address",
+    );
+    let onbind = |signed: Value| {
+        json!({
+            "medium": "email", "address": "bob@example.org", "mxid": bob.user_id,
+            "invites": [{
+                "medium": "email", "address": "bob@example.org", "mxid": bob.user_id,
+                "room_id": room, "sender": alice.user_id, "signed": signed,
+            }],
+        })
+    };
+    let forged = sign_invite(
+        &stub.name,
+        &generate_key("0"),
+        &bob.user_id,
+        "invite-token-1",
+    );
+    assert_err(
+        &s.put("/_matrix/federation/v1/3pid/onbind", None, &onbind(forged))
+            .await,
+        403,
+        "M_FORBIDDEN",
+        "an onbind signed by another key",
+    );
+    let wrong_token = stub.signed(&bob.user_id, "invite-token-2");
+    assert_err(
+        &s.put(
+            "/_matrix/federation/v1/3pid/onbind",
+            None,
+            &onbind(wrong_token),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+        "an onbind for a token the room does not have",
+    );
+    let (status, _) = state_event(&s, at, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(status, 404, "no membership for bob");
+    // The genuine proof works.
+    let genuine = stub.signed(&bob.user_id, "invite-token-1");
+    assert_ok(
+        &s.put("/_matrix/federation/v1/3pid/onbind", None, &onbind(genuine))
+            .await,
+        "a genuine onbind",
+    );
+    let (_, member) = state_event(&s, at, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(member["membership"], "invite");
+}
+
+#[tokio::test]
+async fn third_party_invite_errors() {
+    let stub = IdentityStub::start().await;
+    let s = TestServer::start_with(allow_stub).await;
+    let alice = register(&s, "alice").await;
+    let mallory = register(&s, "mallory").await;
+    let at = alice.token().expect("token");
+    let room = s
+        .create_room(at, &json!({ "preset": "private_chat" }))
+        .await;
+    let invite = room_path(&room, "invite");
+
+    for field in ["id_server", "id_access_token", "medium"] {
+        let mut body = invite_body(&stub, "x@example.org");
+        body.as_object_mut().expect("object").remove(field);
+        assert_err(
+            &s.post(&invite, Some(at), &body).await,
+            400,
+            "M_MISSING_PARAM",
+            &format!("a 3PID invite without {field}"),
+        );
+    }
+    assert_err(
+        &s.post(&invite, Some(at), &json!({})).await,
+        400,
+        "M_BAD_JSON",
+        "an invite naming nobody",
+    );
+    let mut phone = invite_body(&stub, "+4412345678");
+    phone["medium"] = json!("msisdn");
+    assert_err(
+        &s.post(&invite, Some(at), &phone).await,
+        400,
+        "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+        "a phone number",
+    );
+    let mut bad_server = invite_body(&stub, "x@example.org");
+    bad_server["id_server"] = json!("https://is.example.org");
+    assert_err(
+        &s.post(&invite, Some(at), &bad_server).await,
+        400,
+        "M_INVALID_PARAM",
+        "an id_server with a scheme",
+    );
+    assert_err(
+        &s.post(
+            &invite,
+            mallory.token(),
+            &invite_body(&stub, "x@example.org"),
+        )
+        .await,
+        403,
+        "M_FORBIDDEN",
+        "an invite by someone not in the room",
+    );
+    assert!(
+        stub.requests().is_empty(),
+        "nothing reached the identity server"
+    );
+    let mut wrong_token = invite_body(&stub, "x@example.org");
+    wrong_token["id_access_token"] = json!("wrong");
+    assert_err(
+        &s.post(&invite, Some(at), &wrong_token).await,
+        401,
+        "M_UNAUTHORIZED",
+        "an identity access token the identity server refuses",
+    );
+    assert_err(
+        &s.put(
+            "/_matrix/federation/v1/3pid/onbind",
+            None,
+            &json!({ "mxid": alice.user_id }),
+        )
+        .await,
+        400,
+        "M_BAD_JSON",
+        "an onbind without invites",
+    );
+    assert_err(
+        &s.put(
+            &format!(
+                "/_matrix/federation/v1/exchange_third_party_invite/{}",
+                enc(&room)
+            ),
+            None,
+            &json!({}),
+        )
+        .await,
+        401,
+        "M_UNAUTHORIZED",
+        "an exchange that is not signed",
+    );
+}
+
+#[tokio::test]
+async fn a_third_party_invite_is_claimed_across_servers() {
+    let stub = IdentityStub::start().await;
+    let a = TestServer::start_federating_with(allow_stub).await;
+    let b = TestServer::start_federating_with(allow_stub).await;
+    stub.notify_homeserver(b.base_url());
+    let alice = register(&a, "alice").await;
+    let at = alice.token().expect("token");
+    let room = a
+        .create_room(at, &json!({ "preset": "private_chat" }))
+        .await;
+    assert_ok(
+        &a.post(
+            &room_path(&room, "invite"),
+            Some(at),
+            &invite_body(&stub, "carol@example.org"),
+        )
+        .await,
+        "invite an address",
+    );
+
+    // Carol, on B, binds the address: B is not in the room, so it asks A (the inviter's server)
+    // to exchange the proof for an invite, which A sends to B.
+    let carol = register(&b, "carol").await;
+    let ct = carol.token().expect("token");
+    stub.validated_session("sid-c", "secret", "carol@example.org");
+    assert_ok(
+        &b.post(
+            &format!("{C}/account/3pid/bind"),
+            Some(ct),
+            &bind_body(&stub, "sid-c"),
+        )
+        .await,
+        "bind on B",
+    );
+    assert_eq!(stub.onbind_answers(), [(200, json!({}))]);
+    let (status, member) = state_event(&a, at, &room, "m.room.member", &carol.user_id).await;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["membership"], "invite");
+    assert_eq!(
+        member["third_party_invite"]["signed"]["mxid"],
+        carol.user_id.as_str()
+    );
+    sync_until(&b, &carol, "the invite on B", |sync| {
+        sync["rooms"]["invite"].get(&room).is_some()
+    })
+    .await;
+    b.join(ct, &room).await;
+    let (_, member) = state_event(&a, at, &room, "m.room.member", &carol.user_id).await;
+    assert_eq!(member["membership"], "join");
+}
+
+#[tokio::test]
+async fn exchanges_from_other_servers_are_checked_before_we_sign() {
+    let stub = IdentityStub::start().await;
+    let a = TestServer::start_federating_with(allow_stub).await;
+    let hostile = HostileServer::start().await;
+    let alice = register(&a, "alice").await;
+    let at = alice.token().expect("token");
+    let room = a
+        .create_room(at, &json!({ "preset": "private_chat" }))
+        .await;
+    assert_ok(
+        &a.post(
+            &room_path(&room, "invite"),
+            Some(at),
+            &invite_body(&stub, "m@example.org"),
+        )
+        .await,
+        "invite an address",
+    );
+    let mallory = hostile.user("mallory");
+    let exchange = |state_key: &str, sender: &str, signed: Value| {
+        json!({
+            "type": "m.room.member", "room_id": room, "sender": sender, "state_key": state_key,
+            "content": {
+                "membership": "invite",
+                "displayname": "injected",
+                "third_party_invite": { "display_name": "injected", "signed": signed },
+            },
+        })
+    };
+    let uri = format!(
+        "/_matrix/federation/v1/exchange_third_party_invite/{}",
+        enc(&room)
+    );
+    let send = |body: Value| {
+        let (hostile, a, uri) = (&hostile, &a, &uri);
+        async move { hostile.request(a, "PUT", uri, Some(&body)).await }
+    };
+
+    let forged = sign_invite(&stub.name, &generate_key("0"), &mallory, "invite-token-1");
+    assert_err(
+        &send(exchange(&mallory, &alice.user_id, forged)).await,
+        403,
+        "M_FORBIDDEN",
+        "a proof signed by another key",
+    );
+    let for_someone_else = stub.signed("@victim:elsewhere.example", "invite-token-1");
+    assert_err(
+        &send(exchange(
+            "@victim:elsewhere.example",
+            &alice.user_id,
+            for_someone_else,
+        ))
+        .await,
+        403,
+        "M_FORBIDDEN",
+        "a claim for a user of another server",
+    );
+    let genuine = stub.signed(&mallory, "invite-token-1");
+    assert_err(
+        &send(exchange(&mallory, &hostile.user("boss"), genuine.clone())).await,
+        400,
+        "M_BAD_JSON",
+        "an invite sent in the name of someone who is not ours",
+    );
+    let mut wrong_room = exchange(&mallory, &alice.user_id, genuine);
+    wrong_room["room_id"] = json!("!other:elsewhere.example");
+    assert_err(
+        &send(wrong_room).await,
+        400,
+        "M_BAD_JSON",
+        "a body for another room",
+    );
+    let (status, _) = state_event(&a, at, &room, "m.room.member", &mallory).await;
+    assert_eq!(status, 404, "nothing was signed for mallory");
 }

@@ -51,6 +51,14 @@ pub fn invite(room_id: &RoomId, event_id: &EventId) -> String {
     room_event_path(V2, "invite", room_id, event_id)
 }
 
+/// `PUT /v1/exchange_third_party_invite/{roomId}`.
+pub fn exchange_third_party_invite(room_id: &RoomId) -> String {
+    format!(
+        "{V1}/exchange_third_party_invite/{}",
+        encode_segment(room_id.as_str())
+    )
+}
+
 /// `GET /v1/event_auth/{roomId}/{eventId}`.
 pub fn event_auth(room_id: &RoomId, event_id: &EventId) -> String {
     room_event_path(V1, "event_auth", room_id, event_id)

@@ -31,6 +31,7 @@ pub mod rooms;
 pub mod search;
 pub mod sliding_sync;
 pub mod sync;
+pub mod third_party_invites;
 pub mod threepids;
 pub mod users;
 
@@ -64,6 +65,7 @@ pub use rooms::Rooms;
 pub use search::Search;
 pub use sliding_sync::SlidingSync;
 pub use sync::Syncer;
+pub use third_party_invites::ThirdPartyInvites;
 pub use threepids::Threepids;
 pub use users::{TurnConfig, Users};
 
@@ -108,8 +110,10 @@ pub struct Services {
     pub reports: Arc<Reports>,
     /// Server-side search.
     pub search: Arc<Search>,
-    /// E-mail addresses: validation by mail, binding to accounts.
+    /// E-mail addresses: validation by mail, binding to accounts and on identity servers.
     pub threepids: Arc<Threepids>,
+    /// Inviting addresses through identity servers, and claiming those invites.
+    pub third_party_invites: Arc<ThirdPartyInvites>,
     /// Simplified sliding sync (MSC4186).
     pub sliding_sync: Arc<SlidingSync>,
     /// Application services: transactions pushed to them, queries, pings.
@@ -198,6 +202,13 @@ impl Services {
             users.clone(),
         ));
         let threepids = Arc::new(Threepids::new(ctx.clone()));
+        let third_party_invites = Arc::new(ThirdPartyInvites::new(
+            ctx.clone(),
+            rooms.clone(),
+            membership.clone(),
+            handshakes.clone(),
+            threepids.clone(),
+        ));
         let search = Arc::new(Search::new(ctx.clone(), rooms.clone(), history.clone()));
         let reports = Arc::new(Reports::new(ctx.clone(), rooms.clone(), history.clone()));
         let sliding_sync = Arc::new(SlidingSync::new(
@@ -232,6 +243,7 @@ impl Services {
             reports,
             search,
             threepids,
+            third_party_invites,
             sliding_sync,
             appservices,
         })

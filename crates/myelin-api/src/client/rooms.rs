@@ -6,6 +6,7 @@ use axum::{
     Json, Router,
 };
 use myelin_service::membership::{CreateRoomRequest, InitialStateEvent};
+use myelin_service::third_party_invites::ThreepidInvite;
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -188,11 +189,46 @@ async fn leave(
 
 #[derive(Deserialize)]
 struct TargetBody {
-    user_id: OwnedUserId,
+    user_id: Option<OwnedUserId>,
     reason: Option<String>,
+    /// The third-party form of an invite (spec: "Third-party invites"): all four or none.
+    id_server: Option<String>,
+    id_access_token: Option<String>,
+    medium: Option<String>,
+    address: Option<String>,
 }
 
-/// What a room member does to another user (`POST /rooms/{roomId}/{invite,kick,ban,unban}`).
+impl TargetBody {
+    fn user_id(&self) -> ApiResult<&OwnedUserId> {
+        self.user_id
+            .as_ref()
+            // As serde would answer when the field was required (it is, without an address).
+            .ok_or_else(|| ApiError::bad_json("Invalid body: missing field `user_id`"))
+    }
+
+    /// The third-party invite asked for, if the body names an address instead of a user.
+    fn threepid_invite(&self) -> ApiResult<Option<ThreepidInvite>> {
+        if self.user_id.is_some()
+            || (self.address.is_none() && self.medium.is_none() && self.id_server.is_none())
+        {
+            return Ok(None);
+        }
+        let field = |value: &Option<String>, name: &str| {
+            value
+                .clone()
+                .ok_or_else(|| ApiError::missing_param(format!("{name} is required")))
+        };
+        Ok(Some(ThreepidInvite {
+            id_server: field(&self.id_server, "id_server")?,
+            id_access_token: field(&self.id_access_token, "id_access_token")?,
+            medium: field(&self.medium, "medium")?,
+            address: field(&self.address, "address")?,
+        }))
+    }
+}
+
+/// What a room member does to another user (`POST /rooms/{roomId}/{invite,kick,ban,unban}`);
+/// an invite may name an e-mail address instead (spec: "Third-party invites").
 #[derive(Clone, Copy)]
 enum TargetAction {
     Invite,
@@ -218,7 +254,15 @@ fn on_target(
     move |State(state), Auth(authed), Path(room), JsonBody(body)| {
         Box::pin(async move {
             let room_id: OwnedRoomId = parse_id(room, "room ID")?;
-            let (services, user, target) = (&state.services, &authed.user_id, &body.user_id);
+            let (services, user) = (&state.services, &authed.user_id);
+            if let (TargetAction::Invite, Some(invite)) = (action, body.threepid_invite()?) {
+                services
+                    .third_party_invites
+                    .invite(user, &room_id, invite)
+                    .await?;
+                return Ok(Json(json!({})));
+            }
+            let target = body.user_id()?;
             let reason = body.reason.as_deref();
             match action {
                 TargetAction::Invite => {

@@ -10,6 +10,7 @@ mod keys;
 mod media;
 mod membership;
 mod query;
+mod third_party;
 mod transactions;
 mod version;
 mod well_known;
@@ -37,4 +38,5 @@ pub fn routes(enabled: bool) -> Router<SharedState> {
         .merge(directory::routes())
         .merge(devices::routes())
         .merge(media::routes())
+        .merge(third_party::routes())
 }

@@ -2,7 +2,7 @@
 //! `[smtp]` (`requestToken`, then the link or `submit_token`), binding validated addresses to
 //! accounts, and finding the account an address belongs to (password resets). Phone numbers
 //! are not supported (`M_THREEPID_MEDIUM_NOT_SUPPORTED`). Binding addresses on identity servers,
-//! lookups and stored invites are in `identity.rs`.
+//! lookups and the requests of stored invites are in `identity.rs`.
 
 mod identity;
 #[cfg(test)]
