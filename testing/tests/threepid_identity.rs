@@ -6,7 +6,9 @@
 //! user accepts, a bound address is invited as its user, and a forged proof is refused.
 
 use myelin_testing::hostile::{generate_key, HostileServer};
-use myelin_testing::http::{assert_err, assert_ok, register, room_path, sync_until, C};
+use myelin_testing::http::{
+    assert_err, assert_ok, password_auth, register, room_path, sync_until, C, PW,
+};
 use myelin_testing::identity::{sign_invite, IdentityStub, IS_TOKEN};
 use myelin_testing::{enc, Config, TestServer};
 use serde_json::{json, Value};
@@ -120,6 +122,37 @@ async fn delete_unbinds_from_the_remembered_identity_server() {
         "M_NOT_FOUND",
         "deleting an unknown address",
     );
+}
+
+#[tokio::test]
+async fn deactivation_unbinds_what_was_bound() {
+    let stub = IdentityStub::start().await;
+    let s = TestServer::start_with(allow_stub).await;
+    let erin = register(&s, "erin").await;
+    let et = erin.token().expect("token");
+    stub.validated_session("sid-e", "secret", "erin@example.org");
+    assert_ok(
+        &s.post(
+            &format!("{C}/account/3pid/bind"),
+            Some(et),
+            &bind_body(&stub, "sid-e"),
+        )
+        .await,
+        "bind",
+    );
+    let deactivate = format!("{C}/account/deactivate");
+    let (_, challenge) = s.post(&deactivate, Some(et), &json!({})).await;
+    let auth = password_auth(&erin.user_id, PW, Some(&challenge["session"]));
+    let (status, body) = s
+        .post(&deactivate, Some(et), &json!({ "auth": auth }))
+        .await;
+    assert_eq!(
+        (status.as_u16(), &body["id_server_unbind_result"]),
+        (200, &json!("success")),
+        "{body}"
+    );
+    assert_eq!(stub.bound_to("erin@example.org"), None);
+    assert_eq!(stub.requests_to("/3pid/unbind").len(), 1);
 }
 
 #[tokio::test]

@@ -250,4 +250,15 @@ impl ThreepidStore for PgStore {
         )
         .await
     }
+
+    async fn bound_threepids(&self, user_id: &UserId) -> StorageResult<Vec<(String, String)>> {
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            "SELECT medium, address FROM user_threepid_id_servers WHERE user_id = $1
+             GROUP BY medium, address ORDER BY medium COLLATE \"C\", address COLLATE \"C\"",
+            &[&user_id.as_str()],
+            |row| Ok((row.text(0)?, row.text(1)?)),
+        )
+        .await
+    }
 }

@@ -286,6 +286,21 @@ impl ThreepidStore for SqliteStore {
             })
             .await
     }
+
+    async fn bound_threepids(&self, user_id: &UserId) -> StorageResult<Vec<(String, String)>> {
+        let user = user_id.to_string();
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    "SELECT DISTINCT medium, address FROM user_threepid_id_servers
+                     WHERE user_id = ?1 ORDER BY medium, address",
+                    [user.as_str()],
+                    |r: &dyn Row| Ok((r.text(0)?, r.text(1)?)),
+                )
+            })
+            .await
+    }
 }
 
 /// The owned key of a `user_threepid_id_servers` row, for the closures that run on the

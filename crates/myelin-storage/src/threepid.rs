@@ -100,4 +100,6 @@ pub trait ThreepidStore {
         medium: &str,
         address: &str,
     ) -> StorageResult<Vec<String>>;
+    /// Every address `user_id` bound on some identity server, as `(medium, address)`, once each.
+    async fn bound_threepids(&self, user_id: &UserId) -> StorageResult<Vec<(String, String)>>;
 }

@@ -457,19 +457,32 @@ struct AuthOnlyBody {
     auth: Option<Value>,
 }
 
-/// POST /_matrix/client/v3/account/deactivate (UIA: m.login.password).
+#[derive(Deserialize)]
+struct DeactivateBody {
+    auth: Option<Value>,
+    id_server: Option<String>,
+}
+
+/// POST /_matrix/client/v3/account/deactivate (UIA: m.login.password): the addresses bound on
+/// identity servers through us are unbound first (from `id_server`, or where each was bound).
 async fn deactivate(
     State(state): State<SharedState>,
     Auth(authed): Auth,
-    JsonBody(body): JsonBody<AuthOnlyBody>,
+    JsonBody(body): JsonBody<DeactivateBody>,
 ) -> ApiResult<Json<Value>> {
     state
         .services
         .accounts
         .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
         .await?;
+    let unbound = state
+        .services
+        .threepids
+        .unbind_all(&authed.user_id, body.id_server.as_deref())
+        .await?;
     state.services.accounts.deactivate(&authed.user_id).await?;
-    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
+    let result = if unbound { "success" } else { "no-support" };
+    Ok(Json(json!({ "id_server_unbind_result": result })))
 }
 
 fn device_json(d: &myelin_storage::DeviceRecord) -> Value {

@@ -274,6 +274,20 @@ impl Threepids {
         Ok(all)
     }
 
+    /// Unbinds every address `user_id` bound through us (deactivation): from `id_server`, or
+    /// from the servers each was bound on. `true` when every one was unbound.
+    pub async fn unbind_all(
+        &self,
+        user_id: &UserId,
+        id_server: Option<&str>,
+    ) -> ServiceResult<bool> {
+        let mut all = true;
+        for (medium, address) in self.ctx.storage.bound_threepids(user_id).await? {
+            all &= self.unbind(user_id, &medium, &address, id_server).await?;
+        }
+        Ok(all)
+    }
+
     /// One signed `POST /_matrix/identity/v2/3pid/unbind`. 400, 404 and 501 without a Matrix
     /// error mean the server does not support unbinding; other errors are passed on.
     async fn unbind_from(

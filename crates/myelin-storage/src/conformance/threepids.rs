@@ -146,4 +146,16 @@ pub async fn threepid_id_server_bindings_are_remembered(store: &dyn Storage) {
         store.threepid_id_servers(&alice, "email", a).await.unwrap(),
         ["is.example.org"]
     );
+    store
+        .add_threepid_id_server(&alice, "email", "b@example.org", "is.example.org")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bound_threepids(&alice).await.unwrap(),
+        [
+            ("email".to_owned(), a.to_owned()),
+            ("email".to_owned(), "b@example.org".to_owned())
+        ]
+    );
+    assert!(store.bound_threepids(&bob).await.unwrap().is_empty());
 }
