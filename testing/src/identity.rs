@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 
 use crate::hostile::generate_key;
 
-/// The access token the stub accepts (`id_access_token`).
+/// The access token the stub accepts (`id_access_token`); `expired` is answered
+/// `M_UNKNOWN_TOKEN`, any other `M_UNAUTHORIZED`.
 pub const IS_TOKEN: &str = "is-access-token";
 /// The pepper of hashed lookups.
 const PEPPER: &str = "test-pepper";
@@ -186,6 +187,10 @@ async fn handle(
     let route = path.strip_prefix("/_matrix/identity/v2").unwrap_or("");
     let (status, answer) = match (method.as_str(), route) {
         ("POST", "/3pid/unbind") => unbind(&shared, &body),
+        _ if authorization.as_deref() == Some("Bearer expired") => (
+            AxumStatus::UNAUTHORIZED,
+            json!({ "errcode": "M_UNKNOWN_TOKEN", "error": "Expired access token" }),
+        ),
         _ if !bearer_ok => (
             AxumStatus::UNAUTHORIZED,
             json!({ "errcode": "M_UNAUTHORIZED", "error": "Unrecognised access token" }),

@@ -175,9 +175,17 @@ async fn identity_server_errors_and_bad_parameters() {
     wrong_token["id_access_token"] = json!("wrong");
     assert_err(
         &s.post(&bind, Some(ct), &wrong_token).await,
-        401,
+        403,
         "M_UNAUTHORIZED",
-        "an identity access token the identity server refuses",
+        "an identity access token the identity server refuses (never a 401 of ours)",
+    );
+    let mut expired = bind_body(&stub, "sid");
+    expired["id_access_token"] = json!("expired");
+    assert_err(
+        &s.post(&bind, Some(ct), &expired).await,
+        403,
+        "M_FORBIDDEN",
+        "the identity server's M_UNKNOWN_TOKEN (not ours to pass on: clients would log out)",
     );
     for field in ["id_server", "id_access_token", "sid", "client_secret"] {
         let mut body = bind_body(&stub, "sid");
@@ -492,9 +500,9 @@ async fn third_party_invite_errors() {
     wrong_token["id_access_token"] = json!("wrong");
     assert_err(
         &s.post(&invite, Some(at), &wrong_token).await,
-        401,
+        403,
         "M_UNAUTHORIZED",
-        "an identity access token the identity server refuses",
+        "an identity access token the identity server refuses (never a 401 of ours)",
     );
     assert_err(
         &s.put(

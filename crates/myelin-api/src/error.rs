@@ -201,11 +201,18 @@ impl From<ServiceError> for ApiError {
                 error,
             } => {
                 // A client error of the identity server is the client's; anything else is ours
-                // to report as a bad gateway.
-                let status = StatusCode::from_u16(*status)
-                    .ok()
-                    .filter(StatusCode::is_client_error)
-                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                // to report as a bad gateway. A 401 or a token errcode from the identity server
+                // must not read as the client's access token here being refused (clients log
+                // out on those), so it becomes a 403.
+                let status = match StatusCode::from_u16(*status) {
+                    Ok(StatusCode::UNAUTHORIZED) => StatusCode::FORBIDDEN,
+                    Ok(s) if s.is_client_error() => s,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                let errcode = match errcode.as_str() {
+                    "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN" => "M_FORBIDDEN",
+                    code => code,
+                };
                 return ApiError::new(status, errcode, error);
             }
             E::Remote(_) => {
