@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0021_media_operations.sql"),
     include_str!("../migrations/0022_push_member_numbers.sql"),
     include_str!("../migrations/0023_appservice_room_directory.sql"),
+    include_str!("../migrations/0025_remote_device_lists.sql"),
 ];
 
 /// The schema version this build writes.
