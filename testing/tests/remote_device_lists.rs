@@ -1,13 +1,15 @@
 //! The cache of remote users' device lists: a key query on A about bob of B fetches bob's list
 //! once (`/user/devices`), `m.device_list_update` EDUs keep it current so later queries are
 //! answered without asking B (even with B down), and an update that does not follow on from
-//! what A holds (a gap in `prev_id`) makes A fetch the list again.
+//! what A holds (a gap in `prev_id`) makes A fetch the list again. The same with a Synapse
+//! user: Synapse's `stream_id`s and `prev_id`s keep Myelin's cache current.
 
 use std::time::{Duration, Instant};
 
 use myelin_testing::hostile::HostileServer;
 use myelin_testing::http::PW;
-use myelin_testing::{enc, Account, StatusCode, TestServer};
+use myelin_testing::{enc, Account, StatusCode, SynapseServer, TestServer};
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const DEVICES_PATH: &str = "/_matrix/federation/v1/user/devices/";
@@ -210,11 +212,104 @@ async fn a_gap_in_prev_id_refetches_the_device_list() {
         .await;
     hostile
         .wait_for("a second device list fetch", Duration::from_secs(10), |r| {
-            (r.iter().filter(|r| r.path.starts_with(DEVICES_PATH)).count() >= 2).then_some(())
+            (r.iter()
+                .filter(|r| r.path.starts_with(DEVICES_PATH))
+                .count()
+                >= 2)
+                .then_some(())
         })
         .await;
     query_until(&a, &alice, &mallory, &["D3"]).await;
     let keys = query(&a, &alice, &stranger).await;
     assert_eq!(device_ids(&keys, &stranger), Vec::<String>::new(), "{keys}");
     a.stop().await;
+}
+
+/// Uploads test-only identity keys for a Synapse user's device.
+async fn synapse_upload_keys(synapse: &SynapseServer, token: &str, user: &str, device: &str) {
+    let mut keys = device_keys(user, device);
+    keys["signatures"] = json!({ user: { format!("ed25519:{device}"): "sig" } });
+    keys["keys"][format!("ed25519:{device}")] = json!(format!("ed-{device}"));
+    let (status, body) = synapse
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/keys/upload",
+            Some(token),
+            Some(&json!({ "device_keys": keys })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Signs `sam` in on Synapse again: the new device's ID and token.
+async fn synapse_login(synapse: &SynapseServer, localpart: &str) -> (String, String) {
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": localpart },
+        "password": PW,
+    });
+    let (status, login) = synapse
+        .request(Method::POST, "/_matrix/client/v3/login", None, Some(&body))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let field = |name: &str| login[name].as_str().expect("login field").to_owned();
+    (field("device_id"), field("access_token"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_device_changes_reach_the_cache() {
+    let Some(synapse) = SynapseServer::start().await else {
+        return;
+    };
+    let myelin = TestServer::start_federating_tls().await;
+    let alice = myelin.register("alice", PW).await;
+    synapse.register("sam", PW).await;
+    let (laptop, laptop_token) = synapse_login(&synapse, "sam").await;
+    let (_, whoami) = synapse
+        .request(
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(&laptop_token),
+            None,
+        )
+        .await;
+    let sam = whoami["user_id"].as_str().expect("sam's ID").to_owned();
+    synapse_upload_keys(&synapse, &laptop_token, &sam, &laptop).await;
+    let room = myelin
+        .create_room(
+            alice.token().expect("token"),
+            &json!({ "preset": "public_chat", "room_alias_name": "devlists" }),
+        )
+        .await;
+    let alias = format!("#devlists:{}", myelin.server_name());
+    let (status, body) = synapse
+        .request(
+            Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(&alias)),
+            Some(&laptop_token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["room_id"], room.as_str());
+
+    // The registration's device has no keys: only the laptop is listed.
+    query_until(&myelin, &alice, &sam, &[laptop.as_str()]).await;
+    let since = myelin.sync(alice.token().expect("token"), None, 0).await["next_batch"]
+        .as_str()
+        .expect("next_batch")
+        .to_owned();
+    let (phone, phone_token) = synapse_login(&synapse, "sam").await;
+    synapse_upload_keys(&synapse, &phone_token, &sam, &phone).await;
+    sync_until_changed(&myelin, &alice, since, &sam).await;
+    let mut both = vec![laptop.as_str(), phone.as_str()];
+    both.sort();
+    query_until(&myelin, &alice, &sam, &both).await;
+
+    // Synapse gone: Myelin answers from its cache.
+    drop(synapse);
+    let keys = query(&myelin, &alice, &sam).await;
+    assert_eq!(device_ids(&keys, &sam), both, "{keys}");
+    assert_eq!(keys["failures"], json!({}), "{keys}");
+    myelin.stop().await;
 }
