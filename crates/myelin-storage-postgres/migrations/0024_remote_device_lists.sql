@@ -18,3 +18,10 @@ CREATE TABLE remote_devices (
     display_name TEXT,
     PRIMARY KEY (user_id, device_id)
 );
+
+-- Users deactivated with `erase: true`: their events are served redacted to other servers and
+-- to users who were not in the room when they were sent.
+CREATE TABLE erased_users (
+    user_id   TEXT PRIMARY KEY,
+    erased_ms BIGINT NOT NULL
+);

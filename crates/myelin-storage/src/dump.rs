@@ -290,6 +290,11 @@ pub const TABLES: &[Table] = &[
         key: &["user_id", "kind"],
     },
     Table {
+        name: "erased_users",
+        columns: &["user_id", "erased_ms"],
+        key: &["user_id"],
+    },
+    Table {
         name: "remote_device_lists",
         columns: &[
             "user_id",

@@ -457,18 +457,31 @@ struct AuthOnlyBody {
     auth: Option<Value>,
 }
 
+#[derive(Deserialize)]
+struct DeactivateBody {
+    auth: Option<Value>,
+    /// Whether the user's messages are to be forgotten: served redacted from now on to other
+    /// servers and to users who were not in the room when they were sent.
+    #[serde(default)]
+    erase: bool,
+}
+
 /// POST /_matrix/client/v3/account/deactivate (UIA: m.login.password).
 async fn deactivate(
     State(state): State<SharedState>,
     Auth(authed): Auth,
-    JsonBody(body): JsonBody<AuthOnlyBody>,
+    JsonBody(body): JsonBody<DeactivateBody>,
 ) -> ApiResult<Json<Value>> {
     state
         .services
         .accounts
         .check_uia(body.auth.as_ref(), PASSWORD_FLOWS, Some(&authed.user_id))
         .await?;
-    state.services.accounts.deactivate(&authed.user_id).await?;
+    state
+        .services
+        .accounts
+        .deactivate(&authed.user_id, body.erase)
+        .await?;
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }
 

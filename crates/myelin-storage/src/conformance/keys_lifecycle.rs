@@ -381,7 +381,7 @@ pub async fn deleting_devices_removes_their_keys(store: &dyn Storage) {
 
     // Deactivation also drops the user's cross-signing keys.
     let before = store.current_stream_pos().await.unwrap();
-    store.deactivate_user(&bob).await.unwrap();
+    store.deactivate_user(&bob, false).await.unwrap();
     assert_one_change(store, before, "@bob:localhost").await;
     assert!(!device_has_keys(store, "@bob:localhost", "DEV1").await);
     assert!(store
@@ -390,7 +390,7 @@ pub async fn deleting_devices_removes_their_keys(store: &dyn Storage) {
         .unwrap()
         .is_empty());
     let before = store.current_stream_pos().await.unwrap();
-    store.deactivate_user(&bob).await.unwrap();
+    store.deactivate_user(&bob, false).await.unwrap();
     assert_eq!(
         store.current_stream_pos().await.unwrap(),
         before,
