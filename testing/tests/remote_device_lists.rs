@@ -306,6 +306,15 @@ async fn synapse_device_changes_reach_the_cache() {
     both.sort();
     query_until(&myelin, &alice, &sam, &both).await;
 
+    // Synapse's prev_ids follow on from the stream_id of its /user/devices answer: the phone
+    // was patched in, the list was fetched only once (Synapse logs each request it serves).
+    let log = std::fs::read_to_string(synapse.dir().join("homeserver.log")).unwrap_or_default();
+    let fetches = log
+        .lines()
+        .filter(|l| l.contains("Processed request") && l.contains("/user/devices/"))
+        .count();
+    assert_eq!(fetches, 1, "one /user/devices fetch");
+
     // Synapse gone: Myelin answers from its cache.
     drop(synapse);
     let keys = query(&myelin, &alice, &sam).await;
