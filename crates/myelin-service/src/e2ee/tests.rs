@@ -156,7 +156,9 @@ mod remote_cache {
     use ruma::{server_name, user_id};
     use serde_json::json;
 
-    use crate::e2ee::remote_cache::{device_change, prev_ids, update_step, UpdateStep};
+    use crate::e2ee::remote_cache::{
+        device_change, parse_user_devices, prev_ids, update_step, UpdateStep, MAX_REMOTE_DEVICES,
+    };
     use crate::test_support::harness;
 
     #[test]
@@ -209,6 +211,37 @@ mod remote_cache {
             Some(RemoteDeviceChange::Delete(_))
         ));
         assert_eq!(device_change(bob, &json!({ "device_id": 3 })), None);
+    }
+
+    #[test]
+    fn a_fetched_list_is_checked_and_bounded() {
+        let bob = user_id!("@bob:remote.example");
+        let device =
+            |id: &str| json!({ "device_id": id, "keys": { "user_id": bob, "device_id": id } });
+        let master = json!({ "user_id": bob, "usage": ["master"] });
+        let body = json!({
+            "user_id": bob, "stream_id": 12, "devices": [device("B"), device("A")],
+            "master_key": master, "self_signing_key": { "user_id": "@eve:remote.example" },
+        });
+        let list = parse_user_devices(bob, &body).unwrap();
+        assert_eq!(list.stream_id, 12);
+        let ids: Vec<_> = list.devices.iter().map(|d| d.device_id.as_str()).collect();
+        assert_eq!(ids, ["A", "B"]);
+        assert!(list.master_key.is_some());
+        assert_eq!(
+            list.self_signing_key, None,
+            "a key of another user is dropped"
+        );
+
+        let other = json!({ "user_id": "@eve:remote.example", "stream_id": 1, "devices": [] });
+        assert!(parse_user_devices(bob, &other).is_err());
+        let no_stream = json!({ "user_id": bob, "devices": [] });
+        assert!(parse_user_devices(bob, &no_stream).is_err());
+        let many: Vec<_> = (0..=MAX_REMOTE_DEVICES)
+            .map(|i| device(&format!("D{i}")))
+            .collect();
+        let too_many = json!({ "user_id": bob, "stream_id": 1, "devices": many });
+        assert!(parse_user_devices(bob, &too_many).is_err(), "not cached");
     }
 
     fn cached_list(stream_id: i64) -> RemoteDeviceList {
