@@ -4,7 +4,8 @@
 //! `make_knock` and `make_leave` with whatever templates the test sets (for other rooms, users
 //! or memberships), answers `send_*` and `/send` as the test says (failing `/send` on demand),
 //! records every request it gets, and sends signed requests of its own: `/send` transactions
-//! (replaying events), invites with any stripped state, joins, hierarchy queries.
+//! (replaying events, or EDUs), invites with any stripped state, joins, hierarchy queries; other
+//! paths are answered as the test sets (`set_answer`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,8 @@ struct Behaviour {
     knock_room_state: Vec<Value>,
     /// How `send_join` is answered; refused (403) when unset.
     send_join: Option<SendJoinAnswer>,
+    /// Answers (200) to requests whose path starts with a prefix, set by the test.
+    answers: Vec<(String, Value)>,
 }
 
 /// The answer to `send_join` (v2): the room's state and auth chain, and the joining server's
@@ -331,6 +334,14 @@ impl HostileServer {
         self.shared.log.lock().expect("log lock").clone()
     }
 
+    /// Answers 200 with `body` to every request whose path starts with `prefix` (replacing an
+    /// answer set before for the same prefix).
+    pub fn set_answer(&self, prefix: &str, body: Value) {
+        let mut behaviour = self.shared.behaviour.lock().expect("behaviour lock");
+        behaviour.answers.retain(|(p, _)| p != prefix);
+        behaviour.answers.push((prefix.to_owned(), body));
+    }
+
     /// The requests received so far whose path starts with `prefix`.
     pub fn received_under(&self, prefix: &str) -> Vec<Recorded> {
         self.received()
@@ -428,6 +439,19 @@ impl HostileServer {
         answer["pdus"].clone()
     }
 
+    /// `PUT /send/{txnId}` to `target` with `edus` only; panics unless it is accepted.
+    pub async fn send_edus(&self, target: &TestServer, txn_id: &str, edus: Vec<Value>) {
+        let body = json!({
+            "origin": self.name.as_str(),
+            "origin_server_ts": now_ms(),
+            "pdus": [],
+            "edus": edus,
+        });
+        let uri = format!("/_matrix/federation/v1/send/{}", enc(txn_id));
+        let (status, answer) = self.request(target, "PUT", &uri, Some(&body)).await;
+        assert_eq!(status, StatusCode::OK, "transaction {txn_id}: {answer}");
+    }
+
     /// Joins `localpart` of this server to `room_id` on `target` (`make_join`, `send_join` v2);
     /// panics unless the join is accepted. Returns the join's event ID.
     pub async fn join(&self, target: &TestServer, room_id: &str, localpart: &str) -> String {
@@ -493,6 +517,9 @@ async fn answer(
         let _ = held.wait_for(|held| !*held).await;
     }
     let mut behaviour = shared.behaviour.lock().expect("behaviour lock");
+    if let Some((_, body)) = behaviour.answers.iter().find(|(p, _)| path.starts_with(p)) {
+        return json(AxumStatus::OK, body.clone());
+    }
     for membership in ["join", "knock", "leave"] {
         if path.starts_with(&format!("/_matrix/federation/v1/make_{membership}/")) {
             return match behaviour.templates.get(membership) {

@@ -135,6 +135,11 @@ pub fn query_profile(user_id: &UserId, field: Option<&str>) -> String {
     path
 }
 
+/// `GET /v1/user/devices/{userId}`.
+pub fn user_devices(user_id: &UserId) -> String {
+    format!("{V1}/user/devices/{}", encode_segment(user_id.as_str()))
+}
+
 /// `GET` and `POST /v1/publicRooms`.
 pub const PUBLIC_ROOMS: &str = "/_matrix/federation/v1/publicRooms";
 /// `POST /v1/user/keys/query`.

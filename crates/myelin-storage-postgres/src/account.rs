@@ -5,7 +5,7 @@ use myelin_storage::rows::{self, DEVICE_COLUMNS, USER_COLUMNS};
 use myelin_storage::{
     AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord,
 };
-use ruma::{OwnedDeviceId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 
 use crate::backup::delete_user_backups;
 use crate::convert::{get, opt_to_i64, parse_json, to_i64};
@@ -112,7 +112,7 @@ impl AccountStore for PgStore {
         self.set_flag(user_id, "suspended", suspended).await
     }
 
-    async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
+    async fn deactivate_user(&self, user_id: &UserId, erase: bool) -> StorageResult<()> {
         let user = user_id.as_str();
         let mut conn = self.db.write().await?;
         let result = async {
@@ -121,6 +121,15 @@ impl AccountStore for PgStore {
                 &[&user],
             )
             .await?;
+            if erase {
+                let now = crate::convert::now_ms();
+                conn.execute(
+                    "INSERT INTO erased_users (user_id, erased_ms) VALUES ($1, $2)
+                     ON CONFLICT (user_id) DO NOTHING",
+                    &[&user, &now],
+                )
+                .await?;
+            }
             if delete_device_rows(&mut conn, user, None, None).await? > 0 {
                 record_device_list_change(&mut conn, user).await?;
             }
@@ -137,6 +146,23 @@ impl AccountStore for PgStore {
         }
         .await;
         conn.finish(result).await
+    }
+
+    async fn erased_users(&self, user_ids: &[OwnedUserId]) -> StorageResult<Vec<OwnedUserId>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = crate::convert::text_list(user_ids);
+        let mut conn = self.db.read().await?;
+        let rows = conn
+            .query(
+                "SELECT user_id FROM erased_users WHERE user_id = ANY($1::TEXT[]) ORDER BY user_id",
+                &[&users],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| myelin_storage::convert::parse_id(get::<String>(row, 0)?, "erased user"))
+            .collect()
     }
 
     async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StorageResult<()> {

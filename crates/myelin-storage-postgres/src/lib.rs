@@ -22,6 +22,7 @@ mod pool;
 mod push;
 mod push_counts;
 mod relations;
+mod remote_devices;
 mod room;
 mod search;
 mod state;

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0021_push_member_numbers.sql"),
     include_str!("../migrations/0022_appservice_room_directory.sql"),
     include_str!("../migrations/0023_threepid_id_servers.sql"),
+    include_str!("../migrations/0024_remote_device_lists.sql"),
 ];
 
 /// The schema version this build writes.

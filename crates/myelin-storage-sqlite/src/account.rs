@@ -5,7 +5,7 @@ use myelin_storage::rows::{self, DEVICE_COLUMNS, USER_COLUMNS};
 use myelin_storage::{
     AccountStore, DeviceRecord, NewSession, NewUser, StorageResult, TokenOwner, UserRecord,
 };
-use ruma::{OwnedDeviceId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::backup::delete_user_backups;
@@ -126,7 +126,7 @@ impl AccountStore for SqliteStore {
         self.set_flag(user_id, "suspended", suspended).await
     }
 
-    async fn deactivate_user(&self, user_id: &UserId) -> StorageResult<()> {
+    async fn deactivate_user(&self, user_id: &UserId, erase: bool) -> StorageResult<()> {
         let user_id = user_id.to_owned();
         self.db
             .write(move |tx, positions| {
@@ -136,6 +136,14 @@ impl AccountStore for SqliteStore {
                     [user],
                 )
                 .db()?;
+                if erase {
+                    tx.execute(
+                        "INSERT INTO erased_users (user_id, erased_ms) VALUES (?1, ?2)
+                         ON CONFLICT (user_id) DO NOTHING",
+                        params![user, crate::convert::now_ms()],
+                    )
+                    .db()?;
+                }
                 if delete_device_rows(tx, user, None, None)? > 0 {
                     record_device_list_change(tx, positions, user)?;
                 }
@@ -146,6 +154,24 @@ impl AccountStore for SqliteStore {
                 tx.execute("DELETE FROM user_threepids WHERE user_id = ?1", [user])
                     .db()?;
                 delete_user_backups(tx, user)
+            })
+            .await
+    }
+
+    async fn erased_users(&self, user_ids: &[OwnedUserId]) -> StorageResult<Vec<OwnedUserId>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = crate::convert::json_list(user_ids)?;
+        self.db
+            .read(move |conn| {
+                query_all(
+                    conn,
+                    "SELECT user_id FROM erased_users
+                     WHERE user_id IN (SELECT value FROM json_each(?1)) ORDER BY user_id",
+                    [users],
+                    |row| myelin_storage::convert::parse_id(row.text(0)?, "erased user"),
+                )
             })
             .await
     }

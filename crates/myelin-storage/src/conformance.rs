@@ -69,6 +69,7 @@ macro_rules! storage_conformance_tests {
             key_uploads_and_claims_in_detail,
             cross_signing_keys_per_user_and_kind,
             device_list_changes_share_the_stream,
+            remote_device_lists_are_cached_and_patched,
             to_device_batches_and_late_devices,
             to_device_transactions_run_once,
             deleting_devices_removes_their_keys,
@@ -131,6 +132,7 @@ mod media;
 mod media_ops;
 mod push;
 mod relations;
+mod remote_devices;
 mod rooms;
 mod search;
 mod state;
@@ -156,6 +158,7 @@ pub use push::{
     pushers_and_their_queues,
 };
 pub use relations::*;
+pub use remote_devices::*;
 pub use rooms::*;
 pub use search::*;
 pub use state::*;

@@ -295,6 +295,27 @@ pub const TABLES: &[Table] = &[
         key: &["user_id", "kind"],
     },
     Table {
+        name: "erased_users",
+        columns: &["user_id", "erased_ms"],
+        key: &["user_id"],
+    },
+    Table {
+        name: "remote_device_lists",
+        columns: &[
+            "user_id",
+            "stream_id",
+            "master_key",
+            "self_signing_key",
+            "fetched_pos",
+        ],
+        key: &["user_id"],
+    },
+    Table {
+        name: "remote_devices",
+        columns: &["user_id", "device_id", "keys_json", "display_name"],
+        key: &["user_id", "device_id"],
+    },
+    Table {
         name: "device_list_changes",
         columns: &["stream_pos", "user_id"],
         key: &["stream_pos", "user_id"],

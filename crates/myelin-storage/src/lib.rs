@@ -22,6 +22,7 @@ mod media;
 mod meta;
 mod push;
 mod relations;
+mod remote_devices;
 mod room;
 pub mod rows;
 mod search;
@@ -39,6 +40,7 @@ pub use media::*;
 pub use meta::*;
 pub use push::*;
 pub use relations::*;
+pub use remote_devices::*;
 pub use room::*;
 pub use search::*;
 pub use snapshot::MAX_DELTA_DEPTH;
@@ -56,6 +58,7 @@ pub trait Storage:
     + UserDataStore
     + FederationStore
     + KeyStore
+    + RemoteDeviceStore
     + BackupStore
     + MediaStore
     + PushStore
@@ -75,6 +78,7 @@ impl<
             + UserDataStore
             + FederationStore
             + KeyStore
+            + RemoteDeviceStore
             + BackupStore
             + MediaStore
             + PushStore

@@ -461,6 +461,10 @@ struct AuthOnlyBody {
 struct DeactivateBody {
     auth: Option<Value>,
     id_server: Option<String>,
+    /// Whether the user's messages are to be forgotten: served redacted from now on to other
+    /// servers and to users who were not in the room when they were sent.
+    #[serde(default)]
+    erase: bool,
 }
 
 /// POST /_matrix/client/v3/account/deactivate (UIA: m.login.password): the addresses bound on
@@ -480,7 +484,11 @@ async fn deactivate(
         .threepids
         .unbind_all(&authed.user_id, body.id_server.as_deref())
         .await?;
-    state.services.accounts.deactivate(&authed.user_id).await?;
+    state
+        .services
+        .accounts
+        .deactivate(&authed.user_id, body.erase)
+        .await?;
     let result = if unbound { "success" } else { "no-support" };
     Ok(Json(json!({ "id_server_unbind_result": result })))
 }

@@ -542,8 +542,10 @@ impl Accounts {
         Ok(self.ctx.storage.set_password_hash(user_id, &hash).await?)
     }
 
-    /// `POST /account/deactivate` (after UIA): leaves every room, then locks the account.
-    pub async fn deactivate(&self, user_id: &UserId) -> ServiceResult<()> {
+    /// `POST /account/deactivate` (after UIA): leaves every room, then locks the account (and
+    /// marks it erased, when `erase`: its events are then served redacted, see
+    /// `federation/read/access.rs`).
+    pub async fn deactivate(&self, user_id: &UserId, erase: bool) -> ServiceResult<()> {
         for m in self.ctx.storage.memberships_of_user(user_id).await? {
             if m.membership == "join" || m.membership == "invite" || m.membership == "knock" {
                 // A failure to leave one room must not keep the account alive.
@@ -552,7 +554,7 @@ impl Accounts {
                 }
             }
         }
-        self.ctx.storage.deactivate_user(user_id).await?;
+        self.ctx.storage.deactivate_user(user_id, erase).await?;
         Ok(())
     }
 

@@ -62,7 +62,7 @@ async fn deactivation_leaves_every_room_and_revokes_every_token() {
         .await
         .unwrap();
     let room = h.room(&alice, "public_chat").await;
-    accounts.deactivate(&alice.user_id).await.unwrap();
+    accounts.deactivate(&alice.user_id, false).await.unwrap();
 
     let state = h.services.rooms.room_state(&room).await.unwrap();
     assert_eq!(state.membership(&alice.user_id), Some(Membership::Leave));

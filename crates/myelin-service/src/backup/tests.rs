@@ -316,7 +316,7 @@ async fn deactivation_takes_the_backups() {
         .put_keys(&alice, "1", one("s", key(0, 0, false, "x")))
         .await
         .unwrap();
-    h.services.accounts.deactivate(&alice).await.unwrap();
+    h.services.accounts.deactivate(&alice, false).await.unwrap();
     assert_not_found(backup.version(&alice, None).await);
     assert_not_found(backup.keys(&alice, "1").await);
 }

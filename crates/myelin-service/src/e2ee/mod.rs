@@ -4,11 +4,13 @@
 //! The server never sees plaintext: it stores signed key objects as given and routes them,
 //! locally or to the user's server over federation.
 
+mod cached;
 mod cross_signing;
 mod device_lists;
 mod fan_out;
 mod federation;
 mod query;
+mod remote_cache;
 pub mod to_device;
 
 use std::collections::BTreeMap;
@@ -24,11 +26,18 @@ pub struct E2ee {
     pub(crate) ctx: Arc<Context>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) outbox: Arc<Outbox>,
+    /// Remote device lists being fetched again after a gap.
+    pub(crate) resyncs: Arc<remote_cache::Resyncs>,
 }
 
 impl E2ee {
     pub fn new(ctx: Arc<Context>, rooms: Arc<Rooms>, outbox: Arc<Outbox>) -> E2ee {
-        E2ee { ctx, rooms, outbox }
+        E2ee {
+            ctx,
+            rooms,
+            outbox,
+            resyncs: Arc::default(),
+        }
     }
 }
 

@@ -1,8 +1,12 @@
 //! `POST /keys/query` and `POST /keys/claim`: local users are answered from storage, remote
 //! users by asking their servers (`/user/keys/query`, `/user/keys/claim`), all servers at once
 //! and each within the client's timeout. A server that fails is listed under `failures`.
+//! Remote users whose device lists are cached (`remote_cache.rs`) are answered from the cache
+//! (`cached.rs`).
 
 use std::{collections::BTreeMap, time::Duration};
+
+use tokio::time::Instant;
 
 use futures_util::future::join_all;
 use myelin_federation::Method;
@@ -88,14 +92,18 @@ impl E2ee {
         let timeout = remote_timeout(query.timeout);
         let (local, remote) = by_server(self.ctx.server_name(), query.device_keys);
         let remote = self.reachable_only(&authed.user_id, remote).await?;
+        let deadline = Instant::now() + timeout;
         let mut answer = self.local_keys_answer(local, Some(&authed.user_id)).await?;
         answer["failures"] = remote.failures;
-        let bodies = remote
-            .servers
+        let servers = self
+            .answer_from_cache(&authed.user_id, remote.servers, &mut answer, timeout)
+            .await?;
+        let bodies = servers
             .into_iter()
             .map(|(server, users)| (server, json!({ "device_keys": users })));
+        let left = deadline.saturating_duration_since(Instant::now());
         let answers = self
-            .ask_servers(bodies, myelin_federation::path::USER_KEYS_QUERY, timeout)
+            .ask_servers(bodies, myelin_federation::path::USER_KEYS_QUERY, left)
             .await;
         for (server, result) in answers {
             match result {

@@ -17,6 +17,9 @@
 //! "At that event" is read from the event's stored state snapshot (the state after it, which for
 //! any other event equals the state before it), not from the room's current state: switching a
 //! room to `shared` opens nothing sent under `joined`.
+//!
+//! Messages of our users deactivated with `erase` are served redacted to readers who were not
+//! joined when they were sent.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,7 +32,7 @@ use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
 use super::RoomState;
-use crate::{Rooms, ServiceResult};
+use crate::{Rooms, ServiceError, ServiceResult};
 
 const VISIBILITY_TYPE: &str = "m.room.history_visibility";
 const MEMBER_TYPE: &str = "m.room.member";
@@ -127,6 +130,8 @@ pub(crate) struct HistoryView<'a> {
     at_snapshot: HashMap<SnapshotId, (Visibility, Standing)>,
     /// Users whose non-state events this reader ignores (`m.ignored_user_list`).
     ignored: Arc<HashSet<OwnedUserId>>,
+    /// Whether each local sender asked about so far was erased.
+    erased: HashMap<OwnedUserId, bool>,
 }
 
 impl Rooms {
@@ -145,6 +150,7 @@ impl Rooms {
             joined_pos: member.and_then(|m| m.joined_pos),
             at_snapshot: HashMap::new(),
             ignored: Arc::default(),
+            erased: HashMap::new(),
         }
     }
 }
@@ -203,10 +209,44 @@ impl HistoryView<'_> {
         let mut visible = Vec::with_capacity(records.len());
         for record in records {
             if self.may_see(&record).await? {
-                visible.push(record);
+                visible.push(self.unless_erased(record).await?);
             }
         }
         Ok(visible)
+    }
+
+    /// The message as the reader gets it: redacted when its sender is one of our users
+    /// deactivated with `erase` and the reader was not joined when it was sent (as Synapse
+    /// does: those who were there keep what they saw, newcomers do not get it).
+    async fn unless_erased(&mut self, mut record: EventRecord) -> ServiceResult<EventRecord> {
+        let sender = &record.pdu.sender;
+        if record.pdu.state_key.is_some()
+            || record.redacted_by.is_some()
+            || sender.server_name() != self.user_id.server_name()
+            || *sender == self.user_id
+        {
+            return Ok(record);
+        }
+        let (_, membership) = self.at_snapshot(record.state_snapshot).await?;
+        if membership == Standing::Join && record.stream_pos >= StreamPos::ZERO {
+            return Ok(record);
+        }
+        let erased = match self.erased.get(sender) {
+            Some(&erased) => erased,
+            None => {
+                let users = [sender.clone()];
+                let erased = !self.storage.erased_users(&users).await?.is_empty();
+                self.erased.insert(sender.clone(), erased);
+                erased
+            }
+        };
+        if !erased {
+            return Ok(record);
+        }
+        let json = myelin_room::redact_pdu_json(&record.pdu, &self.room.rules)?;
+        record.pdu = myelin_core::Pdu::from_json(record.pdu.event_id.clone(), json)
+            .map_err(|e| ServiceError::Internal(format!("redacted event: {e}")))?;
+        Ok(record)
     }
 
     /// Visibility and the user's membership before a state event: the state after its first

@@ -148,9 +148,16 @@ pub async fn users_and_sessions(store: &dyn Storage) {
         .create_session(session("@alice:localhost", "DEV2", "at7", Some("rt7")))
         .await
         .unwrap();
-    store.deactivate_user(&alice).await.unwrap();
+    let bob = user("@bob:localhost");
+    let both = [alice.clone(), bob.clone()];
+    assert!(store.erased_users(&both).await.unwrap().is_empty());
+    store.deactivate_user(&alice, true).await.unwrap();
     let deactivated = store.get_user(&alice).await.unwrap().unwrap();
     assert!(deactivated.deactivated);
+    assert_eq!(
+        store.erased_users(&both).await.unwrap(),
+        vec![alice.clone()]
+    );
     assert!(store.list_devices(&alice).await.unwrap().is_empty());
     for token in ["at1", "at2", "at5", "at6", "at7"] {
         assert_eq!(

@@ -351,7 +351,7 @@ pub async fn deactivation_removes_backups(store: &dyn Storage) {
                 .unwrap(),
         );
     }
-    store.deactivate_user(&alice).await.unwrap();
+    store.deactivate_user(&alice, false).await.unwrap();
     assert_eq!(store.backup_version(&alice, None).await.unwrap(), None);
     assert_eq!(
         store

@@ -381,7 +381,7 @@ pub async fn deleting_devices_removes_their_keys(store: &dyn Storage) {
 
     // Deactivation also drops the user's cross-signing keys.
     let before = store.current_stream_pos().await.unwrap();
-    store.deactivate_user(&bob).await.unwrap();
+    store.deactivate_user(&bob, false).await.unwrap();
     assert_one_change(store, before, "@bob:localhost").await;
     assert!(!device_has_keys(store, "@bob:localhost", "DEV1").await);
     assert!(store
@@ -390,7 +390,7 @@ pub async fn deleting_devices_removes_their_keys(store: &dyn Storage) {
         .unwrap()
         .is_empty());
     let before = store.current_stream_pos().await.unwrap();
-    store.deactivate_user(&bob).await.unwrap();
+    store.deactivate_user(&bob, false).await.unwrap();
     assert_eq!(
         store.current_stream_pos().await.unwrap(),
         before,
@@ -457,6 +457,20 @@ where
         .await
         .unwrap();
     super::backup::fill_backups(from).await;
+    from.replace_remote_device_list(&crate::RemoteDeviceList {
+        user_id: remote.clone(),
+        stream_id: 3,
+        master_key: Some(r#"{"m":2}"#.into()),
+        self_signing_key: None,
+        devices: vec![crate::RemoteDevice {
+            device_id: device("RDEV"),
+            keys_json: r#"{"k":1}"#.into(),
+            display_name: None,
+        }],
+        fetched_pos: StreamPos::ZERO,
+    })
+    .await
+    .unwrap();
     let last = from.mark_device_list_changed(&remote).await.unwrap();
 
     dump_copy(from, &to).await;
@@ -477,6 +491,15 @@ where
         from.cross_signing_keys(std::slice::from_ref(&alice))
             .await
             .unwrap()
+    );
+    assert_eq!(
+        to.remote_device_lists(std::slice::from_ref(&remote))
+            .await
+            .unwrap(),
+        from.remote_device_lists(std::slice::from_ref(&remote))
+            .await
+            .unwrap(),
+        "the remote device cache is copied"
     );
     assert_eq!(
         to.device_list_changes(StreamPos::ZERO, last).await.unwrap(),

@@ -196,8 +196,11 @@ impl Inbound {
             EduKind::Typing => self.ephemeral.receive_typing(origin, content).await,
             EduKind::Receipt => self.ephemeral.receive_receipts(origin, content).await,
             EduKind::Presence => self.ephemeral.receive_presence(origin, content).await,
-            EduKind::DeviceListUpdate | EduKind::SigningKeyUpdate => {
-                self.e2ee.receive_device_change(origin, content).await
+            EduKind::DeviceListUpdate => {
+                self.e2ee.receive_device_list_update(origin, content).await
+            }
+            EduKind::SigningKeyUpdate => {
+                self.e2ee.receive_signing_key_update(origin, content).await
             }
             EduKind::DirectToDevice => self.e2ee.receive_direct_to_device(origin, content).await,
         }

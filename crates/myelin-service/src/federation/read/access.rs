@@ -10,12 +10,12 @@
 //!
 //! Anything else (including unknown visibility values, treated as `joined`) is withheld: single
 //! events are refused with `Forbidden`, history walks serve the redacted form so that the DAG
-//! stays whole.
+//! stays whole. Messages of our users deactivated with `erase` are always served redacted.
 
 use std::{collections::HashMap, sync::Arc};
 
 use myelin_storage::{EventRecord, SnapshotId};
-use ruma::{EventId, RoomId, ServerName, UserId};
+use ruma::{EventId, OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::value::RawValue as RawJsonValue;
 
 use crate::{
@@ -31,8 +31,11 @@ use crate::{
 pub(crate) struct ServerView<'a> {
     storage: &'a dyn myelin_storage::Storage,
     origin: &'a ServerName,
+    own_server: &'a ServerName,
     pub current: Arc<RoomState>,
     facts_at: HashMap<SnapshotId, (Visibility, Standing)>,
+    /// Whether each sender asked about so far was erased.
+    erased: HashMap<OwnedUserId, bool>,
 }
 
 impl FederationReads {
@@ -47,8 +50,10 @@ impl FederationReads {
         Ok(ServerView {
             storage: self.ctx.storage.as_ref(),
             origin,
+            own_server: self.ctx.server_name(),
             current,
             facts_at: HashMap::new(),
+            erased: HashMap::new(),
         })
     }
 }
@@ -79,15 +84,50 @@ impl ServerView<'_> {
         )))
     }
 
-    /// The event as served to the origin: as stored if it may see it, else redacted.
+    /// The event as served to the origin: as stored if it may see it and its sender was not
+    /// erased, else redacted.
     pub async fn served(&mut self, record: &EventRecord) -> ServiceResult<Box<RawJsonValue>> {
-        if self.may_see(record).await? || record.redacted_by.is_some() {
+        let intact = self.may_see(record).await? && !self.sender_erased(record).await?;
+        if intact || record.redacted_by.is_some() {
             return Ok(record.pdu.json.clone());
         }
+        self.redacted(record)
+    }
+
+    /// A single event the origin may see (`Forbidden` otherwise), redacted when its sender was
+    /// erased (deactivated with `erase`), as Synapse serves them.
+    pub async fn served_visible(
+        &mut self,
+        record: &EventRecord,
+    ) -> ServiceResult<Box<RawJsonValue>> {
+        self.require_visible(record).await?;
+        if record.redacted_by.is_some() || !self.sender_erased(record).await? {
+            return Ok(record.pdu.json.clone());
+        }
+        self.redacted(record)
+    }
+
+    fn redacted(&self, record: &EventRecord) -> ServiceResult<Box<RawJsonValue>> {
         Ok(myelin_room::redact_pdu_json(
             &record.pdu,
             &self.current.rules,
         )?)
+    }
+
+    /// Whether the event's sender is one of our users deactivated with `erase`.
+    async fn sender_erased(&mut self, record: &EventRecord) -> ServiceResult<bool> {
+        let sender = &record.pdu.sender;
+        // Only our own users can be erased here; state events stay (the room needs them).
+        if record.pdu.state_key.is_some() || sender.server_name() != self.own_server {
+            return Ok(false);
+        }
+        if let Some(&erased) = self.erased.get(sender) {
+            return Ok(erased);
+        }
+        let users = [sender.clone()];
+        let erased = !self.storage.erased_users(&users).await?.is_empty();
+        self.erased.insert(sender.clone(), erased);
+        Ok(erased)
     }
 
     /// Whether the origin may see the event (see the module documentation).

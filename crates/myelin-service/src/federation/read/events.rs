@@ -52,8 +52,7 @@ impl FederationReads {
             .filter(|r| !r.is_withheld())
             .ok_or_else(|| ServiceError::NotFound(format!("Unknown event {event_id}")))?;
         let mut view = self.federation_view(origin, &record.pdu.room_id).await?;
-        view.require_visible(&record).await?;
-        Ok(record.pdu.json)
+        view.served_visible(&record).await
     }
 
     /// `GET /_matrix/federation/v1/state/{roomId}?event_id=`.
