@@ -253,21 +253,20 @@ impl NotifiedUsers {
     /// The row of `new`, each user named by their number in `numbers` (users without one are
     /// left out: the caller assigns every notified user a number first).
     pub fn from_actions(new: &[NewPushAction], numbers: &MemberNumbers) -> NotifiedUsers {
-        let mut actions: Vec<serde_json::Value> = Vec::new();
+        // Distinct action lists by their JSON text (members mostly share one), parsed once.
+        let mut texts: Vec<&str> = Vec::new();
         let mut groups: Vec<Vec<MemberNumber>> = Vec::new();
         let mut highlights = Vec::new();
         for action in new {
             let Some(number) = numbers.get(action.user_id.as_str()).copied() else {
                 continue;
             };
-            let value = serde_json::from_str(&action.actions)
-                .unwrap_or_else(|_| serde_json::Value::Array(Vec::new()));
-            let index = match actions.iter().position(|a| *a == value) {
+            let index = match texts.iter().position(|t| *t == action.actions) {
                 Some(i) => i,
                 None => {
-                    actions.push(value);
+                    texts.push(&action.actions);
                     groups.push(Vec::new());
-                    actions.len() - 1
+                    texts.len() - 1
                 }
             };
             groups[index].push(number);
@@ -275,6 +274,12 @@ impl NotifiedUsers {
                 highlights.push(number);
             }
         }
+        let actions = texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
+            })
+            .collect();
         NotifiedUsers {
             actions,
             groups: groups.into_iter().map(MemberSet::from_numbers).collect(),

@@ -56,6 +56,10 @@ impl Push {
             .relation()
             .filter(|r| r.rel_type == "m.thread")
             .map(|r| r.event_id.to_string());
+        let personal = PersonalTriggers::of(pdu);
+        // The outcome of the server-default rules for a member they do not name: the same for
+        // every such member, so evaluated once.
+        let mut shared: Option<Option<(String, bool)>> = None;
         let mut out = Vec::new();
         for (user_id, member) in local {
             let rules = match self.ruleset(&user_id).await {
@@ -66,24 +70,41 @@ impl Push {
                 }
             };
             let display_name = display_name(&member).unwrap_or_else(|| user_id.localpart().into());
-            let mut ctx = PushConditionRoomCtx::new(
-                state.room_id.clone(),
-                UInt::try_from(member_count).unwrap_or(UInt::MAX),
-                user_id.clone(),
-                display_name,
-            );
-            if let Some(power_levels) = &power_levels {
-                ctx = ctx.with_power_levels(power_levels.clone());
-            }
-            let actions = first_match(&rules, &event, &ctx).await;
-            if let Some(mut action) = notification(user_id, actions, thread_id.clone()) {
-                action.queue = match self.pusher_ids(&action.user_id).await {
-                    Ok(ids) => !ids.is_empty(),
-                    // Unknown: queue for whatever pushers storage finds.
-                    Err(_) => true,
-                };
-                out.push(action);
-            }
+            let generic = rules.is_default && !personal.may_name(&user_id, &display_name);
+            let outcome = match (&shared, generic) {
+                (Some(outcome), true) => outcome.clone(),
+                _ => {
+                    let mut ctx = PushConditionRoomCtx::new(
+                        state.room_id.clone(),
+                        UInt::try_from(member_count).unwrap_or(UInt::MAX),
+                        user_id.clone(),
+                        display_name,
+                    );
+                    if let Some(power_levels) = &power_levels {
+                        ctx = ctx.with_power_levels(power_levels.clone());
+                    }
+                    let outcome = notification(first_match(&rules.rules, &event, &ctx).await);
+                    if generic {
+                        shared = Some(outcome.clone());
+                    }
+                    outcome
+                }
+            };
+            let Some((actions, highlight)) = outcome else {
+                continue;
+            };
+            let queue = match self.pusher_ids(&user_id).await {
+                Ok(ids) => !ids.is_empty(),
+                // Unknown: queue for whatever pushers storage finds.
+                Err(_) => true,
+            };
+            out.push(NewPushAction {
+                user_id,
+                actions,
+                highlight,
+                thread_id: thread_id.clone(),
+                queue,
+            });
         }
         out
     }
@@ -137,22 +158,69 @@ fn local_invitee(pdu: &Pdu, server: &ServerName) -> Option<OwnedUserId> {
     (invite && target.server_name() == server && target != pdu.sender).then_some(target)
 }
 
-/// The stored notification for actions that notify.
-fn notification(
-    user_id: OwnedUserId,
-    actions: &[Action],
-    thread_id: Option<String>,
-) -> Option<NewPushAction> {
+/// The stored actions (as JSON) and whether they highlight, for actions that notify.
+fn notification(actions: &[Action]) -> Option<(String, bool)> {
     if !actions.iter().any(Action::should_notify) {
         return None;
     }
-    Some(NewPushAction {
-        user_id,
-        actions: serde_json::to_string(actions).ok()?,
-        highlight: actions.iter().any(Action::is_highlight),
-        thread_id,
-        queue: true,
-    })
+    Some((
+        serde_json::to_string(actions).ok()?,
+        actions.iter().any(Action::is_highlight),
+    ))
+}
+
+/// What in an event could make the server-default rules treat one member differently from
+/// another: a member event (`.m.rule.invite_for_me`, `.m.rule.member_event`), the body (which
+/// `.m.rule.contains_display_name` and `.m.rule.contains_user_name` search for the member's
+/// names) and `m.mentions.user_ids` (`.m.rule.is_user_mention`). Every other default rule reads
+/// only the event, the room and the sender, the same for all members.
+struct PersonalTriggers {
+    member_event: bool,
+    /// The body, lowercased as the rules compare it.
+    body: Option<String>,
+    mentioned: Vec<String>,
+}
+
+impl PersonalTriggers {
+    fn of(pdu: &Pdu) -> PersonalTriggers {
+        let content = pdu.content_value();
+        PersonalTriggers {
+            member_event: pdu.kind.to_string() == "m.room.member",
+            body: content
+                .get("body")
+                .and_then(Value::as_str)
+                .map(str::to_lowercase),
+            mentioned: content
+                .get("m.mentions")
+                .and_then(|m| m.get("user_ids"))
+                .and_then(Value::as_array)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| id.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Whether a default rule might apply to this member for who they are. Errs on the side of
+    /// yes: any occurrence of a name counts (the rules want word boundaries), and a display
+    /// name that is not plain ASCII or holds a wildcard (`*`, `?`, which the rules expand) is
+    /// always evaluated in full.
+    fn may_name(&self, user_id: &ruma::UserId, display_name: &str) -> bool {
+        if self.member_event || self.mentioned.iter().any(|m| m == user_id.as_str()) {
+            return true;
+        }
+        let Some(body) = &self.body else {
+            return false;
+        };
+        let plain = |name: &str| !name.is_empty() && name.is_ascii() && !name.contains(['*', '?']);
+        let localpart = user_id.localpart();
+        !plain(display_name)
+            || !plain(localpart)
+            || body.contains(&display_name.to_lowercase())
+            || body.contains(&localpart.to_lowercase())
+    }
 }
 
 fn display_name(member: &Pdu) -> Option<String> {

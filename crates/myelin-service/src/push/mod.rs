@@ -33,7 +33,7 @@ const RULESET_CACHE: usize = 10_000;
 pub struct Push {
     pub(crate) ctx: Arc<Context>,
     /// Parsed rulesets by user, dropped when the user's rules change.
-    rulesets: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    rulesets: Mutex<HashMap<OwnedUserId, Arc<UserRuleset>>>,
     /// The IDs of each user's pushers (HTTP and e-mail), read once per user and dropped on every
     /// change.
     pushers_by_user: Mutex<HashMap<OwnedUserId, Arc<Vec<i64>>>>,
@@ -67,11 +67,11 @@ impl Push {
     }
 
     /// The user's ruleset (the server defaults merged with their own rules), parsed once.
-    pub(crate) async fn ruleset(&self, user_id: &UserId) -> ServiceResult<Arc<Ruleset>> {
+    pub(crate) async fn ruleset(&self, user_id: &UserId) -> ServiceResult<Arc<UserRuleset>> {
         if let Some(rules) = lock(&self.rulesets).get(user_id) {
             return Ok(rules.clone());
         }
-        let rules = Arc::new(load_ruleset(&self.ctx, user_id).await?);
+        let rules = Arc::new(load_user_ruleset(&self.ctx, user_id).await?);
         let mut cache = lock(&self.rulesets);
         if cache.len() >= RULESET_CACHE {
             cache.clear();
@@ -144,19 +144,38 @@ impl Push {
 
 /// The user's stored ruleset with the server defaults of this version merged in.
 pub(crate) async fn load_ruleset(ctx: &Context, user_id: &UserId) -> ServiceResult<Ruleset> {
+    Ok(load_user_ruleset(ctx, user_id).await?.rules)
+}
+
+/// A user's ruleset, and whether it is the server's default one (they never changed a rule).
+#[derive(Debug)]
+pub(crate) struct UserRuleset {
+    pub rules: Ruleset,
+    /// The server defaults untouched: the outcome for this user then differs from another
+    /// such user's only through their name and mentions (see `evaluate.rs`).
+    pub is_default: bool,
+}
+
+async fn load_user_ruleset(ctx: &Context, user_id: &UserId) -> ServiceResult<UserRuleset> {
     let defaults = Ruleset::server_default(user_id);
     let stored = ctx
         .storage
         .get_account_data(user_id, None, PUSH_RULES)
         .await?;
     let Some(global) = stored.and_then(|mut v| v.get_mut("global").map(Value::take)) else {
-        return Ok(defaults);
+        return Ok(UserRuleset {
+            rules: defaults,
+            is_default: true,
+        });
     };
     let mut rules: Ruleset = serde_json::from_value(global).map_err(|e| {
         ServiceError::Internal(format!("stored push rules of {user_id} are invalid: {e}"))
     })?;
     rules.update_with_server_default(defaults);
-    Ok(rules)
+    Ok(UserRuleset {
+        rules,
+        is_default: false,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -239,3 +239,49 @@ fn the_ruleset_json_has_all_five_kinds() {
         assert!(json[kind].is_array(), "{kind}: {json}");
     }
 }
+
+#[tokio::test]
+async fn members_with_default_rules_share_an_outcome_unless_the_event_names_them() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let room = h.room(&alice, "public_chat").await;
+    let mut members = Vec::new();
+    for name in ["bob", "carol", "dave", "erin", "frank"] {
+        let member = h.user(name).await;
+        h.join(&member, &room).await.unwrap();
+        members.push(member);
+    }
+    let frank = &members[4];
+    h.services
+        .users
+        .set_push_rule(
+            &frank.user_id,
+            "room",
+            room.as_str(),
+            crate::users::push_rules::NewRuleBody::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+
+    h.say(&alice, &room, "hello").await.unwrap();
+    let dave = &members[2];
+    let mention = json!({
+        "msgtype": "m.text",
+        "body": "hey",
+        "m.mentions": {"user_ids": [dave.user_id]},
+    });
+    send(&h, &alice, &room, "m.room.message", mention).await;
+
+    for (member, expected) in members
+        .iter()
+        .zip([c(2, 0), c(2, 0), c(2, 1), c(2, 0), c(0, 0)])
+    {
+        assert_eq!(
+            counts(&h, member, &room).await,
+            expected,
+            "{}",
+            member.user_id
+        );
+    }
+}
