@@ -16,18 +16,25 @@ pub fn client_event(
     redacted_because: Option<Value>,
 ) -> Value {
     let pdu = &record.pdu;
+    let mut event = client_event_of_pdu(pdu, now_ms, redacted_because);
+    if let (Some((device, txn_key)), Some((viewer_user, viewer_device))) = (&record.txn, viewer) {
+        // Device IDs are only unique per user.
+        if pdu.sender == viewer_user && device.as_str() == viewer_device.as_str() {
+            event["unsigned"]["transaction_id"] = json!(client_txn_id(txn_key));
+        }
+    }
+    event
+}
+
+/// An event without a viewer (no `transaction_id`), from its PDU alone: what [`client_event`]
+/// gives for a record of it with `viewer` `None` (current state held in memory).
+pub fn client_event_of_pdu(pdu: &Pdu, now_ms: u64, redacted_because: Option<Value>) -> Value {
     let mut event = base_event(pdu);
     let mut unsigned = Map::new();
     unsigned.insert(
         "age".into(),
         json!(now_ms.saturating_sub(pdu.origin_server_ts.0.into())),
     );
-    if let (Some((device, txn_key)), Some((viewer_user, viewer_device))) = (&record.txn, viewer) {
-        // Device IDs are only unique per user.
-        if pdu.sender == viewer_user && device.as_str() == viewer_device.as_str() {
-            unsigned.insert("transaction_id".into(), json!(client_txn_id(txn_key)));
-        }
-    }
     if let Some(because) = redacted_because {
         unsigned.insert("redacted_because".into(), because);
     }

@@ -5,7 +5,7 @@ use myelin_core::StreamPos;
 use myelin_storage::rows::{self, MEMBERSHIP_COLUMNS, ROOM_INFO_COLUMNS};
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
-    RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult,
+    RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult, TimelineSpan,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 
@@ -157,6 +157,44 @@ impl RoomStore for PgStore {
             &[&room_id.as_str(), &from.0, &to, &limit(limit_)],
         )
         .await
+    }
+
+    async fn latest_of_types(
+        &self,
+        spans: &[TimelineSpan],
+        types: &[&str],
+        walk: usize,
+    ) -> StorageResult<Vec<Option<StreamPos>>> {
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rooms: Vec<&str> = spans.iter().map(|s| s.room_id.as_str()).collect();
+        let froms: Vec<i64> = spans.iter().map(|s| s.from.0).collect();
+        let floors: Vec<Option<i64>> = spans.iter().map(|s| s.floor.map(|p| p.0)).collect();
+        // One statement for every room: each span's newest `walk` events (keyed, positions and
+        // types only), of which the newest positive one of the types; in the order given.
+        let sql = "SELECT r.i, b.stream_pos
+             FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[])
+                  WITH ORDINALITY AS r(room_id, from_pos, floor_pos, i)
+             LEFT JOIN LATERAL (
+                 SELECT w.stream_pos FROM (
+                     SELECT stream_pos, type FROM events
+                     WHERE room_id = r.room_id AND stream_pos <= r.from_pos
+                       AND (r.floor_pos IS NULL OR stream_pos > r.floor_pos)
+                     ORDER BY stream_pos DESC LIMIT $4
+                 ) w
+                 WHERE w.stream_pos > 0 AND w.type = ANY($5::TEXT[])
+                 ORDER BY w.stream_pos DESC LIMIT 1
+             ) b ON TRUE
+             ORDER BY r.i";
+        let mut conn = self.db.read().await?;
+        let found = conn
+            .query(sql, &[&rooms, &froms, &floors, &limit(walk), &types])
+            .await?;
+        found
+            .iter()
+            .map(|row| Ok(get::<Option<i64>>(row, 1)?.map(StreamPos)))
+            .collect()
     }
 
     async fn event_near_timestamp(

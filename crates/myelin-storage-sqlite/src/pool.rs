@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use myelin_core::StreamPos;
 use myelin_storage::{StorageError, StorageResult};
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{config::DbConfig, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::convert::Db as _;
@@ -338,6 +338,11 @@ fn configure(conn: &Connection) -> StorageResult<()> {
     conn.busy_timeout(BUSY_TIMEOUT).db()?;
     conn.pragma_update(None, "foreign_keys", "ON").db()?;
     conn.pragma_update(None, "synchronous", "FULL").db()?;
+    // One plan per statement, whatever the values bound: otherwise SQLite re-prepares a cached
+    // statement with a bound `LIMIT ?` (every timeline read) on each run, parsing and planning
+    // it again.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .db()?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use myelin_core::StreamPos;
 use myelin_storage::rows::{self, MEMBERSHIP_COLUMNS, ROOM_INFO_COLUMNS};
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
-    RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult,
+    RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult, TimelineSpan,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -196,6 +196,28 @@ impl RoomStore for SqliteStore {
                     &sql,
                     params![room_id.as_str(), from.0, to, limit(limit_)],
                 )
+            })
+            .await
+    }
+
+    async fn latest_of_types(
+        &self,
+        spans: &[TimelineSpan],
+        types: &[&str],
+        walk: usize,
+    ) -> StorageResult<Vec<Option<StreamPos>>> {
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spans = spans.to_vec();
+        let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+        // One read for every room: a keyed walk each, positions and types only.
+        self.db
+            .read(move |conn| {
+                spans
+                    .iter()
+                    .map(|span| latest_of_types_in(conn, span, &types, walk))
+                    .collect()
             })
             .await
     }
@@ -440,4 +462,41 @@ fn query_memberships(
 ) -> StorageResult<Vec<MembershipRecord>> {
     let sql = format!("SELECT {MEMBERSHIP_COLUMNS} FROM room_memberships {filter}");
     query_all(conn, &sql, [param], rows::membership)
+}
+
+/// The newest event of `types` among the span's `walk` newest events, at a positive position.
+fn latest_of_types_in(
+    conn: &Connection,
+    span: &TimelineSpan,
+    types: &[String],
+    walk: usize,
+) -> StorageResult<Option<StreamPos>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT stream_pos, type FROM events
+             WHERE room_id = ?1 AND stream_pos <= ?2 AND (?3 IS NULL OR stream_pos > ?3)
+             ORDER BY stream_pos DESC LIMIT ?4",
+        )
+        .db()?;
+    let floor = span.floor.map(|p| p.0);
+    let mut rows = stmt
+        .query(params![
+            span.room_id.as_str(),
+            span.from.0,
+            floor,
+            limit(walk)
+        ])
+        .db()?;
+    while let Some(row) = rows.next().db()? {
+        let pos: i64 = row.get(0).db()?;
+        if pos <= 0 {
+            // Backfilled history, and everything older, never counts.
+            return Ok(None);
+        }
+        let kind: String = row.get(1).db()?;
+        if types.contains(&kind) {
+            return Ok(Some(StreamPos(pos)));
+        }
+    }
+    Ok(None)
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::{
     BackfilledEvent, Direction, MembershipChange, MembershipRecord, NewEvent, NewOutlier, NewRoom,
     NewSession, NewState, NewUser, OutboxContent, OutboxEntry, OutlierStatus, Persisted,
-    ReceiptRecord, SnapshotId, StateKey, StateMap, Storage, TokenOwner, UserRecord,
+    ReceiptRecord, SnapshotId, StateKey, StateMap, Storage, TimelineSpan, TokenOwner, UserRecord,
 };
 
 /// Expands to one `#[tokio::test]` per conformance test.
@@ -44,6 +44,7 @@ macro_rules! storage_conformance_tests {
             current_state_follows_snapshot,
             redactions,
             room_events_pagination,
+            latest_of_types_walks_each_room,
             rooms_with_new_events,
             memberships,
             aliases,

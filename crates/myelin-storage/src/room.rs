@@ -181,6 +181,15 @@ pub struct MembershipRecord {
     pub joined_pos: Option<StreamPos>,
 }
 
+/// A stretch of one room's timeline, walked back from `from` (included) towards `floor`
+/// (excluded, when set): see [`RoomStore::latest_of_types`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineSpan {
+    pub room_id: OwnedRoomId,
+    pub from: StreamPos,
+    pub floor: Option<StreamPos>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// Towards older events.
@@ -257,6 +266,17 @@ pub trait RoomStore {
         dir: Direction,
         limit: usize,
     ) -> StorageResult<Vec<EventRecord>>;
+
+    /// For each span, in the order given: the position of the newest of its `walk` newest
+    /// events whose type is one of `types`, if that position is positive (backfilled history
+    /// never counts); `None` when there is none. One call for many rooms (the bump stamps of a
+    /// sliding sync room list), reading positions and types only.
+    async fn latest_of_types(
+        &self,
+        spans: &[TimelineSpan],
+        types: &[&str],
+        walk: usize,
+    ) -> StorageResult<Vec<Option<StreamPos>>>;
 
     /// The room's timeline event (rejected ones excepted) closest to `ts` by `origin_server_ts`:
     /// the first at or after it (`Forward`) or the last at or before it (`Backward`), with that

@@ -263,7 +263,7 @@ impl Rooms {
             };
             // Storage now holds the redacted form of the target; so must current state.
             if let Some((target, redacted)) = event.redaction {
-                next = next.with_redacted(&target, redacted);
+                next = next.with_redacted(&target, redacted, &pdu.event_id);
             }
             final_state = Some(next);
             events.push((pdu, done.stream_pos));

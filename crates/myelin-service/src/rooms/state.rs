@@ -59,6 +59,9 @@ pub struct StateEntry {
     /// membership, parsed once when the event enters the state, so that membership questions
     /// (asked on every send, for its destinations and whom to wake) read no JSON.
     pub member: Option<(OwnedUserId, Option<Membership>)>,
+    /// The redaction that redacted this event (`pdu` is then the redacted form): clients are
+    /// sent it as `redacted_because`.
+    pub redacted_by: Option<OwnedEventId>,
 }
 
 impl StateEntry {
@@ -69,7 +72,12 @@ impl StateEntry {
                 Some((user, Membership::of_content(&pdu.content_value())))
             })
             .flatten();
-        StateEntry { pdu, pos, member }
+        StateEntry {
+            pdu,
+            pos,
+            member,
+            redacted_by: None,
+        }
     }
 
     /// The member's membership, for a member event.
@@ -109,10 +117,11 @@ impl RoomState {
                 StateEventType::from(record.pdu.kind.to_string()),
                 record.pdu.state_key.clone().unwrap_or_default(),
             );
-            state.insert(
-                key,
-                StateEntry::new(Arc::new(record.pdu), record.stream_pos),
-            );
+            let entry = StateEntry {
+                redacted_by: record.redacted_by,
+                ..StateEntry::new(Arc::new(record.pdu), record.stream_pos)
+            };
+            state.insert(key, entry);
         }
         let extremities = storage.forward_extremities(room_id).await?;
         let tips = storage.get_events(&extremities).await?;
@@ -173,18 +182,24 @@ impl RoomState {
         self
     }
 
-    /// The state after `target` was redacted (its redacted JSON stored): a current state event
-    /// keeps its place but loses the content the redaction algorithm strips.
+    /// The state after `target` was redacted by `by` (its redacted JSON stored): a current
+    /// state event keeps its place but loses the content the redaction algorithm strips.
     pub fn with_redacted(
         mut self,
         target: &EventId,
         redacted: Box<serde_json::value::RawValue>,
+        by: &EventId,
     ) -> RoomState {
         let Some(entry) = self.state.values_mut().find(|e| e.pdu.event_id == target) else {
             return self;
         };
         match Pdu::from_json(target.to_owned(), redacted) {
-            Ok(pdu) => *entry = StateEntry::new(Arc::new(pdu), entry.pos),
+            Ok(pdu) => {
+                *entry = StateEntry {
+                    redacted_by: Some(by.to_owned()),
+                    ..StateEntry::new(Arc::new(pdu), entry.pos)
+                }
+            }
             Err(e) => tracing::warn!(%target, error = %e, "the redacted event does not parse"),
         }
         self

@@ -73,7 +73,33 @@ impl SlidingSync {
         while let Some(entry) = read.next().await {
             out.extend(entry?);
         }
+        self.stamp(&mut out).await?;
         Ok(out)
+    }
+
+    /// Sets the bump stamp of every room: its latest bump event in a room the user is joined
+    /// to (all such rooms looked up at once), else the user's membership event (they see
+    /// nothing after it).
+    async fn stamp(&self, entries: &mut [RoomEntry]) -> ServiceResult<()> {
+        let joined: Vec<(usize, &RoomId, StreamPos)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.facts.membership == Membership::Join)
+            .filter_map(|(i, e)| Some((i, &*e.facts.room_id, e.state.as_ref()?.last_pos)))
+            .collect();
+        let rooms: Vec<(&RoomId, StreamPos)> = joined.iter().map(|&(_, r, p)| (r, p)).collect();
+        let stamps = self
+            .bumps
+            .of_many(self.ctx.storage.as_ref(), &rooms)
+            .await?;
+        let mut bumps = vec![None; entries.len()];
+        for ((i, _, _), stamp) in joined.iter().zip(stamps) {
+            bumps[*i] = stamp;
+        }
+        for (entry, bump) in entries.iter_mut().zip(bumps) {
+            entry.facts.bump_stamp = bump.unwrap_or(entry.record.stream_pos).0.max(0);
+        }
+        Ok(())
     }
 
     /// One room's entry; `None` for a membership we cannot make sense of, or an invite from
@@ -96,15 +122,6 @@ impl SlidingSync {
             Err(ServiceError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let bump = match (&state, membership) {
-            (Some(state), Membership::Join) => {
-                let storage = self.ctx.storage.as_ref();
-                self.bumps
-                    .of(storage, &record.room_id, state.last_pos)
-                    .await?
-            }
-            _ => None,
-        };
         let (is_encrypted, room_type, invited_as_direct) = match &state {
             Some(state) => state_facts(state, user_id, membership),
             None => {
@@ -117,7 +134,8 @@ impl SlidingSync {
         let facts = RoomFacts {
             room_id: record.room_id.clone(),
             membership,
-            bump_stamp: bump.unwrap_or(record.stream_pos).0.max(0),
+            // Set by `stamp`, for all rooms at once.
+            bump_stamp: 0,
             is_dm,
             is_encrypted,
             room_type,

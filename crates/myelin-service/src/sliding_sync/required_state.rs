@@ -5,6 +5,9 @@
 use std::collections::HashSet;
 
 use myelin_storage::EventRecord;
+use ruma::events::{StateEventType, TimelineEventType};
+
+use crate::rooms::{RoomState, StateEntry};
 
 const WILDCARD: &str = "*";
 const ME: &str = "$ME";
@@ -66,6 +69,68 @@ impl RequiredState {
                 Key::Is(k) => k == key,
             }
         })
+    }
+}
+
+impl RequiredState {
+    /// The entries of a room's current state [`RequiredState::wants`], each once: looked up by
+    /// key, and only the types with a `*` key scanned for (all of the state for a `*` type).
+    pub(super) fn pick<'a>(
+        &self,
+        state: &'a RoomState,
+        me: &str,
+        lazy: &HashSet<&str>,
+    ) -> Vec<&'a StateEntry> {
+        if self.entries.iter().any(|(kind, _)| kind.is_none()) {
+            return state
+                .entries()
+                .filter(|e| {
+                    let key = e.pdu.state_key.as_deref().unwrap_or_default();
+                    self.wants(&e.pdu.kind.to_string(), key, me, lazy)
+                })
+                .collect();
+        }
+        let mut picked = Picked::default();
+        for (kind, key) in &self.entries {
+            let Some(kind) = kind.as_deref() else {
+                continue;
+            };
+            let state_type = StateEventType::from(kind);
+            match key {
+                Key::Is(k) => picked.add(state.get(&state_type, k)),
+                Key::Me => picked.add(state.get(&state_type, me)),
+                // Only built for members (a type-less `$LAZY` takes the scan above).
+                Key::Lazy => {
+                    for user in lazy {
+                        picked.add(state.get(&state_type, user));
+                    }
+                }
+                Key::Any => {
+                    let event_type = TimelineEventType::from(kind);
+                    for e in state.entries().filter(|e| e.pdu.kind == event_type) {
+                        picked.add(Some(e));
+                    }
+                }
+            }
+        }
+        picked.entries
+    }
+}
+
+/// Entries picked, each once.
+#[derive(Default)]
+struct Picked<'a> {
+    entries: Vec<&'a StateEntry>,
+    seen: HashSet<*const StateEntry>,
+}
+
+impl<'a> Picked<'a> {
+    fn add(&mut self, entry: Option<&'a StateEntry>) {
+        if let Some(e) = entry {
+            if self.seen.insert(e as *const StateEntry) {
+                self.entries.push(e);
+            }
+        }
     }
 }
 

@@ -3,11 +3,17 @@
 //! through the history-visibility check, the required state, name, avatar, heroes, member
 //! counts and bump stamp; the stripped state of an invite or knock.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
-use myelin_core::StreamPos;
+use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{EventRecord, StateMap};
-use ruma::{events::StateEventType, OwnedEventId, OwnedUserId, UserId};
+use ruma::{
+    events::{StateEventType, TimelineEventType},
+    OwnedEventId, OwnedUserId, UserId,
+};
 use serde_json::Value;
 
 use super::{
@@ -20,6 +26,7 @@ use super::{
     SlidingSync,
 };
 use crate::{
+    format::{client_event, client_event_of_pdu},
     rooms::{visibility::HistoryView, Membership, RoomState, StateEntry},
     sync::{latest_events, pagination_token, prev_batch, stripped_room_state},
     ServiceResult,
@@ -159,26 +166,42 @@ impl SlidingSync {
         let spec = &plan.required_state;
         let me = &pass.authed.user_id;
         let lazy = timeline_members(&timeline.records);
-        let (state_ids, changed) = if mode.full_state {
-            let ids = self.full_state_ids(entry, state, spec, me, &lazy).await?;
-            (ids, Changed::ALL)
+        let joined = entry.facts.membership == Membership::Join;
+        let (picked, changed) = if mode.full_state && !joined {
+            let ids = self.state_at_leave_ids(entry, spec, me, &lazy).await?;
+            (Picked::Stored(ids), Changed::ALL)
+        } else if mode.full_state {
+            let entries = spec.pick(state, me.as_str(), &lazy);
+            (Picked::Current(entries), Changed::ALL)
         } else {
             let since = sent.map_or(StreamPos::ZERO, |s| s.pos);
             let known = sent.map(|s| &s.lazy_members);
-            let (mut ids, changed) =
-                delta_state_ids(state, since, spec, me, &lazy, timeline.limited, known);
+            let (mut entries, changed) =
+                delta_state(state, since, spec, me, &lazy, timeline.limited, known);
             if let Some(previous) = mode.previous_spec {
                 let held = Held {
                     spec: previous,
                     lazy: known,
                 };
-                add_newly_wanted(state, spec, &held, me, &lazy, &mut ids);
+                add_newly_wanted(state, spec, &held, me, &lazy, &mut entries);
             }
-            (ids, changed)
+            (Picked::Current(entries), changed)
         };
         let changed = if mode.initial { Changed::ALL } else { changed };
-        let state_records = self.ctx.storage.get_events(&state_ids).await?;
-        let lazy_members = remember_lazy(sent, &mode, state, &state_records, sent.map(|s| s.pos));
+        let (required_state, sent_members) = match picked {
+            Picked::Current(entries) => (
+                self.format_current(&entries).await?,
+                members_of(entries.iter().map(|e| &*e.pdu)),
+            ),
+            Picked::Stored(ids) => {
+                let records = self.ctx.storage.get_events(&ids).await?;
+                (
+                    self.history.format_events(&records, None).await?,
+                    members_of(records.iter().map(|r| &r.pdu)),
+                )
+            }
+        };
+        let lazy_members = remember_lazy(sent, &mode, state, sent_members, sent.map(|s| s.pos));
         // Without a gap, the client still holds the longer timeline it had.
         let timeline_limit = match sent {
             Some(s) if !mode.initial && !timeline.limited => {
@@ -199,7 +222,7 @@ impl SlidingSync {
             .history
             .format_timeline(&timeline.records, viewer, &mut view, read_up_to)
             .await?;
-        response.required_state = self.history.format_events(&state_records, None).await?;
+        response.required_state = required_state;
         response.prev_batch = timeline.prev_batch;
         response.limited = timeline.limited;
         response.num_live = timeline.num_live;
@@ -260,22 +283,14 @@ impl SlidingSync {
         })
     }
 
-    /// The wanted state: current state for a joined room, the state at the leave for one left.
-    async fn full_state_ids(
+    /// The wanted state at the leave of a room left.
+    async fn state_at_leave_ids(
         &self,
         entry: &RoomEntry,
-        state: &RoomState,
         spec: &RequiredState,
         me: &UserId,
         lazy: &HashSet<&str>,
     ) -> ServiceResult<Vec<OwnedEventId>> {
-        if entry.facts.membership == Membership::Join {
-            return Ok(state
-                .entries()
-                .filter(|e| wants_entry(spec, e, me, lazy))
-                .map(|e| e.pdu.event_id.clone())
-                .collect());
-        }
         let at_leave = self.state_at(&entry.record.event_id).await?;
         let mut ids: Vec<OwnedEventId> = at_leave
             .into_iter()
@@ -287,6 +302,38 @@ impl SlidingSync {
             ids.push(entry.record.event_id.clone());
         }
         Ok(ids)
+    }
+
+    /// Current state entries in the client format, as [`crate::History::format_events`] gives
+    /// their stored events: from memory, reading only the redactions of redacted ones.
+    async fn format_current(&self, entries: &[&StateEntry]) -> ServiceResult<Vec<Value>> {
+        let now = self.ctx.now_ms();
+        let redaction_ids: Vec<OwnedEventId> = entries
+            .iter()
+            .filter_map(|e| e.redacted_by.clone())
+            .collect();
+        let redactions: HashMap<OwnedEventId, EventRecord> = if redaction_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.ctx
+                .storage
+                .get_events(&redaction_ids)
+                .await?
+                .into_iter()
+                .map(|r| (r.pdu.event_id.clone(), r))
+                .collect()
+        };
+        Ok(entries
+            .iter()
+            .map(|e| {
+                let because = e
+                    .redacted_by
+                    .as_ref()
+                    .and_then(|id| redactions.get(id))
+                    .map(|red| client_event(red, None, now, None));
+                client_event_of_pdu(&e.pdu, now, because)
+            })
+            .collect())
     }
 
     /// The room's state after an event (empty for an event outside the timeline).
@@ -363,6 +410,20 @@ impl SlidingSync {
     }
 }
 
+/// The state entries an update sends: of the current state in memory (a joined room), or
+/// stored events (the state at a leave).
+enum Picked<'a> {
+    Current(Vec<&'a StateEntry>),
+    Stored(Vec<OwnedEventId>),
+}
+
+/// The users whose member event is among `pdus`.
+fn members_of<'a>(pdus: impl Iterator<Item = &'a Pdu>) -> Vec<OwnedUserId> {
+    pdus.filter(|p| p.kind == TimelineEventType::RoomMember)
+        .filter_map(|p| OwnedUserId::try_from(p.state_key.as_deref()?).ok())
+        .collect()
+}
+
 /// What the connection holds of a room just sent by `plan`.
 fn fresh_sent(pass: &Pass<'_>, entry: &RoomEntry, plan: &RoomPlan) -> RoomSent {
     RoomSent {
@@ -382,15 +443,15 @@ struct Held<'a> {
     lazy: Option<&'a HashSet<OwnedUserId>>,
 }
 
-/// Adds to `ids` the current state entries `spec` wants that the client does not hold: those
-/// its previous `required_state` did not ask for.
-fn add_newly_wanted(
-    state: &RoomState,
+/// Adds to `picked` the current state entries `spec` wants that the client does not hold:
+/// those its previous `required_state` did not ask for.
+fn add_newly_wanted<'a>(
+    state: &'a RoomState,
     spec: &RequiredState,
     held: &Held<'_>,
     me: &UserId,
     lazy: &HashSet<&str>,
-    ids: &mut Vec<OwnedEventId>,
+    picked: &mut Vec<&'a StateEntry>,
 ) {
     let held_lazy: HashSet<&str> = held
         .lazy
@@ -398,13 +459,13 @@ fn add_newly_wanted(
         .flatten()
         .map(|u| u.as_str())
         .collect();
-    let mut have: HashSet<OwnedEventId> = ids.iter().cloned().collect();
+    let mut have: HashSet<OwnedEventId> = picked.iter().map(|e| e.pdu.event_id.clone()).collect();
     for e in state.entries() {
         if wants_entry(spec, e, me, lazy)
             && !wants_entry(held.spec, e, me, &held_lazy)
             && have.insert(e.pdu.event_id.clone())
         {
-            ids.push(e.pdu.event_id.clone());
+            picked.push(e);
         }
     }
 }
@@ -418,15 +479,15 @@ fn wants_entry(spec: &RequiredState, e: &StateEntry, me: &UserId, lazy: &HashSet
 /// timeline's members the client was not sent yet (`$LAZY`); and what the changes touch.
 /// Without a gap in the timeline, every member change goes out under `$LAZY` (a client that
 /// loaded the whole member list keeps it right).
-fn delta_state_ids(
-    state: &RoomState,
+fn delta_state<'a>(
+    state: &'a RoomState,
     since: StreamPos,
     spec: &RequiredState,
     me: &UserId,
     lazy: &HashSet<&str>,
     limited: bool,
     known_lazy: Option<&HashSet<OwnedUserId>>,
-) -> (Vec<OwnedEventId>, Changed) {
+) -> (Vec<&'a StateEntry>, Changed) {
     let changed: Vec<&StateEntry> = state.entries().filter(|e| e.pos > since).collect();
     let is = |e: &StateEntry, kind: StateEventType| e.pdu.kind.to_string() == kind.to_string();
     let touched = Changed {
@@ -442,10 +503,10 @@ fn delta_state_ids(
                 .filter_map(|e| e.member.as_ref().map(|(u, _)| u.as_str())),
         );
     }
-    let mut ids: Vec<OwnedEventId> = changed
+    let mut picked: Vec<&StateEntry> = changed
         .iter()
+        .copied()
         .filter(|e| wants_entry(spec, e, me, &wanted_lazy))
-        .map(|e| e.pdu.event_id.clone())
         .collect();
     if spec.lazy_members() {
         for user in lazy {
@@ -454,13 +515,13 @@ fn delta_state_ids(
                 continue;
             }
             if let Some(e) = state.get(&StateEventType::RoomMember, user) {
-                if !ids.contains(&e.pdu.event_id) {
-                    ids.push(e.pdu.event_id.clone());
+                if !picked.iter().any(|p| p.pdu.event_id == e.pdu.event_id) {
+                    picked.push(e);
                 }
             }
         }
     }
-    (ids, touched)
+    (picked, touched)
 }
 
 /// The members the client now holds the member event of, for `$LAZY`: those sent now, and
@@ -469,7 +530,7 @@ fn remember_lazy(
     sent: Option<&RoomSent>,
     mode: &Mode,
     state: &RoomState,
-    state_records: &[EventRecord],
+    sent_now: Vec<OwnedUserId>,
     since: Option<StreamPos>,
 ) -> HashSet<OwnedUserId> {
     let mut members = match sent {
@@ -483,10 +544,6 @@ fn remember_lazy(
                 .is_none_or(|e| e.pos <= since)
         });
     }
-    let sent_now = state_records
-        .iter()
-        .filter(|r| r.pdu.kind.to_string() == StateEventType::RoomMember.to_string())
-        .filter_map(|r| OwnedUserId::try_from(r.pdu.state_key.as_deref()?).ok());
     members.extend(sent_now);
     if members.len() > MAX_LAZY_MEMBERS {
         members.clear();
@@ -520,12 +577,20 @@ fn describe(
         initial: mode.initial.then_some(true),
         unstable_expanded_timeline: mode.expanded,
         is_dm: entry.facts.is_dm.then_some(true),
-        joined_count: members_news.then(|| state.joined_members().len()),
-        invited_count: members_news.then(|| state.members_with(&[Membership::Invite]).len()),
+        joined_count: members_news.then(|| count_members(state, Membership::Join)),
+        invited_count: members_news.then(|| count_members(state, Membership::Invite)),
         bump_stamp: Some(entry.facts.bump_stamp),
         heroes: (members_news && name.is_none()).then(|| heroes(state, me)),
         ..RoomResponse::default()
     }
+}
+
+/// How many members have the membership (what `RoomState::members_with` would list).
+fn count_members(state: &RoomState, membership: Membership) -> usize {
+    state
+        .member_entries()
+        .filter(|(_, e)| e.membership() == Some(membership))
+        .count()
 }
 
 /// `m.room.name`'s name; an empty or missing one is no name.
@@ -556,7 +621,7 @@ pub(super) fn heroes(state: &RoomState, me: &UserId) -> Vec<Hero> {
     if chosen.is_empty() {
         chosen = others.iter().collect();
     }
-    chosen.sort_by_key(|(user, e)| (e.pos, user.to_string()));
+    chosen.sort_by(|(a, ea), (b, eb)| (ea.pos, a.as_str()).cmp(&(eb.pos, b.as_str())));
     chosen
         .into_iter()
         .take(MAX_HEROES)

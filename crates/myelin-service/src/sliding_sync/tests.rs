@@ -623,3 +623,77 @@ async fn timeline_events_carry_their_bundled_edits() {
         "{first}"
     );
 }
+
+/// `required_state` of a joined room comes from current state in memory: it must read as the
+/// stored events formatted do, a redacted state event with its `redacted_because` included.
+#[tokio::test]
+async fn required_state_from_memory_reads_as_the_stored_events() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let room = h.room(&alice, "private_chat").await;
+    let rooms = &h.services.rooms;
+    let topic = rooms
+        .send_state(
+            &alice,
+            &room,
+            "m.room.topic",
+            "",
+            json!({ "topic": "secret" }),
+        )
+        .await
+        .unwrap();
+    let redaction = rooms
+        .redact(&alice, &room, &topic, "r1", Some("oops"))
+        .await
+        .unwrap();
+    rooms
+        .send_state(&alice, &room, "m.room.name", "", json!({ "name": "Named" }))
+        .await
+        .unwrap();
+    let req = request(json!({
+        "room_subscriptions": { room.as_str(): {
+            "timeline_limit": 1,
+            "required_state": [
+                ["m.room.topic", ""], ["m.room.name", ""], ["m.room.create", ""],
+                ["m.room.member", "$ME"], ["m.room.member", "$LAZY"],
+            ],
+        }},
+    }));
+    let response = sync(&h, &alice, None, req).await.unwrap();
+    let sent = &response.rooms[&room].required_state;
+    assert_eq!(state_types(&response, &room).len(), 4, "{sent:?}");
+    let storage = h.services.rooms.ctx.storage.clone();
+    for event in sent {
+        let id = ruma::OwnedEventId::try_from(event["event_id"].as_str().unwrap()).unwrap();
+        let stored = storage.get_events(&[id]).await.unwrap();
+        let want = h
+            .services
+            .history
+            .format_events(&stored, None)
+            .await
+            .unwrap();
+        let without_age = |e: &Value| {
+            let mut e = e.clone();
+            e["unsigned"].as_object_mut().unwrap().remove("age");
+            e
+        };
+        assert_eq!(without_age(event), without_age(&want[0]));
+    }
+    let redacted = sent
+        .iter()
+        .find(|e| e["type"] == "m.room.topic")
+        .expect("the redacted topic");
+    assert_eq!(redacted["content"], json!({}));
+    assert_eq!(
+        redacted["unsigned"]["redacted_because"]["event_id"],
+        redaction.as_str()
+    );
+    // State loaded afresh from storage knows the redaction too.
+    let loaded = crate::rooms::RoomState::load(storage.as_ref(), &room)
+        .await
+        .unwrap();
+    let entry = loaded
+        .get(&ruma::events::StateEventType::RoomTopic, "")
+        .unwrap();
+    assert_eq!(entry.redacted_by.as_ref(), Some(&redaction));
+}

@@ -506,3 +506,93 @@ pub async fn events_near_a_timestamp(store: &dyn Storage) {
         "only the room's own events"
     );
 }
+
+/// `latest_of_types`: per span, in the order given, the newest event of the types among the
+/// span's `walk` newest events, never a backfilled one.
+pub async fn latest_of_types_walks_each_room(store: &dyn Storage) {
+    let alice = "@alice:localhost";
+    let mut a = TestRoom::create(store, "!lta:localhost", alice, "lta").await;
+    let (_, m1) = a.message(store, alice, "one").await;
+    let (_, m2) = a.message(store, alice, "two").await;
+    a.state_event(store, "m.room.topic", "", json!({"topic": "t"}))
+        .await;
+    a.state_event(store, "m.room.name", "", json!({"name": "n"}))
+        .await;
+    let b = TestRoom::create(store, "!ltb:localhost", alice, "ltb").await;
+    let c = TestRoom::create(store, "!ltc:localhost", alice, "ltc").await;
+    let old = pdu(
+        "$ltcold",
+        c.room_id.as_str(),
+        alice,
+        "m.room.message",
+        None,
+        json!({"body": "old"}),
+        1,
+        &[],
+    );
+    store
+        .persist_backfilled(vec![BackfilledEvent {
+            pdu: old,
+            state_snapshot: c.snapshot,
+        }])
+        .await
+        .unwrap();
+    let now = store.current_stream_pos().await.unwrap();
+    let span = |r: &TestRoom, from: StreamPos, floor: Option<StreamPos>| TimelineSpan {
+        room_id: r.room_id.clone(),
+        from,
+        floor,
+    };
+    let messages = ["m.room.message", "m.sticker"];
+    let found = store
+        .latest_of_types(
+            &[
+                span(&a, now, None),
+                span(&b, now, None),
+                span(&a, m1.stream_pos, None),
+                span(&a, now, Some(m2.stream_pos)),
+                span(&c, now, None),
+                TimelineSpan {
+                    room_id: room("!nowhere:localhost"),
+                    from: now,
+                    floor: None,
+                },
+            ],
+            &messages,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        [
+            Some(m2.stream_pos),
+            None,
+            Some(m1.stream_pos),
+            None,
+            None,
+            None
+        ],
+        "newest message per span; none after the floor, in rooms without, or backfilled"
+    );
+    let walked = store
+        .latest_of_types(&[span(&a, now, None)], &messages, 2)
+        .await
+        .unwrap();
+    assert_eq!(walked, [None], "the two newest events are state changes");
+    let walked = store
+        .latest_of_types(&[span(&a, now, None)], &messages, 3)
+        .await
+        .unwrap();
+    assert_eq!(walked, [Some(m2.stream_pos)]);
+    let created = store
+        .latest_of_types(&[span(&b, now, None)], &["m.room.create"], 100)
+        .await
+        .unwrap();
+    assert!(created[0].is_some_and(|p| p > StreamPos::ZERO));
+    assert!(store
+        .latest_of_types(&[], &messages, 100)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -381,7 +381,7 @@ impl Ingest {
             );
             // Storage now holds the redacted form of the target; so must current state.
             if let Some((target, redacted)) = redaction {
-                next = next.with_redacted(&target, redacted);
+                next = next.with_redacted(&target, redacted, &pdu.event_id);
             }
             Arc::new(next)
         } else {
