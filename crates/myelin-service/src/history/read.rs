@@ -122,31 +122,36 @@ impl History {
         viewer: Option<(&UserId, &DeviceId)>,
     ) -> ServiceResult<Vec<Value>> {
         let now = self.ctx.now_ms();
-        let redaction_ids: Vec<_> = records
-            .iter()
-            .filter_map(|r| r.redacted_by.clone())
-            .collect();
-        let redactions: HashMap<_, _> = if redaction_ids.is_empty() {
-            HashMap::new()
-        } else {
-            self.ctx
-                .storage
-                .get_events(&redaction_ids)
-                .await?
-                .into_iter()
-                .map(|r| (r.pdu.event_id.clone(), r))
-                .collect()
-        };
+        let redactions = self
+            .formatted_redactions(records.iter().filter_map(|r| r.redacted_by.clone()), now)
+            .await?;
         Ok(records
             .iter()
             .map(|r| {
-                let because = r
-                    .redacted_by
-                    .as_ref()
-                    .and_then(|id| redactions.get(id))
-                    .map(|red| client_event(red, None, now, None));
-                client_event(r, viewer, now, because)
+                let because = r.redacted_by.as_ref().and_then(|id| redactions.get(id));
+                client_event(r, viewer, now, because.cloned())
             })
+            .collect())
+    }
+
+    /// The redaction events of these IDs in the client format, as `redacted_because` carries
+    /// them (one storage read; none when there are no IDs).
+    pub(crate) async fn formatted_redactions(
+        &self,
+        ids: impl Iterator<Item = OwnedEventId>,
+        now: u64,
+    ) -> ServiceResult<HashMap<OwnedEventId, Value>> {
+        let ids: Vec<OwnedEventId> = ids.collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .ctx
+            .storage
+            .get_events(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.pdu.event_id.clone(), client_event(&r, None, now, None)))
             .collect())
     }
 

@@ -3,10 +3,7 @@
 //! through the history-visibility check, the required state, name, avatar, heroes, member
 //! counts and bump stamp; the stripped state of an invite or knock.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{EventRecord, StateMap};
@@ -26,7 +23,7 @@ use super::{
     SlidingSync,
 };
 use crate::{
-    format::{client_event, client_event_of_pdu},
+    format::client_event_of_pdu,
     rooms::{visibility::HistoryView, Membership, RoomState, StateEntry},
     sync::{latest_events, pagination_token, prev_batch, stripped_room_state},
     ServiceResult,
@@ -308,30 +305,15 @@ impl SlidingSync {
     /// their stored events: from memory, reading only the redactions of redacted ones.
     async fn format_current(&self, entries: &[&StateEntry]) -> ServiceResult<Vec<Value>> {
         let now = self.ctx.now_ms();
-        let redaction_ids: Vec<OwnedEventId> = entries
-            .iter()
-            .filter_map(|e| e.redacted_by.clone())
-            .collect();
-        let redactions: HashMap<OwnedEventId, EventRecord> = if redaction_ids.is_empty() {
-            HashMap::new()
-        } else {
-            self.ctx
-                .storage
-                .get_events(&redaction_ids)
-                .await?
-                .into_iter()
-                .map(|r| (r.pdu.event_id.clone(), r))
-                .collect()
-        };
+        let redactions = self
+            .history
+            .formatted_redactions(entries.iter().filter_map(|e| e.redacted_by.clone()), now)
+            .await?;
         Ok(entries
             .iter()
             .map(|e| {
-                let because = e
-                    .redacted_by
-                    .as_ref()
-                    .and_then(|id| redactions.get(id))
-                    .map(|red| client_event(red, None, now, None));
-                client_event_of_pdu(&e.pdu, now, because)
+                let because = e.redacted_by.as_ref().and_then(|id| redactions.get(id));
+                client_event_of_pdu(&e.pdu, now, because.cloned())
             })
             .collect())
     }
