@@ -543,9 +543,13 @@ impl Accounts {
     }
 
     /// `POST /account/deactivate` (after UIA): leaves every room, then locks the account (and
-    /// marks it erased, when `erase`: its events are then served redacted, see
+    /// marks it erased, when `erase`: its profile is cleared first, in the rooms too, and its
+    /// events are then served redacted, see `rooms/visibility.rs` and
     /// `federation/read/access.rs`).
     pub async fn deactivate(&self, user_id: &UserId, erase: bool) -> ServiceResult<()> {
+        if erase {
+            self.membership.erase_profile(user_id).await?;
+        }
         for m in self.ctx.storage.memberships_of_user(user_id).await? {
             if m.membership == "join" || m.membership == "invite" || m.membership == "knock" {
                 // A failure to leave one room must not keep the account alive.
