@@ -4,6 +4,7 @@
 mod aliases;
 mod cache;
 mod directory;
+mod guests;
 mod hierarchy;
 mod members;
 
