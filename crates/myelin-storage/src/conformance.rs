@@ -35,6 +35,7 @@ macro_rules! storage_conformance_tests {
             custom_profile_fields,
             threepid_sessions_validate_once_and_in_time,
             threepids_bind_to_one_account,
+            registration_binds_its_address_or_creates_nothing,
             threepid_id_server_bindings_are_remembered,
             search_finds_words_by_prefix_in_the_rooms_named,
             search_forgets_redacted_and_rejected_events_and_indexes_backfill,
