@@ -130,7 +130,10 @@ impl Rooms {
         };
         let event_id = self.append_event(room_id, append).await?.0.event_id.clone();
         if closes_to_guests {
-            self.remove_guests(room_id).await?;
+            // The change is made; a failure to remove a guest must not report it as failed.
+            if let Err(e) = self.remove_guests(room_id).await {
+                tracing::warn!(%room_id, error = %e, "removing guests failed");
+            }
         }
         Ok(event_id)
     }
