@@ -1,6 +1,6 @@
 //! The deprecated sync endpoints over HTTP: `/initialSync` (with `archived`),
-//! `/rooms/{roomId}/initialSync`, `/events` long-polling and peeking, `/events/{eventId}`, and
-//! that all of them refuse what the reader may not see.
+//! `/rooms/{roomId}/initialSync`, `/events` long-polling and peeking (with typing, receipts and
+//! presence), `/events/{eventId}`, and that all of them refuse what the reader may not see.
 
 use std::time::Duration;
 
@@ -162,4 +162,63 @@ async fn peeking_into_world_readable_rooms_only() {
         "M_NOT_FOUND",
         "an event of a room eve may not read",
     );
+}
+
+#[tokio::test]
+async fn events_carry_typing_receipts_and_presence() {
+    let s = TestServer::start().await;
+    let (alice, bob) = (register(&s, "alice").await, register(&s, "bob").await);
+    let (at, bt) = (alice.token().expect("token"), bob.token().expect("token"));
+    let room = s.create_room(at, &json!({ "preset": "public_chat" })).await;
+    s.join(bt, &room).await;
+    let message = s.send_message(at, &room, "t1", "read me").await;
+    let now = s.get("/_matrix/client/v3/events?timeout=0", Some(at)).await;
+    assert_ok(&now, "/events now");
+    let from = now.1["end"].as_str().expect("end").to_owned();
+
+    let typing = format!("typing/{}", enc(&bob.user_id));
+    let body = json!({ "typing": true, "timeout": 30000 });
+    assert_ok(
+        &s.put(&room_path(&room, &typing), Some(bt), &body).await,
+        "bob types",
+    );
+    let receipt = format!("receipt/m.read/{}", enc(&message));
+    assert_ok(
+        &s.post(&room_path(&room, &receipt), Some(bt), &json!({}))
+            .await,
+        "bob reads",
+    );
+    let presence = format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id));
+    let body = json!({ "presence": "online", "status_msg": "here" });
+    assert_ok(&s.put(&presence, Some(bt), &body).await, "bob is online");
+
+    let path = format!("/_matrix/client/v3/events?timeout=0&from={}", enc(&from));
+    let events = s.get(&path, Some(at)).await;
+    assert_ok(&events, "/events");
+    let chunk = events.1["chunk"].as_array().expect("chunk");
+    let of_type = |kind: &str| {
+        chunk
+            .iter()
+            .find(|e| e["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {chunk:?}"))
+    };
+    let typing = of_type("m.typing");
+    assert_eq!(typing["room_id"], room.as_str());
+    assert_eq!(typing["content"]["user_ids"], json!([bob.user_id]));
+    let receipt = of_type("m.receipt");
+    assert_eq!(receipt["room_id"], room.as_str());
+    assert!(
+        receipt["content"][&message]["m.read"][&bob.user_id]["ts"].is_u64(),
+        "{receipt}"
+    );
+    let presence = of_type("m.presence");
+    assert_eq!(presence["sender"], bob.user_id.as_str());
+    assert_eq!(presence["content"]["status_msg"], "here");
+
+    // From the batch's end nothing is repeated.
+    let end = events.1["end"].as_str().expect("end");
+    let path = format!("/_matrix/client/v3/events?timeout=0&from={}", enc(end));
+    let again = s.get(&path, Some(at)).await;
+    assert_ok(&again, "/events again");
+    assert_eq!(again.1["chunk"], json!([]), "{}", again.1);
 }

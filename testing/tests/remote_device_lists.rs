@@ -1,7 +1,8 @@
 //! The cache of remote users' device lists: a key query on A about bob of B fetches bob's list
 //! once (`/user/devices`), `m.device_list_update` EDUs keep it current so later queries are
-//! answered without asking B (even with B down), and an update that does not follow on from
-//! what A holds (a gap in `prev_id`) makes A fetch the list again. The same with a Synapse
+//! answered without asking B (even with B down), an update that does not follow on from what A
+//! holds (a gap in `prev_id`) makes A fetch the list again, and a list goes once its user shares
+//! no room with a user of A (fetched afresh when they share one again). The same with a Synapse
 //! user: Synapse's `stream_id`s and `prev_id`s keep Myelin's cache current.
 
 use std::time::{Duration, Instant};
@@ -321,4 +322,98 @@ async fn synapse_device_changes_reach_the_cache() {
     assert_eq!(device_ids(&keys, &sam), both, "{keys}");
     assert_eq!(keys["failures"], json!({}), "{keys}");
     myelin.stop().await;
+}
+
+/// The event ID of the state event `(kind, key)` of the room, read by `account`.
+async fn state_id(server: &TestServer, account: &Account, room: &str, kind: &str) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{}/state", enc(room));
+    let (status, state) = server.get(&path, account.token()).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    state
+        .as_array()
+        .expect("state")
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == "")
+        .and_then(|e| e["event_id"].as_str())
+        .unwrap_or_else(|| panic!("no {kind} in {state}"))
+        .to_owned()
+}
+
+/// Whether the server's database holds a cached device list of `user` (read beside the
+/// running server, through the storage it uses).
+async fn cached(storage: &dyn myelin_storage::Storage, user: &str) -> bool {
+    let user = user.try_into().expect("user ID");
+    !storage
+        .remote_device_lists(&[user])
+        .await
+        .expect("read the cache")
+        .is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_goes_when_its_user_shares_no_room_any_more() {
+    let a = TestServer::start_federating().await;
+    let hostile = HostileServer::start().await;
+    let alice = a.register("alice", PW).await;
+    let token = alice.token().expect("token");
+    let body = json!({ "preset": "public_chat", "room_version": "10" });
+    let (first, second) = (
+        a.create_room(token, &body).await,
+        a.create_room(token, &body).await,
+    );
+    hostile.join(&a, &first, "mallory").await;
+    let mallory_join = hostile.join(&a, &second, "mallory").await;
+    let mallory = hostile.user("mallory");
+    let fetches = || hostile.received_under(DEVICES_PATH).len();
+    hostile.set_answer(DEVICES_PATH, devices_answer(&mallory, 5, &["D1"]));
+    query_until(&a, &alice, &mallory, &["D1"]).await;
+    assert_eq!(fetches(), 1);
+    let storage = myelin::storage::open(a.config())
+        .await
+        .expect("open the storage");
+    assert!(cached(storage.as_ref(), &mallory).await);
+
+    // Alice leaves one room: mallory still shares the other with her, the list stays.
+    a.leave(token, &first).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(cached(storage.as_ref(), &mallory).await, "still shared");
+
+    // Mallory leaves the other (a leave from his server): nothing is shared, the list goes.
+    let create = state_id(&a, &alice, &second, "m.room.create").await;
+    let power = state_id(&a, &alice, &second, "m.room.power_levels").await;
+    let uri = format!("/_matrix/federation/v1/event/{}", enc(&mallory_join));
+    let (status, join) = hostile.request(&a, "GET", &uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{join}");
+    let depth = join["pdus"][0]["depth"].as_u64().expect("depth");
+    let (_, leave) = hostile.sign_pdu(json!({
+        "type": "m.room.member",
+        "state_key": mallory,
+        "room_id": second,
+        "sender": mallory,
+        "origin_server_ts": myelin_testing::federation::now_ms(),
+        "content": { "membership": "leave" },
+        "prev_events": [mallory_join],
+        "auth_events": [create, power, mallory_join],
+        "depth": depth + 1,
+    }));
+    let results = hostile.send_transaction(&a, "leave", vec![leave]).await;
+    assert!(
+        results
+            .as_object()
+            .is_some_and(|r| r.values().all(|v| v.get("error").is_none())),
+        "{results}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cached(storage.as_ref(), &mallory).await {
+        assert!(Instant::now() < deadline, "the list of mallory stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Sharing a room again, a query fetches the list afresh.
+    let third = a.create_room(token, &body).await;
+    hostile.join(&a, &third, "mallory").await;
+    hostile.set_answer(DEVICES_PATH, devices_answer(&mallory, 9, &["D2"]));
+    query_until(&a, &alice, &mallory, &["D2"]).await;
+    assert_eq!(fetches(), 2);
+    a.stop().await;
 }

@@ -1,6 +1,7 @@
 //! E-mail addresses (3PIDs) over HTTP with an SMTP sink: validation by the mailed link and by
 //! `submit_url`, adding, listing and deleting addresses, a password reset by e-mail,
-//! registration that requires an address, and the spec's errors.
+//! registration that requires an address (one account per address, even for registrations at
+//! once), and the spec's errors.
 
 use myelin_testing::http::{assert_err, assert_ok, register, PW};
 use myelin_testing::smtp::{Mail, SmtpSink};
@@ -228,4 +229,78 @@ async fn without_smtp_there_is_no_email() {
         (status, body["errcode"].as_str()),
         (400, Some("M_THREEPID_MEDIUM_NOT_SUPPORTED"))
     );
+}
+
+/// A UIA session of `/register` for `username`: the 401 challenge's `session`.
+async fn register_session(s: &TestServer, username: &str) -> Value {
+    let (status, challenge) = s
+        .post(
+            "/_matrix/client/v3/register",
+            None,
+            &json!({ "username": username, "password": PW }),
+        )
+        .await;
+    assert_eq!(status, 401, "{challenge}");
+    challenge["session"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_registrations_with_one_address_make_one_account() {
+    let mut sink = SmtpSink::start().await;
+    let s = TestServer::start_with(|c| {
+        mail_to(c, &sink);
+        c.registration.require_email = true;
+    })
+    .await;
+    let (status, _) = request_token(&s, "register", "race@example.org", "race-secret").await;
+    assert_eq!(status, 200);
+    let (sid, secret, token) = link_params(&sink.next_mail().await);
+    s.post(
+        "/_myelin/client/email/submit_token",
+        None,
+        &json!({ "sid": sid, "client_secret": secret, "token": token }),
+    )
+    .await;
+    let body = |username: &str, session: Value| {
+        json!({ "username": username, "password": PW, "auth": {
+            "type": "m.login.email.identity",
+            "threepid_creds": { "sid": sid, "client_secret": secret },
+            "session": session,
+        } })
+    };
+    let names = ["racer1", "racer2", "racer3"];
+    let mut requests = Vec::new();
+    for name in names {
+        requests.push(body(name, register_session(&s, name).await));
+    }
+    // All at once: exactly one gets the address, the others M_THREEPID_IN_USE.
+    let answers = futures_util::future::join_all(
+        requests
+            .iter()
+            .map(|b| s.post("/_matrix/client/v3/register", None, b)),
+    )
+    .await;
+    let winners: Vec<usize> = (0..names.len()).filter(|&i| answers[i].0 == 200).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    for (i, (status, answer)) in answers.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(
+                (status.as_u16(), answer["errcode"].as_str()),
+                (400, Some("M_THREEPID_IN_USE")),
+                "{answer}"
+            );
+            // No account was left behind without its address: the name is still free.
+            let path = format!(
+                "/_matrix/client/v3/register/available?username={}",
+                names[i]
+            );
+            let (status, available) = s.get(&path, None).await;
+            assert_eq!(status, 200, "{} stayed taken: {available}", names[i]);
+        }
+    }
+    let token = answers[winners[0]].1["access_token"]
+        .as_str()
+        .expect("token");
+    let listed = s.get("/_matrix/client/v3/account/3pid", Some(token)).await;
+    assert_eq!(listed.1["threepids"][0]["address"], "race@example.org");
 }

@@ -200,6 +200,7 @@ impl Services {
             rooms.clone(),
             history.clone(),
             users.clone(),
+            ephemeral.clone(),
         ));
         let threepids = Arc::new(Threepids::new(ctx.clone()));
         let third_party_invites = Arc::new(ThirdPartyInvites::new(

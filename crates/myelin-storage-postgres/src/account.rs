@@ -129,6 +129,11 @@ impl AccountStore for PgStore {
                     &[&user, &now],
                 )
                 .await?;
+                conn.execute(
+                    "UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = $1",
+                    &[&user],
+                )
+                .await?;
             }
             if delete_device_rows(&mut conn, user, None, None).await? > 0 {
                 record_device_list_change(&mut conn, user).await?;

@@ -8,9 +8,9 @@ use myelin_storage::{
     RemoteDeviceList, RemoteDeviceStore, RemoteSigningKey, StorageResult, REMOTE_DEVICE_COLUMNS,
     REMOTE_LIST_COLUMNS,
 };
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedUserId, ServerName, UserId};
 
-use crate::convert::text_list;
+use crate::convert::{get, text_list};
 use crate::keys::record_device_list_change;
 use crate::pool::Conn;
 use crate::PgStore;
@@ -183,6 +183,45 @@ impl RemoteDeviceStore for PgStore {
         let users = text_list(user_ids);
         let mut conn = self.db.write().await?;
         let result = delete_lists(&mut conn, &users).await;
+        conn.finish(result).await
+    }
+
+    async fn forget_unshared_remote_device_lists(
+        &self,
+        user_ids: &[OwnedUserId],
+        local: &ServerName,
+    ) -> StorageResult<Vec<OwnedUserId>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = text_list(user_ids);
+        let suffix = format!(":{local}");
+        let mut conn = self.db.write().await?;
+        let result = async {
+            // A local user is one whose ID ends in `:` and this server's name.
+            let rows = conn
+                .query(
+                    "SELECT l.user_id FROM remote_device_lists l
+                     WHERE l.user_id = ANY($1::TEXT[])
+                     AND NOT EXISTS (
+                         SELECT 1 FROM room_memberships theirs
+                         JOIN room_memberships ours ON ours.room_id = theirs.room_id
+                         WHERE theirs.user_id = l.user_id AND theirs.membership = 'join'
+                         AND ours.membership = 'join'
+                         AND right(ours.user_id, length($2)) = $2)
+                     ORDER BY l.user_id",
+                    &[&users, &suffix],
+                )
+                .await?;
+            let unshared = rows
+                .iter()
+                .map(|row| myelin_storage::convert::parse_id(get::<String>(row, 0)?, "remote user"))
+                .collect::<StorageResult<Vec<OwnedUserId>>>()?;
+            let ids: Vec<&str> = unshared.iter().map(|u| u.as_str()).collect();
+            delete_lists(&mut conn, &ids).await?;
+            Ok(unshared)
+        }
+        .await;
         conn.finish(result).await
     }
 }

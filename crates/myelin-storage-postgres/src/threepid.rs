@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use myelin_storage::rows::Row;
-use myelin_storage::{StorageResult, ThreepidSession, ThreepidStore, UserThreepid};
+use myelin_storage::{
+    NewUser, NewUserWithThreepid, StorageResult, ThreepidSession, ThreepidStore, UserThreepid,
+};
 use ruma::{OwnedUserId, UserId};
 
 use crate::convert::{opt_to_i64, parse_id, to_i64, to_u64};
@@ -151,6 +153,54 @@ impl ThreepidStore for PgStore {
             )
             .await
             .map(|n| n == 1);
+        conn.finish(result).await
+    }
+
+    async fn create_user_with_threepid(
+        &self,
+        user: NewUser,
+        t: UserThreepid,
+    ) -> StorageResult<NewUserWithThreepid> {
+        let created = to_i64(user.created_ms, "created_ms")?;
+        let validated = to_i64(t.validated_ms, "validated_ms")?;
+        let added = to_i64(t.added_ms, "added_ms")?;
+        let user_id = user.user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let inserted = conn
+                .execute(
+                    "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
+                    &[
+                        &user_id,
+                        &user.password_hash,
+                        &user.is_admin,
+                        &created,
+                        &user.displayname,
+                        &user.is_guest,
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                return Ok(NewUserWithThreepid::UserInUse);
+            }
+            let bound = conn
+                .execute(
+                    "INSERT INTO user_threepids (medium, address, user_id, validated_ms, added_ms)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (medium, address) DO NOTHING",
+                    &[&t.medium, &t.address, &user_id, &validated, &added],
+                )
+                .await?;
+            if bound == 0 {
+                // Taken by another registration: the account goes with it, in this
+                // transaction, so it never existed.
+                conn.execute("DELETE FROM users WHERE user_id = $1", &[&user_id])
+                    .await?;
+                return Ok(NewUserWithThreepid::ThreepidInUse);
+            }
+            Ok(NewUserWithThreepid::Created)
+        }
+        .await;
         conn.finish(result).await
     }
 

@@ -143,6 +143,11 @@ impl AccountStore for SqliteStore {
                         params![user, crate::convert::now_ms()],
                     )
                     .db()?;
+                    tx.execute(
+                        "UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?1",
+                        [user],
+                    )
+                    .db()?;
                 }
                 if delete_device_rows(tx, user, None, None)? > 0 {
                     record_device_list_change(tx, positions, user)?;

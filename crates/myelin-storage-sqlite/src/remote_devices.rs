@@ -8,7 +8,7 @@ use myelin_storage::{
     RemoteDeviceList, RemoteDeviceStore, RemoteSigningKey, StorageResult, REMOTE_DEVICE_COLUMNS,
     REMOTE_LIST_COLUMNS,
 };
-use ruma::{OwnedUserId, UserId};
+use ruma::{OwnedUserId, ServerName, UserId};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use crate::convert::{json_list, query_all, Db};
@@ -186,5 +186,38 @@ impl RemoteDeviceStore for SqliteStore {
         }
         let users = json_list(user_ids)?;
         self.db.write(move |tx, _| delete_lists(tx, &users)).await
+    }
+
+    async fn forget_unshared_remote_device_lists(
+        &self,
+        user_ids: &[OwnedUserId],
+        local: &ServerName,
+    ) -> StorageResult<Vec<OwnedUserId>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = json_list(user_ids)?;
+        let suffix = format!(":{local}");
+        self.db
+            .write(move |tx, _| {
+                // A local user is one whose ID ends in `:` and this server's name.
+                let unshared = query_all(
+                    tx,
+                    "SELECT l.user_id FROM remote_device_lists l
+                     WHERE l.user_id IN (SELECT value FROM json_each(?1))
+                     AND NOT EXISTS (
+                         SELECT 1 FROM room_memberships theirs
+                         JOIN room_memberships ours ON ours.room_id = theirs.room_id
+                         WHERE theirs.user_id = l.user_id AND theirs.membership = 'join'
+                         AND ours.membership = 'join'
+                         AND substr(ours.user_id, -length(?2)) = ?2)
+                     ORDER BY l.user_id",
+                    params![users, suffix],
+                    |row| myelin_storage::convert::parse_id(row.text(0)?, "remote user"),
+                )?;
+                delete_lists(tx, &json_list(&unshared)?)?;
+                Ok(unshared)
+            })
+            .await
     }
 }

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use myelin_storage::rows::Row;
-use myelin_storage::{StorageResult, ThreepidSession, ThreepidStore, UserThreepid};
+use myelin_storage::{
+    NewUser, NewUserWithThreepid, StorageResult, ThreepidSession, ThreepidStore, UserThreepid,
+};
 use ruma::{OwnedUserId, UserId};
 use rusqlite::params;
 
@@ -164,6 +166,57 @@ impl ThreepidStore for SqliteStore {
                     .execute(params![t.medium, t.address, t.user_id.as_str(), validated, added])
                     .db()?;
                 Ok(inserted == 1)
+            })
+            .await
+    }
+
+    async fn create_user_with_threepid(
+        &self,
+        user: NewUser,
+        t: UserThreepid,
+    ) -> StorageResult<NewUserWithThreepid> {
+        let created = to_i64(user.created_ms, "created_ms")?;
+        let (validated, added) = (
+            to_i64(t.validated_ms, "validated_ms")?,
+            to_i64(t.added_ms, "added_ms")?,
+        );
+        self.db
+            .write(move |tx, _| {
+                let user_id = user.user_id.as_str();
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user_id) DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![
+                        user_id,
+                        user.password_hash,
+                        user.is_admin,
+                        created,
+                        user.displayname,
+                        user.is_guest
+                    ])
+                    .db()?;
+                if inserted == 0 {
+                    return Ok(NewUserWithThreepid::UserInUse);
+                }
+                let bound = tx
+                    .prepare_cached(
+                        "INSERT INTO user_threepids (medium, address, user_id, validated_ms, added_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (medium, address) DO NOTHING",
+                    )
+                    .db()?
+                    .execute(params![t.medium, t.address, user_id, validated, added])
+                    .db()?;
+                if bound == 0 {
+                    // Taken by another registration: the account goes with it, in this
+                    // transaction, so it never existed.
+                    tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])
+                        .db()?;
+                    return Ok(NewUserWithThreepid::ThreepidInUse);
+                }
+                Ok(NewUserWithThreepid::Created)
             })
             .await
     }

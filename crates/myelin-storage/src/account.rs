@@ -96,8 +96,9 @@ pub trait AccountStore {
     async fn set_locked(&self, user_id: &UserId, locked: bool) -> StorageResult<()>;
     /// Suspends the account or lifts the suspension.
     async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StorageResult<()>;
-    /// Marks the user deactivated (and erased, when `erase`) and removes all devices and
-    /// tokens, the user's keys and key backups, in one transaction.
+    /// Marks the user deactivated (and erased, when `erase`, which clears the display name and
+    /// avatar too) and removes all devices and tokens, the user's keys, custom profile fields
+    /// and key backups, in one transaction.
     async fn deactivate_user(&self, user_id: &UserId, erase: bool) -> StorageResult<()>;
     /// Those of these users deactivated with `erase`.
     async fn erased_users(&self, user_ids: &[OwnedUserId]) -> StorageResult<Vec<OwnedUserId>>;

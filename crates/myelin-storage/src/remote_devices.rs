@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, ServerName, UserId};
 
 use crate::convert::parse_id;
 use crate::rows::Row;
@@ -131,6 +131,15 @@ pub trait RemoteDeviceStore {
     ) -> StorageResult<Option<StreamPos>>;
     /// Drops the cached lists of these users: they are fetched again before being trusted.
     async fn forget_remote_device_lists(&self, user_ids: &[OwnedUserId]) -> StorageResult<()>;
+    /// Drops the cached lists of those of these users who are joined to no room that a user of
+    /// `local` (this server's name) is joined to: no one here shares a room with them any more,
+    /// so their server stops telling us about changes and the list would go stale. Returns
+    /// those dropped, ordered by user.
+    async fn forget_unshared_remote_device_lists(
+        &self,
+        user_ids: &[OwnedUserId],
+        local: &ServerName,
+    ) -> StorageResult<Vec<OwnedUserId>>;
 }
 
 impl RemoteSigningKey {

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use ruma::{OwnedUserId, UserId};
 
-use crate::StorageResult;
+use crate::{NewUser, StorageResult};
 
 /// A validation session: one address, one client secret, the latest token sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,16 @@ pub struct UserThreepid {
     pub address: String,
     pub validated_ms: u64,
     pub added_ms: u64,
+}
+
+/// What [`ThreepidStore::create_user_with_threepid`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewUserWithThreepid {
+    Created,
+    /// The user ID is taken.
+    UserInUse,
+    /// The address is bound to another account.
+    ThreepidInUse,
 }
 
 #[async_trait]
@@ -63,6 +73,13 @@ pub trait ThreepidStore {
     ) -> StorageResult<bool>;
     /// Binds the address to the account; `false` if it is bound to an account already.
     async fn add_user_threepid(&self, threepid: UserThreepid) -> StorageResult<bool>;
+    /// Creates `user` with `threepid` bound to it, in one transaction (a registration that
+    /// proved an address): when the user ID or the address is taken, nothing is written.
+    async fn create_user_with_threepid(
+        &self,
+        user: NewUser,
+        threepid: UserThreepid,
+    ) -> StorageResult<NewUserWithThreepid>;
     /// Unbinds the address from the account; `false` if it was not bound to it.
     async fn remove_user_threepid(
         &self,

@@ -1,7 +1,7 @@
 //! Accounts: registration, login and tokens, passwords, devices, deactivation.
 
 use argon2::{password_hash::SaltString, Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
-use myelin_storage::{DeviceRecord, NewSession, NewUser};
+use myelin_storage::{DeviceRecord, NewSession, NewUser, NewUserWithThreepid};
 use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::Value;
 
@@ -204,14 +204,16 @@ impl Accounts {
         };
         let created = match (&upgrading, password_hash.as_deref()) {
             (Some(guest), Some(hash)) => self.ctx.storage.upgrade_guest(guest, hash).await?,
+            // The account and its proved address are written together, so two registrations
+            // with one address cannot both get it, nor leave an account without one.
+            _ if self.ctx.config.require_email => {
+                self.create_user_with_email(&user_id, password_hash, req.auth.as_ref())
+                    .await?
+            }
             _ => self.create_registered_user(&user_id, password_hash).await?,
         };
         if !created {
             return Err(ServiceError::UserInUse);
-        }
-        if self.ctx.config.require_email && upgrading.is_none() {
-            self.bind_registration_email(&user_id, req.auth.as_ref())
-                .await?;
         }
         if req.inhibit_login {
             return Ok(RegisterOutcome::NoLogin(user_id));
@@ -227,12 +229,15 @@ impl Accounts {
         Ok(RegisterOutcome::LoggedIn(session))
     }
 
-    /// Binds the address the registration's `m.login.email.identity` stage proved.
-    async fn bind_registration_email(
+    /// Stores a newly registered user with the address the registration's
+    /// `m.login.email.identity` stage proved, in one write; `false` if the ID was taken
+    /// meanwhile, `ThreepidInUse` if the address was (and then no account is made).
+    async fn create_user_with_email(
         &self,
         user_id: &UserId,
+        password_hash: Option<String>,
         auth: Option<&Value>,
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<bool> {
         let creds = auth
             .and_then(crate::threepids::ThreepidCreds::from_auth)
             .ok_or_else(|| ServiceError::BadJson("auth.threepid_creds is required".into()))?;
@@ -244,23 +249,26 @@ impl Accounts {
             .filter(|s| s.validated_ms.is_some())
             .ok_or_else(|| ServiceError::ThreepidAuthFailed("E-mail not validated".into()))?;
         let now = self.ctx.now_ms();
-        let bound = self
+        let threepid = myelin_storage::UserThreepid {
+            user_id: user_id.to_owned(),
+            medium: "email".into(),
+            address: session.address,
+            validated_ms: session.validated_ms.unwrap_or(now),
+            added_ms: now,
+        };
+        let user = self.new_registered_user(user_id, password_hash);
+        match self
             .ctx
             .storage
-            .add_user_threepid(myelin_storage::UserThreepid {
-                user_id: user_id.to_owned(),
-                medium: "email".into(),
-                address: session.address,
-                validated_ms: session.validated_ms.unwrap_or(now),
-                added_ms: now,
-            })
-            .await?;
-        if !bound {
-            return Err(ServiceError::ThreepidInUse(
+            .create_user_with_threepid(user, threepid)
+            .await?
+        {
+            NewUserWithThreepid::Created => Ok(true),
+            NewUserWithThreepid::UserInUse => Ok(false),
+            NewUserWithThreepid::ThreepidInUse => Err(ServiceError::ThreepidInUse(
                 "This e-mail address is already in use".into(),
-            ));
+            )),
         }
-        Ok(())
     }
 
     /// Stores a newly registered user; `false` if the ID was taken meanwhile.
@@ -269,18 +277,20 @@ impl Accounts {
         user_id: &UserId,
         password_hash: Option<String>,
     ) -> ServiceResult<bool> {
-        Ok(self
-            .ctx
-            .storage
-            .create_user(NewUser {
-                user_id: user_id.to_owned(),
-                password_hash,
-                is_admin: false,
-                created_ms: self.ctx.now_ms(),
-                displayname: Some(user_id.localpart().to_owned()),
-                is_guest: false,
-            })
-            .await?)
+        let user = self.new_registered_user(user_id, password_hash);
+        Ok(self.ctx.storage.create_user(user).await?)
+    }
+
+    /// The account a registration makes: not an administrator, named after its localpart.
+    fn new_registered_user(&self, user_id: &UserId, password_hash: Option<String>) -> NewUser {
+        NewUser {
+            user_id: user_id.to_owned(),
+            password_hash,
+            is_admin: false,
+            created_ms: self.ctx.now_ms(),
+            displayname: Some(user_id.localpart().to_owned()),
+            is_guest: false,
+        }
     }
 
     /// Creates an account without UIA (the admin CLI).
@@ -543,9 +553,13 @@ impl Accounts {
     }
 
     /// `POST /account/deactivate` (after UIA): leaves every room, then locks the account (and
-    /// marks it erased, when `erase`: its events are then served redacted, see
+    /// marks it erased, when `erase`: its profile is cleared first, in the rooms too, and its
+    /// events are then served redacted, see `rooms/visibility.rs` and
     /// `federation/read/access.rs`).
     pub async fn deactivate(&self, user_id: &UserId, erase: bool) -> ServiceResult<()> {
+        if erase {
+            self.membership.erase_profile(user_id).await?;
+        }
         for m in self.ctx.storage.memberships_of_user(user_id).await? {
             if m.membership == "join" || m.membership == "invite" || m.membership == "knock" {
                 // A failure to leave one room must not keep the account alive.

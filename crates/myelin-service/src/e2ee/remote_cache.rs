@@ -9,6 +9,10 @@
 //! they have shared one since before the list was fetched (a member entry older than the fetch):
 //! when a remote user or server (re)joins a room we share, what we hold may have missed updates
 //! their server did not send us meanwhile, so it is fetched again before use.
+//!
+//! A list whose user no longer shares any room with a user of ours is dropped
+//! (`Rooms::forget_unshared_device_lists`, after the leave that ended it): their server stops
+//! telling us about changes, so a later query fetches it afresh.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

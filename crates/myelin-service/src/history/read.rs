@@ -165,9 +165,10 @@ impl History {
     ) -> ServiceResult<Value> {
         let mut access = self.read_access(user_id, room_id).await?;
         let record = match self.ctx.storage.get_event(event_id).await? {
-            Some(r) if access.view.may_see(&r).await? => r,
-            _ => return Err(ServiceError::NotFound("Event not found".into())),
+            Some(r) => access.view.visible(r).await?,
+            None => None,
         };
+        let record = record.ok_or_else(|| ServiceError::NotFound("Event not found".into()))?;
         let up_to = access.read_up_to();
         Ok(self
             .format_timeline(&[record], (user_id, device), &mut access.view, up_to)
@@ -248,7 +249,8 @@ impl History {
                 }
             }
         };
-        Ok(self.ctx.storage.get_events(&ids).await?)
+        let records = self.ctx.storage.get_events(&ids).await?;
+        access.view.state_as_seen(records).await
     }
 
     /// The room state after the last event at or before `at`, if the user may see that event.
@@ -280,7 +282,8 @@ impl History {
             .await?
             .into_values()
             .collect();
-        Ok(self.ctx.storage.get_events(&ids).await?)
+        let records = self.ctx.storage.get_events(&ids).await?;
+        access.view.state_as_seen(records).await
     }
 
     /// `GET /rooms/{roomId}/state`.
@@ -447,6 +450,7 @@ impl History {
                 })
                 .collect();
             let members = self.ctx.storage.get_events(&ids).await?;
+            let members = access.view.state_as_seen(members).await?;
             self.format_events(&members, None).await?
         } else {
             Vec::new()
@@ -470,9 +474,10 @@ impl History {
     ) -> ServiceResult<ContextPage> {
         let mut access = self.read_access(user_id, room_id).await?;
         let record = match self.ctx.storage.get_event(event_id).await? {
-            Some(r) if access.view.may_see(&r).await? => r,
-            _ => return Err(ServiceError::NotFound("Event not found".into())),
+            Some(r) => access.view.visible(r).await?,
+            None => None,
         };
+        let record = record.ok_or_else(|| ServiceError::NotFound("Event not found".into()))?;
         let limit = limit.min(100);
         let before_n = limit / 2;
         let after_n = limit - before_n;
@@ -521,6 +526,7 @@ impl History {
             .storage
             .get_events(&state_records.into_values().collect::<Vec<_>>())
             .await?;
+        let state_events = access.view.state_as_seen(state_events).await?;
         // One formatting of the three parts, so their aggregations take one set of queries.
         let (before_n, after_n) = (before.len(), after.len());
         let all: Vec<EventRecord> = before.into_iter().chain([record]).chain(after).collect();

@@ -1,18 +1,22 @@
 //! `GET /events`: the room events of the user's rooms (or of one room, which a reader may peek
-//! into when it is `world_readable`) after a token, long-polling until there is one; and
+//! into when it is `world_readable`) after a token, with typing, read receipts and presence as
+//! Synapse's stream carries them, long-polling until there is something; and
 //! `GET /events/{eventId}`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use myelin_core::StreamPos;
-use myelin_storage::Direction;
-use ruma::{EventId, OwnedRoomId, RoomId};
+use myelin_storage::{Direction, ReceiptRecord};
+use ruma::{EventId, OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::{json, Value};
 
 use super::Legacy;
 use crate::{
-    accounts::Authed, filter::RoomEventFilter, sync::SyncToken, ServiceError, ServiceResult,
+    accounts::Authed,
+    filter::RoomEventFilter,
+    sync::{presence_event, receipt_event, SyncToken},
+    ServiceError, ServiceResult,
 };
 
 /// Events read per room and call; a room with more ends the batch early (the rest follow).
@@ -48,12 +52,17 @@ impl Legacy {
             Duration::from_millis(req.timeout_ms.min(self.ctx.config.max_sync_timeout_ms));
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (chunk, end) = self
-                .events_after(authed, from.pos, req.room_id.as_deref())
-                .await?;
+            let room = req.room_id.as_deref();
+            let (mut chunk, end) = self.events_after(authed, from.pos, room).await?;
+            let (ephemeral, typing) = self.ephemeral_after(authed, from, end, room).await?;
+            chunk.extend(ephemeral);
             if !chunk.is_empty() || waiter.is_closing() || tokio::time::Instant::now() >= deadline {
-                // The typing and to-device parts pass through: nothing here delivers either.
-                let end = SyncToken { pos: end, ..from };
+                // The to-device part passes through: nothing here delivers to-device messages.
+                let end = SyncToken {
+                    pos: end,
+                    typing,
+                    ..from
+                };
                 return Ok(
                     json!({ "start": from.to_string(), "end": end.to_string(), "chunk": chunk }),
                 );
@@ -173,5 +182,80 @@ impl Legacy {
             chunk.extend(page.chunk);
         }
         Ok((chunk, cut))
+    }
+
+    /// What the stream carries besides room events, as Synapse's does: typing changes after the
+    /// token's typing serial and read receipts in `(from, to]` in the rooms concerned, and the
+    /// presence changes in `(from, to]` of the users sharing them; with the typing serial
+    /// reached. Each room's events name their `room_id`.
+    async fn ephemeral_after(
+        &self,
+        authed: &Authed,
+        from: SyncToken,
+        to: StreamPos,
+        room: Option<&RoomId>,
+    ) -> ServiceResult<(Vec<Value>, u64)> {
+        let now = self.ctx.now_ms();
+        let typing_serial = self.ephemeral.typing.serial(now);
+        let (rooms, users) = match room {
+            Some(room) => {
+                let members = self.rooms.room_state(room).await?.joined_members();
+                (vec![room.to_owned()], members.into_iter().collect())
+            }
+            None => (
+                self.rooms.joined_rooms(&authed.user_id).await?,
+                self.rooms.users_sharing_rooms(&authed.user_id).await?,
+            ),
+        };
+        let mut out = Vec::new();
+        for room_id in &rooms {
+            let typing = self
+                .ephemeral
+                .typing
+                .changed_since(room_id, Some(from.typing), now);
+            if let Some(users) = typing {
+                out.push(json!({
+                    "type": "m.typing",
+                    "room_id": room_id,
+                    "content": { "user_ids": users },
+                }));
+            }
+        }
+        out.extend(self.receipts_between(authed, &rooms, from.pos, to).await?);
+        let users: Vec<OwnedUserId> = users.into_iter().collect();
+        let presence = self.ctx.storage.presence_since(&users, from.pos).await?;
+        out.extend(
+            presence
+                .into_iter()
+                .filter(|p| p.stream_pos <= to)
+                .map(|p| presence_event(p, now)),
+        );
+        Ok((out, typing_serial))
+    }
+
+    /// One `m.receipt` event per room with receipts in `(from, to]`; private receipts only the
+    /// reader's own.
+    async fn receipts_between(
+        &self,
+        authed: &Authed,
+        rooms: &[OwnedRoomId],
+        from: StreamPos,
+        to: StreamPos,
+    ) -> ServiceResult<Vec<Value>> {
+        let mut by_room: BTreeMap<OwnedRoomId, Vec<ReceiptRecord>> = BTreeMap::new();
+        for r in self.ctx.storage.receipts_since(rooms, from).await? {
+            let private = r.receipt_type == "m.read.private" && r.user_id != authed.user_id;
+            if r.stream_pos <= to && !private {
+                by_room.entry(r.room_id.clone()).or_default().push(r);
+            }
+        }
+        Ok(by_room
+            .into_iter()
+            .map(|(room_id, receipts)| {
+                let mut event = receipt_event(&receipts);
+                event["room_id"] = json!(room_id);
+                event
+            })
+            .collect())
     }
 }

@@ -160,7 +160,8 @@ impl Legacy {
         let pos = self.ctx.storage.current_stream_pos().await?;
         Ok(SyncToken {
             pos,
-            typing: 0,
+            // Typing changes from now on, not the ones before.
+            typing: self.ephemeral.typing.serial(self.ctx.now_ms()),
             to_device: StreamPos::ZERO.min(pos),
         }
         .to_string())

@@ -10,7 +10,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use crate::{context::Context, History, Rooms, Users};
+use crate::{context::Context, Ephemeral, History, Rooms, Users};
 
 pub use events::EventsRequest;
 
@@ -20,6 +20,7 @@ pub struct Legacy {
     rooms: Arc<Rooms>,
     history: Arc<History>,
     users: Arc<Users>,
+    ephemeral: Arc<Ephemeral>,
 }
 
 impl Legacy {
@@ -28,12 +29,14 @@ impl Legacy {
         rooms: Arc<Rooms>,
         history: Arc<History>,
         users: Arc<Users>,
+        ephemeral: Arc<Ephemeral>,
     ) -> Legacy {
         Legacy {
             ctx,
             rooms,
             history,
             users,
+            ephemeral,
         }
     }
 }

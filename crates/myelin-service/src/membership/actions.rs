@@ -398,6 +398,24 @@ impl Memberships {
                 )))
             }
         }
+        self.propagate_profile(user_id).await
+    }
+
+    /// Clears the display name and avatar of a user deactivated with `erase` and sends their
+    /// join event without them to every room they are still in, as Synapse does before the
+    /// user leaves (the later leave events carry no profile either).
+    pub async fn erase_profile(&self, user_id: &UserId) -> ServiceResult<()> {
+        let user = self.ctx.storage.get_user(user_id).await?;
+        if user.is_none_or(|u| u.displayname.is_none() && u.avatar_url.is_none()) {
+            return Ok(());
+        }
+        self.ctx.storage.set_displayname(user_id, None).await?;
+        self.ctx.storage.set_avatar_url(user_id, None).await?;
+        self.propagate_profile(user_id).await
+    }
+
+    /// Sends the user's join event with their current profile to every room they are in.
+    async fn propagate_profile(&self, user_id: &UserId) -> ServiceResult<()> {
         for room_id in self.rooms.joined_rooms(user_id).await? {
             let content = self.rooms.member_content(user_id, "join").await?;
             if let Err(e) = self

@@ -1,11 +1,11 @@
 //! What the stored notification rows answer: a room's unread counts for `/sync` and sliding sync,
 //! and `GET /notifications`. Nothing here evaluates push rules again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use myelin_core::StreamPos;
-use myelin_storage::RoomNotificationCounts;
-use ruma::{OwnedEventId, RoomId, UserId};
+use myelin_storage::{EventRecord, RoomNotificationCounts, RoomStore, StateKey};
+use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use super::Push;
@@ -74,14 +74,17 @@ impl Push {
             .await?;
         let rows = page.records;
         let ids: Vec<OwnedEventId> = rows.iter().map(|r| r.event_id.clone()).collect();
-        let mut events: HashMap<OwnedEventId, _> = self
-            .ctx
-            .storage
-            .get_events(&ids)
-            .await?
-            .into_iter()
-            .map(|e| (e.pdu.event_id.clone(), e))
-            .collect();
+        let mut events: HashMap<OwnedEventId, _> = HashMap::new();
+        let records = self.ctx.storage.get_events(&ids).await?;
+        let erased = self.erased_senders(&records).await?;
+        for record in records {
+            let record = if erased.contains(&record.pdu.sender) {
+                self.as_seen_by(user_id, record).await?
+            } else {
+                record
+            };
+            events.insert(record.pdu.event_id.clone(), record);
+        }
         let now = self.ctx.now_ms();
         let next_token = page.next.map(|p| p.0.to_string());
         let notifications = rows
@@ -102,5 +105,56 @@ impl Push {
             next_token,
             notifications,
         })
+    }
+
+    /// The local senders of `records` deactivated with `erase`.
+    async fn erased_senders(&self, records: &[EventRecord]) -> ServiceResult<HashSet<OwnedUserId>> {
+        let mut local: Vec<OwnedUserId> = records
+            .iter()
+            .map(|r| r.pdu.sender.clone())
+            .filter(|s| s.server_name() == self.ctx.server_name())
+            .collect();
+        local.sort();
+        local.dedup();
+        Ok(self
+            .ctx
+            .storage
+            .erased_users(&local)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// An event of an erased sender as `user_id` gets it: whole if they were joined when it was
+    /// sent, else redacted (the rule of `rooms/visibility.rs`; an invitee is notified too).
+    async fn as_seen_by(
+        &self,
+        user_id: &UserId,
+        mut record: EventRecord,
+    ) -> ServiceResult<EventRecord> {
+        let key: StateKey = ("m.room.member".to_owned(), user_id.to_string());
+        let storage = &self.ctx.storage;
+        let entries = storage
+            .state_entries_at(record.state_snapshot, std::slice::from_ref(&key))
+            .await?;
+        let ids: Vec<OwnedEventId> = entries.into_values().collect();
+        let joined = storage.get_events(&ids).await?.iter().any(|m| {
+            m.pdu
+                .content_value()
+                .get("membership")
+                .and_then(Value::as_str)
+                == Some("join")
+        });
+        if joined || record.redacted_by.is_some() || record.pdu.sender == user_id {
+            return Ok(record);
+        }
+        let Some(room) = RoomStore::room_info(storage.as_ref(), &record.pdu.room_id).await? else {
+            return Ok(record);
+        };
+        let rules = myelin_room::rules_for(&room.version)?;
+        let json = myelin_room::redact_pdu_json(&record.pdu, &rules)?;
+        record.pdu = myelin_core::Pdu::from_json(record.pdu.event_id.clone(), json)
+            .map_err(|e| ServiceError::Internal(format!("redacted event: {e}")))?;
+        Ok(record)
     }
 }

@@ -1,11 +1,15 @@
 //! Who is in a room, as questions other subsystems ask: a user's joined rooms, the users and
-//! servers sharing rooms with someone, whether a server has a member, its ACL, member content.
+//! servers sharing rooms with someone, whether a server has a member, its ACL, member content;
+//! the cached device lists of remote users dropped once they share no room with us.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
+use myelin_core::{Pdu, StreamPos};
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::{json, Value};
 
+use super::RoomState;
 use crate::{Rooms, ServiceError, ServiceResult};
 
 impl Rooms {
@@ -124,4 +128,68 @@ pub(crate) fn acl_allows(
     Err(ServiceError::Forbidden(format!(
         "{origin} is denied by the room's server ACL"
     )))
+}
+
+/// The remote users with whom sharing a room may have ended with `events`, now in `state`: a
+/// remote member who left or was banned, and every remote member when a local one left.
+fn sharing_may_end(
+    state: &RoomState,
+    events: &[(Arc<Pdu>, StreamPos)],
+    own: &ServerName,
+) -> Vec<OwnedUserId> {
+    let mut users = BTreeSet::new();
+    for (pdu, _) in events {
+        let Some(target) = pdu.state_key.as_deref() else {
+            continue;
+        };
+        if pdu.kind.to_string() != "m.room.member" {
+            continue;
+        }
+        let membership = pdu.content_value();
+        let membership = membership.get("membership").and_then(Value::as_str);
+        if !matches!(membership, Some("leave" | "ban")) {
+            continue;
+        }
+        let Ok(target) = OwnedUserId::try_from(target) else {
+            continue;
+        };
+        if target.server_name() != own {
+            users.insert(target);
+        } else {
+            let remote = state.joined_members().into_iter();
+            users.extend(remote.filter(|u| u.server_name() != own));
+        }
+    }
+    users.into_iter().collect()
+}
+
+impl Rooms {
+    /// After membership `events`: drops the cached device lists (`e2ee/remote_cache.rs`) of the
+    /// remote users who no longer share a room with any of our users (their server stops
+    /// telling us about changes; a later key query fetches the list afresh). In a task of its
+    /// own: a leave does not wait for it.
+    pub(crate) fn forget_unshared_device_lists(
+        &self,
+        state: &RoomState,
+        events: &[(Arc<Pdu>, StreamPos)],
+    ) {
+        let users = sharing_may_end(state, events, self.ctx.server_name());
+        if users.is_empty() {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let storage = &ctx.storage;
+            match storage
+                .forget_unshared_remote_device_lists(&users, ctx.server_name())
+                .await
+            {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::debug!(users = gone.len(), "device lists no longer shared dropped");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dropping unshared device lists failed"),
+            }
+        });
+    }
 }

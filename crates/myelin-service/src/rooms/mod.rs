@@ -4,6 +4,7 @@
 mod aliases;
 mod cache;
 mod directory;
+mod guests;
 mod hierarchy;
 mod members;
 
@@ -367,6 +368,7 @@ impl Rooms {
                 }
             }
         }
+        self.forget_unshared_device_lists(&state, events);
         *room.slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
         self.cache.keep(&room.room_id);
         self.ctx.notifier.notify(users.iter().map(|u| &**u));

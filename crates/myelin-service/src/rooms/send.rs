@@ -114,6 +114,7 @@ impl Rooms {
             ));
         }
         self.check_send_rate(authed)?;
+        let closes_to_guests = Rooms::closes_to_guests(kind, &content);
         let template = EventTemplate {
             kind: kind.into(),
             state_key: Some(state_key.into()),
@@ -127,7 +128,14 @@ impl Rooms {
             prebuilt: None,
             ts: ts.filter(|_| authed.appservice.is_some()),
         };
-        Ok(self.append_event(room_id, append).await?.0.event_id.clone())
+        let event_id = self.append_event(room_id, append).await?.0.event_id.clone();
+        if closes_to_guests {
+            // The change is made; a failure to remove a guest must not report it as failed.
+            if let Err(e) = self.remove_guests(room_id).await {
+                tracing::warn!(%room_id, error = %e, "removing guests failed");
+            }
+        }
+        Ok(event_id)
     }
 
     /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`: own events, or any with the `redact` level.

@@ -18,8 +18,9 @@
 //! any other event equals the state before it), not from the room's current state: switching a
 //! room to `shared` opens nothing sent under `joined`.
 //!
-//! Messages of our users deactivated with `erase` are served redacted to readers who were not
-//! joined when they were sent.
+//! Events of our users deactivated with `erase` (state ones too) are served redacted to readers
+//! who were not joined when they were sent: [`HistoryView::filter`] and
+//! [`HistoryView::visible`] for timeline reads, [`HistoryView::state_as_seen`] for state.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -204,31 +205,56 @@ impl HistoryView<'_> {
         }))
     }
 
-    /// The events of `records` the user may see, in their order.
+    /// The events of `records` the user may see, in their order, as they get them.
     pub async fn filter(&mut self, records: Vec<EventRecord>) -> ServiceResult<Vec<EventRecord>> {
         let mut visible = Vec::with_capacity(records.len());
         for record in records {
-            if self.may_see(&record).await? {
-                visible.push(self.unless_erased(record).await?);
+            if let Some(record) = self.visible(record).await? {
+                visible.push(record);
             }
         }
         Ok(visible)
     }
 
-    /// The message as the reader gets it: redacted when its sender is one of our users
+    /// `record` as the user gets it, if they may see it at all: the one answer for every read
+    /// of a single event (`/event`, `/context`, bundled replies and edits).
+    pub async fn visible(&mut self, record: EventRecord) -> ServiceResult<Option<EventRecord>> {
+        if !self.may_see(&record).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.as_seen(record).await?))
+    }
+
+    /// State the reader is shown (`/state`, `/members`, the state of `/context`), each event as
+    /// they get it; whether they may read that state at all is the caller's check.
+    pub async fn state_as_seen(
+        &mut self,
+        records: Vec<EventRecord>,
+    ) -> ServiceResult<Vec<EventRecord>> {
+        self.learn_erased(&records).await?;
+        let mut seen = Vec::with_capacity(records.len());
+        for record in records {
+            seen.push(self.as_seen(record).await?);
+        }
+        Ok(seen)
+    }
+
+    /// The event as the reader gets it: redacted when its sender is one of our users
     /// deactivated with `erase` and the reader was not joined when it was sent (as Synapse
-    /// does: those who were there keep what they saw, newcomers do not get it).
-    async fn unless_erased(&mut self, mut record: EventRecord) -> ServiceResult<EventRecord> {
+    /// does, state events included: those who were there keep what they saw, newcomers do not
+    /// get it; a redacted member event keeps its membership).
+    async fn as_seen(&mut self, mut record: EventRecord) -> ServiceResult<EventRecord> {
         let sender = &record.pdu.sender;
-        if record.pdu.state_key.is_some()
-            || record.redacted_by.is_some()
+        if record.redacted_by.is_some()
             || sender.server_name() != self.user_id.server_name()
             || *sender == self.user_id
         {
             return Ok(record);
         }
-        let (_, membership) = self.at_snapshot(record.state_snapshot).await?;
-        if membership == Standing::Join && record.stream_pos >= StreamPos::ZERO {
+        // The reader's membership is known already for events `may_see` looked at; for state
+        // it is not, and erasure (rare, known per sender) spares a lookup per event.
+        let known = self.at_snapshot.contains_key(&record.state_snapshot);
+        if known && self.joined_at(&record).await? {
             return Ok(record);
         }
         let erased = match self.erased.get(sender) {
@@ -240,13 +266,48 @@ impl HistoryView<'_> {
                 erased
             }
         };
-        if !erased {
+        if !erased || (!known && self.joined_at(&record).await?) {
             return Ok(record);
         }
         let json = myelin_room::redact_pdu_json(&record.pdu, &self.room.rules)?;
         record.pdu = myelin_core::Pdu::from_json(record.pdu.event_id.clone(), json)
             .map_err(|e| ServiceError::Internal(format!("redacted event: {e}")))?;
         Ok(record)
+    }
+
+    /// Whether the reader was joined when `record` was sent (history fetched from other servers
+    /// predates every local membership).
+    async fn joined_at(&mut self, record: &EventRecord) -> ServiceResult<bool> {
+        let (_, membership) = self.at_snapshot(record.state_snapshot).await?;
+        Ok(membership == Standing::Join && record.stream_pos >= StreamPos::ZERO)
+    }
+
+    /// Learns in one query which of the local senders of `records` not asked about yet were
+    /// erased (a room's whole state has many senders).
+    async fn learn_erased(&mut self, records: &[EventRecord]) -> ServiceResult<()> {
+        let mut unknown: Vec<OwnedUserId> = records
+            .iter()
+            .map(|r| &r.pdu.sender)
+            .filter(|s| s.server_name() == self.user_id.server_name())
+            .filter(|s| !self.erased.contains_key(*s))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let erased: HashSet<OwnedUserId> = self
+            .storage
+            .erased_users(&unknown)
+            .await?
+            .into_iter()
+            .collect();
+        for user in unknown {
+            let is_erased = erased.contains(&user);
+            self.erased.insert(user, is_erased);
+        }
+        Ok(())
     }
 
     /// Visibility and the user's membership before a state event: the state after its first

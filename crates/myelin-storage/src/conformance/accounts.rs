@@ -151,9 +151,17 @@ pub async fn users_and_sessions(store: &dyn Storage) {
     let bob = user("@bob:localhost");
     let both = [alice.clone(), bob.clone()];
     assert!(store.erased_users(&both).await.unwrap().is_empty());
+    store.set_displayname(&alice, Some("Alice")).await.unwrap();
+    store
+        .set_avatar_url(&alice, Some("mxc://x/y"))
+        .await
+        .unwrap();
     store.deactivate_user(&alice, true).await.unwrap();
     let deactivated = store.get_user(&alice).await.unwrap().unwrap();
     assert!(deactivated.deactivated);
+    // Erasure takes the profile with it.
+    assert_eq!(deactivated.displayname, None);
+    assert_eq!(deactivated.avatar_url, None);
     assert_eq!(
         store.erased_users(&both).await.unwrap(),
         vec![alice.clone()]

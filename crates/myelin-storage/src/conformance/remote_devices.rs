@@ -130,3 +130,64 @@ pub async fn remote_device_lists_are_cached_and_patched(store: &dyn Storage) {
         "a forgotten list takes no updates"
     );
 }
+
+/// A cached list of `user_id` with one device.
+fn one_device_list(user_id: &str) -> RemoteDeviceList {
+    RemoteDeviceList {
+        user_id: user(user_id),
+        stream_id: 1,
+        master_key: None,
+        self_signing_key: None,
+        devices: vec![remote_device("D", "k")],
+        fetched_pos: StreamPos(0),
+    }
+}
+
+pub async fn remote_device_lists_go_when_no_room_is_shared(store: &dyn Storage) {
+    let local = ruma::server_name!("localhost");
+    let (alice, bob, carol, dave) = (
+        "@alice:localhost",
+        "@bob:remote.example",
+        "@carol:remote.example",
+        "@dave:remote.example",
+    );
+    // Bob shares a room with alice; carol is joined only where no local user is; dave is in
+    // no room at all.
+    let mut shared = super::TestRoom::create(store, "!shared:localhost", alice, "sh").await;
+    shared.member(store, bob, bob, "join").await;
+    let mut theirs = super::TestRoom::create(store, "!theirs:remote.example", carol, "th").await;
+    theirs.member(store, alice, alice, "invite").await;
+    for u in [bob, carol, dave] {
+        store
+            .replace_remote_device_list(&one_device_list(u))
+            .await
+            .unwrap();
+    }
+    let everyone = [user(bob), user(carol), user(dave), user(alice)];
+    assert!(store
+        .forget_unshared_remote_device_lists(&[], local)
+        .await
+        .unwrap()
+        .is_empty());
+    let gone = store
+        .forget_unshared_remote_device_lists(&everyone, local)
+        .await
+        .unwrap();
+    assert_eq!(gone, vec![user(carol), user(dave)]);
+    let kept = store.remote_device_lists(&everyone).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].user_id, user(bob));
+
+    // Alice leaves: bob shares nothing with us any more.
+    shared.member(store, alice, alice, "leave").await;
+    let gone = store
+        .forget_unshared_remote_device_lists(&everyone, local)
+        .await
+        .unwrap();
+    assert_eq!(gone, vec![user(bob)]);
+    assert!(store
+        .remote_device_lists(&everyone)
+        .await
+        .unwrap()
+        .is_empty());
+}

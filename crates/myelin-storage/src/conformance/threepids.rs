@@ -2,7 +2,7 @@
 //! addresses bound to accounts.
 
 use super::*;
-use crate::{ThreepidSession, UserThreepid};
+use crate::{NewUserWithThreepid, ThreepidSession, UserThreepid};
 
 fn new_session(sid: &str, secret: &str, address: &str) -> ThreepidSession {
     ThreepidSession {
@@ -158,4 +158,54 @@ pub async fn threepid_id_server_bindings_are_remembered(store: &dyn Storage) {
         ]
     );
     assert!(store.bound_threepids(&bob).await.unwrap().is_empty());
+}
+
+pub async fn registration_binds_its_address_or_creates_nothing(store: &dyn Storage) {
+    let bind = |user_id: &str, address: &str| UserThreepid {
+        user_id: user(user_id),
+        medium: "email".into(),
+        address: address.into(),
+        validated_ms: 5,
+        added_ms: 6,
+    };
+    let new = |user_id: &str| super::new_user(user_id, Some("hash"));
+    let created = store
+        .create_user_with_threepid(new("@carol:localhost"), bind("@carol:localhost", "c@x.org"))
+        .await
+        .unwrap();
+    assert_eq!(created, NewUserWithThreepid::Created);
+    assert!(store
+        .get_user(&user("@carol:localhost"))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.user_for_threepid("email", "c@x.org").await.unwrap(),
+        Some(user("@carol:localhost"))
+    );
+    // The same address for another new account: neither the account nor a binding is written.
+    let taken = store
+        .create_user_with_threepid(new("@dan:localhost"), bind("@dan:localhost", "c@x.org"))
+        .await
+        .unwrap();
+    assert_eq!(taken, NewUserWithThreepid::ThreepidInUse);
+    assert!(store
+        .get_user(&user("@dan:localhost"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.user_for_threepid("email", "c@x.org").await.unwrap(),
+        Some(user("@carol:localhost"))
+    );
+    // A taken user ID: the address stays free.
+    let in_use = store
+        .create_user_with_threepid(new("@carol:localhost"), bind("@carol:localhost", "d@x.org"))
+        .await
+        .unwrap();
+    assert_eq!(in_use, NewUserWithThreepid::UserInUse);
+    assert_eq!(
+        store.user_for_threepid("email", "d@x.org").await.unwrap(),
+        None
+    );
 }

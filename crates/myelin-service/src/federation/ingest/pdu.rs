@@ -24,7 +24,7 @@ use super::state::{
 };
 use crate::{
     rooms::{membership_change, LockedRoom, RoomState},
-    Ingest, ServiceError, ServiceResult,
+    Ingest, Rooms, ServiceError, ServiceResult,
 };
 
 /// What became of one received PDU.
@@ -387,6 +387,17 @@ impl Ingest {
         } else {
             Arc::new(RoomState::load(self.ctx.storage.as_ref(), &pdu.room_id).await?)
         };
+        if pdu.state_key.is_some()
+            && Rooms::closes_to_guests(&pdu.kind.to_string(), &pdu.content_value())
+        {
+            // Our guests leave; their leaves need this room's lock, held until we return.
+            let (rooms, room_id) = (self.rooms.clone(), pdu.room_id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = rooms.remove_guests(&room_id).await {
+                    tracing::warn!(%room_id, error = %e, "removing guests failed");
+                }
+            });
+        }
         self.rooms
             .publish(room, new_state, &[(pdu, persisted.stream_pos)]);
         Ok(())

@@ -183,7 +183,7 @@ impl History {
             let Some(reply) = latest.remove(&summary.latest) else {
                 continue;
             };
-            if view.may_see(&reply).await? {
+            if let Some(reply) = view.visible(reply).await? {
                 out.insert(
                     summary.root.clone(),
                     ThreadAggregation {
@@ -215,8 +215,11 @@ impl History {
             if out.contains_key(&parent) || !carries_new_content(&edit) {
                 continue;
             }
-            if view.may_see(&edit).await? {
-                out.insert(parent, edit);
+            // An edit served redacted (its sender erased) carries nothing to show.
+            if let Some(edit) = view.visible(edit).await? {
+                if carries_new_content(&edit) {
+                    out.insert(parent, edit);
+                }
             }
         }
         Ok(out)
