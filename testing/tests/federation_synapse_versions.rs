@@ -1,0 +1,379 @@
+//! Rooms of every version between Myelin and Synapse: for each version 1-12 a room created on
+//! each side is joined from the other and messages cross both ways; and a v1 room whose DAG
+//! forks (each server changes the topic and the power levels while the other is down) resolves
+//! to the same state on both, the one the spec's state resolution v1 picks.
+//!
+//! Skipped with a loud notice when the Synapse venv is missing; CI sets
+//! `MYELIN_REQUIRE_SYNAPSE=1`, which turns that into a failure.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use myelin_testing::http::{room_path, PW};
+use myelin_testing::interop::{send_text, Server};
+use myelin_testing::{StatusCode, SynapseServer, TestServer};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+
+/// How long a message or event may take to cross (both servers are busy with many rooms at once
+/// on a small machine).
+const CROSS_DEADLINE: Duration = Duration::from_secs(90);
+/// How many version scenarios run at once.
+const PARALLEL: usize = 6;
+
+/// One server's user in a scenario.
+struct Side<'a> {
+    server: &'a Server<'a>,
+    token: &'a str,
+    /// The server's name, which the other side joins through.
+    name: &'a str,
+    label: &'static str,
+}
+
+impl<'a> Side<'a> {
+    fn new(server: &'a Server<'a>, token: &'a str, name: &'a str, label: &'static str) -> Self {
+        Side {
+            server,
+            token,
+            name,
+            label,
+        }
+    }
+}
+
+/// Polls `path` on `server` until `check` holds; panics after [`CROSS_DEADLINE`].
+async fn until(
+    side: &Side<'_>,
+    path: &str,
+    what: &str,
+    check: impl Fn(StatusCode, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + CROSS_DEADLINE;
+    loop {
+        let (status, body) = side.server.call(Method::GET, path, side.token, None).await;
+        if check(status, &body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out on {} waiting for {what}: {status} {body}",
+            side.label
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until `side` shows every one of `bodies` in the room's recent messages.
+async fn until_messages(side: &Side<'_>, room: &str, bodies: &[&str]) {
+    let path = room_path(room, "messages?dir=b&limit=50");
+    until(
+        side,
+        &path,
+        &format!("{bodies:?} in {room}"),
+        |status, page| {
+            status == StatusCode::OK
+                && bodies.iter().all(|wanted| {
+                    page["chunk"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|e| e["content"]["body"] == *wanted))
+                })
+        },
+    )
+    .await;
+}
+
+/// A room of `version` created on `creator`'s server, joined from `joiner`'s, with messages
+/// both ways and the history from before the join readable on the joining side.
+async fn cross(version: u32, creator: &Side<'_>, joiner: &Side<'_>) {
+    let v = version.to_string();
+    let what = format!("v{v} room made on {}", creator.label);
+    let room = creator
+        .server
+        .create_room(
+            creator.token,
+            json!({ "preset": "public_chat", "room_version": v, "name": what }),
+        )
+        .await;
+    // Transaction IDs are the client's, unique per access token across rooms.
+    let txn = |step: &str| format!("v{v}-{}-{step}", creator.label);
+    let before = format!("{what}: before the join");
+    send_text(
+        creator.server,
+        creator.token,
+        &room,
+        &txn("before"),
+        &before,
+    )
+    .await;
+    let (status, body) = joiner
+        .server
+        .join_via(joiner.token, &room, creator.name)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{what}: {} joins: {body}",
+        joiner.label
+    );
+    let (status, create) = joiner
+        .server
+        .state(joiner.token, &room, "m.room.create")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{what}: {create}");
+    assert_eq!(create["room_version"], v.as_str(), "{what}: {create}");
+    let (status, name) = joiner
+        .server
+        .state(joiner.token, &room, "m.room.name")
+        .await;
+    assert_eq!((status, &name["name"]), (StatusCode::OK, &json!(what)));
+
+    let from_joiner = format!("{what}: from {}", joiner.label);
+    send_text(
+        joiner.server,
+        joiner.token,
+        &room,
+        &txn("joiner"),
+        &from_joiner,
+    )
+    .await;
+    let after = format!("{what}: after the join");
+    send_text(creator.server, creator.token, &room, &txn("after"), &after).await;
+    until_messages(creator, &room, &[&from_joiner]).await;
+    until_messages(joiner, &room, &[&before, &after, &from_joiner]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_of_every_version_cross_between_myelin_and_synapse() {
+    let Some(synapse_server) = SynapseServer::start().await else {
+        return;
+    };
+    let myelin_server = TestServer::start_federating_tls().await;
+    let alice = myelin_server.register("alice", PW).await;
+    let (_sam, sam_token) = synapse_server.register("sam", PW).await;
+    let (myelin, synapse) = (
+        Server::Myelin(&myelin_server),
+        Server::Synapse(&synapse_server),
+    );
+    let on_myelin = Side::new(
+        &myelin,
+        &alice.access_token,
+        myelin_server.server_name(),
+        "Myelin",
+    );
+    let on_synapse = Side::new(
+        &synapse,
+        &sam_token,
+        synapse_server.server_name(),
+        "Synapse",
+    );
+
+    // Both servers offer every version.
+    for side in [&on_myelin, &on_synapse] {
+        let caps = side
+            .server
+            .ok(
+                Method::GET,
+                "/_matrix/client/v3/capabilities",
+                side.token,
+                json!(null),
+            )
+            .await;
+        let available = &caps["capabilities"]["m.room_versions"]["available"];
+        for version in 1..=12 {
+            assert_eq!(
+                available[version.to_string()],
+                "stable",
+                "{} offers v{version}: {caps}",
+                side.label
+            );
+        }
+    }
+
+    // Each version both ways: created on one side, joined from the other.
+    let scenarios = (1..=12u32).flat_map(|v| [(v, true), (v, false)]);
+    futures_util::stream::iter(scenarios)
+        .for_each_concurrent(PARALLEL, |(version, myelin_creates)| {
+            let (creator, joiner) = if myelin_creates {
+                (&on_myelin, &on_synapse)
+            } else {
+                (&on_synapse, &on_myelin)
+            };
+            cross(version, creator, joiner)
+        })
+        .await;
+}
+
+/// The SHA-1 of an event ID, which breaks ties between conflicting events of equal depth in
+/// state resolution v1.
+fn sha1_of(event_id: &str) -> [u8; 20] {
+    Sha1::digest(event_id.as_bytes()).into()
+}
+
+/// Of two conflicting state events of the same depth that both pass the auth rules, the one
+/// state resolution v1 keeps: the lower SHA-1 of the event ID.
+fn v1_winner<'a>(a: &'a str, b: &'a str) -> &'a str {
+    if sha1_of(a) <= sha1_of(b) {
+        a
+    } else {
+        b
+    }
+}
+
+/// Sets a state event (empty state key); its event ID.
+async fn put_state(side: &Side<'_>, room: &str, kind: &str, content: Value) -> String {
+    let path = room_path(room, &format!("state/{kind}/"));
+    let answer = side
+        .server
+        .ok(Method::PUT, &path, side.token, content)
+        .await;
+    answer["event_id"].as_str().expect("event_id").to_owned()
+}
+
+/// Raises the power needed for `m.room.avatar` to `level`: a power-level change that passes
+/// the auth rules whichever of two such changes is applied first.
+async fn change_power_levels(side: &Side<'_>, room: &str, level: u32) -> String {
+    let (status, mut levels) = side
+        .server
+        .state(side.token, room, "m.room.power_levels")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{levels}");
+    levels["events"]["m.room.avatar"] = json!(level);
+    put_state(side, room, "m.room.power_levels", levels).await
+}
+
+/// Waits until `side` has the event `event_id`.
+async fn until_event(side: &Side<'_>, room: &str, event_id: &str) {
+    let path = room_path(room, &format!("event/{}", myelin_testing::enc(event_id)));
+    until(side, &path, &format!("event {event_id}"), |status, _| {
+        status == StatusCode::OK
+    })
+    .await;
+}
+
+/// The room's current state on `side`: `(type, state_key)` to event ID.
+async fn state_ids(side: &Side<'_>, room: &str) -> BTreeMap<(String, String), String> {
+    let (status, events) = side
+        .server
+        .call(Method::GET, &room_path(room, "state"), side.token, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let text = |e: &Value, field: &str| e[field].as_str().unwrap_or_default().to_owned();
+    events
+        .as_array()
+        .expect("a state array")
+        .iter()
+        .map(|e| ((text(e, "type"), text(e, "state_key")), text(e, "event_id")))
+        .collect()
+}
+
+/// A v1 room made by `sam` on Synapse and joined by `alice` from Myelin, both at power 100, in
+/// sync: each server's latest event is the same `pong`, so each side's next event has the same
+/// depth.
+async fn v1_room_in_sync(synapse: &Side<'_>, myelin: &Side<'_>, sam: &str, alice: &str) -> String {
+    let room = synapse
+        .server
+        .create_room(
+            synapse.token,
+            json!({
+                "preset": "public_chat",
+                "room_version": "1",
+                "power_level_content_override": { "users": { sam: 100, alice: 100 } },
+            }),
+        )
+        .await;
+    let (status, body) = myelin
+        .server
+        .join_via(myelin.token, &room, synapse.name)
+        .await;
+    assert_eq!(status, StatusCode::OK, "alice joins the v1 room: {body}");
+    send_text(synapse.server, synapse.token, &room, "ping", "ping").await;
+    until_messages(myelin, &room, &["ping"]).await;
+    send_text(myelin.server, myelin.token, &room, "pong", "pong").await;
+    until_messages(synapse, &room, &["pong"]).await;
+    room
+}
+
+/// One side's branch of the fork: a topic and a power-level change; their event IDs.
+async fn branch(side: &Side<'_>, room: &str, avatar_level: u32) -> (String, String) {
+    let topic = json!({ "topic": format!("forked on {}", side.label) });
+    let topic = put_state(side, room, "m.room.topic", topic).await;
+    (topic, change_power_levels(side, room, avatar_level).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_in_a_v1_room_resolves_alike_on_myelin_and_synapse() {
+    let Some(mut synapse_server) = SynapseServer::start().await else {
+        return;
+    };
+    let myelin_server = TestServer::start_federating_tls().await;
+    let alice = myelin_server.register("alice", PW).await;
+    let (sam, sam_token) = synapse_server.register("sam", PW).await;
+    let (myelin_name, synapse_name) = (
+        myelin_server.server_name().to_owned(),
+        synapse_server.server_name().to_owned(),
+    );
+    let token = alice.access_token.as_str();
+    let room = {
+        let (synapse, myelin) = (
+            Server::Synapse(&synapse_server),
+            Server::Myelin(&myelin_server),
+        );
+        let on_synapse = Side::new(&synapse, &sam_token, &synapse_name, "Synapse");
+        let on_myelin = Side::new(&myelin, token, &myelin_name, "Myelin");
+        v1_room_in_sync(&on_synapse, &on_myelin, &sam, &alice.user_id).await
+    };
+
+    // The fork: with Synapse down, alice changes the topic and the power levels; then with
+    // Myelin down, sam changes both too. Neither side has seen the other's changes.
+    synapse_server.stop();
+    let (m_topic, m_levels) = {
+        let myelin = Server::Myelin(&myelin_server);
+        branch(
+            &Side::new(&myelin, token, &myelin_name, "Myelin"),
+            &room,
+            60,
+        )
+        .await
+    };
+    let myelin_data = myelin_server.stop().await;
+    synapse_server.restart().await;
+    let (s_topic, s_levels) = {
+        let synapse = Server::Synapse(&synapse_server);
+        let side = Side::new(&synapse, &sam_token, &synapse_name, "Synapse");
+        branch(&side, &room, 70).await
+    };
+
+    // Both up again: each server's queue delivers its branch to the other, and an event on
+    // each side after both branches merges them.
+    let myelin_server = TestServer::restart(myelin_data).await;
+    let (synapse, myelin) = (
+        Server::Synapse(&synapse_server),
+        Server::Myelin(&myelin_server),
+    );
+    let on_synapse = Side::new(&synapse, &sam_token, &synapse_name, "Synapse");
+    let on_myelin = Side::new(&myelin, token, &myelin_name, "Myelin");
+    until_event(&on_myelin, &room, &s_levels).await;
+    until_event(&on_synapse, &room, &m_levels).await;
+    send_text(&myelin, token, &room, "merge-m", "merged on Myelin").await;
+    send_text(&synapse, &sam_token, &room, "merge-s", "merged on Synapse").await;
+    let merged = ["merged on Myelin", "merged on Synapse"];
+    until_messages(&on_myelin, &room, &merged).await;
+    until_messages(&on_synapse, &room, &merged).await;
+
+    // Both sides resolved the fork to the same state, event for event: of each key's two
+    // changes, which both pass the auth rules at the same depth, the one whose event ID has the
+    // lower SHA-1, as state resolution v1 has it.
+    let on_m = state_ids(&on_myelin, &room).await;
+    let on_s = state_ids(&on_synapse, &room).await;
+    assert_eq!(on_m, on_s, "Myelin's state, then Synapse's");
+    let key = |kind: &str| (kind.to_owned(), String::new());
+    assert_eq!(on_m[&key("m.room.topic")], v1_winner(&m_topic, &s_topic));
+    let levels = &on_m[&key("m.room.power_levels")];
+    assert_eq!(levels, v1_winner(&m_levels, &s_levels));
+    let topic = room_path(&room, "state/m.room.topic/");
+    let (status, shown) = myelin.call(Method::GET, &topic, token, None).await;
+    let (_, shown_by_synapse) = synapse.call(Method::GET, &topic, &sam_token, None).await;
+    assert_eq!((status, &shown), (StatusCode::OK, &shown_by_synapse));
+}
