@@ -1,8 +1,9 @@
 //! The cache of remote users' device lists: a key query on A about bob of B fetches bob's list
 //! once (`/user/devices`), `m.device_list_update` EDUs keep it current so later queries are
 //! answered without asking B (even with B down), and an update that does not follow on from
-//! what A holds (a gap in `prev_id`) makes A fetch the list again. The same with a Synapse
-//! user: Synapse's `stream_id`s and `prev_id`s keep Myelin's cache current.
+//! what A holds (a gap in `prev_id`) makes A fetch the list again, whether a stub server sends
+//! the gap or another Myelin's update chain shows one it missed. The same with a Synapse user:
+//! Synapse's `stream_id`s and `prev_id`s keep Myelin's cache current.
 
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,67 @@ async fn remote_device_changes_are_cached_and_served_without_the_remote() {
     let curve = format!("curve25519:{}", phone.device_id);
     assert_eq!(phone_keys["keys"][curve], "phone-key", "{keys}");
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_a_server_missed_is_seen_as_a_gap_and_the_list_refetched() {
+    // A gives up on a destination unreachable for half a second and drops its queue, so an
+    // update sent while B is down never reaches B.
+    let a = TestServer::start_federating_with(|c| {
+        c.federation.retry_min_ms = 50;
+        c.federation.retry_max_ms = 200;
+        c.federation.give_up_after_ms = 500;
+    })
+    .await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", PW).await;
+    let bob = b.register("bob", PW).await;
+    upload_device_keys(&a, &alice, "laptop-key").await;
+    let room = a
+        .create_room(
+            alice.token().expect("token"),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let join = format!(
+        "/_matrix/client/v3/join/{}?server_name={}",
+        enc(&room),
+        enc(a.server_name())
+    );
+    let (status, body) = b.post(&join, bob.token(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    query_until(&b, &bob, &alice.user_id, &[alice.device_id.as_str()]).await;
+
+    // Alice's phone while B is down: A's update to B is dropped with B's queue.
+    let b_data = b.stop().await;
+    let phone = a.login("alice", PW).await;
+    upload_device_keys(&a, &phone, "phone-key").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = TestServer::restart(b_data).await;
+    let keys = query(&b, &bob, &alice.user_id).await;
+    assert_eq!(
+        device_ids(&keys, &alice.user_id),
+        vec![alice.device_id.clone()],
+        "B missed the phone and still trusts its list: {keys}"
+    );
+
+    // Alice's tablet: its update names the phone's as the one before, which B never saw, so B
+    // fetches the whole list again rather than patching the tablet into a list without the phone.
+    let tablet = a.login("alice", PW).await;
+    upload_device_keys(&a, &tablet, "tablet-key").await;
+    let mut all = vec![
+        alice.device_id.as_str(),
+        phone.device_id.as_str(),
+        tablet.device_id.as_str(),
+    ];
+    all.sort();
+    query_until(&b, &bob, &alice.user_id, &all).await;
+    // What B holds now is the whole list: with A down, B answers it from its cache.
+    a.stop().await;
+    let keys = query(&b, &bob, &alice.user_id).await;
+    assert_eq!(device_ids(&keys, &alice.user_id), all, "{keys}");
+    assert_eq!(keys["failures"], json!({}), "{keys}");
+    b.stop().await;
 }
 
 /// `/user/devices` for `user` at `stream_id` with these devices.

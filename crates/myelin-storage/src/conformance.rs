@@ -71,6 +71,7 @@ macro_rules! storage_conformance_tests {
             cross_signing_keys_per_user_and_kind,
             device_list_changes_share_the_stream,
             remote_device_lists_are_cached_and_patched,
+            device_list_update_ids_chain_per_user,
             to_device_batches_and_late_devices,
             to_device_transactions_run_once,
             deleting_devices_removes_their_keys,
