@@ -1,5 +1,6 @@
 //! Rooms of every version between Myelin and Synapse: for each version 1-12 a room created on
-//! each side is joined from the other and messages cross both ways; and a v1 room whose DAG
+//! each side is joined from the other, messages cross both ways and redactions (the creator's
+//! of the joiner's message, the joiner's of its own) take effect on both; and a v1 room whose DAG
 //! forks (each server changes the topic and the power levels while the other is down) resolves
 //! to the same state on both, the one the spec's state resolution v1 picks.
 //!
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use myelin_testing::http::{room_path, PW};
 use myelin_testing::interop::{send_text, Server};
-use myelin_testing::{StatusCode, SynapseServer, TestServer};
+use myelin_testing::{enc, StatusCode, SynapseServer, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -85,7 +86,8 @@ async fn until_messages(side: &Side<'_>, room: &str, bodies: &[&str]) {
 }
 
 /// A room of `version` created on `creator`'s server, joined from `joiner`'s, with messages
-/// both ways and the history from before the join readable on the joining side.
+/// both ways, the history from before the join readable on the joining side, and redactions
+/// both ways.
 async fn cross(version: u32, creator: &Side<'_>, joiner: &Side<'_>) {
     let v = version.to_string();
     let what = format!("v{v} room made on {}", creator.label);
@@ -130,18 +132,43 @@ async fn cross(version: u32, creator: &Side<'_>, joiner: &Side<'_>) {
     assert_eq!((status, &name["name"]), (StatusCode::OK, &json!(what)));
 
     let from_joiner = format!("{what}: from {}", joiner.label);
-    send_text(
-        joiner.server,
-        joiner.token,
-        &room,
-        &txn("joiner"),
-        &from_joiner,
-    )
-    .await;
+    let joiner_event = send_text(joiner.server, joiner.token, &room, &txn("j"), &from_joiner).await;
+    let taken_back = format!("{what}: taken back by {}", joiner.label);
+    let own_event = send_text(joiner.server, joiner.token, &room, &txn("t"), &taken_back).await;
     let after = format!("{what}: after the join");
     send_text(creator.server, creator.token, &room, &txn("after"), &after).await;
-    until_messages(creator, &room, &[&from_joiner]).await;
+    until_messages(creator, &room, &[&from_joiner, &taken_back]).await;
     until_messages(joiner, &room, &[&before, &after, &from_joiner]).await;
+
+    // Redactions in the version's format both ways: the creator (power 100) takes the joiner's
+    // message down, the joiner its own; both servers show both redacted.
+    redact(creator, &room, &joiner_event, &txn("rc")).await;
+    redact(joiner, &room, &own_event, &txn("rj")).await;
+    for side in [creator, joiner] {
+        for event in [&joiner_event, &own_event] {
+            until_redacted(side, &room, event).await;
+        }
+    }
+}
+
+/// Redacts `event_id` as `side`'s user.
+async fn redact(side: &Side<'_>, room: &str, event_id: &str, txn: &str) {
+    let path = room_path(room, &format!("redact/{}/{txn}", enc(event_id)));
+    side.server
+        .ok(Method::PUT, &path, side.token, json!({ "reason": "test" }))
+        .await;
+}
+
+/// Waits until `side` serves `event_id` redacted (its content emptied).
+async fn until_redacted(side: &Side<'_>, room: &str, event_id: &str) {
+    let path = room_path(room, &format!("event/{}", enc(event_id)));
+    until(
+        side,
+        &path,
+        &format!("{event_id} redacted"),
+        |status, event| status == StatusCode::OK && event["content"] == json!({}),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +272,7 @@ async fn change_power_levels(side: &Side<'_>, room: &str, level: u32) -> String 
 
 /// Waits until `side` has the event `event_id`.
 async fn until_event(side: &Side<'_>, room: &str, event_id: &str) {
-    let path = room_path(room, &format!("event/{}", myelin_testing::enc(event_id)));
+    let path = room_path(room, &format!("event/{}", enc(event_id)));
     until(side, &path, &format!("event {event_id}"), |status, _| {
         status == StatusCode::OK
     })
