@@ -384,3 +384,79 @@ async fn synapse_device_changes_reach_the_cache() {
     assert_eq!(keys["failures"], json!({}), "{keys}");
     myelin.stop().await;
 }
+
+/// How many `/user/devices` requests Synapse has sent (it logs each request it makes).
+fn synapse_device_list_fetches(synapse: &SynapseServer) -> usize {
+    let log = std::fs::read_to_string(synapse.dir().join("homeserver.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("Completed request") && l.contains("/user/devices/"))
+        .count()
+}
+
+/// Queries Synapse about `user`'s devices until they are `expected`; panics after 20 s.
+async fn synapse_query_until(synapse: &SynapseServer, token: &str, user: &str, expected: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = json!({ "device_keys": { user: [] } });
+    loop {
+        let (status, keys) = synapse
+            .request(
+                Method::POST,
+                "/_matrix/client/v3/keys/query",
+                Some(token),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{keys}");
+        if device_ids(&keys, user) == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Synapse never saw {expected:?}: {keys}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn myelin_device_changes_reach_synapse_as_a_chain() {
+    let Some(synapse) = SynapseServer::start().await else {
+        return;
+    };
+    let myelin = TestServer::start_federating_tls().await;
+    let alice = myelin.register("alice", PW).await;
+    upload_device_keys(&myelin, &alice, "laptop-key").await;
+    let (_, sam_token) = synapse.register("sam", PW).await;
+    let room = myelin
+        .create_room(
+            alice.token().expect("token"),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let join = format!(
+        "/_matrix/client/v3/join/{}?server_name={}",
+        enc(&room),
+        enc(myelin.server_name())
+    );
+    let (status, body) = synapse
+        .request(Method::POST, &join, Some(&sam_token), Some(&json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    synapse_query_until(&synapse, &sam_token, &alice.user_id, &[&alice.device_id]).await;
+    let fetched = synapse_device_list_fetches(&synapse);
+    assert_eq!(fetched, 1, "Synapse fetched alice's list to track it");
+
+    // Alice's phone: Myelin's update names the stream ID of the list Synapse holds, so Synapse
+    // patches the phone in without fetching the list again.
+    let phone = myelin.login("alice", PW).await;
+    upload_device_keys(&myelin, &phone, "phone-key").await;
+    let mut both = vec![alice.device_id.as_str(), phone.device_id.as_str()];
+    both.sort();
+    synapse_query_until(&synapse, &sam_token, &alice.user_id, &both).await;
+    assert_eq!(
+        synapse_device_list_fetches(&synapse),
+        fetched,
+        "Synapse followed the chain: no new /user/devices fetch (it had made {fetched})"
+    );
+    myelin.stop().await;
+}
