@@ -2,7 +2,9 @@
 //! each side is joined from the other, messages cross both ways and redactions (the creator's
 //! of the joiner's message, the joiner's of its own) take effect on both; and a v1 room whose DAG
 //! forks (each server changes the topic and the power levels while the other is down) resolves
-//! to the same state on both, the one the spec's state resolution v1 picks.
+//! to the same state on both, the one the spec's state resolution v1 picks: by the SHA-1 of
+//! event IDs between equals, and against the resolved power levels when one branch demoted the
+//! other's user.
 //!
 //! Skipped with a loud notice when the Synapse venv is missing; CI sets
 //! `MYELIN_REQUIRE_SYNAPSE=1`, which turns that into a failure.
@@ -258,7 +260,7 @@ async fn put_state(side: &Side<'_>, room: &str, kind: &str, content: Value) -> S
     answer["event_id"].as_str().expect("event_id").to_owned()
 }
 
-/// Raises the power needed for `m.room.avatar` to `level`: a power-level change that passes
+/// Sets the power needed for `m.room.avatar` to `level`: a power-level change that passes
 /// the auth rules whichever of two such changes is applied first.
 async fn change_power_levels(side: &Side<'_>, room: &str, level: u32) -> String {
     let (status, mut levels) = side
@@ -295,42 +297,116 @@ async fn state_ids(side: &Side<'_>, room: &str) -> BTreeMap<(String, String), St
         .collect()
 }
 
-/// A v1 room made by `sam` on Synapse and joined by `alice` from Myelin, both at power 100, in
-/// sync: each server's latest event is the same `pong`, so each side's next event has the same
-/// depth.
-async fn v1_room_in_sync(synapse: &Side<'_>, myelin: &Side<'_>, sam: &str, alice: &str) -> String {
-    let room = synapse
-        .server
-        .create_room(
-            synapse.token,
-            json!({
-                "preset": "public_chat",
-                "room_version": "1",
-                "power_level_content_override": { "users": { sam: 100, alice: 100 } },
-            }),
-        )
-        .await;
-    let (status, body) = myelin
-        .server
-        .join_via(myelin.token, &room, synapse.name)
-        .await;
-    assert_eq!(status, StatusCode::OK, "alice joins the v1 room: {body}");
-    send_text(synapse.server, synapse.token, &room, "ping", "ping").await;
-    until_messages(myelin, &room, &["ping"]).await;
-    send_text(myelin.server, myelin.token, &room, "pong", "pong").await;
-    until_messages(synapse, &room, &["pong"]).await;
-    room
+/// Who takes part in the fork test: alice on Myelin, sam on Synapse.
+struct Users<'a> {
+    alice: &'a str,
+    alice_token: &'a str,
+    myelin_name: &'a str,
+    sam: &'a str,
+    sam_token: &'a str,
+    synapse_name: &'a str,
 }
 
-/// One side's branch of the fork: a topic and a power-level change; their event IDs.
+impl<'a> Users<'a> {
+    fn alice_on(&self, server: &'a Server<'a>) -> Side<'a> {
+        Side::new(server, self.alice_token, self.myelin_name, "Myelin")
+    }
+
+    fn sam_on(&self, server: &'a Server<'a>) -> Side<'a> {
+        Side::new(server, self.sam_token, self.synapse_name, "Synapse")
+    }
+
+    /// Runs `f` with alice's side and sam's side on these servers.
+    async fn with<T>(
+        &self,
+        myelin: &TestServer,
+        synapse: &SynapseServer,
+        f: impl AsyncFnOnce(&Side<'_>, &Side<'_>) -> T,
+    ) -> T {
+        let (on_myelin, on_synapse) = (Server::Myelin(myelin), Server::Synapse(synapse));
+        let alice = Side::new(&on_myelin, self.alice_token, self.myelin_name, "Myelin");
+        let sam = Side::new(&on_synapse, self.sam_token, self.synapse_name, "Synapse");
+        f(&alice, &sam).await
+    }
+}
+
+/// Brings both servers to the same latest event (a message from each, each seen by the
+/// other), so each side's next event has the same depth.
+async fn in_sync(alice: &Side<'_>, sam: &Side<'_>, room: &str, round: &str) {
+    let (ping, pong) = (format!("ping {round}"), format!("pong {round}"));
+    send_text(sam.server, sam.token, room, &ping, &ping).await;
+    until_messages(alice, room, &[&ping]).await;
+    send_text(alice.server, alice.token, room, &pong, &pong).await;
+    until_messages(sam, room, &[&pong]).await;
+}
+
+/// Holds federation back to fork the room's DAG: `on_myelin` runs with Synapse down, then
+/// `on_synapse` with Myelin down, so neither server sees the other's events until both are up
+/// again. Returns the restarted Myelin and what each step returned.
+async fn fork<M, S>(
+    synapse: &mut SynapseServer,
+    myelin: TestServer,
+    on_myelin: impl AsyncFnOnce(&TestServer) -> M,
+    on_synapse: impl AsyncFnOnce(&SynapseServer) -> S,
+) -> (TestServer, M, S) {
+    synapse.stop();
+    let from_myelin = on_myelin(&myelin).await;
+    let data = myelin.stop().await;
+    synapse.restart().await;
+    let from_synapse = on_synapse(synapse).await;
+    (TestServer::restart(data).await, from_myelin, from_synapse)
+}
+
+/// After a fork: waits until each server has the other's last event, merges the branches with
+/// an event on each side, and returns the state both then hold (asserted the same, event for
+/// event).
+async fn merged_state(
+    alice: &Side<'_>,
+    sam: &Side<'_>,
+    room: &str,
+    last: (&str, &str),
+    round: &str,
+) -> BTreeMap<(String, String), String> {
+    until_event(sam, room, last.0).await;
+    until_event(alice, room, last.1).await;
+    let (on_m, on_s) = (
+        format!("merged on Myelin {round}"),
+        format!("merged on Synapse {round}"),
+    );
+    send_text(alice.server, alice.token, room, &on_m, &on_m).await;
+    send_text(sam.server, sam.token, room, &on_s, &on_s).await;
+    until_messages(alice, room, &[&on_m, &on_s]).await;
+    until_messages(sam, room, &[&on_m, &on_s]).await;
+    let on_myelin = state_ids(alice, room).await;
+    assert_eq!(
+        on_myelin,
+        state_ids(sam, room).await,
+        "{round}: Myelin's state, then Synapse's"
+    );
+    let topic = room_path(room, "state/m.room.topic/");
+    let (status, shown) = alice
+        .server
+        .call(Method::GET, &topic, alice.token, None)
+        .await;
+    let (_, shown_by_synapse) = sam.server.call(Method::GET, &topic, sam.token, None).await;
+    assert_eq!((status, &shown), (StatusCode::OK, &shown_by_synapse));
+    on_myelin
+}
+
+/// One side's branch of the first fork: a topic and a power-level change; their event IDs.
 async fn branch(side: &Side<'_>, room: &str, avatar_level: u32) -> (String, String) {
     let topic = json!({ "topic": format!("forked on {}", side.label) });
     let topic = put_state(side, room, "m.room.topic", topic).await;
     (topic, change_power_levels(side, room, avatar_level).await)
 }
 
+/// `(type, "")`, a key of [`state_ids`].
+fn key(kind: &str) -> (String, String) {
+    (kind.to_owned(), String::new())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fork_in_a_v1_room_resolves_alike_on_myelin_and_synapse() {
+async fn forks_in_a_v1_room_resolve_alike_on_myelin_and_synapse() {
     let Some(mut synapse_server) = SynapseServer::start().await else {
         return;
     };
@@ -341,66 +417,100 @@ async fn a_fork_in_a_v1_room_resolves_alike_on_myelin_and_synapse() {
         myelin_server.server_name().to_owned(),
         synapse_server.server_name().to_owned(),
     );
-    let token = alice.access_token.as_str();
-    let room = {
-        let (synapse, myelin) = (
-            Server::Synapse(&synapse_server),
-            Server::Myelin(&myelin_server),
-        );
-        let on_synapse = Side::new(&synapse, &sam_token, &synapse_name, "Synapse");
-        let on_myelin = Side::new(&myelin, token, &myelin_name, "Myelin");
-        v1_room_in_sync(&on_synapse, &on_myelin, &sam, &alice.user_id).await
+    let users = Users {
+        alice: &alice.user_id,
+        alice_token: &alice.access_token,
+        myelin_name: &myelin_name,
+        sam: &sam,
+        sam_token: &sam_token,
+        synapse_name: &synapse_name,
     };
+    // A v1 room of sam's, where alice (power 50) may set the topic and the power levels too.
+    let room = users
+        .with(&myelin_server, &synapse_server, async |alice, sam| {
+            let levels = json!({
+                "users": { users.sam: 100, users.alice: 50 },
+                "events": { "m.room.power_levels": 50 },
+                "state_default": 50,
+            });
+            let room = sam
+                .server
+                .create_room(
+                    sam.token,
+                    json!({ "preset": "public_chat", "room_version": "1",
+                            "power_level_content_override": levels }),
+                )
+                .await;
+            let (status, body) = alice.server.join_via(alice.token, &room, sam.name).await;
+            assert_eq!(status, StatusCode::OK, "alice joins the v1 room: {body}");
+            in_sync(alice, sam, &room, "one").await;
+            room
+        })
+        .await;
 
-    // The fork: with Synapse down, alice changes the topic and the power levels; then with
-    // Myelin down, sam changes both too. Neither side has seen the other's changes.
-    synapse_server.stop();
-    let (m_topic, m_levels) = {
-        let myelin = Server::Myelin(&myelin_server);
-        branch(
-            &Side::new(&myelin, token, &myelin_name, "Myelin"),
-            &room,
-            60,
-        )
-        .await
-    };
-    let myelin_data = myelin_server.stop().await;
-    synapse_server.restart().await;
-    let (s_topic, s_levels) = {
-        let synapse = Server::Synapse(&synapse_server);
-        let side = Side::new(&synapse, &sam_token, &synapse_name, "Synapse");
-        branch(&side, &room, 70).await
-    };
-
-    // Both up again: each server's queue delivers its branch to the other, and an event on
-    // each side after both branches merges them.
-    let myelin_server = TestServer::restart(myelin_data).await;
-    let (synapse, myelin) = (
-        Server::Synapse(&synapse_server),
-        Server::Myelin(&myelin_server),
+    // First fork: each side changes the topic and the power levels at the same depths. All
+    // four changes pass the auth rules whatever the other side did, so v1 keeps, of each key's
+    // two changes, the one whose event ID has the lower SHA-1.
+    let (myelin_server, (m_topic, m_levels), (s_topic, s_levels)) = fork(
+        &mut synapse_server,
+        myelin_server,
+        async |m| branch(&users.alice_on(&Server::Myelin(m)), &room, 40).await,
+        async |s| branch(&users.sam_on(&Server::Synapse(s)), &room, 45).await,
+    )
+    .await;
+    let state = users
+        .with(&myelin_server, &synapse_server, async |alice, sam| {
+            let last = (m_levels.as_str(), s_levels.as_str());
+            let state = merged_state(alice, sam, &room, last, "one").await;
+            in_sync(alice, sam, &room, "two").await;
+            state
+        })
+        .await;
+    assert_eq!(state[&key("m.room.topic")], v1_winner(&m_topic, &s_topic));
+    assert_eq!(
+        state[&key("m.room.power_levels")],
+        v1_winner(&m_levels, &s_levels)
     );
-    let on_synapse = Side::new(&synapse, &sam_token, &synapse_name, "Synapse");
-    let on_myelin = Side::new(&myelin, token, &myelin_name, "Myelin");
-    until_event(&on_myelin, &room, &s_levels).await;
-    until_event(&on_synapse, &room, &m_levels).await;
-    send_text(&myelin, token, &room, "merge-m", "merged on Myelin").await;
-    send_text(&synapse, &sam_token, &room, "merge-s", "merged on Synapse").await;
-    let merged = ["merged on Myelin", "merged on Synapse"];
-    until_messages(&on_myelin, &room, &merged).await;
-    until_messages(&on_synapse, &room, &merged).await;
 
-    // Both sides resolved the fork to the same state, event for event: of each key's two
-    // changes, which both pass the auth rules at the same depth, the one whose event ID has the
-    // lower SHA-1, as state resolution v1 has it.
-    let on_m = state_ids(&on_myelin, &room).await;
-    let on_s = state_ids(&on_synapse, &room).await;
-    assert_eq!(on_m, on_s, "Myelin's state, then Synapse's");
-    let key = |kind: &str| (kind.to_owned(), String::new());
-    assert_eq!(on_m[&key("m.room.topic")], v1_winner(&m_topic, &s_topic));
-    let levels = &on_m[&key("m.room.power_levels")];
-    assert_eq!(levels, v1_winner(&m_levels, &s_levels));
-    let topic = room_path(&room, "state/m.room.topic/");
-    let (status, shown) = myelin.call(Method::GET, &topic, token, None).await;
-    let (_, shown_by_synapse) = synapse.call(Method::GET, &topic, &sam_token, None).await;
-    assert_eq!((status, &shown), (StatusCode::OK, &shown_by_synapse));
+    // Second fork: alice's branch is deeper (two messages, then a topic); sam's demotes her to
+    // power 0, then sets a topic. v1 tries the deeper topic first, but under the resolved power
+    // levels (sam's) alice may no longer set one: sam's topic wins on both servers.
+    let (myelin_server, (m_last, m_topic), (s_levels, s_topic)) = fork(
+        &mut synapse_server,
+        myelin_server,
+        async |m| {
+            let server = Server::Myelin(m);
+            let alice = users.alice_on(&server);
+            let mut last = String::new();
+            for i in 0..2 {
+                let text = format!("deeper {i}");
+                last = send_text(alice.server, alice.token, &room, &text, &text).await;
+            }
+            let topic = json!({ "topic": "alice's, deeper" });
+            // Synapse soft-fails the topic (alice has lost her power there) and does not show
+            // it: the test waits for the message before it.
+            (last, put_state(&alice, &room, "m.room.topic", topic).await)
+        },
+        async |s| {
+            let server = Server::Synapse(s);
+            let sam = users.sam_on(&server);
+            let (status, mut levels) = sam
+                .server
+                .state(sam.token, &room, "m.room.power_levels")
+                .await;
+            assert_eq!(status, StatusCode::OK, "{levels}");
+            levels["users"][users.alice] = json!(0);
+            let demoted = put_state(&sam, &room, "m.room.power_levels", levels).await;
+            let topic = json!({ "topic": "sam's, after the demotion" });
+            (demoted, put_state(&sam, &room, "m.room.topic", topic).await)
+        },
+    )
+    .await;
+    let state = users
+        .with(&myelin_server, &synapse_server, async |alice, sam| {
+            merged_state(alice, sam, &room, (&m_last, &s_topic), "two").await
+        })
+        .await;
+    assert_eq!(state[&key("m.room.power_levels")], s_levels);
+    assert_eq!(state[&key("m.room.topic")], s_topic, "not {m_topic}");
 }
