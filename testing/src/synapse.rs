@@ -3,7 +3,9 @@
 //!
 //! Each [`SynapseServer`] gets a fresh temporary directory, a free loopback port and the server
 //! name `127.0.0.1:<port>`, and serves the client and federation APIs over HTTPS with a
-//! self-signed certificate, as Synapse only federates over HTTPS. Without the venv,
+//! self-signed certificate, as Synapse only federates over HTTPS. It can be stopped and started
+//! again on its data and port ([`SynapseServer::stop`], [`SynapseServer::restart`]), to hold
+//! federation back (a fork of a room's DAG, missed updates). Without the venv,
 //! [`SynapseServer::start`] returns `None` and the test skips with a loud notice, unless
 //! `MYELIN_REQUIRE_SYNAPSE=1` (CI), which makes a missing venv a failure.
 
