@@ -14,13 +14,15 @@
 //!
 //! [`SynapseServer`] runs a real Synapse next to it for interoperability tests;
 //! [`hostile::HostileServer`] is a federation server that lies, for the hardening tests.
-//! [`http`] and [`federation`] hold the small helpers the test files share.
+//! [`http`] and [`federation`] hold the small helpers the test files share; [`interop::Server`]
+//! drives either homeserver with the same steps.
 
 pub mod appservice;
 pub mod federation;
 pub mod hostile;
 pub mod http;
 pub mod identity;
+pub mod interop;
 pub mod smtp;
 pub mod synapse;
 

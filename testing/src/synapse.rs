@@ -3,7 +3,9 @@
 //!
 //! Each [`SynapseServer`] gets a fresh temporary directory, a free loopback port and the server
 //! name `127.0.0.1:<port>`, and serves the client and federation APIs over HTTPS with a
-//! self-signed certificate, as Synapse only federates over HTTPS. Without the venv,
+//! self-signed certificate, as Synapse only federates over HTTPS. It can be stopped and started
+//! again on its data and port ([`SynapseServer::stop`], [`SynapseServer::restart`]), to hold
+//! federation back (a fork of a room's DAG, missed updates). Without the venv,
 //! [`SynapseServer::start`] returns `None` and the test skips with a loud notice, unless
 //! `MYELIN_REQUIRE_SYNAPSE=1` (CI), which makes a missing venv a failure.
 
@@ -33,6 +35,10 @@ const DEFAULT_VENV: &str = ".bench/synapse-venv";
 /// How long Synapse may take to generate its config and answer (it imports a lot of Python).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The config Synapse generates, and the test's overrides merged over it.
+const MAIN_CONFIG: &str = "homeserver.yaml";
+const OVERRIDES: &str = "test-overrides.yaml";
+
 /// How many lines of Synapse's logs a failing test prints.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -41,7 +47,10 @@ pub struct SynapseServer {
     server_name: String,
     base_url: String,
     http: reqwest::Client,
-    child: Child,
+    /// `None` between [`SynapseServer::stop`] and [`SynapseServer::restart`].
+    child: Option<Child>,
+    /// The venv's Python, to start Synapse again after a stop.
+    python: PathBuf,
     /// `None` only while dropping, when a failing test keeps the directory for inspection.
     dir: Option<TempDir>,
 }
@@ -72,6 +81,25 @@ impl SynapseServer {
     /// Synapse's directory (config, database, logs).
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+
+    /// Kills Synapse (its directory, database and port stay): other servers' requests to it fail
+    /// until [`SynapseServer::restart`], and it sends nothing meanwhile.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped Synapse again on its directory and port, and waits until it answers.
+    ///
+    /// # Panics
+    /// If it is running, or does not come back.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart() of a running Synapse");
+        self.child = Some(spawn(&self.python, self.dir()));
+        self.wait_ready().await;
     }
 
     /// Sends a request with an optional JSON body and access token; returns the status and the
@@ -140,7 +168,7 @@ impl SynapseServer {
         let files = Files { dir: dir.path() };
         let port = free_port();
         let server_name = format!("127.0.0.1:{port}");
-        let main_config = dir.path().join("homeserver.yaml");
+        let main_config = dir.path().join(MAIN_CONFIG);
 
         // Synapse's own generated config brings the signing key and the secrets; the override
         // file (merged over it by top-level key) sets everything the tests depend on.
@@ -175,31 +203,19 @@ impl SynapseServer {
         };
         write(files.certificate(), &certificate.certificate_pem);
         write(files.private_key(), &certificate.private_key_pem);
-        let overrides = dir.path().join("test-overrides.yaml");
-        write(overrides.clone(), &config::overrides_yaml(&files, port));
+        write(
+            dir.path().join(OVERRIDES),
+            &config::overrides_yaml(&files, port),
+        );
         write(files.log_config(), &config::log_config_yaml(&files));
 
-        let stdout_path = stdout_log(dir.path());
-        let stdout = std::fs::File::create(&stdout_path).expect("create Synapse's stdout log");
-        let stderr = stdout.try_clone().expect("clone the log file handle");
-        let child = std::process::Command::new(python)
-            .args(["-m", "synapse.app.homeserver"])
-            .arg("--config-path")
-            .arg(&main_config)
-            .arg("--config-path")
-            .arg(&overrides)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start Synapse with {}: {e}", python.display()));
-
+        let child = spawn(python, dir.path());
         SynapseServer {
             base_url: format!("https://{server_name}"),
             server_name,
             http: insecure_client(),
-            child,
+            child: Some(child),
+            python: python.to_path_buf(),
             dir: Some(dir),
         }
     }
@@ -222,7 +238,7 @@ impl SynapseServer {
             if answer.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("Synapse exited with {status} before answering");
             }
             if Instant::now() > deadline {
@@ -236,8 +252,7 @@ impl SynapseServer {
 impl Drop for SynapseServer {
     fn drop(&mut self) {
         // The database is thrown away with the directory, so no graceful stop is needed.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         if !std::thread::panicking() {
             return;
         }
@@ -256,6 +271,29 @@ impl Drop for SynapseServer {
             dir.keep().display()
         );
     }
+}
+
+/// Starts Synapse on the config files in `dir` (made by `launch`), its output appended to
+/// [`stdout_log`].
+fn spawn(python: &Path, dir: &Path) -> Child {
+    let stdout = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stdout_log(dir))
+        .expect("open Synapse's stdout log");
+    let stderr = stdout.try_clone().expect("clone the log file handle");
+    std::process::Command::new(python)
+        .args(["-m", "synapse.app.homeserver"])
+        .arg("--config-path")
+        .arg(dir.join(MAIN_CONFIG))
+        .arg("--config-path")
+        .arg(dir.join(OVERRIDES))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start Synapse with {}: {e}", python.display()))
 }
 
 /// The file Synapse's standard output and error go to.

@@ -1,8 +1,9 @@
 //! The cache of remote users' device lists: a key query on A about bob of B fetches bob's list
 //! once (`/user/devices`), `m.device_list_update` EDUs keep it current so later queries are
 //! answered without asking B (even with B down), an update that does not follow on from what A
-//! holds (a gap in `prev_id`) makes A fetch the list again, and a list goes once its user shares
-//! no room with a user of A (fetched afresh when they share one again). The same with a Synapse
+//! holds (a gap in `prev_id`) makes A fetch the list again, whether a stub server sends the gap
+//! or another Myelin's update chain shows one it missed, and a list goes once its user shares no
+//! room with a user of A (fetched afresh when they share one again). The same with a Synapse
 //! user: Synapse's `stream_id`s and `prev_id`s keep Myelin's cache current.
 
 use std::time::{Duration, Instant};
@@ -134,6 +135,67 @@ async fn remote_device_changes_are_cached_and_served_without_the_remote() {
     let curve = format!("curve25519:{}", phone.device_id);
     assert_eq!(phone_keys["keys"][curve], "phone-key", "{keys}");
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_a_server_missed_is_seen_as_a_gap_and_the_list_refetched() {
+    // A gives up on a destination unreachable for half a second and drops its queue, so an
+    // update sent while B is down never reaches B.
+    let a = TestServer::start_federating_with(|c| {
+        c.federation.retry_min_ms = 50;
+        c.federation.retry_max_ms = 200;
+        c.federation.give_up_after_ms = 500;
+    })
+    .await;
+    let b = TestServer::start_federating().await;
+    let alice = a.register("alice", PW).await;
+    let bob = b.register("bob", PW).await;
+    upload_device_keys(&a, &alice, "laptop-key").await;
+    let room = a
+        .create_room(
+            alice.token().expect("token"),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let join = format!(
+        "/_matrix/client/v3/join/{}?server_name={}",
+        enc(&room),
+        enc(a.server_name())
+    );
+    let (status, body) = b.post(&join, bob.token(), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    query_until(&b, &bob, &alice.user_id, &[alice.device_id.as_str()]).await;
+
+    // Alice's phone while B is down: A's update to B is dropped with B's queue.
+    let b_data = b.stop().await;
+    let phone = a.login("alice", PW).await;
+    upload_device_keys(&a, &phone, "phone-key").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = TestServer::restart(b_data).await;
+    let keys = query(&b, &bob, &alice.user_id).await;
+    assert_eq!(
+        device_ids(&keys, &alice.user_id),
+        vec![alice.device_id.clone()],
+        "B missed the phone and still trusts its list: {keys}"
+    );
+
+    // Alice's tablet: its update names the phone's as the one before, which B never saw, so B
+    // fetches the whole list again rather than patching the tablet into a list without the phone.
+    let tablet = a.login("alice", PW).await;
+    upload_device_keys(&a, &tablet, "tablet-key").await;
+    let mut all = vec![
+        alice.device_id.as_str(),
+        phone.device_id.as_str(),
+        tablet.device_id.as_str(),
+    ];
+    all.sort();
+    query_until(&b, &bob, &alice.user_id, &all).await;
+    // What B holds now is the whole list: with A down, B answers it from its cache.
+    a.stop().await;
+    let keys = query(&b, &bob, &alice.user_id).await;
+    assert_eq!(device_ids(&keys, &alice.user_id), all, "{keys}");
+    assert_eq!(keys["failures"], json!({}), "{keys}");
+    b.stop().await;
 }
 
 /// `/user/devices` for `user` at `stream_id` with these devices.
@@ -416,4 +478,78 @@ async fn a_list_goes_when_its_user_shares_no_room_any_more() {
     query_until(&a, &alice, &mallory, &["D2"]).await;
     assert_eq!(fetches(), 2);
     a.stop().await;
+/// How many `/user/devices` requests Synapse has sent (it logs each request it makes).
+fn synapse_device_list_fetches(synapse: &SynapseServer) -> usize {
+    let log = std::fs::read_to_string(synapse.dir().join("homeserver.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("Completed request") && l.contains("/user/devices/"))
+        .count()
+}
+
+/// Queries Synapse about `user`'s devices until they are `expected`; panics after 20 s.
+async fn synapse_query_until(synapse: &SynapseServer, token: &str, user: &str, expected: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = json!({ "device_keys": { user: [] } });
+    loop {
+        let (status, keys) = synapse
+            .request(
+                Method::POST,
+                "/_matrix/client/v3/keys/query",
+                Some(token),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{keys}");
+        if device_ids(&keys, user) == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Synapse never saw {expected:?}: {keys}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn myelin_device_changes_reach_synapse_as_a_chain() {
+    let Some(synapse) = SynapseServer::start().await else {
+        return;
+    };
+    let myelin = TestServer::start_federating_tls().await;
+    let alice = myelin.register("alice", PW).await;
+    upload_device_keys(&myelin, &alice, "laptop-key").await;
+    let (_, sam_token) = synapse.register("sam", PW).await;
+    let room = myelin
+        .create_room(
+            alice.token().expect("token"),
+            &json!({ "preset": "public_chat" }),
+        )
+        .await;
+    let join = format!(
+        "/_matrix/client/v3/join/{}?server_name={}",
+        enc(&room),
+        enc(myelin.server_name())
+    );
+    let (status, body) = synapse
+        .request(Method::POST, &join, Some(&sam_token), Some(&json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    synapse_query_until(&synapse, &sam_token, &alice.user_id, &[&alice.device_id]).await;
+    let fetched = synapse_device_list_fetches(&synapse);
+    assert_eq!(fetched, 1, "Synapse fetched alice's list to track it");
+
+    // Alice's phone: Myelin's update names the stream ID of the list Synapse holds, so Synapse
+    // patches the phone in without fetching the list again.
+    let phone = myelin.login("alice", PW).await;
+    upload_device_keys(&myelin, &phone, "phone-key").await;
+    let mut both = vec![alice.device_id.as_str(), phone.device_id.as_str()];
+    both.sort();
+    synapse_query_until(&synapse, &sam_token, &alice.user_id, &both).await;
+    assert_eq!(
+        synapse_device_list_fetches(&synapse),
+        fetched,
+        "Synapse followed the chain: no new /user/devices fetch (it had made {fetched})"
+    );
+    myelin.stop().await;
 }

@@ -245,6 +245,46 @@ impl KeyStore for PgStore {
         conn.finish(result).await
     }
 
+    async fn next_device_list_stream_id(
+        &self,
+        user_id: &UserId,
+        at_least: i64,
+    ) -> StorageResult<(Option<i64>, i64)> {
+        let user = user_id.as_str();
+        let mut conn = self.db.write().await?;
+        let result = async {
+            let previous: Option<i64> = conn
+                .query_opt(
+                    "SELECT stream_id FROM device_list_streams WHERE user_id = $1",
+                    &[&user],
+                )
+                .await?
+                .map(|row| get(&row, 0))
+                .transpose()?;
+            let next = previous.map_or(at_least, |p| at_least.max(p + 1));
+            conn.execute(
+                "INSERT INTO device_list_streams (user_id, stream_id) VALUES ($1, $2)
+                 ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id",
+                &[&user, &next],
+            )
+            .await?;
+            Ok((previous, next))
+        }
+        .await;
+        conn.finish(result).await
+    }
+
+    async fn device_list_stream_id(&self, user_id: &UserId) -> StorageResult<Option<i64>> {
+        let mut conn = self.db.read().await?;
+        let row = conn
+            .query_opt(
+                "SELECT stream_id FROM device_list_streams WHERE user_id = $1",
+                &[&user_id.as_str()],
+            )
+            .await?;
+        row.map(|row| get(&row, 0)).transpose()
+    }
+
     async fn device_list_changes(
         &self,
         since: StreamPos,

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0022_appservice_room_directory.sql"),
     include_str!("../migrations/0023_threepid_id_servers.sql"),
     include_str!("../migrations/0024_remote_device_lists.sql"),
+    include_str!("../migrations/0025_device_list_streams.sql"),
 ];
 
 /// The schema version this build writes.

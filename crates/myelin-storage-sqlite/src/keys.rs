@@ -278,6 +278,46 @@ impl KeyStore for SqliteStore {
             .await
     }
 
+    async fn next_device_list_stream_id(
+        &self,
+        user_id: &UserId,
+        at_least: i64,
+    ) -> StorageResult<(Option<i64>, i64)> {
+        let user_id = user_id.to_owned();
+        self.db
+            .write(move |tx, _| {
+                let previous: Option<i64> = tx
+                    .prepare_cached("SELECT stream_id FROM device_list_streams WHERE user_id = ?1")
+                    .db()?
+                    .query_row([user_id.as_str()], |row| row.get(0))
+                    .optional()
+                    .db()?;
+                let next = previous.map_or(at_least, |p| at_least.max(p + 1));
+                tx.prepare_cached(
+                    "INSERT INTO device_list_streams (user_id, stream_id) VALUES (?1, ?2)
+                     ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id",
+                )
+                .db()?
+                .execute(params![user_id.as_str(), next])
+                .db()?;
+                Ok((previous, next))
+            })
+            .await
+    }
+
+    async fn device_list_stream_id(&self, user_id: &UserId) -> StorageResult<Option<i64>> {
+        let user_id = user_id.to_owned();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT stream_id FROM device_list_streams WHERE user_id = ?1")
+                    .db()?
+                    .query_row([user_id.as_str()], |row| row.get(0))
+                    .optional()
+                    .db()
+            })
+            .await
+    }
+
     async fn device_list_changes(
         &self,
         since: StreamPos,

@@ -73,6 +73,7 @@ macro_rules! storage_conformance_tests {
             device_list_changes_share_the_stream,
             remote_device_lists_are_cached_and_patched,
             remote_device_lists_go_when_no_room_is_shared,
+            device_list_update_ids_chain_per_user,
             to_device_batches_and_late_devices,
             to_device_transactions_run_once,
             deleting_devices_removes_their_keys,

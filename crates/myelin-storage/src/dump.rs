@@ -316,6 +316,11 @@ pub const TABLES: &[Table] = &[
         key: &["user_id", "device_id"],
     },
     Table {
+        name: "device_list_streams",
+        columns: &["user_id", "stream_id"],
+        key: &["user_id"],
+    },
+    Table {
         name: "device_list_changes",
         columns: &["stream_pos", "user_id"],
         key: &["stream_pos", "user_id"],

@@ -178,6 +178,17 @@ pub trait KeyStore {
         since: StreamPos,
         up_to: StreamPos,
     ) -> StorageResult<Vec<OwnedUserId>>;
+    /// Moves a local user's chain of `m.device_list_update`s on by one update: its stream ID is
+    /// `at_least` or one past the previous update's, whichever is greater, so IDs grow per user
+    /// even when several updates share a stream position. Returns the previous update's ID (none
+    /// for the user's first) and the new one.
+    async fn next_device_list_stream_id(
+        &self,
+        user_id: &UserId,
+        at_least: i64,
+    ) -> StorageResult<(Option<i64>, i64)>;
+    /// The stream ID of a local user's latest `m.device_list_update`; none before the first.
+    async fn device_list_stream_id(&self, user_id: &UserId) -> StorageResult<Option<i64>>;
 
     /// Queues to-device messages (all at one new stream position, in one transaction); returns
     /// that position. Messages for devices that do not exist are dropped.

@@ -39,6 +39,15 @@ rc_federation:
   concurrent: 1000000
 ";
 
+/// How Synapse retries a server it failed to reach: within seconds rather than the default
+/// minutes, since tests stop and restart servers and wait for what was held back to arrive.
+const FEDERATION_RETRIES: &str = "\
+federation:
+  max_long_retry_delay: 2s
+  destination_min_retry_interval: 1s
+  destination_max_retry_interval: 5s
+";
+
 /// One rate limit that never triggers.
 const HIGH: &str = "{per_second: 1000000, burst_count: 1000000}";
 
@@ -108,6 +117,7 @@ log_config: '{log_config}'
     );
     out.push_str(&rate_limits_yaml());
     out.push_str(FEDERATION_RATE_LIMIT);
+    out.push_str(FEDERATION_RETRIES);
     out
 }
 
@@ -181,5 +191,6 @@ mod tests {
         assert!(y.contains("rc_login:\n  address: {per_second"));
         assert_eq!(y.matches("rc_joins:\n").count(), 1);
         assert!(y.contains("rc_federation:\n  window_size: 1000\n"));
+        assert!(y.contains("federation:\n  max_long_retry_delay: 2s\n"));
     }
 }

@@ -20,7 +20,11 @@ pub struct DeviceListChanges {
 
 impl E2ee {
     /// After a committed change to a local user's devices or keys: wakes the `/sync` of local
-    /// users who share a room with them and tells the other servers in those rooms.
+    /// users who share a room with them and tells the other servers in those rooms. Each
+    /// `m.device_list_update` of a user names the one before it in `prev_id` (the user's chain,
+    /// moved on here even when no other server is told, so a server that was not told sees the
+    /// gap), and `/user/devices` answers the latest one's ID: a server that missed an update
+    /// fetches the list again instead of patching a stale one.
     pub(crate) async fn announce_device_change(
         &self,
         user_id: &UserId,
@@ -37,6 +41,11 @@ impl E2ee {
                 .collect();
             self.ctx.appservices.note_device_change(user_id, &sharers);
         }
+        let (previous, stream_id) = self
+            .ctx
+            .storage
+            .next_device_list_stream_id(user_id, pos.0)
+            .await?;
         let servers = self.rooms.notify_sharers(user_id).await?;
         if servers.is_empty() {
             return Ok(());
@@ -44,10 +53,8 @@ impl E2ee {
         let mut content = json!({
             "user_id": user_id,
             "device_id": device_id,
-            "stream_id": pos.0,
-            // No previous IDs: the receiver refetches the whole list (`/user/devices`) instead of
-            // patching a cache it may not have.
-            "prev_id": [],
+            "stream_id": stream_id,
+            "prev_id": previous.into_iter().collect::<Vec<i64>>(),
             "deleted": deleted,
         });
         if !deleted {

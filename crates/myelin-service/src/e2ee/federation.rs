@@ -26,6 +26,14 @@ impl E2ee {
     /// `GET /_matrix/federation/v1/user/devices/{userId}`.
     pub async fn federation_user_devices(&self, user_id: &UserId) -> ServiceResult<Value> {
         self.require_local_user(user_id)?;
+        // The ID of the user's latest update, read before the devices: an update committed in
+        // between is in the list and follows on from this ID, so the receiver applies it again
+        // harmlessly. With no update yet, the current stream position: the first update (which
+        // names no previous one) is either later, and applied, or in this list already.
+        let stream_id = match self.ctx.storage.device_list_stream_id(user_id).await? {
+            Some(id) => id,
+            None => self.ctx.storage.current_stream_pos().await?.0,
+        };
         let users = [user_id.to_owned()];
         let mut with_keys = self
             .local_device_keys(&users)
@@ -48,7 +56,6 @@ impl E2ee {
                 Some(entry)
             })
             .collect();
-        let stream_id = self.ctx.storage.current_stream_pos().await?.0;
         let mut body = json!({ "user_id": user_id, "stream_id": stream_id, "devices": devices });
         self.add_public_signing_keys(user_id, &mut body).await?;
         Ok(body)

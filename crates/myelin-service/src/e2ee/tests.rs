@@ -150,6 +150,73 @@ async fn a_user_s_own_new_device_is_news_to_their_other_devices() {
     );
 }
 
+/// Uploads identity keys for `who`'s device, with `key` as both keys.
+async fn upload_identity_keys(
+    h: &crate::test_support::Harness,
+    who: &crate::accounts::Authed,
+    key: &str,
+) {
+    let device = who.device_id.as_str();
+    let keys = json!({
+        "user_id": who.user_id, "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+        "keys": { format!("curve25519:{device}"): key, format!("ed25519:{device}"): key },
+        "signatures": {},
+    });
+    h.services
+        .e2ee
+        .upload_keys(
+            who,
+            KeysUpload {
+                device_keys: keys.as_object().cloned(),
+                ..KeysUpload::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn user_devices_answers_the_id_of_the_latest_device_list_update() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let storage = &h.services.ctx.storage;
+    let e2ee = &h.services.e2ee;
+    // No update yet: the current stream position, which the first update will be past.
+    let answer = e2ee.federation_user_devices(&alice.user_id).await.unwrap();
+    let now = storage.current_stream_pos().await.unwrap().0;
+    assert_eq!(answer["stream_id"], now, "{answer}");
+    assert_eq!(
+        storage.device_list_stream_id(&alice.user_id).await.unwrap(),
+        None
+    );
+
+    upload_identity_keys(&h, &alice, "first").await;
+    let first = storage.device_list_stream_id(&alice.user_id).await.unwrap();
+    let first = first.expect("the upload is an update of the chain");
+    assert!(first > now, "{first} > {now}");
+    let answer = e2ee.federation_user_devices(&alice.user_id).await.unwrap();
+    assert_eq!(answer["stream_id"], first, "{answer}");
+    assert_eq!(
+        answer["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+
+    // The same keys again are no update; new ones are the next link.
+    upload_identity_keys(&h, &alice, "first").await;
+    assert_eq!(
+        storage.device_list_stream_id(&alice.user_id).await.unwrap(),
+        Some(first)
+    );
+    upload_identity_keys(&h, &alice, "second").await;
+    let second = storage.device_list_stream_id(&alice.user_id).await.unwrap();
+    let second = second.expect("a second update");
+    assert!(second > first, "{second} > {first}");
+    let answer = e2ee.federation_user_devices(&alice.user_id).await.unwrap();
+    assert_eq!(answer["stream_id"], second, "{answer}");
+}
+
 mod remote_cache {
     use myelin_core::StreamPos;
     use myelin_storage::{RemoteDevice, RemoteDeviceChange, RemoteDeviceList};

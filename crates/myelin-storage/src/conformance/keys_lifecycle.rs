@@ -472,6 +472,7 @@ where
     .await
     .unwrap();
     let last = from.mark_device_list_changed(&remote).await.unwrap();
+    from.next_device_list_stream_id(&alice, 9).await.unwrap();
 
     dump_copy(from, &to).await;
     let to = reopen(to).await;
@@ -500,6 +501,11 @@ where
             .await
             .unwrap(),
         "the remote device cache is copied"
+    );
+    assert_eq!(
+        to.device_list_stream_id(&alice).await.unwrap(),
+        Some(9),
+        "the chain of device-list updates goes on from where it was"
     );
     assert_eq!(
         to.device_list_changes(StreamPos::ZERO, last).await.unwrap(),

@@ -190,4 +190,30 @@ pub async fn remote_device_lists_go_when_no_room_is_shared(store: &dyn Storage) 
         .await
         .unwrap()
         .is_empty());
+/// A local user's chain of `m.device_list_update`s: each update's ID is past the previous one
+/// (even at the same stream position) and at least the position asked for; users are apart.
+pub async fn device_list_update_ids_chain_per_user(store: &dyn Storage) {
+    let alice = user("@alice:localhost");
+    let bob = user("@bob:localhost");
+    assert_eq!(store.device_list_stream_id(&alice).await.unwrap(), None);
+    assert_eq!(
+        store.next_device_list_stream_id(&alice, 10).await.unwrap(),
+        (None, 10)
+    );
+    // Two updates at one position (devices deleted together) still get two IDs.
+    assert_eq!(
+        store.next_device_list_stream_id(&alice, 10).await.unwrap(),
+        (Some(10), 11)
+    );
+    assert_eq!(
+        store.next_device_list_stream_id(&alice, 40).await.unwrap(),
+        (Some(11), 40)
+    );
+    assert_eq!(store.device_list_stream_id(&alice).await.unwrap(), Some(40));
+    assert_eq!(
+        store.next_device_list_stream_id(&bob, 12).await.unwrap(),
+        (None, 12)
+    );
+    assert_eq!(store.device_list_stream_id(&alice).await.unwrap(), Some(40));
+    assert_eq!(store.device_list_stream_id(&bob).await.unwrap(), Some(12));
 }
