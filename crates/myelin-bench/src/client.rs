@@ -245,6 +245,38 @@ impl Client {
         })
     }
 
+    /// `POST /login` with `m.login.password` as `user_id` on a new device `device_id`: a new
+    /// access token each call (when `device_id` is new).
+    pub async fn login(&self, user_id: &str, password: &str, device_id: &str) -> Result<User> {
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": user_id },
+            "password": password,
+            "device_id": device_id,
+            "initial_device_display_name": "bench",
+        });
+        let done = self
+            .call(
+                Method::POST,
+                "/_matrix/client/v3/login",
+                None,
+                Some(&body),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let token = done
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| BenchError::Response {
+                what: "POST /login".into(),
+                detail: format!("no `access_token` in {done}"),
+            })?;
+        Ok(User {
+            user_id: user_id.to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
     /// Creates a room with `body` as the `createRoom` request; returns its ID.
     pub async fn create_room(&self, user: &User, body: &Value) -> Result<String> {
         let v = self

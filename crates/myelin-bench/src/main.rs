@@ -125,6 +125,11 @@ struct CompareArgs {
     /// `mktemp -d` directory is not).
     #[arg(long)]
     postgres_dir: Option<PathBuf>,
+    /// Allow a PostgreSQL server that is not durable (fsync or synchronous_commit off), and start
+    /// the throwaway cluster fast (without `--durable`): for development only, as a 200 then does
+    /// not mean the write is on disk. By default the server must be durable.
+    #[arg(long)]
+    postgres_fast: bool,
     /// The workloads, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
@@ -336,7 +341,7 @@ async fn postgres(a: &CompareArgs, cluster: &mut Option<Cluster>) -> anyhow::Res
                 dir.display(),
                 a.postgres_script.display()
             );
-            let started = Cluster::start(&a.postgres_script, &dir)?;
+            let started = Cluster::start(&a.postgres_script, &dir, !a.postgres_fast)?;
             let url = started.url.clone();
             *cluster = Some(started);
             url
@@ -344,6 +349,13 @@ async fn postgres(a: &CompareArgs, cluster: &mut Option<Cluster>) -> anyhow::Res
     };
     let admin = PgAdmin::new(&url)?;
     admin.check().await?;
+    if !a.postgres_fast && !admin.is_durable().await? {
+        bail!(
+            "{} runs with fsync or synchronous_commit off; start it durable \
+             (scripts/postgres-start --durable DIR) or pass --postgres-fast",
+            admin.target()
+        );
+    }
     for name in admin.drop_stale().await? {
         eprintln!("[myelin-bench] dropped {name}, left behind by an earlier run");
     }

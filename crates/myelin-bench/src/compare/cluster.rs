@@ -27,9 +27,20 @@ pub fn printed_url(stdout: &str) -> Option<&str> {
         .filter(|l| l.starts_with("postgres://") || l.starts_with("postgresql://"))
 }
 
+/// The arguments of the start script for `dir`.
+pub fn script_args(dir: &Path, durable: bool) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    if durable {
+        args.push("--durable".into());
+    }
+    args.push(dir.as_os_str().to_owned());
+    args
+}
+
 impl Cluster {
-    /// Starts (or reuses) the cluster in `dir` with `script`.
-    pub fn start(script: &Path, dir: &Path) -> Result<Cluster> {
+    /// Starts (or reuses) the cluster in `dir` with `script`, with durable settings
+    /// (`--durable`: fsync and synchronous_commit on) when `durable` is set.
+    pub fn start(script: &Path, dir: &Path, durable: bool) -> Result<Cluster> {
         if !script.is_file() {
             return Err(BenchError::Postgres(format!(
                 "{} not found (run from the repository root or pass --postgres-url)",
@@ -41,7 +52,7 @@ impl Cluster {
         let running = dir.join("data").join("postmaster.pid").exists();
         let out = Command::new("bash")
             .arg(script)
-            .arg(&dir)
+            .args(script_args(&dir, durable))
             .output()
             .map_err(|e| BenchError::Postgres(format!("cannot run {}: {e}", script.display())))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -107,5 +118,12 @@ mod tests {
         );
         assert_eq!(printed_url("postgres://a/b\nsomething else\n"), None);
         assert_eq!(printed_url(""), None);
+    }
+
+    #[test]
+    fn durable_unless_asked_for_fast() {
+        let dir = Path::new("/tmp/pg");
+        assert_eq!(script_args(dir, true), ["--durable", "/tmp/pg"]);
+        assert_eq!(script_args(dir, false), ["/tmp/pg"]);
     }
 }

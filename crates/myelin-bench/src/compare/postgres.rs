@@ -61,6 +61,13 @@ pub fn is_stale(name: &str, alive: impl Fn(u32) -> bool) -> bool {
     })
 }
 
+/// Whether `fsync` and `synchronous_commit` (as `SHOW` prints them) make a commit durable:
+/// fsync on and synchronous_commit anything but off (`local`, `remote_write` and `remote_apply`
+/// are at least as durable locally as `on`).
+pub fn durable_settings(fsync: &str, synchronous_commit: &str) -> bool {
+    fsync == "on" && synchronous_commit != "off"
+}
+
 /// A PostgreSQL server on which databases may be created, named by an admin URL.
 #[derive(Clone)]
 pub struct PgAdmin {
@@ -170,6 +177,20 @@ impl PgAdmin {
             values[1],
             values[2]
         ))
+    }
+
+    /// Whether the server commits durably: `fsync` and `synchronous_commit` both on.
+    pub async fn is_durable(&self) -> Result<bool> {
+        let client = self.connect(None).await?;
+        let mut settings = Vec::new();
+        for setting in ["fsync", "synchronous_commit"] {
+            let row = client
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await
+                .map_err(|e| pg_error(setting, &e))?;
+            settings.push(row.get::<_, String>(0));
+        }
+        Ok(durable_settings(&settings[0], &settings[1]))
     }
 
     /// Drops the run databases of benchmark processes that are gone; returns their names.
@@ -291,6 +312,15 @@ impl PgDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durable_only_with_fsync_and_synchronous_commit() {
+        assert!(durable_settings("on", "on"));
+        assert!(durable_settings("on", "local"));
+        assert!(!durable_settings("off", "on"));
+        assert!(!durable_settings("on", "off"));
+        assert!(!durable_settings("off", "off"));
+    }
 
     #[test]
     fn replaces_the_database() {

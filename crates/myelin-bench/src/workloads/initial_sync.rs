@@ -10,7 +10,7 @@ use crate::client::{joined_room_count, User};
 use crate::error::{BenchError, Result};
 use crate::pool::run_indexed;
 use crate::report::{Better, WorkloadReport};
-use crate::setup::{register_users, rooms_with_members, Ctx};
+use crate::setup::{register_users, rooms_with_members, Ctx, PASSWORD};
 use crate::stats::Summary;
 
 use super::ms_since;
@@ -78,6 +78,36 @@ pub async fn rooms_with_history(
     Ok((users, room_ids))
 }
 
+/// The names of the figures of one kind of initial sync (`lazy` or `full`): the first request
+/// (cold), the median of the same request repeated on the same device (a server may answer it
+/// from a response cache: Synapse keeps identical `/sync` answers for two minutes), and the
+/// median of the request on a new login each time (warm caches, nothing to replay).
+pub fn metric_names(kind: &str) -> [String; 3] {
+    [
+        format!("{kind}_first"),
+        format!("{kind}_warm_repeat_p50"),
+        format!("{kind}_warm_new_device_p50"),
+    ]
+}
+
+/// The device ID of the `i`-th new-device sample of `kind` in this run: distinct for every
+/// sample and kind, so that each login makes a new device with a new access token.
+pub fn warm_device_id(prefix: &str, kind: &str, i: usize) -> String {
+    format!("{}_{}_WARM_{i}", prefix.to_uppercase(), kind.to_uppercase())
+}
+
+/// The access tokens the new-device samples used, so that a login answering with a token seen
+/// before (a replayable request) is reported rather than measured silently.
+#[derive(Debug, Default)]
+pub struct SeenTokens(std::collections::HashSet<String>);
+
+impl SeenTokens {
+    /// Records `token`; false when it was seen before.
+    pub fn fresh(&mut self, token: &str) -> bool {
+        self.0.insert(token.to_owned())
+    }
+}
+
 /// Runs `initial-sync`.
 pub async fn run(ctx: &Ctx, p: &Params) -> Result<WorkloadReport> {
     if p.members == 0 || p.rooms == 0 || p.samples == 0 {
@@ -96,30 +126,116 @@ pub async fn run(ctx: &Ctx, p: &Params) -> Result<WorkloadReport> {
     let me = &users[0];
     let lazy = json!({ "room": { "state": { "lazy_load_members": true }, "timeline": { "limit": p.timeline_limit } } }).to_string();
     let full = json!({ "room": { "timeline": { "limit": p.timeline_limit } } }).to_string();
-    for (name, filter) in [("lazy", lazy), ("full", full)] {
-        let mut samples = Vec::with_capacity(p.samples);
+    let mut tokens = SeenTokens::default();
+    tokens.fresh(&me.token);
+    for (kind, filter) in [("lazy", lazy), ("full", full)] {
+        let [first_name, repeat_name, new_name] = metric_names(kind);
+        let mut repeat = Vec::with_capacity(p.samples);
         for _ in 0..p.samples {
-            let t = Instant::now();
-            match ctx.client.sync(me, None, 0, Some(&filter)).await {
-                Ok(sync) => {
-                    samples.push(ms_since(t));
-                    let seen = joined_room_count(&sync);
-                    if seen != p.rooms {
-                        report.error(format!(
-                            "{name} initial sync listed {seen} of {} rooms",
-                            p.rooms
-                        ));
-                    }
-                }
-                Err(e) => report.error(e),
+            if let Some(ms) = timed_sync(ctx, me, &filter, kind, p.rooms, &mut report).await {
+                repeat.push(ms);
             }
         }
-        if let Some(first) = samples.first() {
-            report.metric(&format!("{name}_first"), "ms", *first, Better::Lower);
+        if let Some(first) = repeat.first() {
+            report.metric(&first_name, "ms", *first, Better::Lower);
         }
-        if let Some(s) = Summary::of(&samples) {
-            report.metric(&format!("{name}_p50"), "ms", s.p50, Better::Lower);
+        if let Some(s) = Summary::of(&repeat) {
+            report.metric(&repeat_name, "ms", s.p50, Better::Lower);
+        }
+        let mut fresh = Vec::with_capacity(p.samples);
+        for i in 0..p.samples {
+            let device = warm_device_id(&ctx.prefix, kind, i);
+            let user = match ctx.client.login(&me.user_id, PASSWORD, &device).await {
+                Ok(user) => user,
+                Err(e) => {
+                    report.error(e);
+                    continue;
+                }
+            };
+            if !tokens.fresh(&user.token) {
+                report.error(format!("login on {device} returned a token used before"));
+                continue;
+            }
+            if let Some(ms) = timed_sync(ctx, &user, &filter, kind, p.rooms, &mut report).await {
+                fresh.push(ms);
+            }
+        }
+        if let Some(s) = Summary::of(&fresh) {
+            report.metric(&new_name, "ms", s.p50, Better::Lower);
         }
     }
     Ok(report)
+}
+
+/// One initial sync of `user` with `filter`: its time in milliseconds, or `None` (with the error
+/// reported) when it failed. A response listing fewer than `rooms` rooms is reported too.
+async fn timed_sync(
+    ctx: &Ctx,
+    user: &User,
+    filter: &str,
+    kind: &str,
+    rooms: usize,
+    report: &mut WorkloadReport,
+) -> Option<f64> {
+    let t = Instant::now();
+    match ctx.client.sync(user, None, 0, Some(filter)).await {
+        Ok(sync) => {
+            let ms = ms_since(t);
+            let seen = joined_room_count(&sync);
+            if seen != rooms {
+                report.error(format!(
+                    "{kind} initial sync listed {seen} of {rooms} rooms"
+                ));
+            }
+            Some(ms)
+        }
+        Err(e) => {
+            report.error(e);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_named_apart() {
+        let lazy = metric_names("lazy");
+        assert_eq!(
+            lazy,
+            [
+                "lazy_first".to_owned(),
+                "lazy_warm_repeat_p50".to_owned(),
+                "lazy_warm_new_device_p50".to_owned()
+            ]
+        );
+        let full = metric_names("full");
+        assert!(lazy.iter().all(|n| !full.contains(n)));
+    }
+
+    #[test]
+    fn every_new_device_sample_has_its_own_device() {
+        let mut ids = std::collections::HashSet::new();
+        for kind in ["lazy", "full"] {
+            for i in 0..50 {
+                assert!(ids.insert(warm_device_id("b1x", kind, i)));
+            }
+        }
+        assert_eq!(ids.len(), 100);
+        // Another run (prefix) never reuses a device of an earlier one.
+        assert_ne!(
+            warm_device_id("b1x", "lazy", 0),
+            warm_device_id("b1y", "lazy", 0)
+        );
+    }
+
+    #[test]
+    fn a_repeated_token_is_caught() {
+        let mut seen = SeenTokens::default();
+        assert!(seen.fresh("t1"));
+        assert!(seen.fresh("t2"));
+        assert!(!seen.fresh("t1"));
+    }
 }

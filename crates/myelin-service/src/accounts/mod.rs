@@ -11,6 +11,7 @@ pub mod login_token;
 pub mod moderation;
 mod openid;
 pub(crate) mod token;
+mod token_cache;
 pub use appservice::APPSERVICE_DEVICE;
 pub mod uia;
 
@@ -37,6 +38,9 @@ pub struct Accounts {
     pub(crate) login_tokens: login_token::LoginTokens,
     /// Bounds concurrent argon2 work (see `hash_password`).
     pub(crate) password_permits: tokio::sync::Semaphore,
+    /// Resolved access tokens, so that a request does not query storage for its token; every
+    /// change to a user's sessions or account flags goes through `forget_tokens`.
+    tokens: token_cache::TokenCache,
 }
 
 impl Accounts {
@@ -55,6 +59,7 @@ impl Accounts {
             openid: openid::OpenIdTokens::default(),
             login_tokens: login_token::LoginTokens::default(),
             password_permits: tokio::sync::Semaphore::new(PASSWORD_HASHES_AT_ONCE),
+            tokens: token_cache::TokenCache::new(token_cache::DEFAULT_MAX_TOKENS),
         }
     }
 }
@@ -203,7 +208,12 @@ impl Accounts {
             None => None,
         };
         let created = match (&upgrading, password_hash.as_deref()) {
-            (Some(guest), Some(hash)) => self.ctx.storage.upgrade_guest(guest, hash).await?,
+            (Some(guest), Some(hash)) => {
+                let upgraded = self.ctx.storage.upgrade_guest(guest, hash).await?;
+                // The guest's tokens now belong to a full account.
+                self.forget_tokens(guest);
+                upgraded
+            }
             // The account and its proved address are written together, so two registrations
             // with one address cannot both get it, nor leave an account without one.
             _ if self.ctx.config.require_email => {
@@ -438,14 +448,24 @@ impl Accounts {
         })
     }
 
-    /// Resolves an access token.
+    /// Resolves an access token: from the token cache, else from storage (then cached).
     pub async fn authenticate(&self, access_token: &str) -> ServiceResult<Authed> {
-        let owner = self
-            .ctx
-            .storage
-            .find_access_token(&hash_token(access_token))
-            .await?
-            .ok_or(ServiceError::UnknownToken { soft_logout: false })?;
+        let hash = hash_token(access_token);
+        let owner = match self.tokens.get(&hash) {
+            Some(owner) => owner,
+            None => {
+                let epoch = self.tokens.epoch();
+                let owner = self
+                    .ctx
+                    .storage
+                    .find_access_token(&hash)
+                    .await?
+                    .ok_or(ServiceError::UnknownToken { soft_logout: false })?;
+                self.tokens.insert(hash, owner.clone(), epoch);
+                owner
+            }
+        };
+        // Checked at every use, cached or not: the entry keeps the expiry.
         if owner.expires_at_ms.is_some_and(|t| t <= self.ctx.now_ms()) {
             return Err(ServiceError::UnknownToken { soft_logout: true });
         }
@@ -459,6 +479,12 @@ impl Accounts {
             suspended: owner.suspended,
             appservice: None,
         })
+    }
+
+    /// Forgets the cached tokens of `user_id`: after any stored change to its sessions or to
+    /// the account flags a token resolves to (guest, locked, suspended).
+    pub(crate) fn forget_tokens(&self, user_id: &UserId) {
+        self.tokens.forget_user(user_id);
     }
 
     /// `POST /refresh`.
@@ -477,6 +503,8 @@ impl Accounts {
             )
             .await?
             .ok_or(ServiceError::UnknownToken { soft_logout: false })?;
+        // The old access token is gone from storage.
+        self.forget_tokens(&owner.user_id);
         Ok(LoginSession {
             user_id: owner.user_id,
             device_id: owner.device_id,
@@ -496,6 +524,7 @@ impl Accounts {
     pub async fn logout_all(&self, user_id: &UserId) -> ServiceResult<()> {
         let before = self.ctx.storage.list_devices(user_id).await?;
         self.ctx.storage.delete_all_devices(user_id, None).await?;
+        self.forget_tokens(user_id);
         self.announce_removed_devices(user_id, before).await
     }
 
@@ -517,6 +546,7 @@ impl Accounts {
                 .storage
                 .delete_all_devices(&authed.user_id, Some(authed.device_id.as_str()))
                 .await?;
+            self.forget_tokens(&authed.user_id);
             self.announce_removed_devices(&authed.user_id, before)
                 .await?;
         }
@@ -535,6 +565,7 @@ impl Accounts {
         if logout_devices {
             let before = self.ctx.storage.list_devices(user_id).await?;
             self.ctx.storage.delete_all_devices(user_id, None).await?;
+            self.forget_tokens(user_id);
             self.announce_removed_devices(user_id, before).await?;
         }
         Ok(())
@@ -569,6 +600,7 @@ impl Accounts {
             }
         }
         self.ctx.storage.deactivate_user(user_id, erase).await?;
+        self.forget_tokens(user_id);
         Ok(())
     }
 
@@ -639,6 +671,7 @@ impl Accounts {
     ) -> ServiceResult<()> {
         let before = self.ctx.storage.list_devices(user_id).await?;
         self.ctx.storage.delete_devices(user_id, device_ids).await?;
+        self.forget_tokens(user_id);
         self.announce_removed_devices(user_id, before).await
     }
 

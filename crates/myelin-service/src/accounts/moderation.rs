@@ -59,6 +59,8 @@ impl Accounts {
             Moderation::Lock => storage.set_locked(target, value).await?,
             Moderation::Suspend => storage.set_suspended(target, value).await?,
         }
+        // Tokens resolve to these flags.
+        self.forget_tokens(target);
         tracing::info!(%admin, %target, ?which, value, "account moderation");
         Ok(value)
     }
