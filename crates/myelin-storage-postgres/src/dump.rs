@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use myelin_storage::dump::{
-    count_sql, insert_sql, select_sql, Dump, DumpValue, Table, STREAM_COUNTER,
+    count_sql, insert_sql, is_single_row, select_sql, Dump, DumpValue, Table,
 };
 use myelin_storage::{StorageError, StorageResult};
 use tokio_postgres::types::{ToSql, Type};
@@ -71,8 +71,9 @@ impl Dump for PgStore {
         let sql = insert_sql(table, |i| format!("${i}"));
         let mut conn = self.db.write().await?;
         let result = async {
-            if table.name == STREAM_COUNTER {
-                conn.execute("DELETE FROM stream_counter", &[]).await?;
+            if is_single_row(table) {
+                conn.execute(&format!("DELETE FROM {}", table.name), &[])
+                    .await?;
             }
             let types = conn.param_types(&sql).await?;
             for row in rows {

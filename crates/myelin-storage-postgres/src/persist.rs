@@ -241,7 +241,7 @@ async fn record_txn(conn: &mut Conn, pdu: &Pdu, device: &str, txn_id: &str) -> S
 }
 
 /// Sets the user's membership in the room to the one `event_id` carries, at `stream_pos`; a join
-/// also records where the user joined.
+/// also records where the user joined (a profile change keeps it).
 pub(crate) async fn upsert_membership(
     conn: &mut Conn,
     room_id: &str,
@@ -257,7 +257,12 @@ pub(crate) async fn upsert_membership(
          ON CONFLICT (room_id, user_id) DO UPDATE SET
              membership = excluded.membership, event_id = excluded.event_id,
              stream_pos = excluded.stream_pos, forgotten = FALSE,
-             joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
+             -- A profile change (join to join) is no new join: counts and visibility
+             -- reckon from where the user joined.
+             joined_pos = CASE
+                 WHEN room_memberships.membership = 'join' AND excluded.membership = 'join'
+                 THEN room_memberships.joined_pos
+                 ELSE COALESCE(excluded.joined_pos, room_memberships.joined_pos) END",
         &[&room_id, &user_id, &membership, &event_id, &stream_pos.0],
     )
     .await?;

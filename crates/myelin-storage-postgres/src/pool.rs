@@ -86,6 +86,17 @@ impl Pool {
         self.get(None).await
     }
 
+    /// A connection inside a read-only transaction that sees one snapshot, for reads of several
+    /// statements that must agree (counters and the position they reach). End it with
+    /// [`Conn::finish`].
+    pub(crate) async fn read_snapshot(self: &Arc<Self>) -> StorageResult<Conn> {
+        let mut conn = self.get(None).await?;
+        conn.in_tx = true;
+        conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        Ok(conn)
+    }
+
     /// A connection inside a write transaction that holds the write lock. End it with
     /// [`Conn::finish`].
     pub(crate) async fn write(self: &Arc<Self>) -> StorageResult<Conn> {

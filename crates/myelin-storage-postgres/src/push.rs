@@ -12,8 +12,8 @@ use ruma::{RoomId, UserId};
 
 use crate::convert::{get, limit, to_i64};
 use crate::pool::Conn;
-use crate::push_counts;
 use crate::PgStore;
+use crate::{push_counts, push_fold};
 
 async fn upsert_pusher(conn: &mut Conn, p: &PusherRecord, append: bool) -> StorageResult<i64> {
     if !append {
@@ -60,13 +60,22 @@ impl PushStore for PgStore {
         user_id: &UserId,
         room_id: &RoomId,
     ) -> StorageResult<RoomNotificationCounts> {
-        let mut conn = self.db.read().await?;
-        push_counts::room_counts(&mut conn, user_id.as_str(), room_id.as_str()).await
+        // One snapshot: the counters and the pending rows after their position must agree.
+        let mut conn = self.db.read_snapshot().await?;
+        let result = push_counts::room_counts(&mut conn, user_id.as_str(), room_id.as_str()).await;
+        conn.finish(result).await
     }
 
     async fn rooms_with_unread_notifications(&self, user_id: &UserId) -> StorageResult<u64> {
-        let mut conn = self.db.read().await?;
-        push_counts::rooms_with_unread(&mut conn, user_id.as_str()).await
+        let mut conn = self.db.read_snapshot().await?;
+        let result = push_counts::rooms_with_unread(&mut conn, user_id.as_str()).await;
+        conn.finish(result).await
+    }
+
+    async fn fold_unread_counts(&self, max: usize) -> StorageResult<usize> {
+        let mut conn = self.db.write().await?;
+        let result = push_fold::fold(&mut conn, max).await;
+        conn.finish(result).await
     }
 
     async fn notifications(

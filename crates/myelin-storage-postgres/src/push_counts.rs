@@ -1,25 +1,27 @@
-//! Notifications as the push store keeps them: the `push_events` row and the unread counters an
-//! event adds in its own transaction, the recount after a receipt, a join or a redaction, and
-//! the reads of counts and `/notifications` pages.
+//! Notifications as the push store keeps them: the `push_events` row an event adds in its own
+//! transaction, the recount after a receipt, a join or a redaction, and the reads of counts and
+//! `/notifications` pages. The counters' batched fold is in `push_fold.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use myelin_core::StreamPos;
 use myelin_storage::{
-    count_thread, count_unread, counter_increments, notified_user_ids, MemberNumber, MemberNumbers,
-    NewPushAction, NotificationCounts, NotificationPage, NotificationRecord, NotifiedUsers,
-    ReadPositions, RoomNotificationCounts, StorageResult, MAIN_TIMELINE, NOTIFICATIONS_SCAN,
-    RECOUNT_SCAN,
+    count_thread, count_unread, notified_user_ids, MemberNumber, MemberNumbers, NewPushAction,
+    NotificationCounts, NotificationPage, NotificationRecord, NotifiedUsers, ReadPositions,
+    RoomNotificationCounts, StorageResult, MAIN_TIMELINE, NOTIFICATIONS_SCAN, RECOUNT_SCAN,
 };
+
+use myelin_storage::push_fold::{add_counts, by_room, count_rows, PendingPush};
 
 use crate::convert::{limit, parse_id};
 use crate::pool::Conn;
+use crate::push_fold::{counted_to, pending_of_room, pending_of_user_rooms};
 
 /// How many `push_events` rows a `/notifications` page reads per query.
 const PAGE_CHUNK: usize = 200;
 
-/// The event's `push_events` row, one more unread notification for each user it notifies, and
-/// one queue row per HTTP pusher of theirs; in the caller's (the event's) transaction.
+/// The event's `push_events` row and one queue row per HTTP pusher of the users it notifies; in
+/// the caller's (the event's) transaction. The counters follow in the next fold.
 pub(crate) async fn write_push_actions(
     conn: &mut Conn,
     room_id: &str,
@@ -37,21 +39,6 @@ pub(crate) async fn write_push_actions(
         "INSERT INTO push_events (stream_pos, thread_id, notified) VALUES ($1, $2, $3)
          ON CONFLICT (stream_pos) DO NOTHING",
         &[&stream_pos.0, &thread, &notified],
-    )
-    .await?;
-    // One statement for every notified user.
-    conn.execute(
-        "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
-         SELECT $1, u ->> 0, $2, 1, (u ->> 1)::BIGINT
-         FROM jsonb_array_elements($3::TEXT::JSONB) AS u
-         ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
-         SET notifications = unread_counts.notifications + 1,
-             highlights = unread_counts.highlights + excluded.highlights",
-        &[
-            &room_id,
-            &count_thread(thread),
-            &counter_increments(actions),
-        ],
     )
     .await?;
     for action in actions.iter().filter(|a| a.queue) {
@@ -107,7 +94,7 @@ async fn assign_member_numbers(
 }
 
 /// The user's member number in the room, if any event there ever notified them.
-async fn member_number(
+pub(crate) async fn member_number(
     conn: &mut Conn,
     room_id: &str,
     user_id: &str,
@@ -138,10 +125,15 @@ pub(crate) async fn forget_push_actions(conn: &mut Conn, event_id: &str) -> Stor
     let Some((pos, room_id, notified)) = row else {
         return Ok(());
     };
+    let folded = pos <= counted_to(conn).await?;
     conn.execute("DELETE FROM push_events WHERE stream_pos = $1", &[&pos])
         .await?;
     conn.execute("DELETE FROM push_queue WHERE stream_pos = $1", &[&pos])
         .await?;
+    if !folded {
+        // Not in any counter yet: deleting the row was all.
+        return Ok(());
+    }
     let notified = NotifiedUsers::parse(&notified);
     let counted = conn
         .query_decode(
@@ -205,19 +197,20 @@ pub(crate) async fn recount_after_receipt(
 }
 
 /// Where the user has read up to in the room (see [`ReadPositions`]).
-async fn read_positions(
+pub(crate) async fn read_positions(
     conn: &mut Conn,
     room_id: &str,
     user_id: &str,
 ) -> StorageResult<ReadPositions> {
-    let joined = conn
+    let (joined, membership) = conn
         .query_opt_decode(
-            "SELECT joined_pos FROM room_memberships WHERE room_id = $1 AND user_id = $2",
+            "SELECT joined_pos, membership FROM room_memberships
+             WHERE room_id = $1 AND user_id = $2",
             &[&room_id, &user_id],
-            |row| row.opt_int(0),
+            |row| Ok((row.opt_int(0)?, row.text(1)?)),
         )
         .await?
-        .flatten();
+        .unwrap_or_default();
     let receipts = conn
         .query_decode(
             "SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
@@ -230,6 +223,7 @@ async fn read_positions(
         )
         .await?;
     let mut read = ReadPositions {
+        joined: membership == "join",
         unthreaded: joined.unwrap_or(i64::MIN),
         threads: HashMap::new(),
     };
@@ -243,19 +237,22 @@ async fn read_positions(
     Ok(read)
 }
 
-/// Counts the user's unread notifications in the room again from the `push_events` rows after
-/// their read position (at most [`RECOUNT_SCAN`] of them).
+/// Counts the user's unread notifications in the room again from the folded `push_events` rows
+/// after their read position (at most [`RECOUNT_SCAN`] of them).
 async fn recount(conn: &mut Conn, room_id: &str, user_id: &str) -> StorageResult<()> {
     let read = read_positions(conn, room_id, user_id).await?;
     let number = member_number(conn, room_id, user_id).await?;
-    // The room's events after the read position, at most RECOUNT_SCAN of them (newest first).
+    let counted = counted_to(conn).await?;
+    // The room's folded events after the read position, at most RECOUNT_SCAN of them (newest
+    // first); the pending ones are the next fold's.
     let rows = conn
         .query_decode(
             "SELECT p.stream_pos, p.thread_id, p.notified FROM (
-                 SELECT stream_pos FROM events WHERE room_id = $1 AND stream_pos > $2
+                 SELECT stream_pos FROM events
+                 WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $4
                  ORDER BY stream_pos DESC LIMIT $3) e
              JOIN push_events p ON p.stream_pos = e.stream_pos",
-            &[&room_id, &read.unthreaded, &limit(RECOUNT_SCAN)],
+            &[&room_id, &read.unthreaded, &limit(RECOUNT_SCAN), &counted],
             |row| Ok((row.int(0)?, row.opt_text(1)?, row.text(2)?)),
         )
         .await?;
@@ -317,22 +314,43 @@ pub(crate) async fn room_counts(
             counts.threads.push((thread, c));
         }
     }
+    let pending = pending_of_room(conn, room_id).await?;
+    if !pending.is_empty() {
+        let read = read_positions(conn, room_id, user_id).await?;
+        let number = member_number(conn, room_id, user_id).await?;
+        let rows: Vec<&PendingPush> = pending.iter().collect();
+        add_counts(&mut counts, count_rows(user_id, number, &read, &rows));
+    }
     Ok(counts)
 }
 
-/// How many joined rooms have unread notifications for the user.
+/// How many joined rooms have unread notifications for the user: in the counters, or in the
+/// pending rows.
 pub(crate) async fn rooms_with_unread(conn: &mut Conn, user_id: &str) -> StorageResult<u64> {
-    let row = conn
-        .query_one(
-            "SELECT COUNT(DISTINCT u.room_id) FROM unread_counts u
+    let mut rooms: HashSet<String> = conn
+        .query_decode(
+            "SELECT DISTINCT u.room_id FROM unread_counts u
              JOIN room_memberships m
                ON m.room_id = u.room_id AND m.user_id = u.user_id AND m.membership = 'join'
              WHERE u.user_id = $1 AND u.notifications > 0",
             &[&user_id],
+            |row| row.text(0),
         )
-        .await?;
-    let n: i64 = crate::convert::get(&row, 0)?;
-    Ok(u64::try_from(n).unwrap_or(0))
+        .await?
+        .into_iter()
+        .collect();
+    let pending = pending_of_user_rooms(conn, user_id).await?;
+    for (room_id, rows) in by_room(&pending) {
+        if rooms.contains(room_id) {
+            continue;
+        }
+        let read = read_positions(conn, room_id, user_id).await?;
+        let number = member_number(conn, room_id, user_id).await?;
+        if !count_rows(user_id, number, &read, &rows).is_empty() {
+            rooms.insert(room_id.to_owned());
+        }
+    }
+    Ok(u64::try_from(rooms.len()).unwrap_or(u64::MAX))
 }
 
 /// A `/notifications` page: the notifying events of the rooms the user is or was a member of

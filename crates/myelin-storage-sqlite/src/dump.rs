@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use myelin_storage::dump::{
-    count_sql, insert_sql, select_sql, Dump, DumpValue, Table, STREAM_COUNTER,
+    count_sql, insert_sql, is_single_row, select_sql, Dump, DumpValue, Table,
 };
 use myelin_storage::{StorageError, StorageResult};
 use rusqlite::types::{Value, ValueRef};
@@ -64,11 +64,11 @@ impl Dump for SqliteStore {
 
     async fn write_rows(&self, table: &Table, rows: Vec<Vec<DumpValue>>) -> StorageResult<()> {
         let sql = insert_sql(table, |i| format!("?{i}"));
-        let replace_counter = table.name == STREAM_COUNTER;
+        let replace = is_single_row(table).then(|| format!("DELETE FROM {}", table.name));
         self.db
             .write(move |tx, _| {
-                if replace_counter {
-                    tx.execute("DELETE FROM stream_counter", []).db()?;
+                if let Some(delete) = &replace {
+                    tx.execute(delete, []).db()?;
                 }
                 let mut stmt = tx.prepare(&sql).db()?;
                 for row in rows {

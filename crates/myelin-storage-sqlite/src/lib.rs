@@ -23,6 +23,7 @@ mod persist;
 mod pool;
 mod push;
 mod push_counts;
+mod push_fold;
 mod relations;
 mod remote_devices;
 mod room;

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0024_threepid_id_servers.sql"),
     include_str!("../migrations/0025_remote_device_lists.sql"),
     include_str!("../migrations/0026_device_list_streams.sql"),
+    include_str!("../migrations/0027_push_counts_folded.sql"),
 ];
 
 /// The schema version this build writes.

@@ -236,7 +236,7 @@ fn record_txn(tx: &Transaction<'_>, pdu: &Pdu, device: &str, txn_id: &str) -> St
 }
 
 /// Sets the user's membership in the room to the one `event_id` carries, at `stream_pos`; a join
-/// also records where the user joined.
+/// also records where the user joined (a profile change keeps it).
 pub(crate) fn upsert_membership(
     tx: &Transaction<'_>,
     room_id: &str,
@@ -252,7 +252,12 @@ pub(crate) fn upsert_membership(
          ON CONFLICT (room_id, user_id) DO UPDATE SET
              membership = excluded.membership, event_id = excluded.event_id,
              stream_pos = excluded.stream_pos, forgotten = 0,
-             joined_pos = COALESCE(excluded.joined_pos, room_memberships.joined_pos)",
+             -- A profile change (join to join) is no new join: counts and visibility
+             -- reckon from where the user joined.
+             joined_pos = CASE
+                 WHEN room_memberships.membership = 'join' AND excluded.membership = 'join'
+                 THEN room_memberships.joined_pos
+                 ELSE COALESCE(excluded.joined_pos, room_memberships.joined_pos) END",
     )
     .db()?
     .execute(params![room_id, user_id, membership, event_id, stream_pos.0])

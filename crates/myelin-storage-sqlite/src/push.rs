@@ -12,8 +12,8 @@ use ruma::{RoomId, UserId};
 use rusqlite::{params, Connection, Transaction};
 
 use crate::convert::{limit, query_all, query_first, to_i64, Db};
-use crate::push_counts;
 use crate::SqliteStore;
+use crate::{push_counts, push_fold};
 
 fn pusher_row(conn: &Connection, id: i64) -> StorageResult<Option<PusherRecord>> {
     query_first(
@@ -83,6 +83,10 @@ impl PushStore for SqliteStore {
         self.db
             .read(move |conn| push_counts::rooms_with_unread(conn, &user_id))
             .await
+    }
+
+    async fn fold_unread_counts(&self, max: usize) -> StorageResult<usize> {
+        self.db.write(move |tx, _| push_fold::fold(tx, max)).await
     }
 
     async fn notifications(

@@ -1,22 +1,23 @@
-//! Notifications as the push store keeps them: the `push_events` row and the unread counters an
-//! event adds in its own transaction, the recount after a receipt, a join or a redaction, and
-//! the reads of counts and `/notifications` pages.
+//! Notifications as the push store keeps them: the `push_events` row an event adds in its own
+//! transaction, the recount after a receipt, a join or a redaction, and the reads of counts and
+//! `/notifications` pages. The counters' batched fold is in `push_fold.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use myelin_core::StreamPos;
+use myelin_storage::push_fold::{add_counts, by_room, count_rows, PendingPush};
 use myelin_storage::{
-    count_thread, count_unread, counter_increments, notified_user_ids, MemberNumber, MemberNumbers,
-    NewPushAction, NotificationCounts, NotificationPage, NotificationRecord, NotifiedUsers,
-    ReadPositions, RoomNotificationCounts, StorageResult, MAIN_TIMELINE, NOTIFICATIONS_SCAN,
-    RECOUNT_SCAN,
+    count_thread, count_unread, notified_user_ids, MemberNumber, MemberNumbers, NewPushAction,
+    NotificationCounts, NotificationPage, NotificationRecord, NotifiedUsers, ReadPositions,
+    RoomNotificationCounts, StorageResult, MAIN_TIMELINE, NOTIFICATIONS_SCAN, RECOUNT_SCAN,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::convert::{limit, query_all, Db};
+use crate::push_fold::{counted_to, pending_of_room, pending_of_user_rooms};
 
-/// The event's `push_events` row, one more unread notification for each user it notifies, and
-/// one queue row per HTTP pusher of theirs; in the caller's (the event's) transaction.
+/// The event's `push_events` row and one queue row per HTTP pusher of the users it notifies; in
+/// the caller's (the event's) transaction. The counters follow in the next fold.
 pub(crate) fn write_push_actions(
     tx: &Transaction<'_>,
     room_id: &str,
@@ -36,20 +37,6 @@ pub(crate) fn write_push_actions(
     )
     .db()?
     .execute(params![stream_pos.0, thread, notified])
-    .db()?;
-    // One statement for every notified user: the counters of a room sit on a few pages.
-    tx.prepare_cached(
-        "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
-         SELECT ?1, value ->> 0, ?2, 1, value ->> 1 FROM json_each(?3) WHERE true
-         ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
-         SET notifications = notifications + 1, highlights = highlights + excluded.highlights",
-    )
-    .db()?
-    .execute(params![
-        room_id,
-        count_thread(thread),
-        counter_increments(actions)
-    ])
     .db()?;
     for action in actions.iter().filter(|a| a.queue) {
         tx.prepare_cached(
@@ -118,7 +105,7 @@ fn assign_member_numbers(
 }
 
 /// The user's member number in the room, if any event there ever notified them.
-fn member_number(
+pub(crate) fn member_number(
     conn: &Connection,
     room_id: &str,
     user_id: &str,
@@ -147,6 +134,7 @@ pub(crate) fn forget_push_actions(tx: &Transaction<'_>, event_id: &str) -> Stora
     let Some((pos, room_id, notified)) = row else {
         return Ok(());
     };
+    let folded = pos <= counted_to(tx)?;
     tx.prepare_cached("DELETE FROM push_events WHERE stream_pos = ?1")
         .db()?
         .execute(params![pos])
@@ -155,6 +143,10 @@ pub(crate) fn forget_push_actions(tx: &Transaction<'_>, event_id: &str) -> Stora
         .db()?
         .execute(params![pos])
         .db()?;
+    if !folded {
+        // Not in any counter yet: deleting the row was all.
+        return Ok(());
+    }
     let notified = NotifiedUsers::parse(&notified);
     let counted = query_all(
         tx,
@@ -218,16 +210,21 @@ pub(crate) fn recount_after_receipt(
 }
 
 /// Where the user has read up to in the room (see [`ReadPositions`]).
-fn read_positions(conn: &Connection, room_id: &str, user_id: &str) -> StorageResult<ReadPositions> {
-    let joined: Option<i64> = conn
+pub(crate) fn read_positions(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> StorageResult<ReadPositions> {
+    let membership: Option<(Option<i64>, String)> = conn
         .prepare_cached(
-            "SELECT joined_pos FROM room_memberships WHERE room_id = ?1 AND user_id = ?2",
+            "SELECT joined_pos, membership FROM room_memberships
+             WHERE room_id = ?1 AND user_id = ?2",
         )
         .db()?
-        .query_row(params![room_id, user_id], |r| r.get(0))
+        .query_row(params![room_id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
-        .db()?
-        .flatten();
+        .db()?;
+    let (joined, membership) = membership.unwrap_or_default();
     let receipts = query_all(
         conn,
         "SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r
@@ -238,6 +235,7 @@ fn read_positions(conn: &Connection, room_id: &str, user_id: &str) -> StorageRes
         |row| Ok((row.text(0)?, row.int(1)?)),
     )?;
     let mut read = ReadPositions {
+        joined: membership == "join",
         unthreaded: joined.unwrap_or(i64::MIN),
         threads: HashMap::new(),
     };
@@ -251,19 +249,26 @@ fn read_positions(conn: &Connection, room_id: &str, user_id: &str) -> StorageRes
     Ok(read)
 }
 
-/// Counts the user's unread notifications in the room again from the `push_events` rows after
-/// their read position (at most [`RECOUNT_SCAN`] of them).
+/// Counts the user's unread notifications in the room again from the folded `push_events` rows
+/// after their read position (at most [`RECOUNT_SCAN`] of them).
 fn recount(tx: &Transaction<'_>, room_id: &str, user_id: &str) -> StorageResult<()> {
     let read = read_positions(tx, room_id, user_id)?;
     let number = member_number(tx, room_id, user_id)?;
-    // The room's events after the read position, at most RECOUNT_SCAN of them (newest first).
+    // The room's folded events after the read position, at most RECOUNT_SCAN of them (newest
+    // first); the pending ones are the next fold's.
     let rows = query_all(
         tx,
         "SELECT p.stream_pos, p.thread_id, p.notified FROM (
-             SELECT stream_pos FROM events WHERE room_id = ?1 AND stream_pos > ?2
+             SELECT stream_pos FROM events
+             WHERE room_id = ?1 AND stream_pos > ?2 AND stream_pos <= ?4
              ORDER BY stream_pos DESC LIMIT ?3) e
          JOIN push_events p ON p.stream_pos = e.stream_pos",
-        params![room_id, read.unthreaded, limit(RECOUNT_SCAN)],
+        params![
+            room_id,
+            read.unthreaded,
+            limit(RECOUNT_SCAN),
+            counted_to(tx)?
+        ],
         |row| Ok((row.int(0)?, row.opt_text(1)?, row.text(2)?)),
     )?;
     let counts = count_unread(
@@ -323,22 +328,42 @@ pub(crate) fn room_counts(
             counts.threads.push((thread, c));
         }
     }
+    let pending = pending_of_room(conn, room_id)?;
+    if !pending.is_empty() {
+        let read = read_positions(conn, room_id, user_id)?;
+        let number = member_number(conn, room_id, user_id)?;
+        let rows: Vec<&PendingPush> = pending.iter().collect();
+        add_counts(&mut counts, count_rows(user_id, number, &read, &rows));
+    }
     Ok(counts)
 }
 
-/// How many joined rooms have unread notifications for the user.
+/// How many joined rooms have unread notifications for the user: in the counters, or in the
+/// pending rows.
 pub(crate) fn rooms_with_unread(conn: &Connection, user_id: &str) -> StorageResult<u64> {
-    let n: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(DISTINCT u.room_id) FROM unread_counts u
-             JOIN room_memberships m
-               ON m.room_id = u.room_id AND m.user_id = u.user_id AND m.membership = 'join'
-             WHERE u.user_id = ?1 AND u.notifications > 0",
-        )
-        .db()?
-        .query_row(params![user_id], |row| row.get(0))
-        .db()?;
-    Ok(u64::try_from(n).unwrap_or(0))
+    let mut rooms: HashSet<String> = query_all(
+        conn,
+        "SELECT DISTINCT u.room_id FROM unread_counts u
+         JOIN room_memberships m
+           ON m.room_id = u.room_id AND m.user_id = u.user_id AND m.membership = 'join'
+         WHERE u.user_id = ?1 AND u.notifications > 0",
+        params![user_id],
+        |row| row.text(0),
+    )?
+    .into_iter()
+    .collect();
+    let pending = pending_of_user_rooms(conn, user_id)?;
+    for (room_id, rows) in by_room(&pending) {
+        if rooms.contains(room_id) {
+            continue;
+        }
+        let read = read_positions(conn, room_id, user_id)?;
+        let number = member_number(conn, room_id, user_id)?;
+        if !count_rows(user_id, number, &read, &rows).is_empty() {
+            rooms.insert(room_id.to_owned());
+        }
+    }
+    Ok(u64::try_from(rooms.len()).unwrap_or(u64::MAX))
 }
 
 /// A `/notifications` page: the notifying events of the rooms the user is or was a member of

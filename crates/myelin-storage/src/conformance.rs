@@ -93,6 +93,7 @@ macro_rules! storage_conformance_tests {
             appservice_network_directories,
             remote_media_cache,
             notification_counts_follow_read_receipts,
+            notification_counts_survive_folding,
             notifications_of_many_members,
             pushers_and_their_queues,
             media_is_counted_and_deleted,
@@ -158,8 +159,8 @@ pub use media::{
 };
 pub use media_ops::*;
 pub use push::{
-    notification_counts_follow_read_receipts, notifications_of_many_members,
-    pushers_and_their_queues,
+    notification_counts_follow_read_receipts, notification_counts_survive_folding,
+    notifications_of_many_members, pushers_and_their_queues,
 };
 pub use relations::*;
 pub use remote_devices::*;

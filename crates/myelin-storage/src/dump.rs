@@ -25,6 +25,15 @@ pub struct Table {
 /// The counter table: present with one row in every migrated database, replaced by a copy.
 pub const STREAM_COUNTER: &str = "stream_counter";
 
+/// Tables that hold exactly one row in every migrated database (a position, all zero in a new
+/// one): a copy replaces that row rather than adding one.
+pub const SINGLE_ROW_TABLES: &[&str] = &[STREAM_COUNTER, "push_fold"];
+
+/// Whether `table` is one of [`SINGLE_ROW_TABLES`].
+pub fn is_single_row(table: &Table) -> bool {
+    SINGLE_ROW_TABLES.contains(&table.name)
+}
+
 /// Every table of the current schema (`schema_version` excepted), parents before children.
 pub const TABLES: &[Table] = &[
     Table {
@@ -470,6 +479,11 @@ pub const TABLES: &[Table] = &[
         key: &["room_id", "user_id"],
     },
     Table {
+        name: "push_fold",
+        columns: &["id", "counted_to"],
+        key: &["id"],
+    },
+    Table {
         name: "unread_counts",
         columns: &[
             "room_id",
@@ -528,7 +542,7 @@ pub trait Dump {
         offset: u64,
         limit: usize,
     ) -> StorageResult<Vec<Vec<DumpValue>>>;
-    /// Inserts rows (one transaction per call). Rows of [`STREAM_COUNTER`] replace the existing one.
+    /// Inserts rows (one transaction per call). Rows of the [`SINGLE_ROW_TABLES`] replace the existing one.
     async fn write_rows(&self, table: &Table, rows: Vec<Vec<DumpValue>>) -> StorageResult<()>;
     /// Called once after every table is written (e.g. to move ID sequences past the copied IDs).
     async fn finish_restore(&self) -> StorageResult<()>;

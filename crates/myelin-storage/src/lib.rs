@@ -21,6 +21,7 @@ mod keys;
 mod media;
 mod meta;
 mod push;
+pub mod push_fold;
 mod relations;
 mod remote_devices;
 mod room;

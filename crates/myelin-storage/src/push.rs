@@ -4,13 +4,13 @@
 //! notifications each HTTP pusher still has to deliver.
 //!
 //! An event that notifies anyone gets one `push_events` row, naming every user it notifies (by
-//! member number) with their actions ([`NotifiedUsers`]), and adds one to each of those users' per-room unread
-//! counters (`unread_counts`), all in the event's own transaction, with one queue row per HTTP
-//! pusher of theirs: so a crash can neither lose nor double count a notification, and a message
-//! to a room of many members costs one row plus counter updates on the room's few pages rather
-//! than a row per member. A read receipt, a join or a redaction recounts the user's counters
-//! from the `push_events` rows after their read position ([`count_unread`]). A queue row is
-//! deleted only once the push gateway accepted it.
+//! member number) with their actions ([`NotifiedUsers`]), in the event's own transaction, with
+//! one queue row per HTTP pusher of theirs: so a crash can neither lose nor double count a
+//! notification, and a message to a room of many members costs one row of a few dozen bytes.
+//! The per-room unread counters (`unread_counts`) follow in batches: see [`crate::push_fold`].
+//! A read receipt, a join or a redaction recounts the user's counters from the `push_events`
+//! rows after their read position ([`count_unread`]). A queue row is deleted only once the push
+//! gateway accepted it.
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
@@ -131,6 +131,9 @@ pub trait PushStore {
     ) -> StorageResult<RoomNotificationCounts>;
     /// How many rooms the user has unread notifications in (the badge a push carries).
     async fn rooms_with_unread_notifications(&self, user_id: &UserId) -> StorageResult<u64>;
+    /// Adds up to `max` pending `push_events` rows to the unread counters, in one transaction
+    /// with the counters' new position (see [`crate::push_fold`]); how many it folded.
+    async fn fold_unread_counts(&self, max: usize) -> StorageResult<usize>;
     /// The user's notifications in the rooms they are or were in (invites included) before `before` (all when `None`),
     /// newest first; at most `limit`, from at most [`NOTIFICATIONS_SCAN`] notifying events.
     async fn notifications(
@@ -328,6 +331,18 @@ impl NotifiedUsers {
         }
     }
 
+    /// The member numbers of every user the row notifies.
+    pub fn named_numbers(&self) -> impl Iterator<Item = MemberNumber> + '_ {
+        self.groups
+            .iter()
+            .flat_map(|g| g.0.iter().flat_map(|(first, last)| *first..=*last))
+    }
+
+    /// The user IDs the row names (rows of the first format only).
+    pub fn named_ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.iter().map(|(user, _, _)| user.as_str())
+    }
+
     /// The entry of the user with this ID and (when they have one in the room) member number.
     pub fn find(&self, user_id: &str, number: Option<MemberNumber>) -> Option<Notified<'_>> {
         if let Some(n) = number {
@@ -344,16 +359,6 @@ impl NotifiedUsers {
             highlight: *highlight,
         })
     }
-}
-
-/// The JSON array `[[user, highlight 0/1], …]` of the users an event notifies, which the
-/// backends' counter upsert reads in one statement.
-pub fn counter_increments(actions: &[NewPushAction]) -> String {
-    let rows: Vec<(&str, u8)> = actions
-        .iter()
-        .map(|a| (a.user_id.as_str(), u8::from(a.highlight)))
-        .collect();
-    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The JSON array of the IDs of the users an event notifies.
@@ -374,6 +379,8 @@ pub const MAIN_TIMELINE: &str = "main";
 /// (or their join, when later), and each timeline's own threaded receipt.
 #[derive(Debug, Clone, Default)]
 pub struct ReadPositions {
+    /// Whether the user is joined to the room now.
+    pub joined: bool,
     /// The later of the unthreaded `m.read`/`m.read.private` receipt and the join.
     pub unthreaded: i64,
     /// Threaded receipts by timeline (`main` or the thread root).
@@ -396,29 +403,16 @@ pub fn count_unread<'a>(
     read: &ReadPositions,
     rows: impl IntoIterator<Item = (i64, Option<&'a str>, &'a str)>,
 ) -> Vec<(String, NotificationCounts)> {
-    let mut counts: Vec<(String, NotificationCounts)> = Vec::new();
-    for (pos, thread, notified) in rows {
-        let timeline = count_thread(thread);
-        if read.covers(timeline, pos) {
-            continue;
-        }
-        let Some(n) = NotifiedUsers::parse(notified)
-            .find(user_id, number)
-            .map(|n| n.highlight)
-        else {
-            continue;
-        };
-        let i = match counts.iter().position(|(t, _)| t == timeline) {
-            Some(i) => i,
-            None => {
-                counts.push((timeline.to_owned(), NotificationCounts::default()));
-                counts.len() - 1
-            }
-        };
-        counts[i].1.notifications += 1;
-        counts[i].1.highlights += u64::from(n);
-    }
-    counts
+    let parsed: Vec<(i64, Option<&str>, NotifiedUsers)> = rows
+        .into_iter()
+        .map(|(pos, thread, notified)| (pos, thread, NotifiedUsers::parse(notified)))
+        .collect();
+    crate::push_fold::count_notified(
+        user_id,
+        number,
+        read,
+        parsed.iter().map(|(pos, thread, n)| (*pos, *thread, n)),
+    )
 }
 
 #[cfg(test)]

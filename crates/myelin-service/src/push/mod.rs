@@ -1,11 +1,13 @@
 //! Push notifications: each local member's push rules evaluated when an event is stored
 //! (`evaluate.rs`, called by rooms and ingest under the room's lock, so the notification rows
 //! commit with the event), the unread counts and `/notifications` read from those rows
-//! (`notifications.rs`), pushers (`pushers.rs`), and one worker per HTTP pusher draining its
-//! durable queue to the push gateway (`gateway.rs`).
+//! (`notifications.rs`) and the counters folded from them in the background (`fold.rs`),
+//! pushers (`pushers.rs`), and one worker per HTTP pusher draining its durable queue to the
+//! push gateway (`gateway.rs`).
 
 mod email;
 mod evaluate;
+mod fold;
 mod gateway;
 mod notifications;
 mod pushers;
@@ -39,6 +41,8 @@ pub struct Push {
     pushers_by_user: Mutex<HashMap<OwnedUserId, Arc<Vec<i64>>>>,
     /// The running delivery worker of each pusher, woken when its queue grows.
     workers: Mutex<HashMap<i64, Arc<Notify>>>,
+    /// Wakes the background fold of the unread counters.
+    fold: Arc<Notify>,
     /// The HTTP client of every delivery (built through the egress filter on first use).
     client: OnceLock<reqwest::Client>,
     /// Handed to workers, so that they end with the server.
@@ -52,14 +56,16 @@ impl Push {
             rulesets: Mutex::new(HashMap::new()),
             pushers_by_user: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
+            fold: Arc::new(Notify::new()),
             client: OnceLock::new(),
             this: this.clone(),
         })
     }
 
     /// Starts delivery: a worker for every pusher with queued notifications (those queued
-    /// before a restart are delivered now).
+    /// before a restart are delivered now), and the fold of the unread counters.
     pub async fn start_pushers(&self) -> ServiceResult<()> {
+        tokio::spawn(fold::run(self.this.clone(), self.fold.clone()));
         for id in self.ctx.storage.pushers_with_queue().await? {
             self.wake_pusher(id);
         }
@@ -86,7 +92,11 @@ impl Push {
     }
 
     /// Wakes the delivery workers of the users' pushers (after a commit queued for them).
+    /// Their counters have new rows to fold, too.
     pub(crate) async fn wake_users(&self, users: &[OwnedUserId]) {
+        if !users.is_empty() {
+            self.fold.notify_one();
+        }
         for user_id in users {
             match self.pusher_ids(user_id).await {
                 Ok(ids) => ids.iter().for_each(|id| self.wake_pusher(*id)),

@@ -262,6 +262,13 @@ pub async fn memberships(store: &dyn Storage) {
         ("join", &rejoin_id, rejoin.stream_pos, false)
     );
     assert_eq!(m.joined_pos, Some(rejoin.stream_pos), "a rejoin moves it");
+    r1.member(store, bob, bob, "join").await;
+    let m = bob_in_r1(store.memberships_of_user(&user(bob)).await.unwrap());
+    assert_eq!(
+        m.joined_pos,
+        Some(rejoin.stream_pos),
+        "a profile change (join to join) keeps it"
+    );
 
     r2.member(store, alice, bob, "invite").await;
     let mut bob_rooms: Vec<_> = store

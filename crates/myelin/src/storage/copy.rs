@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use myelin_storage::dump::{DumpValue, STREAM_COUNTER, TABLES};
+use myelin_storage::dump::{is_single_row, DumpValue, TABLES};
 
 use super::{open_backend, Backend};
 
@@ -25,11 +25,11 @@ pub async fn copy(
 
     for table in TABLES {
         let rows = target.count_rows(table).await?;
-        let empty = if table.name == STREAM_COUNTER {
+        let empty = if is_single_row(table) {
             let counter = target.read_rows(table, 0, 10).await?;
             counter
                 .iter()
-                .all(|row| matches!(row.get(1), Some(DumpValue::Int(0))))
+                .all(|row| row.iter().all(|v| matches!(v, DumpValue::Int(0))))
         } else {
             rows == 0
         };
