@@ -60,13 +60,12 @@ impl PushStore for PgStore {
         user_id: &UserId,
         room_id: &RoomId,
     ) -> StorageResult<RoomNotificationCounts> {
-        // One snapshot: the counters and the pending rows after their position must agree.
-        let mut conn = self.db.read_snapshot().await?;
-        let result = push_counts::room_counts(&mut conn, user_id.as_str(), room_id.as_str()).await;
-        conn.finish(result).await
+        let mut conn = self.db.read().await?;
+        push_counts::room_counts(&mut conn, user_id.as_str(), room_id.as_str()).await
     }
 
     async fn rooms_with_unread_notifications(&self, user_id: &UserId) -> StorageResult<u64> {
+        // One snapshot: the counters and the pending rows after their position must agree.
         let mut conn = self.db.read_snapshot().await?;
         let result = push_counts::rooms_with_unread(&mut conn, user_id.as_str()).await;
         conn.finish(result).await

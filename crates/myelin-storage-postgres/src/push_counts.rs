@@ -15,7 +15,7 @@ use myelin_storage::push_fold::{add_counts, by_room, count_rows, PendingPush};
 
 use crate::convert::{limit, parse_id};
 use crate::pool::Conn;
-use crate::push_fold::{counted_to, pending_of_room, pending_of_user_rooms};
+use crate::push_fold::{counted_to, pending_of_user_rooms};
 
 /// How many `push_events` rows a `/notifications` page reads per query.
 const PAGE_CHUNK: usize = 200;
@@ -284,7 +284,9 @@ async fn recount(conn: &mut Conn, room_id: &str, user_id: &str) -> StorageResult
     Ok(())
 }
 
-/// The user's unread counts in the room, from the counters.
+/// The user's unread counts in the room: the counters plus the pending rows after their
+/// position, read in one statement so that both come from one snapshot (a fold committing
+/// between two reads would count rows twice or not at all).
 pub(crate) async fn room_counts(
     conn: &mut Conn,
     user_id: &str,
@@ -292,29 +294,45 @@ pub(crate) async fn room_counts(
 ) -> StorageResult<RoomNotificationCounts> {
     let rows = conn
         .query_decode(
-            "SELECT thread_id, notifications, highlights FROM unread_counts
-             WHERE room_id = $1 AND user_id = $2 ORDER BY thread_id",
-            &[&room_id, &user_id],
+            "SELECT thread_id, notifications, highlights, NULL::BIGINT, NULL::TEXT
+             FROM unread_counts WHERE room_id = $1 AND user_id = $2
+             UNION ALL
+             SELECT * FROM (
+                 SELECT p.thread_id, 0::BIGINT, 0::BIGINT, p.stream_pos, p.notified
+                 FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
+                 WHERE e.room_id = $1
+                   AND e.stream_pos > (SELECT counted_to FROM push_fold WHERE id = 0)
+                 ORDER BY e.stream_pos DESC LIMIT $3) pending",
+            &[&room_id, &user_id, &limit(RECOUNT_SCAN)],
             |row| {
-                Ok((
-                    row.text(0)?,
-                    NotificationCounts {
-                        notifications: u64::try_from(row.int(1)?).unwrap_or(0),
-                        highlights: u64::try_from(row.int(2)?).unwrap_or(0),
-                    },
-                ))
+                Ok(match row.opt_int(3)? {
+                    None => Err((
+                        row.text(0)?,
+                        NotificationCounts {
+                            notifications: u64::try_from(row.int(1)?).unwrap_or(0),
+                            highlights: u64::try_from(row.int(2)?).unwrap_or(0),
+                        },
+                    )),
+                    Some(pos) => Ok(PendingPush::parse(
+                        pos,
+                        room_id.to_owned(),
+                        row.opt_text(0)?,
+                        &row.text(4)?,
+                    )),
+                })
             },
         )
         .await?;
     let mut counts = RoomNotificationCounts::default();
-    for (thread, c) in rows {
-        if thread == MAIN_TIMELINE {
-            counts.main = c;
-        } else {
-            counts.threads.push((thread, c));
+    let mut pending = Vec::new();
+    for row in rows {
+        match row {
+            Ok(row) => pending.push(row),
+            Err((thread, c)) if thread == MAIN_TIMELINE => counts.main = c,
+            Err((thread, c)) => counts.threads.push((thread, c)),
         }
     }
-    let pending = pending_of_room(conn, room_id).await?;
+    counts.threads.sort_by(|a, b| a.0.cmp(&b.0));
     if !pending.is_empty() {
         let read = read_positions(conn, room_id, user_id).await?;
         let number = member_number(conn, room_id, user_id).await?;

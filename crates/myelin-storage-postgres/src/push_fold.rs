@@ -1,6 +1,7 @@
 //! The unread counters' fold (see `myelin_storage::push_fold`): the pending `push_events` rows
 //! (after `push_fold.counted_to`) added to `unread_counts` in one write with the new position,
-//! and the reads of pending rows that counts add themselves.
+//! and the read of pending rows that the count of rooms with unread notifications adds (a room's
+//! own counts read theirs with the counters, in `push_counts.rs`).
 
 use std::collections::HashMap;
 
@@ -18,29 +19,6 @@ pub(crate) async fn counted_to(conn: &mut Conn) -> StorageResult<i64> {
         .query_one("SELECT counted_to FROM push_fold WHERE id = 0", &[])
         .await?;
     crate::convert::get(&row, 0)
-}
-
-/// The room's pending rows, newest first, at most [`RECOUNT_SCAN`].
-pub(crate) async fn pending_of_room(
-    conn: &mut Conn,
-    room_id: &str,
-) -> StorageResult<Vec<PendingPush>> {
-    conn.query_decode(
-        "SELECT p.stream_pos, p.thread_id, p.notified
-         FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
-         WHERE e.room_id = $1 AND e.stream_pos > (SELECT counted_to FROM push_fold WHERE id = 0)
-         ORDER BY e.stream_pos DESC LIMIT $2",
-        &[&room_id, &limit(RECOUNT_SCAN)],
-        |row| {
-            Ok(PendingPush::parse(
-                row.int(0)?,
-                room_id.to_owned(),
-                row.opt_text(1)?,
-                &row.text(2)?,
-            ))
-        },
-    )
-    .await
 }
 
 /// The pending rows of the rooms the user is joined to, newest first, at most [`RECOUNT_SCAN`].
