@@ -3,6 +3,7 @@
 //! and the read of pending rows that the count of rooms with unread notifications adds (a room's
 //! own counts read theirs with the counters, in `push_counts.rs`).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use myelin_storage::push_fold::{by_room, count_rows, named, PendingPush};
@@ -120,9 +121,9 @@ async fn notified_users(
         }
     }
     for user_id in ids {
-        if !users.contains_key(&user_id) {
-            let number = member_number(conn, room_id, &user_id).await?;
-            users.insert(user_id, number);
+        if let Entry::Vacant(e) = users.entry(user_id) {
+            let number = member_number(conn, room_id, e.key()).await?;
+            e.insert(number);
         }
     }
     Ok(users.into_iter().collect())

@@ -17,6 +17,7 @@ mod events;
 mod federation;
 mod keys;
 mod media;
+mod member_numbers;
 mod meta;
 mod migrations;
 mod persist;

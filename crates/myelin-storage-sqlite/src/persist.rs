@@ -11,6 +11,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::value::RawValue;
 
 use crate::convert::{now_ms, to_i64, Db};
+use crate::member_numbers::MemberNumberCache;
 use crate::pool::Positions;
 use crate::push_counts as push;
 use crate::state;
@@ -19,12 +20,13 @@ use crate::state;
 pub(crate) fn persist_events(
     tx: &Transaction<'_>,
     positions: &mut Positions,
+    numbers: &MemberNumberCache,
     events: Vec<NewEvent>,
 ) -> StorageResult<Vec<Persisted>> {
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         positions.next_write();
-        out.push(persist_event(tx, positions, event)?);
+        out.push(persist_event(tx, positions, numbers, event)?);
     }
     Ok(out)
 }
@@ -36,6 +38,7 @@ pub(crate) fn persist_events(
 pub(crate) fn persist_event(
     tx: &Transaction<'_>,
     positions: &mut Positions,
+    numbers: &MemberNumberCache,
     event: NewEvent,
 ) -> StorageResult<Persisted> {
     let pdu = &event.pdu;
@@ -57,6 +60,7 @@ pub(crate) fn persist_event(
         apply_to_room(tx, &event, stream_pos, snapshot)?;
         push::write_push_actions(
             tx,
+            numbers,
             room_id,
             pdu.event_id.as_str(),
             stream_pos,

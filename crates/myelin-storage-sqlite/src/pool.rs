@@ -14,6 +14,7 @@ use rusqlite::{config::DbConfig, Connection, OpenFlags, Transaction, Transaction
 use tokio::sync::oneshot;
 
 use crate::convert::Db as _;
+use crate::member_numbers::MemberNumberCache;
 use crate::migrations;
 
 /// Reader threads, each with its own connection (and so the most reads run at once).
@@ -30,6 +31,8 @@ pub(crate) struct Db {
     reader_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The last committed stream position; only the writer thread changes it, after a commit.
     pos: Arc<AtomicI64>,
+    /// The writer's member numbers, which it drops when a write fails.
+    pub(crate) member_numbers: Arc<MemberNumberCache>,
 }
 
 /// Hands out the stream position of the running write transaction (at most one per write).
@@ -106,9 +109,11 @@ impl Db {
         let pos = Arc::new(AtomicI64::new(pos));
         let (jobs, queue) = mpsc::channel();
         let thread_pos = pos.clone();
+        let member_numbers = Arc::new(MemberNumberCache::default());
+        let thread_numbers = member_numbers.clone();
         let writer_thread = std::thread::Builder::new()
             .name("myelin-sqlite-writer".into())
-            .spawn(move || group_commit_loop(writer, &queue, &thread_pos))
+            .spawn(move || group_commit_loop(writer, &queue, &thread_pos, &thread_numbers))
             .map_err(|e| StorageError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Db {
             path: path.to_owned(),
@@ -117,6 +122,7 @@ impl Db {
             reads: Mutex::new(Some(reads)),
             reader_threads: Mutex::new(reader_threads),
             pos,
+            member_numbers,
         })
     }
 
@@ -287,6 +293,7 @@ fn group_commit_loop(
     mut conn: Connection,
     queue: &mpsc::Receiver<Box<dyn WriteJob>>,
     pos: &AtomicI64,
+    member_numbers: &MemberNumberCache,
 ) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
@@ -300,7 +307,10 @@ fn group_commit_loop(
             last_committed: pos.load(Ordering::Acquire),
             taken: None,
         };
-        let commit = run_group(&mut conn, &mut group, &mut positions);
+        let commit = run_group(&mut conn, &mut group, &mut positions, member_numbers);
+        if commit.is_err() {
+            member_numbers.clear();
+        }
         if commit.is_ok() {
             positions.next_write();
             pos.store(positions.last_committed, Ordering::Release);
@@ -315,6 +325,7 @@ fn run_group(
     conn: &mut Connection,
     group: &mut [Box<dyn WriteJob>],
     positions: &mut Positions,
+    member_numbers: &MemberNumberCache,
 ) -> StorageResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -329,6 +340,7 @@ fn run_group(
             // Undo this write only; its stream positions go to the next one.
             tx.execute_batch("ROLLBACK TO job; RELEASE job").db()?;
             *positions = before;
+            member_numbers.clear();
         }
     }
     tx.commit().db()

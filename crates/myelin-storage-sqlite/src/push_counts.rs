@@ -14,12 +14,14 @@ use myelin_storage::{
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::convert::{limit, query_all, Db};
+use crate::member_numbers::MemberNumberCache;
 use crate::push_fold::{counted_to, pending_of_room, pending_of_user_rooms};
 
 /// The event's `push_events` row and one queue row per HTTP pusher of the users it notifies; in
 /// the caller's (the event's) transaction. The counters follow in the next fold.
 pub(crate) fn write_push_actions(
     tx: &Transaction<'_>,
+    cache: &MemberNumberCache,
     room_id: &str,
     event_id: &str,
     stream_pos: StreamPos,
@@ -29,7 +31,7 @@ pub(crate) fn write_push_actions(
         return Ok(());
     };
     let thread = first.thread_id.as_deref();
-    let numbers = assign_member_numbers(tx, room_id, actions)?;
+    let numbers = assign_member_numbers(tx, cache, room_id, actions)?;
     let notified = NotifiedUsers::from_actions(actions, &numbers).to_json();
     tx.prepare_cached(
         "INSERT INTO push_events (stream_pos, thread_id, notified) VALUES (?1, ?2, ?3)
@@ -58,28 +60,39 @@ pub(crate) fn write_push_actions(
 }
 
 /// The member numbers of the users `actions` notify, numbering those notified in the room for
-/// the first time after the room's last number.
+/// the first time after the room's last number. The writer's cache answers for members it has
+/// seen; storage for the others.
 fn assign_member_numbers(
     tx: &Transaction<'_>,
+    cache: &MemberNumberCache,
     room_id: &str,
     actions: &[NewPushAction],
 ) -> StorageResult<MemberNumbers> {
-    let mut numbers: MemberNumbers = tx
+    let mut numbers = cache.known(room_id, actions);
+    if numbers.len() == actions.len() {
+        return Ok(numbers);
+    }
+    let unknown: Vec<NewPushAction> = actions
+        .iter()
+        .filter(|a| !numbers.contains_key(a.user_id.as_str()))
+        .cloned()
+        .collect();
+    let mut found: MemberNumbers = tx
         .prepare_cached(
             "SELECT user_id, member_no FROM push_members
              WHERE room_id = ?1 AND user_id IN (SELECT value FROM json_each(?2))",
         )
         .db()?
-        .query_map(params![room_id, notified_user_ids(actions)], |r| {
+        .query_map(params![room_id, notified_user_ids(&unknown)], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, MemberNumber>(1)?))
         })
         .db()?
         .collect::<Result<_, _>>()
         .db()?;
     let mut next: Option<MemberNumber> = None;
-    for action in actions {
+    for action in &unknown {
         let user_id = action.user_id.as_str();
-        if numbers.contains_key(user_id) {
+        if found.contains_key(user_id) {
             continue;
         }
         let number = match next {
@@ -98,9 +111,11 @@ fn assign_member_numbers(
         .db()?
         .execute(params![room_id, user_id, number])
         .db()?;
-        numbers.insert(user_id.to_owned(), number);
+        found.insert(user_id.to_owned(), number);
         next = Some(number + 1);
     }
+    cache.remember(room_id, &found);
+    numbers.extend(found);
     Ok(numbers)
 }
 

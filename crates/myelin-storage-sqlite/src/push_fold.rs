@@ -2,6 +2,7 @@
 //! (after `push_fold.counted_to`) added to `unread_counts` in one write with the new position,
 //! and the reads of pending rows that counts add themselves.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use myelin_storage::push_fold::{by_room, count_rows, named, PendingPush};
@@ -135,9 +136,9 @@ fn notified_users(
         }
     }
     for user_id in ids {
-        if !users.contains_key(&user_id) {
-            let number = member_number(tx, room_id, &user_id)?;
-            users.insert(user_id, number);
+        if let Entry::Vacant(e) = users.entry(user_id) {
+            let number = member_number(tx, room_id, e.key())?;
+            e.insert(number);
         }
     }
     Ok(users.into_iter().collect())

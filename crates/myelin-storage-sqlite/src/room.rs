@@ -19,14 +19,16 @@ use crate::{persist, state, SqliteStore};
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn persist_event(&self, event: NewEvent) -> StorageResult<Persisted> {
+        let numbers = self.db.member_numbers.clone();
         self.db
-            .write(move |tx, positions| persist::persist_event(tx, positions, event))
+            .write(move |tx, positions| persist::persist_event(tx, positions, &numbers, event))
             .await
     }
 
     async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<Persisted>> {
+        let numbers = self.db.member_numbers.clone();
         self.db
-            .write(move |tx, positions| persist::persist_events(tx, positions, events))
+            .write(move |tx, positions| persist::persist_events(tx, positions, &numbers, events))
             .await
     }
 
@@ -35,11 +37,12 @@ impl RoomStore for SqliteStore {
         outliers: Vec<NewOutlier>,
         events: Vec<NewEvent>,
     ) -> StorageResult<Vec<Persisted>> {
+        let numbers = self.db.member_numbers.clone();
         self.db
             .write(move |tx, positions| {
                 // Outliers first: an event of the batch that is among them moves to the timeline.
                 persist::persist_outliers(tx, &outliers)?;
-                persist::persist_events(tx, positions, events)
+                persist::persist_events(tx, positions, &numbers, events)
             })
             .await
     }

@@ -362,3 +362,49 @@ async fn the_relations_migration_indexes_stored_events() {
     let ids: Vec<_> = indexed.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(relations_as_indexed(&store, &ids).await, indexed);
 }
+
+/// A write that numbered a member for push and then failed leaves no number behind in the
+/// writer's cache: the member's next notification numbers them anew and is counted.
+#[tokio::test]
+async fn member_numbers_of_a_failed_write_are_forgotten() {
+    use myelin_storage::{NewPushAction, PushStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    let mut room = TestRoom::create(&store, "!num:localhost", "@alice:localhost", "n").await;
+    room.member(&store, "@bob:localhost", "@bob:localhost", "join")
+        .await;
+    let notify_bob = |room: &mut TestRoom| {
+        let pdu = room.next_pdu("@alice:localhost", "m.room.message", None, json!({}));
+        let mut event = room.new_event(pdu);
+        event.push_actions = vec![NewPushAction {
+            user_id: user("@bob:localhost"),
+            actions: r#"["notify"]"#.into(),
+            highlight: false,
+            thread_id: None,
+            queue: false,
+        }];
+        event
+    };
+    // The same event twice: the second insert fails, after the first numbered Bob.
+    let event = notify_bob(&mut room);
+    let failed = store.persist_events(vec![event.clone(), event]).await;
+    assert!(failed.is_err(), "a duplicate event fails the write");
+
+    let event = notify_bob(&mut room);
+    room.append(&store, event).await;
+    let bob = user("@bob:localhost");
+    let counts = store
+        .notification_counts(&bob, &room.room_id)
+        .await
+        .unwrap();
+    assert_eq!(counts.main.notifications, 1);
+    // And once more, now from the cache.
+    let event = notify_bob(&mut room);
+    room.append(&store, event).await;
+    store.fold_unread_counts(10).await.unwrap();
+    let counts = store
+        .notification_counts(&bob, &room.room_id)
+        .await
+        .unwrap();
+    assert_eq!(counts.main.notifications, 2);
+}
