@@ -15,7 +15,7 @@ use myelin_storage::push_fold::{add_counts, by_room, count_rows, PendingPush};
 
 use crate::convert::{limit, parse_id};
 use crate::pool::Conn;
-use crate::push_fold::{counted_to, pending_of_user_rooms};
+use crate::push_fold::{add_to_counter, counted_to, pending_of_user_rooms};
 
 /// How many `push_events` rows a `/notifications` page reads per query.
 const PAGE_CHUNK: usize = 200;
@@ -268,18 +268,7 @@ async fn recount(conn: &mut Conn, room_id: &str, user_id: &str) -> StorageResult
     )
     .await?;
     for (thread, c) in counts {
-        conn.execute(
-            "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &room_id,
-                &user_id,
-                &thread,
-                &i64::try_from(c.notifications).unwrap_or(i64::MAX),
-                &i64::try_from(c.highlights).unwrap_or(i64::MAX),
-            ],
-        )
-        .await?;
+        add_to_counter(conn, room_id, user_id, &thread, c).await?;
     }
     Ok(())
 }

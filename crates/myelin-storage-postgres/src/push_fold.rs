@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use myelin_storage::push_fold::{by_room, count_rows, named, PendingPush};
 use myelin_storage::rows::Row;
-use myelin_storage::{MemberNumber, StorageResult, RECOUNT_SCAN};
+use myelin_storage::{MemberNumber, NotificationCounts, StorageResult, RECOUNT_SCAN};
 
 use crate::convert::limit;
 use crate::pool::Conn;
@@ -69,22 +69,7 @@ pub(crate) async fn fold(conn: &mut Conn, max: usize) -> StorageResult<usize> {
         for (user_id, number) in notified_users(conn, room_id, &room_rows).await? {
             let read = read_positions(conn, room_id, &user_id).await?;
             for (thread, c) in count_rows(&user_id, number, &read, &room_rows) {
-                conn.execute(
-                    "INSERT INTO unread_counts
-                         (room_id, user_id, thread_id, notifications, highlights)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
-                     SET notifications = unread_counts.notifications + excluded.notifications,
-                         highlights = unread_counts.highlights + excluded.highlights",
-                    &[
-                        &room_id,
-                        &user_id,
-                        &thread,
-                        &i64::try_from(c.notifications).unwrap_or(i64::MAX),
-                        &i64::try_from(c.highlights).unwrap_or(i64::MAX),
-                    ],
-                )
-                .await?;
+                add_to_counter(conn, room_id, &user_id, &thread, c).await?;
             }
         }
     }
@@ -94,6 +79,32 @@ pub(crate) async fn fold(conn: &mut Conn, max: usize) -> StorageResult<usize> {
     )
     .await?;
     Ok(rows.len())
+}
+
+/// Adds `c` to the user's counter of the timeline (creating it).
+pub(crate) async fn add_to_counter(
+    conn: &mut Conn,
+    room_id: &str,
+    user_id: &str,
+    thread: &str,
+    c: NotificationCounts,
+) -> StorageResult<()> {
+    conn.execute(
+        "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
+         SET notifications = unread_counts.notifications + excluded.notifications,
+             highlights = unread_counts.highlights + excluded.highlights",
+        &[
+            &room_id,
+            &user_id,
+            &thread,
+            &i64::try_from(c.notifications).unwrap_or(i64::MAX),
+            &i64::try_from(c.highlights).unwrap_or(i64::MAX),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The users one room's rows notify, with their member numbers.

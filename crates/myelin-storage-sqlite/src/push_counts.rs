@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::convert::{limit, query_all, Db};
 use crate::member_numbers::MemberNumberCache;
-use crate::push_fold::{counted_to, pending_of_room, pending_of_user_rooms};
+use crate::push_fold::{add_to_counter, counted_to, pending_of_room, pending_of_user_rooms};
 
 /// The event's `push_events` row and one queue row per HTTP pusher of the users it notifies; in
 /// the caller's (the event's) transaction. The counters follow in the next fold.
@@ -297,19 +297,7 @@ fn recount(tx: &Transaction<'_>, room_id: &str, user_id: &str) -> StorageResult<
         .execute(params![room_id, user_id])
         .db()?;
     for (thread, c) in counts {
-        tx.prepare_cached(
-            "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .db()?
-        .execute(params![
-            room_id,
-            user_id,
-            thread,
-            i64::try_from(c.notifications).unwrap_or(i64::MAX),
-            i64::try_from(c.highlights).unwrap_or(i64::MAX)
-        ])
-        .db()?;
+        add_to_counter(tx, room_id, user_id, &thread, c)?;
     }
     Ok(())
 }

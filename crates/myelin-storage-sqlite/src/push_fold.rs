@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use myelin_storage::push_fold::{by_room, count_rows, named, PendingPush};
-use myelin_storage::{MemberNumber, StorageResult, RECOUNT_SCAN};
+use myelin_storage::{MemberNumber, NotificationCounts, StorageResult, RECOUNT_SCAN};
 use rusqlite::{params, Connection, Transaction};
 
 use crate::convert::{limit, query_all, Db};
@@ -85,23 +85,7 @@ pub(crate) fn fold(tx: &Transaction<'_>, max: usize) -> StorageResult<usize> {
         for (user_id, number) in notified_users(tx, room_id, &room_rows)? {
             let read = read_positions(tx, room_id, &user_id)?;
             for (thread, c) in count_rows(&user_id, number, &read, &room_rows) {
-                tx.prepare_cached(
-                    "INSERT INTO unread_counts
-                         (room_id, user_id, thread_id, notifications, highlights)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
-                     SET notifications = notifications + excluded.notifications,
-                         highlights = highlights + excluded.highlights",
-                )
-                .db()?
-                .execute(params![
-                    room_id,
-                    user_id,
-                    thread,
-                    i64::try_from(c.notifications).unwrap_or(i64::MAX),
-                    i64::try_from(c.highlights).unwrap_or(i64::MAX)
-                ])
-                .db()?;
+                add_to_counter(tx, room_id, &user_id, &thread, c)?;
             }
         }
     }
@@ -110,6 +94,33 @@ pub(crate) fn fold(tx: &Transaction<'_>, max: usize) -> StorageResult<usize> {
         .execute(params![last])
         .db()?;
     Ok(rows.len())
+}
+
+/// Adds `c` to the user's counter of the timeline (creating it).
+pub(crate) fn add_to_counter(
+    tx: &Transaction<'_>,
+    room_id: &str,
+    user_id: &str,
+    thread: &str,
+    c: NotificationCounts,
+) -> StorageResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO unread_counts (room_id, user_id, thread_id, notifications, highlights)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (room_id, user_id, thread_id) DO UPDATE
+         SET notifications = notifications + excluded.notifications,
+             highlights = highlights + excluded.highlights",
+    )
+    .db()?
+    .execute(params![
+        room_id,
+        user_id,
+        thread,
+        i64::try_from(c.notifications).unwrap_or(i64::MAX),
+        i64::try_from(c.highlights).unwrap_or(i64::MAX)
+    ])
+    .db()?;
+    Ok(())
 }
 
 /// The users one room's rows notify, with their member numbers.

@@ -224,12 +224,17 @@ impl PersonalTriggers {
 }
 
 fn display_name(member: &Pdu) -> Option<String> {
+    // Only the one field: this runs for every member on every message.
+    #[derive(serde::Deserialize)]
+    struct Member<'a> {
+        #[serde(borrow, default)]
+        displayname: Option<std::borrow::Cow<'a, str>>,
+    }
+    let member: Member<'_> = serde_json::from_str(member.content.get()).ok()?;
     member
-        .content_value()
-        .get("displayname")
-        .and_then(Value::as_str)
+        .displayname
         .filter(|n| !n.is_empty())
-        .map(str::to_owned)
+        .map(|n| n.into_owned())
 }
 
 /// What the evaluator needs of the room's power levels; `None` (no `@room` for anyone) when the
