@@ -12,6 +12,8 @@ use myelin_storage::{
     RECOUNT_SCAN,
 };
 
+use ruma::OwnedRoomId;
+
 use crate::convert::{limit, parse_id};
 use crate::pool::Conn;
 
@@ -318,6 +320,45 @@ pub(crate) async fn room_counts(
         }
     }
     Ok(counts)
+}
+
+/// The user's counts in each of `rooms`, in the order given, by one statement.
+pub(crate) async fn rooms_counts(
+    conn: &mut Conn,
+    user_id: &str,
+    rooms: &[OwnedRoomId],
+) -> StorageResult<Vec<RoomNotificationCounts>> {
+    let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+    let rows = conn
+        .query_decode(
+            "SELECT room_id, thread_id, notifications, highlights FROM unread_counts
+             WHERE user_id = $1 AND room_id = ANY($2::TEXT[]) ORDER BY room_id, thread_id",
+            &[&user_id, &ids],
+            |row| {
+                Ok((
+                    row.text(0)?,
+                    row.text(1)?,
+                    NotificationCounts {
+                        notifications: u64::try_from(row.int(2)?).unwrap_or(0),
+                        highlights: u64::try_from(row.int(3)?).unwrap_or(0),
+                    },
+                ))
+            },
+        )
+        .await?;
+    let mut by_room: HashMap<String, RoomNotificationCounts> = HashMap::new();
+    for (room, thread, c) in rows {
+        let counts = by_room.entry(room).or_default();
+        if thread == MAIN_TIMELINE {
+            counts.main = c;
+        } else {
+            counts.threads.push((thread, c));
+        }
+    }
+    Ok(rooms
+        .iter()
+        .map(|r| by_room.get(r.as_str()).cloned().unwrap_or_default())
+        .collect())
 }
 
 /// How many joined rooms have unread notifications for the user.

@@ -96,6 +96,20 @@ pub async fn notification_counts_follow_read_receipts(store: &dyn Storage) {
         store.rooms_with_unread_notifications(&bob).await.unwrap(),
         1
     );
+    // Many rooms at once, in the order asked; a room without counts has none.
+    let other = TestRoom::create(store, "!pc2:localhost", "@alice:localhost", "pc2").await;
+    let asked = [
+        other.room_id.clone(),
+        r.room_id.clone(),
+        other.room_id.clone(),
+    ];
+    let many = store.notification_counts_in(&bob, &asked).await.unwrap();
+    assert_eq!(many, [none.clone(), got.clone(), none.clone()]);
+    assert!(store
+        .notification_counts_in(&bob, &[])
+        .await
+        .unwrap()
+        .is_empty());
 
     // A main-timeline receipt resets the main timeline only.
     read_up_to(store, &r, "m.read", Some("main"), &first).await;
