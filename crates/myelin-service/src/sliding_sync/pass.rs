@@ -9,6 +9,7 @@ use std::{
 
 use futures_util::StreamExt;
 use myelin_core::StreamPos;
+use myelin_storage::MembershipRecord;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 
 use super::{
@@ -63,15 +64,26 @@ impl SlidingSync {
         req: &SlidingSyncRequest,
         prev: Option<&Version>,
     ) -> ServiceResult<(SlidingSyncResponse, Next)> {
+        let user_id = &authed.user_id;
+        let storage = self.ctx.storage.as_ref();
+        // Independent reads, side by side (on PostgreSQL a round trip each).
+        let now = async { ServiceResult::Ok(storage.current_stream_pos().await?) };
+        let memberships = async { ServiceResult::Ok(storage.memberships_of_user(user_id).await?) };
+        let (now, ignored, direct, memberships) = futures_util::try_join!(
+            now,
+            self.users.ignored_users(user_id),
+            self.direct_rooms(user_id),
+            memberships,
+        )?;
         let pass = Pass {
             authed,
             prev,
-            now: self.ctx.storage.current_stream_pos().await?,
+            now,
             typing: self.ephemeral.typing.serial(self.ctx.now_ms()),
-            ignored: self.users.ignored_users(&authed.user_id).await?,
+            ignored,
         };
         let mut state = StateEdit::new(prev.map(|p| p.state.clone()).unwrap_or_default());
-        let view = self.view(&pass, req).await?;
+        let view = self.view(&pass, req, (direct, memberships)).await?;
         let updates = self
             .room_updates(&pass, &view.entries, &view.relevant, &state)
             .await?;
@@ -111,8 +123,15 @@ impl SlidingSync {
     }
 
     /// The user's rooms, the lists over them, and the rooms to look at.
-    async fn view(&self, pass: &Pass<'_>, req: &SlidingSyncRequest) -> ServiceResult<View> {
-        let entries = self.candidates(pass, &req.room_subscriptions).await?;
+    /// `read` is what the user's rooms are made of: the rooms `m.direct` names, and the
+    /// user's memberships.
+    async fn view(
+        &self,
+        pass: &Pass<'_>,
+        req: &SlidingSyncRequest,
+        read: (HashSet<OwnedRoomId>, Vec<MembershipRecord>),
+    ) -> ServiceResult<View> {
+        let entries = self.candidates(pass, &req.room_subscriptions, read).await?;
         let spaces: HashSet<&RoomId> = req
             .lists
             .values()
