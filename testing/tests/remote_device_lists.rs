@@ -478,6 +478,8 @@ async fn a_list_goes_when_its_user_shares_no_room_any_more() {
     query_until(&a, &alice, &mallory, &["D2"]).await;
     assert_eq!(fetches(), 2);
     a.stop().await;
+}
+
 /// How many `/user/devices` requests Synapse has sent (it logs each request it makes).
 fn synapse_device_list_fetches(synapse: &SynapseServer) -> usize {
     let log = std::fs::read_to_string(synapse.dir().join("homeserver.log")).unwrap_or_default();

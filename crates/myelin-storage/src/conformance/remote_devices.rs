@@ -190,6 +190,8 @@ pub async fn remote_device_lists_go_when_no_room_is_shared(store: &dyn Storage) 
         .await
         .unwrap()
         .is_empty());
+}
+
 /// A local user's chain of `m.device_list_update`s: each update's ID is past the previous one
 /// (even at the same stream position) and at least the position asked for; users are apart.
 pub async fn device_list_update_ids_chain_per_user(store: &dyn Storage) {
