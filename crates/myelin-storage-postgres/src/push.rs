@@ -8,7 +8,7 @@ use myelin_storage::{
     NotificationPage, PushStore, PusherRecord, QueuedPush, RoomNotificationCounts, StorageResult,
     PUSHER_COLUMNS,
 };
-use ruma::{RoomId, UserId};
+use ruma::{OwnedRoomId, RoomId, UserId};
 
 use crate::convert::{get, limit, to_i64};
 use crate::pool::Conn;
@@ -62,6 +62,18 @@ impl PushStore for PgStore {
     ) -> StorageResult<RoomNotificationCounts> {
         let mut conn = self.db.read().await?;
         push_counts::room_counts(&mut conn, user_id.as_str(), room_id.as_str()).await
+    }
+
+    async fn notification_counts_in(
+        &self,
+        user_id: &UserId,
+        rooms: &[OwnedRoomId],
+    ) -> StorageResult<Vec<RoomNotificationCounts>> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.db.read().await?;
+        push_counts::rooms_counts(&mut conn, user_id.as_str(), rooms).await
     }
 
     async fn rooms_with_unread_notifications(&self, user_id: &UserId) -> StorageResult<u64> {

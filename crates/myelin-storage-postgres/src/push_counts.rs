@@ -12,6 +12,7 @@ use myelin_storage::{
 };
 
 use myelin_storage::push_fold::{add_counts, by_room, count_rows, PendingPush};
+use ruma::OwnedRoomId;
 
 use crate::convert::{limit, parse_id};
 use crate::pool::Conn;
@@ -329,6 +330,79 @@ pub(crate) async fn room_counts(
         add_counts(&mut counts, count_rows(user_id, number, &read, &rows));
     }
     Ok(counts)
+}
+
+/// The user's counts in each of `rooms`, in the order given: the counters and the pending rows
+/// after their position read by one statement (one snapshot), then each room with pending rows
+/// counted as [`room_counts`] does.
+pub(crate) async fn rooms_counts(
+    conn: &mut Conn,
+    user_id: &str,
+    rooms: &[OwnedRoomId],
+) -> StorageResult<Vec<RoomNotificationCounts>> {
+    let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+    let rows = conn
+        .query_decode(
+            "SELECT room_id, thread_id, notifications, highlights, NULL::BIGINT, NULL::TEXT
+             FROM unread_counts WHERE user_id = $1 AND room_id = ANY($2::TEXT[])
+             UNION ALL
+             SELECT * FROM (
+                 SELECT e.room_id, p.thread_id, 0::BIGINT, 0::BIGINT, p.stream_pos, p.notified
+                 FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
+                 WHERE e.room_id = ANY($2::TEXT[])
+                   AND e.stream_pos > (SELECT counted_to FROM push_fold WHERE id = 0)
+                 ORDER BY e.stream_pos DESC LIMIT $3) pending",
+            &[&user_id, &ids, &limit(RECOUNT_SCAN)],
+            |row| {
+                let room = row.text(0)?;
+                Ok(match row.opt_int(4)? {
+                    None => Err((
+                        room,
+                        row.text(1)?,
+                        NotificationCounts {
+                            notifications: u64::try_from(row.int(2)?).unwrap_or(0),
+                            highlights: u64::try_from(row.int(3)?).unwrap_or(0),
+                        },
+                    )),
+                    Some(pos) => Ok(PendingPush::parse(
+                        pos,
+                        room,
+                        row.opt_text(1)?,
+                        &row.text(5)?,
+                    )),
+                })
+            },
+        )
+        .await?;
+    let mut counted: HashMap<String, RoomNotificationCounts> = HashMap::new();
+    let mut pending = Vec::new();
+    for row in rows {
+        match row {
+            Ok(row) => pending.push(row),
+            Err((room, thread, c)) => {
+                let counts = counted.entry(room).or_default();
+                if thread == MAIN_TIMELINE {
+                    counts.main = c;
+                } else {
+                    counts.threads.push((thread, c));
+                }
+            }
+        }
+    }
+    for (room_id, rows) in by_room(&pending) {
+        let read = read_positions(conn, room_id, user_id).await?;
+        let number = member_number(conn, room_id, user_id).await?;
+        let counts = counted.entry(room_id.to_owned()).or_default();
+        add_counts(counts, count_rows(user_id, number, &read, &rows));
+    }
+    Ok(rooms
+        .iter()
+        .map(|r| {
+            let mut counts = counted.get(r.as_str()).cloned().unwrap_or_default();
+            counts.threads.sort_by(|a, b| a.0.cmp(&b.0));
+            counts
+        })
+        .collect())
 }
 
 /// How many joined rooms have unread notifications for the user: in the counters, or in the

@@ -7,7 +7,7 @@ use myelin_storage::{
     Direction, EventRecord, RelationStore, RelationsQuery, StorageResult, ThreadEntry,
     ThreadSummary, REFERENCE, REPLACE, THREAD,
 };
-use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::convert::{limit, parse_id, text_list};
 use crate::events::{query_events, EVENT_COLUMNS};
@@ -252,6 +252,27 @@ impl RelationStore for PgStore {
                AND ($3::TEXT[] IS NULL OR sender = ANY($3))
                AND ($4::TEXT[] IS NULL OR rel_type = ANY($4))",
             &[&room_id.as_str(), &parents, &senders, &rel_types],
+            |row: &dyn Row| parse_id(row.text(0)?, "relation parent"),
+        )
+        .await
+    }
+
+    async fn related_parents(
+        &self,
+        parents: &[(OwnedRoomId, OwnedEventId)],
+    ) -> StorageResult<Vec<OwnedEventId>> {
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rooms: Vec<&str> = parents.iter().map(|(r, _)| r.as_str()).collect();
+        let ids: Vec<&str> = parents.iter().map(|(_, e)| e.as_str()).collect();
+        let mut conn = self.db.read().await?;
+        conn.query_decode(
+            "SELECT DISTINCT p.parent_id
+             FROM unnest($1::TEXT[], $2::TEXT[]) AS p(room_id, parent_id)
+             WHERE EXISTS (SELECT 1 FROM event_relations r
+                           WHERE r.parent_id = p.parent_id AND r.room_id = p.room_id)",
+            &[&rooms, &ids],
             |row: &dyn Row| parse_id(row.text(0)?, "relation parent"),
         )
         .await

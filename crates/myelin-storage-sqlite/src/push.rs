@@ -8,7 +8,7 @@ use myelin_storage::{
     NotificationPage, PushStore, PusherRecord, QueuedPush, RoomNotificationCounts, StorageResult,
     PUSHER_COLUMNS,
 };
-use ruma::{RoomId, UserId};
+use ruma::{OwnedRoomId, RoomId, UserId};
 use rusqlite::{params, Connection, Transaction};
 
 use crate::convert::{limit, query_all, query_first, to_i64, Db};
@@ -75,6 +75,27 @@ impl PushStore for SqliteStore {
         let (user_id, room_id) = (user_id.to_string(), room_id.to_string());
         self.db
             .read(move |conn| push_counts::room_counts(conn, &user_id, &room_id))
+            .await
+    }
+
+    async fn notification_counts_in(
+        &self,
+        user_id: &UserId,
+        rooms: &[OwnedRoomId],
+    ) -> StorageResult<Vec<RoomNotificationCounts>> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let user_id = user_id.to_string();
+        let rooms = rooms.to_vec();
+        // One read for every room.
+        self.db
+            .read(move |conn| {
+                rooms
+                    .iter()
+                    .map(|room| push_counts::room_counts(conn, &user_id, room.as_str()))
+                    .collect()
+            })
             .await
     }
 

@@ -7,7 +7,7 @@ use myelin_storage::{
     Direction, EventRecord, RelationStore, RelationsQuery, StorageResult, ThreadEntry,
     ThreadSummary, REFERENCE, REPLACE, THREAD,
 };
-use ruma::{EventId, OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use rusqlite::params;
 
 use crate::convert::{json_list, limit, parse_id, query_all, query_first};
@@ -283,6 +283,34 @@ impl RelationStore for SqliteStore {
                     params![room_id.as_str(), parents, senders, rel_types],
                     |row: &dyn Row| parse_id(row.text(0)?, "relation parent"),
                 )
+            })
+            .await
+    }
+
+    async fn related_parents(
+        &self,
+        parents: &[(OwnedRoomId, OwnedEventId)],
+    ) -> StorageResult<Vec<OwnedEventId>> {
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parents = parents.to_vec();
+        // One read for every parent: a lookup in the parent index each.
+        self.db
+            .read(move |conn| {
+                let mut found = Vec::new();
+                for (room_id, parent) in &parents {
+                    let related = query_first(
+                        conn,
+                        "SELECT 1 FROM event_relations WHERE parent_id = ?1 AND room_id = ?2",
+                        params![parent.as_str(), room_id.as_str()],
+                        |_| Ok(()),
+                    )?;
+                    if related.is_some() && !found.contains(parent) {
+                        found.push(parent.clone());
+                    }
+                }
+                Ok(found)
             })
             .await
     }

@@ -225,6 +225,35 @@ impl RoomStore for SqliteStore {
             .await
     }
 
+    async fn latest_events_of(
+        &self,
+        spans: &[TimelineSpan],
+        limit_: usize,
+    ) -> StorageResult<Vec<Vec<EventRecord>>> {
+        if spans.is_empty() || limit_ == 0 {
+            return Ok(vec![Vec::new(); spans.len()]);
+        }
+        let spans = spans.to_vec();
+        // One read for every room: the same keyed walk as `room_events`, per span.
+        self.db
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE room_id = ?1 AND stream_pos <= ?2 AND (?3 IS NULL OR stream_pos > ?3)
+                     ORDER BY stream_pos DESC LIMIT ?4"
+                );
+                spans
+                    .iter()
+                    .map(|span| {
+                        let floor = span.floor.map(|p| p.0);
+                        let room = span.room_id.as_str();
+                        query_events(conn, &sql, params![room, span.from.0, floor, limit(limit_)])
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn event_near_timestamp(
         &self,
         room_id: &RoomId,

@@ -129,6 +129,13 @@ pub trait PushStore {
         user_id: &UserId,
         room_id: &RoomId,
     ) -> StorageResult<RoomNotificationCounts>;
+    /// The user's unread counts in each of `rooms`, in the order given: one call for many rooms
+    /// (a sliding sync window).
+    async fn notification_counts_in(
+        &self,
+        user_id: &UserId,
+        rooms: &[OwnedRoomId],
+    ) -> StorageResult<Vec<RoomNotificationCounts>>;
     /// How many rooms the user has unread notifications in (the badge a push carries).
     async fn rooms_with_unread_notifications(&self, user_id: &UserId) -> StorageResult<u64>;
     /// Adds up to `max` pending `push_events` rows to the unread counters, in one transaction

@@ -123,4 +123,11 @@ pub trait RelationStore {
         senders: Option<&[OwnedUserId]>,
         rel_types: Option<&[String]>,
     ) -> StorageResult<Vec<OwnedEventId>>;
+
+    /// Those of `parents` (each given with its room) that any event of that room relates to,
+    /// each once. One call for the pages of many rooms (a sliding sync window's timelines).
+    async fn related_parents(
+        &self,
+        parents: &[(OwnedRoomId, OwnedEventId)],
+    ) -> StorageResult<Vec<OwnedEventId>>;
 }

@@ -182,7 +182,7 @@ pub struct MembershipRecord {
 }
 
 /// A stretch of one room's timeline, walked back from `from` (included) towards `floor`
-/// (excluded, when set): see [`RoomStore::latest_of_types`].
+/// (excluded, when set): see [`RoomStore::latest_of_types`] and [`RoomStore::latest_events_of`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineSpan {
     pub room_id: OwnedRoomId,
@@ -277,6 +277,15 @@ pub trait RoomStore {
         types: &[&str],
         walk: usize,
     ) -> StorageResult<Vec<Option<StreamPos>>>;
+
+    /// For each span, in the order given: its newest `limit` events, newest first, as
+    /// [`RoomStore::room_events`] walking backward from `from` (included) down to `floor`
+    /// (excluded) gives them. One call for many rooms (the timelines of a sliding sync window).
+    async fn latest_events_of(
+        &self,
+        spans: &[TimelineSpan],
+        limit: usize,
+    ) -> StorageResult<Vec<Vec<EventRecord>>>;
 
     /// The room's timeline event (rejected ones excepted) closest to `ts` by `origin_server_ts`:
     /// the first at or after it (`Forward`) or the last at or before it (`Backward`), with that

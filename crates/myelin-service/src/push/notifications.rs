@@ -4,8 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use myelin_core::StreamPos;
-use myelin_storage::{EventRecord, RoomNotificationCounts, RoomStore, StateKey};
-use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId};
+use myelin_storage::{
+    EventRecord, NotificationCounts, RoomNotificationCounts, RoomStore, StateKey,
+};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use super::Push;
@@ -49,6 +51,21 @@ impl Push {
             .storage
             .notification_counts(user_id, room_id)
             .await?)
+    }
+
+    /// The user's unread counts in each of `rooms` (in that order), over the main timeline and
+    /// every thread: one storage call for all of them.
+    pub async fn unread_counts_in(
+        &self,
+        user_id: &UserId,
+        rooms: &[OwnedRoomId],
+    ) -> ServiceResult<Vec<NotificationCounts>> {
+        let counts = self
+            .ctx
+            .storage
+            .notification_counts_in(user_id, rooms)
+            .await?;
+        Ok(counts.iter().map(RoomNotificationCounts::total).collect())
     }
 
     /// `GET /notifications`: newest first, from the `from` token, `only=highlight` for mentions.

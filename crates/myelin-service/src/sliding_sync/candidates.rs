@@ -47,20 +47,16 @@ pub(super) struct RoomEntry {
 }
 
 impl SlidingSync {
-    /// The user's rooms that lists and subscriptions may show.
+    /// The user's rooms that lists and subscriptions may show, of the user's memberships and
+    /// the rooms `m.direct` names.
     pub(super) async fn candidates(
         &self,
         pass: &Pass<'_>,
         subscriptions: &BTreeMap<OwnedRoomId, RoomConfig>,
+        (direct, memberships): (HashSet<OwnedRoomId>, Vec<MembershipRecord>),
     ) -> ServiceResult<Vec<RoomEntry>> {
-        let user_id = &pass.authed.user_id;
         let since = pass.prev.map(|p| p.stream);
-        let direct = self.direct_rooms(user_id).await?;
-        let records: Vec<MembershipRecord> = self
-            .ctx
-            .storage
-            .memberships_of_user(user_id)
-            .await?
+        let records: Vec<MembershipRecord> = memberships
             .into_iter()
             .filter(|m| shown(m, since, subscriptions.contains_key(&m.room_id)))
             .collect();
@@ -161,7 +157,10 @@ impl SlidingSync {
     }
 
     /// The rooms `m.direct` account data names as DMs.
-    async fn direct_rooms(&self, user_id: &UserId) -> ServiceResult<HashSet<OwnedRoomId>> {
+    pub(super) async fn direct_rooms(
+        &self,
+        user_id: &UserId,
+    ) -> ServiceResult<HashSet<OwnedRoomId>> {
         let content = self
             .ctx
             .storage

@@ -125,8 +125,23 @@ impl Tracked {
     }
 }
 
+/// What a tracked extension leaves to record in the connection state once it has answered.
+struct Settle {
+    tracked: Tracked,
+    in_scope: BTreeSet<OwnedRoomId>,
+    missed: Vec<OwnedRoomId>,
+}
+
+impl Settle {
+    fn apply(self, state: &mut StateEdit, prev: Option<StreamPos>) {
+        self.tracked
+            .settle(state, &self.in_scope, &self.missed, prev);
+    }
+}
+
 impl SlidingSync {
-    /// The extensions the request enables.
+    /// The extensions the request enables, read side by side (each is a storage read or two;
+    /// on PostgreSQL a round trip each), the connection state settled after.
     pub(super) async fn extensions(
         &self,
         pass: &Pass<'_>,
@@ -134,20 +149,55 @@ impl SlidingSync {
         scope: &Scope<'_>,
         state: &mut StateEdit,
     ) -> ServiceResult<ExtensionsResponse> {
-        let mut out = ExtensionsResponse::default();
-        if config.to_device.enabled == Some(true) {
-            out.to_device = Some(self.to_device(pass, &config.to_device).await?);
+        let (to_device, e2ee, account_data, receipts) = {
+            let state = &*state;
+            let to_device = async {
+                match config.to_device.enabled == Some(true) {
+                    true => self.to_device(pass, &config.to_device).await.map(Some),
+                    false => Ok(None),
+                }
+            };
+            let e2ee = async {
+                match config.e2ee.on() {
+                    true => self.e2ee_counts(pass).await.map(Some),
+                    false => Ok(None),
+                }
+            };
+            let account_data = async {
+                match config.account_data.on() {
+                    true => {
+                        let rooms = scope.rooms_for(&config.account_data);
+                        self.account_data(pass, rooms, state).await.map(Some)
+                    }
+                    false => Ok(None),
+                }
+            };
+            let receipts = async {
+                match config.receipts.on() {
+                    true => {
+                        let rooms = scope.rooms_for(&config.receipts);
+                        self.receipts(pass, rooms, &scope.afresh, state)
+                            .await
+                            .map(Some)
+                    }
+                    false => Ok(None),
+                }
+            };
+            futures_util::try_join!(to_device, e2ee, account_data, receipts)?
+        };
+        let prev = pass.prev.map(|p| p.stream);
+        let mut out = ExtensionsResponse {
+            to_device,
+            e2ee,
+            ..ExtensionsResponse::default()
+        };
+        if let Some((response, settle)) = account_data {
+            settle.apply(state, prev);
+            out.account_data = Some(response);
         }
-        if config.e2ee.on() {
-            out.e2ee = Some(self.e2ee_counts(pass).await?);
-        }
-        if config.account_data.on() {
-            let rooms = scope.rooms_for(&config.account_data);
-            out.account_data = Some(self.account_data(pass, &rooms, state).await?);
-        }
-        if config.receipts.on() {
-            let rooms = scope.rooms_for(&config.receipts);
-            out.receipts = Some(self.receipts(pass, &rooms, &scope.afresh, state).await?);
+        if let Some((response, settle)) = receipts {
+            settle.apply(state, prev);
+            out.receipts = Some(response);
         }
         if config.typing.on() {
             out.typing = Some(self.typing(pass, &scope.rooms_for(&config.typing)));
@@ -195,17 +245,22 @@ impl SlidingSync {
             }
             None => Default::default(),
         };
-        let fallback = self
-            .ctx
-            .storage
-            .unused_fallback_key_types(&authed.user_id, authed.device_id.as_str())
-            .await?;
+        let fallback = async {
+            let storage = self.ctx.storage.as_ref();
+            ServiceResult::Ok(
+                storage
+                    .unused_fallback_key_types(&authed.user_id, authed.device_id.as_str())
+                    .await?,
+            )
+        };
+        let (fallback, one_time) =
+            futures_util::try_join!(fallback, self.e2ee.one_time_key_counts(authed))?;
         Ok(E2eeResponse {
             device_lists: DeviceLists {
                 changed: device_lists.changed,
                 left: device_lists.left,
             },
-            device_one_time_keys_count: self.e2ee.one_time_key_counts(authed).await?,
+            device_one_time_keys_count: one_time,
             device_unused_fallback_key_types: fallback,
         })
     }
@@ -215,9 +270,9 @@ impl SlidingSync {
     async fn account_data(
         &self,
         pass: &Pass<'_>,
-        rooms: &BTreeSet<OwnedRoomId>,
-        state: &mut StateEdit,
-    ) -> ServiceResult<AccountDataResponse> {
+        rooms: BTreeSet<OwnedRoomId>,
+        state: &StateEdit,
+    ) -> ServiceResult<(AccountDataResponse, Settle)> {
         let user_id = &pass.authed.user_id;
         let prev = pass.prev.map(|p| p.stream);
         let tracked = Tracked::AccountData;
@@ -254,8 +309,12 @@ impl SlidingSync {
             out.global
                 .push(push_rules_event(&self.users, user_id).await?);
         }
-        tracked.settle(state, rooms, &missed, prev);
-        Ok(out)
+        let settle = Settle {
+            tracked,
+            in_scope: rooms,
+            missed,
+        };
+        Ok((out, settle))
     }
 
     /// Receipts of the rooms in scope: new since last sent; for a room sent afresh, those on
@@ -263,10 +322,10 @@ impl SlidingSync {
     async fn receipts(
         &self,
         pass: &Pass<'_>,
-        rooms: &BTreeSet<OwnedRoomId>,
+        rooms: BTreeSet<OwnedRoomId>,
         afresh: &HashMap<OwnedRoomId, Vec<OwnedEventId>>,
-        state: &mut StateEdit,
-    ) -> ServiceResult<RoomEventsResponse> {
+        state: &StateEdit,
+    ) -> ServiceResult<(RoomEventsResponse, Settle)> {
         let me = &pass.authed.user_id;
         let prev = pass.prev.map(|p| p.stream);
         let tracked = Tracked::Receipts;
@@ -316,12 +375,18 @@ impl SlidingSync {
                 }
             }
         }
-        tracked.settle(state, rooms, &missed, prev);
-        let rooms = by_room
-            .into_iter()
-            .map(|(room, receipts)| (room, receipt_event(&receipts)))
-            .collect();
-        Ok(RoomEventsResponse { rooms })
+        let response = RoomEventsResponse {
+            rooms: by_room
+                .into_iter()
+                .map(|(room, receipts)| (room, receipt_event(&receipts)))
+                .collect(),
+        };
+        let settle = Settle {
+            tracked,
+            in_scope: rooms,
+            missed,
+        };
+        Ok((response, settle))
     }
 
     /// Who types in the rooms in scope, where that changed since `pos` (everywhere someone

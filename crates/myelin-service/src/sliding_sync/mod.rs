@@ -6,9 +6,10 @@
 //! By job: `request` and `response` are the wire types; `connection` keeps per connection
 //! what was sent (in memory, bounded) and hands out `pos`; `candidates` gathers the user's
 //! rooms, `bump` their bump stamps, `lists` filters, sorts and slices them; `room` builds one
-//! room's update (with `required_state`'s matching); `extensions` the to-device, E2EE,
-//! account data, receipt and typing extensions; `pass` puts one response together, and this
-//! module waits for news.
+//! room's update (with `required_state`'s matching), planned for all rooms first so that
+//! `window` reads their timelines and counts in a few batched calls; `extensions` the
+//! to-device, E2EE, account data, receipt and typing extensions; `pass` puts one response
+//! together, and this module waits for news.
 
 mod bump;
 mod candidates;
@@ -21,6 +22,7 @@ pub mod request;
 mod required_state;
 pub mod response;
 mod room;
+mod window;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use std::{
 
 use futures_util::StreamExt;
 use myelin_core::StreamPos;
+use myelin_storage::MembershipRecord;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 
 use super::{
@@ -18,7 +19,8 @@ use super::{
     lists::{self, Lists, RoomPlan},
     request::SlidingSyncRequest,
     response::{ListCount, SlidingSyncResponse},
-    room::{RoomJob, RoomUpdate},
+    room::{plan_room, RoomJob, RoomUpdate, Step},
+    window::WindowRoom,
     SlidingSync,
 };
 use crate::{accounts::Authed, ServiceResult};
@@ -62,15 +64,26 @@ impl SlidingSync {
         req: &SlidingSyncRequest,
         prev: Option<&Version>,
     ) -> ServiceResult<(SlidingSyncResponse, Next)> {
+        let user_id = &authed.user_id;
+        let storage = self.ctx.storage.as_ref();
+        // Independent reads, side by side (on PostgreSQL a round trip each).
+        let now = async { ServiceResult::Ok(storage.current_stream_pos().await?) };
+        let memberships = async { ServiceResult::Ok(storage.memberships_of_user(user_id).await?) };
+        let (now, ignored, direct, memberships) = futures_util::try_join!(
+            now,
+            self.users.ignored_users(user_id),
+            self.direct_rooms(user_id),
+            memberships,
+        )?;
         let pass = Pass {
             authed,
             prev,
-            now: self.ctx.storage.current_stream_pos().await?,
+            now,
             typing: self.ephemeral.typing.serial(self.ctx.now_ms()),
-            ignored: self.users.ignored_users(&authed.user_id).await?,
+            ignored,
         };
         let mut state = StateEdit::new(prev.map(|p| p.state.clone()).unwrap_or_default());
-        let view = self.view(&pass, req).await?;
+        let view = self.view(&pass, req, (direct, memberships)).await?;
         let updates = self
             .room_updates(&pass, &view.entries, &view.relevant, &state)
             .await?;
@@ -110,8 +123,15 @@ impl SlidingSync {
     }
 
     /// The user's rooms, the lists over them, and the rooms to look at.
-    async fn view(&self, pass: &Pass<'_>, req: &SlidingSyncRequest) -> ServiceResult<View> {
-        let entries = self.candidates(pass, &req.room_subscriptions).await?;
+    /// `read` is what the user's rooms are made of: the rooms `m.direct` names, and the
+    /// user's memberships.
+    async fn view(
+        &self,
+        pass: &Pass<'_>,
+        req: &SlidingSyncRequest,
+        read: (HashSet<OwnedRoomId>, Vec<MembershipRecord>),
+    ) -> ServiceResult<View> {
+        let entries = self.candidates(pass, &req.room_subscriptions, read).await?;
         let spaces: HashSet<&RoomId> = req
             .lists
             .values()
@@ -139,7 +159,9 @@ impl SlidingSync {
         })
     }
 
-    /// The update of every room looked at, a few at a time; rooms without news are left out.
+    /// The update of every room looked at, rooms without news left out: each room's step is
+    /// planned first, the window's reads done for all of them at once, then the updates built
+    /// a few at a time.
     async fn room_updates(
         &self,
         pass: &Pass<'_>,
@@ -150,8 +172,7 @@ impl SlidingSync {
         let by_id: HashMap<&OwnedRoomId, &RoomEntry> =
             entries.iter().map(|e| (&e.facts.room_id, e)).collect();
         let sent = &state.get().rooms;
-        // Futures gathered in a loop (not a closure), so that the whole stays `Send`.
-        let mut jobs = Vec::new();
+        let mut planned = Vec::new();
         for (room_id, plan) in relevant {
             let Some(entry) = by_id.get(room_id).copied() else {
                 continue;
@@ -161,18 +182,44 @@ impl SlidingSync {
                 plan,
                 sent: sent.get(room_id),
             };
-            let update = self.room_update(pass, job);
+            if let Some(step) = plan_room(pass, &job) {
+                planned.push((room_id, job, step));
+            }
+        }
+        let window = self.read_window(pass, window_rooms(&planned)).await?;
+        let window = &window;
+        // Futures gathered in a loop (not a closure), so that the whole stays `Send`.
+        let mut jobs = Vec::new();
+        for (room_id, job, step) in planned {
+            let update = self.room_update(pass, job, step, window);
             jobs.push(async move { (room_id, update.await) });
         }
         let mut built = futures_util::stream::iter(jobs).buffered(ROOMS_AT_ONCE);
         let mut out = Vec::new();
         while let Some((room_id, update)) = built.next().await {
-            if let Some(update) = update? {
-                out.push((room_id.clone(), update));
-            }
+            out.push((room_id.clone(), update?));
         }
         Ok(out)
     }
+}
+
+/// What the window reads for the planned rooms: the timeline of each joined or left room (one
+/// event more than shown, to tell whether there were more), the counts of each joined one.
+fn window_rooms(planned: &[(&OwnedRoomId, RoomJob<'_>, Step<'_>)]) -> Vec<WindowRoom> {
+    planned
+        .iter()
+        .filter_map(|(room_id, job, step)| {
+            let Step::Member(member) = step else {
+                return None;
+            };
+            let limit = job.plan.timeline_limit();
+            Some(WindowRoom {
+                room_id: (*room_id).clone(),
+                timeline: (limit > 0).then(|| (member.span(room_id), limit + 1)),
+                counts: job.entry.facts.membership == crate::rooms::Membership::Join,
+            })
+        })
+        .collect()
 }
 
 /// Whether a room goes into the lists: anything but a leave, and a leave only when it is new

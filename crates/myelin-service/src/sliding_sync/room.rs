@@ -6,10 +6,10 @@
 use std::{collections::HashSet, sync::Arc};
 
 use myelin_core::{Pdu, StreamPos};
-use myelin_storage::{EventRecord, StateMap};
+use myelin_storage::{EventRecord, NotificationCounts, StateMap, TimelineSpan};
 use ruma::{
     events::{StateEventType, TimelineEventType},
-    OwnedEventId, OwnedUserId, UserId,
+    OwnedEventId, OwnedUserId, RoomId, UserId,
 };
 use serde_json::Value;
 
@@ -20,12 +20,13 @@ use super::{
     pass::Pass,
     required_state::{timeline_members, RequiredState},
     response::{Hero, RoomResponse},
+    window::Window,
     SlidingSync,
 };
 use crate::{
     format::client_event_of_pdu,
     rooms::{visibility::HistoryView, Membership, RoomState, StateEntry},
-    sync::{latest_events, pagination_token, prev_batch, stripped_room_state},
+    sync::{pagination_token, prev_batch, stripped_room_state, timeline_of},
     ServiceResult,
 };
 
@@ -90,54 +91,99 @@ struct Mode<'a> {
     previous_spec: Option<&'a RequiredState>,
 }
 
+/// What a room's look comes to before anything is read: the plan step, made for every room of
+/// the pass at once so that the reads of the build step are batched over all of them.
+pub(super) enum Step<'a> {
+    /// An invite or a knock: its stripped state.
+    Invite { initial: bool },
+    /// A room this server has no state of that the user left: only the leave.
+    OutsideLeave { initial: bool },
+    /// A joined room, or one just left: its timeline and state.
+    Member(MemberStep<'a>),
+}
+
+/// A joined room's (or one just left's) update to build.
+pub(super) struct MemberStep<'a> {
+    state: &'a Arc<RoomState>,
+    /// The last position the timeline reaches: now, or the user's leave.
+    up_to: StreamPos,
+    /// The timeline starts after here, when only what is new goes out.
+    after: Option<StreamPos>,
+    mode: Mode<'a>,
+}
+
+impl MemberStep<'_> {
+    /// The stretch of timeline the update shows (the caller reads `limit + 1` events of it).
+    pub(super) fn span(&self, room_id: &RoomId) -> TimelineSpan {
+        TimelineSpan {
+            room_id: room_id.to_owned(),
+            from: self.up_to,
+            floor: self.after,
+        }
+    }
+}
+
+/// The room's step, or `None` when nothing changed since it was last sent.
+pub(super) fn plan_room<'a>(pass: &Pass<'_>, job: &RoomJob<'a>) -> Option<Step<'a>> {
+    let RoomJob { entry, plan, sent } = *job;
+    let moved = sent.is_some_and(|s| entry.record.stream_pos > s.pos);
+    let joined = entry.facts.membership == Membership::Join;
+    // A profile change is a new member event too, but only a join is a new start.
+    let initial = sent.is_none_or(|s| joined && s.membership != Membership::Join);
+    if matches!(
+        entry.facts.membership,
+        Membership::Invite | Membership::Knock
+    ) {
+        return (initial || moved).then_some(Step::Invite { initial });
+    }
+    let Some(state) = &entry.state else {
+        return (initial || moved).then_some(Step::OutsideLeave { initial });
+    };
+    let expanded = !initial && sent.is_some_and(|s| s.timeline_limit < plan.timeline_limit);
+    let reconfigured = sent.is_some_and(|s| s.required_state != plan.fingerprint);
+    let up_to = if joined {
+        pass.now
+    } else {
+        entry.record.stream_pos
+    };
+    let since = sent.map(|s| s.pos);
+    let has_events = since.is_none_or(|s| state.last_pos > s && up_to > s);
+    if !(initial || expanded || reconfigured || moved || has_events) {
+        return None;
+    }
+    let mode = Mode {
+        initial,
+        expanded,
+        full_state: initial || !joined,
+        previous_spec: sent.filter(|_| reconfigured).map(|s| s.state_spec.as_ref()),
+    };
+    let after = (!initial && !expanded).then_some(since).flatten();
+    Some(Step::Member(MemberStep {
+        state,
+        up_to,
+        after,
+        mode,
+    }))
+}
+
 impl SlidingSync {
-    /// The room's update, or `None` when nothing changed since it was last sent.
+    /// The room's update by its step, from what `window` read for all the pass's rooms.
     pub(super) async fn room_update(
         &self,
         pass: &Pass<'_>,
         job: RoomJob<'_>,
-    ) -> ServiceResult<Option<RoomUpdate>> {
+        step: Step<'_>,
+        window: &Window,
+    ) -> ServiceResult<RoomUpdate> {
         let RoomJob { entry, plan, sent } = job;
-        let moved = sent.is_some_and(|s| entry.record.stream_pos > s.pos);
-        let joined = entry.facts.membership == Membership::Join;
-        // A profile change is a new member event too, but only a join is a new start.
-        let initial = sent.is_none_or(|s| joined && s.membership != Membership::Join);
-        if matches!(
-            entry.facts.membership,
-            Membership::Invite | Membership::Knock
-        ) {
-            if !initial && !moved {
-                return Ok(None);
+        match step {
+            Step::Invite { initial } => self.invite_update(pass, entry, plan, initial).await,
+            Step::OutsideLeave { initial } => self.outside_leave(entry, plan, pass, initial).await,
+            Step::Member(step) => {
+                self.member_update(pass, (entry, plan, sent), step, window)
+                    .await
             }
-            return Ok(Some(self.invite_update(pass, entry, plan, initial).await?));
         }
-        let Some(state) = &entry.state else {
-            if !initial && !moved {
-                return Ok(None);
-            }
-            return Ok(Some(self.outside_leave(entry, plan, pass, initial).await?));
-        };
-        let expanded = !initial && sent.is_some_and(|s| s.timeline_limit < plan.timeline_limit);
-        let reconfigured = sent.is_some_and(|s| s.required_state != plan.fingerprint);
-        let up_to = if joined {
-            pass.now
-        } else {
-            entry.record.stream_pos
-        };
-        let since = sent.map(|s| s.pos);
-        let has_events = since.is_none_or(|s| state.last_pos > s && up_to > s);
-        if !(initial || expanded || reconfigured || moved || has_events) {
-            return Ok(None);
-        }
-        let mode = Mode {
-            initial,
-            expanded,
-            full_state: initial || !joined,
-            previous_spec: sent.filter(|_| reconfigured).map(|s| s.state_spec.as_ref()),
-        };
-        self.member_update(pass, (entry, plan, sent), state, up_to, mode)
-            .await
-            .map(Some)
     }
 
     /// A joined room, or one just left (up to the leave).
@@ -145,21 +191,19 @@ impl SlidingSync {
         &self,
         pass: &Pass<'_>,
         (entry, plan, sent): (&RoomEntry, &RoomPlan, Option<&RoomSent>),
-        state: &Arc<RoomState>,
-        up_to: StreamPos,
-        mode: Mode<'_>,
+        step: MemberStep<'_>,
+        window: &Window,
     ) -> ServiceResult<RoomUpdate> {
-        let after = (!mode.initial && !mode.expanded)
-            .then(|| sent.map(|s| s.pos))
-            .flatten();
+        let MemberStep {
+            state, up_to, mode, ..
+        } = step;
         let mut view = self
             .rooms
             .history_view(&pass.authed.user_id, state.clone(), Some(&entry.record))
             .ignoring(pass.ignored.clone());
         let limit = plan.timeline_limit();
-        let timeline = self
-            .timeline(pass, entry, &mut view, limit, up_to, after)
-            .await?;
+        let raw = window.timeline(&entry.facts.room_id);
+        let timeline = timeline(pass, &mut view, raw, limit, up_to).await?;
         let spec = &plan.required_state;
         let me = &pass.authed.user_id;
         let lazy = timeline_members(&timeline.records);
@@ -213,18 +257,23 @@ impl SlidingSync {
         };
         let viewer = (&*pass.authed.user_id, &*pass.authed.device_id);
         // A former member's aggregations stop at their leave.
-        let read_up_to = (entry.facts.membership != Membership::Join).then_some(up_to);
+        let read_up_to = (!joined).then_some(up_to);
         let mut response = describe(entry, state, me, changed, &mode);
         response.timeline = self
             .history
-            .format_timeline(&timeline.records, viewer, &mut view, read_up_to)
+            .format_timeline_known(
+                &timeline.records,
+                viewer,
+                (&mut view, read_up_to),
+                &window.related,
+            )
             .await?;
         response.required_state = required_state;
         response.prev_batch = timeline.prev_batch;
         response.limited = timeline.limited;
         response.num_live = timeline.num_live;
-        if entry.facts.membership == Membership::Join {
-            let counts = self.push.unread_counts(me, &state.room_id).await?.total();
+        if joined {
+            let counts = self.unread(pass, &entry.facts.room_id, window).await?;
             response.notification_count = Some(counts.notifications);
             response.highlight_count = Some(counts.highlights);
         }
@@ -240,44 +289,21 @@ impl SlidingSync {
         })
     }
 
-    /// The latest events up to `up_to` (after `after`, if set) that `view` shows, at most
-    /// `limit`.
-    async fn timeline(
+    /// The user's unread counts in a joined room: as the window read them (else read now).
+    async fn unread(
         &self,
         pass: &Pass<'_>,
-        entry: &RoomEntry,
-        view: &mut HistoryView<'_>,
-        limit: usize,
-        up_to: StreamPos,
-        after: Option<StreamPos>,
-    ) -> ServiceResult<Timeline> {
-        if limit == 0 {
-            return Ok(Timeline {
-                records: Vec::new(),
-                limited: false,
-                prev_batch: None,
-                num_live: None,
-            });
+        room_id: &RoomId,
+        window: &Window,
+    ) -> ServiceResult<NotificationCounts> {
+        match window.counts(room_id) {
+            Some(counts) => Ok(counts),
+            None => Ok(self
+                .push
+                .unread_counts(&pass.authed.user_id, room_id)
+                .await?
+                .total()),
         }
-        let storage = self.ctx.storage.as_ref();
-        let room_id = &entry.facts.room_id;
-        let (raw, limited) = latest_events(storage, room_id, up_to, after, limit).await?;
-        let prev_batch = pagination_token(prev_batch(&raw, up_to));
-        let records = view.filter(raw).await?;
-        // Live: new since the request's `pos` (not merely new to this connection).
-        let num_live = pass.prev.map_or(0, |p| {
-            records
-                .iter()
-                .rev()
-                .take_while(|r| r.stream_pos > p.stream)
-                .count()
-        });
-        Ok(Timeline {
-            records,
-            limited,
-            prev_batch: Some(prev_batch),
-            num_live: Some(num_live),
-        })
     }
 
     /// The wanted state at the leave of a room left.
@@ -390,6 +416,42 @@ impl SlidingSync {
             afresh: initial,
         })
     }
+}
+
+/// The timeline of an update from the newest events read (up to `limit + 1`, newest first):
+/// those `view` shows, at most `limit`.
+async fn timeline(
+    pass: &Pass<'_>,
+    view: &mut HistoryView<'_>,
+    raw: Vec<EventRecord>,
+    limit: usize,
+    up_to: StreamPos,
+) -> ServiceResult<Timeline> {
+    if limit == 0 {
+        return Ok(Timeline {
+            records: Vec::new(),
+            limited: false,
+            prev_batch: None,
+            num_live: None,
+        });
+    }
+    let (raw, limited) = timeline_of(raw, limit);
+    let prev_batch = pagination_token(prev_batch(&raw, up_to));
+    let records = view.filter(raw).await?;
+    // Live: new since the request's `pos` (not merely new to this connection).
+    let num_live = pass.prev.map_or(0, |p| {
+        records
+            .iter()
+            .rev()
+            .take_while(|r| r.stream_pos > p.stream)
+            .count()
+    });
+    Ok(Timeline {
+        records,
+        limited,
+        prev_batch: Some(prev_batch),
+        num_live: Some(num_live),
+    })
 }
 
 /// The state entries an update sends: of the current state in memory (a joined room), or

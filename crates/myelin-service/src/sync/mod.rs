@@ -19,7 +19,7 @@ pub use token::{pagination_token, SyncToken};
 pub(crate) use account::push_rules_event;
 pub(crate) use invites::{remote_stripped_state, stripped_room_state};
 pub(crate) use joined::receipt_event;
-pub(crate) use timeline::{latest_events, prev_batch};
+pub(crate) use timeline::{prev_batch, timeline_of};
 
 use std::{sync::Arc, time::Duration};
 

@@ -37,13 +37,19 @@ pub(crate) async fn latest_events(
     after: Option<StreamPos>,
     limit: usize,
 ) -> ServiceResult<(Vec<EventRecord>, bool)> {
-    let mut records = storage
+    let records = storage
         .room_events(room_id, up_to, after, Direction::Backward, limit + 1)
         .await?;
+    Ok(timeline_of(records, limit))
+}
+
+/// The timeline of `limit` events made of up to `limit + 1` newest ones (newest first, as a
+/// backward read gives them): oldest first, and whether there were more.
+pub(crate) fn timeline_of(mut records: Vec<EventRecord>, limit: usize) -> (Vec<EventRecord>, bool) {
     let limited = records.len() > limit;
     records.truncate(limit);
     records.reverse();
-    Ok((records, limited))
+    (records, limited)
 }
 
 impl Syncer {

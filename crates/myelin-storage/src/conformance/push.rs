@@ -135,6 +135,22 @@ async fn counts_scenario(store: &dyn Storage, room_id: &str, fold: Fold) {
         store.rooms_with_unread_notifications(&bob).await.unwrap(),
         1
     );
+    // Many rooms at once, in the order asked; a room without counts has none.
+    let other_id = room_id.replacen(':', "2:", 1);
+    let other_tag = format!("{}2", &room_id[1..3]);
+    let other = TestRoom::create(store, &other_id, "@alice:localhost", &other_tag).await;
+    let asked = [
+        other.room_id.clone(),
+        r.room_id.clone(),
+        other.room_id.clone(),
+    ];
+    let many = store.notification_counts_in(&bob, &asked).await.unwrap();
+    assert_eq!(many, [none.clone(), got.clone(), none.clone()]);
+    assert!(store
+        .notification_counts_in(&bob, &[])
+        .await
+        .unwrap()
+        .is_empty());
 
     // A main-timeline receipt resets the main timeline only.
     read_up_to(store, &r, "m.read", Some("main"), &first).await;

@@ -425,3 +425,35 @@ pub async fn relations_as_indexed(
     }
     out
 }
+
+/// `related_parents`: of event IDs from many rooms, those something in their own room relates
+/// to, each once; a relation from another room does not count.
+pub async fn related_parents_across_rooms(store: &dyn Storage) {
+    let mut a = TestRoom::create(store, "!rpa:localhost", ALICE, "rpa").await;
+    let mut b = TestRoom::create(store, "!rpb:localhost", ALICE, "rpb").await;
+    let (in_a, _) = a.message(store, ALICE, "a root").await;
+    let (quiet_a, _) = a.message(store, ALICE, "a quiet").await;
+    let (in_b, _) = b.message(store, ALICE, "b root").await;
+    let (quiet_b, _) = b.message(store, ALICE, "b quiet").await;
+    relate(&mut a, store, ALICE, "m.room.message", THREAD, &in_a).await;
+    relate(&mut a, store, ALICE, "m.reaction", "m.annotation", &in_a).await;
+    relate(&mut b, store, ALICE, "m.room.message", REFERENCE, &in_b).await;
+    // Claims a relation to an event of room `a` from room `b`.
+    relate(&mut b, store, ALICE, "m.room.message", THREAD, &quiet_a).await;
+    let asked = [
+        (a.room_id.clone(), in_a.clone()),
+        (a.room_id.clone(), quiet_a.clone()),
+        (b.room_id.clone(), in_b.clone()),
+        (b.room_id.clone(), quiet_b.clone()),
+        (a.room_id.clone(), in_a.clone()),
+    ];
+    let mut found = store.related_parents(&asked).await.unwrap();
+    found.sort();
+    let mut expected = vec![in_a, in_b];
+    expected.sort();
+    assert_eq!(
+        found, expected,
+        "each once, only relations in the same room"
+    );
+    assert!(store.related_parents(&[]).await.unwrap().is_empty());
+}

@@ -603,3 +603,52 @@ pub async fn latest_of_types_walks_each_room(store: &dyn Storage) {
         .unwrap()
         .is_empty());
 }
+
+/// `latest_events_of`: per span, in the order given, its newest events (newest first) between
+/// its floor and `from`, as `room_events` walking backward gives them.
+pub async fn latest_events_of_many_rooms(store: &dyn Storage) {
+    let alice = "@alice:localhost";
+    let mut a = TestRoom::create(store, "!lea:localhost", alice, "lea").await;
+    let b = TestRoom::create(store, "!leb:localhost", alice, "leb").await;
+    let mut msgs = Vec::new();
+    for i in 0..5 {
+        msgs.push(a.message(store, alice, &format!("a{i}")).await);
+    }
+    let now = store.current_stream_pos().await.unwrap();
+    let span = |r: &TestRoom, from: StreamPos, floor: Option<StreamPos>| TimelineSpan {
+        room_id: r.room_id.clone(),
+        from,
+        floor,
+    };
+    let spans = [
+        span(&a, now, None),
+        span(&b, now, None),
+        span(&a, msgs[2].1.stream_pos, None),
+        span(&a, now, Some(msgs[3].1.stream_pos)),
+        span(&a, now, Some(now)),
+        TimelineSpan {
+            room_id: room("!nowhere:localhost"),
+            from: now,
+            floor: None,
+        },
+    ];
+    let found = store.latest_events_of(&spans, 3).await.unwrap();
+    assert_eq!(found.len(), spans.len(), "one answer per span");
+    for (span, events) in spans.iter().zip(&found) {
+        let one = store
+            .room_events(&span.room_id, span.from, span.floor, Direction::Backward, 3)
+            .await
+            .unwrap();
+        assert_eq!(ids(events), ids(&one), "as room_events gives {span:?}");
+    }
+    let id = |i: usize| msgs[i].0.clone();
+    assert_eq!(ids(&found[0]), [id(4), id(3), id(2)], "newest first");
+    assert_eq!(found[1].len(), 2, "create and join of the other room");
+    assert!(found[1].iter().all(|e| e.pdu.room_id == b.room_id));
+    assert_eq!(ids(&found[2]), [id(2), id(1), id(0)], "from `from` down");
+    assert_eq!(ids(&found[3]), [id(4)], "above the floor only");
+    assert!(found[4].is_empty() && found[5].is_empty());
+    let none = store.latest_events_of(&spans, 0).await.unwrap();
+    assert!(none.len() == spans.len() && none.iter().all(Vec::is_empty));
+    assert!(store.latest_events_of(&[], 3).await.unwrap().is_empty());
+}

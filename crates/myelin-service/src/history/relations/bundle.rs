@@ -57,8 +57,50 @@ impl History {
         view: &mut HistoryView<'_>,
         up_to: Option<StreamPos>,
     ) -> ServiceResult<Vec<Value>> {
+        self.format_page(records, viewer, (view, up_to), None).await
+    }
+
+    /// As [`History::format_timeline`], with `related` the events of `records` that anything
+    /// relates to, already looked up for many pages at once by [`History::related_in`].
+    pub(crate) async fn format_timeline_known(
+        &self,
+        records: &[EventRecord],
+        viewer: (&UserId, &DeviceId),
+        (view, up_to): (&mut HistoryView<'_>, Option<StreamPos>),
+        related: &HashSet<OwnedEventId>,
+    ) -> ServiceResult<Vec<Value>> {
+        self.format_page(records, viewer, (view, up_to), Some(related))
+            .await
+    }
+
+    /// Of the events of `records` that may have aggregations (of any room), those anything in
+    /// their room relates to: one storage call for the pages of many rooms.
+    pub(crate) async fn related_in<'a>(
+        &self,
+        records: impl Iterator<Item = &'a EventRecord>,
+    ) -> ServiceResult<HashSet<OwnedEventId>> {
+        let parents: Vec<_> = records
+            .filter(|r| may_have_aggregations(r))
+            .map(|r| (r.pdu.room_id.clone(), r.pdu.event_id.clone()))
+            .collect();
+        if parents.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found = self.ctx.storage.related_parents(&parents).await?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn format_page(
+        &self,
+        records: &[EventRecord],
+        viewer: (&UserId, &DeviceId),
+        (view, up_to): (&mut HistoryView<'_>, Option<StreamPos>),
+        related: Option<&HashSet<OwnedEventId>>,
+    ) -> ServiceResult<Vec<Value>> {
         let mut formatted = self.format_events(records, Some(viewer)).await?;
-        let aggregations = self.aggregations(records, viewer.0, view, up_to).await?;
+        let aggregations = self
+            .aggregations(records, (viewer.0, related), view, up_to)
+            .await?;
         if aggregations.is_empty() {
             return Ok(formatted);
         }
@@ -80,10 +122,11 @@ impl History {
     }
 
     /// What the events of `records` that may have aggregations have.
+    /// `related`, when known, holds those of `records` anything relates to (else looked up).
     async fn aggregations(
         &self,
         records: &[EventRecord],
-        user_id: &UserId,
+        (user_id, related): (&UserId, Option<&HashSet<OwnedEventId>>),
         view: &mut HistoryView<'_>,
         up_to: Option<StreamPos>,
     ) -> ServiceResult<Aggregations> {
@@ -99,14 +142,22 @@ impl History {
         }
         // Most events have nothing relating to them (a sync's latest message): one lookup in
         // the index then spares the three below, which only ever find relations of these.
-        let ids: Vec<OwnedEventId> = parents.iter().map(|r| r.pdu.event_id.clone()).collect();
-        let related: HashSet<OwnedEventId> = self
-            .ctx
-            .storage
-            .parents_related_by(&room_id, &ids, None, None)
-            .await?
-            .into_iter()
-            .collect();
+        let looked_up: HashSet<OwnedEventId>;
+        let related = match related {
+            Some(known) => known,
+            None => {
+                let ids: Vec<OwnedEventId> =
+                    parents.iter().map(|r| r.pdu.event_id.clone()).collect();
+                looked_up = self
+                    .ctx
+                    .storage
+                    .parents_related_by(&room_id, &ids, None, None)
+                    .await?
+                    .into_iter()
+                    .collect();
+                &looked_up
+            }
+        };
         let parents: Vec<&EventRecord> = parents
             .into_iter()
             .filter(|r| related.contains(&r.pdu.event_id))
