@@ -190,6 +190,8 @@ impl Myelin {
             ),
         }
 
+        // Delivery workers end with the server: what they held stays queued for the next start.
+        services.ctx.workers.stop();
         // Dropping the last handle on the storage closes the database.
         drop(services);
         tracing::info!("stopped");

@@ -38,7 +38,9 @@ impl Appservices {
             let id = a.id.clone();
             running.insert(
                 a.id.clone(),
-                tokio::spawn(async move { this.push_loop(id).await }),
+                self.ctx
+                    .workers
+                    .spawn(async move { this.push_loop(id).await }),
             );
         }
     }

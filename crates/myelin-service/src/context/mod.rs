@@ -6,6 +6,7 @@
 pub mod mail;
 mod ratelimit;
 mod remote;
+mod workers;
 
 pub(crate) use remote::check_pdu_size;
 
@@ -19,6 +20,7 @@ use myelin_storage::Storage;
 use ruma::ServerName;
 
 pub use ratelimit::{Rate, RateAction, RateLimiter, RateLimits};
+pub use workers::Workers;
 
 use crate::appservices::Registry;
 use crate::{ServiceConfig, ServiceError, ServiceResult};
@@ -40,6 +42,8 @@ pub struct Context {
     pub mailer: Option<mail::Mailer>,
     /// The application services registered now (replaced whole on reload).
     pub appservices: Registry,
+    /// The background workers, which end when the server stops.
+    pub workers: Workers,
 }
 
 impl Context {
@@ -76,6 +80,7 @@ impl Context {
             egress,
             mailer,
             appservices,
+            workers: Workers::default(),
         }
     }
 

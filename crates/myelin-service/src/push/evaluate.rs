@@ -3,23 +3,16 @@
 //! power levels (for `sender_notification_permission`) and the event's own `m.mentions`. Only
 //! the outcomes that notify are kept; they are written in the event's transaction.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use myelin_core::Pdu;
 use myelin_storage::NewPushAction;
-use ruma::events::StateEventType;
-use ruma::power_levels::NotificationPowerLevels;
-use ruma::push::{
-    Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset,
-};
-use ruma::room_version_rules::RoomPowerLevelsRules;
+use ruma::push::{Action, FlattenedJson, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
-use ruma::{Int, OwnedUserId, ServerName, UInt};
+use ruma::{OwnedUserId, ServerName};
 use serde_json::Value;
 
+use super::room_facts::{self, LocalMember, RoomPushFacts};
 use super::Push;
-use crate::rooms::{Membership, RoomState};
+use crate::rooms::RoomState;
 
 impl Push {
     /// The notifications `pdu` gives the local members of the room, `state` being the room's
@@ -29,29 +22,19 @@ impl Push {
             return Vec::new();
         }
         let server = self.ctx.server_name();
-        let mut member_count = 0u64;
-        let mut local = Vec::new();
-        for (user_id, entry) in state.member_entries() {
-            if entry.membership() != Some(Membership::Join) {
-                continue;
-            }
-            member_count += 1;
-            if user_id.server_name() == server && user_id != pdu.sender {
-                local.push((user_id.to_owned(), entry.pdu.clone()));
-            }
-        }
+        let facts = state.push_facts(server);
         // An invite notifies its local invitee, who is not joined yet (`.m.rule.invite_for_me`).
-        if let Some(invitee) = local_invitee(pdu, server) {
-            local.push((invitee, Arc::new(pdu.clone())));
-        }
-        if local.is_empty() {
+        let invitee = local_invitee(pdu, server)
+            .map(|user_id| LocalMember::new(user_id, room_facts::display_name(pdu)));
+        // Collected: an iterator held across the awaits below would make this future not `Send`.
+        let members: Vec<&LocalMember> = facts.members_but(&pdu.sender).chain(&invitee).collect();
+        if members.is_empty() {
             return Vec::new();
         }
         let Some(event) = rule_input(pdu) else {
             return Vec::new();
         };
         let event = FlattenedJson::from_raw(&event);
-        let power_levels = power_levels_ctx(state);
         let thread_id = pdu
             .relation()
             .filter(|r| r.rel_type == "m.thread")
@@ -61,29 +44,22 @@ impl Push {
         // every such member, so evaluated once.
         let mut shared: Option<Option<(String, bool)>> = None;
         let mut out = Vec::new();
-        for (user_id, member) in local {
-            let rules = match self.ruleset(&user_id).await {
+        for member in members {
+            let user_id = &member.user_id;
+            let rules = match self.ruleset(user_id).await {
                 Ok(rules) => rules,
                 Err(e) => {
                     tracing::warn!(%user_id, error = %e, "cannot read push rules");
                     continue;
                 }
             };
-            let display_name = display_name(&member).unwrap_or_else(|| user_id.localpart().into());
-            let generic = rules.is_default && !personal.may_name(&user_id, &display_name);
+            let generic = rules.is_default && !personal.may_name(member);
             let outcome = match (&shared, generic) {
                 (Some(outcome), true) => outcome.clone(),
                 _ => {
-                    let mut ctx = PushConditionRoomCtx::new(
-                        state.room_id.clone(),
-                        UInt::try_from(member_count).unwrap_or(UInt::MAX),
-                        user_id.clone(),
-                        display_name,
-                    );
-                    if let Some(power_levels) = &power_levels {
-                        ctx = ctx.with_power_levels(power_levels.clone());
-                    }
-                    let outcome = notification(first_match(&rules.rules, &event, &ctx).await);
+                    let outcome = self
+                        .evaluate(&rules.rules, &event, state, &facts, member)
+                        .await;
                     if generic {
                         shared = Some(outcome.clone());
                     }
@@ -93,13 +69,13 @@ impl Push {
             let Some((actions, highlight)) = outcome else {
                 continue;
             };
-            let queue = match self.pusher_ids(&user_id).await {
+            let queue = match self.pusher_ids(user_id).await {
                 Ok(ids) => !ids.is_empty(),
                 // Unknown: queue for whatever pushers storage finds.
                 Err(_) => true,
             };
             out.push(NewPushAction {
-                user_id,
+                user_id: user_id.clone(),
                 actions,
                 highlight,
                 thread_id: thread_id.clone(),
@@ -107,6 +83,27 @@ impl Push {
             });
         }
         out
+    }
+
+    /// One member's outcome: their rules over the event in this room.
+    async fn evaluate(
+        &self,
+        rules: &Ruleset,
+        event: &FlattenedJson,
+        state: &RoomState,
+        facts: &RoomPushFacts,
+        member: &LocalMember,
+    ) -> Option<(String, bool)> {
+        let mut ctx = PushConditionRoomCtx::new(
+            state.room_id.clone(),
+            facts.member_count,
+            member.user_id.clone(),
+            member.display_name.clone(),
+        );
+        if let Some(power_levels) = &facts.power_levels {
+            ctx = ctx.with_power_levels(power_levels.clone());
+        }
+        notification(first_match(rules, event, &ctx).await)
     }
 }
 
@@ -204,106 +201,18 @@ impl PersonalTriggers {
     }
 
     /// Whether a default rule might apply to this member for who they are. Errs on the side of
-    /// yes: any occurrence of a name counts (the rules want word boundaries), and a display
-    /// name that is not plain ASCII or holds a wildcard (`*`, `?`, which the rules expand) is
-    /// always evaluated in full.
-    fn may_name(&self, user_id: &ruma::UserId, display_name: &str) -> bool {
-        if self.member_event || self.mentioned.iter().any(|m| m == user_id.as_str()) {
+    /// yes: any occurrence of a name counts (the rules want word boundaries), and a member
+    /// whose names are not plain ASCII is always evaluated in full.
+    fn may_name(&self, member: &LocalMember) -> bool {
+        if self.member_event || self.mentioned.iter().any(|m| m == member.user_id.as_str()) {
             return true;
         }
         let Some(body) = &self.body else {
             return false;
         };
-        let plain = |name: &str| !name.is_empty() && name.is_ascii() && !name.contains(['*', '?']);
-        let localpart = user_id.localpart();
-        !plain(display_name)
-            || !plain(localpart)
-            || body.contains(&display_name.to_lowercase())
-            || body.contains(&localpart.to_lowercase())
-    }
-}
-
-fn display_name(member: &Pdu) -> Option<String> {
-    // Only the one field: this runs for every member on every message.
-    #[derive(serde::Deserialize)]
-    struct Member<'a> {
-        #[serde(borrow, default)]
-        displayname: Option<std::borrow::Cow<'a, str>>,
-    }
-    let member: Member<'_> = serde_json::from_str(member.content.get()).ok()?;
-    member
-        .displayname
-        .filter(|n| !n.is_empty())
-        .map(|n| n.into_owned())
-}
-
-/// What the evaluator needs of the room's power levels; `None` (no `@room` for anyone) when the
-/// room has none.
-fn power_levels_ctx(state: &RoomState) -> Option<PushConditionPowerLevelsCtx> {
-    let content = state.content(&StateEventType::RoomPowerLevels, "")?;
-    let users: BTreeMap<OwnedUserId, Int> = content
-        .get("users")
-        .and_then(Value::as_object)
-        .map(|users| {
-            users
-                .iter()
-                .filter_map(|(user, level)| {
-                    Some((OwnedUserId::try_from(user.as_str()).ok()?, as_int(level)?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let users_default = content
-        .get("users_default")
-        .and_then(as_int)
-        .unwrap_or_default();
-    let mut notifications = NotificationPowerLevels::new();
-    if let Some(room) = content
-        .get("notifications")
-        .and_then(|n| n.get("room"))
-        .and_then(as_int)
-    {
-        notifications.room = room;
-    }
-    let rules = RoomPowerLevelsRules::new(&state.rules.authorization, creators(state));
-    Some(PushConditionPowerLevelsCtx::new(
-        users,
-        users_default,
-        notifications,
-        rules,
-    ))
-}
-
-/// The room's creators: the create event's sender and its `additional_creators`.
-fn creators(state: &RoomState) -> Vec<OwnedUserId> {
-    let Some(create) = state.get(&StateEventType::RoomCreate, "") else {
-        return Vec::new();
-    };
-    let mut creators = vec![create.pdu.sender.clone()];
-    if let Some(more) = create
-        .pdu
-        .content_value()
-        .get("additional_creators")
-        .and_then(Value::as_array)
-    {
-        creators.extend(
-            more.iter()
-                .filter_map(Value::as_str)
-                .filter_map(|u| OwnedUserId::try_from(u).ok()),
-        );
-    }
-    creators
-}
-
-/// A power level: an integer, or (in old room versions) a string holding one.
-fn as_int(value: &Value) -> Option<Int> {
-    match value {
-        Value::Number(n) => n.as_i64().and_then(|i| Int::try_from(i).ok()),
-        Value::String(s) => s
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .and_then(|i| Int::try_from(i).ok()),
-        _ => None,
+        let Some((display_name, localpart)) = &member.plain_names else {
+            return true;
+        };
+        body.contains(display_name.as_str()) || body.contains(localpart.as_str())
     }
 }

@@ -11,19 +11,46 @@ mod fold;
 mod gateway;
 mod notifications;
 mod pushers;
+mod room_facts;
 
 pub use notifications::{Notification, NotificationsPage};
 pub use pushers::{PusherSet, MAX_PUSHKEY_BYTES};
+pub(crate) use room_facts::RoomPushFacts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use myelin_storage::NewEvent;
 use ruma::push::Ruleset;
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::{Context, ServiceError, ServiceResult};
+
+/// What a committed batch of events gave push to do.
+pub(crate) struct Notified {
+    /// Whether any event notified anyone: the fold has rows to take.
+    anyone: bool,
+    /// The users (each once) with pushers whose queues the batch added to.
+    queued: Vec<OwnedUserId>,
+}
+
+impl Notified {
+    pub(crate) fn by(batch: &[NewEvent]) -> Notified {
+        let mut queued: Vec<OwnedUserId> = batch
+            .iter()
+            .flat_map(|e| e.push_actions.iter().filter(|a| a.queue))
+            .map(|a| a.user_id.clone())
+            .collect();
+        queued.sort();
+        queued.dedup();
+        Notified {
+            anyone: batch.iter().any(|e| !e.push_actions.is_empty()),
+            queued,
+        }
+    }
+}
 
 /// The account data type a user's push rules are stored under.
 pub(crate) const PUSH_RULES: &str = "m.push_rules";
@@ -65,7 +92,9 @@ impl Push {
     /// Starts delivery: a worker for every pusher with queued notifications (those queued
     /// before a restart are delivered now), and the fold of the unread counters.
     pub async fn start_pushers(&self) -> ServiceResult<()> {
-        tokio::spawn(fold::run(self.this.clone(), self.fold.clone()));
+        self.ctx
+            .workers
+            .spawn(fold::run(self.this.clone(), self.fold.clone()));
         for id in self.ctx.storage.pushers_with_queue().await? {
             self.wake_pusher(id);
         }
@@ -93,11 +122,13 @@ impl Push {
 
     /// Wakes the delivery workers of the users' pushers (after a commit queued for them).
     /// Their counters have new rows to fold, too.
-    pub(crate) async fn wake_users(&self, users: &[OwnedUserId]) {
-        if !users.is_empty() {
+    /// Wakes what a committed batch gave work to: the fold when it notified anyone, and the
+    /// delivery workers of the users whose queues grew.
+    pub(crate) async fn wake(&self, notified: &Notified) {
+        if notified.anyone {
             self.fold.notify_one();
         }
-        for user_id in users {
+        for user_id in &notified.queued {
             match self.pusher_ids(user_id).await {
                 Ok(ids) => ids.iter().for_each(|id| self.wake_pusher(*id)),
                 Err(e) => tracing::warn!(%user_id, error = %e, "cannot read pushers"),
@@ -141,7 +172,9 @@ impl Push {
         }
         let notify = Arc::new(Notify::new());
         workers.insert(id, notify.clone());
-        tokio::spawn(gateway::run_worker(self.this.clone(), id, notify));
+        self.ctx
+            .workers
+            .spawn(gateway::run_worker(self.this.clone(), id, notify));
     }
 
     /// A worker ended: its pusher is gone (deleted, rejected, or with its device), so the cached

@@ -285,3 +285,37 @@ async fn members_with_default_rules_share_an_outcome_unless_the_event_names_them
         );
     }
 }
+
+#[tokio::test]
+async fn state_changes_apply_to_the_next_event() {
+    let h = harness();
+    let alice = h.user("alice").await;
+    let room = h.room(&alice, "public_chat").await;
+    let bob = h.user("bob").await;
+    h.join(&bob, &room).await.unwrap();
+    let room_mention =
+        || json!({"msgtype": "m.text", "body": "everyone!", "m.mentions": {"room": true}});
+    // Bob may not notify the room yet: his `@room` notifies as a message, without highlight.
+    // This first evaluation also works out the room's facts (members, power levels).
+    send(&h, &bob, &room, "m.room.message", room_mention()).await;
+    assert_eq!(counts(&h, &alice, &room).await, c(1, 0));
+
+    let power = json!({"users": {alice.user_id.as_str(): 100, bob.user_id.as_str(): 50}});
+    h.services
+        .rooms
+        .send_state(&alice, &room, "m.room.power_levels", "", power)
+        .await
+        .unwrap();
+    send(&h, &bob, &room, "m.room.message", room_mention()).await;
+    assert_eq!(
+        counts(&h, &alice, &room).await,
+        c(2, 1),
+        "the new power levels apply from the next event on"
+    );
+
+    // A member who joins later is evaluated for too.
+    let carol = h.user("carol").await;
+    h.join(&carol, &room).await.unwrap();
+    h.say(&alice, &room, "hi all").await.unwrap();
+    assert_eq!(counts(&h, &carol, &room).await, c(1, 0));
+}

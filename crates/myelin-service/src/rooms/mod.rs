@@ -166,6 +166,7 @@ impl Rooms {
         let base_snapshot = working.as_ref().map(|s| s.snapshot);
         let mut state_changes = Vec::new();
         let mut batch = Vec::with_capacity(appends.len());
+        let mut pdus = Vec::with_capacity(appends.len());
         let mut new_room = new_room;
         let now = self.ctx.now_ms();
 
@@ -235,6 +236,7 @@ impl Rooms {
                     None => Vec::new(),
                 },
             });
+            pdus.push(pdu.clone());
             working = Some(match working {
                 Some(current) => current.with_event(pdu.clone(), StreamPos::ZERO, 0),
                 None => {
@@ -243,15 +245,22 @@ impl Rooms {
             });
         }
 
-        let persisted = self.ctx.storage.persist_events(batch.clone()).await?;
-        for event in &batch {
-            self.outbox.wake_senders(&event.destinations);
+        // What is needed after the commit is kept aside, so that the batch itself (events,
+        // push actions) moves to storage rather than being copied.
+        let notified = crate::push::Notified::by(&batch);
+        let kept: Vec<_> = batch
+            .iter()
+            .zip(pdus)
+            .map(|(e, pdu)| (pdu, e.destinations.clone(), e.redaction.clone()))
+            .collect();
+        let persisted = self.ctx.storage.persist_events(batch).await?;
+        for (_, destinations, _) in &kept {
+            self.outbox.wake_senders(destinations);
         }
-        self.push.wake_users(&notified_users(&batch)).await;
+        self.push.wake(&notified).await;
         let mut final_state = state.as_deref().cloned();
-        let mut events = Vec::with_capacity(batch.len());
-        for (event, done) in batch.into_iter().zip(persisted) {
-            let pdu = Arc::new(event.pdu);
+        let mut events = Vec::with_capacity(kept.len());
+        for ((pdu, _, redaction), done) in kept.into_iter().zip(persisted) {
             let mut next = match final_state {
                 Some(current) => {
                     current.with_event(pdu.clone(), done.stream_pos, done.state_snapshot)
@@ -263,7 +272,7 @@ impl Rooms {
                 ),
             };
             // Storage now holds the redacted form of the target; so must current state.
-            if let Some((target, redacted)) = event.redaction {
+            if let Some((target, redacted)) = redaction {
                 next = next.with_redacted(&target, redacted, &pdu.event_id);
             }
             final_state = Some(next);
@@ -413,17 +422,6 @@ fn full_state_with(
         .unwrap_or_default();
     state.extend(changes.iter().cloned());
     state.into_iter().collect()
-}
-
-/// The users a committed batch queued notifications for.
-pub(crate) fn notified_users(batch: &[NewEvent]) -> Vec<OwnedUserId> {
-    let mut users: Vec<OwnedUserId> = batch
-        .iter()
-        .flat_map(|e| e.push_actions.iter().map(|a| a.user_id.clone()))
-        .collect();
-    users.sort();
-    users.dedup();
-    users
 }
 
 fn read_current(slot: &RoomSlot) -> Option<Arc<RoomState>> {

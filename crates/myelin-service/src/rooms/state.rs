@@ -1,15 +1,17 @@
 //! `RoomState`: a room's current state held in memory, rebuilt from storage on first use.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use myelin_core::{Pdu, StreamPos};
 use myelin_storage::{RoomStore, SnapshotId, Storage};
 use ruma::{
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
-    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, ServerName, UserId,
 };
 
+use crate::push::RoomPushFacts;
 use crate::{ServiceError, ServiceResult};
 
 /// A room member's membership (`m.room.member` `content.membership`).
@@ -91,14 +93,19 @@ pub struct RoomState {
     pub room_id: OwnedRoomId,
     pub version: RoomVersionId,
     pub rules: RoomVersionRules,
-    /// `(type, state_key)` → event.
-    state: HashMap<(StateEventType, String), StateEntry>,
+    /// `(type, state_key)` → event. Shared between clones until one of them changes state:
+    /// every send clones the room's state, and most sends change none of it.
+    state: Arc<HashMap<(StateEventType, String), StateEntry>>,
     /// The snapshot ID of the current state.
     pub snapshot: SnapshotId,
     pub extremities: Vec<OwnedEventId>,
     pub depth: u64,
     /// Stream position of the newest event.
     pub last_pos: StreamPos,
+    /// What push evaluation reads of this state, worked out on first use (see
+    /// `push::room_facts`). Shared between clones, which hold the same state; replaced by an
+    /// empty cell whenever the state changes.
+    push_facts: Arc<OnceLock<Arc<RoomPushFacts>>>,
 }
 
 impl RoomState {
@@ -136,11 +143,12 @@ impl RoomState {
             room_id: info.room_id,
             version: info.version,
             rules,
-            state,
+            state: Arc::new(state),
             snapshot,
             depth: tips.iter().map(|r| r.pdu.depth).max().unwrap_or(0),
             last_pos: newest.stream_pos,
             extremities,
+            push_facts: Arc::default(),
         })
     }
 
@@ -159,21 +167,23 @@ impl RoomState {
             room_id: create.room_id.clone(),
             version,
             rules,
-            state: HashMap::new(),
+            state: Arc::default(),
             snapshot: 0,
             extremities: Vec::new(),
             depth: 0,
             last_pos: StreamPos::ZERO,
+            push_facts: Arc::default(),
         })
     }
 
     /// The state after appending `pdu` (persisted at `pos` with state `snapshot`).
     pub fn with_event(mut self, pdu: Arc<Pdu>, pos: StreamPos, snapshot: SnapshotId) -> RoomState {
         if let Some(key) = &pdu.state_key {
-            self.state.insert(
+            Arc::make_mut(&mut self.state).insert(
                 (StateEventType::from(pdu.kind.to_string()), key.clone()),
                 StateEntry::new(pdu.clone(), pos),
             );
+            self.push_facts = Arc::default();
         }
         self.snapshot = snapshot;
         self.extremities = vec![pdu.event_id.clone()];
@@ -190,7 +200,11 @@ impl RoomState {
         redacted: Box<serde_json::value::RawValue>,
         by: &EventId,
     ) -> RoomState {
-        let Some(entry) = self.state.values_mut().find(|e| e.pdu.event_id == target) else {
+        if !self.state.values().any(|e| e.pdu.event_id == target) {
+            return self;
+        }
+        let state = Arc::make_mut(&mut self.state);
+        let Some(entry) = state.values_mut().find(|e| e.pdu.event_id == target) else {
             return self;
         };
         match Pdu::from_json(target.to_owned(), redacted) {
@@ -198,11 +212,20 @@ impl RoomState {
                 *entry = StateEntry {
                     redacted_by: Some(by.to_owned()),
                     ..StateEntry::new(Arc::new(pdu), entry.pos)
-                }
+                };
+                // A redacted member event loses its display name, power levels their users.
+                self.push_facts = Arc::default();
             }
             Err(e) => tracing::warn!(%target, error = %e, "the redacted event does not parse"),
         }
         self
+    }
+
+    /// What push evaluation reads of this state (local members, names, power levels).
+    pub(crate) fn push_facts(&self, server: &ServerName) -> Arc<RoomPushFacts> {
+        self.push_facts
+            .get_or_init(|| Arc::new(RoomPushFacts::of(self, server)))
+            .clone()
     }
 
     pub fn get(&self, kind: &StateEventType, state_key: &str) -> Option<&StateEntry> {

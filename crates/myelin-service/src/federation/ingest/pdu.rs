@@ -369,10 +369,10 @@ impl Ingest {
     ) -> ServiceResult<()> {
         let destinations = event.destinations.clone();
         let redaction = event.redaction.clone();
-        let notified = crate::rooms::notified_users(std::slice::from_ref(&event));
+        let notified = crate::push::Notified::by(std::slice::from_ref(&event));
         let persisted = self.ctx.storage.persist_event(event).await?;
         self.outbox.wake_senders(&destinations);
-        self.rooms.push.wake_users(&notified).await;
+        self.rooms.push.wake(&notified).await;
         let new_state = if extends_current {
             let mut next = current.clone().with_event(
                 pdu.clone(),

@@ -54,7 +54,7 @@ impl Outbox {
         }
         let worker = Arc::new(Worker::default());
         workers.insert(destination.to_owned(), worker.clone());
-        tokio::spawn(run_worker(
+        self.ctx.workers.spawn(run_worker(
             self.this.clone(),
             destination.to_owned(),
             worker.clone(),
