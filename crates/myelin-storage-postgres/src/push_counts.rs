@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use myelin_core::StreamPos;
+use myelin_storage::rows::Row as DecodeRow;
 use myelin_storage::{
     count_thread, count_unread, notified_user_ids, MemberNumber, MemberNumbers, NewPushAction,
     NotificationCounts, NotificationPage, NotificationRecord, NotifiedUsers, ReadPositions,
@@ -229,11 +230,7 @@ pub(crate) async fn read_positions(
         threads: HashMap::new(),
     };
     for (thread, pos) in receipts {
-        if thread.is_empty() {
-            read.unthreaded = read.unthreaded.max(pos);
-        } else {
-            read.threads.insert(thread, pos);
-        }
+        add_receipt(&mut read, thread, pos);
     }
     Ok(read)
 }
@@ -274,112 +271,113 @@ async fn recount(conn: &mut Conn, room_id: &str, user_id: &str) -> StorageResult
     Ok(())
 }
 
-/// The user's unread counts in the room: the counters plus the pending rows after their
-/// position, read in one statement so that both come from one snapshot (a fold committing
-/// between two reads would count rows twice or not at all).
+/// The user's unread counts in the room (see [`rooms_counts`]).
 pub(crate) async fn room_counts(
     conn: &mut Conn,
     user_id: &str,
     room_id: &str,
 ) -> StorageResult<RoomNotificationCounts> {
-    let rows = conn
-        .query_decode(
-            "SELECT thread_id, notifications, highlights, NULL::BIGINT, NULL::TEXT
-             FROM unread_counts WHERE room_id = $1 AND user_id = $2
-             UNION ALL
-             SELECT * FROM (
-                 SELECT p.thread_id, 0::BIGINT, 0::BIGINT, p.stream_pos, p.notified
-                 FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
-                 WHERE e.room_id = $1
-                   AND e.stream_pos > (SELECT counted_to FROM push_fold WHERE id = 0)
-                 ORDER BY e.stream_pos DESC LIMIT $3) pending",
-            &[&room_id, &user_id, &limit(RECOUNT_SCAN)],
-            |row| {
-                Ok(match row.opt_int(3)? {
-                    None => Err((
-                        row.text(0)?,
-                        NotificationCounts {
-                            notifications: u64::try_from(row.int(1)?).unwrap_or(0),
-                            highlights: u64::try_from(row.int(2)?).unwrap_or(0),
-                        },
-                    )),
-                    Some(pos) => Ok(PendingPush::parse(
-                        pos,
-                        room_id.to_owned(),
-                        row.opt_text(0)?,
-                        &row.text(4)?,
-                    )),
-                })
-            },
-        )
-        .await?;
-    let mut counts = RoomNotificationCounts::default();
-    let mut pending = Vec::new();
-    for row in rows {
-        match row {
-            Ok(row) => pending.push(row),
-            Err((thread, c)) if thread == MAIN_TIMELINE => counts.main = c,
-            Err((thread, c)) => counts.threads.push((thread, c)),
-        }
-    }
-    counts.threads.sort_by(|a, b| a.0.cmp(&b.0));
-    if !pending.is_empty() {
-        let read = read_positions(conn, room_id, user_id).await?;
-        let number = member_number(conn, room_id, user_id).await?;
-        let rows: Vec<&PendingPush> = pending.iter().collect();
-        add_counts(&mut counts, count_rows(user_id, number, &read, &rows));
-    }
-    Ok(counts)
+    let mut counted = counts_of(conn, user_id, &[room_id]).await?;
+    Ok(counted.remove(room_id).unwrap_or_default())
 }
 
-/// The user's counts in each of `rooms`, in the order given: the counters and the pending rows
-/// after their position read by one statement (one snapshot), then each room with pending rows
-/// counted as [`room_counts`] does.
+/// The user's counts in each of `rooms`, in the order given (see [`counts_of`]).
 pub(crate) async fn rooms_counts(
     conn: &mut Conn,
     user_id: &str,
     rooms: &[OwnedRoomId],
 ) -> StorageResult<Vec<RoomNotificationCounts>> {
     let ids: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+    let mut counted = counts_of(conn, user_id, &ids).await?;
+    Ok(ids
+        .iter()
+        .map(|r| counted.remove(*r).unwrap_or_default())
+        .collect())
+}
+
+/// The counters, the pending rows after their position (at most [`RECOUNT_SCAN`], newest
+/// first), and for the rooms with pending rows what counting them needs (the user's membership,
+/// join position and member number; their read receipts): one statement, so one snapshot (a
+/// fold committing in between would otherwise count rows twice or not at all) and one round
+/// trip however many rooms have pending rows. Each row is tagged by its kind (column 0).
+const COUNTS_SQL: &str = "
+    WITH pending AS (
+        SELECT e.room_id, p.thread_id, p.stream_pos, p.notified
+        FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
+        WHERE e.room_id = ANY($2::TEXT[])
+          AND e.stream_pos > (SELECT counted_to FROM push_fold WHERE id = 0)
+        ORDER BY e.stream_pos DESC LIMIT $3),
+    pending_rooms AS (SELECT DISTINCT room_id FROM pending)
+    SELECT 0::BIGINT, room_id, thread_id, notifications, highlights, NULL::TEXT
+    FROM unread_counts WHERE user_id = $1 AND room_id = ANY($2::TEXT[])
+    UNION ALL
+    SELECT 1, room_id, thread_id, stream_pos, NULL, notified FROM pending
+    UNION ALL
+    SELECT 2, r.room_id, NULL, m.joined_pos, n.member_no, m.membership
+    FROM pending_rooms r
+    LEFT JOIN room_memberships m ON m.room_id = r.room_id AND m.user_id = $1
+    LEFT JOIN push_members n ON n.room_id = r.room_id AND n.user_id = $1
+    UNION ALL
+    SELECT 3, r.room_id, r.thread_id, MAX(e.stream_pos), NULL, NULL
+    FROM receipts r JOIN events e ON e.event_id = r.event_id
+    WHERE r.user_id = $1 AND r.room_id IN (SELECT room_id FROM pending_rooms)
+      AND r.receipt_type IN ('m.read', 'm.read.private')
+    GROUP BY r.room_id, r.thread_id";
+
+/// One row of [`COUNTS_SQL`].
+enum CountsRow {
+    Counter(String, String, NotificationCounts),
+    Pending(PendingPush),
+    /// The room, the user's join position, member number and membership.
+    Member(String, Option<i64>, Option<i64>, Option<String>),
+    /// The room, the receipt's thread (`""` unthreaded) and the latest position it reads.
+    Receipt(String, String, i64),
+}
+
+fn decode_counts_row(row: &dyn DecodeRow) -> StorageResult<CountsRow> {
+    let room = row.text(1)?;
+    Ok(match row.int(0)? {
+        0 => CountsRow::Counter(
+            room,
+            row.text(2)?,
+            NotificationCounts {
+                notifications: u64::try_from(row.int(3)?).unwrap_or(0),
+                highlights: u64::try_from(row.int(4)?).unwrap_or(0),
+            },
+        ),
+        1 => CountsRow::Pending(PendingPush::parse(
+            row.int(3)?,
+            room,
+            row.opt_text(2)?,
+            &row.text(5)?,
+        )),
+        2 => CountsRow::Member(room, row.opt_int(3)?, row.opt_int(4)?, row.opt_text(5)?),
+        _ => CountsRow::Receipt(room, row.text(2)?, row.int(3)?),
+    })
+}
+
+/// The user's counts in each of `rooms` that has any: the counters plus what the pending rows
+/// add, all read by [`COUNTS_SQL`].
+async fn counts_of(
+    conn: &mut Conn,
+    user_id: &str,
+    rooms: &[&str],
+) -> StorageResult<HashMap<String, RoomNotificationCounts>> {
     let rows = conn
         .query_decode(
-            "SELECT room_id, thread_id, notifications, highlights, NULL::BIGINT, NULL::TEXT
-             FROM unread_counts WHERE user_id = $1 AND room_id = ANY($2::TEXT[])
-             UNION ALL
-             SELECT * FROM (
-                 SELECT e.room_id, p.thread_id, 0::BIGINT, 0::BIGINT, p.stream_pos, p.notified
-                 FROM events e JOIN push_events p ON p.stream_pos = e.stream_pos
-                 WHERE e.room_id = ANY($2::TEXT[])
-                   AND e.stream_pos > (SELECT counted_to FROM push_fold WHERE id = 0)
-                 ORDER BY e.stream_pos DESC LIMIT $3) pending",
-            &[&user_id, &ids, &limit(RECOUNT_SCAN)],
-            |row| {
-                let room = row.text(0)?;
-                Ok(match row.opt_int(4)? {
-                    None => Err((
-                        room,
-                        row.text(1)?,
-                        NotificationCounts {
-                            notifications: u64::try_from(row.int(2)?).unwrap_or(0),
-                            highlights: u64::try_from(row.int(3)?).unwrap_or(0),
-                        },
-                    )),
-                    Some(pos) => Ok(PendingPush::parse(
-                        pos,
-                        room,
-                        row.opt_text(1)?,
-                        &row.text(5)?,
-                    )),
-                })
-            },
+            COUNTS_SQL,
+            &[&user_id, &rooms, &limit(RECOUNT_SCAN)],
+            decode_counts_row,
         )
         .await?;
     let mut counted: HashMap<String, RoomNotificationCounts> = HashMap::new();
     let mut pending = Vec::new();
+    let mut reads: HashMap<String, (ReadPositions, Option<MemberNumber>)> = HashMap::new();
+    let mut receipts = Vec::new();
     for row in rows {
         match row {
-            Ok(row) => pending.push(row),
-            Err((room, thread, c)) => {
+            CountsRow::Pending(row) => pending.push(row),
+            CountsRow::Counter(room, thread, c) => {
                 let counts = counted.entry(room).or_default();
                 if thread == MAIN_TIMELINE {
                     counts.main = c;
@@ -387,22 +385,44 @@ pub(crate) async fn rooms_counts(
                     counts.threads.push((thread, c));
                 }
             }
+            CountsRow::Member(room, joined, number, membership) => {
+                let read = ReadPositions {
+                    joined: membership.as_deref() == Some("join"),
+                    unthreaded: joined.unwrap_or(i64::MIN),
+                    threads: HashMap::new(),
+                };
+                let number = number.and_then(|n| MemberNumber::try_from(n).ok());
+                reads.insert(room, (read, number));
+            }
+            CountsRow::Receipt(room, thread, pos) => receipts.push((room, thread, pos)),
+        }
+    }
+    for (room, thread, pos) in receipts {
+        if let Some((read, _)) = reads.get_mut(&room) {
+            add_receipt(read, thread, pos);
         }
     }
     for (room_id, rows) in by_room(&pending) {
-        let read = read_positions(conn, room_id, user_id).await?;
-        let number = member_number(conn, room_id, user_id).await?;
+        let Some((read, number)) = reads.get(room_id) else {
+            continue;
+        };
         let counts = counted.entry(room_id.to_owned()).or_default();
-        add_counts(counts, count_rows(user_id, number, &read, &rows));
+        add_counts(counts, count_rows(user_id, *number, read, &rows));
     }
-    Ok(rooms
-        .iter()
-        .map(|r| {
-            let mut counts = counted.get(r.as_str()).cloned().unwrap_or_default();
-            counts.threads.sort_by(|a, b| a.0.cmp(&b.0));
-            counts
-        })
-        .collect())
+    for counts in counted.values_mut() {
+        counts.threads.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    Ok(counted)
+}
+
+/// Adds a read receipt's position to `read`: the unthreaded one moves the unthreaded position
+/// (which is at least the join), a threaded one sets its thread's.
+pub(crate) fn add_receipt(read: &mut ReadPositions, thread: String, pos: i64) {
+    if thread.is_empty() {
+        read.unthreaded = read.unthreaded.max(pos);
+    } else {
+        read.threads.insert(thread, pos);
+    }
 }
 
 /// How many joined rooms have unread notifications for the user: in the counters, or in the

@@ -4,13 +4,14 @@ use async_trait::async_trait;
 use myelin_core::{Relation, StreamPos};
 use myelin_storage::rows::{self, Row};
 use myelin_storage::{
-    Direction, EventRecord, RelationStore, RelationsQuery, StorageResult, ThreadEntry,
-    ThreadSummary, REFERENCE, REPLACE, THREAD,
+    Direction, EventRecord, LatestEvents, RelationStore, RelationsQuery, StorageResult,
+    ThreadEntry, ThreadSummary, TimelineSpan, REFERENCE, REPLACE, THREAD,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use crate::convert::{limit, parse_id, text_list};
 use crate::events::{query_events, EVENT_COLUMNS};
+use crate::pool::Conn;
 use crate::PgStore;
 
 /// The events relating to `$1` (in room `$2`) down to depth `$3`, then the page of them that
@@ -277,4 +278,70 @@ impl RelationStore for PgStore {
         )
         .await
     }
+
+    async fn latest_events_related(
+        &self,
+        spans: &[TimelineSpan],
+        limit_: usize,
+    ) -> StorageResult<LatestEvents> {
+        let mut conn = self.db.read().await?;
+        latest_events(&mut conn, spans, limit_).await
+    }
+}
+
+/// Each span's newest `limit_` events (see `RoomStore::latest_events_of`), each with whether
+/// anything in its room relates to it: one statement for every room (each round trip costs
+/// more than the rows). Each span's events come from a backward scan of the
+/// `(room_id, stream_pos)` index, the floor a range bound (see `latest_of_types`), tagged with
+/// the span's number; the relation check is a lookup in the parent index per event read.
+pub(crate) async fn latest_events(
+    conn: &mut Conn,
+    spans: &[TimelineSpan],
+    limit_: usize,
+) -> StorageResult<LatestEvents> {
+    let mut out = LatestEvents {
+        timelines: vec![Vec::new(); spans.len()],
+        related: Vec::new(),
+    };
+    if spans.is_empty() || limit_ == 0 {
+        return Ok(out);
+    }
+    let rooms: Vec<&str> = spans.iter().map(|s| s.room_id.as_str()).collect();
+    let froms: Vec<i64> = spans.iter().map(|s| s.from.0).collect();
+    let floors: Vec<Option<i64>> = spans.iter().map(|s| s.floor.map(|p| p.0)).collect();
+    let sql = format!(
+        "SELECT w.*, r.i
+         FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[])
+              WITH ORDINALITY AS r(room_id, from_pos, floor_pos, i)
+         JOIN LATERAL (
+             SELECT {EVENT_COLUMNS}, EXISTS (
+                 SELECT 1 FROM event_relations x
+                 WHERE x.parent_id = events.event_id AND x.room_id = events.room_id)
+             FROM events
+             WHERE room_id = r.room_id AND stream_pos <= r.from_pos
+               AND stream_pos > COALESCE(r.floor_pos, -9223372036854775808)
+             ORDER BY stream_pos DESC LIMIT $4
+         ) w ON TRUE
+         ORDER BY r.i, w.stream_pos DESC"
+    );
+    let found = conn
+        .query_decode(
+            &sql,
+            &[&rooms, &froms, &floors, &limit(limit_)],
+            |row: &dyn Row| Ok((row.int(9)?, row.flag(8)?, rows::event(row)?)),
+        )
+        .await?;
+    for (i, related, record) in found {
+        if related && !out.related.contains(&record.pdu.event_id) {
+            out.related.push(record.pdu.event_id.clone());
+        }
+        // `WITH ORDINALITY` counts from 1.
+        let slot = usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| out.timelines.get_mut(i));
+        if let Some(events) = slot {
+            events.push(record);
+        }
+    }
+    Ok(out)
 }

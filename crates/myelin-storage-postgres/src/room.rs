@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use myelin_core::StreamPos;
-use myelin_storage::rows::{self, Row, MEMBERSHIP_COLUMNS, ROOM_INFO_COLUMNS};
+use myelin_storage::rows::{self, MEMBERSHIP_COLUMNS, ROOM_INFO_COLUMNS};
 use myelin_storage::{
     BackfilledEvent, Direction, EventRecord, MembershipRecord, NewEvent, NewOutlier, Persisted,
     RoomInfo, RoomStore, SnapshotId, StateKey, StateMap, StorageResult, TimelineSpan,
@@ -206,44 +206,9 @@ impl RoomStore for PgStore {
         spans: &[TimelineSpan],
         limit_: usize,
     ) -> StorageResult<Vec<Vec<EventRecord>>> {
-        let mut out: Vec<Vec<EventRecord>> = vec![Vec::new(); spans.len()];
-        if spans.is_empty() || limit_ == 0 {
-            return Ok(out);
-        }
-        let rooms: Vec<&str> = spans.iter().map(|s| s.room_id.as_str()).collect();
-        let froms: Vec<i64> = spans.iter().map(|s| s.from.0).collect();
-        let floors: Vec<Option<i64>> = spans.iter().map(|s| s.floor.map(|p| p.0)).collect();
-        // One statement for every room (each round trip costs more than the rows): each span's
-        // newest events by a backward scan of the `(room_id, stream_pos)` index (the floor a
-        // range bound, see `latest_of_types`), tagged with the span's number.
-        let sql = format!(
-            "SELECT w.*, r.i
-             FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[])
-                  WITH ORDINALITY AS r(room_id, from_pos, floor_pos, i)
-             JOIN LATERAL (
-                 SELECT {EVENT_COLUMNS} FROM events
-                 WHERE room_id = r.room_id AND stream_pos <= r.from_pos
-                   AND stream_pos > COALESCE(r.floor_pos, -9223372036854775808)
-                 ORDER BY stream_pos DESC LIMIT $4
-             ) w ON TRUE
-             ORDER BY r.i, w.stream_pos DESC"
-        );
         let mut conn = self.db.read().await?;
-        let found = conn
-            .query_decode(
-                &sql,
-                &[&rooms, &froms, &floors, &limit(limit_)],
-                |row: &dyn Row| Ok((row.int(8)?, rows::event(row)?)),
-            )
-            .await?;
-        for (i, record) in found {
-            // `WITH ORDINALITY` counts from 1.
-            let slot = usize::try_from(i - 1).ok().and_then(|i| out.get_mut(i));
-            if let Some(events) = slot {
-                events.push(record);
-            }
-        }
-        Ok(out)
+        let found = crate::relations::latest_events(&mut conn, spans, limit_).await?;
+        Ok(found.timelines)
     }
 
     async fn event_near_timestamp(

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use myelin_core::{Relation, StreamPos};
 use myelin_storage::rows::{self, Row};
 use myelin_storage::{
-    Direction, EventRecord, RelationStore, RelationsQuery, StorageResult, ThreadEntry,
-    ThreadSummary, REFERENCE, REPLACE, THREAD,
+    Direction, EventRecord, LatestEvents, RelationStore, RelationsQuery, RoomStore, StorageResult,
+    ThreadEntry, ThreadSummary, TimelineSpan, REFERENCE, REPLACE, THREAD,
 };
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use rusqlite::params;
@@ -313,5 +313,21 @@ impl RelationStore for SqliteStore {
                 Ok(found)
             })
             .await
+    }
+
+    async fn latest_events_related(
+        &self,
+        spans: &[TimelineSpan],
+        limit_: usize,
+    ) -> StorageResult<LatestEvents> {
+        // Two reads: in process, a read costs no round trip.
+        let timelines = self.latest_events_of(spans, limit_).await?;
+        let parents: Vec<(OwnedRoomId, OwnedEventId)> = timelines
+            .iter()
+            .flatten()
+            .map(|r| (r.pdu.room_id.clone(), r.pdu.event_id.clone()))
+            .collect();
+        let related = self.related_parents(&parents).await?;
+        Ok(LatestEvents { timelines, related })
     }
 }

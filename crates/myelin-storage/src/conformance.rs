@@ -85,6 +85,7 @@ macro_rules! storage_conformance_tests {
             relations_are_indexed_and_paged,
             thread_summaries_edits_and_references,
             related_parents_across_rooms,
+            latest_events_related_marks_related_events,
             threads_are_listed_by_latest_reply,
             redaction_rejection_and_backfill_in_the_relations_index,
             media_uploaded_at_once,

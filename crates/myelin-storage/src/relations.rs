@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use myelin_core::{Relation, StreamPos};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use crate::{Direction, EventRecord, StorageResult};
+use crate::{Direction, EventRecord, StorageResult, TimelineSpan};
 
 /// The relationship type of thread replies.
 pub const THREAD: &str = "m.thread";
@@ -130,4 +130,23 @@ pub trait RelationStore {
         &self,
         parents: &[(OwnedRoomId, OwnedEventId)],
     ) -> StorageResult<Vec<OwnedEventId>>;
+
+    /// The timelines [`crate::RoomStore::latest_events_of`] reads and, of the events read, those
+    /// any event of their room relates to (as [`RelationStore::related_parents`] finds them):
+    /// what a sliding sync window needs before it formats timelines, in one call (on PostgreSQL
+    /// one statement, so one round trip instead of two in a row).
+    async fn latest_events_related(
+        &self,
+        spans: &[TimelineSpan],
+        limit: usize,
+    ) -> StorageResult<LatestEvents>;
+}
+
+/// What [`RelationStore::latest_events_related`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct LatestEvents {
+    /// Per span, in the order given, its newest events, newest first.
+    pub timelines: Vec<Vec<EventRecord>>,
+    /// Of those events, the ones anything in their room relates to, each once.
+    pub related: Vec<OwnedEventId>,
 }

@@ -1,6 +1,6 @@
-//! The build step's reads, batched: the timelines, unread counts and related-event lookups of
-//! every room a pass updates come from a few storage calls for all of them (one round trip each
-//! on PostgreSQL), not a few per room.
+//! The build step's reads, batched: the timelines (with their related-event lookups) and unread
+//! counts of every room a pass updates come from two storage calls side by side for all of them
+//! (one round trip each on PostgreSQL), not a few per room.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -24,7 +24,8 @@ pub(super) struct Window {
     /// Per room, its newest events, newest first.
     timelines: HashMap<OwnedRoomId, Vec<EventRecord>>,
     counts: HashMap<OwnedRoomId, NotificationCounts>,
-    /// Of the events read, those anything in their room relates to.
+    /// Of the events read, those anything in their room relates to (a superset of those that
+    /// may have aggregations is fine: only those are looked up).
     pub related: HashSet<OwnedEventId>,
 }
 
@@ -41,8 +42,8 @@ impl Window {
 }
 
 impl SlidingSync {
-    /// Reads what the rooms' updates need: the timelines (one call per distinct length, so
-    /// usually one) beside the unread counts, then which of the events read anything relates to.
+    /// Reads what the rooms' updates need: the timelines with which of their events anything
+    /// relates to (one call per distinct length, so usually one) beside the unread counts.
     pub(super) async fn read_window(
         &self,
         pass: &Pass<'_>,
@@ -59,15 +60,18 @@ impl SlidingSync {
             }
         }
         let storage = self.ctx.storage.as_ref();
+        // Each timeline read also tells which of its events anything relates to.
         let timelines = async {
             let mut out = HashMap::new();
+            let mut related = HashSet::new();
             for (limit, spans) in &by_limit {
-                let found = storage.latest_events_of(spans, *limit).await?;
-                for (span, events) in spans.iter().zip(found) {
+                let found = storage.latest_events_related(spans, *limit).await?;
+                for (span, events) in spans.iter().zip(found.timelines) {
                     out.insert(span.room_id.clone(), events);
                 }
+                related.extend(found.related);
             }
-            ServiceResult::Ok(out)
+            ServiceResult::Ok((out, related))
         };
         let counts = async {
             if counted.is_empty() {
@@ -79,11 +83,7 @@ impl SlidingSync {
                 .await?;
             Ok(counted.iter().cloned().zip(found).collect())
         };
-        let (timelines, counts) = futures_util::try_join!(timelines, counts)?;
-        let related = self
-            .history
-            .related_in(timelines.values().flatten())
-            .await?;
+        let ((timelines, related), counts) = futures_util::try_join!(timelines, counts)?;
         Ok(Window {
             timelines,
             counts,

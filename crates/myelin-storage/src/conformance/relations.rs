@@ -457,3 +457,46 @@ pub async fn related_parents_across_rooms(store: &dyn Storage) {
     );
     assert!(store.related_parents(&[]).await.unwrap().is_empty());
 }
+
+/// `latest_events_related`: the timelines `latest_events_of` reads, and of their events those
+/// something in their own room relates to, each once.
+pub async fn latest_events_related_marks_related_events(store: &dyn Storage) {
+    let mut a = TestRoom::create(store, "!lra:localhost", ALICE, "lra").await;
+    let mut b = TestRoom::create(store, "!lrb:localhost", ALICE, "lrb").await;
+    let (root_a, _) = a.message(store, ALICE, "a root").await;
+    let (quiet_a, _) = a.message(store, ALICE, "a quiet").await;
+    let (root_b, _) = b.message(store, ALICE, "b root").await;
+    // Relates from room `b` to an event of room `a`: does not count.
+    relate(&mut b, store, ALICE, "m.room.message", THREAD, &quiet_a).await;
+    relate(&mut a, store, ALICE, "m.reaction", "m.annotation", &root_a).await;
+    let (last_b, _) = b.message(store, ALICE, "b last").await;
+    relate(&mut b, store, ALICE, "m.room.message", REFERENCE, &root_b).await;
+    let now = store.current_stream_pos().await.unwrap();
+    let span = |r: &TestRoom| TimelineSpan {
+        room_id: r.room_id.clone(),
+        from: now,
+        floor: None,
+    };
+    // Both spans of room `a` read its root: it is listed once.
+    let spans = [span(&a), span(&b), span(&a)];
+    let found = store.latest_events_related(&spans, 4).await.unwrap();
+    let plain = store.latest_events_of(&spans, 4).await.unwrap();
+    assert_eq!(found.timelines.len(), spans.len(), "one timeline per span");
+    for (found, plain) in found.timelines.iter().zip(&plain) {
+        assert_eq!(ids(found), ids(plain), "as latest_events_of reads them");
+    }
+    assert!(ids(&found.timelines[0]).contains(&quiet_a));
+    assert!(ids(&found.timelines[1]).contains(&last_b));
+    let mut related = found.related.clone();
+    related.sort();
+    let mut expected = vec![root_a, root_b];
+    expected.sort();
+    assert_eq!(
+        related, expected,
+        "each once, only relations in the same room"
+    );
+    let none = store.latest_events_related(&spans, 0).await.unwrap();
+    assert!(none.timelines.iter().all(Vec::is_empty) && none.related.is_empty());
+    let empty = store.latest_events_related(&[], 4).await.unwrap();
+    assert!(empty.timelines.is_empty() && empty.related.is_empty());
+}

@@ -61,7 +61,8 @@ impl History {
     }
 
     /// As [`History::format_timeline`], with `related` the events of `records` that anything
-    /// relates to, already looked up for many pages at once by [`History::related_in`].
+    /// relates to (possibly more: any event read), already looked up for many pages at once (a sliding sync
+    /// window's timeline read).
     pub(crate) async fn format_timeline_known(
         &self,
         records: &[EventRecord],
@@ -71,23 +72,6 @@ impl History {
     ) -> ServiceResult<Vec<Value>> {
         self.format_page(records, viewer, (view, up_to), Some(related))
             .await
-    }
-
-    /// Of the events of `records` that may have aggregations (of any room), those anything in
-    /// their room relates to: one storage call for the pages of many rooms.
-    pub(crate) async fn related_in<'a>(
-        &self,
-        records: impl Iterator<Item = &'a EventRecord>,
-    ) -> ServiceResult<HashSet<OwnedEventId>> {
-        let parents: Vec<_> = records
-            .filter(|r| may_have_aggregations(r))
-            .map(|r| (r.pdu.room_id.clone(), r.pdu.event_id.clone()))
-            .collect();
-        if parents.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let found = self.ctx.storage.related_parents(&parents).await?;
-        Ok(found.into_iter().collect())
     }
 
     async fn format_page(
