@@ -23,6 +23,7 @@ pub mod hostile;
 pub mod http;
 pub mod identity;
 pub mod interop;
+pub mod oidc;
 pub mod smtp;
 pub mod synapse;
 

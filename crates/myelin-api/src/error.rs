@@ -299,6 +299,19 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The `failures` of `/keys/signatures/upload`: each refused signature as an
 /// `M_INVALID_SIGNATURE` error object.
+/// The status of the page an SSO callback shows when no login happened (an HTML page for the
+/// browser, without errcode): the browser's request 400, an account that cannot be made 403,
+/// the provider's failure 502.
+pub fn sso_failure_status(kind: myelin_service::sso::FailureKind) -> StatusCode {
+    use myelin_service::sso::FailureKind as K;
+    match kind {
+        K::Session => StatusCode::BAD_REQUEST,
+        K::Mapping => StatusCode::FORBIDDEN,
+        K::Provider => StatusCode::BAD_GATEWAY,
+        K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 pub fn signature_failures(failures: myelin_service::SignatureFailures) -> Value {
     failures
         .into_iter()

@@ -52,6 +52,8 @@ pub struct ServiceConfig {
     pub require_email: bool,
     /// Application services, from their registration files.
     pub appservices: Vec<Appservice>,
+    /// SSO login (OpenID Connect providers).
+    pub sso: crate::sso::SsoConfig,
 }
 
 impl ServiceConfig {
@@ -73,6 +75,7 @@ impl ServiceConfig {
             smtp: SmtpConfig::default(),
             require_email: false,
             appservices: Vec::new(),
+            sso: crate::sso::SsoConfig::default(),
         }
     }
 }

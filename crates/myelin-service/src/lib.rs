@@ -30,6 +30,7 @@ pub mod resources;
 pub mod rooms;
 pub mod search;
 pub mod sliding_sync;
+pub mod sso;
 pub mod sync;
 pub mod third_party_invites;
 pub mod threepids;
@@ -118,6 +119,8 @@ pub struct Services {
     pub sliding_sync: Arc<SlidingSync>,
     /// Application services: transactions pushed to them, queries, pings.
     pub appservices: Arc<Appservices>,
+    /// SSO login through OpenID Connect providers.
+    pub sso: Arc<sso::Sso>,
 }
 
 impl Services {
@@ -222,6 +225,7 @@ impl Services {
             push.clone(),
         ));
         let appservices = Arc::new(Appservices::new(ctx.clone(), rooms.clone()));
+        let sso = Arc::new(sso::Sso::new(ctx.clone(), accounts.clone()));
         Arc::new(Services {
             ctx,
             outbox,
@@ -247,6 +251,7 @@ impl Services {
             third_party_invites,
             sliding_sync,
             appservices,
+            sso,
         })
     }
 }

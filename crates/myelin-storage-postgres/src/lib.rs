@@ -12,6 +12,7 @@ mod convert;
 pub mod dump;
 mod error;
 mod events;
+mod external_id;
 mod federation;
 mod keys;
 mod media;

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0024_remote_device_lists.sql"),
     include_str!("../migrations/0025_device_list_streams.sql"),
     include_str!("../migrations/0026_push_counts_folded.sql"),
+    include_str!("../migrations/0027_user_external_ids.sql"),
 ];
 
 /// The schema version this build writes.

@@ -14,6 +14,7 @@ mod backup;
 mod convert;
 mod dump;
 mod events;
+mod external_id;
 mod federation;
 mod keys;
 mod media;

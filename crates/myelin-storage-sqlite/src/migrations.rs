@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0025_remote_device_lists.sql"),
     include_str!("../migrations/0026_device_list_streams.sql"),
     include_str!("../migrations/0027_push_counts_folded.sql"),
+    include_str!("../migrations/0028_user_external_ids.sql"),
 ];
 
 /// The schema version this build writes.

@@ -37,6 +37,7 @@ macro_rules! storage_conformance_tests {
             threepids_bind_to_one_account,
             registration_binds_its_address_or_creates_nothing,
             threepid_id_server_bindings_are_remembered,
+            sso_logins_map_to_one_account,
             search_finds_words_by_prefix_in_the_rooms_named,
             search_forgets_redacted_and_rejected_events_and_indexes_backfill,
             devices,
@@ -132,6 +133,7 @@ macro_rules! storage_conformance_tests {
 mod accounts;
 mod appservice;
 mod backup;
+mod external_ids;
 mod federation;
 mod keys;
 mod keys_in_detail;
@@ -153,6 +155,7 @@ pub use backup::{
     backup_keys_by_room_and_session, backup_keys_keep_the_better_key,
     backup_versions_are_numbered_per_user, deactivation_removes_backups,
 };
+pub use external_ids::*;
 pub use federation::*;
 pub use keys::*;
 pub use keys_in_detail::*;

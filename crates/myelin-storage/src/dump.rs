@@ -78,6 +78,11 @@ pub const TABLES: &[Table] = &[
         key: &["user_id", "medium", "address", "id_server"],
     },
     Table {
+        name: "user_external_ids",
+        columns: &["auth_provider", "external_id", "user_id", "added_ms"],
+        key: &["auth_provider", "external_id"],
+    },
+    Table {
         name: "threepid_sessions",
         columns: &[
             "sid",

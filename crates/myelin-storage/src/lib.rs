@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod convert;
 pub mod dump;
 mod error;
+mod external_id;
 mod federation;
 mod keys;
 mod media;
@@ -35,6 +36,7 @@ pub use account::*;
 pub use appservice::*;
 pub use backup::*;
 pub use error::{StorageError, StorageResult};
+pub use external_id::*;
 pub use federation::*;
 pub use keys::*;
 pub use media::*;
@@ -56,6 +58,7 @@ pub trait Storage:
     + RelationStore
     + SearchStore
     + ThreepidStore
+    + ExternalIdStore
     + UserDataStore
     + FederationStore
     + KeyStore
@@ -76,6 +79,7 @@ impl<
             + RelationStore
             + SearchStore
             + ThreepidStore
+            + ExternalIdStore
             + UserDataStore
             + FederationStore
             + KeyStore

@@ -204,13 +204,21 @@ async fn token_validity(
     Ok(Json(json!({ "valid": valid })))
 }
 
-/// GET /_matrix/client/v3/login.
-async fn login_flows() -> Json<Value> {
-    Json(json!({ "flows": [
-        { "type": "m.login.password" },
-        { "type": "m.login.token", "get_login_token": true },
-        { "type": APPSERVICE_LOGIN },
-    ] }))
+/// GET /_matrix/client/v3/login — client-server-api/#get_matrixclientv3login. `m.login.sso`
+/// with its identity providers only when SSO is configured (its login tokens are redeemed by
+/// `m.login.token`, listed always for `/login/get_token`).
+async fn login_flows(State(state): State<SharedState>) -> Json<Value> {
+    let mut flows = vec![
+        json!({ "type": "m.login.password" }),
+        json!({ "type": "m.login.token", "get_login_token": true }),
+    ];
+    let sso = &state.services.sso;
+    if sso.enabled() {
+        flows
+            .push(json!({ "type": "m.login.sso", "identity_providers": sso.identity_providers() }));
+    }
+    flows.push(json!({ "type": APPSERVICE_LOGIN }));
+    Json(json!({ "flows": flows }))
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,7 @@ mod relations;
 mod reports;
 mod rooms;
 mod search;
+mod sso;
 mod sync;
 mod threepids;
 mod user_data;
@@ -28,6 +29,7 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .merge(discovery::routes())
         .merge(account::routes())
+        .merge(sso::routes())
         .merge(appservice::routes())
         .merge(admin::routes())
         .merge(rooms::routes())

@@ -6,7 +6,7 @@ use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::Value;
 
 mod appservice;
-mod guest;
+pub(crate) mod guest;
 pub mod login_token;
 pub mod moderation;
 mod openid;

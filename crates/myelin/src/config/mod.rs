@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use myelin_federation::EgressPolicy;
 use myelin_service::context::mail::SmtpConfig;
+pub use myelin_service::sso::{OidcProviderConfig, SsoConfig};
 pub use myelin_service::FederationConfig;
 use myelin_service::{MediaConfig, RateLimits, ServiceConfig, TurnConfig};
 pub use myelin_service::{Rate, RegistrationMode, ResourceLimits};
@@ -75,6 +76,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     /// Application services (bridges, bots): their registration files.
     pub appservices: AppservicesConfig,
+    /// SSO login through OpenID Connect providers; off without one.
+    pub sso: SsoConfig,
 }
 
 /// The `[appservices]` section.
@@ -323,6 +326,7 @@ impl Default for Config {
             egress: EgressPolicy::default(),
             smtp: SmtpConfig::default(),
             appservices: AppservicesConfig::default(),
+            sso: SsoConfig::default(),
         }
     }
 }
@@ -568,6 +572,7 @@ impl Config {
         problems.extend(self.federation.problems());
         problems.extend(self.media.problems());
         problems.extend(self.smtp.problems());
+        problems.extend(self.sso.problems());
         if self.registration.require_email && self.smtp.host.is_none() {
             problems.push("registration.require_email needs [smtp] host".to_owned());
         }
@@ -640,6 +645,14 @@ impl Config {
         sc.smtp = self.smtp.clone();
         sc.require_email = self.registration.require_email;
         sc.media.path = Some(self.media_path());
+        sc.sso = self.sso.clone();
+        // Where browsers reach us, as Synapse's `public_baseurl` defaults.
+        sc.sso.public_baseurl = Some(
+            match (&self.sso.public_baseurl, &self.well_known.client_base_url) {
+                (Some(url), _) | (None, Some(url)) => url.clone(),
+                (None, None) => format!("https://{}", self.server_name),
+            },
+        );
         sc
     }
 
@@ -758,6 +771,7 @@ const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("smtp", "host"),
     ("smtp", "username"),
     ("smtp", "password"),
+    ("sso", "public_baseurl"),
 ];
 
 /// Parses an environment value into the TOML type of the option's default.

@@ -35,6 +35,7 @@ fn example_file_mentions_every_option() {
     all.tls.listen = Some("0.0.0.0:8448".into());
     all.tls.certificate = Some("x".into());
     all.tls.private_key = Some("x".into());
+    all.sso.public_baseurl = Some("https://x".into());
     let table = toml::Value::try_from(all).unwrap();
     let toml::Value::Table(table) = table else {
         unreachable!()

@@ -1,0 +1,10 @@
+-- SSO identities (OpenID Connect): the account a provider's subject logs in as. The provider is
+-- its configured `idp_id`; renaming it leaves its users' mappings behind, as in Synapse.
+CREATE TABLE user_external_ids (
+    auth_provider TEXT NOT NULL,
+    external_id   TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    added_ms      INTEGER NOT NULL,
+    PRIMARY KEY (auth_provider, external_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX user_external_ids_by_user ON user_external_ids (user_id);
