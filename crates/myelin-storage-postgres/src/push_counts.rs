@@ -36,7 +36,11 @@ pub(crate) async fn write_push_actions(
     };
     let thread = first.thread_id.as_deref();
     let numbers = assign_member_numbers(conn, room_id, actions).await?;
-    let notified = NotifiedUsers::from_actions(actions, &numbers).to_json();
+    let aligned: Vec<_> = actions
+        .iter()
+        .map(|a| numbers.get(a.user_id.as_str()).copied())
+        .collect();
+    let notified = NotifiedUsers::from_actions(actions, &aligned).to_json();
     conn.execute(
         "INSERT INTO push_events (stream_pos, thread_id, notified) VALUES ($1, $2, $3)
          ON CONFLICT (stream_pos) DO NOTHING",

@@ -23,18 +23,18 @@ struct Numbers {
 }
 
 impl MemberNumberCache {
-    /// The known numbers of the users `actions` notify in the room.
-    pub(crate) fn known(&self, room_id: &str, actions: &[NewPushAction]) -> MemberNumbers {
+    /// The known numbers of the users `actions` notify in the room, one entry per action in
+    /// the same order (no map keyed by freshly copied IDs: this runs for every message).
+    pub(crate) fn known(
+        &self,
+        room_id: &str,
+        actions: &[NewPushAction],
+    ) -> Vec<Option<MemberNumber>> {
         let numbers = self.lock();
-        let Some(room) = numbers.by_room.get(room_id) else {
-            return MemberNumbers::new();
-        };
+        let room = numbers.by_room.get(room_id);
         actions
             .iter()
-            .filter_map(|a| {
-                let user_id = a.user_id.as_str();
-                room.get(user_id).map(|n| (user_id.to_owned(), *n))
-            })
+            .map(|a| room.and_then(|room| room.get(a.user_id.as_str()).copied()))
             .collect()
     }
 

@@ -59,23 +59,24 @@ pub(crate) fn write_push_actions(
     Ok(())
 }
 
-/// The member numbers of the users `actions` notify, numbering those notified in the room for
-/// the first time after the room's last number. The writer's cache answers for members it has
-/// seen; storage for the others.
+/// The member numbers of the users `actions` notify (one entry per action, in order),
+/// numbering those notified in the room for the first time after the room's last number. The
+/// writer's cache answers for members it has seen; storage for the others.
 fn assign_member_numbers(
     tx: &Transaction<'_>,
     cache: &MemberNumberCache,
     room_id: &str,
     actions: &[NewPushAction],
-) -> StorageResult<MemberNumbers> {
+) -> StorageResult<Vec<Option<MemberNumber>>> {
     let mut numbers = cache.known(room_id, actions);
-    if numbers.len() == actions.len() {
+    if numbers.iter().all(Option::is_some) {
         return Ok(numbers);
     }
     let unknown: Vec<NewPushAction> = actions
         .iter()
-        .filter(|a| !numbers.contains_key(a.user_id.as_str()))
-        .cloned()
+        .zip(&numbers)
+        .filter(|(_, n)| n.is_none())
+        .map(|(a, _)| a.clone())
         .collect();
     let mut found: MemberNumbers = tx
         .prepare_cached(
@@ -115,7 +116,11 @@ fn assign_member_numbers(
         next = Some(number + 1);
     }
     cache.remember(room_id, &found);
-    numbers.extend(found);
+    for (number, action) in numbers.iter_mut().zip(actions) {
+        if number.is_none() {
+            *number = found.get(action.user_id.as_str()).copied();
+        }
+    }
     Ok(numbers)
 }
 

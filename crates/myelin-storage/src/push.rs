@@ -260,15 +260,16 @@ impl MemberSet {
 }
 
 impl NotifiedUsers {
-    /// The row of `new`, each user named by their number in `numbers` (users without one are
-    /// left out: the caller assigns every notified user a number first).
-    pub fn from_actions(new: &[NewPushAction], numbers: &MemberNumbers) -> NotifiedUsers {
+    /// The row of `new`, each user named by their number in `numbers`, which holds one entry
+    /// per action in the same order (users without one are left out: the caller assigns every
+    /// notified user a number first).
+    pub fn from_actions(new: &[NewPushAction], numbers: &[Option<MemberNumber>]) -> NotifiedUsers {
         // Distinct action lists by their JSON text (members mostly share one), parsed once.
         let mut texts: Vec<&str> = Vec::new();
         let mut groups: Vec<Vec<MemberNumber>> = Vec::new();
         let mut highlights = Vec::new();
-        for action in new {
-            let Some(number) = numbers.get(action.user_id.as_str()).copied() else {
+        for (action, number) in new.iter().zip(numbers) {
+            let Some(number) = *number else {
                 continue;
             };
             let index = match texts.iter().position(|t| *t == action.actions) {
@@ -449,7 +450,11 @@ mod tests {
                 new.push(action(&user, if n == 7 { loud } else { notify }, n == 7));
             }
         }
-        let json = NotifiedUsers::from_actions(&new, &numbers).to_json();
+        let aligned: Vec<_> = new
+            .iter()
+            .map(|a| numbers.get(a.user_id.as_str()).copied())
+            .collect();
+        let json = NotifiedUsers::from_actions(&new, &aligned).to_json();
         assert_eq!(
             json,
             r#"{"a":[["notify"],["notify",{"set_tweak":"highlight"}]],"g":[[0,3,5,6,8,19],[7,7]],"h":[7,7]}"#
