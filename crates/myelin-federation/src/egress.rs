@@ -161,6 +161,21 @@ impl Egress {
             .map_err(|e| EgressError::Client(error_chain(&e)))
     }
 
+    /// The client kept in `cell`, built by [`Egress::client`] on first use: building one reads
+    /// the system's TLS roots, too slow to do for every request, so each user of outgoing HTTP
+    /// keeps one.
+    pub fn shared_client<'a>(
+        &self,
+        cell: &'a std::sync::OnceLock<reqwest::Client>,
+        options: &ClientOptions,
+    ) -> Result<&'a reqwest::Client, EgressError> {
+        if let Some(client) = cell.get() {
+            return Ok(client);
+        }
+        let client = self.client(options)?;
+        Ok(cell.get_or_init(|| client))
+    }
+
     /// The addresses of `host` that the policy permits (for callers that pin connections
     /// themselves, as federation does).
     pub async fn permitted_ips(&self, host: &str) -> Result<Vec<IpAddr>, String> {

@@ -16,23 +16,8 @@ use crate::PgStore;
 #[async_trait]
 impl AccountStore for PgStore {
     async fn create_user(&self, user: NewUser) -> StorageResult<bool> {
-        let created_ms = to_i64(user.created_ms, "created_ms")?;
         let mut conn = self.db.write().await?;
-        let result = conn
-            .execute(
-                "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
-                &[
-                    &user.user_id.as_str(),
-                    &user.password_hash,
-                    &user.is_admin,
-                    &created_ms,
-                    &user.displayname,
-                    &user.is_guest,
-                ],
-            )
-            .await
-            .map(|inserted| inserted == 1);
+        let result = insert_user(&mut conn, &user).await;
         conn.finish(result).await
     }
 
@@ -474,4 +459,24 @@ async fn delete_device_rows(
         &[&user_id, &only, &keep],
     )
     .await
+}
+
+/// Inserts the account unless its user ID is taken; `false` when it is. Every way of creating
+/// an account (plain, with a validated address, with an SSO identity) starts here.
+pub(crate) async fn insert_user(conn: &mut Conn, user: &NewUser) -> StorageResult<bool> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
+            &[
+                &user.user_id.as_str(),
+                &user.password_hash,
+                &user.is_admin,
+                &to_i64(user.created_ms, "created_ms")?,
+                &user.displayname,
+                &user.is_guest,
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
 }

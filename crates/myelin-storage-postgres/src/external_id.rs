@@ -33,21 +33,7 @@ impl ExternalIdStore for PgStore {
         let user_id = user.user_id.as_str();
         let mut conn = self.db.write().await?;
         let result = async {
-            let inserted = conn
-                .execute(
-                    "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
-                    &[
-                        &user_id,
-                        &user.password_hash,
-                        &user.is_admin,
-                        &created,
-                        &user.displayname,
-                        &user.is_guest,
-                    ],
-                )
-                .await?;
-            if inserted == 0 {
+            if !crate::account::insert_user(&mut conn, &user).await? {
                 return Ok(NewUserWithExternalId::UserInUse);
             }
             let mapped = conn

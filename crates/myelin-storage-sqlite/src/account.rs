@@ -16,26 +16,7 @@ use crate::SqliteStore;
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StorageResult<bool> {
-        self.db
-            .write(move |tx, _| {
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user_id) DO NOTHING",
-                    )
-                    .db()?
-                    .execute(params![
-                        user.user_id.as_str(),
-                        user.password_hash,
-                        user.is_admin,
-                        to_i64(user.created_ms, "created_ms")?,
-                        user.displayname,
-                        user.is_guest
-                    ])
-                    .db()?;
-                Ok(inserted == 1)
-            })
-            .await
+        self.db.write(move |tx, _| insert_user(tx, &user)).await
     }
 
     async fn get_user(&self, user_id: &UserId) -> StorageResult<Option<UserRecord>> {
@@ -527,4 +508,25 @@ fn delete_device_rows(
         .db()?
         .execute(params![user_id, only, keep])
         .db()
+}
+
+/// Inserts the account unless its user ID is taken; `false` when it is. Every way of creating
+/// an account (plain, with a validated address, with an SSO identity) starts here.
+pub(crate) fn insert_user(tx: &rusqlite::Transaction<'_>, user: &NewUser) -> StorageResult<bool> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .db()?
+        .execute(params![
+            user.user_id.as_str(),
+            user.password_hash,
+            user.is_admin,
+            to_i64(user.created_ms, "created_ms")?,
+            user.displayname,
+            user.is_guest
+        ])
+        .db()?;
+    Ok(inserted == 1)
 }

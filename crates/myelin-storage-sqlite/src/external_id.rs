@@ -41,22 +41,7 @@ impl ExternalIdStore for SqliteStore {
         self.db
             .write(move |tx, _| {
                 let user_id = user.user_id.as_str();
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user_id) DO NOTHING",
-                    )
-                    .db()?
-                    .execute(params![
-                        user_id,
-                        user.password_hash,
-                        user.is_admin,
-                        created,
-                        user.displayname,
-                        user.is_guest
-                    ])
-                    .db()?;
-                if inserted == 0 {
+                if !crate::account::insert_user(tx, &user)? {
                     return Ok(NewUserWithExternalId::UserInUse);
                 }
                 let mapped = tx

@@ -175,7 +175,6 @@ impl ThreepidStore for SqliteStore {
         user: NewUser,
         t: UserThreepid,
     ) -> StorageResult<NewUserWithThreepid> {
-        let created = to_i64(user.created_ms, "created_ms")?;
         let (validated, added) = (
             to_i64(t.validated_ms, "validated_ms")?,
             to_i64(t.added_ms, "added_ms")?,
@@ -183,22 +182,7 @@ impl ThreepidStore for SqliteStore {
         self.db
             .write(move |tx, _| {
                 let user_id = user.user_id.as_str();
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO users (user_id, password_hash, is_admin, created_ms, displayname, is_guest)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (user_id) DO NOTHING",
-                    )
-                    .db()?
-                    .execute(params![
-                        user_id,
-                        user.password_hash,
-                        user.is_admin,
-                        created,
-                        user.displayname,
-                        user.is_guest
-                    ])
-                    .db()?;
-                if inserted == 0 {
+                if !crate::account::insert_user(tx, &user)? {
                     return Ok(NewUserWithThreepid::UserInUse);
                 }
                 let bound = tx

@@ -182,19 +182,16 @@ impl Media {
     }
 
     fn preview_client(&self) -> ServiceResult<reqwest::Client> {
-        if let Some(client) = self.previews.http.get() {
-            return Ok(client.clone());
-        }
-        let client = self
-            .ctx
+        let options = ClientOptions {
+            timeout: FETCH_TIMEOUT,
+            max_redirects: 5,
+            ..ClientOptions::default()
+        };
+        self.ctx
             .egress
-            .client(&ClientOptions {
-                timeout: FETCH_TIMEOUT,
-                max_redirects: 5,
-                ..ClientOptions::default()
-            })
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(self.previews.http.get_or_init(|| client).clone())
+            .shared_client(&self.previews.http, &options)
+            .cloned()
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// An image response stored as a new media of `user_id`: its URI and content.

@@ -259,21 +259,18 @@ impl Fetcher {
     }
 
     fn http_client(&self) -> Result<reqwest::Client, FetchError> {
-        if let Some(client) = self.http.get() {
-            return Ok(client.clone());
-        }
         let timeout =
             std::time::Duration::from_millis(self.ctx.federation.config.request_timeout_ms.max(1));
-        let client = self
-            .ctx
+        let options = ClientOptions {
+            timeout,
+            max_redirects: 5,
+            ..ClientOptions::default()
+        };
+        self.ctx
             .egress
-            .client(&ClientOptions {
-                timeout,
-                max_redirects: 5,
-                ..ClientOptions::default()
-            })
-            .map_err(|e| FetchError::Internal(e.to_string()))?;
-        Ok(self.http.get_or_init(|| client).clone())
+            .shared_client(&self.http, &options)
+            .cloned()
+            .map_err(|e| FetchError::Internal(e.to_string()))
     }
 
     /// A whole response body saved as a media file, labelled by the response's headers.

@@ -173,18 +173,14 @@ impl Push {
 
     /// The client every delivery shares, built once through the egress filter.
     fn client(&self) -> Result<&reqwest::Client, String> {
-        if let Some(client) = self.client.get() {
-            return Ok(client);
-        }
-        let client = self
-            .ctx
+        let options = ClientOptions {
+            timeout: REQUEST_TIMEOUT,
+            ..ClientOptions::default()
+        };
+        self.ctx
             .egress
-            .client(&ClientOptions {
-                timeout: REQUEST_TIMEOUT,
-                ..ClientOptions::default()
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(self.client.get_or_init(|| client))
+            .shared_client(&self.client, &options)
+            .map_err(|e| e.to_string())
     }
 
     /// The notification as the pusher's `format` wants it; `None` if the event is gone.

@@ -209,18 +209,14 @@ impl Sso {
 
     /// The client every provider request shares, built once through the egress filter.
     fn http(&self) -> Result<&reqwest::Client, SsoFailure> {
-        if let Some(client) = self.client.get() {
-            return Ok(client);
-        }
-        let client = self
-            .ctx
+        let options = ClientOptions {
+            timeout: REQUEST_TIMEOUT,
+            ..ClientOptions::default()
+        };
+        self.ctx
             .egress
-            .client(&ClientOptions {
-                timeout: REQUEST_TIMEOUT,
-                ..ClientOptions::default()
-            })
-            .map_err(|e| SsoFailure::internal(e.to_string()))?;
-        Ok(self.client.get_or_init(|| client))
+            .shared_client(&self.client, &options)
+            .map_err(|e| SsoFailure::internal(e.to_string()))
     }
 }
 

@@ -181,18 +181,14 @@ impl Threepids {
 
     /// The client every identity-server request shares, built once through the egress filter.
     fn client(&self) -> ServiceResult<&reqwest::Client> {
-        if let Some(client) = self.client.get() {
-            return Ok(client);
-        }
-        let client = self
-            .ctx
+        let options = ClientOptions {
+            timeout: REQUEST_TIMEOUT,
+            ..ClientOptions::default()
+        };
+        self.ctx
             .egress
-            .client(&ClientOptions {
-                timeout: REQUEST_TIMEOUT,
-                ..ClientOptions::default()
-            })
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(self.client.get_or_init(|| client))
+            .shared_client(&self.client, &options)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// `POST /_matrix/identity/v2/3pid/bind` for `user_id`, then remembers the binding.
